@@ -1,0 +1,150 @@
+"""The `deltaplane` console script: one subcommand per `deltaplane.api` function.
+
+Argument parsing only; every subcommand calls the API function of the same name. User errors (DeltaplaneError) print
+one line and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from deltaplane.errors import DeltaplaneError
+
+PRESET_CHOICES = ("tiny", "fast", "full")
+CAMERA_HELP = ("camera path: dataset (the training video's poses), front, yaw=DEG,pitch=DEG, "
+               "orbit (Talk3D ±30° yaw / ±20° pitch ellipse) or spiral")
+
+
+def _add_preprocess(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("preprocess", help="turn a talking-portrait video into a training dataset",
+                       description="Decode, track the face, align (VIVE3D-style), estimate head pose, make masks and "
+                                   "frame-aligned audio features. Re-running resumes finished stages.")
+    p.add_argument("video", type=Path, help="input video (any container/codec FFmpeg reads)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="dataset directory to write")
+    p.add_argument("--audio", type=Path, help="audio file to use instead of the video's own audio stream")
+    p.add_argument("--fps", type=float, default=25.0, help="output frame rate (default 25)")
+    p.add_argument("--size", type=int, default=512, help="aligned frame size in pixels (default 512)")
+    p.add_argument("--test-fraction", type=float, default=0.1, help="last fraction of the video kept for testing")
+    p.add_argument("--audio-features", default="logmel",
+                   help="'logmel' (default), a local wav2vec2/HuBERT model directory, or a precomputed AD-NeRF/"
+                        "Talk3D .npy (aud_eo.npy or DeepSpeech aud.npy)")
+    p.add_argument("--phones", action="store_true", help="also store a pocketsphinx phone track (needs [audio] extra)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a talking portrait on a preprocessed dataset")
+    p.add_argument("dataset", type=Path, help="dataset directory made by `deltaplane preprocess`")
+    p.add_argument("-o", "--output", type=Path, required=True, help="run directory (checkpoints, logs, samples)")
+    p.add_argument("--preset", choices=PRESET_CHOICES, default=None,
+                   help="model/training size: tiny (CPU tests), fast (minutes on a GPU), full (Talk3D size); "
+                        "default: fast on CUDA, tiny on CPU")
+    p.add_argument("--steps", type=int, help="number of training steps (default: the preset's)")
+    p.add_argument("--minutes", type=float, help="stop after this many minutes of training (checkpoint kept)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--lpips-weights", type=Path, help="LPIPS weights file (never downloaded)")
+    p.add_argument("--syncnet", type=Path, help="lip-sync expert weights for the sync loss (never downloaded)")
+    p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (needs tensorboard)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_render(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("render", help="render a trained portrait driven by any speech audio")
+    p.add_argument("run", type=Path, help="run directory made by `deltaplane train`")
+    p.add_argument("--audio", type=Path, required=True, help="driving speech (wav/mp3/m4a/..., any rate)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output mp4 (H.264 + AAC)")
+    p.add_argument("--camera", default="dataset", help=CAMERA_HELP)
+    p.add_argument("--depth", type=Path, help="also write a depth video here")
+    p.add_argument("--neutral", action="store_true",
+                   help="hold eye/angle/landmark tokens neutral instead of replaying the training video's")
+    p.add_argument("--lip-smoothing", type=float, default=0.0,
+                   help="EMA weight of the previous audio code (Talk3D uses 0.2; 0 = off)")
+    p.add_argument("--no-watermark", action="store_true", help="do not embed the invisible watermark")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _add_detect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("detect", help="check a video for deltaplane's invisible watermark")
+    p.add_argument("video", type=Path)
+
+
+def _add_run(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="preprocess + train + render (+ evaluate) in one go")
+    p.add_argument("video", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="work directory")
+    p.add_argument("--audio", type=Path, help="driving audio for the final render (default: the test split's)")
+    p.add_argument("--preset", choices=PRESET_CHOICES, default=None)
+    p.add_argument("--steps", type=int)
+    p.add_argument("--device")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="fully offline smoke run on a synthetic subject (a few minutes on a CPU)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="work directory")
+    p.add_argument("--steps", type=int, help="training steps (default: the tiny preset's)")
+    p.add_argument("--device")
+    p.add_argument("--quiet", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deltaplane", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command")
+    for add in (_add_preprocess, _add_train, _add_render, _add_detect, _add_run, _add_demo):
+        add(sub)
+    return parser
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    from deltaplane import api  # heavy imports only once a command runs
+
+    if args.command == "preprocess":
+        api.preprocess(args.video, args.output, audio=args.audio, fps=args.fps, size=args.size,
+                       test_fraction=args.test_fraction, audio_features=args.audio_features, phones=args.phones,
+                       progress=not args.quiet)
+    elif args.command == "train":
+        api.train(args.dataset, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
+                  resume=args.resume, device=args.device, lpips_weights=args.lpips_weights, syncnet=args.syncnet,
+                  tensorboard=args.tensorboard, seed=args.seed, progress=not args.quiet)
+    elif args.command == "render":
+        api.render(args.run, args.audio, args.output, camera=args.camera, depth=args.depth, neutral=args.neutral,
+                   lip_smoothing=args.lip_smoothing, watermark=not args.no_watermark, device=args.device,
+                   progress=not args.quiet)
+    elif args.command == "detect":
+        result = api.detect(args.video)
+        print(result.summary())
+        if not result.detected:
+            sys.exit(1)
+    elif args.command == "run":
+        api.run(args.video, args.output, audio=args.audio, preset=args.preset, steps=args.steps,
+                device=args.device, progress=not args.quiet)
+    elif args.command == "demo":
+        api.demo(args.output, steps=args.steps, device=args.device, progress=not args.quiet)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from deltaplane import __version__
+
+        print(__version__)
+        return
+    if args.command is None:
+        parser.print_help()
+        sys.exit(2)
+    try:
+        _dispatch(args)
+    except DeltaplaneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: finished stages and checkpoints are kept; re-run to resume", file=sys.stderr)
+        sys.exit(130)

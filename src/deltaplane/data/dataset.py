@@ -1,0 +1,125 @@
+"""Load a preprocessed dataset split into memory and cut it into `FrameBatch`es.
+
+Frames are kept as uint8 (a 50 s clip at 512² is ~1 GB) on whatever device the caller moves them to; batches are
+converted to [-1, 1] floats on the fly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int, UInt8
+from torch import Tensor
+
+from deltaplane.data.schema import (AUDIO_FEATURES, TRACKS, Manifest, frame_path, parsing_path, read_manifest)
+from deltaplane.errors import InputError
+from deltaplane.geometry.cameras import Cameras
+from deltaplane.structs import Conditions, FrameBatch
+
+LOWER_FACE_LABEL = 5
+AUDIO_CONTEXT = 8
+"""Audio windows per sample: frames t−4 … t+3 (Talk3D)."""
+
+
+@dataclass(frozen=True)
+class ClipData:
+    """One split of a dataset, in memory. Per-frame tensors are indexed by position in `indices`."""
+
+    indices: Int[Tensor, " frames"]
+    """Frame numbers in the full clip."""
+    frames: UInt8[Tensor, "frames 3 size size"]
+    parsing: UInt8[Tensor, "frames 1 size size"]
+    audio_features: Float[Tensor, "all_frames 16 dim"]
+    """Windows of the *whole* clip, so the audio context of a test frame can reach back into training frames."""
+    eye: Float[Tensor, " frames"]
+    angles: Float[Tensor, "frames 3"]
+    landmarks: Float[Tensor, "frames 6"]
+    cam2world: Float[Tensor, "frames 4 4"]
+    intrinsics: Float[Tensor, "frames 3 3"]
+    """Pixel intrinsics for `size`² frames."""
+
+    def __len__(self) -> int:
+        return self.indices.shape[0]
+
+    def to(self, device: torch.device | str) -> ClipData:
+        return ClipData(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+def _read_image(path: Path, size: int, flags: int, interpolation: int) -> np.ndarray:
+    image = cv2.imread(str(path), flags)
+    if image is None:
+        raise InputError(f"cannot read {path}: the dataset is damaged; re-run `deltaplane preprocess`")
+    if image.shape[0] != size:
+        image = cv2.resize(image, (size, size), interpolation=interpolation)
+    return image
+
+
+def load_clip(dataset_dir: str | Path, split: str, size: int | None = None) -> tuple[Manifest, ClipData]:
+    """Load `split` ('train', 'test' or 'all') resized to `size`² (default: the dataset's image size)."""
+    dataset_dir = Path(dataset_dir)
+    manifest = read_manifest(dataset_dir)
+    if split == "all":
+        indices = list(range(manifest.num_frames))
+    elif split in manifest.splits:
+        indices = manifest.splits[split]
+    else:
+        raise InputError(f"dataset {dataset_dir} has no split {split!r} (has: {', '.join(manifest.splits)})")
+    if not indices:
+        raise InputError(f"split {split!r} of {dataset_dir} is empty")
+    size = size or manifest.image_size
+    frames = np.stack([_read_image(frame_path(dataset_dir, i), size, cv2.IMREAD_COLOR, cv2.INTER_AREA)[..., ::-1]
+                       for i in indices])
+    parsing = np.stack([_read_image(parsing_path(dataset_dir, i), size, cv2.IMREAD_GRAYSCALE, cv2.INTER_NEAREST)
+                        for i in indices])
+    tracks = np.load(dataset_dir / TRACKS)
+    features = np.load(dataset_dir / AUDIO_FEATURES).astype(np.float32)
+    select = np.asarray(indices)
+    intrinsics = tracks["intrinsics"][select].copy()
+    intrinsics[:, :2] *= size / manifest.image_size
+    clip = ClipData(
+        indices=torch.as_tensor(select),
+        frames=torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous(),
+        parsing=torch.from_numpy(parsing)[:, None].contiguous(),
+        audio_features=torch.from_numpy(features),
+        eye=torch.from_numpy(tracks["eye_openness"][select].astype(np.float32)),
+        angles=torch.from_numpy(tracks["angles"][select].astype(np.float32)),
+        landmarks=torch.from_numpy(tracks["landmark_feature"][select].astype(np.float32)),
+        cam2world=torch.from_numpy(tracks["cam2world"][select].astype(np.float32)),
+        intrinsics=torch.from_numpy(intrinsics.astype(np.float32)),
+    )
+    return manifest, clip
+
+
+def audio_context(features: Float[Tensor, "frames 16 dim"], indices: Int[Tensor, " batch"],
+                  context: int = AUDIO_CONTEXT) -> Float[Tensor, "batch context 16 dim"]:
+    """Windows of frames t − context/2 … t + context/2 − 1 for each t, zero outside the clip."""
+    offsets = torch.arange(context, device=indices.device) - context // 2
+    positions = indices[:, None] + offsets  # [B, context]
+    valid = (positions >= 0) & (positions < features.shape[0])
+    gathered = features[positions.clamp(0, features.shape[0] - 1)]  # [B, context, 16, D]
+    return gathered * valid[..., None, None].to(gathered.dtype)
+
+
+def to_signed(images: UInt8[Tensor, "batch 3 height width"]) -> Float[Tensor, "batch 3 height width"]:
+    """uint8 [0, 255] → float [-1, 1]."""
+    return images.float() / 127.5 - 1.0
+
+
+def make_batch(clip: ClipData, positions: Int[Tensor, " batch"], raw_size: int) -> FrameBatch:
+    """Assemble the frames at `positions` (rows of `clip`) on the clip's device."""
+    images = to_signed(clip.frames[positions])
+    size = images.shape[-1]
+    images_raw = F.interpolate(images, size=(raw_size, raw_size), mode="area") if raw_size != size else images
+    lower = (clip.parsing[positions] == LOWER_FACE_LABEL).float()
+    lower_raw = F.interpolate(lower, size=(raw_size, raw_size), mode="area") > 0.5
+    cameras = Cameras(clip.cam2world[positions], clip.intrinsics[positions], size, size)
+    conditions = Conditions(audio=audio_context(clip.audio_features, clip.indices[positions]),
+                            eye=clip.eye[positions], angles=clip.angles[positions],
+                            landmarks=clip.landmarks[positions])
+    return FrameBatch(indices=clip.indices[positions], images=images, images_raw=images_raw, lower_face=lower_raw,
+                      cameras=cameras, conditions=conditions)

@@ -1,0 +1,136 @@
+"""The on-disk dataset format written by `deltaplane preprocess` (documented in docs/dataset.md).
+
+A dataset is complete exactly when `manifest.json` exists: every stage writes its artefacts atomically first and the
+manifest last. `read_manifest` validates the schema version and that the referenced files exist.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from deltaplane.errors import InputError
+
+SCHEMA_VERSION = 1
+"""Bump on any change of the layout below; readers refuse other versions with a clear message."""
+
+MANIFEST = "manifest.json"
+FRAMES_DIR = "frames"
+"""Aligned RGB frames, `frames/%06d.jpg` (JPEG quality 95), `image_size`² pixels."""
+PARSING_DIR = "parsing"
+"""One uint8 label map per frame, `parsing/%06d.png` (labels in `PARSING_LABELS`)."""
+TRACKS = "tracks.npz"
+"""Per-frame arrays (see `TRACK_ARRAYS`)."""
+AUDIO_WAV = "audio.wav"
+"""16 kHz mono PCM16, exactly num_frames / fps seconds."""
+AUDIO_FEATURES = "audio_features.npy"
+"""[num_frames, 16, D] float16 windows; window k is centred on frame k (docs/conventions.md)."""
+
+PARSING_LABELS = {0: "background", 1: "torso", 2: "head_other", 3: "face_middle", 4: "upper_face", 5: "lower_face"}
+"""face = label ≥ 3, head = label ≥ 2, person = label ≥ 1."""
+
+TRACK_ARRAYS = {
+    "landmarks_original": "[N, 68, 2] float32, pixels of the original frame (after fps resampling)",
+    "landmarks_aligned": "[N, 68, 2] float32, pixels of the aligned frame",
+    "mesh_original": "[N, 478, 3] float32, mediapipe mesh, x/y pixels of the original frame, z in the same scale",
+    "affine": "[N, 2, 3] float32, original → aligned pixel transform (similarity, from smoothed landmarks)",
+    "inverse_affine": "[N, 2, 3] float32, aligned → original",
+    "angles": "[N, 3] float32, camera (yaw, pitch, roll) in radians relative to the face (docs/conventions.md)",
+    "cam2world": "[N, 4, 4] float32, OpenCV cam2world of the aligned frame",
+    "intrinsics": "[N, 3, 3] float32, pixel intrinsics of the aligned frame (focal 3.6 widths)",
+    "eye_openness": "[N] float32, eye aspect ratio (mean of both eyes)",
+    "landmark_feature": "[N, 6] float32, points 30/45/36 in original-frame pixels mapped to [-1, 1]",
+    "face_detected": "[N] bool, False where the landmarks were interpolated over a short gap",
+}
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    """Where the dataset came from."""
+
+    path: str
+    sha256: str
+    fps: float
+    width: int
+    height: int
+    duration: float
+    audio_path: str | None = None
+    """The audio file used when given with --audio (else the video's own audio stream)."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """The frame-aligned audio features stored in `audio_features.npy`."""
+
+    kind: str
+    """'logmel' (default), 'hf:<model dir name>', 'ad-nerf' (imported aud_eo.npy/DeepSpeech npy)."""
+    dim: int
+    window: int
+    feature_rate: float
+    sample_rate: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Contents of `manifest.json`."""
+
+    fps: float
+    num_frames: int
+    image_size: int
+    source: SourceInfo
+    audio: AudioInfo
+    splits: dict[str, list[int]]
+    """`train` and `test` frame indices; `test` is the last `test_fraction` of the video."""
+    focal: float = 3.6
+    schema_version: int = SCHEMA_VERSION
+    stages: dict[str, dict] = field(default_factory=dict)
+    """Per stage: the parameters it ran with and its wall time (informational)."""
+    phones: bool = False
+    """Whether `phones.json` (pocketsphinx phone track) exists."""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def split_indices(num_frames: int, test_fraction: float) -> dict[str, list[int]]:
+    """Train = the first frames, test = the last `test_fraction` of the video (Talk3D/AD-NeRF protocol)."""
+    if not 0.0 <= test_fraction < 1.0:
+        raise InputError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    num_test = int(round(num_frames * test_fraction))
+    if test_fraction > 0 and num_test == 0:
+        num_test = 1
+    cut = num_frames - num_test
+    return {"train": list(range(cut)), "test": list(range(cut, num_frames))}
+
+
+def read_manifest(dataset_dir: str | Path) -> Manifest:
+    """Read and validate `manifest.json`; raise InputError with the reason when it is missing or unusable."""
+    dataset_dir = Path(dataset_dir)
+    path = dataset_dir / MANIFEST
+    if not path.is_file():
+        raise InputError(f"{dataset_dir} is not a complete dataset (no {MANIFEST}); run `deltaplane preprocess` first")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
+    version = raw.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise InputError(f"{path} has schema_version {version}; this deltaplane reads version {SCHEMA_VERSION}: "
+                         "re-run `deltaplane preprocess`")
+    try:
+        manifest = Manifest(**{**raw, "source": SourceInfo(**raw["source"]), "audio": AudioInfo(**raw["audio"])})
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{path} is malformed: {exc}") from exc
+    for name in (TRACKS, AUDIO_WAV, AUDIO_FEATURES, FRAMES_DIR, PARSING_DIR):
+        if not (dataset_dir / name).exists():
+            raise InputError(f"dataset {dataset_dir} is incomplete: {name} is missing")
+    return manifest
+
+
+def frame_path(dataset_dir: str | Path, index: int) -> Path:
+    return Path(dataset_dir) / FRAMES_DIR / f"{index:06d}.jpg"
+
+
+def parsing_path(dataset_dir: str | Path, index: int) -> Path:
+    return Path(dataset_dir) / PARSING_DIR / f"{index:06d}.png"

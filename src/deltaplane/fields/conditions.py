@@ -1,0 +1,86 @@
+"""Condition tokens of the deltaplane cross-attention (spec §5.1): [audio, eye, null, angles, landmarks] → [B, 5, 64].
+
+The audio token is the AudioEncoder's code (passed in); eye openness, head angles and the 6-D landmark feature are
+frequency-encoded and lifted by small MLPs; the null token is a learned parameter shared by every sample. Neutral
+inputs (zero angles, the mean eye openness, …) are the caller's choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+TOKEN_NAMES = ("audio", "eye", "null", "angles", "landmarks")
+"""Order of the condition tokens (and of the last axis of the predictor's attention maps)."""
+
+
+def frequency_encoding(x: Float[Tensor, "*batch dim"], num_frequencies: int,
+                       include_input: bool = True) -> Float[Tensor, "*batch encoded"]:
+    """NeRF encoding with frequencies 2^0 … 2^(F−1) (no π): [x, sin(2^0·x), cos(2^0·x), sin(2^1·x), …].
+
+    Each sin / cos block holds all D inputs, so the output has D·(1 + 2F) channels (D·2F without the input).
+    Computed in at least float32, as large frequencies times a bf16 input lose the phase.
+    """
+    x = x.to(torch.promote_types(x.dtype, torch.float32))
+    frequencies = 2.0 ** torch.arange(num_frequencies, dtype=x.dtype, device=x.device)  # [F]
+    phase = x.unsqueeze(-2) * frequencies[:, None]  # [..., F, D]
+    encoded = torch.stack((phase.sin(), phase.cos()), dim=-2).flatten(-3)  # [..., F·2·D]: per frequency sin, cos
+    return torch.cat((x, encoded), dim=-1) if include_input else encoded
+
+
+def _mlp(in_features: int, width: int, num_layers: int) -> nn.Sequential:
+    """Talk3D's simpleMLP: Linear(in, width), then (ReLU, Linear(width, width)) × (num_layers − 1), linear output."""
+    layers: list[nn.Module] = [nn.Linear(in_features, width)]
+    for _ in range(num_layers - 1):
+        layers += [nn.ReLU(), nn.Linear(width, width)]
+    return nn.Sequential(*layers)
+
+
+@dataclass(frozen=True)
+class ConditionEncoderConfig:
+    """Sizes of the condition encoders. Quirks fixed on purpose: angles in radians with few frequencies (the
+    official encodes degrees with frequencies up to 2^9, whose phases wrap thousands of times), and a real
+    nn.Parameter null token (the official draws a plain tensor per process)."""
+
+    token_dim: int = 64
+    """Width of every token (and of the MLPs' hidden layers)."""
+    eye_frequencies: int = 16
+    """Frequencies 2^0 … 2^15 for the scalar eye openness (official; 1 + 2·16 = 33 inputs)."""
+    angle_frequencies: int = 3
+    """Frequencies 2^0, 2^1, 2^2 rad⁻¹ for (yaw, pitch, roll) in radians: the highest phase 4 · 0.6 = 2.4 rad
+    stays inside (−π, π) for |angle| ≤ 0.6 rad, so no band wraps around (8 · 0.6 = 4.8 would); 3·7 = 21 inputs."""
+    landmark_frequencies: int = 6
+    """Frequencies 2^0 … 2^5 for the 6-D landmark feature in [−1, 1] (official; 6·13 = 78 inputs)."""
+    landmark_dim: int = 6
+    """Size of the landmark feature: points [30, 45, 36] as (x, y) (docs/conventions.md)."""
+    mlp_layers: int = 3
+    """Linear layers per condition MLP."""
+
+
+class ConditionEncoder(nn.Module):
+    """Builds the 5 condition tokens [audio, eye, null, angles, landmarks] of the deltaplane cross-attention."""
+
+    def __init__(self, config: ConditionEncoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        width = config.token_dim
+        self.eye_mlp = _mlp(1 + 2 * config.eye_frequencies, width, config.mlp_layers)
+        self.angle_mlp = _mlp(3 * (1 + 2 * config.angle_frequencies), width, config.mlp_layers)
+        self.landmark_mlp = _mlp(config.landmark_dim * (1 + 2 * config.landmark_frequencies), width,
+                                 config.mlp_layers)
+        self.null_token = nn.Parameter(torch.randn(1, 1, width))
+
+    def forward(self, audio_code: Float[Tensor, "batch token_dim"], eye: Float[Tensor, " batch"],
+                angles: Float[Tensor, "batch 3"], landmarks: Float[Tensor, "batch landmark_dim"]
+                ) -> Float[Tensor, "batch 5 token_dim"]:
+        """`eye`: openness (AU45 in [0, 2]); `angles`: camera (yaw, pitch, roll) in radians; `landmarks` in [−1, 1]."""
+        config = self.config
+        eye_token = self.eye_mlp(frequency_encoding(eye[:, None], config.eye_frequencies))
+        angle_token = self.angle_mlp(frequency_encoding(angles, config.angle_frequencies))
+        landmark_token = self.landmark_mlp(frequency_encoding(landmarks, config.landmark_frequencies))
+        null_token = self.null_token.expand(audio_code.shape[0], 1, -1)
+        return torch.cat((audio_code[:, None], eye_token[:, None], null_token, angle_token[:, None],
+                          landmark_token[:, None]), dim=1)  # [B, 5, token_dim]

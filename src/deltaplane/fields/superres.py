@@ -1,0 +1,88 @@
+"""Super-resolution ×4 (128 → 512) of the volume-rendered feature image, shaped like EG3D's two-block SR.
+
+EG3D's SuperresolutionHybrid8XDC is a StyleGAN2 modulated-conv net driven by a w code. Here the identity is learned
+directly and there is no w, so this is the same topology with plain convolutions: two blocks (256², then 512²),
+each upsampling its input ×2 (bilinear), applying two 3×3 conv + LeakyReLU(0.2), and adding a 1×1 ToRGB output to an
+RGB skip that starts from the raw RGB and is upsampled ×2 (bilinear, EG3D uses the equivalent [1,3,3,1] filter)
+at every block. The ToRGB convs start at zero, so at init the output is exactly the raw RGB upsampled ×2 twice.
+The output is in the range of its input RGB ([-1, 1] once the model has applied EG3D's ×2 − 1) and is not clamped.
+Plain convs and interpolations only, so channels-last inputs stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class SuperResolutionConfig:
+    """Sizes of the super-resolution net (defaults: EG3D's channel widths)."""
+
+    input_resolution: int = 128
+    """Neural rendering resolution; other input sizes are resized to it (bilinear, antialiased). Output is 4×."""
+    feature_channels: int = 32
+    """Channels of the feature image (the first 3 are the raw RGB)."""
+    block0_channels: int = 256
+    """Width of the first block (at 2× the input resolution)."""
+    block1_channels: int = 128
+    """Width of the second block (at 4× the input resolution)."""
+    negative_slope: float = 0.2
+    """LeakyReLU slope."""
+
+
+TINY_SUPERRES = SuperResolutionConfig(block0_channels=16, block1_channels=8)
+"""A small preset for CPU tests and quick runs."""
+
+
+def _upsample2(image: Float[Tensor, "batch channels height width"]) -> Float[Tensor, "batch channels height2 width2"]:
+    return F.interpolate(image, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
+class SuperResolutionBlock(nn.Module):
+    """×2 bilinear upsample → conv3×3 → LReLU → conv3×3 → LReLU, plus a zero-initialised ToRGB added to the
+    upsampled RGB skip."""
+
+    def __init__(self, in_channels: int, out_channels: int, negative_slope: float) -> None:
+        super().__init__()
+        self.negative_slope = negative_slope
+        self.conv0 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.conv1 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+        self.torgb = nn.Conv2d(out_channels, 3, kernel_size=1)
+        for conv in (self.conv0, self.conv1):
+            nn.init.kaiming_normal_(conv.weight, a=negative_slope, nonlinearity="leaky_relu")
+            nn.init.zeros_(conv.bias)
+        nn.init.zeros_(self.torgb.weight)
+        nn.init.zeros_(self.torgb.bias)
+
+    def forward(self, features: Float[Tensor, "batch in_channels height width"],
+                rgb: Float[Tensor, "batch 3 height width"]
+                ) -> tuple[Float[Tensor, "batch out_channels height2 width2"], Float[Tensor, "batch 3 height2 width2"]]:
+        hidden = F.leaky_relu(self.conv0(_upsample2(features)), self.negative_slope)
+        hidden = F.leaky_relu(self.conv1(hidden), self.negative_slope)
+        return hidden, _upsample2(rgb) + self.torgb(hidden)
+
+
+class SuperResolution(nn.Module):
+    """Feature image [B, 32, 128, 128] + raw RGB [B, 3, 128, 128] → RGB [B, 3, 512, 512]."""
+
+    def __init__(self, config: SuperResolutionConfig = SuperResolutionConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.block0 = SuperResolutionBlock(config.feature_channels, config.block0_channels, config.negative_slope)
+        self.block1 = SuperResolutionBlock(config.block0_channels, config.block1_channels, config.negative_slope)
+
+    def forward(self, rgb: Float[Tensor, "batch 3 height width"], features: Float[Tensor, "batch channels height width"]
+                ) -> Float[Tensor, "batch 3 out_height out_width"]:
+        """`rgb` is the raw RGB (in EG3D, the first 3 channels of `features`); both in the model's [-1, 1] scale."""
+        size = (self.config.input_resolution, self.config.input_resolution)
+        if tuple(features.shape[-2:]) != size:
+            features = F.interpolate(features, size=size, mode="bilinear", align_corners=False, antialias=True)
+        if tuple(rgb.shape[-2:]) != size:
+            rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=True)
+        hidden, rgb = self.block0(features, rgb)
+        _, rgb = self.block1(hidden, rgb)
+        return rgb

@@ -1,0 +1,116 @@
+"""Tri-plane sampling and EG3D's OSG decoder: planes [B, 3, C, H, W] + world points → (features, raw density).
+
+Plane axes (docs/conventions.md, the corrected EG3D variant of NVlabs/eg3d#67): plane 0 = (x, y), plane 1 = (x, z),
+plane 2 = (z, y); plane k is sampled at (u, v) = those two coordinates, u along the width (last) axis and v along
+the height axis of `grid_sample`. Points are scaled by 2/box_warp (the box [-box_warp/2, box_warp/2]³ maps onto
+[-1, 1]), sampled bilinearly with zero padding and align_corners=False, and the three planes' features are
+averaged. `sample_triplane_reference` is a slow gather-based version of `sample_triplane` for tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+
+PLANE_AXES = ((0, 1), (0, 2), (2, 1))
+"""World axes (u, v) of planes 0, 1, 2: (x, y), (x, z), (z, y)."""
+
+
+def _plane_coordinates(points: Float[Tensor, "batch points 3"], box_warp: float
+                       ) -> Float[Tensor, "batch 3 points 2"]:
+    """Normalised (u, v) of every point on each plane."""
+    scaled = points * (2.0 / box_warp)
+    return torch.stack([scaled[..., list(axes)] for axes in PLANE_AXES], dim=1)  # [B, 3, N, 2]
+
+
+def sample_triplane(planes: Float[Tensor, "batch 3 channels height width"], points: Float[Tensor, "batch points 3"],
+                    box_warp: float = 1.0) -> Float[Tensor, "batch points channels"]:
+    """Mean over the three planes of the bilinearly sampled features at each point (float32 or wider)."""
+    batch, num_planes, channels, height, width = planes.shape
+    dtype = torch.promote_types(torch.promote_types(planes.dtype, points.dtype), torch.float32)
+    grid = _plane_coordinates(points.to(dtype), box_warp)  # [B, 3, N, 2]
+    grid = grid.reshape(batch * num_planes, 1, -1, 2)  # [B·3, 1, N, 2]
+    flat_planes = planes.to(dtype).reshape(batch * num_planes, channels, height, width)  # [B·3, C, H, W]
+    sampled = F.grid_sample(flat_planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    sampled = sampled.reshape(batch, num_planes, channels, -1)  # [B, 3, C, N]
+    return sampled.mean(dim=1).transpose(1, 2)  # [B, N, C]
+
+
+def sample_triplane_reference(planes: Float[Tensor, "batch 3 channels height width"],
+                              points: Float[Tensor, "batch points 3"], box_warp: float = 1.0
+                              ) -> Float[Tensor, "batch points channels"]:
+    """Slow reference of `sample_triplane`: explicit bilinear interpolation by gathering the four neighbours."""
+    batch, num_planes, channels, height, width = planes.shape
+    coordinates = _plane_coordinates(points, box_warp)  # [B, 3, N, 2]
+    total = torch.zeros(batch, channels, points.shape[1], dtype=planes.dtype, device=planes.device)
+    for plane_index in range(num_planes):
+        flat = planes[:, plane_index].reshape(batch, channels, height * width)  # [B, C, H·W]
+        # align_corners=False: u = −1 is the left edge of texel 0, texel j's centre is at u = (2j + 1)/W − 1.
+        x = ((coordinates[:, plane_index, :, 0] + 1) * width - 1) / 2  # [B, N], in texel units
+        y = ((coordinates[:, plane_index, :, 1] + 1) * height - 1) / 2
+        x0, y0 = torch.floor(x), torch.floor(y)
+        for x_index, x_weight in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+            for y_index, y_weight in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+                inside = (x_index >= 0) & (x_index < width) & (y_index >= 0) & (y_index < height)
+                texel = (y_index.clamp(0, height - 1) * width + x_index.clamp(0, width - 1)).long()  # [B, N]
+                values = flat.gather(2, texel[:, None, :].expand(-1, channels, -1))  # [B, C, N]
+                total = total + values * (x_weight * y_weight * inside)[:, None, :]
+    return (total / num_planes).transpose(1, 2)  # [B, N, C]
+
+
+@dataclass(frozen=True)
+class OSGDecoderConfig:
+    """Sizes of EG3D's OSG decoder."""
+
+    feature_channels: int = 32
+    """Channels of each tri-plane (input width)."""
+    hidden_channels: int = 64
+    """Width of the single hidden layer."""
+    output_channels: int = 32
+    """Feature channels out (the first 3 are RGB); one density channel is added."""
+
+
+class OSGDecoder(nn.Module):
+    """EG3D's OSGDecoder: Linear → Softplus → Linear; density = out[..., 0] raw, features =
+    sigmoid(out[..., 1:])·1.002 − 0.001. View directions are not used.
+
+    EG3D uses equalised-learning-rate layers, whose stored parameters are rescaled at run time. To load an EG3D
+    checkpoint (keys `decoder.net.0.*`, `decoder.net.2.*`, lr_mul = decoder_lr_mul = 1) into this module's `net.0`
+    and `net.2`, copy `weight = stored_weight · lr_mul / sqrt(fan_in)` (fan_in = in_features) and
+    `bias = stored_bias · lr_mul`. The init below matches EG3D's effective init: weight ~ N(0, 1/fan_in), bias 0.
+    """
+
+    def __init__(self, config: OSGDecoderConfig = OSGDecoderConfig()) -> None:
+        super().__init__()
+        self.config = config
+        self.net = nn.Sequential(nn.Linear(config.feature_channels, config.hidden_channels), nn.Softplus(),
+                                 nn.Linear(config.hidden_channels, 1 + config.output_channels))
+        for layer in (self.net[0], self.net[2]):
+            nn.init.normal_(layer.weight, std=layer.in_features ** -0.5)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, features: Float[Tensor, "batch points channels"]
+                ) -> tuple[Float[Tensor, "batch points out_channels"], Float[Tensor, "batch points 1"]]:
+        output = self.net(features)  # [B, N, 1 + out_channels]
+        density = output[..., :1]
+        decoded = torch.sigmoid(output[..., 1:]) * (1 + 2 * 0.001) - 0.001
+        return decoded, density
+
+
+class TriplaneField(nn.Module):
+    """Radiance field of a tri-plane: `sample_triplane` followed by the `OSGDecoder`. The planes are an input (the
+    model owns or generates them); this module owns only the decoder."""
+
+    def __init__(self, config: OSGDecoderConfig = OSGDecoderConfig(), box_warp: float = 1.0) -> None:
+        super().__init__()
+        self.box_warp = box_warp
+        self.decoder = OSGDecoder(config)
+
+    def forward(self, planes: Float[Tensor, "batch 3 channels height width"], points: Float[Tensor, "batch points 3"]
+                ) -> tuple[Float[Tensor, "batch points out_channels"], Float[Tensor, "batch points 1"]]:
+        """(features in [-0.001, 1.001], raw density) at the world points."""
+        return self.decoder(sample_triplane(planes, points, self.box_warp))

@@ -1,0 +1,142 @@
+"""Rendering a trained talker driven by new audio: load a run, build camera paths and tokens, stream frames.
+
+`render_clip` is the library entry point ("pipeline"): it yields frames as they are rendered, so a caller can
+encode them immediately and never hold the whole video in memory.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from deltaplane import checkpoint
+from deltaplane.audio.encoder import ema_smooth
+from deltaplane.config_io import from_dict
+from deltaplane.data.dataset import audio_context
+from deltaplane.errors import InputError
+from deltaplane.geometry.cameras import (DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world,
+                                         spiral_angles, talk3d_orbit_angles)
+from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
+from deltaplane.structs import Conditions
+
+DRIVING_TRACKS = "driving_tracks.npz"
+
+
+@dataclass(frozen=True)
+class DrivingTracks:
+    """Per-frame eye / head-angle / landmark tokens and cameras of the training video, replayed for new audio."""
+
+    eye: Float[Tensor, " frames"]
+    angles: Float[Tensor, "frames 3"]
+    landmarks: Float[Tensor, "frames 6"]
+    cam2world: Float[Tensor, "frames 4 4"]
+
+    def replay(self, num_frames: int) -> Tensor:
+        """Indices that play the training video forward and backward (no jump at the loop point)."""
+        length = self.eye.shape[0]
+        period = max(2 * length - 2, 1)
+        phase = torch.arange(num_frames) % period
+        return torch.where(phase < length, phase, period - phase)
+
+
+def load_run(run_dir: Path, device: torch.device) -> tuple[TriplaneTalker, dict, DrivingTracks]:
+    """The trained model (eval mode) of the newest checkpoint, the run config and the driving tracks."""
+    run_dir = Path(run_dir)
+    config = checkpoint.read_run_config(run_dir)
+    latest = checkpoint.latest_checkpoint(run_dir)
+    if latest is None:
+        raise InputError(f"{run_dir} has no checkpoint yet; train first (`deltaplane train ... -o {run_dir}`)")
+    model = TriplaneTalker(from_dict(TriplaneTalkerConfig, config["model"]))
+    model.load_state_dict(checkpoint.load_checkpoint(latest, with_training_state=False).model_state)
+    tracks_path = run_dir / DRIVING_TRACKS
+    if not tracks_path.is_file():
+        raise InputError(f"{tracks_path} is missing; the run directory is incomplete")
+    with np.load(tracks_path) as tracks:
+        driving = DrivingTracks(*(torch.from_numpy(tracks[name]).float()
+                                  for name in ("eye", "angles", "landmarks", "cam2world")))
+    return model.to(device).eval(), config, driving
+
+
+_FIXED = re.compile(r"^yaw=(?P<yaw>[-+]?\d+(\.\d*)?),pitch=(?P<pitch>[-+]?\d+(\.\d*)?)$")
+
+
+def camera_path(spec: str, num_frames: int, driving: DrivingTracks) -> Float[Tensor, "frames 4 4"]:
+    """cam2world per frame for a --camera spec: dataset | front | yaw=DEG,pitch=DEG | orbit | spiral."""
+    if spec == "dataset":
+        return driving.cam2world[driving.replay(num_frames)]
+    if spec == "front":
+        angles = torch.zeros(num_frames, 2)
+    elif spec == "orbit":
+        angles = talk3d_orbit_angles(num_frames)
+    elif spec == "spiral":
+        angles = spiral_angles(num_frames)
+    elif match := _FIXED.match(spec.replace(" ", "")):
+        yaw, pitch = math.radians(float(match["yaw"])), math.radians(float(match["pitch"]))
+        angles = torch.tensor([[yaw, pitch]]).expand(num_frames, 2)
+    else:
+        raise InputError(f"unknown camera {spec!r}; use dataset, front, orbit, spiral or yaw=DEG,pitch=DEG")
+    return orbit_cam2world(angles[:, 0], angles[:, 1])
+
+
+def driving_conditions(audio_features: Float[Tensor, "frames 16 dim"], driving: DrivingTracks,
+                       neutral: bool) -> tuple[Conditions, Tensor]:
+    """Conditions for every output frame (audio from the new clip) and the replayed training-frame indices."""
+    num_frames = audio_features.shape[0]
+    replay = driving.replay(num_frames)
+    if neutral:
+        eye = driving.eye.median().expand(num_frames)
+        angles = torch.zeros(num_frames, 3)
+        landmarks = driving.landmarks.median(dim=0).values.expand(num_frames, 6)
+    else:
+        eye, angles, landmarks = driving.eye[replay], driving.angles[replay], driving.landmarks[replay]
+    audio = audio_context(audio_features, torch.arange(num_frames))
+    return Conditions(audio=audio, eye=eye, angles=angles, landmarks=landmarks), replay
+
+
+@torch.no_grad()
+def render_clip(model: TriplaneTalker, conditions: Conditions, cam2world: Float[Tensor, "frames 4 4"],
+                batch_size: int = 4, lip_smoothing: float = 0.0, seed: int = 0
+                ) -> Iterator[tuple[Float[Tensor, "3 H W"], Float[Tensor, "1 h w"]]]:
+    """Yield (rgb in [-1, 1], depth) per frame. The identity encoder runs once; audio codes are optionally
+    EMA-smoothed over time (Talk3D's lip smoothing)."""
+    device = model.identity_planes.device
+    size = model.config.output_resolution
+    num_frames = cam2world.shape[0]
+    audio_codes = torch.cat([model.audio_encoder(conditions.audio[i:i + 64].to(device))
+                             for i in range(0, num_frames, 64)])
+    if lip_smoothing > 0:
+        audio_codes = ema_smooth(audio_codes, alpha=lip_smoothing)
+    encoded = model.predictor.encode(model.identity_planes[None])
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for start in range(0, num_frames, batch_size):
+        part = slice(start, min(start + batch_size, num_frames))
+        chunk = Conditions(*(getattr(conditions, name)[part].to(device)
+                             for name in ("audio", "eye", "angles", "landmarks")))
+        tokens = model.tokens(chunk, audio_code=audio_codes[part])
+        planes, _ = model.planes(tokens, encoded_identity=encoded.expand(tokens.shape[0]))
+        count = tokens.shape[0]
+        cameras = Cameras(cam2world[part].to(device), intrinsics_from_focal(DEFAULT_FOCAL, size, size, count,
+                                                                            device=device), size, size)
+        output = model.render(planes, cameras, generator=generator)
+        for index in range(count):
+            yield output.rgb[index], output.depth[index]
+
+
+def to_uint8(image: Float[Tensor, "3 H W"]) -> np.ndarray:
+    """[-1, 1] CHW → uint8 HWC."""
+    return ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def depth_to_uint8(depth: Float[Tensor, "1 h w"], near: float, far: float, size: int) -> np.ndarray:
+    """Depth → grey uint8 HxWx3 (near = white), upsampled to `size`."""
+    normalised = ((far - depth.float()) / (far - near)).clamp(0, 1)
+    image = torch.nn.functional.interpolate(normalised[None], size=(size, size), mode="bilinear")[0]
+    return (image * 255).round().byte().expand(3, -1, -1).permute(1, 2, 0).cpu().numpy()

@@ -1,0 +1,162 @@
+"""The Talk3D talker: identity triplane + audio-driven deltaplane → volume rendering of the whole frame → SR.
+
+identity planes [3, C, H, W] ──┬──────────────────────────────┐
+                               └─ DeltaplanePredictor(tokens) ─┴─ + ─→ sample (x,y),(x,z),(z,y) → OSG decoder
+tokens [B, 5, 64] = [audio, eye, null, angles, landmarks]            → 48 + 48 samples per ray, midpoint compositing
+                                                                     → 32-channel feature image (render res)
+                                                                     → super-resolution → RGB (output res)
+
+The identity planes are learned directly from the video (no external prior); `load_identity_planes` accepts planes
+from a generator (EG3D prior) without any other change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from deltaplane import losses
+from deltaplane.audio.encoder import AudioEncoder, AudioEncoderConfig
+from deltaplane.fields.conditions import ConditionEncoder, ConditionEncoderConfig
+from deltaplane.fields.deltaplane import DeltaplaneConfig, DeltaplanePredictor
+from deltaplane.fields.superres import SuperResolution, SuperResolutionConfig
+from deltaplane.fields.triplane import OSGDecoderConfig, TriplaneField
+from deltaplane.geometry.cameras import Cameras
+from deltaplane.geometry.rays import pixel_rays
+from deltaplane.render.volume import VolumeRenderConfig, render_rays
+from deltaplane.structs import Conditions, FrameBatch, RenderOutput
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the named loss terms (Talk3D's values where it has one)."""
+
+    l1_raw: float = 16.0
+    """L1 of the volume-rendered RGB vs the ground truth at the rendering resolution."""
+    l1_sr: float = 16.0
+    """L1 of the super-resolved RGB vs the ground truth at the output resolution."""
+    mouth: float = 15.0
+    """Mean squared error inside the lower-face mask at the rendering resolution."""
+    lpips: float = 1.0
+    """LPIPS at both resolutions (only with user-given LPIPS weights)."""
+    sync: float = 0.01
+    """Lip-sync expert loss (only with user-given SyncNet weights)."""
+    plane_tv: float = 0.01
+    """Total variation of the identity planes (smooth where unseen)."""
+    symmetry: float = 0.01
+    """Left–right symmetry of the identity planes (plausible unseen cheek)."""
+    delta_l1: float = 0.0
+    """L1 of the deltaplane (sparsity; Talk3D uses none)."""
+
+
+@dataclass(frozen=True)
+class TriplaneTalkerConfig:
+    """Sizes of every part of the triplane talker. The defaults are Talk3D's (the `full` preset)."""
+
+    plane_channels: int = 32
+    plane_resolution: int = 256
+    render_resolution: int = 128
+    """Neural-rendering resolution (rays per side); the super-resolution outputs 4× this."""
+    box_warp: float = 1.0
+    identity_init_std: float = 0.1
+    """Std of the random initial identity planes."""
+    ray_chunk: int = 1 << 15
+    """Rays rendered at once (memory bound; does not change results)."""
+    volume: VolumeRenderConfig = field(default_factory=VolumeRenderConfig)
+    decoder: OSGDecoderConfig = field(default_factory=OSGDecoderConfig)
+    superres: SuperResolutionConfig = field(default_factory=SuperResolutionConfig)
+    deltaplane: DeltaplaneConfig = field(default_factory=DeltaplaneConfig)
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    conditions: ConditionEncoderConfig = field(default_factory=ConditionEncoderConfig)
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    @property
+    def output_resolution(self) -> int:
+        return 4 * self.render_resolution
+
+    def __post_init__(self) -> None:
+        if self.superres.input_resolution != self.render_resolution:
+            raise ValueError("superres.input_resolution must equal render_resolution")
+        if self.decoder.feature_channels != self.plane_channels:
+            raise ValueError("decoder.feature_channels must equal plane_channels")
+
+
+class TriplaneTalker(nn.Module):
+    def __init__(self, config: TriplaneTalkerConfig) -> None:
+        super().__init__()
+        self.config = config
+        shape = (3, config.plane_channels, config.plane_resolution, config.plane_resolution)
+        self.identity_planes = nn.Parameter(torch.randn(shape) * config.identity_init_std)
+        self.audio_encoder = AudioEncoder(config.audio)
+        self.condition_encoder = ConditionEncoder(config.conditions)
+        self.predictor = DeltaplanePredictor(config.deltaplane)
+        self.field = TriplaneField(config.decoder, box_warp=config.box_warp)
+        self.superres = SuperResolution(config.superres)
+
+    @torch.no_grad()
+    def load_identity_planes(self, planes: Float[Tensor, "3 C H W"]) -> None:
+        """Replace the identity planes, e.g. with the output of a personalised generator."""
+        self.identity_planes.copy_(planes.to(self.identity_planes))
+
+    def tokens(self, conditions: Conditions, audio_code: Float[Tensor, "B 64"] | None = None
+               ) -> Float[Tensor, "B 5 64"]:
+        """The 5 condition tokens; pass `audio_code` to override the audio encoder (e.g. a smoothed code)."""
+        if audio_code is None:
+            audio_code = self.audio_encoder(conditions.audio)
+        return self.condition_encoder(audio_code, conditions.eye, conditions.angles, conditions.landmarks)
+
+    def planes(self, tokens: Float[Tensor, "B 5 64"], encoded_identity: object | None = None
+               ) -> tuple[Float[Tensor, "B 3 C H W"], Float[Tensor, "B 3 C H W"]]:
+        """(identity + deltaplane, deltaplane). `encoded_identity` is a cached `predictor.encode` result."""
+        batch = tokens.shape[0]
+        identity = self.identity_planes[None].expand(batch, -1, -1, -1, -1)
+        if encoded_identity is None:
+            encoded_identity = self.predictor.encode(identity)
+        delta = self.predictor.decode(encoded_identity, tokens)
+        return identity + delta.to(identity.dtype), delta
+
+    def render(self, planes: Float[Tensor, "B 3 C H W"], cameras: Cameras,
+               generator: torch.Generator | None = None) -> RenderOutput:
+        """Volume-render the feature image at the rendering resolution and super-resolve it."""
+        size = self.config.render_resolution
+        origins, directions = pixel_rays(cameras.resized(size, size))  # [B, R, 3]
+        chunks = []
+        for start in range(0, origins.shape[1], self.config.ray_chunk):
+            stop = start + self.config.ray_chunk
+            chunks.append(render_rays(lambda points: self.field(planes, points), origins[:, start:stop],
+                                      directions[:, start:stop], self.config.volume, generator=generator))
+        features = torch.cat([c.features for c in chunks], dim=1)  # [B, R, C]
+        depth = torch.cat([c.depth for c in chunks], dim=1)  # [B, R, 1]
+        accumulation = torch.cat([c.accumulation for c in chunks], dim=1)
+        batch = features.shape[0]
+        feature_image = features.permute(0, 2, 1).reshape(batch, -1, size, size) * 2.0 - 1.0  # EG3D: [0,1] → [-1,1]
+        rgb_raw = feature_image[:, :3]
+        rgb = self.superres(rgb_raw, feature_image)
+        return RenderOutput(rgb=rgb, rgb_raw=rgb_raw, depth=depth.permute(0, 2, 1).reshape(batch, 1, size, size),
+                            accumulation=accumulation.permute(0, 2, 1).reshape(batch, 1, size, size))
+
+    def forward(self, cameras: Cameras, conditions: Conditions,
+                generator: torch.Generator | None = None) -> tuple[RenderOutput, Float[Tensor, "B 3 C H W"]]:
+        planes, delta = self.planes(self.tokens(conditions))
+        return self.render(planes, cameras, generator), delta
+
+    def loss_terms(self, output: RenderOutput, delta: Float[Tensor, "B 3 C H W"], batch: FrameBatch,
+                   perceptual: nn.Module | None = None) -> dict[str, Tensor]:
+        """Named weighted terms; their sum is the training loss."""
+        weights = self.config.loss
+        terms = {
+            "l1_raw": weights.l1_raw * losses.l1(output.rgb_raw, batch.images_raw),
+            "l1_sr": weights.l1_sr * losses.l1(output.rgb, batch.images),
+            "mouth": weights.mouth * losses.masked_mse(output.rgb_raw, batch.images_raw, batch.lower_face),
+            "plane_tv": weights.plane_tv * losses.plane_total_variation(self.identity_planes[None]),
+            "symmetry": weights.symmetry * losses.plane_symmetry(self.identity_planes[None]),
+        }
+        if weights.delta_l1 > 0:
+            terms["delta_l1"] = weights.delta_l1 * delta.float().abs().mean()
+        if perceptual is not None:
+            terms["lpips"] = weights.lpips * (perceptual(output.rgb_raw, batch.images_raw).mean()
+                                              + perceptual(output.rgb, batch.images).mean())
+        return terms

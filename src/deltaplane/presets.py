@@ -1,0 +1,44 @@
+"""Named presets: the one switch for model size and training length."""
+
+from __future__ import annotations
+
+from deltaplane.errors import InputError
+from deltaplane.fields.deltaplane import DeltaplaneConfig
+from deltaplane.fields.superres import TINY_SUPERRES, SuperResolutionConfig
+from deltaplane.fields.triplane import OSGDecoderConfig
+from deltaplane.models.triplane_talker import TriplaneTalkerConfig
+from deltaplane.render.volume import VolumeRenderConfig
+from deltaplane.training.config import TrainConfig
+
+TINY = (
+    TriplaneTalkerConfig(plane_resolution=64, render_resolution=32,
+                         volume=VolumeRenderConfig(num_coarse=16, num_importance=16),
+                         superres=SuperResolutionConfig(input_resolution=32, block0_channels=TINY_SUPERRES.block0_channels,
+                                                        block1_channels=TINY_SUPERRES.block1_channels),
+                         deltaplane=DeltaplaneConfig.tiny(), decoder=OSGDecoderConfig()),
+    TrainConfig(steps=300, batch_size=2, eval_every=100, eval_frames=4, checkpoint_every=100, sample_every=300,
+                log_every=10, warmup_delta_steps=50),
+)
+"""CPU-sized: 64² planes, 32² rendering with 16 + 16 samples, 128² output; a few minutes on 2 cores."""
+
+FAST = (
+    TriplaneTalkerConfig(volume=VolumeRenderConfig(num_coarse=24, num_importance=24)),
+    TrainConfig(steps=6000, batch_size=4, eval_every=500, eval_frames=16, checkpoint_every=1000,
+                sample_every=1000, warmup_delta_steps=500),
+)
+"""Talk3D's architecture at half the ray samples: trains in minutes on one GPU."""
+
+FULL = (TriplaneTalkerConfig(), TrainConfig(warmup_delta_steps=2000))
+"""Talk3D's sizes: 48 + 48 samples per ray, 80 k steps."""
+
+PRESETS: dict[str, tuple[str, tuple[TriplaneTalkerConfig, TrainConfig]]] = {
+    "tiny": ("CPU tests and the offline demo", TINY),
+    "fast": ("full architecture, 24+24 samples, minutes on a GPU", FAST),
+    "full": ("Talk3D sizes, 48+48 samples, 80k steps", FULL),
+}
+
+
+def get_preset(name: str) -> tuple[TriplaneTalkerConfig, TrainConfig]:
+    if name not in PRESETS:
+        raise InputError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name][1]

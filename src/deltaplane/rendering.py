@@ -1,0 +1,67 @@
+"""`deltaplane render`: audio file → features → frames streamed into a watermarked, labelled H.264 mp4."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from deltaplane.audio.features import LogMelExtractor, frame_windows
+from deltaplane.audio.io import load_audio
+from deltaplane.errors import InputError
+from deltaplane.inference import (camera_path, depth_to_uint8, driving_conditions, load_run, render_clip,
+                                  to_uint8)
+from deltaplane.media.video import VideoWriter, output_frame_count
+
+MIN_SECONDS = 0.2
+
+
+def _audio_features(run_config: dict, samples: np.ndarray, num_frames: int, fps: float) -> torch.Tensor:
+    """Frame windows with the extractor the model was trained with."""
+    audio_dim = run_config["model"]["audio"]["feature_dim"]
+    extractor = LogMelExtractor()
+    if extractor.dim != audio_dim:
+        raise InputError(f"this run was trained on {audio_dim}-D audio features; rendering new audio currently "
+                         f"supports the default log-mel features ({extractor.dim}-D) only")
+    features = extractor(samples)
+    return torch.from_numpy(frame_windows(features, num_frames, fps))
+
+
+def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, depth_output: Path | None,
+                 neutral: bool, lip_smoothing: float, watermark: bool, device: torch.device, progress: bool,
+                 tags: dict[str, str], fps: float = 25.0) -> Path:
+    model, run_config, driving = load_run(run_dir, device)
+    samples = load_audio(audio_path)
+    duration = samples.shape[0] / 16000
+    if duration < MIN_SECONDS:
+        raise InputError(f"{audio_path} holds only {duration:.2f} s of audio")
+    num_frames = output_frame_count(duration, fps)
+    conditions, _ = driving_conditions(_audio_features(run_config, samples, num_frames, fps), driving, neutral)
+    cam2world = camera_path(camera, num_frames, driving)
+    size = model.config.output_resolution
+    mark = None
+    if watermark:
+        from deltaplane.watermark import WatermarkConfig, embed
+
+        config = WatermarkConfig()
+
+        def mark(frame: np.ndarray) -> np.ndarray:
+            return embed(frame, config)
+
+    volume = model.config.volume
+    with contextlib.ExitStack() as stack:
+        writer = stack.enter_context(VideoWriter(output, fps, audio=samples, audio_sample_rate=16000,
+                                                 metadata=dict(tags, title=f"deltaplane render ({camera})")))
+        depth_writer = None
+        if depth_output is not None:
+            depth_writer = stack.enter_context(VideoWriter(depth_output, fps, metadata=dict(tags, title="depth")))
+        frames = render_clip(model, conditions, cam2world, lip_smoothing=lip_smoothing)
+        for rgb, depth in tqdm(frames, total=num_frames, disable=not progress, desc="render", unit="frame"):
+            image = to_uint8(rgb)
+            writer.write(mark(image) if mark else image)
+            if depth_writer is not None:
+                depth_writer.write(depth_to_uint8(depth, volume.near, volume.far, size))
+    return output

@@ -1,0 +1,61 @@
+"""Batches and outputs passed between data, models, training and inference (frozen tensor dataclasses)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from deltaplane.geometry.cameras import Cameras
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """Everything the deltaplane is conditioned on, per frame."""
+
+    audio: Float[Tensor, "batch 8 16 dim"]
+    """Audio windows of frames t−4 … t+3 (zero windows outside the clip)."""
+    eye: Float[Tensor, " batch"]
+    """Eye openness (eye aspect ratio)."""
+    angles: Float[Tensor, "batch 3"]
+    """Camera (yaw, pitch, roll) of the training frame in radians: the head-pose token."""
+    landmarks: Float[Tensor, "batch 6"]
+    """The 6-D landmark feature in [-1, 1]."""
+
+    def to(self, device: torch.device | str) -> Conditions:
+        return Conditions(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+@dataclass(frozen=True)
+class FrameBatch:
+    """A training/evaluation batch of frames of one clip."""
+
+    indices: Int[Tensor, " batch"]
+    images: Float[Tensor, "batch 3 height width"]
+    """Ground truth at the output resolution, in [-1, 1]."""
+    images_raw: Float[Tensor, "batch 3 raw raw"]
+    """Ground truth at the neural-rendering resolution (area-downsampled), in [-1, 1]."""
+    lower_face: Bool[Tensor, "batch 1 raw raw"]
+    """Mouth/jaw mask at the rendering resolution (mouth-weighted loss)."""
+    cameras: Cameras
+    conditions: Conditions
+
+    def to(self, device: torch.device | str) -> FrameBatch:
+        return replace(self, indices=self.indices.to(device), images=self.images.to(device),
+                       images_raw=self.images_raw.to(device), lower_face=self.lower_face.to(device),
+                       cameras=self.cameras.to(device), conditions=self.conditions.to(device))
+
+
+@dataclass(frozen=True)
+class RenderOutput:
+    """What a talking-head model renders for a batch of cameras."""
+
+    rgb: Float[Tensor, "batch 3 height width"]
+    """Final (super-resolved) image in [-1, 1]."""
+    rgb_raw: Float[Tensor, "batch 3 raw raw"]
+    """The volume-rendered RGB (first 3 feature channels) in [-1, 1]."""
+    depth: Float[Tensor, "batch 1 raw raw"]
+    """Expected ray depth (distance along the ray) at the rendering resolution."""
+    accumulation: Float[Tensor, "batch 1 raw raw"]

@@ -1,0 +1,38 @@
+"""Training configuration (optimisation, schedule, logging); the model's own config lives beside the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How long and how to optimise."""
+
+    steps: int = 80_000
+    """Optimisation steps (Talk3D: 80 k)."""
+    batch_size: int = 4
+    """Frames per step (Talk3D: 2 items × 2 frames = 4)."""
+    lr_identity: float = 1e-2
+    """Adam learning rate of the identity planes (learned from the video; plane texels need a large rate)."""
+    lr_renderer: float = 1e-3
+    """Adam learning rate of the OSG decoder and the super-resolution net."""
+    lr_predictor: float = 5e-4
+    """Adam learning rate of the deltaplane predictor and the condition encoders (Talk3D: 5e-4)."""
+    lr_decay: float = 0.1
+    """Learning rates decay exponentially to this fraction at the last step."""
+    warmup_delta_steps: int = 0
+    """Steps during which only the identity, decoder and SR train (the deltaplane predictor joins after)."""
+    log_every: int = 20
+    eval_every: int = 500
+    """Held-out (test split) PSNR/SSIM every this many steps (0 = only at the end)."""
+    eval_frames: int = 16
+    """Test frames evaluated each time (evenly spaced over the test split)."""
+    checkpoint_every: int = 1000
+    sample_every: int = 1000
+    """Write a GT | render | depth sample image every this many steps."""
+    max_minutes: float | None = None
+    """Stop (with a checkpoint and a final evaluation) after this much training time."""
+    precision: str | None = None
+    """'32-true', 'bf16-mixed' or '16-mixed'; None picks bf16 on CUDA, fp32 on CPU."""
+    seed: int = 0

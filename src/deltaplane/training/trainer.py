@@ -1,0 +1,193 @@
+"""The training loop: load → step → evaluate → checkpoint, resumable exactly."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from deltaplane import checkpoint
+from deltaplane.config_io import from_dict, to_dict
+from deltaplane.data.dataset import ClipData, load_clip, make_batch
+from deltaplane.errors import InputError
+from deltaplane.metrics.image import psnr
+from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
+from deltaplane.training.config import TrainConfig
+from deltaplane.training.evaluation import evaluate_clip, sample_image
+from deltaplane.training.logging import RunLogger
+from deltaplane.training.precision import autocast, default_precision, grad_scaler
+
+METHOD = "triplane"
+DRIVING_TRACKS = "driving_tracks.npz"
+"""Per-frame tokens and cameras of the training split, replayed when rendering new audio."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    step: int
+    metrics: dict[str, float]
+
+
+def _param_groups(model: TriplaneTalker, config: TrainConfig) -> list[dict]:
+    renderer = [*model.field.parameters(), *model.superres.parameters()]
+    predictor = [*model.predictor.parameters(), *model.audio_encoder.parameters(),
+                 *model.condition_encoder.parameters()]
+    return [{"params": [model.identity_planes], "lr": config.lr_identity, "name": "identity"},
+            {"params": renderer, "lr": config.lr_renderer, "name": "renderer"},
+            {"params": predictor, "lr": config.lr_predictor, "name": "predictor"}]
+
+
+def _set_learning_rates(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> None:
+    factor = config.lr_decay ** (step / max(config.steps, 1))
+    base = {"identity": config.lr_identity, "renderer": config.lr_renderer, "predictor": config.lr_predictor}
+    for group in optimizer.param_groups:
+        active = group["name"] != "predictor" or step >= config.warmup_delta_steps
+        group["lr"] = base[group["name"]] * factor if active else 0.0
+
+
+def _save_driving_tracks(run_dir: Path, clip: ClipData) -> None:
+    from deltaplane.atomic import save_npz
+
+    save_npz(run_dir / DRIVING_TRACKS, indices=clip.indices.numpy(), eye=clip.eye.numpy(),
+             angles=clip.angles.numpy(), landmarks=clip.landmarks.numpy(), cam2world=clip.cam2world.numpy())
+
+
+def _prepare_run(run_dir: Path, dataset_dir: Path, model_config: TriplaneTalkerConfig, train_config: TrainConfig,
+                 preset: str, resume: bool, feature_dim: int) -> TriplaneTalkerConfig:
+    """Write config.json for a new run, or check that a resumed run matches it."""
+    model_config = replace(model_config, audio=replace(model_config.audio, feature_dim=feature_dim))
+    config = {"method": METHOD, "preset": preset, "dataset": str(dataset_dir.resolve()),
+              "model": to_dict(model_config), "train": to_dict(train_config)}
+    if resume and (run_dir / checkpoint.CONFIG).is_file():
+        saved = checkpoint.read_run_config(run_dir)
+        return from_dict(TriplaneTalkerConfig, saved["model"])
+    if not resume and checkpoint.latest_checkpoint(run_dir) is not None:
+        raise InputError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another -o")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint.write_run_config(run_dir, config)
+    return model_config
+
+
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+    state = {"rng.sampler": generator.get_state(), "rng.torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _restore(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+             names: dict[int, str], device: torch.device) -> tuple[int, float]:
+    latest = checkpoint.latest_checkpoint(run_dir)
+    if latest is None:
+        return 0, 0.0
+    loaded = checkpoint.load_checkpoint(latest)
+    model.load_state_dict(loaded.model_state)
+    checkpoint.optimizer_from_tensors(optimizer, names, loaded.training_state)
+    generator.set_state(loaded.training_state["rng.sampler"])
+    torch.set_rng_state(loaded.training_state["rng.torch"])
+    if device.type == "cuda" and "rng.cuda" in loaded.training_state:
+        torch.cuda.set_rng_state(loaded.training_state["rng.cuda"], device)
+    return loaded.step, float(loaded.meta.get("train_seconds", 0.0))
+
+
+def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, train_config: TrainConfig,
+          preset: str, device: torch.device, resume: bool = False, progress: bool = True,
+          tensorboard: bool = False, perceptual: torch.nn.Module | None = None) -> TrainResult:
+    """Train (or resume) a triplane talker on `dataset_dir`, writing everything into `run_dir`."""
+    dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
+    manifest, train_clip = load_clip(dataset_dir, "train", size=model_config.output_resolution)
+    test_clip = load_clip(dataset_dir, "test", size=model_config.output_resolution)[1] if manifest.splits["test"] \
+        else None
+    model_config = _prepare_run(run_dir, dataset_dir, model_config, train_config, preset, resume, manifest.audio.dim)
+    _save_driving_tracks(run_dir, train_clip)
+    torch.manual_seed(train_config.seed)
+    model = TriplaneTalker(model_config).to(device)
+    names = {id(p): n for n, p in model.named_parameters()}
+    optimizer = torch.optim.Adam([{k: v for k, v in g.items()} for g in _param_groups(model, train_config)])
+    generator = torch.Generator().manual_seed(train_config.seed)
+    start_step, train_seconds = _restore(run_dir, model, optimizer, generator, names, device) if resume else (0, 0.0)
+    precision = train_config.precision or default_precision(device)
+    scaler = grad_scaler(precision, device)  # type: ignore[arg-type]
+    logger = RunLogger(run_dir, tensorboard=tensorboard)
+    train_clip, test_clip = train_clip.to(device), test_clip.to(device) if test_clip is not None else None
+    metrics: dict[str, float] = {}
+    step = start_step
+    bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress, desc="train", unit="step")
+    started = time.perf_counter() - train_seconds
+    try:
+        while step < train_config.steps:
+            if train_config.max_minutes is not None and time.perf_counter() - started > 60 * train_config.max_minutes:
+                break
+            _set_learning_rates(optimizer, train_config, step)
+            positions = torch.randint(len(train_clip), (train_config.batch_size,), generator=generator).to(device)
+            batch = make_batch(train_clip, positions, model_config.render_resolution)
+            with autocast(precision, device):  # type: ignore[arg-type]
+                output, delta = model(batch.cameras, batch.conditions)
+                terms = model.loss_terms(output, delta, batch, perceptual)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"training diverged at step {step} (loss {loss.item()}); lower the learning rates")
+            optimizer.zero_grad(set_to_none=True)
+            (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            step += 1
+            bar.update(1)
+            if step % train_config.log_every == 0 or step == train_config.steps:
+                train_psnr = psnr(output.rgb.detach(), batch.images).mean().item()
+                scalars = {"loss": loss.item(), "train/psnr": train_psnr, **{f"loss/{k}": v.item()
+                                                                             for k, v in terms.items()}}
+                logger.scalars(step, {**scalars, "train_seconds": time.perf_counter() - started})
+                bar.set_postfix(loss=f"{loss.item():.3f}", psnr=f"{train_psnr:.2f}")
+            if test_clip is not None and train_config.eval_every and step % train_config.eval_every == 0:
+                metrics = _evaluate(model, test_clip, train_config, logger, step, started, device)
+            if step % train_config.sample_every == 0:
+                _write_sample(run_dir, model, test_clip or train_clip, step, logger)
+            if step % train_config.checkpoint_every == 0:
+                _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics)
+    finally:
+        bar.close()
+    if test_clip is not None:
+        metrics = _evaluate(model, test_clip, train_config, logger, step, started, device)
+    _write_sample(run_dir, model, test_clip or train_clip, step, logger)
+    _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics)
+    logger.close()
+    return TrainResult(run_dir, step, metrics)
+
+
+def _evaluate(model: TriplaneTalker, clip: ClipData, config: TrainConfig, logger: RunLogger, step: int,
+              started: float, device: torch.device) -> dict[str, float]:
+    count = min(config.eval_frames, len(clip))
+    positions = torch.from_numpy(np.linspace(0, len(clip) - 1, count).round().astype(np.int64)).to(device)
+    metrics = evaluate_clip(model, clip, positions)
+    logger.scalars(step, {**metrics, "train_seconds": time.perf_counter() - started})
+    return metrics
+
+
+def _write_sample(run_dir: Path, model: TriplaneTalker, clip: ClipData, step: int, logger: RunLogger) -> None:
+    import cv2
+
+    from deltaplane.atomic import atomic_path
+
+    image = sample_image(model, clip, position=len(clip) // 2)
+    with atomic_path(run_dir / "samples" / f"step_{step:07d}.jpg") as tmp:
+        cv2.imwrite(str(tmp), image[..., ::-1])
+    logger.image(step, "sample", image)
+
+
+def _checkpoint(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimizer, generator: torch.Generator,
+                names: dict[int, str], device: torch.device, step: int, started: float,
+                metrics: dict[str, float]) -> None:
+    training_state = {**checkpoint.optimizer_to_tensors(optimizer, names), **_rng_state(generator, device)}
+    meta = {"train_seconds": time.perf_counter() - started,
+            "metrics": {k: v for k, v in metrics.items() if math.isfinite(v)}}
+    checkpoint.save_checkpoint(run_dir, step, model.state_dict(), training_state, meta)

@@ -1,0 +1,65 @@
+"""Condition tokens (spec §5.1): frequency encoding layout, token order, null token, the angle-frequency choice."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from deltaplane.fields.conditions import TOKEN_NAMES, ConditionEncoder, ConditionEncoderConfig, frequency_encoding
+
+
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 6)])
+@pytest.mark.parametrize("include_input", [True, False])
+def test_frequency_encoding_shape(shape: tuple[int, ...], include_input: bool) -> None:
+    encoded = frequency_encoding(torch.randn(shape), 4, include_input=include_input)
+    dim = shape[-1]
+    assert encoded.shape == (*shape[:-1], dim * (2 * 4 + int(include_input)))
+
+
+def test_frequency_encoding_matches_nerf_embedder_layout() -> None:
+    x = torch.randn(7, 3, dtype=torch.float64)
+    expected = [x]
+    for k in range(5):
+        expected += [torch.sin(2.0 ** k * x), torch.cos(2.0 ** k * x)]
+    torch.testing.assert_close(frequency_encoding(x, 5), torch.cat(expected, -1))
+    assert frequency_encoding(torch.zeros(1, 1, dtype=torch.bfloat16), 16).dtype == torch.float32
+
+
+def test_tokens_in_order_and_from_their_own_inputs() -> None:
+    torch.manual_seed(0)
+    encoder = ConditionEncoder(ConditionEncoderConfig())
+    audio_code, eye = torch.randn(4, 64), torch.rand(4) * 2
+    angles, landmarks = torch.rand(4, 3) - 0.5, torch.rand(4, 6) * 2 - 1
+    tokens = encoder(audio_code, eye, angles, landmarks)
+    assert tokens.shape == (4, 5, 64) and TOKEN_NAMES == ("audio", "eye", "null", "angles", "landmarks")
+    torch.testing.assert_close(tokens[:, 0], audio_code)
+    torch.testing.assert_close(tokens[:, 2], encoder.null_token[0].expand(4, -1))
+    changed = encoder(audio_code, eye, angles.flip(0), landmarks)
+    torch.testing.assert_close(changed[:, [0, 1, 2, 4]], tokens[:, [0, 1, 2, 4]])
+    assert not torch.allclose(changed[:, 3], tokens[:, 3])
+    neutral = encoder(audio_code, eye.mean().expand(4), torch.zeros(4, 3), landmarks)
+    torch.testing.assert_close(neutral[:, 3], neutral[:1, 3].expand(4, -1))
+
+
+def test_null_token_is_a_registered_standard_normal_parameter() -> None:
+    torch.manual_seed(0)
+    encoder = ConditionEncoder(ConditionEncoderConfig(token_dim=512))
+    assert isinstance(encoder.null_token, torch.nn.Parameter) and encoder.null_token.shape == (1, 1, 512)
+    assert "null_token" in encoder.state_dict()
+    assert abs(encoder.null_token.std().item() - 1.0) < 0.15
+
+
+def test_mlp_sizes_and_the_angle_frequency_choice() -> None:
+    config = ConditionEncoderConfig()
+    encoder = ConditionEncoder(config)
+
+    def count(module: torch.nn.Module) -> int:
+        return sum(parameter.numel() for parameter in module.parameters())
+
+    assert count(encoder.eye_mlp) == 10_496  # 33 → 64 → 64 → 64, as the official
+    assert count(encoder.landmark_mlp) == 13_376  # 78 → 64 → 64 → 64, as the official
+    assert encoder.angle_mlp[0].in_features == 21  # 3 · (1 + 2·3)
+    largest_phase = 2.0 ** (config.angle_frequencies - 1) * 0.6
+    assert largest_phase < math.pi < 2 * largest_phase  # the most bands that do not wrap for |angle| ≤ 0.6 rad

@@ -1,0 +1,68 @@
+"""Super-resolution: output shape, identity-like init (bilinear upsample of the raw RGB), resized inputs, training."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from deltaplane.fields.superres import TINY_SUPERRES, SuperResolution, SuperResolutionConfig
+
+
+def _upsample2(image: torch.Tensor) -> torch.Tensor:
+    return F.interpolate(image, scale_factor=2.0, mode="bilinear")
+
+
+def _inputs(resolution: int, batch: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """A smooth random feature image in [-1, 1] and its first 3 channels."""
+    coarse = torch.rand(batch, 32, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    features = F.interpolate(coarse, size=(resolution, resolution), mode="bilinear")
+    return features[:, :3], features
+
+
+def test_output_shape_and_init_is_upsampled_raw_rgb() -> None:
+    torch.manual_seed(0)
+    model = SuperResolution(TINY_SUPERRES)
+    rgb, features = _inputs(128, batch=1)
+    with torch.no_grad():
+        output = model(rgb, features)
+    assert output.shape == (1, 3, 512, 512)
+    torch.testing.assert_close(output, _upsample2(_upsample2(rgb)))
+    once = F.interpolate(rgb, scale_factor=4.0, mode="bilinear")
+    torch.testing.assert_close(output[..., 4:-4, 4:-4], once[..., 4:-4, 4:-4], atol=0.02, rtol=0)  # ≈ one ×4 step
+
+
+def test_other_input_resolutions_are_resized() -> None:
+    torch.manual_seed(0)
+    config = SuperResolutionConfig(input_resolution=32, block0_channels=8, block1_channels=4)
+    model = SuperResolution(config)
+    rgb, features = _inputs(64, batch=1)
+    with torch.no_grad():
+        output = model(rgb, features)
+    assert output.shape == (1, 3, 128, 128)
+    resized = F.interpolate(rgb, size=(32, 32), mode="bilinear", antialias=True)
+    torch.testing.assert_close(output, _upsample2(_upsample2(resized)))
+
+
+def test_gradients_reach_every_parameter_and_channels_last_matches() -> None:
+    torch.manual_seed(0)
+    config = SuperResolutionConfig(input_resolution=16, block0_channels=8, block1_channels=4)
+    model = SuperResolution(config)
+    rgb, features = _inputs(16)
+    target = torch.rand(2, 3, 64, 64)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(2):  # after one step the zero ToRGB convs have moved, so the second step reaches the convs
+        optimizer.zero_grad()
+        F.mse_loss(model(rgb, features), target).backward()
+        optimizer.step()
+    assert all(parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in model.parameters())
+    with torch.no_grad():
+        expected = model(rgb, features)
+        channels_last = model.to(memory_format=torch.channels_last)(
+            rgb.contiguous(memory_format=torch.channels_last), features.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(channels_last, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_full_config_matches_eg3d_widths() -> None:
+    model = SuperResolution()
+    assert model.block0.conv0.weight.shape == (256, 32, 3, 3) and model.block1.conv1.weight.shape == (128, 128, 3, 3)
+    assert model.block0.torgb.weight.shape == (3, 256, 1, 1) and model.block1.torgb.weight.shape == (3, 128, 1, 1)

@@ -1,0 +1,82 @@
+"""Tri-plane sampling: plane axes (x,y), (x,z), (z,y) (NVlabs/eg3d#67), agreement with the gather reference on
+values and gradients, and the OSG decoder / TriplaneField."""
+
+from __future__ import annotations
+
+import torch
+
+from deltaplane.fields.triplane import (OSGDecoder, OSGDecoderConfig, TriplaneField, sample_triplane,
+                                        sample_triplane_reference)
+
+
+def _coordinate_planes(height: int, width: int) -> torch.Tensor:
+    """[1, 3, 6, H, W]: plane k holds its own texel-centre (u, v) in channels 2k, 2k + 1 and zeros elsewhere."""
+    u = (2 * torch.arange(width) + 1) / width - 1  # align_corners=False texel centres
+    v = (2 * torch.arange(height) + 1) / height - 1
+    planes = torch.zeros(1, 3, 6, height, width)
+    for plane_index in range(3):
+        planes[0, plane_index, 2 * plane_index] = u[None, :].expand(height, width)
+        planes[0, plane_index, 2 * plane_index + 1] = v[:, None].expand(height, width)
+    return planes
+
+
+def test_plane_axes_follow_the_fixed_eg3d_convention() -> None:
+    planes = _coordinate_planes(height=6, width=10)  # non-square: catches a swapped height/width axis
+    on_x_axis = torch.tensor([[[0.3, 0.0, 0.0]]])
+    uv = 3 * sample_triplane(planes, on_x_axis)[0, 0]  # undo the mean over planes
+    # +x lands on the width axis of XY and XZ and on the origin of ZY (the original EG3D sent it to ZX's height).
+    torch.testing.assert_close(uv, torch.tensor([0.6, 0.0, 0.6, 0.0, 0.0, 0.0]), atol=1e-6, rtol=0)
+
+    x, y, z = 0.21, -0.17, 0.33  # inside the texel-centre hull, where bilinear reproduces linear functions
+    uv = 3 * sample_triplane(planes, torch.tensor([[[x, y, z]]]), box_warp=1.0)[0, 0]
+    torch.testing.assert_close(uv, 2 * torch.tensor([x, y, x, z, z, y]), atol=1e-6, rtol=0)
+    uv = 3 * sample_triplane(planes, torch.tensor([[[x, y, z]]]), box_warp=2.0)[0, 0]
+    torch.testing.assert_close(uv, torch.tensor([x, y, x, z, z, y]), atol=1e-6, rtol=0)
+
+
+def test_sample_triplane_matches_reference_values_and_gradients() -> None:
+    generator = torch.Generator().manual_seed(0)
+    planes = torch.randn(2, 3, 4, 5, 7, dtype=torch.float64, generator=generator, requires_grad=True)
+    points = (1.3 * torch.rand(2, 50, 3, dtype=torch.float64, generator=generator) - 0.65).requires_grad_()
+    fast = sample_triplane(planes, points)
+    slow = sample_triplane_reference(planes, points)
+    torch.testing.assert_close(fast, slow)
+    weights = torch.randn_like(fast)
+    fast_grads = torch.autograd.grad((fast * weights).sum(), (planes, points))
+    slow_grads = torch.autograd.grad((slow * weights).sum(), (planes, points))
+    for fast_grad, slow_grad in zip(fast_grads, slow_grads):
+        torch.testing.assert_close(fast_grad, slow_grad)
+
+
+def test_points_outside_the_box_sample_zero() -> None:
+    planes = torch.ones(1, 3, 2, 4, 4)
+    features = sample_triplane(planes, torch.tensor([[[2.0, 2.0, 2.0], [0.0, 0.0, 0.0]]]))
+    torch.testing.assert_close(features, torch.tensor([[[0.0, 0.0], [1.0, 1.0]]]))
+
+
+def test_decoder_outputs_and_field_composition() -> None:
+    torch.manual_seed(0)
+    config = OSGDecoderConfig(feature_channels=8, hidden_channels=16, output_channels=5)
+    decoder = OSGDecoder(config)
+    assert [name for name, _ in decoder.named_parameters()] == ["net.0.weight", "net.0.bias", "net.2.weight",
+                                                                "net.2.bias"]  # the EG3D state-dict names
+    features, density = decoder(100 * torch.randn(2, 9, 8))
+    assert features.shape == (2, 9, 5) and density.shape == (2, 9, 1)
+    assert features.min() >= -0.001 and features.max() <= 1.001 and features.min() < 0.0 < 1.0 < features.max()
+
+    field = TriplaneField(config, box_warp=1.0)
+    planes, points = torch.randn(2, 3, 8, 6, 6), torch.rand(2, 9, 3) - 0.5
+    features, density = field(planes, points)
+    expected_features, expected_density = field.decoder(sample_triplane(planes, points))
+    torch.testing.assert_close(features, expected_features)
+    torch.testing.assert_close(density, expected_density)
+    (features.sum() + density.sum()).backward()
+    assert all(parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in field.parameters())
+
+
+def test_bfloat16_planes_sample_in_float32() -> None:
+    planes = torch.randn(1, 3, 4, 8, 8)
+    points = torch.rand(1, 10, 3) - 0.5
+    sampled = sample_triplane(planes.bfloat16(), points)
+    assert sampled.dtype == torch.float32
+    torch.testing.assert_close(sampled, sample_triplane(planes.bfloat16().float(), points))
