@@ -24,3 +24,29 @@ def _isolated_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
     home = tmp_path_factory.mktemp("cache-home")
     os.environ.setdefault("MPLCONFIGDIR", str(home / "matplotlib"))
     os.environ.setdefault("TORCH_HOME", str(home / "torch"))
+
+
+@pytest.fixture(scope="session")
+def clip_excerpt(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """`clip_excerpt(name, seconds)`: the first seconds of a real clip, re-encoded at its own size and frame
+    rate (cached per session), to keep the real-data tests fast."""
+    from deltaplane.audio.io import load_audio
+    from deltaplane.media.video import VideoWriter, iter_frames, probe_video
+
+    cache: dict[tuple[str, float], Path] = {}
+
+    def make(name: str, seconds: float) -> Path:
+        if (name, seconds) not in cache:
+            source = shared_data / "clips" / name
+            info = probe_video(source)
+            target = tmp_path_factory.mktemp("excerpt") / f"{Path(name).stem}_{seconds:g}s.mp4"
+            audio = load_audio(source)[: int(seconds * 16000)] if info.has_audio else None
+            with VideoWriter(target, info.fps, audio=audio) as writer:
+                for index, frame in enumerate(iter_frames(source, info.fps)):
+                    if index >= round(seconds * info.fps):
+                        break
+                    writer.write(frame)
+            cache[(name, seconds)] = target
+        return cache[(name, seconds)]
+
+    return make

@@ -58,7 +58,7 @@ def test_mlp_sizes_and_the_angle_frequency_choice() -> None:
     def count(module: torch.nn.Module) -> int:
         return sum(parameter.numel() for parameter in module.parameters())
 
-    assert count(encoder.eye_mlp) == 10_496  # 33 → 64 → 64 → 64, as the official
+    assert count(encoder.eye_mlp) == 8_960  # 9 → 64 → 64 → 64 (4 frequencies; the official 33 inputs alias)
     assert count(encoder.landmark_mlp) == 13_376  # 78 → 64 → 64 → 64, as the official
     assert encoder.angle_mlp[0].in_features == 21  # 3 · (1 + 2·3)
     largest_phase = 2.0 ** (config.angle_frequencies - 1) * 0.6

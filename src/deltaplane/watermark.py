@@ -8,7 +8,7 @@ adversary who knows the scheme can also remove or forge it. Do not rely on it fo
 Scheme (one picture, no hidden state):
 
 * The luma plane is tiled into `block_size`² cells. Each cell gets a keyed pseudo-random chip (±1) and is assigned
-  to one of the message bits (payload bytes + CRC-8), both from an integer hash of (key, row, column), so the
+  to one of the message bits (payload bytes + CRC-16), both from an integer hash of (key, row, column), so the
   pattern of a smaller frame is a crop of the pattern of a larger one.
 * `embed` adds `chip · bit · amplitude` to R, G and B alike, which changes luma only (the chroma coefficients
   sum to zero). The amplitude follows a perceptual mask: `flat_strength` on flat regions (±1 grey level at
@@ -19,7 +19,8 @@ Scheme (one picture, no hidden state):
   with the keyed chips: `z = Σ_c chip_c·m_c·S_c / sqrt(Σ_c S_c²)`. For an unmarked video `S` depends on the
   content only, so `z` is a Rademacher sum over the key's random signs: whatever the content,
   P(z ≥ t) ≤ exp(-t²/2) (Hoeffding), and `z_threshold = 6` keeps false positives below 2e-8 per tried scale.
-  The payload is also decoded blind (sign per bit) and checked by its CRC-8.
+  The payload is also decoded blind: one sign per bit, then the least reliable bits are flipped until the CRC-16
+  checks out (Chase decoding), which repairs the few bit errors left after rescaling and re-encoding.
 
 Supported transformations (measured by tests/test_watermark.py): H.264 / libx264 re-encoding at crf ≤ 28 in
 yuv420p, repeated re-encoding, uniform rescaling by the factors in `detect_scales` (e.g. half size and back up;
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from jaxtyping import UInt8
 
 DEFAULT_KEY = 0x44504C31_5753_4D4B
 """Public default key ("DPL1" "WS" "MK"); anyone may detect marks made with it."""
@@ -45,7 +47,9 @@ DEFAULT_KEY = 0x44504C31_5753_4D4B
 DEFAULT_PAYLOAD = b"DPL1"
 """Default 32-bit message: "deltaplane, watermark format 1"."""
 
-_CRC_BITS = 8
+_CRC_BITS = 16
+_CHASE_BITS = 6
+"""Blind decoding tries flipping every subset of this many least reliable bits (64 candidates)."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class WatermarkConfig:
     key: int = DEFAULT_KEY
     """Seed of the chip and bit-assignment hashes (public by default: this is a label, not DRM)."""
     payload: bytes = DEFAULT_PAYLOAD
-    """Message carried by the mark (1 to 8 bytes); a CRC-8 is appended to it."""
+    """Message carried by the mark (1 to 8 bytes); a CRC-16 is appended to it."""
     strength: float = 2.4
     """Largest luma change in 8-bit grey levels, on textured regions. Changes are rounded to whole levels, so
     2.4 means |Δ| ≤ 2 everywhere and PSNR ≥ 20·log10(255/2) = 42.1 dB on any frame."""
@@ -93,11 +97,12 @@ class WatermarkResult:
     z_score: float
     """Correlation with the expected message in standard units (≈ N(0, 1) or tighter on unmarked video)."""
     payload: bytes
-    """Payload decoded blind (one sign per bit), whether or not it is the expected one."""
+    """Payload decoded blind (one sign per bit), whether or not it is the expected one; noise when unmarked."""
     payload_ok: bool
-    """The decoded payload's CRC-8 matches: a mark is present even if it carries another payload."""
+    """Blind decoding found a payload whose CRC-16 checks out. About 1 in 1,000 unmarked videos pass by chance,
+    so use `detected` to decide; on a marked video this says the payload read back is intact."""
     bit_agreement: float
-    """Fraction of message bits (payload + CRC) decoded equal to the expected message."""
+    """Fraction of message bits (payload + CRC) whose raw sign equals the expected message (before repair)."""
     frames_used: int
     """Number of frames whose evidence was summed."""
     scale: float
@@ -107,19 +112,37 @@ class WatermarkResult:
 # ---------------------------------------------------------------------------------------------- message + pattern
 
 
-def _crc8(data: bytes) -> int:
-    """CRC-8/ATM (polynomial x⁸ + x² + x + 1)."""
-    crc = 0
+def _crc16(data: bytes) -> int:
+    """CRC-16/CCITT-FALSE (polynomial 0x1021, initial value 0xFFFF)."""
+    crc = 0xFFFF
     for byte in data:
-        crc ^= byte
+        crc ^= byte << 8
         for _ in range(8):
-            crc = ((crc << 1) ^ 0x07) & 0xFF if crc & 0x80 else (crc << 1) & 0xFF
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
     return crc
 
 
 def _message_bits(payload: bytes) -> np.ndarray:
-    """Payload bytes + CRC-8 → bits {0, 1}, most significant first."""  # [num_bits]
-    return np.unpackbits(np.frombuffer(payload + bytes([_crc8(payload)]), dtype=np.uint8))
+    """Payload bytes + CRC-16 → uint8 bits {0, 1} [num_bits], most significant bit first."""
+    return np.unpackbits(np.frombuffer(payload + _crc16(payload).to_bytes(2, "big"), dtype=np.uint8))
+
+
+def _chase_decode(reliability: np.ndarray) -> tuple[bytes, bool]:
+    """Soft values per message bit [num_bits] → (payload, CRC ok): the cheapest bit flips that satisfy the CRC.
+
+    Tries every subset of the `_CHASE_BITS` least reliable bits, cheapest (smallest Σ|reliability|) first.
+    """
+    hard = (reliability > 0).astype(np.uint8)  # [num_bits]
+    weakest = np.argsort(np.abs(reliability))[:_CHASE_BITS]
+    subsets = [[int(weakest[i]) for i in range(len(weakest)) if mask >> i & 1] for mask in range(2 ** len(weakest))]
+    subsets.sort(key=lambda flips: float(np.abs(reliability[flips]).sum()))
+    for flips in subsets:
+        bits = hard.copy()
+        bits[flips] ^= 1
+        message = np.packbits(bits).tobytes()
+        if _crc16(message[:-2]).to_bytes(2, "big") == message[-2:]:
+            return message[:-2], True
+    return np.packbits(hard).tobytes()[:-2], False
 
 
 def _hash(key: int, salt: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -149,7 +172,7 @@ def _cell_layout(key: int, num_bits: int, rows: int, cols: int) -> _CellLayout:
     return _CellLayout(chips, bit_index)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)
 def _pixel_pattern(config: WatermarkConfig, height: int, width: int) -> np.ndarray:
     """±1 float32 [H, W]: chip · (message bit as ±1) of the cell each pixel lies in."""
     block = config.block_size
@@ -178,7 +201,9 @@ def _amplitude(luma: np.ndarray, config: WatermarkConfig) -> np.ndarray:
     return cv2.resize(amplitude, (width, height), interpolation=cv2.INTER_LINEAR)  # [H, W]
 
 
-def embed(frame: np.ndarray, config: WatermarkConfig = WatermarkConfig()) -> np.ndarray:
+def embed(
+    frame: UInt8[np.ndarray, "height width 3"], config: WatermarkConfig = WatermarkConfig()
+) -> UInt8[np.ndarray, "height width 3"]:
     """Return a marked copy of a uint8 RGB frame [H, W, 3] (any size; the pattern is cached per size)."""
     if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
         raise ValueError(f"embed expects a uint8 [H, W, 3] RGB frame, got {frame.dtype} {frame.shape}")
@@ -207,34 +232,21 @@ def _cell_residual(luma: np.ndarray, block: int) -> np.ndarray | None:
     return np.sign(means - cv2.medianBlur(means, 3))
 
 
-class _Evidence:
-    """Residuals summed over frames for one scale hypothesis (a detector-local accumulator)."""
-
-    def __init__(self, scale: float) -> None:
-        self.scale = scale
-        self.total: np.ndarray | None = None
-
-    def add(self, luma: np.ndarray, block: int) -> None:
-        height, width = luma.shape
-        size = (round(width * self.scale), round(height * self.scale))
-        if size != (width, height):
-            interpolation = cv2.INTER_AREA if self.scale < 1 else cv2.INTER_LINEAR
-            luma = cv2.resize(luma, size, interpolation=interpolation)
-        residual = _cell_residual(luma, block)
-        if residual is None:
-            return
-        if self.total is None:
-            self.total = residual
-        elif self.total.shape == residual.shape:
-            self.total += residual
+def _scaled_residual(luma: np.ndarray, scale: float, block: int) -> np.ndarray | None:
+    """`_cell_residual` of a luma plane [h, w] resized by `scale` to the hypothesised rendered size."""
+    height, width = luma.shape
+    size = (round(width * scale), round(height * scale))
+    if size != (width, height):
+        luma = cv2.resize(luma, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return _cell_residual(luma, block)
 
 
 def _remove_grid_bias(residual: np.ndarray, period: int = 4) -> np.ndarray:
     """Subtract the mean of each (row mod 4, col mod 4) class of cells.
 
-    Codecs leave a bias that repeats with their 16-pixel macroblocks (2 cells, or 4 after a 2× rescale);
-    a fixed key may be unbalanced on those classes, which would add a content-independent offset to `z`.
-    The centring uses the content only, so the null distribution of `z` is unchanged.
+    Codecs leave a bias that repeats with their 16-pixel macroblocks (2 cells, or 4 after a 2× rescale); a fixed
+    key that is unbalanced on those classes would turn it into an offset of `z` shared by all videos of one
+    codec. The centring uses the content only, so the null distribution of `z` is unchanged.
     """
     rows, cols = residual.shape
     row_class, col_class = np.arange(rows)[:, None] % period, np.arange(cols)[None, :] % period  # [rows, 1], [1, cols]
@@ -244,53 +256,62 @@ def _remove_grid_bias(residual: np.ndarray, period: int = 4) -> np.ndarray:
     return residual - (sums / np.maximum(counts, 1))[classes].reshape(rows, cols)
 
 
-def _score(evidence: _Evidence, config: WatermarkConfig, frames_used: int) -> WatermarkResult:
+def _score(total: np.ndarray | None, scale: float, config: WatermarkConfig, frames_used: int) -> WatermarkResult:
+    """Correlate summed cell residuals [rows, cols] with the keyed pattern: z-score and blind decoding."""
     expected = _message_bits(config.payload)  # [num_bits]
-    if evidence.total is None or frames_used == 0:
-        return WatermarkResult(False, 0.0, b"", False, 0.0, frames_used, evidence.scale)
-    residual = _remove_grid_bias(evidence.total.astype(np.float64))  # [rows, cols]
+    if total is None:
+        return WatermarkResult(False, 0.0, b"", False, 0.0, frames_used, scale)
+    residual = _remove_grid_bias(total.astype(np.float64))  # [rows, cols]
     layout = _cell_layout(config.key, config.num_bits, *residual.shape)
-    per_bit = np.bincount(layout.bit_index.ravel(), (layout.chips * residual).ravel(), config.num_bits)
+    per_bit = np.bincount(layout.bit_index.ravel(), (layout.chips * residual).ravel(), config.num_bits)  # [num_bits]
     energy = float(np.sum(residual**2))
     z_score = float(np.dot(per_bit, expected * 2.0 - 1.0) / math.sqrt(energy)) if energy > 0 else 0.0
-    decoded = (per_bit > 0).astype(np.uint8)  # [num_bits]
-    decoded_bytes = np.packbits(decoded).tobytes()
-    payload, crc = decoded_bytes[:-1], decoded_bytes[-1]
+    per_bit_energy = np.bincount(layout.bit_index.ravel(), (residual**2).ravel(), config.num_bits)  # [num_bits]
+    payload, payload_ok = _chase_decode(per_bit / np.sqrt(np.maximum(per_bit_energy, 1e-12)))
     return WatermarkResult(
         detected=z_score >= config.z_threshold,
         z_score=z_score,
         payload=payload,
-        payload_ok=_crc8(payload) == crc,
-        bit_agreement=float(np.mean(decoded == expected)),
+        payload_ok=payload_ok,
+        bit_agreement=float(np.mean((per_bit > 0) == expected)),
         frames_used=frames_used,
-        scale=evidence.scale,
+        scale=scale,
     )
 
 
 def _detect_lumas(lumas: Iterable[np.ndarray], config: WatermarkConfig) -> WatermarkResult:
-    """Sum per-cell evidence over uint8/float luma planes [H, W] for every scale; report the best scale."""
-    hypotheses = [_Evidence(scale) for scale in config.detect_scales]
+    """Sum cell residuals of luma planes [h, w] under every scale hypothesis; report the best one."""
+    totals: dict[float, np.ndarray | None] = dict.fromkeys(config.detect_scales)
     frames_used = 0
     for luma in lumas:
-        for evidence in hypotheses:
-            evidence.add(luma, config.block_size)
+        for scale, total in totals.items():
+            residual = _scaled_residual(luma, scale, config.block_size)
+            if residual is not None and (total is None or total.shape == residual.shape):
+                totals[scale] = residual if total is None else total + residual
         frames_used += 1
-    results = [_score(evidence, config, frames_used) for evidence in hypotheses]
+    results = [_score(total, scale, config, frames_used) for scale, total in totals.items()]
     return max(results, key=lambda result: result.z_score)
 
 
 def detect_frames(
-    frames: Iterable[np.ndarray], config: WatermarkConfig = WatermarkConfig(), max_frames: int | None = None
+    frames: Iterable[UInt8[np.ndarray, "height width 3"] | UInt8[np.ndarray, "height width"]],
+    config: WatermarkConfig = WatermarkConfig(),
+    max_frames: int | None = None,
 ) -> WatermarkResult:
-    """Detect the mark in uint8 RGB frames [H, W, 3] of one video, summing evidence over up to `max_frames`."""
+    """Detect the mark in the frames of one video (uint8 RGB, or luma planes), summing the evidence of the
+    first `max_frames` (all when None). Rescaled frames are handled by trying `config.detect_scales`."""
 
     def lumas() -> Iterator[np.ndarray]:
         for index, frame in enumerate(frames):
             if max_frames is not None and index >= max_frames:
                 return
-            if frame.ndim != 3 or frame.shape[2] != 3:
-                raise ValueError(f"detect_frames expects [H, W, 3] RGB frames, got {frame.shape}")
-            yield cv2.cvtColor(np.ascontiguousarray(frame, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+            frame = np.ascontiguousarray(frame, dtype=np.uint8)
+            if frame.ndim == 2:
+                yield frame
+            elif frame.ndim == 3 and frame.shape[2] == 3:
+                yield cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)  # [H, W]
+            else:
+                raise ValueError(f"detect_frames expects [H, W, 3] RGB or [H, W] luma frames, got {frame.shape}")
 
     return _detect_lumas(lumas(), config)
 
@@ -298,17 +319,23 @@ def detect_frames(
 def detect_video(
     path: str | os.PathLike, config: WatermarkConfig = WatermarkConfig(), max_frames: int = 100
 ) -> WatermarkResult:
-    """Detect the mark in a video file, reading up to `max_frames` frames spread evenly over it (PyAV).
+    """Detect the mark in a video file read with PyAV, from up to `max_frames` frames spread evenly over it.
 
-    Frames are read as luma; rescaled videos are handled by trying `config.detect_scales`.
+    Frames are read as luma (the Y plane). Rescaled videos are handled by trying `config.detect_scales`; see the
+    module docstring for the transformations that are supported.
     """
-    import av  # local: keeps `import deltaplane.watermark` light
+    import av  # local: keeps `import deltaplane.watermark` free of the video stack
 
     def lumas() -> Iterator[np.ndarray]:
         with av.open(os.fspath(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} has no video stream")
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            stride = max(1, -(-stream.frames // max_frames)) if stream.frames else 1
+            num_frames = stream.frames
+            if not num_frames and stream.duration and stream.average_rate:
+                num_frames = int(stream.duration * stream.time_base * stream.average_rate)
+            stride = max(1, -(-num_frames // max_frames)) if num_frames else 1
             used = 0
             for index, frame in enumerate(container.decode(stream)):
                 if index % stride:

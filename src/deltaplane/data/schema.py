@@ -88,6 +88,8 @@ class Manifest:
     """Per stage: the parameters it ran with and its wall time (informational)."""
     phones: bool = False
     """Whether `phones.json` (pocketsphinx phone track) exists."""
+    config: dict = field(default_factory=dict)
+    """The preprocessing parameters."""
 
     def to_json(self) -> dict:
         return asdict(self)

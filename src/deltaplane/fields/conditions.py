@@ -47,8 +47,10 @@ class ConditionEncoderConfig:
 
     token_dim: int = 64
     """Width of every token (and of the MLPs' hidden layers)."""
-    eye_frequencies: int = 16
-    """Frequencies 2^0 … 2^15 for the scalar eye openness (official; 1 + 2·16 = 33 inputs)."""
+    eye_frequencies: int = 4
+    """Frequencies 2^0 … 2^3 for the scalar eye openness (eye aspect ratio, 0.05–0.4): the highest phase
+    8 · 0.4 = 3.2 rad barely wraps. The official 16 frequencies (up to 2^15 on AU45 in [0, 2]) alias like the
+    degree-valued angles did; 1 + 2·4 = 9 inputs."""
     angle_frequencies: int = 3
     """Frequencies 2^0, 2^1, 2^2 rad⁻¹ for (yaw, pitch, roll) in radians: the highest phase 4 · 0.6 = 2.4 rad
     stays inside (−π, π) for |angle| ≤ 0.6 rad, so no band wraps around (8 · 0.6 = 4.8 would); 3·7 = 21 inputs."""
@@ -76,7 +78,7 @@ class ConditionEncoder(nn.Module):
     def forward(self, audio_code: Float[Tensor, "batch token_dim"], eye: Float[Tensor, " batch"],
                 angles: Float[Tensor, "batch 3"], landmarks: Float[Tensor, "batch landmark_dim"]
                 ) -> Float[Tensor, "batch 5 token_dim"]:
-        """`eye`: openness (AU45 in [0, 2]); `angles`: camera (yaw, pitch, roll) in radians; `landmarks` in [−1, 1]."""
+        """`eye`: openness (eye aspect ratio); `angles`: camera (yaw, pitch, roll) in radians; `landmarks` in [−1, 1]."""
         config = self.config
         eye_token = self.eye_mlp(frequency_encoding(eye[:, None], config.eye_frequencies))
         angle_token = self.angle_mlp(frequency_encoding(angles, config.angle_frequencies))

@@ -142,8 +142,8 @@ def run_preprocess(video: Path, dataset_dir: Path, config: PreprocessConfig, aud
                           audio_path=str(audio.resolve()) if audio else None),
         audio=audio_info, splits=split_indices(num_frames, config.test_fraction),
         stages={name: records.info(name) for name in ("audio", "track", "frames")},
-        phones=config.phones)
-    write_json(dataset_dir / MANIFEST, {**manifest.to_json(), "config": asdict(config)})
+        phones=config.phones, config=asdict(config))
+    write_json(dataset_dir / MANIFEST, manifest.to_json())
     return dataset_dir
 
 
@@ -172,7 +172,7 @@ def _write_frames(video: Path, dataset_dir: Path, geometry: FrameGeometry, confi
     """Second streamed pass: warp each frame onto the template, segment it, write JPEG + label-map PNG."""
     from tqdm import tqdm
 
-    from deltaplane.preprocess.align import warp_to_template
+    from deltaplane.preprocess.align import transform_points, warp_to_template
     from deltaplane.preprocess.masks import PersonSegmenter, parsing_map
 
     def write(path: Path, image: np.ndarray, params: list[int]) -> None:
@@ -185,8 +185,10 @@ def _write_frames(video: Path, dataset_dir: Path, geometry: FrameGeometry, confi
         frames = iter_frames(video, config.fps)
         for index, rgb in enumerate(tqdm(frames, total=num_frames, disable=not progress, desc="align frames",
                                          unit="frame")):
-            aligned = warp_to_template(rgb, geometry.arrays["affine"][index], config.size)
-            labels = parsing_map(aligned, geometry.arrays["landmarks_aligned"][index], segmenter)
+            affine = geometry.arrays["affine"][index]
+            aligned = warp_to_template(rgb, affine, config.size)
+            mesh_xy = transform_points(geometry.arrays["mesh_original"][index, :, :2], affine)
+            labels = parsing_map(aligned, geometry.arrays["landmarks_aligned"][index], segmenter, mesh_xy)
             pending.append(pool.submit(write, frames_dir / f"{index:06d}.jpg", aligned[..., ::-1].copy(),
                                        [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]))
             pending.append(pool.submit(write, parsing_dir / f"{index:06d}.png", labels, [cv2.IMWRITE_PNG_COMPRESSION, 1]))
