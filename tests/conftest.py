@@ -50,3 +50,21 @@ def clip_excerpt(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
         return cache[(name, seconds)]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def synthetic_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4 s synthetic talking subject (always available: the project generates it)."""
+    from deltaplane.synthetic import SyntheticSubjectConfig, write_synthetic_clip
+
+    path = tmp_path_factory.mktemp("synthetic") / "subject.mp4"
+    return write_synthetic_clip(path, SyntheticSubjectConfig(seconds=4.0))
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(synthetic_clip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic clip preprocessed at 128² (the tiny preset's output size) with the real pipeline."""
+    from deltaplane import api
+
+    return api.preprocess(synthetic_clip, tmp_path_factory.mktemp("synthetic-ds") / "ds", size=128,
+                          test_fraction=0.2, progress=False)

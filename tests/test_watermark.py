@@ -27,7 +27,8 @@ def synthetic_clip(height: int, width: int, seed: int, num_frames: int = NUM_FRA
         frame = gradient + texture + rng.normal(0, 2, (height, width, 3))  # [H, W, 3]
         cx, cy = width * (0.3 + 0.4 * t / num_frames), height * (0.5 + 0.15 * np.sin(t / 4))
         disc = (xx - cx) ** 2 + (yy - cy) ** 2 < (0.2 * min(height, width)) ** 2  # [H, W]
-        frame[disc] = 0.4 * frame[disc] + 0.6 * np.array([210, 160, 130]) * (1 - 0.3 * (yy[disc] - cy) / height)[:, None]
+        shading = (1 - 0.3 * (yy[disc] - cy) / height)[:, None]  # [N, 1]
+        frame[disc] = 0.4 * frame[disc] + 0.6 * np.array([210, 160, 130]) * shading
         frames.append(np.clip(frame, 0, 255).astype(np.uint8))
     return frames
 
@@ -75,11 +76,11 @@ def test_survives_h264_requantisation_and_half_size(tmp_path: Path, height: int,
     assert first.scale == 1.0 and first.frames_used == NUM_FRAMES
     decoded = decode(tmp_path / "crf23.mp4")
 
-    assert_marked(detect_video(encode(decoded, tmp_path / "crf28.mp4", crf=28)))
+    assert_marked(detect_video(encode(decoded, tmp_path / "crf28.mp4", crf=28)), payload=height >= 256)
 
     half_size = (width // 4 * 2, height // 4 * 2)  # yuv420p needs even sizes: 250x190 → 124x94
     half = detect_video(encode(decoded, tmp_path / "half.mp4", crf=28, size=half_size))
-    assert_marked(half, payload=False)  # detected (z ≈ 9 to 15); a quarter of the cells may be too few for 48 bits
+    assert_marked(half, payload=False)  # z ≈ 8 to 16; reading all 48 bits back needs z ≳ 15
     assert half.scale == 2.0
 
 
@@ -141,6 +142,7 @@ def test_key_and_payload() -> None:
     blind = detect_frames(marked_other)
     assert blind.payload == b"DPL2" and blind.payload_ok and blind.bit_agreement < 1.0
     assert detect_frames(marked_other, other).detected
+    assert "DETECTED" in detect_frames(marked_other, other).summary() and "'DPL2'" in blind.summary()
     # A different key sees nothing.
     assert not detect_frames(marked_other, WatermarkConfig(key=12345, payload=b"DPL2")).detected
     with pytest.raises(ValueError):

@@ -108,6 +108,14 @@ class WatermarkResult:
     scale: float
     """Rendered size / observed size of the best hypothesis (1.0: not rescaled)."""
 
+    def summary(self) -> str:
+        """One line for `deltaplane detect`."""
+        verdict = "deltaplane watermark DETECTED" if self.detected else "no deltaplane watermark found"
+        payload = (f"payload {self.payload.decode('ascii', 'backslashreplace')!r} (CRC ok)" if self.payload_ok
+                   else "payload unreadable")
+        return (f"{verdict}: z = {self.z_score:.1f}, {payload}, bits {100 * self.bit_agreement:.0f}% as expected, "
+                f"{self.frames_used} frames, scale ×{self.scale:g}")
+
 
 # ---------------------------------------------------------------------------------------------- message + pattern
 

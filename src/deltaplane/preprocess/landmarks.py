@@ -1,6 +1,6 @@
 """Per-frame face tracking on original frames: dlib's 68 landmarks plus mediapipe's 478-point 3D mesh.
 
-Speed plan (~6 ms per frame on one core, any frame size): mediapipe's full-range face detector runs on the whole
+Speed plan (6–9 ms per frame on one core, whatever the frame size): mediapipe's full-range face detector runs on the whole
 frame only to (re)acquire the face and once every `redetect_interval` frames to count faces; otherwise face mesh
 runs on a small square crop that follows the face, which also finds small faces in large frames. dlib's 68-point
 shape predictor gets a box computed from the mesh and calibrated to match dlib's HOG detector (whose 25 ms per
@@ -128,18 +128,17 @@ class FaceTracker:
         if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise InputError(f"expected an RGB uint8 frame of shape (height, width, 3), got "
                              f"{getattr(rgb, 'dtype', type(rgb))} {getattr(rgb, 'shape', '')}")
+        rgb = np.ascontiguousarray(rgb)  # dlib and mediapipe read the buffer directly (e.g. mirrored views)
         self._frame_index += 1
         interval = self.config.redetect_interval
-        detected = False
-        if self._box is None or (interval > 0 and self._frame_index % interval == 0):
-            detected = self._acquire(rgb)
-            if self._box is None:
-                return None
-        mesh = self._mesh_in_crop(rgb, self._box)
+        detected = self._box is None or (interval > 0 and self._frame_index % interval == 0)
+        if detected:
+            self._acquire(rgb)
+        mesh = None if self._box is None else self._mesh_in_crop(rgb, self._box)
         if mesh is None and not detected:  # lost it: look again on this very frame
             self._box = None
-            if self._acquire(rgb):
-                mesh = self._mesh_in_crop(rgb, self._box)
+            self._acquire(rgb)
+            mesh = None if self._box is None else self._mesh_in_crop(rgb, self._box)
         if mesh is None:
             self._box = None
             return None
@@ -147,19 +146,17 @@ class FaceTracker:
         self._box = self._last_box = box
         return FaceObservation(self._landmarks68(rgb, mesh), mesh, box, self._num_faces)
 
-    def _acquire(self, rgb: ndarray) -> bool:
-        """Run the full-frame detector; start tracking the main face if not tracking. True if it ran."""
+    def _acquire(self, rgb: ndarray) -> None:
+        """Run the full-frame detector to count faces, and pick the main face if not tracking one."""
         faces = self._detect(rgb)
         self._num_faces = len(faces)
         if self._box is not None or not faces:
-            return True
+            return
         if self._last_box is None:
-            chosen = max(faces, key=lambda box: (box[2] - box[0]) * (box[3] - box[1]))
+            self._box = max(faces, key=lambda box: (box[2] - box[0]) * (box[3] - box[1]))
         else:
             last_box = self._last_box
-            chosen = min(faces, key=lambda box: _center_distance(box, last_box))
-        self._box = chosen
-        return True
+            self._box = min(faces, key=lambda box: _center_distance(box, last_box))
 
     def _detect(self, rgb: ndarray) -> list[ndarray]:
         """Face boxes (x0, y0, x1, y1) from mediapipe's full-range detector, in pixels."""
