@@ -42,7 +42,10 @@ def train_until(dataset: Path, run_dir: Path, minutes: float) -> dict:
     steps = [r for r in log if "loss" in r]
     evals = [r for r in log if "test/psnr" in r]
     last = evals[-1]
-    return {"phase": f"train_{minutes:g}min", "step": steps[-1]["step"], "train_seconds": last["train_seconds"],
+    at_five = min(evals, key=lambda r: abs(r["train_seconds"] - 300))
+    curve = [(round(r["train_seconds"]), round(r["test/psnr"], 2), round(r["test/ssim"], 4)) for r in evals]
+    return {"psnr_near_5min": at_five["test/psnr"], "ssim_near_5min": at_five["test/ssim"],
+            "seconds_near_5min": at_five["train_seconds"], "curve_seconds_psnr_ssim": curve,"phase": f"train_{minutes:g}min", "step": steps[-1]["step"], "train_seconds": last["train_seconds"],
             "steps_per_second": steps[-1]["step"] / steps[-1]["train_seconds"],
             "test_psnr": last["test/psnr"], "test_ssim": last["test/ssim"], "test_psnr_face": last["test/psnr_face"],
             "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30, "wall_seconds": time.perf_counter() - started}
