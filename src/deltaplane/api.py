@@ -62,10 +62,14 @@ def train(dataset: str | Path, output: str | Path, preset: str | None = None, st
         from deltaplane.metrics.lpips import load_lpips
 
         perceptual = load_lpips(lpips_weights).to(torch_device)
+    sync_expert = None
     if syncnet is not None:
-        raise InputError("--syncnet: the sync loss is not available in this version yet (see the issue tracker)")
+        from deltaplane.metrics.syncnet import load_wav2lip_syncnet
+
+        sync_expert = load_wav2lip_syncnet(syncnet)
     result = train_loop(Path(dataset), Path(output), model_config, train_config, preset, torch_device,
-                        resume=resume, progress=progress, tensorboard=tensorboard, perceptual=perceptual)
+                        resume=resume, progress=progress, tensorboard=tensorboard, perceptual=perceptual,
+                        sync_expert=sync_expert)
     return result.run_dir
 
 

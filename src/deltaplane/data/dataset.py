@@ -42,6 +42,8 @@ class ClipData:
     cam2world: Float[Tensor, "frames 4 4"]
     intrinsics: Float[Tensor, "frames 3 3"]
     """Pixel intrinsics for `size`² frames."""
+    face_boxes: Float[Tensor, "frames 4"]
+    """Square (x0, y0, x1, y1) box around the aligned 68 landmarks, in `size`² pixels (sync-expert crops)."""
 
     def __len__(self) -> int:
         return self.indices.shape[0]
@@ -91,8 +93,16 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None) -> t
         landmarks=torch.from_numpy(tracks["landmark_feature"][select].astype(np.float32)),
         cam2world=torch.from_numpy(tracks["cam2world"][select].astype(np.float32)),
         intrinsics=torch.from_numpy(intrinsics.astype(np.float32)),
+        face_boxes=torch.from_numpy(square_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
     )
     return manifest, clip
+
+
+def square_boxes(landmarks: Float[np.ndarray, "frames 68 2"]) -> Float[np.ndarray, "frames 4"]:
+    """The square around each frame's landmark bounding box (side = its longer edge)."""
+    low, high = landmarks.min(axis=1), landmarks.max(axis=1)
+    centre, half = (low + high) / 2, (high - low).max(axis=1, keepdims=True) / 2
+    return np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
 
 
 def audio_context(features: Float[Tensor, "frames 16 dim"], indices: Int[Tensor, " batch"],

@@ -52,6 +52,14 @@ class PreprocessConfig:
     max_missing_fraction: float = 0.05
     """Refuse clips whose face is missing in more than this fraction of frames."""
 
+    def __post_init__(self) -> None:
+        if not 0 < self.fps <= 120:
+            raise InputError(f"--fps must be in (0, 120], got {self.fps}")
+        if self.size < 64 or self.size % 2:
+            raise InputError(f"--size must be an even number ≥ 64, got {self.size}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise InputError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+
 
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
@@ -88,10 +96,6 @@ class StageRecords:
 
 
 def _check_video(video: Path, info: VideoInfo, config: PreprocessConfig) -> int:
-    if config.fps <= 0 or config.fps > 120:
-        raise InputError(f"--fps must be in (0, 120], got {config.fps}")
-    if config.size < 64 or config.size % 2:
-        raise InputError(f"--size must be an even number ≥ 64, got {config.size}")
     num_frames = output_frame_count(info.duration, config.fps)
     if num_frames / config.fps < MIN_SECONDS:
         raise InputError(f"{video} is {info.duration:.2f} s long; at least {MIN_SECONDS:g} s of video is needed")

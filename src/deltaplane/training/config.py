@@ -31,6 +31,8 @@ class TrainConfig:
     checkpoint_every: int = 1000
     sample_every: int = 1000
     """Write a GT | render | depth sample image every this many steps."""
+    sync_start_fraction: float = 0.75
+    """With a sync expert: the sync loss is on for steps ≥ this fraction of `steps` (Talk3D: the last ~15 %)."""
     max_minutes: float | None = None
     """Stop (with a checkpoint and a final evaluation) after this much training time."""
     precision: str | None = None

@@ -98,7 +98,8 @@ def _restore(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimi
 
 def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, train_config: TrainConfig,
           preset: str, device: torch.device, resume: bool = False, progress: bool = True,
-          tensorboard: bool = False, perceptual: torch.nn.Module | None = None) -> TrainResult:
+          tensorboard: bool = False, perceptual: torch.nn.Module | None = None,
+          sync_expert: torch.nn.Module | None = None) -> TrainResult:
     """Train (or resume) a triplane talker on `dataset_dir`, writing everything into `run_dir`."""
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
     manifest, train_clip = load_clip(dataset_dir, "train", size=model_config.output_resolution)
@@ -116,6 +117,11 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     scaler = grad_scaler(precision, device)  # type: ignore[arg-type]
     logger = RunLogger(run_dir, tensorboard=tensorboard)
     train_clip, test_clip = train_clip.to(device), test_clip.to(device) if test_clip is not None else None
+    sync = None
+    if sync_expert is not None:
+        from deltaplane.training.sync import SyncSupervisor
+
+        sync = SyncSupervisor(sync_expert.to(device), train_clip, dataset_dir / "audio.wav", manifest.fps)
     metrics: dict[str, float] = {}
     step = start_step
     bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress, desc="train", unit="step")
@@ -125,11 +131,17 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             if train_config.max_minutes is not None and time.perf_counter() - started > 60 * train_config.max_minutes:
                 break
             _set_learning_rates(optimizer, train_config, step)
-            positions = torch.randint(len(train_clip), (train_config.batch_size,), generator=generator).to(device)
+            use_sync = sync is not None and step >= train_config.sync_start_fraction * train_config.steps
+            if use_sync:
+                positions, starts = sync.sample(train_config.batch_size, generator)
+            else:
+                positions = torch.randint(len(train_clip), (train_config.batch_size,), generator=generator).to(device)
             batch = make_batch(train_clip, positions, model_config.render_resolution)
             with autocast(precision, device):  # type: ignore[arg-type]
                 output, delta = model(batch.cameras, batch.conditions)
                 terms = model.loss_terms(output, delta, batch, perceptual)
+                if use_sync:
+                    terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 raise RuntimeError(f"training diverged at step {step} (loss {loss.item()}); lower the learning rates")

@@ -1,0 +1,3 @@
+from deltaplane.cli import main
+
+main()
