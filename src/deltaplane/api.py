@@ -84,11 +84,60 @@ def render(run: str | Path, audio: str | Path, output: str | Path, camera: str =
                         watermark=watermark, device=_device(device), progress=progress, tags=SYNTHETIC_TAGS)
 
 
+def bench(run: str | Path | None = None, batch: tuple[int, ...] = (1, 4), frames: int = 120,
+          device: str | None = None, preset: str = "fast", random_weights: bool = False,
+          json_path: str | Path | None = None):
+    """Time the plain fp32 reference rendering path and the fast path side by side on the same weights and inputs;
+    returns a `deltaplane.bench.BenchReport` (`deltaplane.bench.format_report` prints it as a table)."""
+    from deltaplane.bench import bench as bench_paths
+
+    if (run is None) != random_weights:
+        raise InputError("bench needs either a run directory or --random-weights (a preset-sized random model)")
+    if frames < 1 or not batch or min(batch) < 1:
+        raise InputError(f"--frames and every --batch size must be at least 1, got {frames} and {batch}")
+    report = bench_paths(Path(run) if run is not None else None, _device(device), batch, frames, preset)
+    if json_path is not None:
+        from deltaplane.atomic import write_json
+
+        write_json(json_path, dataclasses.asdict(report))
+    return report
+
+
 def detect(video: str | Path):
     """Look for deltaplane's invisible watermark in a video."""
     from deltaplane.watermark import detect_video
 
     return detect_video(Path(video))
+
+
+def evaluate(output: str | Path, run: str | Path | None = None, prediction: str | Path | None = None,
+             target: str | Path | None = None, dataset: str | Path | None = None, split: str = "test",
+             audio: str | Path | None = None, views: str | None = None, identity_every: int = 10,
+             lpips_weights: str | Path | None = None, syncnet_v2: str | Path | None = None, device: str | None = None,
+             progress: bool = True) -> dict:
+    """Score a trained `run` (render the split, other camera views and optionally other `audio`) or any
+    `prediction` video against a `target` video; writes metrics.json and report.html into `output` and returns the
+    metrics (keys: `deltaplane.evaluation.keys`). Metrics needing weights are skipped, with the reason, unless
+    their files are given. With a prediction video, `audio` replaces its own audio for the sync score."""
+    from deltaplane.evaluation.scoring import EvaluationConfig
+
+    if (run is None) == (prediction is None and target is None) or (run is None and None in (prediction, target)):
+        raise InputError("evaluate needs either a run directory or both --pred and --gt videos")
+    if identity_every < 1:
+        raise InputError(f"--identity-every must be at least 1, got {identity_every}")
+    config = EvaluationConfig(identity_every=identity_every,
+                              lpips_weights=Path(lpips_weights) if lpips_weights else None,
+                              syncnet_v2=Path(syncnet_v2) if syncnet_v2 else None)
+    if run is None:
+        from deltaplane.evaluation.videos import evaluate_videos
+
+        return evaluate_videos(Path(prediction), Path(target), Path(output), config, _device(device),
+                               audio=Path(audio) if audio else None, progress=progress)
+    from deltaplane.evaluation.run import DEFAULT_VIEWS, evaluate_run
+
+    return evaluate_run(Path(run), Path(output), config, _device(device), dataset=Path(dataset) if dataset else None,
+                        split=split, audio=Path(audio) if audio else None, views=views or DEFAULT_VIEWS,
+                        progress=progress)
 
 
 def run(video: str | Path, output: str | Path, audio: str | Path | None = None, preset: str | None = None,

@@ -93,11 +93,62 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
+def _batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="time the fp32 reference and the fast rendering path side by side",
+                       description="Render the same clip with the plain fp32 reference path and the fast path "
+                                   "(bf16, torch.compile, CUDA graph on a GPU; plain fp32 on CPU) at each batch "
+                                   "size; print frames/s, p50/p99 per-frame latency, peak memory, the speed ratio "
+                                   "and the max abs difference of their frames.")
+    p.add_argument("run", type=Path, nargs="?", help="run directory made by `deltaplane train` (or --random-weights)")
+    p.add_argument("--batch", type=_batch_sizes, default=(1, 4), help="comma-separated batch sizes (default 1,4)")
+    p.add_argument("--frames", type=int, default=120, help="frames rendered per path and batch size (default 120)")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--preset", choices=PRESET_CHOICES, default="fast",
+                   help="model size with --random-weights (default fast)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="bench a preset-sized model with random weights instead of a run (speed does not depend "
+                        "on the weights)")
+    p.add_argument("--json", type=Path, help="also write the results to this JSON file")
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="score a trained run, or any video against a ground truth",
+                       description="Write metrics.json (flat keys; see deltaplane.evaluation.keys) and a "
+                                   "self-contained report.html. With RUN: render the dataset split with its own "
+                                   "audio and cameras and compare with its frames (test/...), render it from other "
+                                   "views (view/NAME/...) and optionally with other audio (cross/...). With --pred "
+                                   "and --gt: compare two videos. Metrics needing weights are skipped unless given.")
+    p.add_argument("run", type=Path, nargs="?", help="run directory made by `deltaplane train`")
+    p.add_argument("--pred", type=Path, help="a video to score instead of a run (any system's output)")
+    p.add_argument("--gt", type=Path, help="the ground-truth video for --pred")
+    p.add_argument("-o", "--output", type=Path, required=True, help="directory for metrics.json and report.html")
+    p.add_argument("--dataset", type=Path, help="dataset directory (default: the one the run was trained on)")
+    p.add_argument("--split", default="test", help="dataset split to render and compare (default test)")
+    p.add_argument("--audio", type=Path, help="with RUN: also render this speech (sync and identity scores); with "
+                                              "--pred: audio for the sync score instead of the video's own")
+    p.add_argument("--views", help="camera views with RUN, comma-separated: dataset, front, orbit, spiral, "
+                                   "yaw=±DEG, pitch=±DEG (default dataset,front,yaw=±30,pitch=±20,spiral)")
+    p.add_argument("--identity-every", type=int, default=10,
+                   help="run the identity descriptor (~95 ms per face) on every k-th frame (default 10)")
+    p.add_argument("--lpips-weights", type=Path, help="LPIPS weights file or directory (never downloaded)")
+    p.add_argument("--syncnet-v2", type=Path, help="syncnet_python's syncnet_v2.model for LSE-C/LSE-D")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deltaplane", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     sub = parser.add_subparsers(dest="command")
-    for add in (_add_preprocess, _add_train, _add_render, _add_detect, _add_run, _add_demo):
+    for add in (_add_preprocess, _add_train, _add_render, _add_detect, _add_run, _add_demo, _add_evaluate,
+                _add_bench):
         add(sub)
     return parser
 
@@ -117,6 +168,12 @@ def _dispatch(args: argparse.Namespace) -> None:
         api.render(args.run, args.audio, args.output, camera=args.camera, depth=args.depth, neutral=args.neutral,
                    lip_smoothing=args.lip_smoothing, watermark=not args.no_watermark, device=args.device,
                    progress=not args.quiet)
+    elif args.command == "evaluate":
+        api.evaluate(args.output, run=args.run, prediction=args.pred, target=args.gt, dataset=args.dataset,
+                     split=args.split, audio=args.audio, views=args.views, identity_every=args.identity_every,
+                     lpips_weights=args.lpips_weights, syncnet_v2=args.syncnet_v2, device=args.device,
+                     progress=not args.quiet)
+        print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.html'}")
     elif args.command == "detect":
         result = api.detect(args.video)
         print(result.summary())
@@ -127,6 +184,11 @@ def _dispatch(args: argparse.Namespace) -> None:
                 device=args.device, progress=not args.quiet)
     elif args.command == "demo":
         api.demo(args.output, steps=args.steps, device=args.device, progress=not args.quiet)
+    elif args.command == "bench":
+        from deltaplane.bench import format_report
+
+        print(format_report(api.bench(args.run, batch=args.batch, frames=args.frames, device=args.device,
+                                      preset=args.preset, random_weights=args.random_weights, json_path=args.json)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,84 @@
+"""Face-level measurements on tracked 68-point landmarks, and dlib's 128-D identity embedding.
+
+Landmarks follow docs/conventions.md (iBUG 68-point indexing, pixels of the frame, pixel-centre convention).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import cv2
+import numpy as np
+from jaxtyping import Bool, Float, UInt8
+from numpy import ndarray
+
+from deltaplane.errors import MissingDependencyError
+from deltaplane.preprocess.landmarks import dlib_box
+
+MOUTH = slice(48, 68)
+"""The 20 mouth points of the 68-point layout (outer lip 48–59, inner lip 60–67)."""
+INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
+"""Upper/lower inner-lip point pairs whose distances measure how open the mouth is."""
+OUTER_EYE_CORNERS = (36, 45)
+LMD_WIDTH = 512.0
+"""LMD is reported in pixels of a frame rescaled to this width (Talk3D resizes both videos to 512², spec §8)."""
+SAME_PERSON_THRESHOLD = 0.6
+"""dlib's decision threshold: embeddings closer than this are the same person (99.38 % on LFW)."""
+
+
+def dlib_model_path(name: str) -> str:
+    """Path of one of the dlib models shipped by face-recognition-models (found without importing the package)."""
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        raise MissingDependencyError("face-recognition-models is not installed (it ships dlib's face models)")
+    path = os.path.join(os.path.dirname(spec.origin), "models", name)
+    if not os.path.isfile(path):
+        raise MissingDependencyError(f"dlib model {name} is missing from face-recognition-models: {path}")
+    return path
+
+
+def mouth_landmark_distance(prediction: Float[ndarray, "68 2"], target: Float[ndarray, "68 2"],
+                            width: int) -> float:
+    """LMD of one frame (spec §8): mouth points 48–67 of each set are mean-centred (translation only), and the mean
+    Euclidean distance between corresponding points is returned in units of a `LMD_WIDTH`-wide frame."""
+    scale = LMD_WIDTH / width
+    mouth_prediction = prediction[MOUTH].astype(np.float64) * scale  # [20, 2]
+    mouth_target = target[MOUTH].astype(np.float64) * scale
+    centred = (mouth_prediction - mouth_prediction.mean(0)) - (mouth_target - mouth_target.mean(0))
+    return float(np.linalg.norm(centred, axis=1).mean())
+
+
+def mouth_opening(landmarks68: Float[ndarray, "68 2"]) -> float:
+    """Inner-lip gap (mean of three upper/lower point distances) over the outer-eye-corner distance: scale-free."""
+    gap = np.mean([np.linalg.norm(landmarks68[upper] - landmarks68[lower]) for upper, lower in INNER_LIP_PAIRS])
+    eyes = np.linalg.norm(landmarks68[OUTER_EYE_CORNERS[0]] - landmarks68[OUTER_EYE_CORNERS[1]])
+    return float(gap / max(float(eyes), 1e-6))
+
+
+def face_mask(landmarks68: Float[ndarray, "68 2"], height: int, width: int) -> Bool[ndarray, "height width"]:
+    """Pixels inside the convex hull of the 68 landmarks (brows to chin, cheek to cheek)."""
+    mask = np.zeros((height, width), np.uint8)
+    hull = cv2.convexHull(np.round(landmarks68 - 0.5).astype(np.int32))  # pixel-centre → integer pixel grid
+    cv2.fillConvexPoly(mask, hull, 1)
+    return mask.astype(bool)
+
+
+class IdentityEmbedder:
+    """dlib's ResNet face descriptor (128-D, Euclidean distance; < 0.6 = same person), aligned with dlib's 5-point
+    shape predictor inside the box dlib's HOG detector would give for the tracked face mesh. ~95 ms per face on
+    one CPU core, so callers sample frames."""
+
+    def __init__(self) -> None:
+        import dlib
+
+        self._rectangle = dlib.rectangle
+        self._shape5 = dlib.shape_predictor(dlib_model_path("shape_predictor_5_face_landmarks.dat"))
+        self._network = dlib.face_recognition_model_v1(dlib_model_path("dlib_face_recognition_resnet_model_v1.dat"))
+
+    def embed(self, rgb: UInt8[ndarray, "height width 3"], mesh: Float[ndarray, "478 3"]) -> Float[ndarray, "128"]:
+        """The descriptor of the face whose mediapipe mesh is `mesh` (as `FaceTracker` returns it)."""
+        # dlib uses integer pixel centres, so its boxes are shifted by half a pixel (as FaceTracker does).
+        x0, y0, x1, y1 = (round(float(value) - 0.5) for value in dlib_box(mesh))
+        shape = self._shape5(np.ascontiguousarray(rgb), self._rectangle(x0, y0, x1, y1))
+        return np.asarray(self._network.compute_face_descriptor(np.ascontiguousarray(rgb), shape), np.float32)

@@ -1,0 +1,50 @@
+"""The documented metric keys of metrics.json (the report shows this glossary too).
+
+`deltaplane evaluate --pred A --gt B` writes the keys below as they are. `deltaplane evaluate RUN_DIR` writes them
+under prefixes: `test/` (the split rendered with its own audio and cameras, vs its frames), `view/NAME/` (the split's
+audio rendered from another camera: identity vs the split's frames, sync, faces), `cross/` (the run driven by
+--audio; identity vs the mean descriptor of the split's frames). A metric that could not be computed is absent and
+listed under `skipped` with the reason, never given as a number. PSNR of identical frames is `Infinity` (JSON
+extension that Python's json module reads and writes).
+"""
+
+from __future__ import annotations
+
+KEYS: dict[str, tuple[str, str]] = {
+    "frames": ("", "frames compared (the shorter video's length at 25 fps)"),
+    "width": ("", "frame width the metrics are computed at (the ground truth's; the prediction is resized)"),
+    "height": ("", "frame height"),
+    "psnr": ("↑", "PSNR in dB over the whole frame, mean over frames (identical frames: inf)"),
+    "ssim": ("↑", "SSIM (Gaussian 11×11, σ 1.5) over the whole frame, mean over frames"),
+    "psnr_face": ("↑", "PSNR inside the convex hull of the ground truth's 68 landmarks"),
+    "ssim_face": ("↑", "SSIM at positions inside that hull"),
+    "lpips": ("↓", "LPIPS (AlexNet, user-given weights) over the whole frame"),
+    "lmd": ("↓", "landmark distance of mouth points 48–67, each set mean-centred, in pixels of a 512-wide frame"),
+    "blink_error": ("↓", "mean |eye aspect ratio (prediction) − eye aspect ratio (ground truth)|"),
+    "id_distance": ("↓", "dlib 128-D face descriptor distance (same person below 0.6), sampled frames"),
+    "id_same_person": ("↑", "fraction of sampled frames with a descriptor distance below 0.6"),
+    "id_frames": ("", "sampled frames with a face in both videos"),
+    "id_every": ("", "the identity descriptor runs on every k-th frame (about 95 ms per face on one core)"),
+    "faces/missing_pred": ("↓", "frames of the prediction where no face was found"),
+    "faces/missing_gt": ("", "frames of the ground truth where no face was found"),
+    "faces/missing": ("↓", "frames of this render where no face was found"),
+    "sync/correlation": ("↑", "Pearson correlation of inner-lip opening and the 1–4 kHz speech envelope at the best "
+                              "offset (no weights needed; ~0.3–0.45 on real speech)"),
+    "sync/offset_frames": ("→0", "that best offset in frames within ±10 (positive: the mouth lags the sound)"),
+    "sync/lse_c": ("↑", "SyncNet LSE-C confidence (syncnet_v2.model, user-given)"),
+    "sync/lse_d": ("↓", "SyncNet LSE-D distance"),
+    "sync/lse_offset_frames": ("→0", "SyncNet's best audio-video offset in frames"),
+    "gt/sync/correlation": ("", "the landmark sync score of the ground truth with its own audio (reference)"),
+    "gt/sync/offset_frames": ("", "the ground truth's best offset (reference)"),
+    "fid": ("↓", "Fréchet Inception distance (not implemented in this version)"),
+}
+
+
+def describe(key: str) -> tuple[str, str]:
+    """(better, meaning) of a possibly prefixed key: `test/psnr`, `view/yaw+30/id_distance` …"""
+    parts = key.split("/")
+    for start in range(len(parts)):
+        suffix = "/".join(parts[start:])
+        if suffix in KEYS:
+            return KEYS[suffix]
+    return "", ""

@@ -1,0 +1,266 @@
+"""Stream frames through the face tracker, the identity embedder and the pixel metrics, and summarise them as flat
+metric dictionaries (keys documented in `deltaplane.evaluation.keys`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import cv2
+import numpy as np
+import torch
+from jaxtyping import Float, UInt8
+from numpy import ndarray
+from tqdm import tqdm
+
+from deltaplane.evaluation.face import (SAME_PERSON_THRESHOLD, IdentityEmbedder, face_mask, mouth_landmark_distance,
+                                        mouth_opening)
+from deltaplane.evaluation.pixels import error_map, frame_scores, lpips_distance
+from deltaplane.evaluation.sync import MIN_SYNC_FRAMES, landmark_sync, speech_envelope, syncnet_crop
+from deltaplane.errors import InputError
+from deltaplane.metrics.lpips import LPIPS
+from deltaplane.metrics.syncnet import VIDEO_FPS, SyncNetV2, lse_scores
+from deltaplane.preprocess.landmarks import FaceTracker, eye_openness
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """What `deltaplane evaluate` measures and how densely."""
+
+    identity_every: int = 10
+    """The identity embedding (dlib ResNet, ~95 ms per face on one core) runs on every k-th frame of each video."""
+    max_sync_offset: int = 10
+    """The landmark sync score searches audio-video offsets up to this many frames both ways."""
+    strip_frames: int = 4
+    """Frames shown in the report's GT | render | error strip (evenly spaced)."""
+    lpips_weights: Path | None = None
+    """LPIPS weights (file or directory, see `metrics.lpips.load_lpips`); without them LPIPS is skipped."""
+    syncnet_v2: Path | None = None
+    """syncnet_python's `syncnet_v2.model`; without it LSE-C / LSE-D are skipped."""
+
+
+@dataclass(frozen=True)
+class Experts:
+    """The weight-based metrics that could be loaded, and why the others are skipped."""
+
+    lpips: LPIPS | None
+    syncnet: SyncNetV2 | None
+    skipped: dict[str, str]
+
+
+def load_experts(config: EvaluationConfig, device: torch.device) -> Experts:
+    """Load LPIPS / SyncNet v2 from the given paths (a given path that cannot be loaded is an error)."""
+    skipped = {"fid": "not implemented in this version"}
+    lpips = syncnet = None
+    if config.lpips_weights is None:
+        skipped["lpips"] = "no LPIPS weights given (--lpips-weights)"
+    else:
+        from deltaplane.metrics.lpips import load_lpips
+
+        lpips = load_lpips(config.lpips_weights).to(device)
+    if config.syncnet_v2 is None:
+        for key in ("sync/lse_c", "sync/lse_d"):
+            skipped[key] = "no SyncNet weights given (--syncnet-v2 syncnet_v2.model)"
+    else:
+        from deltaplane.metrics.syncnet import load_syncnet_v2
+
+        syncnet = load_syncnet_v2(config.syncnet_v2).to(device)
+    return Experts(lpips, syncnet, skipped)
+
+
+@dataclass(frozen=True)
+class FaceTrack:
+    """What the face tracker saw in each frame of one video; NaN rows where there was no face."""
+
+    landmarks: Float[ndarray, "frames 68 2"]
+    boxes: Float[ndarray, "frames 4"]
+    embeddings: Float[ndarray, "frames 128"]
+    """dlib identity descriptors on every `identity_every`-th frame; NaN on the others."""
+    crops: UInt8[ndarray, "frames 224 224 3"] | None
+    """SyncNet face crops, when a SyncNet is loaded."""
+    width: int
+
+    @property
+    def found(self) -> np.ndarray:
+        return np.isfinite(self.landmarks[:, 0, 0])
+
+    def per_frame(self, measure) -> Float[ndarray, " frames"]:
+        """`measure(landmarks68)` on frames with a face, NaN elsewhere."""
+        return np.array([measure(points) if ok else math.nan for points, ok in zip(self.landmarks, self.found)])
+
+
+class FaceObserver:
+    """Tracks one video frame by frame and keeps landmarks, identity descriptors and (optionally) SyncNet crops."""
+
+    def __init__(self, embedder: IdentityEmbedder, identity_every: int, keep_crops: bool) -> None:
+        self._tracker = FaceTracker()
+        self._embedder, self._identity_every, self._keep_crops = embedder, identity_every, keep_crops
+        self._landmarks: list[ndarray] = []
+        self._boxes: list[ndarray] = []
+        self._embeddings: list[ndarray] = []
+        self._crops: list[ndarray] = []
+        self._width = 0
+
+    def observe(self, rgb: UInt8[ndarray, "height width 3"]) -> Float[ndarray, "68 2"] | None:
+        """Track one frame; returns its 68 landmarks (None without a face)."""
+        index = len(self._landmarks)
+        self._width = rgb.shape[1]
+        observation = self._tracker.track(rgb)
+        nan = np.full((68, 2), np.nan, np.float32)
+        self._landmarks.append(nan if observation is None else observation.landmarks68)
+        self._boxes.append(np.full(4, np.nan, np.float32) if observation is None else observation.box)
+        embedding = np.full(128, np.nan, np.float32)
+        if observation is not None and index % self._identity_every == 0:
+            embedding = self._embedder.embed(rgb, observation.mesh)
+        self._embeddings.append(embedding)
+        if self._keep_crops:
+            known = [box for box in self._boxes if np.isfinite(box).all()]  # no face: keep the last box
+            box = known[-1] if known else np.array([0, 0, rgb.shape[1], rgb.shape[0]], np.float32)
+            self._crops.append(syncnet_crop(rgb, box))
+        return None if observation is None else observation.landmarks68
+
+    def finish(self) -> FaceTrack:
+        return FaceTrack(np.stack(self._landmarks), np.stack(self._boxes), np.stack(self._embeddings),
+                         np.stack(self._crops) if self._keep_crops and self._crops else None, self._width)
+
+    def __enter__(self) -> FaceObserver:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self._tracker.close()
+
+
+@dataclass
+class PairResult:
+    """Per-frame results of a prediction scored against its ground truth."""
+
+    prediction: FaceTrack
+    target: FaceTrack
+    per_frame: dict[str, Float[ndarray, " frames"]]
+    strip: list[tuple[int, ndarray, ndarray, ndarray]] = field(default_factory=list)
+    """(frame index, GT, prediction, error map) for the report."""
+
+
+def strip_indices(num_frames: int, count: int) -> set[int]:
+    return {int(index) for index in np.linspace(0, max(num_frames - 1, 0), min(count, num_frames)).round()}
+
+
+def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_frames: int,
+               config: EvaluationConfig, experts: Experts, embedder: IdentityEmbedder,
+               progress: bool = False, desc: str = "evaluate") -> PairResult:
+    """Score predicted frames against target frames (zip: the shorter one sets the length); predictions are resized
+    to the target's size."""
+    shown = strip_indices(num_frames, config.strip_frames)
+    series: dict[str, list[float]] = {name: [] for name in ("psnr", "ssim", "psnr_face", "ssim_face", "lmd")}
+    if experts.lpips is not None:
+        series["lpips"] = []
+    strip = []
+    with (FaceObserver(embedder, config.identity_every, experts.syncnet is not None) as predicted,
+          FaceObserver(embedder, config.identity_every, False) as truth):
+        pairs = tqdm(zip(predictions, targets), total=num_frames, disable=not progress, desc=desc, unit="frame")
+        for index, (prediction, target) in enumerate(pairs):
+            if prediction.shape != target.shape:
+                prediction = cv2.resize(prediction, (target.shape[1], target.shape[0]), interpolation=cv2.INTER_AREA)
+            target_points = truth.observe(target)
+            prediction_points = predicted.observe(prediction)
+            face = None if target_points is None else face_mask(target_points, *target.shape[:2])
+            scores = frame_scores(prediction, target, face)
+            if experts.lpips is not None:
+                scores["lpips"] = lpips_distance(experts.lpips, prediction, target)
+            if target_points is not None and prediction_points is not None:
+                scores["lmd"] = mouth_landmark_distance(prediction_points, target_points, target.shape[1])
+            for name, values in series.items():
+                values.append(scores.get(name, math.nan))
+            if index in shown:
+                strip.append((index, target, prediction, error_map(prediction, target)))
+        return PairResult(predicted.finish(), truth.finish(), {k: np.array(v) for k, v in series.items()}, strip)
+
+
+def observe_video(frames: Iterable[ndarray], num_frames: int, config: EvaluationConfig, experts: Experts,
+                  embedder: IdentityEmbedder, progress: bool = False, desc: str = "track") -> FaceTrack:
+    """Track one video without a ground truth (other camera views, other audio)."""
+    with FaceObserver(embedder, config.identity_every, experts.syncnet is not None) as observer:
+        for frame in tqdm(frames, total=num_frames, disable=not progress, desc=desc, unit="frame"):
+            observer.observe(frame)
+        return observer.finish()
+
+
+def _mean(values: ndarray) -> float | None:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else None
+
+
+def identity_distances(prediction: FaceTrack, reference: Float[ndarray, "frames 128"]) -> Float[ndarray, " frames"]:
+    """Euclidean descriptor distance per frame to `reference` (one row per frame; NaN where either is missing)."""
+    count = min(prediction.embeddings.shape[0], reference.shape[0])
+    return np.linalg.norm(prediction.embeddings[:count] - reference[:count], axis=1)
+
+
+def identity_metrics(distances: Float[ndarray, " frames"], every: int) -> tuple[dict, dict]:
+    """id_distance, id_same_person (fraction under dlib's 0.6), id_frames, id_every."""
+    finite = distances[np.isfinite(distances)]
+    if not finite.size:
+        return {}, {"id_distance": "no frame with a face in both videos among the sampled frames"}
+    return {"id_distance": float(finite.mean()), "id_same_person": float((finite < SAME_PERSON_THRESHOLD).mean()),
+            "id_frames": int(finite.size), "id_every": every}, {}
+
+
+def pair_metrics(result: PairResult, config: EvaluationConfig) -> tuple[dict, dict]:
+    """Flat metrics (and skipped reasons) of a scored pair: pixels, LMD, blink error, identity, face counts."""
+    metrics: dict = {"frames": int(result.per_frame["psnr"].shape[0])}
+    skipped: dict[str, str] = {}
+    for name, values in result.per_frame.items():
+        value = _mean(values)
+        if value is None:
+            skipped[name] = "no frame with a face in both videos" if name == "lmd" else "no face in the ground truth"
+        else:
+            metrics[name] = value
+    blinks = np.abs(result.prediction.per_frame(eye_openness) - result.target.per_frame(eye_openness))
+    blink_error = _mean(blinks)
+    if blink_error is None:
+        skipped["blink_error"] = "no frame with a face in both videos"
+    else:
+        metrics["blink_error"] = blink_error
+    identity, reasons = identity_metrics(identity_distances(result.prediction, result.target.embeddings),
+                                         config.identity_every)
+    metrics.update(identity)
+    skipped.update(reasons)
+    metrics["faces/missing_pred"] = int((~result.prediction.found).sum())
+    metrics["faces/missing_gt"] = int((~result.target.found).sum())
+    return metrics, skipped
+
+
+def sync_metrics(track: FaceTrack, samples: Float[ndarray, " samples"] | None, fps: float,
+                 config: EvaluationConfig, syncnet: SyncNetV2 | None) -> tuple[dict, dict]:
+    """sync/correlation and sync/offset_frames (landmarks vs speech envelope), and LSE-C/D with a SyncNet."""
+    if samples is None:
+        reason = "no audio (the video has no audio stream; pass --audio)"
+        return {}, {key: reason for key in ("sync/correlation", "sync/offset_frames", "sync/lse_c", "sync/lse_d")}
+    metrics: dict = {}
+    skipped: dict[str, str] = {}
+    num_frames = track.landmarks.shape[0]
+    score = landmark_sync(track.per_frame(mouth_opening), speech_envelope(samples, num_frames, fps),
+                          config.max_sync_offset)
+    if score is None:
+        reason = f"{int(track.found.sum())} frames with a face; the sync score needs {MIN_SYNC_FRAMES}"
+        skipped["sync/correlation"] = skipped["sync/offset_frames"] = reason
+    else:
+        metrics["sync/correlation"], metrics["sync/offset_frames"] = score.correlation, score.offset
+    if syncnet is not None and track.crops is not None and fps != VIDEO_FPS:
+        skipped["sync/lse_c"] = skipped["sync/lse_d"] = f"SyncNet works at {VIDEO_FPS} fps, the video has {fps:g}"
+    elif syncnet is not None and track.crops is not None:
+        try:
+            lse = lse_scores(syncnet, torch.from_numpy(track.crops).permute(0, 3, 1, 2), torch.from_numpy(samples))
+        except InputError as error:
+            skipped["sync/lse_c"] = skipped["sync/lse_d"] = str(error)
+        else:
+            metrics.update({"sync/lse_c": lse.lse_c, "sync/lse_d": lse.lse_d, "sync/lse_offset_frames": lse.offset})
+    return metrics, skipped
+
+
+def prefixed(prefix: str, metrics: dict) -> dict:
+    return {f"{prefix}{key}": value for key, value in metrics.items()}

@@ -1,0 +1,317 @@
+"""Fast inference path of the triplane talker: the frames of `inference.render_clip`, sooner (issue 5).
+
+`FastRenderer(model, batch_size).render_clip(conditions, cam2world)` yields what the reference yields, within bf16
+tolerance (exactly the reference's maths with `FastRenderConfig.for_device(cpu)`). What it changes, none of it the
+maths (measurements in docs/performance.md):
+
+* work that does not change between frames is done once: the identity encoding (as the reference), the unit ray
+  directions in the camera frame (a frame only rotates them), a private copy of the weights in eval mode;
+* the random numbers of the stratified and importance samples come from the same generator, in the same order and
+  shapes as the reference draws them, but outside the step, so the step is a pure static-shape function;
+* bf16 autocast for the predictor, the decoder MLP and the super-resolution (norms, rays, density, transmittance
+  and compositing stay float32), channels-last super-resolution;
+* the tri-plane lookup reads channels-last planes [B, 3, H, W, C] with explicit bilinear gathers
+  (`sample_triplane_channels_last`, reference `fields.triplane.sample_triplane`): C contiguous values per corner,
+  and under torch.compile the 3 planes × 4 corners, the plane mean and the cast fuse into one kernel;
+* the step (tokens → planes → volume render → super-resolution) runs at a fixed batch size (a last partial batch is
+  padded), compiled with torch.compile and replayed as one CUDA graph.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+
+from deltaplane.audio.encoder import ema_smooth
+from deltaplane.fields.triplane import PLANE_AXES
+from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world
+from deltaplane.geometry.rays import pixel_rays
+from deltaplane.models.triplane_talker import TriplaneTalker
+from deltaplane.render.volume import (Composited, FieldFn, VolumeRenderConfig, _inverse_cdf, _query,
+                                      _smoothed_weights, composite)
+from deltaplane.structs import Conditions
+from deltaplane.training.precision import Precision, autocast
+
+CompileMode = Literal["none", "default", "max-autotune-no-cudagraphs"]
+
+
+@dataclass(frozen=True)
+class FastRenderConfig:
+    """How the fast path runs; `for_device` picks the defaults (everything on for CUDA, plain fp32 on CPU)."""
+
+    precision: Precision = "bf16-mixed"
+    """Autocast of the predictor, decoder MLP and super-resolution; rays, density, transmittance and compositing
+    stay float32. The planes are sampled in this precision too (bf16 or fp16 planes, float32 weights)."""
+    channels_last: bool = True
+    """Run the super-resolution convolutions on channels-last activations."""
+    compile_mode: CompileMode = "default"
+    """torch.compile mode of the step's three stages (planes, volume, super-resolution); "none" runs them eagerly."""
+    cuda_graph: bool = True
+    """Capture the whole step as one CUDA graph and replay it (CUDA only). Needs compile: the eager predictor
+    builds its resampling filter on the host, which a capture does not allow; if a capture fails anyway the step
+    runs uncaptured, with a warning."""
+
+    @classmethod
+    def for_device(cls, device: torch.device) -> FastRenderConfig:
+        """All optimisations on CUDA; on CPU the reference maths (fp32, eager, no graph)."""
+        if device.type == "cuda":
+            return cls()
+        return cls(precision="32-true", channels_last=False, compile_mode="none", cuda_graph=False)
+
+
+def sample_triplane_channels_last(planes: Float[Tensor, "batch 3 height width channels"],
+                                  points: Float[Tensor, "batch points 3"], box_warp: float = 1.0
+                                  ) -> Float[Tensor, "batch points channels"]:
+    """`fields.triplane.sample_triplane` on channels-last planes: mean over the 3 planes of the bilinear
+    (align_corners=False, zero padding) features, by gathering the 4 corner texels of each plane.
+
+    Coordinates and weights are float32 (or wider), the sum is float32 (or wider); the output has the planes' dtype.
+    """
+    batch, num_planes, height, width, channels = planes.shape
+    scaled = points.to(torch.promote_types(points.dtype, torch.float32)) * (2.0 / box_warp)  # [B, N, 3]
+    u = torch.stack([scaled[..., u_axis] for u_axis, _ in PLANE_AXES], dim=1)  # [B, 3, N]
+    v = torch.stack([scaled[..., v_axis] for _, v_axis in PLANE_AXES], dim=1)
+    x = ((u + 1) * width - 1) / 2  # texel units: texel j's centre is at x = j
+    y = ((v + 1) * height - 1) / 2
+    x0, y0 = torch.floor(x), torch.floor(y)
+    first_texel = torch.arange(batch * num_planes, device=planes.device).reshape(batch, num_planes, 1)
+    first_texel = first_texel * (height * width)  # [B, 3, 1]: row of texel (0, 0) of each plane in `flat`
+    flat = planes.reshape(batch * num_planes * height * width, channels)  # [B·3·H·W, C]
+    total = None
+    for x_index, x_weight in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+        for y_index, y_weight in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+            inside = (x_index >= 0) & (x_index < width) & (y_index >= 0) & (y_index < height)
+            texel = first_texel + (y_index.clamp(0, height - 1) * width + x_index.clamp(0, width - 1)).long()
+            weight = torch.where(inside, x_weight * y_weight, 0.0)  # [B, 3, N]
+            term = flat[texel] * weight[..., None]  # [B, 3, N, C]
+            total = term if total is None else total + term
+    return (total.sum(dim=1) / num_planes).to(planes.dtype)  # [B, N, C]
+
+
+def _importance_depths(depths: Float[Tensor, "batch rays samples 1"], weights: Float[Tensor, "batch rays intervals 1"],
+                       uniforms: Float[Tensor, "batch rays num"]) -> Float[Tensor, "batch rays num 1"]:
+    """`render.volume.sample_importance` with its uniforms given."""
+    batch, rays, samples, _ = depths.shape
+    depths_flat = depths.reshape(batch * rays, samples)  # [N, S]
+    weights_flat = weights.reshape(batch * rays, samples - 1).to(depths.dtype)  # [N, S − 1]
+    midpoints = 0.5 * (depths_flat[:, :-1] + depths_flat[:, 1:])  # [N, S − 1]
+    smoothed = _smoothed_weights(weights_flat)[:, 1:-1]  # [N, S − 3]
+    fine = _inverse_cdf(midpoints, smoothed, uniforms.reshape(batch * rays, -1))  # [N, num]
+    return fine.reshape(batch, rays, -1, 1)
+
+
+def render_rays_given_uniforms(field_fn: FieldFn, origins: Float[Tensor, "batch rays 3"],
+                               directions: Float[Tensor, "batch rays 3"], config: VolumeRenderConfig,
+                               offsets: Float[Tensor, "batch rays coarse 1"],
+                               uniforms: Float[Tensor, "batch rays fine"]) -> Composited:
+    """`render.volume.render_rays` with its random numbers given: `offsets` place the stratified samples in their
+    bins and `uniforms` drive the inverse-CDF importance sampler (`RayUniforms` draws them as the reference does)."""
+    num_coarse = config.num_coarse
+    starts = torch.linspace(config.near, config.far, num_coarse, dtype=offsets.dtype, device=offsets.device)
+    depths_coarse = starts[:, None] + offsets * ((config.far - config.near) / (num_coarse - 1))  # [B, R, S_c, 1]
+    colors_coarse, densities_coarse = _query(field_fn, origins, directions, depths_coarse)
+    coarse = composite(colors_coarse, densities_coarse, depths_coarse, config.density_bias)
+    if config.num_importance == 0:
+        return coarse
+    depths_fine = _importance_depths(depths_coarse, coarse.weights, uniforms)  # [B, R, S_f, 1]
+    colors_fine, densities_fine = _query(field_fn, origins, directions, depths_fine)
+    depths_all, order = torch.sort(torch.cat((depths_coarse, depths_fine), dim=-2), dim=-2)  # [B, R, S, 1]
+    colors_all = torch.cat((colors_coarse, colors_fine), dim=-2)
+    colors_all = colors_all.gather(-2, order.expand(-1, -1, -1, colors_all.shape[-1]))  # [B, R, S, C]
+    densities_all = torch.cat((densities_coarse, densities_fine), dim=-2).gather(-2, order)  # [B, R, S, 1]
+    return composite(colors_all, densities_all, depths_all, config.density_bias)
+
+
+@dataclass(frozen=True)
+class RayUniforms:
+    """Draws the render's random numbers exactly as `render.volume.render_rays` does inside the reference's chunk
+    loop: per chunk of `ray_chunk` rays, rand[B, chunk, S_c, 1] for the stratified jitter, then rand[B·chunk, S_f]
+    for the importance sampler (without jitter: bin midpoints and the fixed quantiles (k + ½)/S_f)."""
+
+    volume: VolumeRenderConfig
+    num_rays: int
+    ray_chunk: int
+
+    def draw(self, count: int, generator: torch.Generator, device: torch.device
+             ) -> tuple[Float[Tensor, "count rays coarse 1"], Float[Tensor, "count rays fine"]]:
+        volume, fine = self.volume, self.volume.num_importance
+        if not volume.jitter:
+            quantiles = (torch.arange(fine, dtype=torch.float32, device=device) + 0.5) / max(fine, 1)
+            return (torch.full((count, self.num_rays, volume.num_coarse, 1), 0.5, device=device),
+                    quantiles.expand(count, self.num_rays, fine))
+        offsets, uniforms = [], []
+        for start in range(0, self.num_rays, self.ray_chunk):
+            rays = min(self.ray_chunk, self.num_rays - start)
+            offsets.append(torch.rand(count, rays, volume.num_coarse, 1, device=device, generator=generator))
+            if fine > 0:
+                uniforms.append(torch.rand(count * rays, fine, device=device, generator=generator
+                                           ).reshape(count, rays, fine))
+        if fine == 0:
+            return torch.cat(offsets, dim=1), torch.zeros(count, self.num_rays, 0, device=device)
+        return torch.cat(offsets, dim=1), torch.cat(uniforms, dim=1)
+
+
+def _pad(tensor: Tensor, size: int) -> Tensor:
+    """Repeat the last row up to `size` rows (static shapes for a last partial batch)."""
+    missing = size - tensor.shape[0]
+    return tensor if missing == 0 else torch.cat((tensor, tensor[-1:].expand(missing, *tensor.shape[1:])))
+
+
+class FastRenderer:
+    """Renders `model` in static batches of `batch_size` frames. It keeps a private eval-mode copy of the model
+    (later changes to `model` are not seen) and compiles / captures the step on construction."""
+
+    def __init__(self, model: TriplaneTalker, batch_size: int, config: FastRenderConfig | None = None) -> None:
+        self.device = model.identity_planes.device
+        self.config = config or FastRenderConfig.for_device(self.device)
+        if self.config.cuda_graph and self.device.type != "cuda":
+            raise ValueError("cuda_graph needs a CUDA model")
+        if self.config.cuda_graph and self.config.compile_mode == "none":
+            raise ValueError("cuda_graph needs compile_mode other than 'none' (see FastRenderConfig.cuda_graph)")
+        self.batch_size = batch_size
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        if self.config.channels_last:
+            self.model.superres.to(memory_format=torch.channels_last)
+        model_config = self.model.config
+        size, render = model_config.output_resolution, model_config.render_resolution
+        with torch.no_grad():
+            self.encoded = self.model.predictor.encode(self.model.identity_planes[None])
+            intrinsics = intrinsics_from_focal(DEFAULT_FOCAL, size, size, device=self.device)
+            camera = Cameras(torch.eye(4, device=self.device)[None], intrinsics, size, size)
+            self.camera_directions = pixel_rays(camera, render, render)[1][0]  # [R, 3]: unit, camera frame
+        self.uniforms = RayUniforms(model_config.volume, render * render, model_config.ray_chunk)
+        self.plane_dtype = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16,
+                            "16-mixed": torch.float16}[self.config.precision]
+        stages = (self._planes, self._features, self._superres)
+        if self.config.compile_mode != "none":
+            stages = tuple(torch.compile(stage, mode=self.config.compile_mode, dynamic=False) for stage in stages)
+        self.stages = stages
+        """(planes, volume, super-resolution) stage callables, compiled unless compile_mode is "none"."""
+        self._graph: torch.cuda.CUDAGraph | None = None
+        if self.config.compile_mode != "none":
+            self._warm_up()
+
+    def _planes(self, audio_codes: Float[Tensor, "batch code"], eye: Float[Tensor, " batch"],
+                angles: Float[Tensor, "batch 3"], landmarks: Float[Tensor, "batch 6"]
+                ) -> Float[Tensor, "batch 3 height width channels"]:
+        """Condition tokens → identity + deltaplane, channels-last, in the sampling dtype."""
+        with autocast(self.config.precision, self.device):
+            tokens = self.model.condition_encoder(audio_codes, eye, angles, landmarks)
+            planes, _ = self.model.planes(tokens, encoded_identity=self.encoded)  # [B, 3, C, H, W]
+        return planes.permute(0, 1, 3, 4, 2).to(self.plane_dtype).contiguous()  # [B, 3, H, W, C]
+
+    def _features(self, planes: Float[Tensor, "batch 3 height width channels"], cam2world: Float[Tensor, "batch 4 4"],
+                  offsets: Float[Tensor, "batch rays coarse 1"], uniforms: Float[Tensor, "batch rays fine"]
+                  ) -> tuple[Float[Tensor, "batch channels size size"], Float[Tensor, "batch 1 size size"]]:
+        """Volume rendering: (feature image in [-1, 1], depth) at the rendering resolution."""
+        batch, size = planes.shape[0], self.model.config.render_resolution
+        directions = F.normalize(self.camera_directions @ cam2world[:, :3, :3].transpose(-1, -2), dim=-1)  # [B, R, 3]
+        origins = cam2world[:, None, :3, 3].expand_as(directions)  # [B, R, 3]
+
+        def field_fn(points: Float[Tensor, "batch points 3"]) -> tuple[Tensor, Tensor]:
+            features = sample_triplane_channels_last(planes, points, self.model.field.box_warp)  # [B, N, C]
+            with autocast(self.config.precision, self.device):
+                decoded, density = self.model.field.decoder(features)
+            return decoded.float(), density.float()
+
+        result = render_rays_given_uniforms(field_fn, origins, directions, self.model.config.volume, offsets, uniforms)
+        feature_image = (result.features * 2.0 - 1.0).reshape(batch, size, size, -1).permute(0, 3, 1, 2)  # EG3D ×2 − 1
+        memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        return feature_image.contiguous(memory_format=memory_format), result.depth.reshape(batch, 1, size, size)
+
+    def _superres(self, feature_image: Float[Tensor, "batch channels size size"]) -> Float[Tensor, "batch 3 out out"]:
+        with autocast(self.config.precision, self.device):
+            rgb = self.model.superres(feature_image[:, :3], feature_image)
+        return rgb.float()
+
+    def _step(self, *inputs: Tensor) -> tuple[Float[Tensor, "batch 3 out out"], Float[Tensor, "batch 1 size size"]]:
+        """(audio codes, eye, angles, landmarks, cam2world, offsets, uniforms) of a full batch → (rgb, depth)."""
+        planes_stage, features_stage, superres_stage = self.stages
+        planes = planes_stage(*inputs[:4])
+        feature_image, depth = features_stage(planes, *inputs[4:])
+        return superres_stage(feature_image), depth
+
+    def example_inputs(self) -> list[Tensor]:
+        """A full batch of plausible inputs (random conditions, orbit cameras) for compilation and capture."""
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        count, code_dim = self.batch_size, self.model.config.audio.code_dim
+        yaw = torch.linspace(-0.3, 0.3, count, device=self.device)
+        conditions = (torch.randn(count, code_dim, device=self.device, generator=generator),
+                      0.2 + 0.1 * torch.rand(count, device=self.device, generator=generator),
+                      0.2 * torch.rand(count, 3, device=self.device, generator=generator) - 0.1,
+                      2 * torch.rand(count, 6, device=self.device, generator=generator) - 1)
+        return [*conditions, orbit_cam2world(yaw, -0.5 * yaw), *self.uniforms.draw(count, generator, self.device)]
+
+    @torch.no_grad()
+    def _warm_up(self) -> None:
+        """Compile (two calls: the second one must not recompile), then capture the CUDA graph if asked."""
+        inputs = self.example_inputs()
+        if not self.config.cuda_graph:
+            for _ in range(2):
+                self._step(*inputs)
+            return
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                self._step(*inputs)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                outputs = self._step(*inputs)
+        except RuntimeError as error:
+            warnings.warn(f"CUDA graph capture failed; the step runs uncaptured: {error}", stacklevel=2)
+            return
+        self._graph, self._static_inputs, self._static_outputs = graph, inputs, outputs
+
+    @property
+    def captured(self) -> bool:
+        """Whether the step replays a CUDA graph."""
+        return self._graph is not None
+
+    @torch.no_grad()
+    def render_batch(self, audio_codes: Float[Tensor, "count code"], eye: Float[Tensor, " count"],
+                     angles: Float[Tensor, "count 3"], landmarks: Float[Tensor, "count 6"],
+                     cam2world: Float[Tensor, "count 4 4"], generator: torch.Generator
+                     ) -> tuple[Float[Tensor, "count 3 out out"], Float[Tensor, "count 1 size size"]]:
+        """Up to `batch_size` frames: (rgb in [-1, 1], depth); random numbers drawn from `generator`."""
+        count = cam2world.shape[0]
+        if not 1 <= count <= self.batch_size:
+            raise ValueError(f"a batch holds 1 to {self.batch_size} frames, got {count}")
+        offsets, uniforms = self.uniforms.draw(count, generator, self.device)
+        inputs = [_pad(tensor.to(self.device, torch.float32), self.batch_size)
+                  for tensor in (audio_codes, eye, angles, landmarks, cam2world, offsets, uniforms)]
+        if self._graph is None:
+            rgb, depth = self._step(*inputs)
+        else:
+            for static, value in zip(self._static_inputs, inputs):
+                static.copy_(value)
+            self._graph.replay()
+            rgb, depth = (output.clone() for output in self._static_outputs)  # the next replay overwrites them
+        return rgb[:count], depth[:count]
+
+    @torch.no_grad()
+    def render_clip(self, conditions: Conditions, cam2world: Float[Tensor, "frames 4 4"], lip_smoothing: float = 0.0,
+                    seed: int = 0) -> Iterator[tuple[Float[Tensor, "3 H W"], Float[Tensor, "1 h w"]]]:
+        """`inference.render_clip` (same audio codes, same random numbers) at this renderer's batch size."""
+        num_frames = cam2world.shape[0]
+        audio_codes = torch.cat([self.model.audio_encoder(conditions.audio[i:i + 64].to(self.device))
+                                 for i in range(0, num_frames, 64)])  # float32, as the reference
+        if lip_smoothing > 0:
+            audio_codes = ema_smooth(audio_codes, alpha=lip_smoothing)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        for start in range(0, num_frames, self.batch_size):
+            part = slice(start, min(start + self.batch_size, num_frames))
+            rgb, depth = self.render_batch(audio_codes[part], conditions.eye[part], conditions.angles[part],
+                                           conditions.landmarks[part], cam2world[part], generator)
+            for index in range(rgb.shape[0]):
+                yield rgb[index], depth[index]

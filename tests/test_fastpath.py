@@ -1,0 +1,178 @@
+"""The fast rendering path against the reference: the channels-last tri-plane lookup (values and gradients), whole
+clips (fp32: the reference's frames; bf16 and compiled: within bf16 tolerance), and `deltaplane bench`."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from deltaplane import api
+from deltaplane.cli import main
+from deltaplane.errors import InputError
+from deltaplane.fastpath import FastRenderConfig, FastRenderer, sample_triplane_channels_last
+from deltaplane.fields.triplane import sample_triplane
+from deltaplane.geometry.cameras import orbit_cam2world, talk3d_orbit_angles
+from deltaplane.inference import render_clip
+from deltaplane.models.triplane_talker import TriplaneTalker
+from deltaplane.presets import get_preset
+from deltaplane.structs import Conditions
+from deltaplane.training.trainer import train
+
+CPU = torch.device("cpu")
+
+
+def _needs_cuda() -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+
+
+def _tiny_model(device: torch.device, jitter: bool = True) -> TriplaneTalker:
+    """The tiny preset with several ray chunks (32² rays, chunks of 300) and every weight perturbed, so the zero-
+    initialised deltaplane and ToRGB layers take part."""
+    config, _ = get_preset("tiny")
+    config = dataclasses.replace(config, ray_chunk=300, volume=dataclasses.replace(config.volume, jitter=jitter))
+    torch.manual_seed(0)
+    model = TriplaneTalker(config)
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+    return model.to(device).eval()
+
+
+def _clip(model: TriplaneTalker, num_frames: int) -> tuple[Conditions, torch.Tensor]:
+    generator = torch.Generator().manual_seed(2)
+    conditions = Conditions(audio=torch.randn(num_frames, 8, 16, model.config.audio.feature_dim, generator=generator),
+                            eye=0.2 + 0.1 * torch.rand(num_frames, generator=generator),
+                            angles=0.1 * torch.randn(num_frames, 3, generator=generator),
+                            landmarks=2 * torch.rand(num_frames, 6, generator=generator) - 1)
+    angles = talk3d_orbit_angles(num_frames)
+    return conditions, orbit_cam2world(angles[:, 0], angles[:, 1])
+
+
+def _both(model: TriplaneTalker, config: FastRenderConfig, batch: int = 2, num_frames: int = 5
+          ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], FastRenderer]:
+    """(reference rgb, depth), (fast rgb, depth) of one clip with a last partial batch and lip smoothing."""
+    conditions, cam2world = _clip(model, num_frames)
+    reference = list(render_clip(model, conditions, cam2world, batch_size=batch, lip_smoothing=0.2, seed=3))
+    renderer = FastRenderer(model, batch, config)
+    fast = list(renderer.render_clip(conditions, cam2world, lip_smoothing=0.2, seed=3))
+    stack = lambda frames, index: torch.stack([frame[index].float() for frame in frames])  # noqa: E731
+    return (stack(reference, 0), stack(reference, 1)), (stack(fast, 0), stack(fast, 1)), renderer
+
+
+def _assert_within_bf16(fast: torch.Tensor, reference: torch.Tensor) -> None:
+    relative = ((fast - reference).norm() / reference.norm()).item()
+    assert relative < 1e-2, relative
+    assert (fast - reference).abs().max().item() < 0.05
+
+
+def _assert_sampler_matches(device: torch.device) -> None:
+    generator = torch.Generator().manual_seed(0)
+    planes = torch.randn(2, 3, 5, 6, 9, dtype=torch.float64, generator=generator)  # [B, 3, C, H, W], H ≠ W
+    points = (torch.rand(2, 200, 3, dtype=torch.float64, generator=generator) - 0.5) * 1.4  # some outside the box
+    planes, points = planes.to(device).requires_grad_(), points.to(device).requires_grad_()
+    reference = sample_triplane(planes, points, box_warp=1.0)
+    fast = sample_triplane_channels_last(planes.permute(0, 1, 3, 4, 2), points, box_warp=1.0)
+    torch.testing.assert_close(fast, reference, rtol=1e-10, atol=1e-12)
+    weights = torch.randn_like(reference)
+    grads_reference = torch.autograd.grad((reference * weights).sum(), (planes, points))
+    grads_fast = torch.autograd.grad((fast * weights).sum(), (planes, points))
+    for grad_fast, grad_reference in zip(grads_fast, grads_reference):
+        torch.testing.assert_close(grad_fast, grad_reference, rtol=1e-9, atol=1e-11)
+
+
+def test_channels_last_lookup_matches_grid_sample_values_and_gradients() -> None:
+    _assert_sampler_matches(CPU)
+
+
+@pytest.mark.parametrize("jitter", [True, False])
+def test_fp32_fast_path_gives_the_reference_frames(jitter: bool) -> None:
+    model = _tiny_model(CPU, jitter)
+    (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(CPU))
+    assert rgb.shape == rgb_ref.shape == (5, 3, 128, 128) and not renderer.captured
+    torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
+
+
+def test_bf16_fast_path_is_within_bf16_tolerance() -> None:
+    model = _tiny_model(CPU)
+    config = FastRenderConfig(compile_mode="none", cuda_graph=False)
+    (rgb_ref, _), (rgb, _), _ = _both(model, config)
+    _assert_within_bf16(rgb, rgb_ref)
+
+
+@pytest.mark.slow
+def test_compiled_fast_path_matches_without_recompiling() -> None:
+    """torch.compile on CPU (about a minute): same frames in fp32; the padded last batch does not recompile."""
+    model = _tiny_model(CPU)
+    config = FastRenderConfig(precision="32-true", channels_last=True, compile_mode="default", cuda_graph=False)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        (rgb_ref, depth_ref), (rgb, depth), _ = _both(model, config)
+    torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-4)
+    torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-3)
+
+
+def test_config_checks() -> None:
+    model = _tiny_model(CPU)
+    with pytest.raises(ValueError, match="CUDA"):
+        FastRenderer(model, 1, FastRenderConfig())
+    assert FastRenderConfig.for_device(torch.device("cuda")) == FastRenderConfig()
+
+
+@pytest.mark.cuda
+def test_cuda_lookup_matches_grid_sample_values_and_gradients() -> None:
+    _needs_cuda()
+    _assert_sampler_matches(torch.device("cuda"))
+
+
+@pytest.mark.cuda
+def test_cuda_fast_path_matches_the_reference_within_bf16() -> None:
+    """The default CUDA configuration: bf16, channels-last, torch.compile, one CUDA graph."""
+    _needs_cuda()
+    model = _tiny_model(torch.device("cuda"))
+    (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(torch.device("cuda")))
+    assert renderer.captured
+    _assert_within_bf16(rgb, rgb_ref)
+    assert (depth - depth_ref).abs().median() < 0.01
+
+
+@pytest.fixture(scope="module")
+def tiny_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny-preset run trained for 2 steps on CPU."""
+    if importlib.util.find_spec("deltaplane.synthetic") is not None:
+        dataset = request.getfixturevalue("synthetic_dataset")
+    else:
+        clip = request.getfixturevalue("clip_excerpt")("katie_8s.mp4", 3.0)
+        dataset = api.preprocess(clip, tmp_path_factory.mktemp("katie") / "dataset", size=128, progress=False)
+    model_config, train_config = get_preset("tiny")
+    run_dir = tmp_path_factory.mktemp("bench") / "run"
+    train(dataset, run_dir, model_config, dataclasses.replace(train_config, steps=2), "tiny", CPU, progress=False)
+    return run_dir
+
+
+def test_bench_cli_runs_both_paths_side_by_side(tiny_run: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    output = tmp_path / "bench.json"
+    main(["bench", str(tiny_run), "--batch", "1,2", "--frames", "3", "--device", "cpu", "--json", str(output)])
+    table = capsys.readouterr().out
+    assert "device: cpu" in table and "frames/s" in table and "max|diff|" in table
+    results = json.loads(output.read_text())["results"]
+    assert [(r["path"], r["batch"]) for r in results] == [("reference", 1), ("fast", 1), ("reference", 2),
+                                                           ("fast", 2)]
+    for result in results:
+        assert result["frames"] == 3 and result["frames_per_second"] > 0
+        assert result["latency_p99_ms"] >= result["latency_p50_ms"] > 0
+        assert result["max_abs_diff"] < 1e-4  # on CPU the fast path is the reference's fp32 maths
+
+
+def test_bench_needs_a_run_or_random_weights() -> None:
+    with pytest.raises(InputError, match="random-weights"):
+        api.bench(None, device="cpu")
+    report = api.bench(None, batch=(2,), frames=2, device="cpu", preset="tiny", random_weights=True)
+    assert [r.path for r in report.results] == ["reference", "fast"]
