@@ -50,8 +50,7 @@ def test_checkpoint_round_trip_gives_identical_renders(synthetic_dataset: Path, 
 def test_resume_continues_the_same_loss_curve(synthetic_dataset: Path, tmp_path: Path) -> None:
     model_config, straight = _tiny(6, log_every=1, checkpoint_every=3, eval_every=0, sample_every=1000)
     train(synthetic_dataset, tmp_path / "a", model_config, straight, "tiny", CPU, progress=False)
-    train(synthetic_dataset, tmp_path / "b", model_config, dataclasses.replace(straight, steps=3), "tiny", CPU,
-          progress=False)
+    train(synthetic_dataset, tmp_path / "b", model_config, straight, "tiny", CPU, progress=False, until_step=3)
     train(synthetic_dataset, tmp_path / "b", model_config, straight, "tiny", CPU, resume=True, progress=False)
     losses = {run: [r["loss"] for r in read_log(tmp_path / run) if "loss" in r] for run in ("a", "b")}
     assert len(losses["a"]) == 6 and len(losses["b"]) == 6

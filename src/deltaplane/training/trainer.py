@@ -99,8 +99,11 @@ def _restore(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimi
 def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, train_config: TrainConfig,
           preset: str, device: torch.device, resume: bool = False, progress: bool = True,
           tensorboard: bool = False, perceptual: torch.nn.Module | None = None,
-          sync_expert: torch.nn.Module | None = None) -> TrainResult:
-    """Train (or resume) a triplane talker on `dataset_dir`, writing everything into `run_dir`."""
+          sync_expert: torch.nn.Module | None = None, until_step: int | None = None) -> TrainResult:
+    """Train (or resume) a triplane talker on `dataset_dir`, writing everything into `run_dir`.
+
+    `until_step` ends this call early at that step (checkpoint written, schedule unchanged), like an interruption
+    that `resume=True` continues; `train_config.max_minutes` does the same by wall time."""
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
     manifest, train_clip = load_clip(dataset_dir, "train", size=model_config.output_resolution)
     test_clip = load_clip(dataset_dir, "test", size=model_config.output_resolution)[1] if manifest.splits["test"] \
@@ -127,7 +130,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress, desc="train", unit="step")
     started = time.perf_counter() - train_seconds
     try:
-        while step < train_config.steps:
+        while step < min(train_config.steps, until_step or train_config.steps):
             if train_config.max_minutes is not None and time.perf_counter() - started > 60 * train_config.max_minutes:
                 break
             _set_learning_rates(optimizer, train_config, step)

@@ -1,0 +1,146 @@
+"""The evaluation building blocks on synthetic inputs: the fast pixel path agrees with the tensor reference, LMD
+follows spec §8, the sync search finds known offsets, view parsing, the SyncNet crop and the report."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pytest
+import torch
+from skimage.metrics import structural_similarity
+
+from deltaplane.errors import InputError
+from deltaplane.evaluation.face import face_mask, mouth_landmark_distance, mouth_opening
+from deltaplane.evaluation.keys import describe
+from deltaplane.evaluation.pixels import frame_scores, ssim_map
+from deltaplane.evaluation.report import ReportData, render_html
+from deltaplane.evaluation.run import parse_views
+from deltaplane.evaluation.sync import landmark_sync, speech_envelope, syncnet_crop
+from deltaplane.metrics.image import psnr, ssim
+
+
+def _frames(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    smooth = np.cumsum(np.cumsum(rng.normal(size=(96, 80, 3)), axis=0), axis=1)
+    target = np.clip((smooth - smooth.min()) / np.ptp(smooth) * 255, 0, 255).astype(np.uint8)
+    noisy = target.astype(np.int16) + rng.integers(-20, 21, target.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8), target
+
+
+def _signed(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+
+
+def test_fast_ssim_and_psnr_match_the_tensor_reference() -> None:
+    prediction, target = _frames()
+    mask = np.zeros(target.shape[:2], bool)
+    mask[20:70, 10:60] = True
+    scores = frame_scores(prediction, target, mask)
+    # float32 sums of squares: the tensor path is ~1e-5 off skimage's float64 value, the OpenCV path ~1e-6.
+    assert scores["ssim"] == pytest.approx(float(ssim(_signed(prediction), _signed(target))[0]), abs=5e-5)
+    reference = structural_similarity(prediction / 255.0, target / 255.0, channel_axis=2, gaussian_weights=True,
+                                      sigma=1.5, use_sample_covariance=False, data_range=1.0)
+    assert scores["ssim"] == pytest.approx(reference, abs=5e-6)
+    assert scores["psnr"] == pytest.approx(float(psnr(_signed(prediction), _signed(target))[0]), abs=1e-3)
+    torch_mask = torch.from_numpy(mask)[None, None].float()
+    assert scores["psnr_face"] == pytest.approx(
+        float(psnr(_signed(prediction), _signed(target), mask=torch_mask)[0]), abs=1e-3)
+    assert scores["ssim_face"] == pytest.approx(float(ssim_map(prediction, target)[15:65, 5:55].mean()), abs=1e-6)
+
+
+def test_identical_frames_score_perfectly() -> None:
+    _, target = _frames()
+    scores = frame_scores(target, target, np.ones(target.shape[:2], bool))
+    assert math.isinf(scores["psnr"]) and math.isinf(scores["psnr_face"])
+    assert scores["ssim"] == pytest.approx(1.0, abs=1e-6) and scores["ssim_face"] == pytest.approx(1.0, abs=1e-6)
+
+
+def _landmarks(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(100, 400, (68, 2)).astype(np.float32)
+
+
+def test_lmd_is_translation_free_mean_distance_in_512_pixel_units() -> None:
+    target = _landmarks()
+    assert mouth_landmark_distance(target + np.float32([13.0, -7.0]), target, 512) == pytest.approx(0.0, abs=1e-4)
+    moved = target.copy()
+    moved[48:68:2, 0] += 3.0  # half the mouth points 3 px to the right, the other half stays
+    # Centring moves every point by −1.5 px: all 20 points end 1.5 px from their target.
+    assert mouth_landmark_distance(moved, target, 512) == pytest.approx(1.5, abs=1e-4)
+    assert mouth_landmark_distance(moved * 2, target * 2, 1024) == pytest.approx(1.5, abs=1e-4)  # 512-px units
+    other = target.copy()
+    other[:48] += 50.0  # points outside the mouth do not count
+    assert mouth_landmark_distance(other, target, 512) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_mouth_opening_and_face_mask() -> None:
+    points = _landmarks()
+    points[[36, 45]] = [[100, 100], [200, 100]]
+    points[[61, 62, 63]] = [[140, 200], [150, 200], [160, 200]]
+    points[[67, 66, 65]] = [[140, 210], [150, 210], [160, 210]]
+    assert mouth_opening(points) == pytest.approx(0.1)
+    square = np.float32([[10.5, 10.5], [30.5, 10.5], [30.5, 20.5], [10.5, 20.5]])
+    mask = face_mask(np.concatenate([square, np.repeat(square[:1], 64, 0)]), 40, 50)
+    assert mask[10:21, 10:31].all() and mask.sum() == 11 * 21
+
+
+def test_landmark_sync_finds_a_known_offset() -> None:
+    rng = np.random.default_rng(1)
+    envelope = np.convolve(rng.random(300), np.ones(5) / 5, mode="same")
+    opening = np.roll(envelope, 4)  # the mouth follows the sound by 4 frames
+    opening[:4] = np.nan  # frames without a face are left out
+    score = landmark_sync(opening, envelope, max_offset=10)
+    assert score is not None and score.offset == 4 and score.correlation == pytest.approx(1.0, abs=1e-6)
+    assert landmark_sync(np.full(300, np.nan), envelope) is None
+
+
+def test_speech_envelope_follows_a_tone_burst() -> None:
+    samples = np.zeros(16000, np.float32)
+    time = np.arange(3200) / 16000
+    samples[6400:9600] = 0.5 * np.sin(2 * np.pi * 2000 * time)  # 0.4 … 0.6 s: frames 10 … 15 at 25 fps
+    envelope = speech_envelope(samples, 25, 25.0)
+    assert envelope.shape == (25,)
+    assert envelope[11:15].min() > 0.3 and envelope[:8].max() < 0.02 and envelope[18:].max() < 0.02
+
+
+def test_syncnet_crop_follows_syncnet_python() -> None:
+    frame = np.zeros((400, 400, 3), np.uint8)
+    frame[150:250, 150:250] = 255  # the face box, 100 px: bs = 50, crop 140 px wide, from y − 50 to y + 90
+    crop = syncnet_crop(frame, np.float32([150, 150, 250, 250]))
+    assert crop.shape == (224, 224, 3)
+    rows = np.flatnonzero(crop[:, 112, 0] > 127)
+    columns = np.flatnonzero(crop[112, :, 0] > 127)
+    scale = 224 / 140
+    assert rows[0] == pytest.approx(0, abs=1) and rows[-1] + 1 == pytest.approx(100 * scale, abs=1)
+    assert columns[0] == pytest.approx(20 * scale, abs=1) and columns[-1] + 1 == pytest.approx(120 * scale, abs=1)
+    padded = syncnet_crop(frame, np.float32([0, 0, 100, 100]))
+    assert (padded[0, 0] == 110).all()
+
+
+def test_parse_views() -> None:
+    assert parse_views("dataset,front,yaw=±30,pitch=-20,spiral") == {
+        "dataset": "dataset", "front": "front", "yaw+30": "yaw=30,pitch=0", "yaw-30": "yaw=-30,pitch=0",
+        "pitch-20": "yaw=0,pitch=-20", "spiral": "spiral"}
+    assert parse_views("yaw=15") == {"yaw+15": "yaw=15,pitch=0"}
+    with pytest.raises(InputError, match="roll=10"):
+        parse_views("front,roll=10")
+
+
+def test_keys_are_documented_under_any_prefix() -> None:
+    assert describe("psnr")[0] == "↑"
+    assert describe("test/lmd")[0] == "↓"
+    assert describe("view/yaw+30/sync/correlation")[0] == "↑"
+    assert describe("test/gt/sync/offset_frames")[1].startswith("the ground truth")
+
+
+def test_report_is_self_contained() -> None:
+    prediction, target = _frames()
+    report = ReportData(title="t", inputs={"a": "b"}, metrics={"psnr": math.inf, "view/front/id_distance": 0.3},
+                        skipped={"lpips": "no weights"}, series={"psnr": np.array([30.0, math.inf, 31.0]),
+                                                               "lmd": np.array([1.0, math.nan, 2.0])},
+                        strip=[(0, target, prediction, prediction)], views={"front": target})
+    page = render_html(report)
+    assert "∞" in page and "no weights" in page and "<td>front</td>" in page
+    assert len(re.findall(r'src="data:image/(?:png|jpeg);base64,', page)) == 3
+    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing is fetched when the page opens
