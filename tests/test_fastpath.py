@@ -1,11 +1,13 @@
-"""The fast rendering path against the reference: the channels-last tri-plane lookup (values and gradients), whole
-clips (fp32: the reference's frames; bf16 and compiled: within bf16 tolerance), and `deltaplane bench`."""
+"""The fast rendering path against the reference: the channels-last tri-plane lookup and the fused Triton field
+(values and gradients), whole clips (fp32: the reference's frames; bf16 and compiled: within bf16 tolerance), and
+`deltaplane bench`."""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -14,8 +16,9 @@ import torch
 from deltaplane import api
 from deltaplane.cli import main
 from deltaplane.errors import InputError
-from deltaplane.fastpath import FastRenderConfig, FastRenderer, sample_triplane_channels_last
-from deltaplane.fields.triplane import sample_triplane
+from deltaplane.fastpath import (FastRenderConfig, FastRenderer, sample_triplane_channels_last,
+                                 triplane_field_reference)
+from deltaplane.fields.triplane import OSGDecoder, sample_triplane
 from deltaplane.geometry.cameras import orbit_cam2world, talk3d_orbit_angles
 from deltaplane.inference import render_clip
 from deltaplane.models.triplane_talker import TriplaneTalker
@@ -102,7 +105,7 @@ def test_fp32_fast_path_gives_the_reference_frames(jitter: bool) -> None:
 
 def test_bf16_fast_path_is_within_bf16_tolerance() -> None:
     model = _tiny_model(CPU)
-    config = FastRenderConfig(compile_mode="none", cuda_graph=False)
+    config = FastRenderConfig(compile_mode="none", field="torch", cuda_graph=False)
     (rgb_ref, _), (rgb, _), _ = _both(model, config)
     _assert_within_bf16(rgb, rgb_ref)
 
@@ -122,7 +125,73 @@ def test_config_checks() -> None:
     model = _tiny_model(CPU)
     with pytest.raises(ValueError, match="CUDA"):
         FastRenderer(model, 1, FastRenderConfig())
-    assert FastRenderConfig.for_device(torch.device("cuda")) == FastRenderConfig()
+    cuda = FastRenderConfig.for_device(torch.device("cuda"))
+    assert cuda.cuda_graph and cuda.precision == "bf16-mixed" and cuda.compile_mode != "none"
+
+
+def test_field_reference_is_the_lookup_and_the_osg_decoder() -> None:
+    """`triplane_field_reference` (the fused kernel's reference) against `OSGDecoder(sample_triplane(...))`."""
+    planes, points, decoder = _field_inputs(CPU, torch.float64)
+    reference = triplane_field_reference(planes.permute(0, 1, 3, 4, 2), points, *_decoder_weights(decoder), 1.0)
+    expected = decoder(sample_triplane(planes, points))
+    for value, other in zip(reference, expected):
+        torch.testing.assert_close(value, other, rtol=1e-10, atol=1e-12)
+    grads = torch.autograd.grad(sum(v.sum() for v in reference), (planes, points))
+    grads_expected = torch.autograd.grad(sum(v.sum() for v in expected), (planes, points))
+    for grad, other in zip(grads, grads_expected):
+        torch.testing.assert_close(grad, other, rtol=1e-9, atol=1e-11)
+
+
+def _field_inputs(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, OSGDecoder]:
+    """Planes [2, 3, 32, 10, 12] (H ≠ W), points partly outside the box, a decoder with every weight perturbed."""
+    generator = torch.Generator().manual_seed(0)
+    planes = torch.randn(2, 3, 32, 10, 12, dtype=dtype, generator=generator)
+    points = (torch.rand(2, 300, 3, dtype=dtype, generator=generator) - 0.5) * 1.3
+    decoder = OSGDecoder().to(dtype)
+    with torch.no_grad():
+        for parameter in decoder.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, dtype=dtype, generator=generator))
+    return planes.to(device).requires_grad_(), points.to(device).requires_grad_(), decoder.to(device)
+
+
+def _decoder_weights(decoder: OSGDecoder) -> tuple[torch.Tensor, ...]:
+    return decoder.net[0].weight, decoder.net[0].bias, decoder.net[2].weight, decoder.net[2].bias
+
+
+def _triton_device() -> torch.device:
+    """CUDA, or the CPU under Triton's interpreter (`TRITON_INTERPRET=1`); otherwise skip."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("needs Triton")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return CPU
+    pytest.skip("needs CUDA (or TRITON_INTERPRET=1 to run the kernel on the CPU)")
+
+
+@pytest.mark.cuda
+def test_triton_field_matches_the_reference_values_and_gradients() -> None:
+    device = _triton_device()
+    from deltaplane.triton_field import triplane_field
+
+    planes, points, decoder = _field_inputs(device, torch.float32)
+    planes_cl = planes.permute(0, 1, 3, 4, 2).contiguous()
+    weights = _decoder_weights(decoder)
+    expected = triplane_field_reference(planes_cl, points, *weights, 1.0)
+    for plane_dtype, tolerance in ((torch.float32, 5e-3), (torch.bfloat16, 2e-2)):  # TF32 products; bf16 planes
+        with torch.no_grad():
+            values = triplane_field(planes_cl.to(plane_dtype), points, *weights, 1.0)
+        for value, other in zip(values, expected):
+            assert value.dtype == torch.float32 and value.shape == other.shape
+            assert (value - other).abs().max().item() < tolerance * other.abs().max().item()
+    inputs = [tensor.detach().double().requires_grad_() for tensor in (planes_cl, points, *weights)]
+    outputs = triplane_field(*inputs, 1.0)
+    outputs_reference = triplane_field_reference(*inputs, 1.0)
+    head = [torch.randn_like(value) for value in outputs_reference]
+    grads = torch.autograd.grad(outputs, inputs, head)
+    grads_reference = torch.autograd.grad(outputs_reference, inputs, head)
+    for grad, other in zip(grads, grads_reference):  # the op's outputs, hence their gradients, are float32
+        torch.testing.assert_close(grad, other, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.cuda

@@ -113,8 +113,8 @@ def detect(video: str | Path):
 def evaluate(output: str | Path, run: str | Path | None = None, prediction: str | Path | None = None,
              target: str | Path | None = None, dataset: str | Path | None = None, split: str = "test",
              audio: str | Path | None = None, views: str | None = None, identity_every: int = 10,
-             lpips_weights: str | Path | None = None, syncnet_v2: str | Path | None = None, device: str | None = None,
-             progress: bool = True) -> dict:
+             lpips_weights: str | Path | None = None, lpips_every: int = 1, syncnet_v2: str | Path | None = None,
+             device: str | None = None, progress: bool = True) -> dict:
     """Score a trained `run` (render the split, other camera views and optionally other `audio`) or any
     `prediction` video against a `target` video; writes metrics.json and report.html into `output` and returns the
     metrics (keys: `deltaplane.evaluation.keys`). Metrics needing weights are skipped, with the reason, unless
@@ -123,9 +123,10 @@ def evaluate(output: str | Path, run: str | Path | None = None, prediction: str 
 
     if (run is None) == (prediction is None and target is None) or (run is None and None in (prediction, target)):
         raise InputError("evaluate needs either a run directory or both --pred and --gt videos")
-    if identity_every < 1:
-        raise InputError(f"--identity-every must be at least 1, got {identity_every}")
-    config = EvaluationConfig(identity_every=identity_every,
+    if min(identity_every, lpips_every) < 1:
+        raise InputError(f"--identity-every and --lpips-every must be at least 1, got {identity_every} and "
+                         f"{lpips_every}")
+    config = EvaluationConfig(identity_every=identity_every, lpips_every=lpips_every,
                               lpips_weights=Path(lpips_weights) if lpips_weights else None,
                               syncnet_v2=Path(syncnet_v2) if syncnet_v2 else None)
     if run is None:

@@ -27,6 +27,8 @@ FORMAT_VERSION = 1
 """Bump on any change of parameter names/shapes or of this layout."""
 CHECKPOINTS = "checkpoints"
 CONFIG = "config.json"
+DRIVING_TRACKS = "driving_tracks.npz"
+"""Per-frame eye / angle / landmark tokens and cameras of the training split, replayed when rendering new audio."""
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,10 @@ maths (measurements in docs/performance.md):
   shapes as the reference draws them, but outside the step, so the step is a pure static-shape function;
 * bf16 autocast for the predictor, the decoder MLP and the super-resolution (norms, rays, density, transmittance
   and compositing stay float32), channels-last super-resolution;
-* the tri-plane lookup reads channels-last planes [B, 3, H, W, C] with explicit bilinear gathers
-  (`sample_triplane_channels_last`, reference `fields.triplane.sample_triplane`): C contiguous values per corner,
-  and under torch.compile the 3 planes × 4 corners, the plane mean and the cast fuse into one kernel;
+* the tri-plane field reads channels-last planes [B, 3, H, W, C] (C contiguous values per bilinear corner): on a
+  GPU one Triton kernel does the lookup in the 3 planes, their mean and the decoder MLP (`triton_field`), elsewhere
+  explicit bilinear gathers (`sample_triplane_channels_last`) feed the decoder; both have the pure-torch reference
+  `triplane_field_reference`, pinned to `fields.triplane.sample_triplane` + `OSGDecoder`;
 * the step (tokens → planes → volume render → super-resolution) runs at a fixed batch size (a last partial batch is
   padded), compiled with torch.compile and replayed as one CUDA graph.
 """
@@ -20,6 +21,7 @@ maths (measurements in docs/performance.md):
 from __future__ import annotations
 
 import copy
+import importlib.util
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -54,6 +56,9 @@ class FastRenderConfig:
     """Run the super-resolution convolutions on channels-last activations."""
     compile_mode: CompileMode = "default"
     """torch.compile mode of the step's three stages (planes, volume, super-resolution); "none" runs them eagerly."""
+    field: Literal["triton", "torch"] = "triton"
+    """The tri-plane field: one fused Triton kernel (lookup + decoder MLP, float32 math with TF32 matrix products;
+    CUDA, or CPU under TRITON_INTERPRET=1) or torch ops (channels-last gathers + the decoder under autocast)."""
     cuda_graph: bool = True
     """Capture the whole step as one CUDA graph and replay it (CUDA only). Needs compile: the eager predictor
     builds its resampling filter on the host, which a capture does not allow; if a capture fails anyway the step
@@ -63,8 +68,8 @@ class FastRenderConfig:
     def for_device(cls, device: torch.device) -> FastRenderConfig:
         """All optimisations on CUDA; on CPU the reference maths (fp32, eager, no graph)."""
         if device.type == "cuda":
-            return cls()
-        return cls(precision="32-true", channels_last=False, compile_mode="none", cuda_graph=False)
+            return cls(field="triton" if importlib.util.find_spec("triton") is not None else "torch")
+        return cls(precision="32-true", channels_last=False, compile_mode="none", field="torch", cuda_graph=False)
 
 
 def sample_triplane_channels_last(planes: Float[Tensor, "batch 3 height width channels"],
@@ -94,6 +99,20 @@ def sample_triplane_channels_last(planes: Float[Tensor, "batch 3 height width ch
             term = flat[texel] * weight[..., None]  # [B, 3, N, C]
             total = term if total is None else total + term
     return (total.sum(dim=1) / num_planes).to(planes.dtype)  # [B, N, C]
+
+
+def triplane_field_reference(planes: Float[Tensor, "batch 3 height width channels"],
+                             points: Float[Tensor, "batch points 3"], weight1: Float[Tensor, "hidden channels"],
+                             bias1: Float[Tensor, " hidden"], weight2: Float[Tensor, "out1 hidden"],
+                             bias2: Float[Tensor, " out1"], box_warp: float
+                             ) -> tuple[Float[Tensor, "batch points out"], Float[Tensor, "batch points 1"]]:
+    """The fused field's maths in torch, float32 or wider: the lookup, then the OSG decoder (Linear → Softplus →
+    Linear; features sigmoid·1.002 − 0.001, raw density) with `fields.triplane.OSGDecoder`'s weights."""
+    dtype = torch.promote_types(points.dtype, torch.float32)
+    sampled = sample_triplane_channels_last(planes.to(dtype), points.to(dtype), box_warp)  # [B, N, C]
+    hidden = F.softplus(F.linear(sampled, weight1.to(dtype), bias1.to(dtype)))
+    output = F.linear(hidden, weight2.to(dtype), bias2.to(dtype))  # [B, N, 1 + out]
+    return torch.sigmoid(output[..., 1:]) * (1 + 2 * 0.001) - 0.001, output[..., :1]
 
 
 def _importance_depths(depths: Float[Tensor, "batch rays samples 1"], weights: Float[Tensor, "batch rays intervals 1"],
@@ -190,6 +209,8 @@ class FastRenderer:
         self.uniforms = RayUniforms(model_config.volume, render * render, model_config.ray_chunk)
         self.plane_dtype = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16,
                             "16-mixed": torch.float16}[self.config.precision]
+        if self.config.field == "triton":
+            import deltaplane.triton_field  # noqa: F401 -- registers torch.ops.deltaplane.triplane_field
         stages = (self._planes, self._features, self._superres)
         if self.config.compile_mode != "none":
             stages = tuple(torch.compile(stage, mode=self.config.compile_mode, dynamic=False) for stage in stages)
@@ -217,7 +238,11 @@ class FastRenderer:
         origins = cam2world[:, None, :3, 3].expand_as(directions)  # [B, R, 3]
 
         def field_fn(points: Float[Tensor, "batch points 3"]) -> tuple[Tensor, Tensor]:
-            features = sample_triplane_channels_last(planes, points, self.model.field.box_warp)  # [B, N, C]
+            box_warp, mlp = self.model.field.box_warp, self.model.field.decoder.net
+            if self.config.field == "triton":
+                return torch.ops.deltaplane.triplane_field(planes, points, mlp[0].weight, mlp[0].bias, mlp[2].weight,
+                                                           mlp[2].bias, box_warp)
+            features = sample_triplane_channels_last(planes, points, box_warp)  # [B, N, C]
             with autocast(self.config.precision, self.device):
                 decoded, density = self.model.field.decoder(features)
             return decoded.float(), density.float()

@@ -20,14 +20,12 @@ from torch import Tensor
 from deltaplane import checkpoint
 from deltaplane.audio.encoder import ema_smooth
 from deltaplane.config_io import from_dict
-from deltaplane.data.dataset import audio_context
+from deltaplane.data.dataset import audio_context, to_uint8
 from deltaplane.errors import InputError
 from deltaplane.geometry.cameras import (DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world,
                                          spiral_angles, talk3d_orbit_angles)
 from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
 from deltaplane.structs import Conditions
-
-DRIVING_TRACKS = "driving_tracks.npz"
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ def load_run(run_dir: Path, device: torch.device) -> tuple[TriplaneTalker, dict,
         raise InputError(f"{run_dir} has no checkpoint yet; train first (`deltaplane train ... -o {run_dir}`)")
     model = TriplaneTalker(from_dict(TriplaneTalkerConfig, config["model"]))
     model.load_state_dict(checkpoint.load_checkpoint(latest, with_training_state=False).model_state)
-    tracks_path = run_dir / DRIVING_TRACKS
+    tracks_path = run_dir / checkpoint.DRIVING_TRACKS
     if not tracks_path.is_file():
         raise InputError(f"{tracks_path} is missing; the run directory is incomplete")
     with np.load(tracks_path) as tracks:
@@ -128,11 +126,6 @@ def render_clip(model: TriplaneTalker, conditions: Conditions, cam2world: Float[
         output = model.render(planes, cameras, generator=generator)
         for index in range(count):
             yield output.rgb[index], output.depth[index]
-
-
-def to_uint8(image: Float[Tensor, "3 H W"]) -> np.ndarray:
-    """[-1, 1] CHW → uint8 HWC."""
-    return ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
 def depth_to_uint8(depth: Float[Tensor, "1 h w"], near: float, far: float, size: int) -> np.ndarray:

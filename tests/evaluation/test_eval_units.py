@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from skimage.metrics import structural_similarity
 
 from deltaplane.errors import InputError
 from deltaplane.evaluation.face import face_mask, mouth_landmark_distance, mouth_opening
-from deltaplane.evaluation.keys import describe
+from deltaplane.evaluation.keys import KEYS, describe
 from deltaplane.evaluation.pixels import frame_scores, ssim_map
 from deltaplane.evaluation.report import ReportData, render_html
 from deltaplane.evaluation.run import parse_views
@@ -128,6 +129,8 @@ def test_parse_views() -> None:
 
 
 def test_keys_are_documented_under_any_prefix() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "evaluation.md").read_text()
+    assert all(f"| `{key}` |" in docs for key in KEYS)
     assert describe("psnr")[0] == "↑"
     assert describe("test/lmd")[0] == "↓"
     assert describe("view/yaw+30/sync/correlation")[0] == "↑"

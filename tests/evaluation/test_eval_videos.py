@@ -45,12 +45,16 @@ def syncnet_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _rewrite(source: Path, target: Path, shift_pixels: int = 0, delay_frames: int = 0) -> Path:
-    """Re-encode `source` with its frames shifted right (edge column repeated) and/or its audio delayed."""
+def _rewrite(source: Path, target: Path, shift_pixels: int = 0, delay_frames: int = 0,
+             num_frames: int | None = None) -> Path:
+    """Re-encode (the first `num_frames` of) `source` with its frames shifted right (edge column repeated) and/or
+    its audio delayed."""
     audio = load_audio(source)
     audio = np.concatenate([np.zeros(delay_frames * 640, np.float32), audio])[:audio.shape[0]]
     with VideoWriter(target, 25.0, audio=audio) as writer:
-        for frame in iter_frames(source, 25.0):
+        for index, frame in enumerate(iter_frames(source, 25.0)):
+            if index == num_frames:
+                break
             if shift_pixels:
                 frame = np.concatenate([np.repeat(frame[:, :1], shift_pixels, 1), frame[:, :-shift_pixels]], 1)
             writer.write(frame)
@@ -59,14 +63,14 @@ def _rewrite(source: Path, target: Path, shift_pixels: int = 0, delay_frames: in
 
 def test_identical_videos_score_perfectly(clip_excerpt, lpips_file: Path, tmp_path: Path) -> None:
     katie = clip_excerpt("katie_8s.mp4", 1.0)
-    config = EvaluationConfig(lpips_weights=lpips_file)
+    config = EvaluationConfig(lpips_weights=lpips_file, lpips_every=12)  # LPIPS at 512² takes ~1 s on 2 cores
     metrics = evaluate_videos(katie, katie, tmp_path / "out", config, CPU)
     assert metrics["frames"] == 25 and metrics["faces/missing_pred"] == metrics["faces/missing_gt"] == 0
     assert math.isinf(metrics["psnr"]) and math.isinf(metrics["psnr_face"])
     assert metrics["ssim"] == pytest.approx(1.0, abs=1e-6) and metrics["ssim_face"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["lmd"] == 0.0 and metrics["blink_error"] == 0.0
     assert metrics["id_distance"] == 0.0 and metrics["id_frames"] == 3  # frames 0, 10, 20
-    assert metrics["lpips"] == pytest.approx(0.0, abs=1e-6)
+    assert metrics["lpips"] == pytest.approx(0.0, abs=1e-6) and metrics["lpips_every"] == 12
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert math.isinf(written["psnr"]) and "lpips" not in written["skipped"]
     assert "sync/lse_c" in written["skipped"] and "fid" in written["skipped"]
@@ -77,10 +81,10 @@ def test_a_pixel_shift_and_another_person_go_the_expected_direction(clip_excerpt
                                                                      syncnet_file: Path, tmp_path: Path) -> None:
     katie = clip_excerpt("katie_8s.mp4", 1.0)
     shifted = _rewrite(katie, tmp_path / "shifted.mp4", shift_pixels=1)
-    config = EvaluationConfig(lpips_weights=lpips_file, syncnet_v2=syncnet_file)
+    config = EvaluationConfig(lpips_weights=lpips_file, lpips_every=12, syncnet_v2=syncnet_file)
     near = evaluate_videos(shifted, katie, tmp_path / "near", config, CPU)
     main(["evaluate", "--pred", str(clip_excerpt("may_5s.mp4", 1.0)), "--gt", str(katie), "-o", str(tmp_path / "far"),
-          "--lpips-weights", str(lpips_file), "--quiet"])
+          "--lpips-weights", str(lpips_file), "--lpips-every", "12", "--quiet"])
     far = json.loads((tmp_path / "far" / "metrics.json").read_text())
     assert 25.0 < near["psnr"] < math.inf and far["psnr"] < near["psnr"] - 10.0
     assert far["ssim"] < near["ssim"] < 1.0 and far["ssim_face"] < near["ssim_face"] < 1.0
@@ -95,9 +99,9 @@ def test_a_pixel_shift_and_another_person_go_the_expected_direction(clip_excerpt
 
 def test_audio_delayed_by_five_frames_is_detected(shared_data: Path, tmp_path: Path) -> None:
     original = shared_data / "clips" / "katie_8s.mp4"
-    delayed = _rewrite(original, tmp_path / "delayed.mp4", delay_frames=5)
+    delayed = _rewrite(original, tmp_path / "delayed.mp4", delay_frames=5, num_frames=125)  # the first 5 s
     metrics = evaluate_videos(delayed, original, tmp_path / "out", EvaluationConfig(identity_every=1000), CPU)
     # The ground truth with its own audio is the reference: delaying the sound moves the best offset by −5 frames.
     assert metrics["gt/sync/offset_frames"] - metrics["sync/offset_frames"] in (4, 5, 6)
     assert metrics["sync/correlation"] > 0.2 and metrics["gt/sync/correlation"] > 0.2
-    assert metrics["psnr"] > 30.0  # the same frames, re-encoded
+    assert metrics["frames"] == 125 and metrics["psnr"] > 30.0  # the same frames, re-encoded

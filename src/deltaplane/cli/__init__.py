@@ -78,7 +78,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("run", help="preprocess + train + render (+ evaluate) in one go")
     p.add_argument("video", type=Path)
     p.add_argument("-o", "--output", type=Path, required=True, help="work directory")
-    p.add_argument("--audio", type=Path, help="driving audio for the final render (default: the test split's)")
+    p.add_argument("--audio", type=Path, help="driving audio for the final renders (default: the clip's own audio)")
     p.add_argument("--preset", choices=PRESET_CHOICES, default=None)
     p.add_argument("--steps", type=int)
     p.add_argument("--device")
@@ -138,6 +138,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--identity-every", type=int, default=10,
                    help="run the identity descriptor (~95 ms per face) on every k-th frame (default 10)")
     p.add_argument("--lpips-weights", type=Path, help="LPIPS weights file or directory (never downloaded)")
+    p.add_argument("--lpips-every", type=int, default=1,
+                   help="run LPIPS on every k-th frame (default 1; ~0.5-1 s per 512² frame on a 2-core CPU)")
     p.add_argument("--syncnet-v2", type=Path, help="syncnet_python's syncnet_v2.model for LSE-C/LSE-D")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -171,8 +173,8 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "evaluate":
         api.evaluate(args.output, run=args.run, prediction=args.pred, target=args.gt, dataset=args.dataset,
                      split=args.split, audio=args.audio, views=args.views, identity_every=args.identity_every,
-                     lpips_weights=args.lpips_weights, syncnet_v2=args.syncnet_v2, device=args.device,
-                     progress=not args.quiet)
+                     lpips_weights=args.lpips_weights, lpips_every=args.lpips_every, syncnet_v2=args.syncnet_v2,
+                     device=args.device, progress=not args.quiet)
         print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.html'}")
     elif args.command == "detect":
         result = api.detect(args.video)

@@ -120,6 +120,11 @@ def to_signed(images: UInt8[Tensor, "batch 3 height width"]) -> Float[Tensor, "b
     return images.float() / 127.5 - 1.0
 
 
+def to_uint8(image: Float[Tensor, "3 height width"]) -> UInt8[np.ndarray, "height width 3"]:
+    """[-1, 1] CHW → uint8 HWC (the inverse of `to_signed` for one image)."""
+    return ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
 def make_batch(clip: ClipData, positions: Int[Tensor, " batch"], raw_size: int) -> FrameBatch:
     """Assemble the frames at `positions` (rows of `clip`) on the clip's device."""
     images = to_signed(clip.frames[positions])

@@ -19,6 +19,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "psnr_face": ("↑", "PSNR inside the convex hull of the ground truth's 68 landmarks"),
     "ssim_face": ("↑", "SSIM at positions inside that hull"),
     "lpips": ("↓", "LPIPS (AlexNet, user-given weights) over the whole frame"),
+    "lpips_every": ("", "LPIPS runs on every k-th frame"),
     "lmd": ("↓", "landmark distance of mouth points 48–67, each set mean-centred, in pixels of a 512-wide frame"),
     "blink_error": ("↓", "mean |eye aspect ratio (prediction) − eye aspect ratio (ground truth)|"),
     "id_distance": ("↓", "dlib 128-D face descriptor distance (same person below 0.6), sampled frames"),
@@ -29,8 +30,9 @@ KEYS: dict[str, tuple[str, str]] = {
     "faces/missing_gt": ("", "frames of the ground truth where no face was found"),
     "faces/missing": ("↓", "frames of this render where no face was found"),
     "sync/correlation": ("↑", "Pearson correlation of inner-lip opening and the 1–4 kHz speech envelope at the best "
-                              "offset (no weights needed; ~0.3–0.45 on real speech)"),
-    "sync/offset_frames": ("→0", "that best offset in frames within ±10 (positive: the mouth lags the sound)"),
+                              "offset (no weights needed; 0.2–0.45 on real talking-head clips)"),
+    "sync/offset_frames": ("≈gt", "that best offset in frames within ±10 (positive: the mouth lags the sound); real "
+                                  "clips sit anywhere in about −6…+6, so compare it with gt/sync/offset_frames"),
     "sync/lse_c": ("↑", "SyncNet LSE-C confidence (syncnet_v2.model, user-given)"),
     "sync/lse_d": ("↓", "SyncNet LSE-D distance"),
     "sync/lse_offset_frames": ("→0", "SyncNet's best audio-video offset in frames"),

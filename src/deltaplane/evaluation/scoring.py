@@ -38,6 +38,8 @@ class EvaluationConfig:
     """Frames shown in the report's GT | render | error strip (evenly spaced)."""
     lpips_weights: Path | None = None
     """LPIPS weights (file or directory, see `metrics.lpips.load_lpips`); without them LPIPS is skipped."""
+    lpips_every: int = 1
+    """LPIPS runs on every k-th frame (AlexNet on a 512² pair takes ~0.5–1 s on a 2-core CPU)."""
     syncnet_v2: Path | None = None
     """syncnet_python's `syncnet_v2.model`; without it LSE-C / LSE-D are skipped."""
 
@@ -169,7 +171,7 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
             prediction_points = predicted.observe(prediction)
             face = None if target_points is None else face_mask(target_points, *target.shape[:2])
             scores = frame_scores(prediction, target, face)
-            if experts.lpips is not None:
+            if experts.lpips is not None and index % config.lpips_every == 0:
                 scores["lpips"] = lpips_distance(experts.lpips, prediction, target)
             if target_points is not None and prediction_points is not None:
                 scores["lmd"] = mouth_landmark_distance(prediction_points, target_points, target.shape[1])
@@ -219,6 +221,8 @@ def pair_metrics(result: PairResult, config: EvaluationConfig) -> tuple[dict, di
             skipped[name] = "no frame with a face in both videos" if name == "lmd" else "no face in the ground truth"
         else:
             metrics[name] = value
+    if "lpips" in metrics:
+        metrics["lpips_every"] = config.lpips_every
     blinks = np.abs(result.prediction.per_frame(eye_openness) - result.target.per_frame(eye_openness))
     blink_error = _mean(blinks)
     if blink_error is None:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from jaxtyping import Int
 from torch import Tensor
 
-from deltaplane.data.dataset import ClipData, make_batch
+from deltaplane.data.dataset import ClipData, make_batch, to_uint8
 from deltaplane.metrics.image import psnr, ssim
 from deltaplane.models.triplane_talker import TriplaneTalker
 
@@ -41,11 +41,6 @@ def evaluate_clip(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, 
     return {f"test/{name}": torch.cat(parts).mean().item() for name, parts in values.items()}
 
 
-def _to_uint8(image: Tensor) -> np.ndarray:
-    """[3, H, W] in [-1, 1] → uint8 HxWx3."""
-    return ((image.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
 @torch.no_grad()
 def sample_image(model: TriplaneTalker, clip: ClipData, position: int) -> np.ndarray:
     """One row: ground truth | render | 4×|error| | depth (normalised), all at the output resolution."""
@@ -58,4 +53,4 @@ def sample_image(model: TriplaneTalker, clip: ClipData, position: int) -> np.nda
     depth = F.interpolate(output.depth.float(), size=(size, size), mode="nearest")[0]
     depth = (depth - depth.min()) / (depth.max() - depth.min()).clamp_min(1e-6) * 2 - 1
     tiles = [batch.images[0], output.rgb[0], error[0], depth.expand(3, -1, -1)]
-    return np.concatenate([_to_uint8(tile) for tile in tiles], axis=1)
+    return np.concatenate([to_uint8(tile) for tile in tiles], axis=1)

@@ -23,8 +23,6 @@ from deltaplane.training.logging import RunLogger
 from deltaplane.training.precision import autocast, default_precision, grad_scaler
 
 METHOD = "triplane"
-DRIVING_TRACKS = "driving_tracks.npz"
-"""Per-frame tokens and cameras of the training split, replayed when rendering new audio."""
 
 
 @dataclass(frozen=True)
@@ -54,7 +52,7 @@ def _set_learning_rates(optimizer: torch.optim.Optimizer, config: TrainConfig, s
 def _save_driving_tracks(run_dir: Path, clip: ClipData) -> None:
     from deltaplane.atomic import save_npz
 
-    save_npz(run_dir / DRIVING_TRACKS, indices=clip.indices.numpy(), eye=clip.eye.numpy(),
+    save_npz(run_dir / checkpoint.DRIVING_TRACKS, indices=clip.indices.numpy(), eye=clip.eye.numpy(),
              angles=clip.angles.numpy(), landmarks=clip.landmarks.numpy(), cam2world=clip.cam2world.numpy())
 
 

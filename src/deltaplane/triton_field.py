@@ -1,0 +1,126 @@
+"""The tri-plane field of the fast path as one Triton kernel: bilinear lookup in the 3 channels-last planes, plane
+mean, and EG3D's OSG decoder MLP (Linear → Softplus → Linear; raw density, features sigmoid·1.002 − 0.001).
+
+Reference: `fastpath.triplane_field_reference` (the channels-last lookup + the decoder maths of
+`fields.triplane.OSGDecoder`). Nothing between the lookup and the outputs touches device memory: per point the kernel
+reads 3 planes × 4 corners × C channels and writes C + 1 floats. Sampled features and hidden activations stay
+float32 and the two matrix products take float32 operands (TF32 tensor cores on a GPU), so it is at least as
+accurate as the bf16 autocast path it replaces.
+
+`triplane_field` is a torch custom op (`deltaplane::triplane_field`): opaque to torch.compile, capturable in a CUDA
+graph. Its backward recomputes the reference maths (the fast path is inference-only; the backward exists so that
+values and gradients can be checked against the reference). This module imports Triton; import it only when it is
+used (CPU CI has no Triton; `TRITON_INTERPRET=1` runs the kernel on CPU tensors for tests).
+"""
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from deltaplane.fastpath import triplane_field_reference
+
+BLOCK_POINTS = 128
+"""Points per Triton program."""
+
+
+@triton.jit
+def _triplane_field_kernel(planes_ptr, points_ptr, weight1_ptr, bias1_ptr, weight2_ptr, bias2_ptr, features_ptr,
+                           density_ptr, num_points, points_per_batch, height, width, scale,
+                           CHANNELS: tl.constexpr, HIDDEN: tl.constexpr, OUT: tl.constexpr, BLOCK: tl.constexpr):
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # flat point index b·N + n
+    valid = rows < num_points
+    channels = tl.arange(0, CHANNELS)
+    px = tl.load(points_ptr + rows * 3 + 0, mask=valid, other=0.0) * scale
+    py = tl.load(points_ptr + rows * 3 + 1, mask=valid, other=0.0) * scale
+    pz = tl.load(points_ptr + rows * 3 + 2, mask=valid, other=0.0) * scale
+    first_texel = (rows // points_per_batch).to(tl.int64) * 3 * height * width
+    total = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
+    for plane in tl.static_range(3):  # PLANE_AXES: (x, y), (x, z), (z, y)
+        if plane == 0:
+            u, v = px, py
+        elif plane == 1:
+            u, v = px, pz
+        else:
+            u, v = pz, py
+        x = ((u + 1.0) * width - 1.0) * 0.5  # texel units, align_corners=False
+        y = ((v + 1.0) * height - 1.0) * 0.5
+        x0, y0 = tl.floor(x), tl.floor(y)
+        fx, fy = x - x0, y - y0
+        plane_texel = first_texel + plane * height * width
+        for corner in tl.static_range(4):
+            if corner % 2 == 0:
+                x_index, x_weight = x0, 1.0 - fx
+            else:
+                x_index, x_weight = x0 + 1.0, fx
+            if corner // 2 == 0:
+                y_index, y_weight = y0, 1.0 - fy
+            else:
+                y_index, y_weight = y0 + 1.0, fy
+            inside = valid & (x_index >= 0) & (x_index < width) & (y_index >= 0) & (y_index < height)
+            texel = plane_texel + y_index.to(tl.int64) * width + x_index.to(tl.int64)  # zero padding via the mask
+            values = tl.load(planes_ptr + texel[:, None] * CHANNELS + channels[None, :], mask=inside[:, None],
+                             other=0.0)  # [BLOCK, C]: C contiguous values per corner
+            total += values.to(tl.float32) * (x_weight * y_weight)[:, None]
+    features = total / 3.0
+    hidden_index, out_index = tl.arange(0, HIDDEN), tl.arange(0, OUT)
+    weight1 = tl.load(weight1_ptr + hidden_index[None, :] * CHANNELS + channels[:, None])  # [C, HIDDEN] = W1ᵀ
+    hidden = tl.dot(features, weight1) + tl.load(bias1_ptr + hidden_index)[None, :]
+    hidden = tl.maximum(hidden, 0.0) + tl.log(1.0 + tl.exp(-tl.abs(hidden)))  # softplus
+    weight2 = tl.load(weight2_ptr + (1 + out_index[None, :]) * HIDDEN + hidden_index[:, None])  # [HIDDEN, OUT]
+    decoded = tl.dot(hidden, weight2) + tl.load(bias2_ptr + 1 + out_index)[None, :]
+    decoded = tl.sigmoid(decoded) * (1.0 + 2 * 0.001) - 0.001
+    tl.store(features_ptr + rows.to(tl.int64)[:, None] * OUT + out_index[None, :], decoded, mask=valid[:, None])
+    density = tl.sum(hidden * tl.load(weight2_ptr + hidden_index)[None, :], axis=1) + tl.load(bias2_ptr)
+    tl.store(density_ptr + rows, density, mask=valid)
+
+
+def _is_power_of_two_at_least_16(size: int) -> bool:
+    return size >= 16 and size & (size - 1) == 0
+
+
+@torch.library.custom_op("deltaplane::triplane_field", mutates_args=())
+def triplane_field(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tensor, weight2: Tensor, bias2: Tensor,
+                   box_warp: float) -> tuple[Tensor, Tensor]:
+    """`triplane_field_reference` in one Triton kernel: planes [B, 3, H, W, C] (any float dtype), points [B, N, 3],
+    the decoder's weights; returns float32 (features [B, N, out], density [B, N, 1])."""
+    batch, num_planes, height, width, channels = planes.shape
+    hidden, out = weight1.shape[0], weight2.shape[0] - 1
+    if num_planes != 3 or not all(_is_power_of_two_at_least_16(size) for size in (channels, hidden, out)):
+        raise ValueError(f"the Triton field needs 3 planes and power-of-two widths ≥ 16, got planes "
+                         f"{tuple(planes.shape)}, hidden {hidden}, out {out}")
+    num_points = points.shape[1]
+    features = torch.empty(batch, num_points, out, dtype=torch.float32, device=points.device)
+    density = torch.empty(batch, num_points, 1, dtype=torch.float32, device=points.device)
+    grid = (triton.cdiv(batch * num_points, BLOCK_POINTS),)
+    _triplane_field_kernel[grid](planes.contiguous(), points.float().contiguous(), weight1.float().contiguous(),
+                                 bias1.float().contiguous(), weight2.float().contiguous(), bias2.float().contiguous(),
+                                 features, density, batch * num_points, num_points, height, width, 2.0 / box_warp,
+                                 CHANNELS=channels, HIDDEN=hidden, OUT=out, BLOCK=BLOCK_POINTS)
+    return features, density
+
+
+@triplane_field.register_fake
+def _(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tensor, weight2: Tensor, bias2: Tensor,
+      box_warp: float) -> tuple[Tensor, Tensor]:
+    batch, num_points = points.shape[:2]
+    return (points.new_empty(batch, num_points, weight2.shape[0] - 1, dtype=torch.float32),
+            points.new_empty(batch, num_points, 1, dtype=torch.float32))
+
+
+def _setup_context(ctx, inputs: tuple, output: tuple) -> None:  # noqa: ANN001 -- torch.library's signature
+    ctx.save_for_backward(*inputs[:6])
+    ctx.box_warp = inputs[6]
+
+
+def _backward(ctx, grad_features: Tensor, grad_density: Tensor) -> tuple:  # noqa: ANN001
+    inputs = [tensor.detach().requires_grad_(needed) for tensor, needed in zip(ctx.saved_tensors,
+                                                                               ctx.needs_input_grad)]
+    with torch.enable_grad():
+        outputs = triplane_field_reference(*inputs, ctx.box_warp)
+        wanted = [tensor for tensor in inputs if tensor.requires_grad]
+        grads = iter(torch.autograd.grad(outputs, wanted, (grad_features, grad_density)) if wanted else ())
+    return (*(next(grads).to(tensor.dtype) if tensor.requires_grad else None for tensor in inputs), None)
+
+
+triplane_field.register_autograd(_backward, setup_context=_setup_context)

@@ -1,0 +1,59 @@
+"""`deltaplane evaluate RUN_DIR` on a tiny run trained for two steps on the synthetic subject: everything renders and
+runs, and every documented key is either a number or skipped with a reason."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from deltaplane.audio.io import load_audio, write_wav
+from deltaplane.cli import main
+from deltaplane.presets import get_preset
+from deltaplane.training.trainer import train
+
+
+@pytest.fixture(scope="module")
+def tiny_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model_config, train_config = get_preset("tiny")
+    train_config = dataclasses.replace(train_config, steps=2, eval_every=0, sample_every=1000)
+    run_dir = tmp_path_factory.mktemp("tiny-run") / "run"
+    train(synthetic_dataset, run_dir, model_config, train_config, "tiny", torch.device("cpu"), progress=False)
+    return run_dir
+
+
+def _number_or_skipped(metrics: dict, key: str) -> bool:
+    value = metrics.get(key)
+    return (isinstance(value, (int, float)) and not math.isnan(value)) or bool(metrics["skipped"].get(key))
+
+
+def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
+    speech = tmp_path / "speech.wav"
+    write_wav(speech, load_audio(synthetic_dataset / "audio.wav")[:9600])  # 0.6 s of other audio
+    main(["evaluate", str(tiny_run), "-o", str(tmp_path / "eval"), "--views", "dataset,yaw=+30",
+          "--audio", str(speech), "--device", "cpu", "--quiet"])
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["test/frames"] == 20 and metrics["test/width"] == 128  # the last 20 % of 100 frames, 128²
+    for key in ("test/psnr", "test/ssim", "test/faces/missing_pred", "test/faces/missing_gt",
+                "view/yaw+30/faces/missing", "cross/faces/missing"):
+        assert isinstance(metrics[key], (int, float)), key
+    assert metrics["test/faces/missing_gt"] == 0  # the tracker sees the synthetic subject
+    for key in ("test/psnr_face", "test/lmd", "test/blink_error", "test/id_distance", "test/sync/correlation",
+                "test/gt/sync/correlation", "view/dataset/id_distance", "view/yaw+30/id_distance",
+                "view/yaw+30/sync/correlation", "cross/id_distance",
+                "cross/sync/correlation", "lpips", "sync/lse_c", "fid"):
+        assert _number_or_skipped(metrics, key), key
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert "<td>yaw+30</td>" in page and page.count("data:image/") >= 4  # plots, strip rows, views
+
+
+def test_evaluate_needs_a_run_or_two_videos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["evaluate", "--pred", str(tmp_path / "a.mp4"), "-o", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--pred and --gt" in lines[0]
