@@ -1,12 +1,14 @@
 """GPU profile of the rendering paths (issue 5; notes in docs/performance.md). Run after `deltaplane bench`:
 
-    PYTHONPATH=src python3 scripts/gpu_render_profile.py [--frames 120] [--batch 1]
+    PYTHONPATH=src python3 scripts/gpu_render_profile.py [--frames 120] [--batches 1,4] [--parts ...]
 
-1. the device's two ceilings (bf16 matrix product, device-to-device copy);
-2. per-stage times (CUDA events, median of replays) of the reference path (fp32, eager) and of the fast path
-   (each stage captured as its own CUDA graph), plus the field alone (lookup + decoder MLP on every sample);
-3. fast-path variants at one batch size (what each step buys): bf16 eager, + torch.compile, + CUDA graph.
-Prints tables; writes $OUT/profile.json (or ./profile.json). A variant that fails prints its error and is skipped.
+--parts picks what runs (default all but `reference`):
+* ceilings: the device's two ceilings (bf16 matrix product, device-to-device copy);
+* reference / stages: per-stage times (CUDA events, median) of the reference path (fp32, eager) / of the fast path
+  (each stage replayed as its own CUDA graph), plus the fast field alone (lookup + decoder MLP on every sample);
+* kernels: the fast step's kernels by device time (torch.profiler);
+* variants: what each step buys at one batch size: bf16 eager, + torch.compile, + Triton field, + CUDA graph.
+Prints tables; writes $OUT/profile.json (or ./profile.json). A part that fails prints its error and is skipped.
 """
 
 from __future__ import annotations
@@ -93,8 +95,9 @@ def reference_stages(model, batch: int) -> dict[str, float]:
 
 @torch.no_grad()
 def fast_stages(model, batch: int) -> dict[str, float]:
-    """The fast path's stages (compiled, bf16), each replayed as its own CUDA graph, and the field alone."""
-    renderer = FastRenderer(model, batch, FastRenderConfig(cuda_graph=False))
+    """The fast path's stages (compiled, bf16), each replayed as its own CUDA graph, and its field alone on the
+    samples of a whole batch (points spread along the real rays)."""
+    renderer = FastRenderer(model, batch, FastRenderConfig.for_device(model.identity_planes.device))
     inputs = renderer.example_inputs()
     planes_stage, features_stage, superres_stage = renderer.stages
     planes = planes_stage(*inputs[:4])
@@ -102,37 +105,61 @@ def fast_stages(model, batch: int) -> dict[str, float]:
     volume, cam2world = model.config.volume, inputs[4]
     directions = renderer.camera_directions @ cam2world[:, :3, :3].transpose(-1, -2)  # [B, R, 3]
     samples = volume.num_coarse + volume.num_importance
-    depths = torch.linspace(volume.near, volume.far, samples, device=planes.device)  # points along the real rays
+    depths = torch.linspace(volume.near, volume.far, samples, device=planes.device)
     points = cam2world[:, None, None, :3, 3] + depths[:, None] * directions[:, :, None]  # [B, R, S, 3]
     points = points.reshape(batch, -1, 3)
-    decoder, box_warp = renderer.model.field.decoder, renderer.model.field.box_warp
+    mlp, box_warp = renderer.model.field.decoder.net, renderer.model.field.box_warp
+    weights = (mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias)
+    if renderer.config.field == "triton":
+        def field() -> object:
+            return torch.ops.deltaplane.triplane_field(planes, points, *weights, box_warp)
+    else:
+        compiled = torch.compile(lambda planes_cl, points_: renderer.model.field.decoder(
+            sample_triplane_channels_last(planes_cl, points_, box_warp)), dynamic=False)
 
-    def field(planes_cl: torch.Tensor, points_: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            return decoder(sample_triplane_channels_last(planes_cl, points_, box_warp))
-
-    field_compiled = torch.compile(field, dynamic=False)
+        def field() -> object:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return compiled(planes, points)
     return {"planes": _median_ms(lambda: planes_stage(*inputs[:4]), graph=True),
             "volume": _median_ms(lambda: features_stage(planes, *inputs[4:]), graph=True),
             "superres": _median_ms(lambda: superres_stage(feature_image), graph=True),
-            "field only (all samples)": _median_ms(lambda: field_compiled(planes, points), graph=True),
+            f"{renderer.config.field} field only (all samples)": _median_ms(field, graph=True),
             "whole step": _median_ms(lambda: renderer._step(*inputs), graph=True)}
+
+
+@torch.no_grad()
+def top_kernels(model, batch: int, count: int = 18) -> str:
+    """The fast step's kernels by total device time over 5 uncaptured steps (torch.profiler)."""
+    renderer = FastRenderer(model, batch, dataclasses.replace(FastRenderConfig.for_device(torch.device("cuda")),
+                                                              cuda_graph=False))
+    inputs = renderer.example_inputs()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profiler:
+        for _ in range(5):
+            renderer._step(*inputs)
+        torch.cuda.synchronize()
+    return profiler.key_averages().table(sort_by="cuda_time_total", row_limit=count, max_name_column_width=60)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=120)
-    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--batches", default="1,4", help="batch sizes of the stage breakdown; the first for the rest")
     parser.add_argument("--preset", default="fast")
+    parser.add_argument("--parts", default="ceilings,stages,kernels,variants",
+                        help="comma-separated: ceilings, reference (its stages), stages, kernels, variants")
     args = parser.parse_args()
+    parts, batches = set(args.parts.split(",")), [int(b) for b in args.batches.split(",")]
     device = torch.device("cuda")
     torch._dynamo.config.recompile_limit = 64  # one entry per renderer instance and batch size
     results: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    results["ceilings"] = ceilings()
-    print("ceilings:", {k: round(v, 1) for k, v in results["ceilings"].items()}, flush=True)
+    if "ceilings" in parts:
+        results["ceilings"] = ceilings()
+        print("ceilings:", {k: round(v, 1) for k, v in results["ceilings"].items()}, flush=True)
     model = random_weights_model(args.preset, device)
-    for batch in sorted({1, args.batch, 4}):
-        for name, stages in (("reference", reference_stages), ("fast", fast_stages)):
+    stage_sets = [("reference", reference_stages)] if "reference" in parts else []
+    stage_sets += [("fast", fast_stages)] if "stages" in parts else []
+    for batch in batches:
+        for name, stages in stage_sets:
             key = f"stages_ms/{name}/batch{batch}"
             try:
                 results[key] = stages(model, batch)
@@ -140,25 +167,35 @@ def main() -> None:
                 traceback.print_exc()
                 continue
             print(key, {k: round(v, 3) for k, v in results[key].items()}, flush=True)
-    conditions, cam2world = bench_inputs(model, synthetic_driving(args.frames), args.frames)
-    variants = {"bf16-eager": FastRenderConfig(compile_mode="none", cuda_graph=False),
-                "bf16-compiled": FastRenderConfig(cuda_graph=False),
-                "bf16-cmp+graph": FastRenderConfig()}
-    rows = []
-    for name, config in variants.items():
+    if "kernels" in parts:
+        results["kernels"] = top_kernels(model, batches[0])
+        print(results["kernels"], flush=True)
+    if "variants" in parts:
+        results["variants"] = variants(model, args.frames, batches[0], args.preset)
+    out = Path(os.environ.get("OUT", "."))
+    (out / "profile.json").write_text(json.dumps(results, indent=2))
+
+
+def variants(model, num_frames: int, batch: int, preset: str) -> list[dict]:
+    """What each step buys, at one batch size: bf16 eager (torch field), + torch.compile, + Triton field, + graph."""
+    conditions, cam2world = bench_inputs(model, synthetic_driving(num_frames), num_frames)
+    configs = {"bf16-eager": FastRenderConfig(compile_mode="none", field="torch", cuda_graph=False),
+               "+compile": FastRenderConfig(field="torch", cuda_graph=False),
+               "+triton": FastRenderConfig(cuda_graph=False),
+               "+graph": FastRenderConfig()}
+    rows, report = [], None
+    for name, config in configs.items():
         started = time.perf_counter()
         try:
-            report = run_bench(model, conditions, cam2world, (args.batch,), {name: config}, f"preset {args.preset}")
+            report = run_bench(model, conditions, cam2world, (batch,), {name: config}, f"preset {preset}")
         except Exception:  # noqa: BLE001
             traceback.print_exc()
             continue
         rows.extend(r for r in report.results if r.path != REFERENCE or not rows)
         print(f"{name}: {time.perf_counter() - started:.0f} s", format_report(report).splitlines()[-1], flush=True)
     if rows:
-        results["variants"] = [dataclasses.asdict(r) for r in rows]
-        print(format_report(dataclasses.replace(report, results=tuple(rows))))
-    out = Path(os.environ.get("OUT", "."))
-    (out / "profile.json").write_text(json.dumps(results, indent=2))
+        print(format_report(dataclasses.replace(report, results=tuple(rows))), flush=True)
+    return [dataclasses.asdict(r) for r in rows]
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ metric dictionaries (keys documented in `deltaplane.evaluation.keys`)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -78,18 +78,16 @@ class FaceTrack:
     """What the face tracker saw in each frame of one video; NaN rows where there was no face."""
 
     landmarks: Float[ndarray, "frames 68 2"]
-    boxes: Float[ndarray, "frames 4"]
     embeddings: Float[ndarray, "frames 128"]
     """dlib identity descriptors on every `identity_every`-th frame; NaN on the others."""
     crops: UInt8[ndarray, "frames 224 224 3"] | None
     """SyncNet face crops, when a SyncNet is loaded."""
-    width: int
 
     @property
     def found(self) -> np.ndarray:
         return np.isfinite(self.landmarks[:, 0, 0])
 
-    def per_frame(self, measure) -> Float[ndarray, " frames"]:
+    def per_frame(self, measure: Callable[[ndarray], float]) -> Float[ndarray, " frames"]:
         """`measure(landmarks68)` on frames with a face, NaN elsewhere."""
         return np.array([measure(points) if ok else math.nan for points, ok in zip(self.landmarks, self.found)])
 
@@ -101,32 +99,30 @@ class FaceObserver:
         self._tracker = FaceTracker()
         self._embedder, self._identity_every, self._keep_crops = embedder, identity_every, keep_crops
         self._landmarks: list[ndarray] = []
-        self._boxes: list[ndarray] = []
         self._embeddings: list[ndarray] = []
         self._crops: list[ndarray] = []
-        self._width = 0
+        self._last_box: ndarray | None = None
 
     def observe(self, rgb: UInt8[ndarray, "height width 3"]) -> Float[ndarray, "68 2"] | None:
         """Track one frame; returns its 68 landmarks (None without a face)."""
         index = len(self._landmarks)
-        self._width = rgb.shape[1]
         observation = self._tracker.track(rgb)
         nan = np.full((68, 2), np.nan, np.float32)
         self._landmarks.append(nan if observation is None else observation.landmarks68)
-        self._boxes.append(np.full(4, np.nan, np.float32) if observation is None else observation.box)
         embedding = np.full(128, np.nan, np.float32)
         if observation is not None and index % self._identity_every == 0:
             embedding = self._embedder.embed(rgb, observation.mesh)
         self._embeddings.append(embedding)
-        if self._keep_crops:
-            known = [box for box in self._boxes if np.isfinite(box).all()]  # no face: keep the last box
-            box = known[-1] if known else np.array([0, 0, rgb.shape[1], rgb.shape[0]], np.float32)
-            self._crops.append(syncnet_crop(rgb, box))
+        if observation is not None:
+            self._last_box = observation.box
+        if self._keep_crops:  # without a face: the last box seen, or the whole frame
+            whole = np.array([0, 0, rgb.shape[1], rgb.shape[0]], np.float32)
+            self._crops.append(syncnet_crop(rgb, whole if self._last_box is None else self._last_box))
         return None if observation is None else observation.landmarks68
 
     def finish(self) -> FaceTrack:
-        return FaceTrack(np.stack(self._landmarks), np.stack(self._boxes), np.stack(self._embeddings),
-                         np.stack(self._crops) if self._keep_crops and self._crops else None, self._width)
+        return FaceTrack(np.stack(self._landmarks), np.stack(self._embeddings),
+                         np.stack(self._crops) if self._keep_crops else None)
 
     def __enter__(self) -> FaceObserver:
         return self
@@ -136,14 +132,14 @@ class FaceObserver:
         self._tracker.close()
 
 
-@dataclass
+@dataclass(frozen=True)
 class PairResult:
     """Per-frame results of a prediction scored against its ground truth."""
 
     prediction: FaceTrack
     target: FaceTrack
     per_frame: dict[str, Float[ndarray, " frames"]]
-    strip: list[tuple[int, ndarray, ndarray, ndarray]] = field(default_factory=list)
+    strip: list[tuple[int, ndarray, ndarray, ndarray]]
     """(frame index, GT, prediction, error map) for the report."""
 
 

@@ -10,6 +10,7 @@ import torch
 
 from deltaplane.atomic import write_json
 from deltaplane.audio.io import load_audio
+from deltaplane.errors import InputError
 from deltaplane.evaluation.face import IdentityEmbedder
 from deltaplane.evaluation.report import ReportData, write_report
 from deltaplane.evaluation.scoring import (EvaluationConfig, load_experts, pair_metrics, prefixed, score_pair,
@@ -46,6 +47,8 @@ def evaluate_videos(prediction: Path, target: Path, output_dir: Path, config: Ev
     fps = float(VIDEO_FPS)
     prediction_info, target_info = probe_video(prediction), probe_video(target)
     num_frames = min(output_frame_count(info.duration, fps) for info in (prediction_info, target_info))
+    if num_frames < 1:
+        raise InputError(f"{prediction} or {target} is shorter than one frame at {fps:g} fps")
     experts = load_experts(config, device)
     result = score_pair(iter_frames(prediction, fps), iter_frames(target, fps), num_frames, config, experts,
                         IdentityEmbedder(), progress=progress)

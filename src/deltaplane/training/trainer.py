@@ -169,9 +169,11 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics)
     finally:
         bar.close()
-    if test_clip is not None:
+    evaluated_now = train_config.eval_every and step % train_config.eval_every == 0 and step > start_step
+    if test_clip is not None and not evaluated_now:
         metrics = _evaluate(model, test_clip, train_config, logger, step, started, device)
-    _write_sample(run_dir, model, test_clip or train_clip, step, logger)
+    if step % train_config.sample_every:
+        _write_sample(run_dir, model, test_clip or train_clip, step, logger)
     _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics)
     logger.close()
     return TrainResult(run_dir, step, metrics)
