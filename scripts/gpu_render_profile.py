@@ -72,8 +72,7 @@ def ceilings() -> dict[str, float]:
 def reference_stages(model, batch: int) -> dict[str, float]:
     """The reference's three stages, fp32 eager, as `inference.render_clip` runs them."""
     device, config = model.identity_planes.device, model.config
-    renderer = FastRenderer(model, batch, FastRenderConfig(precision="32-true", channels_last=False,
-                                                           compile_mode="none", cuda_graph=False))
+    renderer = FastRenderer(model, batch, FastRenderConfig.for_device(torch.device("cpu")))  # for its inputs
     codes, eye, angles, landmarks, cam2world, *_ = renderer.example_inputs()
     encoded = model.predictor.encode(model.identity_planes[None]).expand(batch)
     tokens = model.condition_encoder(codes, eye, angles, landmarks)

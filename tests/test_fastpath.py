@@ -114,7 +114,7 @@ def test_bf16_fast_path_is_within_bf16_tolerance() -> None:
 def test_compiled_fast_path_matches_without_recompiling() -> None:
     """torch.compile on CPU (about a minute): same frames in fp32; the padded last batch does not recompile."""
     model = _tiny_model(CPU)
-    config = FastRenderConfig(precision="32-true", channels_last=True, compile_mode="default", cuda_graph=False)
+    config = FastRenderConfig(precision="32-true", compile_mode="default", field="torch", cuda_graph=False)
     with torch._dynamo.config.patch(error_on_recompile=True):
         (rgb_ref, depth_ref), (rgb, depth), _ = _both(model, config)
     torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-4)
