@@ -33,16 +33,19 @@ def ssim_map(prediction: UInt8[ndarray, "H W 3"], target: UInt8[ndarray, "H W 3"
 
     def blur(image: ndarray) -> ndarray:
         # Interior positions never reach the border, so any border mode gives the valid ('unpadded') values.
-        return cv2.sepFilter2D(image, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REFLECT)[pad:-pad, pad:-pad]
+        blurred = cv2.sepFilter2D(image, cv2.CV_32F, kernel, kernel, borderType=cv2.BORDER_REFLECT)
+        return np.ascontiguousarray(blurred[pad:-pad, pad:-pad])
 
-    # OpenCV's element-wise ops: ~3× faster than numpy's here (SIMD, no temporaries).
+    # OpenCV's element-wise ops on contiguous arrays: ~3× faster than numpy's here.
     mu_x, mu_y = blur(x), blur(y)
     mu_xy, mu_xx, mu_yy = cv2.multiply(mu_x, mu_y), cv2.multiply(mu_x, mu_x), cv2.multiply(mu_y, mu_y)
-    covariance = blur(cv2.multiply(x, y)) - mu_xy
-    variances = (blur(cv2.multiply(x, x)) - mu_xx) + (blur(cv2.multiply(y, y)) - mu_yy)
-    numerator = cv2.multiply(2.0 * mu_xy + SSIM_C1, 2.0 * covariance + SSIM_C2)
-    denominator = cv2.multiply(mu_xx + mu_yy + SSIM_C1, variances + SSIM_C2)
-    return cv2.divide(numerator, denominator).mean(axis=2)
+    covariance = cv2.subtract(blur(cv2.multiply(x, y)), mu_xy)
+    variances = cv2.add(cv2.subtract(blur(cv2.multiply(x, x)), mu_xx), cv2.subtract(blur(cv2.multiply(y, y)), mu_yy))
+    numerator = cv2.multiply(cv2.addWeighted(mu_xy, 2.0, mu_xy, 0.0, SSIM_C1),
+                             cv2.addWeighted(covariance, 2.0, covariance, 0.0, SSIM_C2))
+    denominator = cv2.multiply(cv2.add(cv2.add(mu_xx, mu_yy), SSIM_C1), cv2.add(variances, SSIM_C2))
+    channel_mean = np.full((1, 3), 1.0 / 3.0, np.float32)
+    return cv2.transform(cv2.divide(numerator, denominator), channel_mean)  # [h, w]: numpy's mean(2) is 30× slower
 
 
 def _psnr(squared_error_sum: float, count: int) -> float:
