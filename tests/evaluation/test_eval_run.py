@@ -13,7 +13,10 @@ import torch
 
 from deltaplane.audio.io import load_audio, write_wav
 from deltaplane.cli import main
+from deltaplane.data.dataset import load_clip
+from deltaplane.inference import load_run
 from deltaplane.presets import get_preset
+from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.trainer import train
 
 
@@ -33,7 +36,7 @@ def _number_or_skipped(metrics: dict, key: str) -> bool:
 
 def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
     speech = tmp_path / "speech.wav"
-    write_wav(speech, load_audio(synthetic_dataset / "audio.wav")[:9600])  # 0.6 s of other audio
+    write_wav(speech, load_audio(synthetic_dataset / "audio.wav")[:2560])  # 4 frames of other audio: one batch
     main(["evaluate", str(tiny_run), "-o", str(tmp_path / "eval"), "--views", "dataset,yaw=+30",
           "--audio", str(speech), "--device", "cpu", "--quiet"])
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -42,6 +45,12 @@ def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, tmp_path: 
                 "view/yaw+30/faces/missing", "cross/faces/missing"):
         assert isinstance(metrics[key], (int, float)), key
     assert metrics["test/faces/missing_gt"] == 0  # the tracker sees the synthetic subject
+    # The split is rendered as training evaluates it (same cameras and tokens): the same PSNR / SSIM.
+    model, _, _ = load_run(tiny_run, torch.device("cpu"))
+    _, clip = load_clip(synthetic_dataset, "test", size=model.config.output_resolution)
+    during_training = evaluate_clip(model, clip, torch.arange(len(clip)))
+    assert metrics["test/psnr"] == pytest.approx(during_training["test/psnr"], abs=0.05)
+    assert metrics["test/ssim"] == pytest.approx(during_training["test/ssim"], abs=0.005)
     for key in ("test/psnr_face", "test/lmd", "test/blink_error", "test/id_distance", "test/sync/correlation",
                 "test/gt/sync/correlation", "view/dataset/id_distance", "view/yaw+30/id_distance",
                 "view/yaw+30/sync/correlation", "cross/id_distance",

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from deltaplane.evaluation.face import (SAME_PERSON_THRESHOLD, IdentityEmbedder, face_mask, mouth_landmark_distance,
                                         mouth_opening)
-from deltaplane.evaluation.pixels import error_map, frame_scores, lpips_distance
+from deltaplane.evaluation.pixels import SsimWorkspace, error_map, frame_scores, lpips_distance
 from deltaplane.evaluation.sync import MIN_SYNC_FRAMES, landmark_sync, speech_envelope, syncnet_crop
 from deltaplane.errors import InputError
 from deltaplane.metrics.lpips import LPIPS
@@ -157,6 +157,7 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
     if experts.lpips is not None:
         series["lpips"] = []
     strip = []
+    workspace: SsimWorkspace | None = None
     with (FaceObserver(embedder, config.identity_every, experts.syncnet is not None) as predicted,
           FaceObserver(embedder, config.identity_every, False) as truth):
         pairs = tqdm(zip(predictions, targets), total=num_frames, disable=not progress, desc=desc, unit="frame")
@@ -166,7 +167,9 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
             target_points = truth.observe(target)
             prediction_points = predicted.observe(prediction)
             face = None if target_points is None else face_mask(target_points, *target.shape[:2])
-            scores = frame_scores(prediction, target, face)
+            if workspace is None or workspace.shape != target.shape:
+                workspace = SsimWorkspace(target.shape)
+            scores = frame_scores(prediction, target, face, workspace)
             if experts.lpips is not None and index % config.lpips_every == 0:
                 scores["lpips"] = lpips_distance(experts.lpips, prediction, target)
             if target_points is not None and prediction_points is not None:
