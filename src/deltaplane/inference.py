@@ -19,6 +19,7 @@ from torch import Tensor
 
 from deltaplane import checkpoint
 from deltaplane.audio.encoder import ema_smooth
+from deltaplane.audio.features import LogMelExtractor, frame_windows
 from deltaplane.config_io import from_dict
 from deltaplane.data.dataset import audio_context, to_uint8
 from deltaplane.errors import InputError
@@ -82,6 +83,17 @@ def camera_path(spec: str, num_frames: int, driving: DrivingTracks) -> Float[Ten
     else:
         raise InputError(f"unknown camera {spec!r}; use dataset, front, orbit, spiral or yaw=DEG,pitch=DEG")
     return orbit_cam2world(angles[:, 0], angles[:, 1])
+
+
+def audio_windows(run_config: dict, samples: np.ndarray, num_frames: int, fps: float
+                  ) -> Float[Tensor, "frames 16 dim"]:
+    """Frame windows of 16 kHz `samples` with the extractor the run was trained with."""
+    audio_dim = run_config["model"]["audio"]["feature_dim"]
+    extractor = LogMelExtractor()
+    if extractor.dim != audio_dim:
+        raise InputError(f"this run was trained on {audio_dim}-D audio features; rendering new audio currently "
+                         f"supports the default log-mel features ({extractor.dim}-D) only")
+    return torch.from_numpy(frame_windows(extractor(samples), num_frames, fps))
 
 
 def driving_conditions(audio_features: Float[Tensor, "frames 16 dim"], driving: DrivingTracks,

@@ -9,25 +9,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from deltaplane.audio.features import LogMelExtractor, frame_windows
 from deltaplane.audio.io import load_audio
 from deltaplane.errors import InputError
-from deltaplane.inference import (camera_path, depth_to_uint8, driving_conditions, load_run, render_clip,
-                                  to_uint8)
+from deltaplane.inference import (audio_windows, camera_path, depth_to_uint8, driving_conditions, load_run,
+                                  render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
 
 MIN_SECONDS = 0.2
-
-
-def _audio_features(run_config: dict, samples: np.ndarray, num_frames: int, fps: float) -> torch.Tensor:
-    """Frame windows with the extractor the model was trained with."""
-    audio_dim = run_config["model"]["audio"]["feature_dim"]
-    extractor = LogMelExtractor()
-    if extractor.dim != audio_dim:
-        raise InputError(f"this run was trained on {audio_dim}-D audio features; rendering new audio currently "
-                         f"supports the default log-mel features ({extractor.dim}-D) only")
-    features = extractor(samples)
-    return torch.from_numpy(frame_windows(features, num_frames, fps))
 
 
 def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, depth_output: Path | None,
@@ -39,7 +27,7 @@ def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, dep
     if duration < MIN_SECONDS:
         raise InputError(f"{audio_path} holds only {duration:.2f} s of audio")
     num_frames = output_frame_count(duration, fps)
-    conditions, _ = driving_conditions(_audio_features(run_config, samples, num_frames, fps), driving, neutral)
+    conditions, _ = driving_conditions(audio_windows(run_config, samples, num_frames, fps), driving, neutral)
     cam2world = camera_path(camera, num_frames, driving)
     size = model.config.output_resolution
     mark = None

@@ -23,10 +23,10 @@ from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, FaceTrack,
                                            identity_metrics, load_experts, observe_video, pair_metrics, prefixed,
                                            score_pair, sync_metrics)
 from deltaplane.evaluation.videos import notes, write_outputs
-from deltaplane.inference import camera_path, driving_conditions, load_run, render_clip, to_uint8
+from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, render_clip,
+                                  to_uint8)
 from deltaplane.media.video import output_frame_count
 from deltaplane.models.triplane_talker import TriplaneTalker
-from deltaplane.rendering import _audio_features
 from deltaplane.structs import Conditions
 
 DEFAULT_VIEWS = "dataset,front,yaw=±30,pitch=±20,spiral"
@@ -88,7 +88,7 @@ def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, audio: Path
     num_frames = output_frame_count(samples.shape[0] / SAMPLE_RATE, fps)
     if num_frames < 1:
         raise InputError(f"{audio} is too short to render a frame")
-    conditions, _ = driving_conditions(_audio_features(run_config, samples, num_frames, fps), driving, neutral=False)
+    conditions, _ = driving_conditions(audio_windows(run_config, samples, num_frames, fps), driving, neutral=False)
     frames = _rendered(model, conditions, camera_path("dataset", num_frames, driving), keep, "cross")
     track = observe_video(frames, num_frames, config, experts, embedder, progress, desc="cross audio")
     known = target.embeddings[np.isfinite(target.embeddings).all(1)]
