@@ -1,7 +1,8 @@
-"""Render one test frame of a trained run from several cameras into a contact sheet (GT | views…), for eyeballing
-and for identity-distance checks of novel views.
+"""Render test frames of a trained run from several cameras into a contact sheet, for eyeballing and for
+identity-distance checks of novel views: per test frame one row GT | front | yaw ±30 | pitch ±20, and under it the
+depth of each view (near = white).
 
-    python scripts/render_views.py RUN_DIR DATASET_DIR OUT.png [--position 10]
+    python scripts/render_views.py RUN_DIR DATASET_DIR OUT.png [--positions 10,40,70]
 """
 
 from __future__ import annotations
@@ -14,37 +15,46 @@ import cv2
 import numpy as np
 import torch
 
-from deltaplane.data.dataset import load_clip, make_batch
+from deltaplane.data.dataset import ClipData, load_clip, make_batch
 from deltaplane.geometry.cameras import orbit_cam2world
-from deltaplane.inference import load_run, to_uint8
+from deltaplane.inference import depth_to_uint8, load_run, to_uint8
+from deltaplane.models.triplane_talker import TriplaneTalker
 
 VIEWS = {"front": (0, 0), "yaw-30": (-30, 0), "yaw+30": (30, 0), "pitch-20": (0, -20), "pitch+20": (0, 20)}
 
 
 @torch.no_grad()
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path)
-    parser.add_argument("dataset", type=Path)
-    parser.add_argument("output", type=Path)
-    parser.add_argument("--position", type=int, default=10, help="row of the test split")
-    args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model, _, _ = load_run(args.run_dir, device)
-    _, clip = load_clip(args.dataset, "test", size=model.config.output_resolution)
-    clip = clip.to(device)
-    batch = make_batch(clip, torch.tensor([args.position], device=device), model.config.render_resolution)
+def view_rows(model: TriplaneTalker, clip: ClipData, position: int) -> np.ndarray:
+    """Two rows (RGB, depth) of tiles: GT then every view of `VIEWS`, for test-split row `position`."""
+    device = model.identity_planes.device
+    batch = make_batch(clip, torch.tensor([position], device=device), model.config.render_resolution)
     planes, _ = model.planes(model.tokens(batch.conditions))
-    tiles = [to_uint8(batch.images[0])]
+    size, volume = model.config.output_resolution, model.config.volume
+    rgb, depth = [to_uint8(batch.images[0])], [np.zeros((size, size, 3), np.uint8)]
     for yaw, pitch in VIEWS.values():
         cam2world = orbit_cam2world(torch.tensor([math.radians(yaw)]), torch.tensor([math.radians(pitch)]))
         cameras = type(batch.cameras)(cam2world.to(device), batch.cameras.intrinsics, batch.cameras.height,
                                       batch.cameras.width)
         output = model.render(planes, cameras, generator=torch.Generator(device=device).manual_seed(0))
-        tiles.append(to_uint8(output.rgb[0]))
-    sheet = np.concatenate(tiles, axis=1)
-    cv2.imwrite(str(args.output), sheet[..., ::-1])
-    print(f"wrote {args.output}: GT | {' | '.join(VIEWS)}")
+        rgb.append(to_uint8(output.rgb[0]))
+        depth.append(depth_to_uint8(output.depth[0], volume.near, volume.far, size))
+    return np.concatenate([np.concatenate(rgb, axis=1), np.concatenate(depth, axis=1)], axis=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("output", type=Path)
+    parser.add_argument("--positions", default="10", help="rows of the test split, comma-separated")
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, _, _ = load_run(args.run_dir, device)
+    _, clip = load_clip(args.dataset, "test", size=model.config.output_resolution)
+    clip = clip.to(device)
+    rows = [view_rows(model, clip, int(p)) for p in args.positions.split(",")]
+    cv2.imwrite(str(args.output), np.concatenate(rows, axis=0)[..., ::-1])
+    print(f"wrote {args.output}: GT | {' | '.join(VIEWS)}, depth under each")
 
 
 if __name__ == "__main__":

@@ -75,13 +75,15 @@ def train(dataset: str | Path, output: str | Path, preset: str | None = None, st
 
 def render(run: str | Path, audio: str | Path, output: str | Path, camera: str = "dataset",
            depth: str | Path | None = None, neutral: bool = False, lip_smoothing: float = 0.0,
-           watermark: bool = True, device: str | None = None, progress: bool = True) -> Path:
-    """Render the trained portrait of `run` speaking `audio` into an mp4 (H.264 + AAC), watermarked."""
+           watermark: bool = True, device: str | None = None, progress: bool = True, engine: str = "auto") -> Path:
+    """Render the trained portrait of `run` speaking `audio` into an mp4 (H.264 + AAC), watermarked. `engine`:
+    "reference" (fp32), "fast" (bf16, compiled, CUDA graphs on CUDA) or "auto" (fast on CUDA for long clips)."""
     from deltaplane.rendering import render_video
 
     return render_video(Path(run), Path(audio), Path(output), camera=camera,
                         depth_output=Path(depth) if depth else None, neutral=neutral, lip_smoothing=lip_smoothing,
-                        watermark=watermark, device=_device(device), progress=progress, tags=SYNTHETIC_TAGS)
+                        watermark=watermark, device=_device(device), progress=progress, tags=SYNTHETIC_TAGS,
+                        engine=engine)
 
 
 def bench(run: str | Path | None = None, batch: tuple[int, ...] = (1, 4), frames: int = 120,

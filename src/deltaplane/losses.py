@@ -32,3 +32,19 @@ def plane_symmetry(planes: Float[Tensor, "B 3 C H W"]) -> Float[Tensor, ""]:
     planes = planes.float()
     xy, xz = planes[:, 0], planes[:, 1]
     return (xy - xy.flip(-1)).abs().mean() + (xz - xz.flip(-1)).abs().mean()
+
+
+def relative_depth_l1(predicted: Float[Tensor, "B P"], target: Float[Tensor, "B P"], valid: Bool[Tensor, "B P"]
+                      ) -> Float[Tensor, ""]:
+    """Shift-invariant L1 of depths: each frame's valid points are compared after removing that frame's mean of
+    each (the prior knows the shape, not the distance). Mean over all valid points; 0 when there are none."""
+    weights = valid.float()
+    count = weights.sum(-1, keepdim=True).clamp_min(1.0)
+    centred = [(x.float() - (x.float() * weights).sum(-1, keepdim=True) / count) for x in (predicted, target)]
+    return ((centred[0] - centred[1]).abs() * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def masked_mean(values: Float[Tensor, "B 1 H W"], mask: Bool[Tensor, "B 1 H W"]) -> Float[Tensor, ""]:
+    """Mean of `values` over the masked pixels; 0 when the mask is empty."""
+    weights = mask.float()
+    return (values.float() * weights).sum() / weights.sum().clamp_min(1.0)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -14,13 +17,34 @@ from deltaplane.errors import InputError
 from deltaplane.inference import (audio_windows, camera_path, depth_to_uint8, driving_conditions, load_run,
                                   render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
+from deltaplane.models.triplane_talker import TriplaneTalker
+from deltaplane.structs import Conditions
 
 MIN_SECONDS = 0.2
+Engine = Literal["auto", "reference", "fast"]
+FAST_MIN_FRAMES = 2500
+"""`auto` takes the fast path (compiled, CUDA graphs) on CUDA from this many frames (100 s at 25 fps): compiling
+takes ~40–60 s, which the fast path (~5× the reference's frames/s) only wins back on clips this long."""
+
+
+def _frames(model: TriplaneTalker, conditions: Conditions, cam2world: torch.Tensor, lip_smoothing: float,
+            engine: Engine, progress: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The frames of the reference path or of the fast path (`fastpath.FastRenderer`, same frames within bf16)."""
+    device = model.identity_planes.device
+    if engine == "auto":
+        engine = "fast" if device.type == "cuda" and cam2world.shape[0] >= FAST_MIN_FRAMES else "reference"
+    if engine == "reference":
+        return render_clip(model, conditions, cam2world, lip_smoothing=lip_smoothing)
+    from deltaplane.fastpath import FastRenderer
+
+    if progress and device.type == "cuda":
+        print("compiling the fast rendering path (about a minute; cached for later runs)...", file=sys.stderr)
+    return FastRenderer(model, batch_size=4).render_clip(conditions, cam2world, lip_smoothing=lip_smoothing)
 
 
 def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, depth_output: Path | None,
                  neutral: bool, lip_smoothing: float, watermark: bool, device: torch.device, progress: bool,
-                 tags: dict[str, str], fps: float = 25.0) -> Path:
+                 tags: dict[str, str], fps: float = 25.0, engine: Engine = "auto") -> Path:
     model, run_config, driving = load_run(run_dir, device)
     samples = load_audio(audio_path)
     duration = samples.shape[0] / 16000
@@ -46,7 +70,7 @@ def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, dep
         depth_writer = None
         if depth_output is not None:
             depth_writer = stack.enter_context(VideoWriter(depth_output, fps, metadata=dict(tags, title="depth")))
-        frames = render_clip(model, conditions, cam2world, lip_smoothing=lip_smoothing)
+        frames = _frames(model, conditions, cam2world, lip_smoothing, engine, progress)
         for rgb, depth in tqdm(frames, total=num_frames, disable=not progress, desc="render", unit="frame"):
             image = to_uint8(rgb)
             writer.write(mark(image) if mark else image)

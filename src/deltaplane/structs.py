@@ -39,13 +39,17 @@ class FrameBatch:
     """Ground truth at the neural-rendering resolution (area-downsampled), in [-1, 1]."""
     lower_face: Bool[Tensor, "batch 1 raw raw"]
     """Mouth/jaw mask at the rendering resolution (mouth-weighted loss)."""
+    background: Bool[Tensor, "batch 1 raw raw"]
+    """Pixels that are background (segmentation) in their whole rendering-resolution footprint."""
+    face_points: Float[Tensor, "batch 468 3"]
+    """Face-mesh vertices: (x, y) in pixels of `images`, relative depth (see `geometry.face_depth`)."""
+    face_point_valid: Bool[Tensor, "batch 468"]
+    """Vertices the depth prior may use (interior of the face, frame with a detected face)."""
     cameras: Cameras
     conditions: Conditions
 
     def to(self, device: torch.device | str) -> FrameBatch:
-        return replace(self, indices=self.indices.to(device), images=self.images.to(device),
-                       images_raw=self.images_raw.to(device), lower_face=self.lower_face.to(device),
-                       cameras=self.cameras.to(device), conditions=self.conditions.to(device))
+        return replace(self, **{f.name: getattr(self, f.name).to(device) for f in fields(self)})
 
 
 @dataclass(frozen=True)

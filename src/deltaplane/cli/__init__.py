@@ -65,6 +65,9 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lip-smoothing", type=float, default=0.0,
                    help="EMA weight of the previous audio code (Talk3D uses 0.2; 0 = off)")
     p.add_argument("--no-watermark", action="store_true", help="do not embed the invisible watermark")
+    p.add_argument("--engine", choices=("auto", "reference", "fast"), default="auto",
+                   help="rendering path: fp32 reference, or fast (bf16, compiled, CUDA graphs; ~1 min to compile); "
+                        "auto = fast on CUDA for clips of 100 s or more")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true")
 
@@ -169,7 +172,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "render":
         api.render(args.run, args.audio, args.output, camera=args.camera, depth=args.depth, neutral=args.neutral,
                    lip_smoothing=args.lip_smoothing, watermark=not args.no_watermark, device=args.device,
-                   progress=not args.quiet)
+                   progress=not args.quiet, engine=args.engine)
     elif args.command == "evaluate":
         api.evaluate(args.output, run=args.run, prediction=args.pred, target=args.gt, dataset=args.dataset,
                      split=args.split, audio=args.audio, views=args.views, identity_every=args.identity_every,

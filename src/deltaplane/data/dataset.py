@@ -13,14 +13,16 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int, UInt8
+from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
 from deltaplane.data.schema import (AUDIO_FEATURES, TRACKS, Manifest, frame_path, parsing_path, read_manifest)
 from deltaplane.errors import InputError
 from deltaplane.geometry.cameras import Cameras
+from deltaplane.geometry.face_depth import aligned_face_points, interior_vertices
 from deltaplane.structs import Conditions, FrameBatch
 
+BACKGROUND_LABEL = 0
 LOWER_FACE_LABEL = 5
 AUDIO_CONTEXT = 8
 """Audio windows per sample: frames t−4 … t+3 (Talk3D)."""
@@ -44,6 +46,10 @@ class ClipData:
     """Pixel intrinsics for `size`² frames."""
     face_boxes: Float[Tensor, "frames 4"]
     """Square (x0, y0, x1, y1) box around the aligned 68 landmarks, in `size`² pixels (sync-expert crops)."""
+    face_points: Float[Tensor, "frames 468 3"]
+    """Face-mesh vertices in `size`² pixels + relative depth (`geometry.face_depth.aligned_face_points`)."""
+    face_point_valid: Bool[Tensor, "frames 468"]
+    """Interior vertices of frames whose face was detected (not interpolated over a gap)."""
 
     def __len__(self) -> int:
         return self.indices.shape[0]
@@ -94,8 +100,18 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None) -> t
         cam2world=torch.from_numpy(tracks["cam2world"][select].astype(np.float32)),
         intrinsics=torch.from_numpy(intrinsics.astype(np.float32)),
         face_boxes=torch.from_numpy(square_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
+        **_face_points(tracks, select, size / manifest.image_size),
     )
     return manifest, clip
+
+
+def _face_points(tracks: np.lib.npyio.NpzFile, select: np.ndarray, scale: float) -> dict[str, Tensor]:
+    """The depth prior's vertices: aligned mesh points scaled to the loaded size, and which of them to use."""
+    points = aligned_face_points(tracks["mesh_original"][select], tracks["affine"][select],
+                                 tracks["intrinsics"][select, 0, 0])
+    points[..., :2] *= scale
+    valid = interior_vertices(points[..., :2]) & tracks["face_detected"][select, None]
+    return {"face_points": torch.from_numpy(points), "face_point_valid": torch.from_numpy(valid)}
 
 
 def square_boxes(landmarks: Float[np.ndarray, "frames 68 2"]) -> Float[np.ndarray, "frames 4"]:
@@ -132,9 +148,12 @@ def make_batch(clip: ClipData, positions: Int[Tensor, " batch"], raw_size: int) 
     images_raw = F.interpolate(images, size=(raw_size, raw_size), mode="area") if raw_size != size else images
     lower = (clip.parsing[positions] == LOWER_FACE_LABEL).float()
     lower_raw = F.interpolate(lower, size=(raw_size, raw_size), mode="area") > 0.5
+    background = (clip.parsing[positions] == BACKGROUND_LABEL).float()
+    background_raw = F.interpolate(background, size=(raw_size, raw_size), mode="area") > 0.999
     cameras = Cameras(clip.cam2world[positions], clip.intrinsics[positions], size, size)
     conditions = Conditions(audio=audio_context(clip.audio_features, clip.indices[positions]),
                             eye=clip.eye[positions], angles=clip.angles[positions],
                             landmarks=clip.landmarks[positions])
     return FrameBatch(indices=clip.indices[positions], images=images, images_raw=images_raw, lower_face=lower_raw,
-                      cameras=cameras, conditions=conditions)
+                      background=background_raw, face_points=clip.face_points[positions],
+                      face_point_valid=clip.face_point_valid[positions], cameras=cameras, conditions=conditions)

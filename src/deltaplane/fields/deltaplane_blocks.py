@@ -61,9 +61,20 @@ def downsample2x(x: Float[Tensor, "batch channels height width"]) -> Float[Tenso
 def upsample2x(x: Float[Tensor, "batch channels height width"]) -> Float[Tensor, "batch channels double_h double_w"]:
     """upfirdn2d.upsample2d with the [1,3,3,1] filter (gain 4): zero insertion, pad (2, 1), filter.
 
-    That is exactly a stride-2 transposed convolution with padding 1 (the filter is symmetric, so no flip).
+    Per axis that is the two-phase sum y[2m] = (x[m−1] + 3·x[m]) / 4, y[2m+1] = (3·x[m] + x[m+1]) / 4 with zeros
+    outside, computed here with shifted slices: elementwise work that fuses under torch.compile, where the
+    equivalent depthwise transposed convolution runs as a slow direct cuDNN kernel (docs/performance.md).
     """
-    return F.conv_transpose2d(x, _binomial_kernel(x, 4.0), stride=2, padding=1, groups=x.shape[1])
+    return _upsample2x_axis(_upsample2x_axis(x, -2), -1)
+
+
+def _upsample2x_axis(x: Tensor, dim: int) -> Tensor:
+    """The two-phase ×2 upsampling along `dim` (−1 or −2)."""
+    length = x.shape[dim]
+    padded = F.pad(x, (1, 1) if dim == -1 else (0, 0, 1, 1))
+    before, centre, after = (padded.narrow(dim, start, length) for start in (0, 1, 2))
+    even, odd = 0.25 * before + 0.75 * centre, 0.75 * centre + 0.25 * after
+    return torch.stack((even, odd), dim=dim).flatten(dim - 1, dim)  # interleave: …, y[2m], y[2m+1], …
 
 
 def _plane_norm(kind: BlockNorm, channels: int) -> nn.Module:

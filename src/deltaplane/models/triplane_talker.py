@@ -25,6 +25,7 @@ from deltaplane.fields.deltaplane import DeltaplaneConfig, DeltaplanePredictor
 from deltaplane.fields.superres import SuperResolution, SuperResolutionConfig
 from deltaplane.fields.triplane import OSGDecoderConfig, TriplaneField
 from deltaplane.geometry.cameras import Cameras
+from deltaplane.geometry.face_depth import camera_depth
 from deltaplane.geometry.rays import pixel_rays
 from deltaplane.render.volume import VolumeRenderConfig, render_rays
 from deltaplane.structs import Conditions, FrameBatch, RenderOutput
@@ -50,6 +51,12 @@ class LossWeights:
     """Left–right symmetry of the identity planes (plausible unseen cheek)."""
     delta_l1: float = 0.0
     """L1 of the deltaplane (sparsity; Talk3D uses none)."""
+    face_depth: float = 10.0
+    """Shift-invariant L1 (world units) between the rendered depth at the face-mesh vertices and the mesh's own
+    relative depth: the face keeps its 3D shape where the video shows only near-frontal views."""
+    background_depth: float = 1.0
+    """Hinge pushing background pixels behind `TriplaneTalkerConfig.background_depth` (a backdrop behind the
+    head, so novel views do not smear it over the face)."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,8 @@ class TriplaneTalkerConfig:
     box_warp: float = 1.0
     identity_init_std: float = 0.1
     """Std of the random initial identity planes."""
+    background_depth: float = 3.1
+    """Ray depth that background pixels are pushed behind (the head box ends at about 3.2 on the central ray)."""
     ray_chunk: int = 1 << 15
     """Rays rendered at once (memory bound; does not change results)."""
     volume: VolumeRenderConfig = field(default_factory=VolumeRenderConfig)
@@ -154,9 +163,24 @@ class TriplaneTalker(nn.Module):
             "plane_tv": weights.plane_tv * losses.plane_total_variation(self.identity_planes[None]),
             "symmetry": weights.symmetry * losses.plane_symmetry(self.identity_planes[None]),
         }
+        if weights.face_depth > 0:
+            terms["face_depth"] = weights.face_depth * self._face_depth_error(output, batch)
+        if weights.background_depth > 0:
+            behind = torch.relu(self.config.background_depth - output.depth.float())
+            terms["background_depth"] = weights.background_depth * losses.masked_mean(behind, batch.background)
         if weights.delta_l1 > 0:
             terms["delta_l1"] = weights.delta_l1 * delta.float().abs().mean()
         if perceptual is not None:
             terms["lpips"] = weights.lpips * (perceptual(output.rgb_raw, batch.images_raw).mean()
                                               + perceptual(output.rgb, batch.images).mean())
         return terms
+
+    @staticmethod
+    def _face_depth_error(output: RenderOutput, batch: FrameBatch) -> Float[Tensor, ""]:
+        """`losses.relative_depth_l1` between rendered camera depths at the face vertices and the mesh's relative
+        depths scaled by the rendered face's own mean distance (face_depth module docstring)."""
+        cameras = batch.cameras
+        depth = camera_depth(output.depth, batch.face_points[..., :2], cameras.intrinsics, cameras.width)
+        valid = batch.face_point_valid
+        distance = ((depth * valid).sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp_min(1)).detach()
+        return losses.relative_depth_l1(depth, batch.face_points[..., 2] * distance, valid)

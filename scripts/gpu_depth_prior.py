@@ -1,0 +1,77 @@
+"""Does the face-mesh depth prior hold novel views together? Train the `fast` preset with and without it for the
+same time on one dataset, then write a view sheet per variant (scripts/render_views.py) and a table of held-out
+PSNR/SSIM and of the prior's own depth error on the test split.
+
+    python scripts/gpu_depth_prior.py DATASET WORK_DIR --minutes 3.5 [--variants prior,none]
+
+Sheets go to $OUT/views_VARIANT.jpg, the table to $OUT/depth_prior.json (and stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from deltaplane.data.dataset import load_clip, make_batch
+from deltaplane.inference import load_run
+from deltaplane.presets import get_preset
+from deltaplane.training.trainer import train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from render_views import view_rows  # noqa: E402
+
+POSITIONS = (10, 45, 80)
+
+
+@torch.no_grad()
+def test_depth_error(run_dir: Path, dataset: Path) -> float:
+    """The prior's shift-invariant face depth error (world units) on the test split, whatever the training used."""
+    model, _, _ = load_run(run_dir, torch.device("cuda"))
+    _, clip = load_clip(dataset, "test", size=model.config.output_resolution)
+    clip = clip.to("cuda")
+    errors = []
+    for start in range(0, len(clip), 8):
+        batch = make_batch(clip, torch.arange(start, min(start + 8, len(clip)), device="cuda"),
+                           model.config.render_resolution)
+        output, _ = model(batch.cameras, batch.conditions, generator=torch.Generator("cuda").manual_seed(0))
+        errors.append(model._face_depth_error(output, batch).item())
+    return float(np.mean(errors))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("work", type=Path)
+    parser.add_argument("--minutes", type=float, default=3.5)
+    parser.add_argument("--variants", default="prior,none")
+    args = parser.parse_args()
+    out = Path(os.environ.get("OUT", "."))
+    model_config, train_config = get_preset("fast")
+    table = {}
+    for variant in args.variants.split(","):
+        loss = model_config.loss if variant == "prior" else \
+            dataclasses.replace(model_config.loss, face_depth=0.0, background_depth=0.0)
+        run_dir = args.work / variant
+        result = train(args.dataset, run_dir, dataclasses.replace(model_config, loss=loss),
+                       dataclasses.replace(train_config, max_minutes=args.minutes), "fast", torch.device("cuda"),
+                       progress=False)
+        model, _, _ = load_run(run_dir, torch.device("cuda"))
+        _, clip = load_clip(args.dataset, "test", size=model.config.output_resolution)
+        sheet = np.concatenate([view_rows(model, clip.to("cuda"), p) for p in POSITIONS], axis=0)
+        cv2.imwrite(str(out / f"views_{variant}.jpg"), sheet[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+        table[variant] = {"step": result.step, **{k: round(v, 4) for k, v in result.metrics.items()},
+                          "test/face_depth_error": round(test_depth_error(run_dir, args.dataset), 5)}
+        print(variant, table[variant], flush=True)
+    (out / "depth_prior.json").write_text(json.dumps(table, indent=1))
+
+
+if __name__ == "__main__":
+    main()
