@@ -28,7 +28,7 @@ from deltaplane.training.trainer import train
 sys.path.insert(0, str(Path(__file__).parent))
 from render_views import view_rows  # noqa: E402
 
-POSITIONS = (10, 45, 80)
+SHEET_ROWS = 3
 
 
 @torch.no_grad()
@@ -62,10 +62,11 @@ def main() -> None:
         run_dir = args.work / variant
         result = train(args.dataset, run_dir, dataclasses.replace(model_config, loss=loss),
                        dataclasses.replace(train_config, max_minutes=args.minutes), "fast", torch.device("cuda"),
-                       progress=False)
+                       resume=True, progress=False)  # resume: a finished variant is only re-evaluated
         model, _, _ = load_run(run_dir, torch.device("cuda"))
         _, clip = load_clip(args.dataset, "test", size=model.config.output_resolution)
-        sheet = np.concatenate([view_rows(model, clip.to("cuda"), p) for p in POSITIONS], axis=0)
+        positions = np.linspace(0, len(clip) - 1, SHEET_ROWS + 2)[1:-1].round().astype(int)
+        sheet = np.concatenate([view_rows(model, clip.to("cuda"), p) for p in positions], axis=0)
         cv2.imwrite(str(out / f"views_{variant}.jpg"), sheet[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
         table[variant] = {"step": result.step, **{k: round(v, 4) for k, v in result.metrics.items()},
                           "test/face_depth_error": round(test_depth_error(run_dir, args.dataset), 5)}
