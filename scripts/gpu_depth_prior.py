@@ -29,6 +29,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from render_views import view_rows  # noqa: E402
 
 SHEET_ROWS = 3
+VARIANTS = {"prior": {}, "mesh": {"depth_spread": 0.0},
+            "none": {"face_depth": 0.0, "depth_spread": 0.0, "background_depth": 0.0}}
+"""Loss weights set to 0 per variant: every geometry prior (the default), the mesh depth and background hinge
+without the depth-spread term, none of them."""
 
 
 @torch.no_grad()
@@ -51,14 +55,13 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("work", type=Path)
     parser.add_argument("--minutes", type=float, default=3.5)
-    parser.add_argument("--variants", default="prior,none")
+    parser.add_argument("--variants", default="prior,none", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     args = parser.parse_args()
     out = Path(os.environ.get("OUT", "."))
     model_config, train_config = get_preset("fast")
     table = {}
     for variant in args.variants.split(","):
-        loss = model_config.loss if variant == "prior" else \
-            dataclasses.replace(model_config.loss, face_depth=0.0, background_depth=0.0)
+        loss = dataclasses.replace(model_config.loss, **VARIANTS[variant])
         run_dir = args.work / variant
         result = train(args.dataset, run_dir, dataclasses.replace(model_config, loss=loss),
                        dataclasses.replace(train_config, max_minutes=args.minutes), "fast", torch.device("cuda"),

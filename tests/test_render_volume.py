@@ -54,6 +54,10 @@ def test_constant_density_closed_form_opacity_and_depth() -> None:
     # E[z | absorbed in [near, far]] for an exponential of rate d truncated to length L.
     expected_depth = NEAR + 1 / activated - length * math.exp(-activated * length) / expected_opacity
     torch.testing.assert_close(result.depth, torch.tensor([[[expected_depth]]]), atol=1e-4, rtol=0)
+    # Var[z | absorbed in [near, far]] of that truncated exponential.
+    survival = math.exp(-activated * length)
+    expected_spread = 1 / activated**2 - length**2 * survival / (1 - survival) ** 2
+    torch.testing.assert_close(result.spread, torch.tensor([[[expected_spread]]]), atol=1e-4, rtol=0)
 
     uneven = torch.sort(torch.rand(1, 1, 30, 1) * length + NEAR, dim=-2).values
     uneven[:, :, 0], uneven[:, :, -1] = NEAR, FAR
@@ -85,7 +89,7 @@ def test_composite_gradcheck_float64() -> None:
 
     def outputs(colors: torch.Tensor, densities: torch.Tensor, depths: torch.Tensor) -> tuple[torch.Tensor, ...]:
         result = composite(colors, densities, depths)
-        return result.features, result.depth, result.weights, result.accumulation
+        return result.features, result.depth, result.weights, result.accumulation, result.spread
 
     assert torch.autograd.gradcheck(outputs, (colors, densities, depths))
 

@@ -63,3 +63,5 @@ class RenderOutput:
     depth: Float[Tensor, "batch 1 raw raw"]
     """Expected ray depth (distance along the ray) at the rendering resolution."""
     accumulation: Float[Tensor, "batch 1 raw raw"]
+    depth_spread: Float[Tensor, "batch 1 raw raw"]
+    """Variance of the ray termination depth (`render.volume.Composited.spread`): 0 for a crisp surface."""

@@ -54,6 +54,9 @@ class LossWeights:
     face_depth: float = 10.0
     """Shift-invariant L1 (world units) between the rendered depth at the face-mesh vertices and the mesh's own
     relative depth: the face keeps its 3D shape where the video shows only near-frontal views."""
+    depth_spread: float = 5.0
+    """Mean variance of the ray termination depth (world units²): crisp surfaces instead of fog spread along the
+    rays, which near-frontal views cannot tell apart but which smears views from the side."""
     background_depth: float = 1.0
     """Hinge pushing background pixels behind `TriplaneTalkerConfig.background_depth` (a backdrop behind the
     head, so novel views do not smear it over the face)."""
@@ -137,15 +140,18 @@ class TriplaneTalker(nn.Module):
             stop = start + self.config.ray_chunk
             chunks.append(render_rays(lambda points: self.field(planes, points), origins[:, start:stop],
                                       directions[:, start:stop], self.config.volume, generator=generator))
-        features = torch.cat([c.features for c in chunks], dim=1)  # [B, R, C]
-        depth = torch.cat([c.depth for c in chunks], dim=1)  # [B, R, 1]
-        accumulation = torch.cat([c.accumulation for c in chunks], dim=1)
+        features, depth, accumulation, spread = (torch.cat([getattr(c, name) for c in chunks], dim=1)
+                                                 for name in ("features", "depth", "accumulation", "spread"))
         batch = features.shape[0]
         feature_image = features.permute(0, 2, 1).reshape(batch, -1, size, size) * 2.0 - 1.0  # EG3D: [0,1] → [-1,1]
         rgb_raw = feature_image[:, :3]
         rgb = self.superres(rgb_raw, feature_image)
-        return RenderOutput(rgb=rgb, rgb_raw=rgb_raw, depth=depth.permute(0, 2, 1).reshape(batch, 1, size, size),
-                            accumulation=accumulation.permute(0, 2, 1).reshape(batch, 1, size, size))
+
+        def image(values: Tensor) -> Tensor:  # [B, R, 1] → [B, 1, size, size]
+            return values.permute(0, 2, 1).reshape(batch, 1, size, size)
+
+        return RenderOutput(rgb=rgb, rgb_raw=rgb_raw, depth=image(depth), accumulation=image(accumulation),
+                            depth_spread=image(spread))
 
     def forward(self, cameras: Cameras, conditions: Conditions,
                 generator: torch.Generator | None = None) -> tuple[RenderOutput, Float[Tensor, "B 3 C H W"]]:
@@ -165,6 +171,8 @@ class TriplaneTalker(nn.Module):
         }
         if weights.face_depth > 0:
             terms["face_depth"] = weights.face_depth * self._face_depth_error(output, batch)
+        if weights.depth_spread > 0:
+            terms["depth_spread"] = weights.depth_spread * output.depth_spread.float().mean()
         if weights.background_depth > 0:
             behind = torch.relu(self.config.background_depth - output.depth.float())
             terms["background_depth"] = weights.background_depth * losses.masked_mean(behind, batch.background)

@@ -61,6 +61,9 @@ class Composited(NamedTuple):
     """Per-interval weights, one fewer than samples."""
     accumulation: Float[Tensor, "batch rays 1"]
     """Σ w, the opacity of the ray in [0, 1]."""
+    spread: Float[Tensor, "batch rays 1"]
+    """Σ w·(z_mid − d)² / Σ w with d = Σ w·z_mid / Σ w: the variance of the ray's termination depth (0 for an opaque
+    surface, large for fog spread along the ray); 0 where nothing is hit."""
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -154,9 +157,11 @@ def composite(colors: Float[Tensor, "batch rays samples channels"], densities: F
     weights = alpha * transmittance[:, :, :-1]  # [B, R, S − 1, 1]
     features = (weights * colors_mid).sum(dim=-2)  # [B, R, C]
     accumulation = weights.sum(dim=-2)  # [B, R, 1]
-    depth = torch.nan_to_num((weights * depths_mid).sum(dim=-2) / accumulation, nan=float("inf"))
+    expected = (weights * depths_mid).sum(dim=-2) / accumulation.clamp_min(1e-10)  # [B, R, 1]
+    spread = (weights * (depths_mid - expected[:, :, None]).square()).sum(dim=-2) / accumulation.clamp_min(1e-10)
+    depth = torch.where(accumulation > 0, expected, torch.inf)
     depth = torch.minimum(torch.maximum(depth, depths.amin(dim=-2)), depths.amax(dim=-2))
-    return Composited(features, depth, weights, accumulation)
+    return Composited(features, depth, weights, accumulation, spread)
 
 
 def _query(field_fn: FieldFn, origins: Float[Tensor, "batch rays 3"], directions: Float[Tensor, "batch rays 3"],
