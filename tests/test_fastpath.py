@@ -257,7 +257,9 @@ def test_render_engines_write_the_same_video(tiny_run: Path, tmp_path: Path) -> 
     speech = tmp_path / "speech.wav"
     write_wav(speech, load_audio(Path(read_run_config(tiny_run)["dataset"]) / "audio.wav")[:16000])
     videos = {engine: api.render(tiny_run, speech, tmp_path / f"{engine}.mp4", camera="orbit", watermark=False,
-                                 device="cpu", progress=False, engine=engine) for engine in ("reference", "fast")}
+                                 device="cpu", progress=False, engine=engine, attention=tmp_path / engine)
+              for engine in ("reference", "fast")}
+    assert sorted(p.name for p in (tmp_path / "fast").iterdir()) == ["attention.npz", "attention_000000.png"]
     frames = {engine: np.stack(list(iter_frames(path))) for engine, path in videos.items()}
     assert frames["fast"].shape == frames["reference"].shape == (25, 128, 128, 3)
     # on CPU the fast path is the reference's fp32 maths (summed in another order: a few pixels round differently)

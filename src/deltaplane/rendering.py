@@ -44,7 +44,8 @@ def _frames(model: TriplaneTalker, conditions: Conditions, cam2world: torch.Tens
 
 def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, depth_output: Path | None,
                  neutral: bool, lip_smoothing: float, watermark: bool, device: torch.device, progress: bool,
-                 tags: dict[str, str], fps: float = 25.0, engine: Engine = "auto") -> Path:
+                 tags: dict[str, str], fps: float = 25.0, engine: Engine = "auto", attention_dir: Path | None = None,
+                 attention_every: int = 25) -> Path:
     model, run_config, driving = load_run(run_dir, device)
     samples = load_audio(audio_path)
     duration = samples.shape[0] / 16000
@@ -53,6 +54,10 @@ def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, dep
     num_frames = output_frame_count(duration, fps)
     conditions, _ = driving_conditions(audio_windows(run_config, samples, num_frames, fps), driving, neutral)
     cam2world = camera_path(camera, num_frames, driving)
+    if attention_dir is not None:
+        from deltaplane.attention import export_attention
+
+        export_attention(model, conditions, list(range(0, num_frames, max(attention_every, 1))), attention_dir)
     size = model.config.output_resolution
     mark = None
     if watermark:
