@@ -75,15 +75,18 @@ def train(dataset: str | Path, output: str | Path, preset: str | None = None, st
 
 def render(run: str | Path, audio: str | Path, output: str | Path, camera: str = "dataset",
            depth: str | Path | None = None, neutral: bool = False, lip_smoothing: float = 0.0,
-           watermark: bool = True, device: str | None = None, progress: bool = True, engine: str = "auto") -> Path:
+           watermark: bool = True, device: str | None = None, progress: bool = True, engine: str = "auto",
+           attention: str | Path | None = None, attention_every: int = 25) -> Path:
     """Render the trained portrait of `run` speaking `audio` into an mp4 (H.264 + AAC), watermarked. `engine`:
-    "reference" (fp32), "fast" (bf16, compiled, CUDA graphs on CUDA) or "auto" (fast on CUDA for long clips)."""
+    "reference" (fp32), "fast" (bf16, compiled, CUDA graphs on CUDA) or "auto" (fast on CUDA for long clips).
+    `attention`: a directory for the deltaplane's per-token attention maps of every `attention_every`-th frame."""
     from deltaplane.rendering import render_video
 
     return render_video(Path(run), Path(audio), Path(output), camera=camera,
                         depth_output=Path(depth) if depth else None, neutral=neutral, lip_smoothing=lip_smoothing,
                         watermark=watermark, device=_device(device), progress=progress, tags=SYNTHETIC_TAGS,
-                        engine=engine)
+                        engine=engine, attention_dir=Path(attention) if attention else None,
+                        attention_every=attention_every)
 
 
 def bench(run: str | Path | None = None, batch: tuple[int, ...] = (1, 4), frames: int = 120,
@@ -116,21 +119,26 @@ def evaluate(output: str | Path, run: str | Path | None = None, prediction: str 
              target: str | Path | None = None, dataset: str | Path | None = None, split: str = "test",
              audio: str | Path | None = None, views: str | None = None, identity_every: int = 10,
              lpips_weights: str | Path | None = None, lpips_every: int = 1, syncnet_v2: str | Path | None = None,
-             device: str | None = None, progress: bool = True) -> dict:
+             inception: str | Path | None = None, fid_every: int = 1, arcface: str | Path | None = None,
+             videos: bool = True, device: str | None = None, progress: bool = True) -> dict:
     """Score a trained `run` (render the split, other camera views and optionally other `audio`) or any
     `prediction` video against a `target` video; writes metrics.json and report.html into `output` and returns the
     metrics (keys: `deltaplane.evaluation.keys`). Metrics needing weights are skipped, with the reason, unless
-    their files are given. With a prediction video, `audio` replaces its own audio for the sync score."""
+    their files are given. With a prediction video, `audio` replaces its own audio for the sync score. With a run,
+    each rendered view is also saved as `output/videos/NAME.mp4` (watermarked, labelled synthetic) unless `videos`
+    is off."""
     from deltaplane.evaluation.scoring import EvaluationConfig
 
     if (run is None) == (prediction is None and target is None) or (run is None and None in (prediction, target)):
         raise InputError("evaluate needs either a run directory or both --pred and --gt videos")
-    if min(identity_every, lpips_every) < 1:
-        raise InputError(f"--identity-every and --lpips-every must be at least 1, got {identity_every} and "
-                         f"{lpips_every}")
+    if min(identity_every, lpips_every, fid_every) < 1:
+        raise InputError(f"--identity-every, --lpips-every and --fid-every must be at least 1, got {identity_every}, "
+                         f"{lpips_every} and {fid_every}")
     config = EvaluationConfig(identity_every=identity_every, lpips_every=lpips_every,
                               lpips_weights=Path(lpips_weights) if lpips_weights else None,
-                              syncnet_v2=Path(syncnet_v2) if syncnet_v2 else None)
+                              syncnet_v2=Path(syncnet_v2) if syncnet_v2 else None,
+                              inception=Path(inception) if inception else None, fid_every=fid_every,
+                              arcface=Path(arcface) if arcface else None)
     if run is None:
         from deltaplane.evaluation.videos import evaluate_videos
 
@@ -140,7 +148,7 @@ def evaluate(output: str | Path, run: str | Path | None = None, prediction: str 
 
     return evaluate_run(Path(run), Path(output), config, _device(device), dataset=Path(dataset) if dataset else None,
                         split=split, audio=Path(audio) if audio else None, views=views or DEFAULT_VIEWS,
-                        progress=progress)
+                        progress=progress, save_videos=videos, video_tags=SYNTHETIC_TAGS)
 
 
 def run(video: str | Path, output: str | Path, audio: str | Path | None = None, preset: str | None = None,

@@ -1,5 +1,5 @@
 """`deltaplane evaluate RUN_DIR` on a tiny run trained for two steps on the synthetic subject: everything renders and
-runs, and every documented key is either a number or skipped with a reason."""
+runs, every documented key is either a number or skipped with a reason, and the rendered views are saved as mp4."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ import torch
 from deltaplane.audio.io import load_audio, write_wav
 from deltaplane.cli import main
 from deltaplane.data.dataset import load_clip
+from deltaplane.evaluation.run import evaluate_run
+from deltaplane.evaluation.scoring import EvaluationConfig
 from deltaplane.inference import load_run
+from deltaplane.media.video import probe_video, read_video_metadata
 from deltaplane.presets import get_preset
 from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.trainer import train
@@ -34,11 +37,13 @@ def _number_or_skipped(metrics: dict, key: str) -> bool:
     return (isinstance(value, (int, float)) and not math.isnan(value)) or bool(metrics["skipped"].get(key))
 
 
-def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, tmp_path: Path) -> None:
+def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, inception_file: Path, arcface_file: Path,
+                             tmp_path: Path) -> None:
     speech = tmp_path / "speech.wav"
     write_wav(speech, load_audio(synthetic_dataset / "audio.wav")[:2560])  # 4 frames of other audio: one batch
     main(["evaluate", str(tiny_run), "-o", str(tmp_path / "eval"), "--views", "dataset,yaw=+30",
-          "--audio", str(speech), "--device", "cpu", "--quiet"])
+          "--audio", str(speech), "--inception", str(inception_file), "--fid-every", "10",
+          "--arcface", str(arcface_file), "--device", "cpu", "--quiet"])
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["test/frames"] == 20 and metrics["test/width"] == 128  # the last 20 % of 100 frames, 128²
     for key in ("test/psnr", "test/ssim", "test/faces/missing_pred", "test/faces/missing_gt",
@@ -53,11 +58,30 @@ def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, tmp_path: 
     assert metrics["test/ssim"] == pytest.approx(during_training["test/ssim"], abs=0.005)
     for key in ("test/psnr_face", "test/lmd", "test/blink_error", "test/id_distance", "test/sync/correlation",
                 "test/gt/sync/correlation", "view/dataset/id_distance", "view/yaw+30/id_distance",
-                "view/yaw+30/sync/correlation", "cross/id_distance",
-                "cross/sync/correlation", "lpips", "sync/lse_c", "fid"):
+                "view/yaw+30/sync/correlation", "cross/id_distance", "cross/sync/correlation", "lpips",
+                "sync/lse_c", "test/id_arcface", "view/yaw+30/id_arcface", "cross/id_arcface"):
         assert _number_or_skipped(metrics, key), key
+    # FID of frames 0 and 10 of each render against the same frames of the split; the 4-frame cross render has one.
+    assert metrics["test/fid_frames"] == metrics["view/yaw+30/fid_frames"] == 2 and metrics["test/fid_every"] == 10
+    assert metrics["test/fid"] > 0 and metrics["view/dataset/fid"] == metrics["test/fid"]
+    assert metrics["view/yaw+30/fid"] > 0 and "needs at least 2" in metrics["skipped"]["cross/fid"]
     page = (tmp_path / "eval" / "report.html").read_text()
     assert "<td>yaw+30</td>" in page and page.count("data:image/") >= 4  # plots, strip rows, views
+    for name, num_frames in (("dataset", 20), ("yaw+30", 20), ("cross", 4)):
+        video = tmp_path / "eval" / "videos" / f"{name}.mp4"
+        info = probe_video(video)
+        assert info.has_audio and info.num_frames_estimate == num_frames and info.width == 128, name
+        assert "synthetic" in read_video_metadata(video)["comment"]
+        assert f'href="videos/{name.replace("+", "%2B")}.mp4"' in page
+    assert sorted(path.name for path in (tmp_path / "eval" / "videos").iterdir()) == [
+        "cross.mp4", "dataset.mp4", "yaw+30.mp4"]  # no temporary files left behind
+
+
+def test_no_videos_writes_none(tiny_run: Path, tmp_path: Path) -> None:
+    evaluate_run(tiny_run, tmp_path / "eval", EvaluationConfig(identity_every=100), torch.device("cpu"),
+                 views="dataset", save_videos=False)
+    assert (tmp_path / "eval" / "metrics.json").is_file() and not (tmp_path / "eval" / "videos").exists()
+    assert "Rendered videos" not in (tmp_path / "eval" / "report.html").read_text()
 
 
 def test_evaluate_needs_a_run_or_two_videos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,5 +1,6 @@
 """The evaluation building blocks on synthetic inputs: the fast pixel path agrees with the tensor reference, LMD
-follows spec §8, the sync search finds known offsets, view parsing, the SyncNet crop and the report."""
+follows spec §8, the sync search finds known offsets, view parsing, the SyncNet crop, FID sampling, the ArcFace
+identity score and the report."""
 
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
+import deltaplane.evaluation.fid as evaluation_fid
 from deltaplane.errors import InputError
 from deltaplane.evaluation.face import face_mask, mouth_landmark_distance, mouth_opening
+from deltaplane.evaluation.fid import InceptionSampler, fid_metrics
 from deltaplane.evaluation.keys import KEYS, describe
 from deltaplane.evaluation.pixels import frame_scores, ssim_map
 from deltaplane.evaluation.report import ReportData, render_html
 from deltaplane.evaluation.run import parse_views
+from deltaplane.evaluation.scoring import VideoTrack, identity_metrics
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope, syncnet_crop
+from deltaplane.metrics.fid import FIDInceptionV3, inception_features
 from deltaplane.metrics.image import psnr, ssim
 
 
@@ -147,3 +152,52 @@ def test_report_is_self_contained() -> None:
     assert "∞" in page and "no weights" in page and "<td>front</td>" in page
     assert len(re.findall(r'src="data:image/(?:png|jpeg);base64,', page)) == 3
     assert not re.search(r'(src|href)="(?!data:)', page)  # nothing is fetched when the page opens
+
+
+def test_inception_sampler_keeps_every_kth_frame_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(evaluation_fid, "FID_BATCH", 2)  # frames 0 and 2 in one pass, frame 4 at the end
+    model = FIDInceptionV3()
+    frames = [np.full((40, 30, 3), 40 * index, np.uint8) for index in range(5)]
+    sampler = InceptionSampler(model, every=2)
+    for frame in frames:
+        sampler.observe(frame)
+    features = sampler.finish()
+    assert features.shape == (3, 2048)
+    np.testing.assert_allclose(features, inception_features(model, frames[::2]), rtol=1e-4, atol=0)
+
+
+def test_fid_metrics_need_two_frames_per_video() -> None:
+    features = np.random.default_rng(0).normal(size=(3, 2048)).astype(np.float32)
+    metrics, skipped = fid_metrics(features, features[:2] + 1.0, every=5)
+    assert metrics["fid_frames"] == 2 and metrics["fid_every"] == 5 and metrics["fid"] > 0 and not skipped
+    metrics, skipped = fid_metrics(features, features[:1], every=5)
+    assert not metrics and "--fid-every" in skipped["fid"]
+    assert fid_metrics(None, features, every=5) == ({}, {})  # no Inception: skipped once, by load_experts
+
+
+def _track(descriptors: np.ndarray, arcface: np.ndarray | None) -> VideoTrack:
+    frames = descriptors.shape[0]
+    return VideoTrack(np.zeros((frames, 68, 2), np.float32), descriptors, arcface, None, None)
+
+
+def test_identity_metrics_average_arcface_cosines_over_frames_with_both_faces() -> None:
+    nan = np.full(512, np.nan, np.float32)
+    unit = np.eye(512, dtype=np.float32)
+    prediction = _track(np.zeros((3, 128), np.float32), np.stack([unit[0], unit[1], nan]))
+    # Frame 0: the same direction, scaled (a mean of embeddings is not unit length); frame 1: 60° apart.
+    reference = np.stack([3.0 * unit[0], 0.5 * unit[1] + math.sqrt(0.75) * unit[2], unit[2]])
+    metrics, skipped = identity_metrics(prediction, np.full((3, 128), 0.1, np.float32), reference, every=4)
+    assert metrics["id_arcface"] == pytest.approx((1.0 + 0.5) / 2) and not skipped
+    assert metrics["id_frames"] == 3 and metrics["id_every"] == 4
+    metrics, skipped = identity_metrics(prediction, np.full((3, 128), 0.1, np.float32), None, every=4)
+    assert "id_arcface" not in metrics and not skipped  # no ArcFace loaded: skipped once, by load_experts
+    missing = np.full((3, 512), np.nan, np.float32)
+    _, skipped = identity_metrics(prediction, np.full((3, 128), np.nan, np.float32), missing, every=4)
+    assert set(skipped) == {"id_distance", "id_arcface"}
+
+
+def test_report_links_the_rendered_videos() -> None:
+    _, target = _frames()
+    page = render_html(ReportData(title="t", inputs={}, metrics={}, skipped={}, views={"yaw+30": target},
+                                  videos={"yaw+30": "videos/yaw+30.mp4"}))
+    assert '<a href="videos/yaw%2B30.mp4">yaw+30</a>' in page

@@ -68,6 +68,9 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", choices=("auto", "reference", "fast"), default="auto",
                    help="rendering path: fp32 reference, or fast (bf16, compiled, CUDA graphs; ~1 min to compile); "
                         "auto = fast on CUDA for clips of 100 s or more")
+    p.add_argument("--attention", type=Path, metavar="DIR",
+                   help="also write the deltaplane's per-token attention maps (PNG sheets + attention.npz) here")
+    p.add_argument("--attention-every", type=int, default=25, metavar="K", help="maps of every K-th frame")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true")
 
@@ -126,12 +129,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                        description="Write metrics.json (flat keys; see deltaplane.evaluation.keys) and a "
                                    "self-contained report.html. With RUN: render the dataset split with its own "
                                    "audio and cameras and compare with its frames (test/...), render it from other "
-                                   "views (view/NAME/...) and optionally with other audio (cross/...). With --pred "
-                                   "and --gt: compare two videos. Metrics needing weights are skipped unless given.")
+                                   "views (view/NAME/...) and optionally with other audio (cross/...), saving each "
+                                   "rendered view as videos/NAME.mp4. With --pred and --gt: compare two videos. "
+                                   "Metrics needing weights are skipped unless given.")
     p.add_argument("run", type=Path, nargs="?", help="run directory made by `deltaplane train`")
     p.add_argument("--pred", type=Path, help="a video to score instead of a run (any system's output)")
     p.add_argument("--gt", type=Path, help="the ground-truth video for --pred")
-    p.add_argument("-o", "--output", type=Path, required=True, help="directory for metrics.json and report.html")
+    p.add_argument("-o", "--output", type=Path, required=True,
+                   help="directory for metrics.json, report.html and (with RUN) videos/")
     p.add_argument("--dataset", type=Path, help="dataset directory (default: the one the run was trained on)")
     p.add_argument("--split", default="test", help="dataset split to render and compare (default test)")
     p.add_argument("--audio", type=Path, help="with RUN: also render this speech (sync and identity scores); with "
@@ -144,6 +149,14 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lpips-every", type=int, default=1,
                    help="run LPIPS on every k-th frame (default 1; ~0.5-1 s per 512² frame on a 2-core CPU)")
     p.add_argument("--syncnet-v2", type=Path, help="syncnet_python's syncnet_v2.model for LSE-C/LSE-D")
+    p.add_argument("--inception", type=Path,
+                   help="pytorch-fid's pt_inception-2015-12-05-6726825d.pth for FID (never downloaded)")
+    p.add_argument("--fid-every", type=int, default=1,
+                   help="feed every k-th frame to the FID Inception network (default 1; ~0.15 s per frame on a 2-core "
+                        "CPU); FID is biased below ~2048 frames")
+    p.add_argument("--arcface", type=Path,
+                   help="insightface arcface_torch backbone.pth (IResNet 18/34/50/100) for id_arcface")
+    p.add_argument("--no-videos", action="store_true", help="with RUN: do not save the rendered views as mp4")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -172,12 +185,14 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "render":
         api.render(args.run, args.audio, args.output, camera=args.camera, depth=args.depth, neutral=args.neutral,
                    lip_smoothing=args.lip_smoothing, watermark=not args.no_watermark, device=args.device,
-                   progress=not args.quiet, engine=args.engine)
+                   progress=not args.quiet, engine=args.engine, attention=args.attention,
+                   attention_every=args.attention_every)
     elif args.command == "evaluate":
         api.evaluate(args.output, run=args.run, prediction=args.pred, target=args.gt, dataset=args.dataset,
                      split=args.split, audio=args.audio, views=args.views, identity_every=args.identity_every,
                      lpips_weights=args.lpips_weights, lpips_every=args.lpips_every, syncnet_v2=args.syncnet_v2,
-                     device=args.device, progress=not args.quiet)
+                     inception=args.inception, fid_every=args.fid_every, arcface=args.arcface,
+                     videos=not args.no_videos, device=args.device, progress=not args.quiet)
         print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.html'}")
     elif args.command == "detect":
         result = api.detect(args.video)

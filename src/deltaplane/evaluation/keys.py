@@ -2,10 +2,10 @@
 
 `deltaplane evaluate --pred A --gt B` writes the keys below as they are. `deltaplane evaluate RUN_DIR` writes them
 under prefixes: `test/` (the split rendered with its own audio and cameras, vs its frames), `view/NAME/` (the split's
-audio rendered from another camera: identity vs the split's frames, sync, faces), `cross/` (the run driven by
---audio; identity vs the mean descriptor of the split's frames). A metric that could not be computed is absent and
-listed under `skipped` with the reason, never given as a number. PSNR of identical frames is `Infinity` (JSON
-extension that Python's json module reads and writes).
+audio rendered from another camera: identity and FID vs the split's frames, sync, faces), `cross/` (the run driven
+by --audio; identity vs the mean embedding of the split's frames, FID vs them). A metric that could not be computed
+is absent and listed under `skipped` with the reason, never given as a number. PSNR of identical frames is
+`Infinity` (JSON extension that Python's json module reads and writes).
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "id_same_person": ("↑", "fraction of sampled frames with a descriptor distance below 0.6"),
     "id_frames": ("", "sampled frames with a face in both videos"),
     "id_every": ("", "the identity descriptor runs on every k-th frame (about 95 ms per face on one core)"),
+    "id_arcface": ("↑", "ArcFace cosine similarity (arcface_torch IResNet, user-given weights) of 5-point-aligned "
+                        "112² faces, sampled frames as id_distance"),
     "faces/missing_pred": ("↓", "frames of the prediction where no face was found"),
     "faces/missing_gt": ("", "frames of the ground truth where no face was found"),
     "faces/missing": ("↓", "frames of this render where no face was found"),
@@ -38,7 +40,10 @@ KEYS: dict[str, tuple[str, str]] = {
     "sync/lse_offset_frames": ("→0", "SyncNet's best audio-video offset in frames"),
     "gt/sync/correlation": ("", "the landmark sync score of the ground truth with its own audio (reference)"),
     "gt/sync/offset_frames": ("", "the ground truth's best offset (reference)"),
-    "fid": ("↓", "Fréchet Inception distance (not implemented in this version)"),
+    "fid": ("↓", "Fréchet Inception distance (clean-fid's Inception-v3 features, user-given weights) of the sampled "
+                 "frames vs the ground truth's; biased upwards below ~2048 frames: compare only runs scored alike"),
+    "fid_frames": ("", "sampled frames per video in the FID (the smaller of the two sets)"),
+    "fid_every": ("", "the Inception network runs on every k-th frame (~0.15 s per frame on a 2-core CPU)"),
 }
 
 

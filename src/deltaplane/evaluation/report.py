@@ -1,5 +1,5 @@
 """A self-contained report.html: metric tables, per-frame plots (base64 PNG from matplotlib) and image strips
-(base64 JPEG). Nothing is fetched when it opens."""
+(base64 JPEG). Nothing is fetched when it opens; the rendered videos beside it are plain links."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import base64
 import html
 import io
 import math
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +21,8 @@ from deltaplane.evaluation.keys import describe
 
 STRIP_HEIGHT = 256
 """Images in the strips are shown at this height."""
-VIEW_COLUMNS = ("id_distance", "id_same_person", "sync/correlation", "sync/offset_frames", "faces/missing",
-                "sync/lse_c", "sync/lse_d")
+VIEW_COLUMNS = ("id_distance", "id_same_person", "id_arcface", "fid", "sync/correlation", "sync/offset_frames",
+                "faces/missing", "sync/lse_c", "sync/lse_d")
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -46,6 +47,8 @@ class ReportData:
     """(frame index, GT, render, error map) rows."""
     views: dict[str, UInt8[ndarray, "H W 3"]] = field(default_factory=dict)
     """One rendered frame per camera view."""
+    videos: dict[str, str] = field(default_factory=dict)
+    """Rendered videos by name, as paths relative to the report (linked, not embedded)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -134,6 +137,10 @@ def render_html(report: ReportData) -> str:
         row = np.concatenate([cv2.resize(image, (STRIP_HEIGHT, STRIP_HEIGHT)) for image in report.views.values()], 1)
         parts.append(f"<h2>Views (middle frame)</h2><figure>{_jpeg(row)}<figcaption>"
                      f"{html.escape(' | '.join(report.views))}</figcaption></figure>")
+    if report.videos:
+        links = "".join(f'<li><a href="{html.escape(urllib.parse.quote(path))}">{html.escape(name)}</a></li>'
+                        for name, path in report.videos.items())
+        parts.append(f"<h2>Rendered videos</h2><ul>{links}</ul>")
     parts.append("</body></html>\n")
     return "".join(parts)
 

@@ -1,35 +1,45 @@
 """`deltaplane evaluate RUN_DIR`: render a dataset split with its own audio and cameras and score it against its
-frames (`test/…`), render the same audio from other cameras (`view/NAME/…`: identity vs the split's frames, sync),
-and optionally render other audio (`cross/…`: sync, identity vs the split's mean face descriptor)."""
+frames (`test/…`), render the same audio from other cameras (`view/NAME/…`: identity and FID vs the split's frames,
+sync), and optionally render other audio (`cross/…`: sync, identity vs the split's mean face descriptor, FID).
+Each rendered view is saved as it streams past, as `videos/NAME.mp4` with its audio (watermarked and labelled
+synthetic like `deltaplane render`'s output; the scores use the unmarked frames)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from jaxtyping import Float
 from numpy import ndarray
 
+from deltaplane import watermark
 from deltaplane.audio.features import SAMPLE_RATE
 from deltaplane.audio.io import load_audio
 from deltaplane.data.dataset import audio_context, load_clip
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.errors import InputError
 from deltaplane.evaluation.face import IdentityEmbedder
+from deltaplane.evaluation.fid import fid_metrics
 from deltaplane.evaluation.report import ReportData
-from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, FaceTrack, PairResult, identity_distances,
-                                           identity_metrics, load_experts, observe_video, pair_metrics, prefixed,
-                                           score_pair, sync_metrics)
+from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, PairResult, VideoTrack, identity_metrics,
+                                           load_experts, observe_video, pair_metrics, prefixed, score_pair,
+                                           sync_metrics)
 from deltaplane.evaluation.videos import notes, write_outputs
 from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, render_clip,
                                   to_uint8)
-from deltaplane.media.video import output_frame_count
+from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.structs import Conditions
 
 DEFAULT_VIEWS = "dataset,front,yaw=±30,pitch=±20,spiral"
+VIDEOS_DIR = "videos"
+"""Rendered views are saved as METRICS_DIR/videos/NAME.mp4: `dataset` (the split), the other views, `cross`."""
 _ANGLE_VIEW = re.compile(r"^(?P<axis>yaw|pitch)=(?P<sign>±|\+-|[-+]?)(?P<degrees>\d+(\.\d*)?)$")
 
 
@@ -52,14 +62,37 @@ def parse_views(spec: str) -> dict[str, str]:
     return views
 
 
+@dataclass(frozen=True)
+class SavedVideos:
+    """Where the rendered views are written, and the container tags they carry."""
+
+    directory: Path
+    """METRICS_DIR/videos."""
+    tags: dict[str, str]
+    """mp4 container tags (`deltaplane.api` labels every output synthetic)."""
+
+    def writer(self, name: str, fps: float, audio: Float[ndarray, " samples"]) -> VideoWriter:
+        """An H.264 + AAC writer for view `name`; the file appears when its `with` block ends without error."""
+        return VideoWriter(self.directory / f"{name}.mp4", fps, audio=audio,
+                           metadata=dict(self.tags, title=f"deltaplane evaluation ({name})"))
+
+
+def _writer(videos: SavedVideos | None, name: str, fps: float,
+            audio: ndarray) -> AbstractContextManager[VideoWriter | None]:
+    return contextlib.nullcontext() if videos is None else videos.writer(name, fps, audio)
+
+
 def _rendered(model: TriplaneTalker, conditions: Conditions, cam2world: torch.Tensor,
-              keep: dict[str, ndarray], name: str) -> Iterator[ndarray]:
-    """Rendered uint8 frames; the middle one is kept in `keep[name]` for the report."""
+              keep: dict[str, ndarray], name: str, writer: VideoWriter | None) -> Iterator[ndarray]:
+    """Rendered uint8 frames, each also encoded into `writer` (watermarked) as it is yielded; the middle one is kept
+    in `keep[name]` for the report."""
     middle = cam2world.shape[0] // 2
     for index, (rgb, _) in enumerate(render_clip(model, conditions, cam2world)):
         frame = to_uint8(rgb)
         if index == middle:
             keep[name] = frame
+        if writer is not None:
+            writer.write(watermark.embed(frame))
         yield frame
 
 
@@ -70,63 +103,77 @@ def _split_audio(dataset: Path, indices: Iterable[int], fps: float) -> ndarray:
     return np.concatenate([samples[round(index * hop):round((index + 1) * hop)] for index in indices])
 
 
-def _view_metrics(track: FaceTrack, target: FaceTrack, samples: ndarray, fps: float, config: EvaluationConfig,
-                  experts: Experts) -> tuple[dict, dict]:
-    metrics, skipped = identity_metrics(identity_distances(track, target.embeddings), config.identity_every)
-    found, reasons = sync_metrics(track, samples, fps, config, experts.syncnet)
-    metrics.update(found, **{"faces/missing": int((~track.found).sum())})
-    skipped.update(reasons)
+def _mean_rows(rows: Float[ndarray, "frames dim"] | None, num_frames: int) -> Float[ndarray, "frames dim"] | None:
+    """The mean of the finite rows, repeated for `num_frames` frames (NaN rows when there is none)."""
+    if rows is None:
+        return None
+    known = rows[np.isfinite(rows).all(1)]
+    mean = known.mean(0) if known.shape[0] else np.full(rows.shape[1], np.nan, np.float32)
+    return np.broadcast_to(mean, (num_frames, rows.shape[1]))
+
+
+def _unpaired_metrics(track: VideoTrack, target: VideoTrack, samples: ndarray, fps: float, config: EvaluationConfig,
+                      experts: Experts, mean_identity: bool = False) -> tuple[dict, dict]:
+    """A render without a frame-by-frame ground truth: identity against the split's frames (frame by frame, or
+    their mean descriptor when the audio differs), FID against them, sync, and frames without a face."""
+    num_frames = track.landmarks.shape[0]
+    descriptors, arcface = target.embeddings, target.arcface
+    if mean_identity:
+        descriptors, arcface = _mean_rows(descriptors, num_frames), _mean_rows(arcface, num_frames)
+    metrics, skipped = identity_metrics(track, descriptors, arcface, config.identity_every)
+    for found, reasons in (fid_metrics(track.inception, target.inception, config.fid_every),
+                           sync_metrics(track, samples, fps, config, experts.syncnet)):
+        metrics.update(found)
+        skipped.update(reasons)
+    metrics["faces/missing"] = int((~track.found).sum())
     return metrics, skipped
 
 
-def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, audio: Path, fps: float, target: FaceTrack,
+def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, audio: Path, fps: float, target: VideoTrack,
                    config: EvaluationConfig, experts: Experts, embedder: IdentityEmbedder, keep: dict[str, ndarray],
-                   progress: bool) -> tuple[dict, dict]:
-    """The run driven by other audio with the training video's tokens and cameras: sync, and identity against the
-    mean descriptor of the split's frames."""
+                   videos: SavedVideos | None, progress: bool) -> tuple[dict, dict]:
+    """The run driven by other audio with the training video's tokens and cameras: sync, identity against the mean
+    descriptor of the split's frames, FID against them."""
     samples = load_audio(audio)
     num_frames = output_frame_count(samples.shape[0] / SAMPLE_RATE, fps)
     if num_frames < 1:
         raise InputError(f"{audio} is too short to render a frame")
     conditions, _ = driving_conditions(audio_windows(run_config, samples, num_frames, fps), driving, neutral=False)
-    frames = _rendered(model, conditions, camera_path("dataset", num_frames, driving), keep, "cross")
-    track = observe_video(frames, num_frames, config, experts, embedder, progress, desc="cross audio")
-    known = target.embeddings[np.isfinite(target.embeddings).all(1)]
-    if not known.shape[0]:
-        metrics, skipped = {}, {"id_distance": "no face in the ground-truth frames"}
-    else:
-        reference = np.broadcast_to(known.mean(0), track.embeddings.shape)
-        metrics, skipped = identity_metrics(identity_distances(track, reference), config.identity_every)
-    found, reasons = sync_metrics(track, samples, fps, config, experts.syncnet)
-    metrics.update(found, **{"faces/missing": int((~track.found).sum())})
-    skipped.update(reasons)
-    return metrics, skipped
+    with _writer(videos, "cross", fps, samples) as writer:
+        frames = _rendered(model, conditions, camera_path("dataset", num_frames, driving), keep, "cross", writer)
+        track = observe_video(frames, num_frames, config, experts, embedder, progress, desc="cross audio")
+    return _unpaired_metrics(track, target, samples, fps, config, experts, mean_identity=True)
 
 
 def _score_split(model: TriplaneTalker, dataset: Path, split: str, config: EvaluationConfig, experts: Experts,
-                 embedder: IdentityEmbedder, keep: dict[str, ndarray], progress: bool
+                 embedder: IdentityEmbedder, keep: dict[str, ndarray], videos: SavedVideos | None, progress: bool
                  ) -> tuple[PairResult, Conditions, ndarray, float]:
     """Render the split with its own audio windows, tokens and cameras and score it against its frames."""
     manifest, clip = load_clip(dataset, split, size=model.config.output_resolution)
+    samples = _split_audio(dataset, clip.indices.tolist(), manifest.fps)
     conditions = Conditions(audio=audio_context(clip.audio_features, clip.indices), eye=clip.eye,
                             angles=clip.angles, landmarks=clip.landmarks)
-    rendered = _rendered(model, conditions, clip.cam2world, keep, "dataset")
-    targets = (frame.permute(1, 2, 0).numpy() for frame in clip.frames)
-    result = score_pair(rendered, targets, len(clip), config, experts, embedder, progress, desc=f"{split} split")
-    return result, conditions, _split_audio(dataset, clip.indices.tolist(), manifest.fps), manifest.fps
+    with _writer(videos, "dataset", manifest.fps, samples) as writer:
+        rendered = _rendered(model, conditions, clip.cam2world, keep, "dataset", writer)
+        targets = (frame.permute(1, 2, 0).numpy() for frame in clip.frames)
+        result = score_pair(rendered, targets, len(clip), config, experts, embedder, progress, desc=f"{split} split")
+    return result, conditions, samples, manifest.fps
 
 
 def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, device: torch.device,
                  dataset: Path | None = None, split: str = "test", audio: Path | None = None,
-                 views: str = DEFAULT_VIEWS, progress: bool = False) -> dict:
-    """Render and score a trained run; writes metrics.json and report.html into `output_dir`."""
+                 views: str = DEFAULT_VIEWS, progress: bool = False, save_videos: bool = True,
+                 video_tags: dict[str, str] | None = None) -> dict:
+    """Render and score a trained run; writes metrics.json, report.html and (unless `save_videos` is off)
+    videos/NAME.mp4 into `output_dir`."""
     view_cameras = parse_views(views)
     model, run_config, driving = load_run(run_dir, device)
     dataset = Path(dataset or run_config["dataset"])
     experts = load_experts(config, device)
     embedder = IdentityEmbedder()
+    videos = SavedVideos(Path(output_dir) / VIDEOS_DIR, dict(video_tags or {})) if save_videos else None
     keep: dict[str, ndarray] = {}  # one rendered frame per view for the report
-    result, conditions, samples, fps = _score_split(model, dataset, split, config, experts, embedder, keep,
+    result, conditions, samples, fps = _score_split(model, dataset, split, config, experts, embedder, keep, videos,
                                                     progress)
     found, skipped = pair_metrics(result, config)
     size = model.config.output_resolution
@@ -140,14 +187,15 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
         track = result.prediction
         if camera != "dataset":
             cam2world = camera_path(camera, len(result.per_frame["psnr"]), driving)
-            track = observe_video(_rendered(model, conditions, cam2world, keep, name), cam2world.shape[0], config,
-                                  experts, embedder, progress, desc=f"view {name}")
-        found, reasons = _view_metrics(track, result.target, samples, fps, config, experts)
+            with _writer(videos, name, fps, samples) as writer:
+                track = observe_video(_rendered(model, conditions, cam2world, keep, name, writer),
+                                      cam2world.shape[0], config, experts, embedder, progress, desc=f"view {name}")
+        found, reasons = _unpaired_metrics(track, result.target, samples, fps, config, experts)
         metrics.update(prefixed(f"view/{name}/", found))
         skipped.update(prefixed(f"view/{name}/", reasons))
     if audio is not None:
         found, reasons = _cross_metrics(model, run_config, driving, Path(audio), fps, result.target, config,
-                                        experts, embedder, keep, progress)
+                                        experts, embedder, keep, videos, progress)
         metrics.update(prefixed("cross/", found))
         skipped.update(prefixed("cross/", reasons))
     skipped.update(experts.skipped)
@@ -157,5 +205,6 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
                         metrics=metrics, skipped=skipped,
                         series={f"{split}/{name}": result.per_frame[name] for name in ("psnr", "psnr_face", "lmd")},
                         strip=result.strip, views=keep,
+                        videos={} if videos is None else {name: f"{VIDEOS_DIR}/{name}.mp4" for name in keep},
                         notes=[*notes(config), "Unprefixed skipped keys apply to every prefix."])
     return write_outputs(output_dir, metrics, skipped, report)

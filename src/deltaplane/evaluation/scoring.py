@@ -1,5 +1,5 @@
-"""Stream frames through the face tracker, the identity embedder and the pixel metrics, and summarise them as flat
-metric dictionaries (keys documented in `deltaplane.evaluation.keys`)."""
+"""Stream frames through the face tracker, the identity embedders, the Inception sampler and the pixel metrics, and
+summarise them as flat metric dictionaries (keys documented in `deltaplane.evaluation.keys`)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,12 @@ from tqdm import tqdm
 
 from deltaplane.evaluation.face import (SAME_PERSON_THRESHOLD, IdentityEmbedder, face_mask, mouth_landmark_distance,
                                         mouth_opening)
+from deltaplane.evaluation.fid import InceptionSampler, fid_metrics
 from deltaplane.evaluation.pixels import SsimWorkspace, error_map, frame_scores, lpips_distance
 from deltaplane.evaluation.sync import MIN_SYNC_FRAMES, landmark_sync, speech_envelope, syncnet_crop
 from deltaplane.errors import InputError
+from deltaplane.metrics.arcface import EMBEDDING_DIM, IResNet, align_face, arcface_embeddings, load_arcface
+from deltaplane.metrics.fid import FIDInceptionV3, load_inception
 from deltaplane.metrics.lpips import LPIPS
 from deltaplane.metrics.syncnet import VIDEO_FPS, SyncNetV2, lse_scores
 from deltaplane.preprocess.landmarks import FaceTracker, eye_openness
@@ -42,6 +45,12 @@ class EvaluationConfig:
     """LPIPS runs on every k-th frame (AlexNet on a 512² pair takes ~0.5–1 s on a 2-core CPU)."""
     syncnet_v2: Path | None = None
     """syncnet_python's `syncnet_v2.model`; without it LSE-C / LSE-D are skipped."""
+    inception: Path | None = None
+    """pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`; without it FID is skipped."""
+    fid_every: int = 1
+    """FID takes the Inception features of every k-th frame (~0.15 s per frame at 299² on a 2-core CPU)."""
+    arcface: Path | None = None
+    """An insightface arcface_torch `backbone.pth` (IResNet 18/34/50/100); without it id_arcface is skipped."""
 
 
 @dataclass(frozen=True)
@@ -50,13 +59,16 @@ class Experts:
 
     lpips: LPIPS | None
     syncnet: SyncNetV2 | None
+    inception: FIDInceptionV3 | None
+    arcface: IResNet | None
     skipped: dict[str, str]
 
 
 def load_experts(config: EvaluationConfig, device: torch.device) -> Experts:
-    """Load LPIPS / SyncNet v2 from the given paths (a given path that cannot be loaded is an error)."""
-    skipped = {"fid": "not implemented in this version"}
-    lpips = syncnet = None
+    """Load LPIPS / SyncNet v2 / FID Inception / ArcFace from the given paths (a given path that cannot be loaded is
+    an error)."""
+    skipped: dict[str, str] = {}
+    lpips = syncnet = inception = arcface = None
     if config.lpips_weights is None:
         skipped["lpips"] = "no LPIPS weights given (--lpips-weights)"
     else:
@@ -70,18 +82,31 @@ def load_experts(config: EvaluationConfig, device: torch.device) -> Experts:
         from deltaplane.metrics.syncnet import load_syncnet_v2
 
         syncnet = load_syncnet_v2(config.syncnet_v2).to(device)
-    return Experts(lpips, syncnet, skipped)
+    if config.inception is None:
+        skipped["fid"] = "no Inception weights given (--inception pt_inception-2015-12-05-6726825d.pth)"
+    else:
+        inception = load_inception(config.inception).to(device)
+    if config.arcface is None:
+        skipped["id_arcface"] = "no ArcFace weights given (--arcface backbone.pth)"
+    else:
+        arcface = load_arcface(config.arcface).to(device)
+    return Experts(lpips, syncnet, inception, arcface, skipped)
 
 
 @dataclass(frozen=True)
-class FaceTrack:
-    """What the face tracker saw in each frame of one video; NaN rows where there was no face."""
+class VideoTrack:
+    """What the evaluation kept of one video: per-frame face observations (NaN rows where there was no face) and
+    Inception features of the sampled frames."""
 
     landmarks: Float[ndarray, "frames 68 2"]
     embeddings: Float[ndarray, "frames 128"]
     """dlib identity descriptors on every `identity_every`-th frame; NaN on the others."""
+    arcface: Float[ndarray, "frames 512"] | None
+    """Unit ArcFace embeddings on the same frames as `embeddings` (NaN on the others), when an ArcFace is loaded."""
     crops: UInt8[ndarray, "frames 224 224 3"] | None
     """SyncNet face crops, when a SyncNet is loaded."""
+    inception: Float[ndarray, "samples 2048"] | None
+    """Inception pool features of every `fid_every`-th frame, when an Inception is loaded."""
 
     @property
     def found(self) -> np.ndarray:
@@ -92,14 +117,19 @@ class FaceTrack:
         return np.array([measure(points) if ok else math.nan for points, ok in zip(self.landmarks, self.found)])
 
 
-class FaceObserver:
-    """Tracks one video frame by frame and keeps landmarks, identity descriptors and (optionally) SyncNet crops."""
+class VideoObserver:
+    """Tracks one video frame by frame and keeps landmarks, identity embeddings and, with the experts loaded,
+    SyncNet crops and Inception features."""
 
-    def __init__(self, embedder: IdentityEmbedder, identity_every: int, keep_crops: bool) -> None:
+    def __init__(self, embedder: IdentityEmbedder, config: EvaluationConfig, experts: Experts,
+                 keep_crops: bool) -> None:
         self._tracker = FaceTracker()
-        self._embedder, self._identity_every, self._keep_crops = embedder, identity_every, keep_crops
+        self._embedder, self._identity_every, self._keep_crops = embedder, config.identity_every, keep_crops
+        self._arcface_model = experts.arcface
+        self._inception = None if experts.inception is None else InceptionSampler(experts.inception, config.fid_every)
         self._landmarks: list[ndarray] = []
         self._embeddings: list[ndarray] = []
+        self._arcface: list[ndarray] = []
         self._crops: list[ndarray] = []
         self._last_box: ndarray | None = None
 
@@ -110,9 +140,15 @@ class FaceObserver:
         nan = np.full((68, 2), np.nan, np.float32)
         self._landmarks.append(nan if observation is None else observation.landmarks68)
         embedding = np.full(128, np.nan, np.float32)
+        arcface = np.full(EMBEDDING_DIM, np.nan, np.float32)
         if observation is not None and index % self._identity_every == 0:
             embedding = self._embedder.embed(rgb, observation.mesh)
+            if self._arcface_model is not None:
+                arcface = arcface_embeddings(self._arcface_model, align_face(rgb, observation.landmarks68)[None])[0]
         self._embeddings.append(embedding)
+        self._arcface.append(arcface)
+        if self._inception is not None:
+            self._inception.observe(rgb)
         if observation is not None:
             self._last_box = observation.box
         if self._keep_crops:  # without a face: the last box seen, or the whole frame
@@ -120,11 +156,13 @@ class FaceObserver:
             self._crops.append(syncnet_crop(rgb, whole if self._last_box is None else self._last_box))
         return None if observation is None else observation.landmarks68
 
-    def finish(self) -> FaceTrack:
-        return FaceTrack(np.stack(self._landmarks), np.stack(self._embeddings),
-                         np.stack(self._crops) if self._keep_crops else None)
+    def finish(self) -> VideoTrack:
+        return VideoTrack(np.stack(self._landmarks), np.stack(self._embeddings),
+                          np.stack(self._arcface) if self._arcface_model is not None else None,
+                          np.stack(self._crops) if self._keep_crops else None,
+                          None if self._inception is None else self._inception.finish())
 
-    def __enter__(self) -> FaceObserver:
+    def __enter__(self) -> VideoObserver:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
@@ -136,8 +174,8 @@ class FaceObserver:
 class PairResult:
     """Per-frame results of a prediction scored against its ground truth."""
 
-    prediction: FaceTrack
-    target: FaceTrack
+    prediction: VideoTrack
+    target: VideoTrack
     per_frame: dict[str, Float[ndarray, " frames"]]
     strip: list[tuple[int, ndarray, ndarray, ndarray]]
     """(frame index, GT, prediction, error map) for the report."""
@@ -158,8 +196,8 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
         series["lpips"] = []
     strip = []
     workspace: SsimWorkspace | None = None
-    with (FaceObserver(embedder, config.identity_every, experts.syncnet is not None) as predicted,
-          FaceObserver(embedder, config.identity_every, False) as truth):
+    with (VideoObserver(embedder, config, experts, keep_crops=experts.syncnet is not None) as predicted,
+          VideoObserver(embedder, config, experts, keep_crops=False) as truth):
         pairs = tqdm(zip(predictions, targets), total=num_frames, disable=not progress, desc=desc, unit="frame")
         for index, (prediction, target) in enumerate(pairs):
             if prediction.shape != target.shape:
@@ -182,9 +220,9 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
 
 
 def observe_video(frames: Iterable[ndarray], num_frames: int, config: EvaluationConfig, experts: Experts,
-                  embedder: IdentityEmbedder, progress: bool = False, desc: str = "track") -> FaceTrack:
+                  embedder: IdentityEmbedder, progress: bool = False, desc: str = "track") -> VideoTrack:
     """Track one video without a ground truth (other camera views, other audio)."""
-    with FaceObserver(embedder, config.identity_every, experts.syncnet is not None) as observer:
+    with VideoObserver(embedder, config, experts, keep_crops=experts.syncnet is not None) as observer:
         for frame in tqdm(frames, total=num_frames, disable=not progress, desc=desc, unit="frame"):
             observer.observe(frame)
         return observer.finish()
@@ -195,19 +233,31 @@ def _mean(values: ndarray) -> float | None:
     return float(finite.mean()) if finite.size else None
 
 
-def identity_distances(prediction: FaceTrack, reference: Float[ndarray, "frames 128"]) -> Float[ndarray, " frames"]:
-    """Euclidean descriptor distance per frame to `reference` (one row per frame; NaN where either is missing)."""
-    count = min(prediction.embeddings.shape[0], reference.shape[0])
-    return np.linalg.norm(prediction.embeddings[:count] - reference[:count], axis=1)
-
-
-def identity_metrics(distances: Float[ndarray, " frames"], every: int) -> tuple[dict, dict]:
-    """id_distance, id_same_person (fraction under dlib's 0.6), id_frames, id_every."""
+def identity_metrics(prediction: VideoTrack, descriptors: Float[ndarray, "frames 128"],
+                     arcface: Float[ndarray, "frames 512"] | None, every: int) -> tuple[dict, dict]:
+    """id_distance (dlib descriptor distance), id_same_person (fraction under dlib's 0.6), id_frames, id_every and,
+    with ArcFace embeddings on both sides, id_arcface (mean cosine similarity) of the prediction's sampled frames
+    against reference rows (one per frame; NaN rows are left out)."""
+    count = min(prediction.embeddings.shape[0], descriptors.shape[0])
+    distances = np.linalg.norm(prediction.embeddings[:count] - descriptors[:count], axis=1)
     finite = distances[np.isfinite(distances)]
+    reason = "no frame with a face in both videos among the sampled frames"
     if not finite.size:
-        return {}, {"id_distance": "no frame with a face in both videos among the sampled frames"}
-    return {"id_distance": float(finite.mean()), "id_same_person": float((finite < SAME_PERSON_THRESHOLD).mean()),
-            "id_frames": int(finite.size), "id_every": every}, {}
+        metrics, skipped = {}, {"id_distance": reason}
+    else:
+        metrics = {"id_distance": float(finite.mean()),
+                   "id_same_person": float((finite < SAME_PERSON_THRESHOLD).mean()),
+                   "id_frames": int(finite.size), "id_every": every}
+        skipped = {}
+    if prediction.arcface is not None and arcface is not None:
+        reference = arcface[:count] / np.linalg.norm(arcface[:count], axis=1, keepdims=True)
+        similarities = (prediction.arcface[:count] * reference).sum(1)  # both unit length: cosine similarity
+        finite = similarities[np.isfinite(similarities)]
+        if finite.size:
+            metrics["id_arcface"] = float(finite.mean())
+        else:
+            skipped["id_arcface"] = reason
+    return metrics, skipped
 
 
 def pair_metrics(result: PairResult, config: EvaluationConfig) -> tuple[dict, dict]:
@@ -228,16 +278,17 @@ def pair_metrics(result: PairResult, config: EvaluationConfig) -> tuple[dict, di
         skipped["blink_error"] = "no frame with a face in both videos"
     else:
         metrics["blink_error"] = blink_error
-    identity, reasons = identity_metrics(identity_distances(result.prediction, result.target.embeddings),
-                                         config.identity_every)
-    metrics.update(identity)
-    skipped.update(reasons)
+    for found, reasons in (identity_metrics(result.prediction, result.target.embeddings, result.target.arcface,
+                                            config.identity_every),
+                           fid_metrics(result.prediction.inception, result.target.inception, config.fid_every)):
+        metrics.update(found)
+        skipped.update(reasons)
     metrics["faces/missing_pred"] = int((~result.prediction.found).sum())
     metrics["faces/missing_gt"] = int((~result.target.found).sum())
     return metrics, skipped
 
 
-def sync_metrics(track: FaceTrack, samples: Float[ndarray, " samples"] | None, fps: float,
+def sync_metrics(track: VideoTrack, samples: Float[ndarray, " samples"] | None, fps: float,
                  config: EvaluationConfig, syncnet: SyncNetV2 | None) -> tuple[dict, dict]:
     """sync/correlation and sync/offset_frames (landmarks vs speech envelope), and LSE-C/D with a SyncNet."""
     if samples is None:

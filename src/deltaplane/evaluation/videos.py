@@ -29,7 +29,9 @@ def notes(config: EvaluationConfig) -> list[str]:
             "Landmark sync: inner-lip opening vs the 1–4 kHz speech envelope, best offset within "
             f"±{config.max_sync_offset} frames; a positive offset means the mouth lags the sound.",
             "LMD: mouth points 48–67 (dlib 68-point layout), each set mean-centred per frame, in pixels of a "
-            "512-wide frame (Talk3D's protocol, spec §8)."]
+            "512-wide frame (Talk3D's protocol, spec §8).",
+            "FID: clean-fid's Inception-v3 features of every k-th frame (k = fid_every); below about 2048 frames "
+            "it is biased upwards, so compare only runs scored with the same frames and sampling."]
 
 
 def write_outputs(output_dir: Path, metrics: dict, skipped: dict[str, str], report: ReportData) -> dict:
