@@ -68,3 +68,20 @@ def synthetic_dataset(synthetic_clip: Path, tmp_path_factory: pytest.TempPathFac
 
     return api.preprocess(synthetic_clip, tmp_path_factory.mktemp("synthetic-ds") / "ds", size=128,
                           test_fraction=0.2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny-preset run trained for 2 steps on CPU on the synthetic dataset (rendering, bench and evaluation)."""
+    import dataclasses
+
+    import torch
+
+    from deltaplane.presets import get_preset
+    from deltaplane.training.trainer import train
+
+    model_config, train_config = get_preset("tiny")
+    train_config = dataclasses.replace(train_config, steps=2, eval_every=0, sample_every=1000)
+    run_dir = tmp_path_factory.mktemp("tiny-run") / "run"
+    train(synthetic_dataset, run_dir, model_config, train_config, "tiny", torch.device("cpu"), progress=False)
+    return run_dir

@@ -24,7 +24,6 @@ from deltaplane.inference import render_clip
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions
-from deltaplane.training.trainer import train
 
 CPU = torch.device("cpu")
 
@@ -209,20 +208,6 @@ def test_cuda_fast_path_matches_the_reference_within_bf16() -> None:
     assert renderer.captured
     _assert_within_bf16(rgb, rgb_ref)
     assert (depth - depth_ref).abs().median() < 0.01
-
-
-@pytest.fixture(scope="module")
-def tiny_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny-preset run trained for 2 steps on CPU."""
-    if importlib.util.find_spec("deltaplane.synthetic") is not None:
-        dataset = request.getfixturevalue("synthetic_dataset")
-    else:
-        clip = request.getfixturevalue("clip_excerpt")("katie_8s.mp4", 3.0)
-        dataset = api.preprocess(clip, tmp_path_factory.mktemp("katie") / "dataset", size=128, progress=False)
-    model_config, train_config = get_preset("tiny")
-    run_dir = tmp_path_factory.mktemp("bench") / "run"
-    train(dataset, run_dir, model_config, dataclasses.replace(train_config, steps=2), "tiny", CPU, progress=False)
-    return run_dir
 
 
 def test_bench_cli_runs_both_paths_side_by_side(tiny_run: Path, tmp_path: Path,

@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from deltaplane.errors import InputError, MissingDependencyError
+from deltaplane.errors import InputError
 from deltaplane.metrics.arcface import (ARCFACE_TEMPLATE, IResNet, align_face, alignment_matrix, arcface_embeddings,
                                         five_points, load_arcface)
+from weight_checks import assert_rejects_missing_and_corrupt
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +72,7 @@ def test_the_same_crop_has_cosine_one_and_another_less(iresnet18: IResNet) -> No
 
 
 def test_missing_wrong_and_corrupt_files(iresnet18: IResNet, tmp_path: Path) -> None:
-    with pytest.raises(MissingDependencyError, match="not found"):
-        load_arcface(tmp_path / "nowhere.pth")
-    corrupt = tmp_path / "corrupt.pth"
-    corrupt.write_bytes(b"not a checkpoint" * 8)
-    with pytest.raises(InputError, match="cannot read"):
-        load_arcface(corrupt)
+    assert_rejects_missing_and_corrupt(load_arcface, tmp_path)
     state = dict(iresnet18.state_dict())
     state["layer1.2.conv1.weight"] = state["layer1.1.conv1.weight"]  # three blocks in the first stage: no such net
     torch.save(state, tmp_path / "odd.pth")

@@ -10,10 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from deltaplane.errors import InputError, MissingDependencyError
+from deltaplane.errors import InputError
 from deltaplane.metrics.fid import (FIDInceptionV3, feature_statistics, fid_from_features, frechet_distance,
                                     inception_features, load_inception, resize_for_inception)
 from deltaplane.metrics.lpips import LPIPS
+from weight_checks import assert_rejects_missing_and_corrupt
 
 
 def _random_inception(seed: int) -> FIDInceptionV3:
@@ -114,12 +115,7 @@ def test_resize_is_clean_fid_antialiased_bicubic() -> None:
 
 
 def test_missing_wrong_and_corrupt_files(tmp_path: Path) -> None:
-    with pytest.raises(MissingDependencyError, match="not found"):
-        load_inception(tmp_path / "nowhere.pth")
-    corrupt = tmp_path / "corrupt.pth"
-    corrupt.write_bytes(b"not a checkpoint" * 8)
-    with pytest.raises(InputError, match="cannot read"):
-        load_inception(corrupt)
+    assert_rejects_missing_and_corrupt(load_inception, tmp_path)
     torch.save(LPIPS("alex").state_dict(), tmp_path / "lpips.pth")
     with pytest.raises(InputError, match=r"missing key 'Conv2d_1a_3x3\.conv\.weight'"):
         load_inception(tmp_path / "lpips.pth")

@@ -152,8 +152,10 @@ def evaluate(output: str | Path, run: str | Path | None = None, prediction: str 
 
 
 def run(video: str | Path, output: str | Path, audio: str | Path | None = None, preset: str | None = None,
-        steps: int | None = None, device: str | None = None, progress: bool = True) -> dict[str, Path]:
-    """preprocess + train + render (dataset camera and orbit) in one go, resuming finished parts."""
+        steps: int | None = None, device: str | None = None, progress: bool = True,
+        evaluation: bool = True) -> dict[str, Path]:
+    """preprocess + train + render (dataset camera and orbit) + evaluate (the test split and novel views, with
+    the offline metrics, into `output/evaluation`) in one go, resuming finished parts."""
     output = Path(output)
     dataset = preprocess(video, output / "dataset", progress=progress)
     run_dir = output / "run"
@@ -167,11 +169,14 @@ def run(video: str | Path, output: str | Path, audio: str | Path | None = None, 
         outputs[f"video_{camera}"] = render(run_dir, driving, output / f"render_{camera}.mp4", camera=camera,
                                             depth=output / f"depth_{camera}.mp4" if camera == "orbit" else None,
                                             device=device, progress=progress)
+    if evaluation:
+        evaluate(output / "evaluation", run=run_dir, audio=audio, device=device, progress=progress)
+        outputs["evaluation"] = output / "evaluation"
     return outputs
 
 
 def demo(output: str | Path, steps: int | None = None, device: str | None = None,
-         progress: bool = True) -> dict[str, Path]:
+         progress: bool = True, evaluation: bool = True) -> dict[str, Path]:
     """Fully offline smoke run on a synthetic subject the project generates itself."""
     from deltaplane.synthetic import SyntheticSubjectConfig, write_synthetic_clip
 
@@ -179,4 +184,4 @@ def demo(output: str | Path, steps: int | None = None, device: str | None = None
     clip = output / "synthetic_subject.mp4"
     if not clip.is_file():
         write_synthetic_clip(clip, SyntheticSubjectConfig())
-    return run(clip, output, preset="tiny", steps=steps, device=device, progress=progress)
+    return run(clip, output, preset="tiny", steps=steps, device=device, progress=progress, evaluation=evaluation)

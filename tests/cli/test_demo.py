@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
@@ -26,6 +27,9 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path: Path) -> None:
         assert "synthetic" in read_video_metadata(video)["comment"]
         assert detect_video(video).detected
     assert (tmp_path / "demo" / "depth_orbit.mp4").is_file()
+    metrics = json.loads((outputs["evaluation"] / "metrics.json").read_text())
+    assert metrics["test/frames"] > 0 and "view/yaw+30/faces/missing" in metrics
+    assert (outputs["evaluation"] / "report.html").is_file()
     # A second run finds every stage and the checkpoint done and only re-renders.
     stamp = (tmp_path / "demo" / "dataset" / "tracks.npz").stat().st_mtime_ns
     api.demo(tmp_path / "demo", steps=12, progress=False)

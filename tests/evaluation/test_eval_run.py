@@ -3,7 +3,6 @@ runs, every documented key is either a number or skipped with a reason, and the 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -18,18 +17,7 @@ from deltaplane.evaluation.run import evaluate_run
 from deltaplane.evaluation.scoring import EvaluationConfig
 from deltaplane.inference import load_run
 from deltaplane.media.video import probe_video, read_video_metadata
-from deltaplane.presets import get_preset
 from deltaplane.training.evaluation import evaluate_clip
-from deltaplane.training.trainer import train
-
-
-@pytest.fixture(scope="module")
-def tiny_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model_config, train_config = get_preset("tiny")
-    train_config = dataclasses.replace(train_config, steps=2, eval_every=0, sample_every=1000)
-    run_dir = tmp_path_factory.mktemp("tiny-run") / "run"
-    train(synthetic_dataset, run_dir, model_config, train_config, "tiny", torch.device("cpu"), progress=False)
-    return run_dir
 
 
 def _number_or_skipped(metrics: dict, key: str) -> bool:

@@ -87,6 +87,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio", type=Path, help="driving audio for the final renders (default: the clip's own audio)")
     p.add_argument("--preset", choices=PRESET_CHOICES, default=None)
     p.add_argument("--steps", type=int)
+    p.add_argument("--no-evaluate", action="store_true", help="skip the final evaluation (metrics + report)")
     p.add_argument("--device")
     p.add_argument("--quiet", action="store_true")
 
@@ -201,7 +202,7 @@ def _dispatch(args: argparse.Namespace) -> None:
             sys.exit(1)
     elif args.command == "run":
         api.run(args.video, args.output, audio=args.audio, preset=args.preset, steps=args.steps,
-                device=args.device, progress=not args.quiet)
+                device=args.device, progress=not args.quiet, evaluation=not args.no_evaluate)
     elif args.command == "demo":
         api.demo(args.output, steps=args.steps, device=args.device, progress=not args.quiet)
     elif args.command == "bench":
