@@ -56,12 +56,14 @@ def main() -> None:
     parser.add_argument("work", type=Path)
     parser.add_argument("--minutes", type=float, default=3.5)
     parser.add_argument("--variants", default="prior,none", help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--weights", default="", help="loss weights for every variant, e.g. depth_spread=50,mouth=10")
     args = parser.parse_args()
     out = Path(os.environ.get("OUT", "."))
     model_config, train_config = get_preset("fast")
     table = {}
     for variant in args.variants.split(","):
-        loss = dataclasses.replace(model_config.loss, **VARIANTS[variant])
+        overrides = {k: float(v) for k, v in (item.split("=") for item in args.weights.split(",") if item)}
+        loss = dataclasses.replace(model_config.loss, **{**overrides, **VARIANTS[variant]})
         run_dir = args.work / variant
         result = train(args.dataset, run_dir, dataclasses.replace(model_config, loss=loss),
                        dataclasses.replace(train_config, max_minutes=args.minutes), "fast", torch.device("cuda"),
