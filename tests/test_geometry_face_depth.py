@@ -78,7 +78,7 @@ def test_face_depth_prior_reshapes_the_rendered_face(synthetic_dataset) -> None:
     for _ in range(40):
         output = model.render(model.identity_planes[None].expand(2, -1, -1, -1, -1), batch.cameras,
                               generator=torch.Generator().manual_seed(0))
-        error = model._face_depth_error(output, batch)
+        error = model.face_depth_error(output, batch)
         optimizer.zero_grad()
         error.backward()
         optimizer.step()

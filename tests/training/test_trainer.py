@@ -32,6 +32,8 @@ def test_tiny_training_raises_held_out_psnr(synthetic_dataset: Path, tmp_path: P
     assert len(evals) >= 4
     assert evals[-1] > 17.0, evals  # a fixed floor for the 128² synthetic subject
     assert evals[-1] > evals[0] + 2.0, evals  # and it improved over training
+    depth_errors = [r["test/face_depth_error"] for r in read_log(tmp_path / "run") if "test/psnr" in r]
+    assert depth_errors[-1] < depth_errors[0], depth_errors  # the face-mesh prior shapes the geometry
     assert (tmp_path / "run" / "samples").is_dir()
 
 

@@ -170,7 +170,7 @@ class TriplaneTalker(nn.Module):
             "symmetry": weights.symmetry * losses.plane_symmetry(self.identity_planes[None]),
         }
         if weights.face_depth > 0:
-            terms["face_depth"] = weights.face_depth * self._face_depth_error(output, batch)
+            terms["face_depth"] = weights.face_depth * self.face_depth_error(output, batch)
         if weights.depth_spread > 0:
             terms["depth_spread"] = weights.depth_spread * output.depth_spread.float().mean()
         if weights.background_depth > 0:
@@ -184,7 +184,7 @@ class TriplaneTalker(nn.Module):
         return terms
 
     @staticmethod
-    def _face_depth_error(output: RenderOutput, batch: FrameBatch) -> Float[Tensor, ""]:
+    def face_depth_error(output: RenderOutput, batch: FrameBatch) -> Float[Tensor, ""]:
         """`losses.relative_depth_l1` between rendered camera depths at the face vertices and the mesh's relative
         depths scaled by the rendered face's own mean distance (face_depth module docstring)."""
         cameras = batch.cameras

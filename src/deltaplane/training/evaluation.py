@@ -25,10 +25,12 @@ def _render_positions(model: TriplaneTalker, clip: ClipData, positions: Int[Tens
 
 @torch.no_grad()
 def evaluate_clip(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, " frames"]) -> dict[str, float]:
-    """Mean PSNR/SSIM of the rendered frames at `positions` vs ground truth (full frame, face region, raw render)."""
+    """Mean PSNR/SSIM of the rendered frames at `positions` vs ground truth (full frame, face region, raw render)
+    and the face-mesh depth error of their geometry (world units, `TriplaneTalker.face_depth_error`)."""
     was_training = model.training
     model.eval()
-    values: dict[str, list[Tensor]] = {"psnr": [], "ssim": [], "psnr_face": [], "psnr_raw": []}
+    values: dict[str, list[Tensor]] = {"psnr": [], "ssim": [], "psnr_face": [], "psnr_raw": [],
+                                       "face_depth_error": []}
     for start in range(0, positions.shape[0], EVAL_BATCH):
         batch, output = _render_positions(model, clip, positions[start:start + EVAL_BATCH])
         prediction = output.rgb.float().clamp(-1, 1)
@@ -37,6 +39,7 @@ def evaluate_clip(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, 
         values["ssim"].append(ssim(prediction, batch.images))
         values["psnr_face"].append(psnr(prediction, batch.images, mask=face))
         values["psnr_raw"].append(psnr(output.rgb_raw.float().clamp(-1, 1), batch.images_raw))
+        values["face_depth_error"].append(model.face_depth_error(output, batch).expand(prediction.shape[0]))
     model.train(was_training)
     return {f"test/{name}": torch.cat(parts).mean().item() for name, parts in values.items()}
 
