@@ -21,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from deltaplane.atomic import atomic_dir, atomic_path, write_json
+from deltaplane.config_io import read_json
 from deltaplane.errors import InputError
 
 FORMAT_VERSION = 1
@@ -47,10 +48,7 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise InputError(f"{run_dir} is not a deltaplane run directory (no {CONFIG})")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
+    config = read_json(path)
     if config.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{path} has format_version {config.get('format_version')}; this deltaplane reads "
                          f"{FORMAT_VERSION}")

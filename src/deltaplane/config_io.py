@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
+from deltaplane.errors import InputError
+
 T = TypeVar("T")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`; InputError naming the file when it cannot be read or parsed."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"cannot read {path}: {exc}") from exc
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -6,10 +6,10 @@ manifest last. `read_manifest` validates the schema version and that the referen
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from deltaplane.config_io import read_json
 from deltaplane.errors import InputError
 
 SCHEMA_VERSION = 1
@@ -112,10 +112,7 @@ def read_manifest(dataset_dir: str | Path) -> Manifest:
     path = dataset_dir / MANIFEST
     if not path.is_file():
         raise InputError(f"{dataset_dir} is not a complete dataset (no {MANIFEST}); run `deltaplane preprocess` first")
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}") from exc
+    raw = read_json(path)
     version = raw.get("schema_version")
     if version != SCHEMA_VERSION:
         raise InputError(f"{path} has schema_version {version}; this deltaplane reads version {SCHEMA_VERSION}: "

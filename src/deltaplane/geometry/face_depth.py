@@ -10,6 +10,7 @@ angles and one render pixel covers cheek and background.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -38,8 +39,6 @@ def aligned_face_points(mesh: Float[ndarray, "frames points 3"], affine: Float[n
 def interior_vertices(xy: Float[ndarray, "frames points 2"], margin: float = OUTLINE_MARGIN
                       ) -> Bool[ndarray, "frames points"]:
     """True for points farther than `margin` × (hull width) inside the 2D convex hull of the frame's points."""
-    import cv2
-
     keep = np.zeros(xy.shape[:2], dtype=bool)
     for frame, points in enumerate(xy):
         hull = cv2.convexHull(points.astype(np.float32))[:, 0]  # [H, 2], counter-clockwise in image space
