@@ -35,7 +35,7 @@ def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, inception_
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["test/frames"] == 20 and metrics["test/width"] == 128  # the last 20 % of 100 frames, 128²
     for key in ("test/psnr", "test/ssim", "test/faces/missing_pred", "test/faces/missing_gt",
-                "view/yaw+30/faces/missing", "cross/faces/missing"):
+                "view/yaw+30/faces/missing", "cross/speech/faces/missing"):
         assert isinstance(metrics[key], (int, float)), key
     assert metrics["test/faces/missing_gt"] == 0  # the tracker sees the synthetic subject
     # The split is rendered as training evaluates it (same cameras and tokens): the same PSNR / SSIM.
@@ -46,23 +46,27 @@ def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, inception_
     assert metrics["test/ssim"] == pytest.approx(during_training["test/ssim"], abs=0.005)
     for key in ("test/psnr_face", "test/lmd", "test/blink_error", "test/id_distance", "test/sync/correlation",
                 "test/gt/sync/correlation", "view/dataset/id_distance", "view/yaw+30/id_distance",
-                "view/yaw+30/sync/correlation", "cross/id_distance", "cross/sync/correlation", "lpips",
-                "sync/lse_c", "test/id_arcface", "view/yaw+30/id_arcface", "cross/id_arcface"):
+                "view/yaw+30/sync/correlation", "cross/speech/id_distance", "cross/speech/sync/correlation", "lpips",
+                "sync/lse_c", "test/id_arcface", "view/yaw+30/id_arcface", "cross/speech/id_arcface",
+                "test/mouth/opening_std_ratio", "test/mouth/opening_mean_ratio", "test/mouth/open_fraction",
+                "test/mouth/open_fraction_reference", "view/yaw+30/mouth/opening_std_ratio",
+                "cross/speech/mouth/opening_std_ratio"):
         assert _number_or_skipped(metrics, key), key
     # FID of frames 0 and 10 of each render against the same frames of the split; the 4-frame cross render has one.
     assert metrics["test/fid_frames"] == metrics["view/yaw+30/fid_frames"] == 2 and metrics["test/fid_every"] == 10
     assert metrics["test/fid"] > 0 and metrics["view/dataset/fid"] == metrics["test/fid"]
-    assert metrics["view/yaw+30/fid"] > 0 and "needs at least 2" in metrics["skipped"]["cross/fid"]
+    assert metrics["view/yaw+30/fid"] > 0 and "needs at least 2" in metrics["skipped"]["cross/speech/fid"]
     page = (tmp_path / "eval" / "report.html").read_text()
-    assert "<td>yaw+30</td>" in page and page.count("data:image/") >= 4  # plots, strip rows, views
-    for name, num_frames in (("dataset", 20), ("yaw+30", 20), ("cross", 4)):
+    assert "<td>yaw+30</td>" in page and "<td>speech</td>" in page  # the view and cross tables
+    assert page.count("data:image/") >= 5 and "mouth contact sheet" in page  # plots, strip rows, mouths, views
+    for name, num_frames in (("dataset", 20), ("yaw+30", 20), ("cross_speech", 4)):
         video = tmp_path / "eval" / "videos" / f"{name}.mp4"
         info = probe_video(video)
         assert info.has_audio and info.num_frames_estimate == num_frames and info.width == 128, name
         assert "synthetic" in read_video_metadata(video)["comment"]
         assert f'href="videos/{name.replace("+", "%2B")}.mp4"' in page
     assert sorted(path.name for path in (tmp_path / "eval" / "videos").iterdir()) == [
-        "cross.mp4", "dataset.mp4", "yaw+30.mp4"]  # no temporary files left behind
+        "cross_speech.mp4", "dataset.mp4", "yaw+30.mp4"]  # no temporary files left behind
 
 
 def test_no_videos_writes_none(tiny_run: Path, tmp_path: Path) -> None:

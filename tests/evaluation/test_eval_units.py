@@ -15,11 +15,11 @@ from skimage.metrics import structural_similarity
 
 import deltaplane.evaluation.fid as evaluation_fid
 from deltaplane.errors import InputError
-from deltaplane.evaluation.face import face_mask, mouth_landmark_distance, mouth_opening
+from deltaplane.evaluation.face import face_mask, mouth_crop, mouth_landmark_distance, mouth_motion, mouth_opening
 from deltaplane.evaluation.fid import InceptionSampler, fid_metrics
 from deltaplane.evaluation.keys import KEYS, describe
 from deltaplane.evaluation.pixels import frame_scores, ssim_map
-from deltaplane.evaluation.report import ReportData, render_html
+from deltaplane.evaluation.report import ReportData, mouth_sheet, render_html
 from deltaplane.evaluation.run import parse_views
 from deltaplane.evaluation.scoring import VideoTrack, identity_metrics
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope, syncnet_crop
@@ -201,3 +201,39 @@ def test_report_links_the_rendered_videos() -> None:
     page = render_html(ReportData(title="t", inputs={}, metrics={}, skipped={}, views={"yaw+30": target},
                                   videos={"yaw+30": "videos/yaw+30.mp4"}))
     assert '<a href="videos/yaw%2B30.mp4">yaw+30</a>' in page
+
+
+def test_mouth_motion_ratios() -> None:
+    rng = np.random.default_rng(0)
+    reference = 0.1 + 0.05 * np.abs(rng.normal(size=200))
+    same, _ = mouth_motion(reference.copy(), reference)
+    assert same["mouth/opening_std_ratio"] == same["mouth/opening_mean_ratio"] == 1.0
+    assert same["mouth/open_fraction"] == same["mouth/open_fraction_reference"] > 0
+    still, _ = mouth_motion(np.full(200, reference.mean()), reference)
+    assert still["mouth/opening_std_ratio"] == pytest.approx(0.0, abs=1e-12) and still["mouth/opening_mean_ratio"] == pytest.approx(1.0)
+    assert still["mouth/open_fraction"] == 0.0
+    half = reference.mean() + 0.5 * (reference - reference.mean())
+    half[::7] = np.nan  # frames without a face are left out
+    scaled, _ = mouth_motion(half, reference)
+    assert scaled["mouth/opening_std_ratio"] == pytest.approx(0.5, abs=0.05)
+    metrics, skipped = mouth_motion(np.full(200, np.nan), reference)
+    assert not metrics and "needs 10" in skipped["mouth/opening_std_ratio"]
+    metrics, skipped = mouth_motion(reference, np.full(200, 0.1))
+    assert not metrics and "never moves" in skipped["mouth/open_fraction"]
+
+
+def test_mouth_crop_is_centred_on_the_mouth_and_the_sheet_labels_rows() -> None:
+    image = np.zeros((200, 200, 3), np.uint8)
+    image[118:122, 90:110] = 255  # a bright mouth slit around (100, 120)
+    points = np.zeros((68, 2), np.float32)
+    points[48:68] = np.stack([np.linspace(90, 110, 20), np.full(20, 120.0)], 1)
+    points[48], points[54] = (90, 120), (110, 120)
+    crop = mouth_crop(image, points)
+    assert crop.shape == (96, 96, 3)
+    rows, cols = np.nonzero(crop[..., 0] > 128)
+    assert abs(rows.mean() - 47.5) < 2 and abs(cols.mean() - 47.5) < 2  # the slit sits in the middle
+    sheet = mouth_sheet([("ground truth", ((0, crop), (5, crop))), ("render", ((0, crop),))])
+    assert sheet.shape == (192, 150 + 2 * 96, 3)
+    page = render_html(ReportData(title="t", inputs={}, metrics={"cross/es/mouth/opening_std_ratio": 0.9},
+                                  skipped={}, mouth_rows=[("ground truth", ((0, crop),)), ("render", ((0, crop),))]))
+    assert "mouth contact sheet" in page and "<td>es</td>" in page

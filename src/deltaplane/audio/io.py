@@ -19,6 +19,26 @@ from deltaplane.audio.features import SAMPLE_RATE
 from deltaplane.errors import InputError
 
 
+AUDIO_SUFFIXES = (".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus")
+"""Files taken from a folder of driving speech (`audio_files`)."""
+
+
+def audio_files(path: str | os.PathLike) -> dict[str, Path]:
+    """Name → file for one audio file (named by its stem) or every AUDIO_SUFFIXES file of a folder, sorted."""
+    path = Path(path)
+    if path.is_file():
+        return {path.stem: path}
+    if not path.is_dir():
+        raise InputError(f"audio not found: {path}")
+    found = sorted(item for item in path.iterdir() if item.is_file() and item.suffix.lower() in AUDIO_SUFFIXES)
+    if not found:
+        raise InputError(f"no audio files ({', '.join(AUDIO_SUFFIXES)}) in {path}")
+    names = [item.stem for item in found]
+    if len(set(names)) < len(names):
+        raise InputError(f"{path} holds several audio files with the same name; keep one of each")
+    return dict(zip(names, found))
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> Float[np.ndarray, " samples"]:
     """The first audio stream of `path` (wav, mp3, m4a, the audio of an mp4 ...) as mono float32 in [-1, 1]."""
     path = Path(path)

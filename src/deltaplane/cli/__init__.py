@@ -130,7 +130,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                        description="Write metrics.json (flat keys; see deltaplane.evaluation.keys) and a "
                                    "self-contained report.html. With RUN: render the dataset split with its own "
                                    "audio and cameras and compare with its frames (test/...), render it from other "
-                                   "views (view/NAME/...) and optionally with other audio (cross/...), saving each "
+                                   "views (view/NAME/...) and optionally with other audio (cross/NAME/...), saving each "
                                    "rendered view as videos/NAME.mp4. With --pred and --gt: compare two videos. "
                                    "Metrics needing weights are skipped unless given.")
     p.add_argument("run", type=Path, nargs="?", help="run directory made by `deltaplane train`")
@@ -140,8 +140,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="directory for metrics.json, report.html and (with RUN) videos/")
     p.add_argument("--dataset", type=Path, help="dataset directory (default: the one the run was trained on)")
     p.add_argument("--split", default="test", help="dataset split to render and compare (default test)")
-    p.add_argument("--audio", type=Path, help="with RUN: also render this speech (sync and identity scores); with "
-                                              "--pred: audio for the sync score instead of the video's own")
+    p.add_argument("--audio", type=Path, help="with RUN: also render this speech file, or every audio file of this "
+                                              "folder (cross/NAME/...: mouth motion, sync, identity); with --pred: "
+                                              "audio for the sync score instead of the video's own")
     p.add_argument("--views", help="camera views with RUN, comma-separated: dataset, front, orbit, spiral, "
                                    "yaw=±DEG, pitch=±DEG (default dataset,front,yaw=±30,pitch=±20,spiral)")
     p.add_argument("--identity-every", type=int, default=10,

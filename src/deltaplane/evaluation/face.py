@@ -21,6 +21,13 @@ MOUTH = slice(48, 68)
 INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
 """Upper/lower inner-lip point pairs whose distances measure how open the mouth is."""
 OUTER_EYE_CORNERS = (36, 45)
+MOUTH_CROP_SIZE = 96
+MOUTH_CROP_SPAN = 1.8
+"""Mouth crops of the report's contact sheet are this many mouth widths wide."""
+MIN_MOTION_FRAMES = 10
+"""Fewer frames with a face than this give no mouth-motion scores."""
+MOUTH_MOTION_KEYS = ("mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction",
+                     "mouth/open_fraction_reference")
 LMD_WIDTH = 512.0
 """LMD is reported in pixels of a frame rescaled to this width (Talk3D resizes both videos to 512², spec §8)."""
 SAME_PERSON_THRESHOLD = 0.6
@@ -54,6 +61,43 @@ def mouth_opening(landmarks68: Float[ndarray, "68 2"]) -> float:
     gap = np.mean([np.linalg.norm(landmarks68[upper] - landmarks68[lower]) for upper, lower in INNER_LIP_PAIRS])
     eyes = np.linalg.norm(landmarks68[OUTER_EYE_CORNERS[0]] - landmarks68[OUTER_EYE_CORNERS[1]])
     return float(gap / max(float(eyes), 1e-6))
+
+
+def mouth_motion(openings: Float[ndarray, " frames"], reference: Float[ndarray, " frames"]
+                 ) -> tuple[dict[str, float], dict[str, str]]:
+    """How much a video's mouth moves next to a reference's (`mouth_opening` per frame, NaN without a face).
+
+    opening_std_ratio = std over frames of the opening / the reference's; opening_mean_ratio likewise for the mean;
+    open_fraction = share of frames opened wider than the reference's median + 1 std (teeth showing), beside the
+    reference's own share. A still mouth gives a std ratio of 0, the reference itself 1."""
+    found = openings[np.isfinite(openings)]
+    known = reference[np.isfinite(reference)]
+    if found.size < MIN_MOTION_FRAMES or known.size < MIN_MOTION_FRAMES:
+        reason = f"{found.size} / {known.size} frames with a face; mouth motion needs {MIN_MOTION_FRAMES} in each"
+        return {}, {key: reason for key in MOUTH_MOTION_KEYS}
+    spread, level = float(known.std()), float(known.mean())
+    if spread <= 0 or level <= 0:
+        reason = "the reference mouth never moves"
+        return {}, {key: reason for key in MOUTH_MOTION_KEYS}
+    threshold = float(np.median(known)) + spread
+    return {"mouth/opening_std_ratio": float(found.std()) / spread,
+            "mouth/opening_mean_ratio": float(found.mean()) / level,
+            "mouth/open_fraction": float((found > threshold).mean()),
+            "mouth/open_fraction_reference": float((known > threshold).mean())}, {}
+
+
+def mouth_crop(rgb: UInt8[ndarray, "height width 3"], landmarks68: Float[ndarray, "68 2"],
+               size: int = MOUTH_CROP_SIZE) -> UInt8[ndarray, "size size 3"]:
+    """A `size`² crop centred on the mouth, MOUTH_CROP_SPAN mouth widths (corners 48–54) wide, for contact sheets."""
+    mouth = landmarks68[MOUTH].astype(np.float64)
+    centre = mouth.mean(0)
+    side = MOUTH_CROP_SPAN * max(float(np.linalg.norm(landmarks68[54] - landmarks68[48])), 4.0)
+    scale = size / side
+    # pixel-centre convention: source pixel x (centre at x + 0.5) maps to (x + 0.5 − left)·scale − 0.5
+    left = centre - side / 2
+    matrix = np.array([[scale, 0.0, (0.5 - left[0]) * scale - 0.5], [0.0, scale, (0.5 - left[1]) * scale - 0.5]])
+    return cv2.warpAffine(np.ascontiguousarray(rgb), matrix, (size, size), flags=cv2.INTER_AREA,
+                          borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
 
 
 def face_mask(landmarks68: Float[ndarray, "68 2"], height: int, width: int) -> Bool[ndarray, "height width"]:

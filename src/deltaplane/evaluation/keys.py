@@ -2,8 +2,9 @@
 
 `deltaplane evaluate --pred A --gt B` writes the keys below as they are. `deltaplane evaluate RUN_DIR` writes them
 under prefixes: `test/` (the split rendered with its own audio and cameras, vs its frames), `view/NAME/` (the split's
-audio rendered from another camera: identity and FID vs the split's frames, sync, faces), `cross/` (the run driven
-by --audio; identity vs the mean embedding of the split's frames, FID vs them). A metric that could not be computed
+audio rendered from another camera: identity and FID vs the split's frames, sync, mouth motion, faces),
+`cross/NAME/` (the run driven by each file of --audio FILE or FOLDER; identity vs the mean embedding of the split's
+frames, FID and mouth motion vs them). A metric that could not be computed
 is absent and listed under `skipped` with the reason, never given as a number. PSNR of identical frames is
 `Infinity` (JSON extension that Python's json module reads and writes).
 """
@@ -40,6 +41,13 @@ KEYS: dict[str, tuple[str, str]] = {
     "sync/lse_offset_frames": ("→0", "SyncNet's best audio-video offset in frames"),
     "gt/sync/correlation": ("", "the landmark sync score of the ground truth with its own audio (reference)"),
     "gt/sync/offset_frames": ("", "the ground truth's best offset (reference)"),
+    "mouth/opening_std_ratio": ("→1", "std over frames of the inner-lip opening (points 60–67 over the outer-eye-"
+                                      "corner distance) / the reference's: ground truth for test/ and view/, the "
+                                      "split's frames for cross/ (how much this person moves their mouth); 0 = still"),
+    "mouth/opening_mean_ratio": ("→1", "mean inner-lip opening / the reference's (below 1: a mouth kept too closed)"),
+    "mouth/open_fraction": ("≈ref", "fraction of frames opened wider than the reference's median + 1 std (teeth "
+                                    "showing); compare with mouth/open_fraction_reference"),
+    "mouth/open_fraction_reference": ("", "the same fraction in the reference itself"),
     "fid": ("↓", "Fréchet Inception distance (clean-fid's Inception-v3 features, user-given weights) of the sampled "
                  "frames vs the ground truth's; biased upwards below ~2048 frames: compare only runs scored alike"),
     "fid_frames": ("", "sampled frames per video in the FID (the smaller of the two sets)"),

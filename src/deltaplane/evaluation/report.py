@@ -21,8 +21,12 @@ from deltaplane.evaluation.keys import describe
 
 STRIP_HEIGHT = 256
 """Images in the strips are shown at this height."""
-VIEW_COLUMNS = ("id_distance", "id_same_person", "id_arcface", "fid", "sync/correlation", "sync/offset_frames",
-                "faces/missing", "sync/lse_c", "sync/lse_d")
+VIEW_COLUMNS = ("id_distance", "id_same_person", "id_arcface", "fid", "mouth/opening_std_ratio", "sync/correlation",
+                "sync/offset_frames", "faces/missing", "sync/lse_c", "sync/lse_d")
+CROSS_COLUMNS = ("mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction", "sync/correlation",
+                 "sync/offset_frames", "id_distance", "faces/missing", "sync/lse_c", "sync/lse_d")
+SHEET_LABEL_WIDTH = 150
+"""Width of the row labels of the mouth contact sheet, in pixels of the 96-pixel-high crops."""
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -49,6 +53,8 @@ class ReportData:
     """One rendered frame per camera view."""
     videos: dict[str, str] = field(default_factory=dict)
     """Rendered videos by name, as paths relative to the report (linked, not embedded)."""
+    mouth_rows: list[tuple[str, tuple[tuple[int, ndarray], ...]]] = field(default_factory=list)
+    """Labelled rows of (frame index, mouth crop) for the mouth contact sheet (ground truth above the render)."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -95,25 +101,42 @@ def _plots(series: dict[str, ndarray]) -> str:
 def _metric_table(metrics: dict) -> str:
     rows = []
     for key, value in metrics.items():
-        if key.startswith("view/"):
-            continue  # shown in the view table
+        if key.startswith(("view/", "cross/")):
+            continue  # shown in the view and cross tables
         better, meaning = describe(key)
         rows.append(f"<tr><td>{html.escape(key)}</td><td class=num>{_format(value)}</td><td>{better}</td>"
                     f"<td>{html.escape(meaning)}</td></tr>")
     return "<table><tr><th>metric</th><th>value</th><th>better</th><th>meaning</th></tr>" + "".join(rows) + "</table>"
 
 
-def _view_table(metrics: dict) -> str:
-    names = list(dict.fromkeys(key.split("/")[1] for key in metrics if key.startswith("view/")))
+def _row_table(metrics: dict, prefix: str, title: str, columns: tuple[str, ...]) -> str:
+    """One row per NAME of the `prefix`NAME/… keys (camera views, driving audio files)."""
+    names = list(dict.fromkeys(key.split("/")[1] for key in metrics if key.startswith(prefix)))
     if not names:
         return ""
-    header = "".join(f"<th>{html.escape(column)} {describe(column)[0]}</th>" for column in VIEW_COLUMNS)
+    header = "".join(f"<th>{html.escape(column)} {describe(column)[0]}</th>" for column in columns)
     rows = []
     for name in names:
-        cells = "".join(f"<td class=num>{_format(metrics[f'view/{name}/{column}'])}</td>"
-                        if f"view/{name}/{column}" in metrics else "<td>–</td>" for column in VIEW_COLUMNS)
+        cells = "".join(f"<td class=num>{_format(metrics[f'{prefix}{name}/{column}'])}</td>"
+                        if f"{prefix}{name}/{column}" in metrics else "<td>–</td>" for column in columns)
         rows.append(f"<tr><td>{html.escape(name)}</td>{cells}</tr>")
-    return f"<h2>Camera views</h2><table><tr><th>view</th>{header}</tr>{''.join(rows)}</table>"
+    return f"<h2>{html.escape(title)}</h2><table><tr><th>name</th>{header}</tr>{''.join(rows)}</table>"
+
+
+def mouth_sheet(rows: list[tuple[str, tuple[tuple[int, ndarray], ...]]]) -> UInt8[ndarray, "H W 3"]:
+    """The mouth contact sheet: one labelled row of crops per entry, each crop stamped with its frame index."""
+    width = max(len(crops) for _, crops in rows)
+    tile = next(crop for _, crops in rows for _, crop in crops).shape[0]
+    lines = []
+    for label, crops in rows:
+        line = np.full((tile, SHEET_LABEL_WIDTH + width * tile, 3), 255, np.uint8)
+        cv2.putText(line, label[:22], (4, tile // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        for column, (index, crop) in enumerate(crops):
+            cell = crop.copy()
+            cv2.putText(cell, str(index), (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 0), 1, cv2.LINE_AA)
+            line[:, SHEET_LABEL_WIDTH + column * tile:SHEET_LABEL_WIDTH + (column + 1) * tile] = cell
+        lines.append(line)
+    return np.concatenate(lines, axis=0)
 
 
 def render_html(report: ReportData) -> str:
@@ -124,7 +147,8 @@ def render_html(report: ReportData) -> str:
     parts = [f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(report.title)}</title>"
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(report.title)}</h1>",
              f"<table>{inputs}</table>{notes}<h2>Metrics</h2>{_metric_table(report.metrics)}",
-             _view_table(report.metrics)]
+             _row_table(report.metrics, "view/", "Camera views", VIEW_COLUMNS),
+             _row_table(report.metrics, "cross/", "Driven by other audio (cross)", CROSS_COLUMNS)]
     if skipped:
         parts.append(f"<h2>Skipped</h2><table><tr><th>metric</th><th>reason</th></tr>{skipped}</table>")
     parts.append(_plots(report.series))
@@ -133,6 +157,13 @@ def render_html(report: ReportData) -> str:
         for index, target, prediction, error in report.strip:
             row = np.concatenate([target, prediction, error], axis=1)
             parts.append(f"<figure>{_jpeg(row)}<figcaption>frame {index}</figcaption></figure>")
+    if any(crops for _, crops in report.mouth_rows):
+        sheet = mouth_sheet([(label, crops) for label, crops in report.mouth_rows if crops])
+        encoded = base64.b64encode(cv2.imencode(".png", sheet[..., ::-1])[1].tobytes()).decode()
+        parts.append("<h2>Mouths (every k-th frame)</h2><figure><img alt='mouth contact sheet' "
+                     f"src='data:image/png;base64,{encoded}'><figcaption>Ground truth above the render; rows below "
+                     "are other driving audio (their frames are not aligned with the ground truth's).</figcaption>"
+                     "</figure>")
     if report.views:
         row = np.concatenate([cv2.resize(image, (STRIP_HEIGHT, STRIP_HEIGHT)) for image in report.views.values()], 1)
         parts.append(f"<h2>Views (middle frame)</h2><figure>{_jpeg(row)}<figcaption>"

@@ -1,6 +1,7 @@
 """`deltaplane evaluate RUN_DIR`: render a dataset split with its own audio and cameras and score it against its
 frames (`test/…`), render the same audio from other cameras (`view/NAME/…`: identity and FID vs the split's frames,
-sync), and optionally render other audio (`cross/…`: sync, identity vs the split's mean face descriptor, FID).
+sync, mouth motion), and optionally render other audio (`cross/NAME/…` per file of --audio FILE or FOLDER: sync,
+mouth motion against the split's frames, identity vs the split's mean face descriptor, FID).
 Each rendered view is saved as it streams past, as `videos/NAME.mp4` with its audio (watermarked and labelled
 synthetic like `deltaplane render`'s output; the scores use the unmarked frames)."""
 
@@ -20,16 +21,16 @@ from numpy import ndarray
 
 from deltaplane import watermark
 from deltaplane.audio.features import SAMPLE_RATE
-from deltaplane.audio.io import load_audio
+from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.data.dataset import audio_context, load_clip
-from deltaplane.data.schema import AUDIO_WAV
+from deltaplane.data.schema import AUDIO_WAV, read_manifest
 from deltaplane.errors import InputError
 from deltaplane.evaluation.face import IdentityEmbedder
 from deltaplane.evaluation.fid import fid_metrics
 from deltaplane.evaluation.report import ReportData
 from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, PairResult, VideoTrack, identity_metrics,
-                                           load_experts, observe_video, pair_metrics, prefixed, score_pair,
-                                           sync_metrics)
+                                           load_experts, motion_metrics, observe_video, pair_metrics, prefixed,
+                                           score_pair, sync_metrics)
 from deltaplane.evaluation.videos import notes, write_outputs
 from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, render_clip,
                                   to_uint8)
@@ -115,34 +116,45 @@ def _mean_rows(rows: Float[ndarray, "frames dim"] | None, num_frames: int) -> Fl
 def _unpaired_metrics(track: VideoTrack, target: VideoTrack, samples: ndarray, fps: float, config: EvaluationConfig,
                       experts: Experts, mean_identity: bool = False) -> tuple[dict, dict]:
     """A render without a frame-by-frame ground truth: identity against the split's frames (frame by frame, or
-    their mean descriptor when the audio differs), FID against them, sync, and frames without a face."""
+    their mean descriptor when the audio differs), FID against them, sync, mouth motion against theirs, and frames
+    without a face."""
     num_frames = track.landmarks.shape[0]
     descriptors, arcface = target.embeddings, target.arcface
     if mean_identity:
         descriptors, arcface = _mean_rows(descriptors, num_frames), _mean_rows(arcface, num_frames)
     metrics, skipped = identity_metrics(track, descriptors, arcface, config.identity_every)
     for found, reasons in (fid_metrics(track.inception, target.inception, config.fid_every),
-                           sync_metrics(track, samples, fps, config, experts.syncnet)):
+                           sync_metrics(track, samples, fps, config, experts.syncnet),
+                           motion_metrics(track, target)):
         metrics.update(found)
         skipped.update(reasons)
     metrics["faces/missing"] = int((~track.found).sum())
     return metrics, skipped
 
 
-def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, audio: Path, fps: float, target: VideoTrack,
-                   config: EvaluationConfig, experts: Experts, embedder: IdentityEmbedder, keep: dict[str, ndarray],
-                   videos: SavedVideos | None, progress: bool) -> tuple[dict, dict]:
-    """The run driven by other audio with the training video's tokens and cameras: sync, identity against the mean
-    descriptor of the split's frames, FID against them."""
-    samples = load_audio(audio)
+def _load_driving_audio(files: dict[str, Path], fps: float) -> dict[str, ndarray]:
+    """Decode every driving file before any rendering, so that a bad file fails before the work starts."""
+    loaded = {}
+    for name, path in files.items():
+        loaded[name] = load_audio(path)
+        if output_frame_count(loaded[name].shape[0] / SAMPLE_RATE, fps) < 1:
+            raise InputError(f"{path} is too short to render a frame")
+    return loaded
+
+
+def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, name: str, samples: ndarray, fps: float,
+                   target: VideoTrack, config: EvaluationConfig, experts: Experts, embedder: IdentityEmbedder,
+                   keep: dict[str, ndarray], videos: SavedVideos | None, progress: bool
+                   ) -> tuple[dict, dict, VideoTrack]:
+    """The run driven by other audio with the training video's tokens and cameras: sync, mouth motion against the
+    split's frames, identity against their mean descriptor, FID against them."""
     num_frames = output_frame_count(samples.shape[0] / SAMPLE_RATE, fps)
-    if num_frames < 1:
-        raise InputError(f"{audio} is too short to render a frame")
     conditions, _ = driving_conditions(audio_windows(run_config, samples, num_frames, fps), driving, neutral=False)
-    with _writer(videos, "cross", fps, samples) as writer:
-        frames = _rendered(model, conditions, camera_path("dataset", num_frames, driving), keep, "cross", writer)
-        track = observe_video(frames, num_frames, config, experts, embedder, progress, desc="cross audio")
-    return _unpaired_metrics(track, target, samples, fps, config, experts, mean_identity=True)
+    view = f"cross_{name}"
+    with _writer(videos, view, fps, samples) as writer:
+        frames = _rendered(model, conditions, camera_path("dataset", num_frames, driving), keep, view, writer)
+        track = observe_video(frames, num_frames, config, experts, embedder, progress, desc=f"cross {name}")
+    return (*_unpaired_metrics(track, target, samples, fps, config, experts, mean_identity=True), track)
 
 
 def _score_split(model: TriplaneTalker, dataset: Path, split: str, config: EvaluationConfig, experts: Experts,
@@ -169,6 +181,7 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
     view_cameras = parse_views(views)
     model, run_config, driving = load_run(run_dir, device)
     dataset = Path(dataset or run_config["dataset"])
+    driving_audio = _load_driving_audio(audio_files(audio), read_manifest(dataset).fps) if audio else {}
     experts = load_experts(config, device)
     embedder = IdentityEmbedder()
     videos = SavedVideos(Path(output_dir) / VIDEOS_DIR, dict(video_tags or {})) if save_videos else None
@@ -193,18 +206,20 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
         found, reasons = _unpaired_metrics(track, result.target, samples, fps, config, experts)
         metrics.update(prefixed(f"view/{name}/", found))
         skipped.update(prefixed(f"view/{name}/", reasons))
-    if audio is not None:
-        found, reasons = _cross_metrics(model, run_config, driving, Path(audio), fps, result.target, config,
-                                        experts, embedder, keep, videos, progress)
-        metrics.update(prefixed("cross/", found))
-        skipped.update(prefixed("cross/", reasons))
+    mouth_rows = [("ground truth", result.target.mouth_crops), ("render", result.prediction.mouth_crops)]
+    for name, driving_samples in driving_audio.items():
+        found, reasons, track = _cross_metrics(model, run_config, driving, name, driving_samples, fps,
+                                               result.target, config, experts, embedder, keep, videos, progress)
+        metrics.update(prefixed(f"cross/{name}/", found))
+        skipped.update(prefixed(f"cross/{name}/", reasons))
+        mouth_rows.append((f"cross {name}", track.mouth_crops))
     skipped.update(experts.skipped)
     report = ReportData(title=f"deltaplane evaluation: {Path(run_dir).name}",
                         inputs={"run": str(run_dir), "dataset": str(dataset), "split": split,
                                 "cross audio": str(audio) if audio else "–", "device": str(device)},
                         metrics=metrics, skipped=skipped,
                         series={f"{split}/{name}": result.per_frame[name] for name in ("psnr", "psnr_face", "lmd")},
-                        strip=result.strip, views=keep,
+                        strip=result.strip, views=keep, mouth_rows=mouth_rows,
                         videos={} if videos is None else {name: f"{VIDEOS_DIR}/{name}.mp4" for name in keep},
                         notes=[*notes(config), "Unprefixed skipped keys apply to every prefix."])
     return write_outputs(output_dir, metrics, skipped, report)

@@ -16,8 +16,8 @@ from jaxtyping import Float, UInt8
 from numpy import ndarray
 from tqdm import tqdm
 
-from deltaplane.evaluation.face import (SAME_PERSON_THRESHOLD, IdentityEmbedder, face_mask, mouth_landmark_distance,
-                                        mouth_opening)
+from deltaplane.evaluation.face import (MOUTH_CROP_SIZE, SAME_PERSON_THRESHOLD, IdentityEmbedder, face_mask,
+                                        mouth_crop, mouth_landmark_distance, mouth_motion, mouth_opening)
 from deltaplane.evaluation.fid import InceptionSampler, fid_metrics
 from deltaplane.evaluation.pixels import SsimWorkspace, error_map, frame_scores, lpips_distance
 from deltaplane.evaluation.sync import MIN_SYNC_FRAMES, landmark_sync, speech_envelope, syncnet_crop
@@ -51,6 +51,12 @@ class EvaluationConfig:
     """FID takes the Inception features of every k-th frame (~0.15 s per frame at 299² on a 2-core CPU)."""
     arcface: Path | None = None
     """An insightface arcface_torch `backbone.pth` (IResNet 18/34/50/100); without it id_arcface is skipped."""
+    mouth_sheet_frames: int = 16
+    """Mouth crops per row of the report's contact sheet (every k-th frame, k = ⌈frames / this⌉)."""
+
+    def mouth_every(self, num_frames: int) -> int:
+        """k of the contact sheet for a video of `num_frames` frames."""
+        return max(1, math.ceil(num_frames / self.mouth_sheet_frames))
 
 
 @dataclass(frozen=True)
@@ -107,6 +113,8 @@ class VideoTrack:
     """SyncNet face crops, when a SyncNet is loaded."""
     inception: Float[ndarray, "samples 2048"] | None
     """Inception pool features of every `fid_every`-th frame, when an Inception is loaded."""
+    mouth_crops: tuple[tuple[int, UInt8[ndarray, "96 96 3"]], ...] = ()
+    """(frame index, mouth crop) of every k-th frame for the contact sheet (black where there was no face)."""
 
     @property
     def found(self) -> np.ndarray:
@@ -122,8 +130,10 @@ class VideoObserver:
     SyncNet crops and Inception features."""
 
     def __init__(self, embedder: IdentityEmbedder, config: EvaluationConfig, experts: Experts,
-                 keep_crops: bool) -> None:
+                 keep_crops: bool, mouth_every: int = 0) -> None:
         self._tracker = FaceTracker()
+        self._mouth_every = mouth_every
+        self._mouth_crops: list[tuple[int, ndarray]] = []
         self._embedder, self._identity_every, self._keep_crops = embedder, config.identity_every, keep_crops
         self._arcface_model = experts.arcface
         self._inception = None if experts.inception is None else InceptionSampler(experts.inception, config.fid_every)
@@ -151,6 +161,10 @@ class VideoObserver:
             self._inception.observe(rgb)
         if observation is not None:
             self._last_box = observation.box
+        if self._mouth_every and index % self._mouth_every == 0:
+            crop = (np.zeros((MOUTH_CROP_SIZE, MOUTH_CROP_SIZE, 3), np.uint8) if observation is None
+                    else mouth_crop(rgb, observation.landmarks68))
+            self._mouth_crops.append((index, crop))
         if self._keep_crops:  # without a face: the last box seen, or the whole frame
             whole = np.array([0, 0, rgb.shape[1], rgb.shape[0]], np.float32)
             self._crops.append(syncnet_crop(rgb, whole if self._last_box is None else self._last_box))
@@ -160,7 +174,7 @@ class VideoObserver:
         return VideoTrack(np.stack(self._landmarks), np.stack(self._embeddings),
                           np.stack(self._arcface) if self._arcface_model is not None else None,
                           np.stack(self._crops) if self._keep_crops else None,
-                          None if self._inception is None else self._inception.finish())
+                          None if self._inception is None else self._inception.finish(), tuple(self._mouth_crops))
 
     def __enter__(self) -> VideoObserver:
         return self
@@ -196,8 +210,9 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
         series["lpips"] = []
     strip = []
     workspace: SsimWorkspace | None = None
-    with (VideoObserver(embedder, config, experts, keep_crops=experts.syncnet is not None) as predicted,
-          VideoObserver(embedder, config, experts, keep_crops=False) as truth):
+    mouth_every = config.mouth_every(num_frames)
+    with (VideoObserver(embedder, config, experts, experts.syncnet is not None, mouth_every) as predicted,
+          VideoObserver(embedder, config, experts, False, mouth_every) as truth):
         pairs = tqdm(zip(predictions, targets), total=num_frames, disable=not progress, desc=desc, unit="frame")
         for index, (prediction, target) in enumerate(pairs):
             if prediction.shape != target.shape:
@@ -222,7 +237,8 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
 def observe_video(frames: Iterable[ndarray], num_frames: int, config: EvaluationConfig, experts: Experts,
                   embedder: IdentityEmbedder, progress: bool = False, desc: str = "track") -> VideoTrack:
     """Track one video without a ground truth (other camera views, other audio)."""
-    with VideoObserver(embedder, config, experts, keep_crops=experts.syncnet is not None) as observer:
+    with VideoObserver(embedder, config, experts, experts.syncnet is not None,
+                       config.mouth_every(num_frames)) as observer:
         for frame in tqdm(frames, total=num_frames, disable=not progress, desc=desc, unit="frame"):
             observer.observe(frame)
         return observer.finish()
@@ -283,9 +299,17 @@ def pair_metrics(result: PairResult, config: EvaluationConfig) -> tuple[dict, di
                            fid_metrics(result.prediction.inception, result.target.inception, config.fid_every)):
         metrics.update(found)
         skipped.update(reasons)
+    found, reasons = motion_metrics(result.prediction, result.target)
+    metrics.update(found)
+    skipped.update(reasons)
     metrics["faces/missing_pred"] = int((~result.prediction.found).sum())
     metrics["faces/missing_gt"] = int((~result.target.found).sum())
     return metrics, skipped
+
+
+def motion_metrics(track: VideoTrack, reference: VideoTrack) -> tuple[dict, dict]:
+    """mouth/… scores of a video's mouth opening against a reference video's (`evaluation.face.mouth_motion`)."""
+    return mouth_motion(track.per_frame(mouth_opening), reference.per_frame(mouth_opening))
 
 
 def sync_metrics(track: VideoTrack, samples: Float[ndarray, " samples"] | None, fps: float,

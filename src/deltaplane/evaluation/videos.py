@@ -28,6 +28,9 @@ def notes(config: EvaluationConfig) -> list[str]:
             "core); distances below 0.6 mean the same person.",
             "Landmark sync: inner-lip opening vs the 1–4 kHz speech envelope, best offset within "
             f"±{config.max_sync_offset} frames; a positive offset means the mouth lags the sound.",
+            "Mouth motion: inner-lip opening (points 60–67) over the outer-eye-corner distance per frame; "
+            "opening_std_ratio compares its spread over frames with the reference's (ground truth for test/ and "
+            "view/, the split's frames for cross/); a still mouth scores 0.",
             "LMD: mouth points 48–67 (dlib 68-point layout), each set mean-centred per frame, in pixels of a "
             "512-wide frame (Talk3D's protocol, spec §8).",
             "FID: clean-fid's Inception-v3 features of every k-th frame (k = fid_every); below about 2048 frames "
@@ -71,5 +74,7 @@ def evaluate_videos(prediction: Path, target: Path, output_dir: Path, config: Ev
                         metrics=metrics, skipped=skipped,
                         series={"psnr": result.per_frame["psnr"], "psnr_face": result.per_frame["psnr_face"],
                                 "lmd": result.per_frame["lmd"]},
-                        strip=result.strip, notes=notes(config))
+                        strip=result.strip, notes=notes(config),
+                        mouth_rows=[("ground truth", result.target.mouth_crops),
+                                    ("prediction", result.prediction.mouth_crops)])
     return write_outputs(output_dir, metrics, skipped, report)
