@@ -54,7 +54,8 @@ def main() -> None:
                        dataclasses.replace(train_config, max_minutes=args.minutes), "fast", torch.device("cuda"),
                        resume=True, progress=False)  # resume: a finished variant is only re-evaluated
         model, _, _ = load_run(run_dir, torch.device("cuda"))
-        _, clip = load_clip(args.dataset, "test", size=model.config.output_resolution)
+        _, clip = load_clip(args.dataset, "test", size=model.config.output_resolution,
+                            normalize_audio=model.config.audio.normalize)
         positions = np.linspace(0, len(clip) - 1, SHEET_ROWS + 2)[1:-1].round().astype(int)
         sheet = np.concatenate([view_rows(model, clip.to("cuda"), p) for p in positions], axis=0)
         cv2.imwrite(str(out / f"views_{variant}.jpg"), sheet[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])

@@ -55,7 +55,8 @@ def train_until(dataset: Path, run_dir: Path, minutes: float) -> dict:
 def render_fps(dataset: Path, run_dir: Path, frames: int = 200) -> dict:
     device = torch.device("cuda")
     model, _, driving = load_run(run_dir, device)
-    _, clip = load_clip(dataset, "test", size=model.config.output_resolution)
+    _, clip = load_clip(dataset, "test", size=model.config.output_resolution,
+                        normalize_audio=model.config.audio.normalize)
     features = clip.audio_features[clip.indices[0]:][:frames]
     conditions, _ = driving_conditions(features, driving, neutral=False)
     cam2world = driving.cam2world[driving.replay(features.shape[0])]

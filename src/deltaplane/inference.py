@@ -19,7 +19,7 @@ from torch import Tensor
 
 from deltaplane import checkpoint
 from deltaplane.audio.encoder import ema_smooth
-from deltaplane.audio.features import LogMelExtractor, frame_windows
+from deltaplane.audio.features import LogMelExtractor, frame_windows, normalize_utterance
 from deltaplane.config_io import from_dict
 from deltaplane.data.dataset import audio_context, to_uint8
 from deltaplane.errors import InputError
@@ -87,13 +87,17 @@ def camera_path(spec: str, num_frames: int, driving: DrivingTracks) -> Float[Ten
 
 def audio_windows(run_config: dict, samples: np.ndarray, num_frames: int, fps: float
                   ) -> Float[Tensor, "frames 16 dim"]:
-    """Frame windows of 16 kHz `samples` with the extractor the run was trained with."""
+    """Frame windows of 16 kHz `samples` with the extractor (and per-utterance normalisation) the run was trained
+    with."""
     audio_dim = run_config["model"]["audio"]["feature_dim"]
     extractor = LogMelExtractor()
     if extractor.dim != audio_dim:
         raise InputError(f"this run was trained on {audio_dim}-D audio features; rendering new audio currently "
                          f"supports the default log-mel features ({extractor.dim}-D) only")
-    return torch.from_numpy(frame_windows(extractor(samples), num_frames, fps))
+    windows = frame_windows(extractor(samples), num_frames, fps)
+    if run_config["model"]["audio"].get("normalize", False):
+        windows = normalize_utterance(windows)
+    return torch.from_numpy(windows)
 
 
 def driving_conditions(audio_features: Float[Tensor, "frames 16 dim"], driving: DrivingTracks,
@@ -120,7 +124,7 @@ def render_clip(model: TriplaneTalker, conditions: Conditions, cam2world: Float[
     device = model.identity_planes.device
     size = model.config.output_resolution
     num_frames = cam2world.shape[0]
-    audio_codes = torch.cat([model.audio_encoder(conditions.audio[i:i + 64].to(device))
+    audio_codes = torch.cat([model.audio_codes(conditions.audio[i:i + 64].to(device))
                              for i in range(0, num_frames, 64)])
     if lip_smoothing > 0:
         audio_codes = ema_smooth(audio_codes, alpha=lip_smoothing)

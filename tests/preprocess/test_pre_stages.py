@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -30,7 +31,7 @@ def test_katie_dataset_is_complete_and_consistent(katie_dataset: Path, shared_da
     assert manifest.splits["test"] == list(range(180, 200)) and manifest.splits["train"] == list(range(180))
     tracks = np.load(katie_dataset / "tracks.npz")
     assert tracks["landmarks_aligned"].shape == (200, 68, 2) and tracks["cam2world"].shape == (200, 4, 4)
-    assert len(list((katie_dataset / "frames").glob("*.jpg"))) == 200
+    assert not (katie_dataset / "frames").exists() and probe_video(katie_dataset / "frames.mp4").num_frames_estimate == 200
     assert len(list((katie_dataset / "parsing").glob("*.png"))) == 200
     features = np.load(katie_dataset / "audio_features.npy")
     assert features.shape == (200, 16, 80)  # exactly one window per frame
@@ -49,7 +50,7 @@ def test_rerun_is_a_no_op(katie_dataset: Path, shared_data: Path) -> None:
 def test_interrupted_frames_stage_resumes(katie_dataset: Path, tmp_path: Path, shared_data: Path) -> None:
     copy = tmp_path / "ds"
     shutil.copytree(katie_dataset, copy)
-    shutil.rmtree(copy / "frames")  # as if the frames stage had died before its atomic rename
+    (copy / "frames.mp4").unlink()  # as if the frames stage had died before its atomic rename
     (copy / "manifest.json").unlink()
     with pytest.raises(InputError, match="no manifest.json"):
         read_manifest(copy)
@@ -127,3 +128,21 @@ def test_bad_options(shared_data: Path, tmp_path: Path) -> None:
         api.preprocess(clip, tmp_path / "ds", fps=0, progress=False)
     with pytest.raises(InputError, match="--test-fraction"):
         api.preprocess(clip, tmp_path / "ds", test_fraction=1.5, progress=False)
+
+
+def test_frames_video_matches_the_aligned_frames_and_old_jpeg_datasets_still_load(katie_dataset: Path,
+                                                                                   tmp_path: Path) -> None:
+    """Datasets store frames as one H.264 video; a dataset of JPEGs (older versions) loads the same frames."""
+    from deltaplane.data.dataset import load_clip
+    from deltaplane.media.video import iter_frames
+
+    _, clip = load_clip(katie_dataset, "test")
+    assert clip.frames.shape == (20, 3, 512, 512) and clip.indices.tolist() == list(range(180, 200))
+    copy = tmp_path / "jpeg"
+    shutil.copytree(katie_dataset, copy)
+    (copy / "frames").mkdir()
+    for index, rgb in enumerate(iter_frames(copy / "frames.mp4", 25.0)):
+        cv2.imwrite(str(copy / "frames" / f"{index:06d}.jpg"), rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 100])
+    (copy / "frames.mp4").unlink()
+    _, old = load_clip(copy, "test")
+    assert (old.frames.float() - clip.frames.float()).abs().mean() < 1.0  # only JPEG's rounding differs

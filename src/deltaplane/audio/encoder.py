@@ -30,6 +30,9 @@ class AudioEncoderConfig:
     """Width of the audio code (the audio token)."""
     num_windows: int = 8
     """Consecutive per-frame windows t−4 … t+3 mixed by the attention net."""
+    normalize: bool = False
+    """Standardise the features per utterance before the encoder (`audio.features.normalize_utterance`): the
+    training clip and each driving audio file by their own statistics."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.window <= 16:

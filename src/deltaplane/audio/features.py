@@ -113,6 +113,18 @@ def frame_windows(features: Float[np.ndarray, "time dim"], num_frames: int,
     return padded[np.where(inside, indices + 1, 0)]
 
 
+def normalize_utterance(windows: Float[np.ndarray, "frames 16 dim"]) -> Float[np.ndarray, "frames 16 dim"]:
+    """Standardise every feature channel over one utterance (a training clip, a driving audio file): subtract its
+    mean and divide by its std over the frames (taken from the window centres, so the zero padding at the clip's
+    ends does not count). This removes a speaker's or a microphone's constant spectral tilt and loudness, which
+    the per-person audio encoder would otherwise read as mouth information; the zero padding stays zero."""
+    centres = windows[:, WINDOW // 2]  # [N, D]: feature frame k·(rate/fps), the window's centre
+    mean, std = centres.mean(0), centres.std(0)
+    outside = ~windows.any(axis=-1, keepdims=True)  # padded feature frames (all zero)
+    normalised = (windows - mean) / np.maximum(std, 1e-3)
+    return np.where(outside, 0.0, normalised).astype(np.float32)
+
+
 def load_precomputed_features(path: str | os.PathLike, num_frames: int) -> Float[np.ndarray, "frames 16 dim"]:
     """Import AD-NeRF/Talk3D windows: `aud_eo.npy` [N, 16, 44] (wav2vec2 logits) or `aud.npy` [N, 16, 29]
     (DeepSpeech), whose window k is centred on video frame k like ours. Cropped or zero-padded to `num_frames`."""

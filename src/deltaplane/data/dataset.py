@@ -16,10 +16,13 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
-from deltaplane.data.schema import (AUDIO_FEATURES, TRACKS, Manifest, frame_path, parsing_path, read_manifest)
+from deltaplane.data.schema import (AUDIO_FEATURES, FRAMES_VIDEO, TRACKS, Manifest, frame_path, parsing_path,
+                                    read_manifest)
 from deltaplane.errors import InputError
 from deltaplane.geometry.cameras import Cameras
+from deltaplane.audio.features import normalize_utterance
 from deltaplane.geometry.face_depth import aligned_face_points, interior_vertices
+from deltaplane.geometry.lips import mouth_shape
 from deltaplane.structs import Conditions, FrameBatch
 
 BACKGROUND_LABEL = 0
@@ -50,6 +53,8 @@ class ClipData:
     """Face-mesh vertices in `size`² pixels + relative depth (`geometry.face_depth.aligned_face_points`)."""
     face_point_valid: Bool[Tensor, "frames 468"]
     """Interior vertices of frames whose face was detected (not interpolated over a gap)."""
+    mouth_shapes: Float[Tensor, "frames 40"]
+    """Mouth shape of each frame (`geometry.lips.mouth_shape` of the aligned 68 landmarks)."""
 
     def __len__(self) -> int:
         return self.indices.shape[0]
@@ -67,8 +72,33 @@ def _read_image(path: Path, size: int, flags: int, interpolation: int) -> np.nda
     return image
 
 
-def load_clip(dataset_dir: str | Path, split: str, size: int | None = None) -> tuple[Manifest, ClipData]:
-    """Load `split` ('train', 'test' or 'all') resized to `size`² (default: the dataset's image size)."""
+def _read_frames(dataset_dir: Path, manifest: Manifest, indices: list[int], size: int
+                 ) -> UInt8[np.ndarray, "frames size size 3"]:
+    """The RGB frames at `indices`: decoded once from FRAMES_VIDEO, or read from the JPEGs of older datasets."""
+    if not (dataset_dir / FRAMES_VIDEO).is_file():
+        return np.stack([_read_image(frame_path(dataset_dir, i), size, cv2.IMREAD_COLOR, cv2.INTER_AREA)[..., ::-1]
+                         for i in indices])
+    from deltaplane.media.video import iter_frames
+
+    wanted = set(indices)
+    decoded: dict[int, np.ndarray] = {}
+    for index, rgb in enumerate(iter_frames(dataset_dir / FRAMES_VIDEO, manifest.fps)):
+        if index in wanted:
+            decoded[index] = rgb if rgb.shape[0] == size else cv2.resize(rgb, (size, size),
+                                                                         interpolation=cv2.INTER_AREA)
+        if index >= max(indices):
+            break
+    missing = wanted - decoded.keys()
+    if missing:
+        raise InputError(f"{dataset_dir / FRAMES_VIDEO} holds {len(decoded)} of the frames; frame {min(missing)} is "
+                         "missing: the dataset is damaged; re-run `deltaplane preprocess`")
+    return np.stack([decoded[i] for i in indices])
+
+
+def load_clip(dataset_dir: str | Path, split: str, size: int | None = None,
+              normalize_audio: bool = False) -> tuple[Manifest, ClipData]:
+    """Load `split` ('train', 'test' or 'all') resized to `size`² (default: the dataset's image size);
+    `normalize_audio` standardises the clip's audio features (`audio.features.normalize_utterance`)."""
     dataset_dir = Path(dataset_dir)
     manifest = read_manifest(dataset_dir)
     if split == "all":
@@ -80,12 +110,13 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None) -> t
     if not indices:
         raise InputError(f"split {split!r} of {dataset_dir} is empty")
     size = size or manifest.image_size
-    frames = np.stack([_read_image(frame_path(dataset_dir, i), size, cv2.IMREAD_COLOR, cv2.INTER_AREA)[..., ::-1]
-                       for i in indices])
+    frames = _read_frames(dataset_dir, manifest, indices, size)
     parsing = np.stack([_read_image(parsing_path(dataset_dir, i), size, cv2.IMREAD_GRAYSCALE, cv2.INTER_NEAREST)
                         for i in indices])
     tracks = np.load(dataset_dir / TRACKS)
     features = np.load(dataset_dir / AUDIO_FEATURES).astype(np.float32)
+    if normalize_audio:
+        features = normalize_utterance(features)
     select = np.asarray(indices)
     intrinsics = tracks["intrinsics"][select].copy()
     intrinsics[:, :2] *= size / manifest.image_size
@@ -101,6 +132,7 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None) -> t
         intrinsics=torch.from_numpy(intrinsics.astype(np.float32)),
         face_boxes=torch.from_numpy(square_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
         **_face_points(tracks, select, size / manifest.image_size),
+        mouth_shapes=torch.from_numpy(mouth_shape(tracks["landmarks_aligned"][select])),
     )
     return manifest, clip
 
@@ -156,4 +188,5 @@ def make_batch(clip: ClipData, positions: Int[Tensor, " batch"], raw_size: int) 
                             landmarks=clip.landmarks[positions])
     return FrameBatch(indices=clip.indices[positions], images=images, images_raw=images_raw, lower_face=lower_raw,
                       background=background_raw, face_points=clip.face_points[positions],
-                      face_point_valid=clip.face_point_valid[positions], cameras=cameras, conditions=conditions)
+                      face_point_valid=clip.face_point_valid[positions], mouth_shape=clip.mouth_shapes[positions],
+                      cameras=cameras, conditions=conditions)

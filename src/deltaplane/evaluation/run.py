@@ -161,7 +161,8 @@ def _score_split(model: TriplaneTalker, dataset: Path, split: str, config: Evalu
                  embedder: IdentityEmbedder, keep: dict[str, ndarray], videos: SavedVideos | None, progress: bool
                  ) -> tuple[PairResult, Conditions, ndarray, float]:
     """Render the split with its own audio windows, tokens and cameras and score it against its frames."""
-    manifest, clip = load_clip(dataset, split, size=model.config.output_resolution)
+    manifest, clip = load_clip(dataset, split, size=model.config.output_resolution,
+                               normalize_audio=model.config.audio.normalize)
     samples = _split_audio(dataset, clip.indices.tolist(), manifest.fps)
     conditions = Conditions(audio=audio_context(clip.audio_features, clip.indices), eye=clip.eye,
                             angles=clip.angles, landmarks=clip.landmarks)

@@ -8,11 +8,15 @@ tokens [B, 5, 64] = [audio, eye, null, angles, landmarks]            → 48 + 48
 
 The identity planes are learned directly from the video (no external prior); `load_identity_planes` accepts planes
 from a generator (EG3D prior) without any other change.
+
+With `audio_token="lips"` the audio token carries a lip vector (`fields.lips`): the tracked mouth shape during
+training, the audio encoder's regression of it at inference.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -22,6 +26,7 @@ from deltaplane import losses
 from deltaplane.audio.encoder import AudioEncoder, AudioEncoderConfig
 from deltaplane.fields.conditions import ConditionEncoder, ConditionEncoderConfig
 from deltaplane.fields.deltaplane import DeltaplaneConfig, DeltaplanePredictor
+from deltaplane.fields.lips import LipConfig, LipVector
 from deltaplane.fields.superres import SuperResolution, SuperResolutionConfig
 from deltaplane.fields.triplane import OSGDecoderConfig, TriplaneField
 from deltaplane.geometry.cameras import Cameras
@@ -41,6 +46,8 @@ class LossWeights:
     """L1 of the super-resolved RGB vs the ground truth at the output resolution."""
     mouth: float = 15.0
     """Mean squared error inside the lower-face mask at the rendering resolution."""
+    lips: float = 1.0
+    """Mean squared error of the audio encoder's lip vector against the tracked one (whitened units; lip mode)."""
     lpips: float = 1.0
     """LPIPS at both resolutions (only with user-given LPIPS weights)."""
     sync: float = 0.01
@@ -84,6 +91,11 @@ class TriplaneTalkerConfig:
     audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
     conditions: ConditionEncoderConfig = field(default_factory=ConditionEncoderConfig)
     loss: LossWeights = field(default_factory=LossWeights)
+    audio_token: Literal["audio", "lips"] = "audio"
+    """What the audio token carries: "audio" = the audio encoder's code (Talk3D); "lips" = a lip vector, the
+    tracked mouth shape in training and the audio encoder's regression of it at inference (`fields.lips`)."""
+    lips: LipConfig = field(default_factory=LipConfig)
+    """The lip vector (with audio_token="lips")."""
 
     @property
     def output_resolution(self) -> int:
@@ -103,6 +115,8 @@ class TriplaneTalker(nn.Module):
         shape = (3, config.plane_channels, config.plane_resolution, config.plane_resolution)
         self.identity_planes = nn.Parameter(torch.randn(shape) * config.identity_init_std)
         self.audio_encoder = AudioEncoder(config.audio)
+        self.lips = (LipVector(config.lips, config.audio.code_dim, config.conditions.token_dim)
+                     if config.audio_token == "lips" else None)
         self.condition_encoder = ConditionEncoder(config.conditions)
         self.predictor = DeltaplanePredictor(config.deltaplane)
         self.field = TriplaneField(config.decoder, box_warp=config.box_warp)
@@ -113,11 +127,24 @@ class TriplaneTalker(nn.Module):
         """Replace the identity planes, e.g. with the output of a personalised generator."""
         self.identity_planes.copy_(planes.to(self.identity_planes))
 
-    def tokens(self, conditions: Conditions, audio_code: Float[Tensor, "B 64"] | None = None
-               ) -> Float[Tensor, "B 5 64"]:
-        """The 5 condition tokens; pass `audio_code` to override the audio encoder (e.g. a smoothed code)."""
-        if audio_code is None:
-            audio_code = self.audio_encoder(conditions.audio)
+    def predicted_lips(self, audio: Float[Tensor, "B 8 16 D"], calibrated: bool = True) -> Float[Tensor, "B L"]:
+        """The audio encoder's lip vector (lip mode only; `fields.lips.LipVector.predict`)."""
+        assert self.lips is not None, "predicted_lips needs audio_token='lips'"
+        return self.lips.predict(self.audio_encoder(audio), calibrated)
+
+    def audio_codes(self, audio: Float[Tensor, "B 8 16 D"]) -> Float[Tensor, "B 64"]:
+        """The audio token's content driven by audio: the audio code, or in lip mode the predicted lip vector's."""
+        return self.audio_encoder(audio) if self.lips is None else self.lips(self.predicted_lips(audio))
+
+    def tokens(self, conditions: Conditions, audio_code: Float[Tensor, "B 64"] | None = None,
+               mouth_shape: Float[Tensor, "B 40"] | None = None) -> Float[Tensor, "B 5 64"]:
+        """The 5 condition tokens; pass `audio_code` to override the audio (e.g. a smoothed code). In lip mode a
+        tracked `mouth_shape` (training) replaces the audio: its lip vector, with the teacher noise."""
+        if audio_code is None and mouth_shape is not None and self.lips is not None:
+            lips = self.lips.coefficients(mouth_shape)
+            audio_code = self.lips(lips + self.config.lips.teacher_noise * torch.randn_like(lips))
+        elif audio_code is None:
+            audio_code = self.audio_codes(conditions.audio)
         return self.condition_encoder(audio_code, conditions.eye, conditions.angles, conditions.landmarks)
 
     def planes(self, tokens: Float[Tensor, "B 5 64"], encoded_identity: object | None = None
@@ -153,9 +180,10 @@ class TriplaneTalker(nn.Module):
         return RenderOutput(rgb=rgb, rgb_raw=rgb_raw, depth=image(depth), accumulation=image(accumulation),
                             depth_spread=image(spread))
 
-    def forward(self, cameras: Cameras, conditions: Conditions,
-                generator: torch.Generator | None = None) -> tuple[RenderOutput, Float[Tensor, "B 3 C H W"]]:
-        planes, delta = self.planes(self.tokens(conditions))
+    def forward(self, cameras: Cameras, conditions: Conditions, generator: torch.Generator | None = None,
+                mouth_shape: Float[Tensor, "B 40"] | None = None) -> tuple[RenderOutput, Float[Tensor, "B 3 C H W"]]:
+        """Render; `mouth_shape` teaches the lip mode's renderer with tracked mouths (see `tokens`)."""
+        planes, delta = self.planes(self.tokens(conditions, mouth_shape=mouth_shape))
         return self.render(planes, cameras, generator), delta
 
     def loss_terms(self, output: RenderOutput, delta: Float[Tensor, "B 3 C H W"], batch: FrameBatch,
@@ -176,6 +204,10 @@ class TriplaneTalker(nn.Module):
         if weights.background_depth > 0:
             behind = torch.relu(self.config.background_depth - output.depth.float())
             terms["background_depth"] = weights.background_depth * losses.masked_mean(behind, batch.background)
+        if self.lips is not None:
+            target = self.lips.coefficients(batch.mouth_shape)
+            predicted = self.predicted_lips(batch.conditions.audio, calibrated=False).float()
+            terms["lips"] = weights.lips * (predicted - target).square().mean()
         if weights.delta_l1 > 0:
             terms["delta_l1"] = weights.delta_l1 * delta.float().abs().mean()
         if perceptual is not None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -23,16 +24,15 @@ import cv2
 import numpy as np
 
 from deltaplane.atomic import atomic_dir, save_npz, write_json
-from deltaplane.data.schema import (AUDIO_FEATURES, AUDIO_WAV, FRAMES_DIR, MANIFEST, PARSING_DIR, TRACKS, AudioInfo,
-                                    Manifest, SourceInfo, split_indices)
+from deltaplane.data.schema import (AUDIO_FEATURES, AUDIO_WAV, FRAMES_CRF, FRAMES_DIR, FRAMES_VIDEO, MANIFEST,
+                                    PARSING_DIR, TRACKS, AudioInfo, Manifest, SourceInfo, split_indices)
 from deltaplane.errors import InputError
-from deltaplane.media.video import VideoInfo, iter_frames, output_frame_count, probe_video
+from deltaplane.media.video import VideoInfo, VideoWriter, iter_frames, output_frame_count, probe_video
 from deltaplane.preprocess.audio_stage import run_audio_stage
 from deltaplane.preprocess.geometry_stage import FrameGeometry, frame_geometry
 
 STAGES_DIR = ".stages"
 MIN_SECONDS = 2.0
-JPEG_QUALITY = 95
 
 
 @dataclass(frozen=True)
@@ -128,14 +128,16 @@ def run_preprocess(video: Path, dataset_dir: Path, config: PreprocessConfig, aud
         save_npz(track_path, **raw)
         records.mark("track", track_print, time.perf_counter() - started, frames=num_frames)
 
-    frames_print = _fingerprint("frames", track_print, config.size, config.max_missing_fraction)
-    outputs = [dataset_dir / FRAMES_DIR, dataset_dir / PARSING_DIR, dataset_dir / TRACKS]
+    frames_print = _fingerprint("frames", track_print, config.size, config.max_missing_fraction, FRAMES_VIDEO,
+                                FRAMES_CRF)
+    outputs = [dataset_dir / FRAMES_VIDEO, dataset_dir / PARSING_DIR, dataset_dir / TRACKS]
     if not records.done("frames", frames_print, outputs):
         started = time.perf_counter()
         with np.load(track_path) as raw:
             geometry = frame_geometry(dict(raw), info.width, info.height, config.size, config.fps,
                                       config.max_missing_fraction)
         _write_frames(video, dataset_dir, geometry, config, num_frames, progress)
+        shutil.rmtree(dataset_dir / FRAMES_DIR, ignore_errors=True)  # JPEGs of an older version of the dataset
         save_npz(dataset_dir / TRACKS, **geometry.arrays)
         records.mark("frames", frames_print, time.perf_counter() - started, frames=num_frames)
 
@@ -173,7 +175,8 @@ def _track(video: Path, num_frames: int, fps: float, progress: bool) -> dict[str
 
 def _write_frames(video: Path, dataset_dir: Path, geometry: FrameGeometry, config: PreprocessConfig,
                   num_frames: int, progress: bool) -> None:
-    """Second streamed pass: warp each frame onto the template, segment it, write JPEG + label-map PNG."""
+    """Second streamed pass: warp each frame onto the template, segment it, encode it into FRAMES_VIDEO and write
+    its label-map PNG."""
     from tqdm import tqdm
 
     from deltaplane.preprocess.align import transform_points, warp_to_template
@@ -183,8 +186,9 @@ def _write_frames(video: Path, dataset_dir: Path, geometry: FrameGeometry, confi
         if not cv2.imwrite(str(path), image, params):
             raise OSError(f"cannot write {path}")
 
-    with atomic_dir(dataset_dir / FRAMES_DIR) as frames_dir, atomic_dir(dataset_dir / PARSING_DIR) as parsing_dir, \
-            PersonSegmenter() as segmenter, ThreadPoolExecutor(max_workers=2) as pool:
+    with VideoWriter(dataset_dir / FRAMES_VIDEO, config.fps, crf=FRAMES_CRF, preset="medium") as frames_video, \
+            atomic_dir(dataset_dir / PARSING_DIR) as parsing_dir, PersonSegmenter() as segmenter, \
+            ThreadPoolExecutor(max_workers=2) as pool:
         pending = []
         frames = iter_frames(video, config.fps)
         for index, rgb in enumerate(tqdm(frames, total=num_frames, disable=not progress, desc="align frames",
@@ -193,8 +197,7 @@ def _write_frames(video: Path, dataset_dir: Path, geometry: FrameGeometry, confi
             aligned = warp_to_template(rgb, affine, config.size)
             mesh_xy = transform_points(geometry.arrays["mesh_original"][index, :, :2], affine)
             labels = parsing_map(aligned, geometry.arrays["landmarks_aligned"][index], segmenter, mesh_xy)
-            pending.append(pool.submit(write, frames_dir / f"{index:06d}.jpg", aligned[..., ::-1].copy(),
-                                       [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]))
+            frames_video.write(aligned)
             pending.append(pool.submit(write, parsing_dir / f"{index:06d}.png", labels, [cv2.IMWRITE_PNG_COMPRESSION, 1]))
             while len(pending) > 16:  # bounded queue: memory stays flat for long videos
                 pending.pop(0).result()

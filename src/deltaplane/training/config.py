@@ -19,6 +19,9 @@ class TrainConfig:
     """Adam learning rate of the OSG decoder and the super-resolution net."""
     lr_predictor: float = 5e-4
     """Adam learning rate of the deltaplane predictor and the condition encoders (Talk3D: 5e-4)."""
+    lr_audio: float = 5e-4
+    """Adam learning rate of the audio encoder and its lip-vector head in lip mode (their own regression target;
+    no warm-up)."""
     lr_decay: float = 0.1
     """Learning rates decay exponentially to this fraction at the last step."""
     warmup_delta_steps: int = 0

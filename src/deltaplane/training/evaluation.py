@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from jaxtyping import Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from deltaplane.data.dataset import ClipData, make_batch, to_uint8
@@ -25,23 +25,50 @@ def _render_positions(model: TriplaneTalker, clip: ClipData, positions: Int[Tens
 
 @torch.no_grad()
 def evaluate_clip(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, " frames"]) -> dict[str, float]:
-    """Mean PSNR/SSIM of the rendered frames at `positions` vs ground truth (full frame, face region, raw render)
-    and the face-mesh depth error of their geometry (world units, `TriplaneTalker.face_depth_error`)."""
+    """Mean PSNR/SSIM of the rendered frames at `positions` vs ground truth (full frame, face region, raw render),
+    the face-mesh depth error of their geometry (world units, `TriplaneTalker.face_depth_error`), how much the
+    mouth region changes over these frames next to the ground truth (`mouth_pixel_std_ratio`) and, in lip mode,
+    how well the audio predicts the tracked lip vector (`lip_error`: MSE in whitened units, 1 = always the mean;
+    `lip_correlation`: Pearson correlation of the first component)."""
     was_training = model.training
     model.eval()
     values: dict[str, list[Tensor]] = {"psnr": [], "ssim": [], "psnr_face": [], "psnr_raw": [],
                                        "face_depth_error": []}
+    renders, truths, masks = [], [], []
     for start in range(0, positions.shape[0], EVAL_BATCH):
         batch, output = _render_positions(model, clip, positions[start:start + EVAL_BATCH])
         prediction = output.rgb.float().clamp(-1, 1)
+        renders.append(output.rgb_raw.float().clamp(-1, 1))
+        truths.append(batch.images_raw)
+        masks.append(batch.lower_face)
         face = clip.parsing[positions[start:start + EVAL_BATCH]] >= FACE_LABEL_MIN
         values["psnr"].append(psnr(prediction, batch.images))
         values["ssim"].append(ssim(prediction, batch.images))
         values["psnr_face"].append(psnr(prediction, batch.images, mask=face))
         values["psnr_raw"].append(psnr(output.rgb_raw.float().clamp(-1, 1), batch.images_raw))
         values["face_depth_error"].append(model.face_depth_error(output, batch).expand(prediction.shape[0]))
+    metrics = {f"test/{name}": torch.cat(parts).mean().item() for name, parts in values.items()}
+    metrics["test/mouth_pixel_std_ratio"] = mouth_pixel_std_ratio(torch.cat(renders), torch.cat(truths),
+                                                                  torch.cat(masks))
+    if model.lips is not None:
+        batch = make_batch(clip, positions, model.config.render_resolution)
+        predicted = model.predicted_lips(batch.conditions.audio).float()
+        target = model.lips.coefficients(batch.mouth_shape)
+        metrics["test/lip_error"] = (predicted - target).square().mean().item()
+        metrics["test/lip_correlation"] = torch.corrcoef(torch.stack([predicted[:, 0], target[:, 0]]))[0, 1].item()
     model.train(was_training)
-    return {f"test/{name}": torch.cat(parts).mean().item() for name, parts in values.items()}
+    return metrics
+
+
+def mouth_pixel_std_ratio(renders: Float[Tensor, "frames 3 H W"], truths: Float[Tensor, "frames 3 H W"],
+                          masks: Bool[Tensor, "frames 1 H W"]) -> float:
+    """Temporal std of the pixels inside any frame's lower-face mask, render over ground truth (a landmark-free
+    gauge of mouth motion: a still mouth gives 0)."""
+    if renders.shape[0] < 2:
+        return float("nan")
+    region = masks.any(dim=0).expand_as(renders[0])  # [3, H, W]
+    spread = [images.std(dim=0)[region].mean() for images in (renders, truths)]
+    return (spread[0] / spread[1].clamp_min(1e-6)).item()
 
 
 @torch.no_grad()

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from deltaplane import checkpoint
 from deltaplane.config_io import from_dict, to_dict
-from deltaplane.data.dataset import ClipData, load_clip, make_batch
+from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_batch
 from deltaplane.errors import InputError
 from deltaplane.metrics.image import psnr
 from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
@@ -34,16 +34,23 @@ class TrainResult:
 
 def _param_groups(model: TriplaneTalker, config: TrainConfig) -> list[dict]:
     renderer = [*model.field.parameters(), *model.superres.parameters()]
-    predictor = [*model.predictor.parameters(), *model.audio_encoder.parameters(),
-                 *model.condition_encoder.parameters()]
-    return [{"params": [model.identity_planes], "lr": config.lr_identity, "name": "identity"},
-            {"params": renderer, "lr": config.lr_renderer, "name": "renderer"},
-            {"params": predictor, "lr": config.lr_predictor, "name": "predictor"}]
+    predictor = [*model.predictor.parameters(), *model.condition_encoder.parameters()]
+    groups = [{"params": [model.identity_planes], "lr": config.lr_identity, "name": "identity"},
+              {"params": renderer, "lr": config.lr_renderer, "name": "renderer"}]
+    if model.lips is None:
+        return [*groups, {"params": [*predictor, *model.audio_encoder.parameters()], "lr": config.lr_predictor,
+                          "name": "predictor"}]
+    # Lip mode: the audio → lip vector regression has its own target and needs no warm-up.
+    audio = [*model.audio_encoder.parameters(), *model.lips.head.parameters()]
+    return [*groups, {"params": [*predictor, *model.lips.embed.parameters()], "lr": config.lr_predictor,
+                      "name": "predictor"},
+            {"params": audio, "lr": config.lr_audio, "name": "audio"}]
 
 
 def _set_learning_rates(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> None:
     factor = config.lr_decay ** (step / max(config.steps, 1))
-    base = {"identity": config.lr_identity, "renderer": config.lr_renderer, "predictor": config.lr_predictor}
+    base = {"identity": config.lr_identity, "renderer": config.lr_renderer, "predictor": config.lr_predictor,
+            "audio": config.lr_audio}
     for group in optimizer.param_groups:
         active = group["name"] != "predictor" or step >= config.warmup_delta_steps
         group["lr"] = base[group["name"]] * factor if active else 0.0
@@ -103,13 +110,17 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     `until_step` ends this call early at that step (checkpoint written, schedule unchanged), like an interruption
     that `resume=True` continues; `train_config.max_minutes` does the same by wall time."""
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
-    manifest, train_clip = load_clip(dataset_dir, "train", size=model_config.output_resolution)
-    test_clip = load_clip(dataset_dir, "test", size=model_config.output_resolution)[1] if manifest.splits["test"] \
-        else None
+    normalize = model_config.audio.normalize
+    manifest, train_clip = load_clip(dataset_dir, "train", size=model_config.output_resolution,
+                                     normalize_audio=normalize)
+    test_clip = load_clip(dataset_dir, "test", size=model_config.output_resolution,
+                          normalize_audio=normalize)[1] if manifest.splits["test"] else None
     model_config = _prepare_run(run_dir, dataset_dir, model_config, train_config, preset, resume, manifest.audio.dim)
     _save_driving_tracks(run_dir, train_clip)
     torch.manual_seed(train_config.seed)
     model = TriplaneTalker(model_config).to(device)
+    if model.lips is not None:  # the basis is a function of the training frames; a resumed run reloads the same
+        model.lips.fit(train_clip.mouth_shapes.to(device))
     names = {id(p): n for n, p in model.named_parameters()}
     optimizer = torch.optim.Adam([{k: v for k, v in g.items()} for g in _param_groups(model, train_config)])
     generator = torch.Generator().manual_seed(train_config.seed)
@@ -139,7 +150,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 positions = torch.randint(len(train_clip), (train_config.batch_size,), generator=generator).to(device)
             batch = make_batch(train_clip, positions, model_config.render_resolution)
             with autocast(precision, device):  # type: ignore[arg-type]
-                output, delta = model(batch.cameras, batch.conditions)
+                output, delta = model(batch.cameras, batch.conditions, mouth_shape=batch.mouth_shape)
                 terms = model.loss_terms(output, delta, batch, perceptual)
                 if use_sync:
                     terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)
@@ -166,10 +177,12 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             if step % train_config.sample_every == 0:
                 _write_sample(run_dir, model, test_clip or train_clip, step, logger)
             if step % train_config.checkpoint_every == 0:
+                _calibrate_lips(model, train_clip)
                 _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics)
     finally:
         bar.close()
     evaluated_now = train_config.eval_every and step % train_config.eval_every == 0 and step > start_step
+    _calibrate_lips(model, train_clip)
     if test_clip is not None and not evaluated_now:
         metrics = _evaluate(model, test_clip, train_config, logger, step, started, device)
     if step % train_config.sample_every:
@@ -177,6 +190,17 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics)
     logger.close()
     return TrainResult(run_dir, step, metrics)
+
+
+@torch.no_grad()
+def _calibrate_lips(model: TriplaneTalker, clip: ClipData) -> None:
+    """Lip mode: fit the lip vector's gain (`fields.lips.LipVector.calibrate`) on every training frame."""
+    if model.lips is None:
+        return
+    indices = torch.arange(len(clip), device=clip.indices.device)
+    audio = torch.cat([audio_context(clip.audio_features, clip.indices[part]) for part in indices.split(256)])
+    predicted = torch.cat([model.predicted_lips(chunk, calibrated=False) for chunk in audio.split(256)])
+    model.lips.calibrate(predicted, model.lips.coefficients(clip.mouth_shapes))
 
 
 def _evaluate(model: TriplaneTalker, clip: ClipData, config: TrainConfig, logger: RunLogger, step: int,

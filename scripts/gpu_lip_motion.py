@@ -1,0 +1,150 @@
+"""Why the lips don't move, and what makes them: train one `fast` variant for a fixed time, measure the diagnostics
+of docs/lip-motion.md on the GPU, and render the videos the CPU machine scores with `deltaplane evaluate --pred/--gt`
+(mouth motion, LMD, sync: dlib/mediapipe are not on the GPU image).
+
+    python scripts/gpu_lip_motion.py DATASET AUDIO_DIR WORK --variant lips_norm --minutes 6
+
+Writes $OUT/VARIANT.tar (test.mp4 = the test split with its own audio and cameras, test_gt.mp4, cross_NAME.mp4 per
+file of AUDIO_DIR with the training video's tokens and cameras, log.jsonl, diagnostics.json) and prints the
+diagnostics as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deltaplane.audio.io import audio_files, load_audio
+from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_batch
+from deltaplane.evaluation.run import _split_audio
+from deltaplane.inference import audio_windows, camera_path, driving_conditions, load_run, render_clip, to_uint8
+from deltaplane.media.video import VideoWriter, output_frame_count
+from deltaplane.presets import get_preset
+from deltaplane.structs import Conditions
+from deltaplane.training.evaluation import evaluate_clip
+from deltaplane.training.trainer import train
+
+
+def variant_configs(name: str, preset: str = "fast"):
+    """The fast preset with the changes a variant names (joined by '+'): lips, audio (Talk3D's audio token),
+    norm (per-utterance feature normalisation), mouthN (mouth loss weight N), audiolrX (learning rate X of the
+    audio → lip regression), nowarm (no deltaplane warm-up)."""
+    model, train_config = get_preset(preset)
+    for part in name.split("+"):
+        if part == "lips":
+            model = dataclasses.replace(model, audio_token="lips")
+        elif part == "audio":
+            model = dataclasses.replace(model, audio_token="audio")
+        elif part == "norm":
+            model = dataclasses.replace(model, audio=dataclasses.replace(model.audio, normalize=True))
+        elif part.startswith("mouth"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, mouth=float(part[5:])))
+        elif part.startswith("audiolr"):
+            train_config = dataclasses.replace(train_config, lr_audio=float(part[7:]))
+        elif part == "nowarm":
+            train_config = dataclasses.replace(train_config, warmup_delta_steps=0)
+        elif part != "base":
+            raise SystemExit(f"unknown variant part {part!r}")
+    return model, train_config
+
+
+@torch.no_grad()
+def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, float]:
+    """Deltaplane size next to the identity planes, and the share of cross-attention on each token."""
+    batch = make_batch(clip, positions, model.config.render_resolution)
+    tokens = model.tokens(batch.conditions)
+    encoded = model.predictor.encode(model.identity_planes[None])
+    delta, attention = model.predictor.decode(encoded.expand(tokens.shape[0]), tokens, return_attention=True)
+    identity_rms = model.identity_planes.float().square().mean().sqrt().item()
+    shares = attention.float().mean(dim=(0, 1, 2, 3))  # [tokens]
+    return {"delta_rms": delta.float().square().mean().sqrt().item(), "identity_rms": identity_rms,
+            "delta_temporal_std": delta.float().std(dim=0).mean().item(),
+            **{f"attention/{name}": value for name, value in zip(("audio", "eye", "null", "angles", "landmarks"),
+                                                                 shares.tolist())},
+            "attention/audio_max": attention[..., 0].float().mean(dim=(0, 1)).max().item()}
+
+
+@torch.no_grad()
+def teacher_frames(model, clip: ClipData):
+    """The test split rendered from the tracked mouth shapes' lip vectors instead of the audio's."""
+    for start in range(0, len(clip), 4):
+        positions = torch.arange(start, min(start + 4, len(clip)), device=clip.frames.device)
+        batch = make_batch(clip, positions, model.config.render_resolution)
+        code = model.lips(model.lips.coefficients(batch.mouth_shape))
+        tokens = model.tokens(batch.conditions, audio_code=code)
+        output = model.render(model.planes(tokens)[0], batch.cameras)
+        yield from (to_uint8(rgb) for rgb in output.rgb)
+
+
+def write_video(path: Path, frames, fps: float, audio: np.ndarray) -> None:
+    with VideoWriter(path, fps, audio=audio, crf=20) as writer:
+        for frame in frames:
+            writer.write(frame)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("audio_dir", type=Path)
+    parser.add_argument("work", type=Path)
+    parser.add_argument("--variant", default="base")
+    parser.add_argument("--minutes", type=float, default=6.0)
+    parser.add_argument("--preset", default="fast", help="tiny: a CPU smoke test of this script")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    out = Path(os.environ.get("OUT", "."))
+    device = torch.device(args.device)
+    model_config, train_config = variant_configs(args.variant, args.preset)
+    run_dir = args.work / args.variant.replace("+", "_")
+    started = time.perf_counter()
+    result = train(args.dataset, run_dir, model_config, dataclasses.replace(train_config, max_minutes=args.minutes),
+                   args.preset, device, progress=False)
+    model, run_config, driving = load_run(run_dir, device)
+    manifest, test = load_clip(args.dataset, "test", size=model.config.output_resolution,
+                               normalize_audio=model.config.audio.normalize)
+    _, train_clip = load_clip(args.dataset, "train", size=model.config.output_resolution,
+                              normalize_audio=model.config.audio.normalize)
+    test, train_clip = test.to(device), train_clip.to(device)
+    spaced = lambda clip: torch.from_numpy(np.linspace(0, len(clip) - 1, 16).round().astype(np.int64)).to(device)
+    report = {"variant": args.variant, "steps": result.step, **result.metrics,
+              **{key.replace("test/", "train/"): value for key, value in
+                 evaluate_clip(model, train_clip, spaced(train_clip)).items()},
+              **diagnostics(model, test, spaced(test))}
+    fps = manifest.fps
+    videos = {}
+    conditions = Conditions(audio=audio_context(test.audio_features, test.indices), eye=test.eye, angles=test.angles,
+                            landmarks=test.landmarks)
+    samples = _split_audio(args.dataset, test.indices.tolist(), fps)
+    write_video(run_dir / "test.mp4", (to_uint8(rgb) for rgb, _ in render_clip(model, conditions, test.cam2world)),
+                fps, samples)
+    write_video(run_dir / "test_gt.mp4", (frame.permute(1, 2, 0).cpu().numpy() for frame in test.frames), fps,
+                samples)
+    videos.update(test="test.mp4", test_gt="test_gt.mp4")
+    if model.lips is not None:  # the renderer told the tracked mouth shapes: does it draw them?
+        write_video(run_dir / "test_teacher.mp4", teacher_frames(model, test), fps, samples)
+        videos["test_teacher"] = "test_teacher.mp4"
+    for name, path in audio_files(args.audio_dir).items():
+        speech = load_audio(path)
+        count = output_frame_count(speech.shape[0] / 16000, fps)
+        driven, _ = driving_conditions(audio_windows(run_config, speech, count, fps), driving, neutral=False)
+        frames = (to_uint8(rgb) for rgb, _ in render_clip(model, driven, camera_path("dataset", count, driving)))
+        write_video(run_dir / f"cross_{name}.mp4", frames, fps, speech)
+        videos[f"cross_{name}"] = f"cross_{name}.mp4"
+    report["wall_seconds"] = time.perf_counter() - started
+    (run_dir / "diagnostics.json").write_text(json.dumps(report, indent=1))
+    with tarfile.open(out / f"{run_dir.name}.tar", "w") as tar:
+        for name in [*videos.values(), "log.jsonl", "diagnostics.json"]:
+            tar.add(run_dir / name, arcname=f"{run_dir.name}/{name}")
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

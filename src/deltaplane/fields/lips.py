@@ -1,0 +1,93 @@
+"""The lip vector: the audio token's content when the mouth is driven through an explicit mouth shape.
+
+Talk3D feeds the audio code straight into the cross-attention and leaves the renderer to find out, from the
+photometric loss alone, which part of the code opens the mouth; trained for minutes, it learns an average, half-closed
+mouth (docs/lip-motion.md). Here the audio token carries a *lip vector* instead (as the Gaussian-prior seed's lip
+vector): the whitened principal components of the tracked mouth shape (`geometry.lips.mouth_shape`).
+
+* The renderer learns lip vector → mouth from the tracked mouths of the training frames (teacher forcing), a direct,
+  per-frame signal.
+* The audio encoder learns audio → lip vector by regression on the same frames, a small, well-posed problem.
+* At inference the audio encoder's lip vector drives the renderer.
+
+The eye, head-angle and landmark tokens keep driving the upper face and the pose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor, nn
+
+from deltaplane.geometry.lips import MOUTH_SHAPE_DIM
+
+MAX_GAIN = 3.0
+"""Largest calibration gain of a lip-vector component (a component the audio barely explains stays damped)."""
+
+
+@dataclass(frozen=True)
+class LipConfig:
+    """Size of the lip vector and how the renderer is taught with it."""
+
+    dim: int = 8
+    """Principal components of the mouth shape kept (8 hold > 95 % of its variance on the reference clips)."""
+    teacher_noise: float = 0.1
+    """Std of the Gaussian noise added to the tracked lip vector during training (whitened units), so that the
+    renderer also sees lip vectors between and around the tracked ones, as the audio regression gives."""
+    hidden: int = 64
+    """Width of the MLP that lifts the lip vector into the audio token."""
+
+
+class LipVector(nn.Module):
+    """Mouth-shape basis (buffers, fitted once on the training frames), audio code → lip vector head, lip vector →
+    audio token MLP."""
+
+    def __init__(self, config: LipConfig, code_dim: int, token_dim: int) -> None:
+        super().__init__()
+        self.config = config
+        self.register_buffer("mean", torch.zeros(MOUTH_SHAPE_DIM))
+        self.register_buffer("components", torch.eye(config.dim, MOUTH_SHAPE_DIM))
+        self.register_buffer("scale", torch.ones(config.dim))
+        self.register_buffer("gain", torch.ones(config.dim))
+        self.head = nn.Linear(code_dim, config.dim)
+        self.embed = nn.Sequential(nn.Linear(config.dim, config.hidden), nn.ReLU(), nn.Linear(config.hidden, token_dim))
+
+    @torch.no_grad()
+    def fit(self, shapes: Float[Tensor, "frames 40"]) -> None:
+        """Principal components of the training frames' mouth shapes; each coefficient gets unit variance."""
+        shapes = shapes.double()
+        mean = shapes.mean(0)
+        _, singular, vectors = torch.linalg.svd(shapes - mean, full_matrices=False)  # rows of vectors: components
+        std = singular[:self.config.dim] / max(shapes.shape[0] - 1, 1) ** 0.5
+        self.mean.copy_(mean)
+        self.components.copy_(vectors[:self.config.dim])
+        self.scale.copy_(std.clamp_min(1e-6))
+
+    @torch.no_grad()
+    def calibrate(self, predicted: Float[Tensor, "frames dim"], target: Float[Tensor, "frames dim"]) -> None:
+        """Undo the regression's shrinkage: a least-squares fit predicts the part of each component that the audio
+        explains, so its spread is smaller than the tracked mouth's (a mouth that moves too little). The gain per
+        component restores the tracked spread over the training frames, between 1 and MAX_GAIN."""
+        ratio = target.float().std(0) / predicted.float().std(0).clamp_min(1e-6)
+        self.gain.copy_(ratio.clamp(1.0, MAX_GAIN))
+
+    def predict(self, audio_code: Float[Tensor, "batch code_dim"], calibrated: bool = True
+                ) -> Float[Tensor, "batch dim"]:
+        """Audio code → lip vector (`calibrated`: times the gain of `calibrate`; the regression loss uses the raw
+        output)."""
+        lips = self.head(audio_code)
+        return lips * self.gain if calibrated else lips
+
+    def coefficients(self, shapes: Float[Tensor, "batch 40"]) -> Float[Tensor, "batch dim"]:
+        """Whitened lip vector of tracked mouth shapes."""
+        return (shapes.float() - self.mean) @ self.components.T / self.scale
+
+    def shapes(self, coefficients: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch 40"]:
+        """The mouth shape a lip vector stands for (the basis' reconstruction)."""
+        return (coefficients.float() * self.scale) @ self.components + self.mean
+
+    def forward(self, coefficients: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch token_dim"]:
+        """Lip vector → audio token."""
+        return self.embed(coefficients)
