@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
+from deltaplane.audio.features import normalize_utterance
 from deltaplane.data.schema import (AUDIO_FEATURES, FRAMES_VIDEO, TRACKS, Manifest, frame_path, parsing_path,
                                     read_manifest)
 from deltaplane.errors import InputError
 from deltaplane.geometry.cameras import Cameras
-from deltaplane.audio.features import normalize_utterance
 from deltaplane.geometry.face_depth import aligned_face_points, interior_vertices
 from deltaplane.geometry.lips import mouth_shape
 from deltaplane.structs import Conditions, FrameBatch

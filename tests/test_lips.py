@@ -1,0 +1,108 @@
+"""The lip-vector mode: mouth shape, basis, calibration, teacher forcing, per-utterance normalisation, and a tiny
+training run on the synthetic subject whose mouth opening is the audio envelope."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deltaplane.audio.features import WINDOW, normalize_utterance
+from deltaplane.fields.lips import MAX_GAIN, LipConfig, LipVector
+from deltaplane.geometry.lips import mouth_shape
+from deltaplane.inference import load_run
+from deltaplane.presets import get_preset
+from deltaplane.training.logging import read_log
+from deltaplane.training.trainer import train
+
+CPU = torch.device("cpu")
+
+
+def _face(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(100, 400, size=(68, 2))
+
+
+def test_mouth_shape_ignores_head_position_and_size_but_not_the_jaw() -> None:
+    face = _face(np.random.default_rng(0))
+    moved = face * 1.7 + np.array([30.0, -12.0])
+    np.testing.assert_allclose(mouth_shape(moved), mouth_shape(face), atol=1e-5)
+    opened = face.copy()
+    opened[55:60, 1] += 20  # the lower lip drops
+    assert np.abs(mouth_shape(opened) - mouth_shape(face)).max() > 0.01
+    assert mouth_shape(np.stack([face, opened])).shape == (2, 40)
+
+
+def test_basis_whitens_the_training_shapes_and_round_trips() -> None:
+    generator = torch.Generator().manual_seed(0)
+    shapes = torch.randn(200, 3, generator=generator) @ torch.randn(3, 40, generator=generator) + 0.5
+    lips = LipVector(LipConfig(dim=3), code_dim=64, token_dim=64)
+    lips.fit(shapes)
+    coefficients = lips.coefficients(shapes)
+    torch.testing.assert_close(coefficients.mean(0), torch.zeros(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(coefficients.std(0), torch.ones(3), atol=1e-4, rtol=0)
+    torch.testing.assert_close(lips.shapes(coefficients), shapes, atol=1e-4, rtol=1e-4)  # rank 3: exact
+
+
+def test_calibration_restores_the_tracked_spread_within_bounds() -> None:
+    lips = LipVector(LipConfig(dim=3), code_dim=8, token_dim=8)
+    target = torch.randn(500, 3, generator=torch.Generator().manual_seed(1))
+    shrunk = target * torch.tensor([0.5, 2.0, 0.1])  # shrunk, too wide, barely explained
+    lips.calibrate(shrunk, target)
+    torch.testing.assert_close(lips.gain, torch.tensor([2.0, 1.0, MAX_GAIN]))
+    code = torch.randn(4, 8)
+    torch.testing.assert_close(lips.predict(code), lips.predict(code, calibrated=False) * lips.gain)
+
+
+def test_per_utterance_normalisation_keeps_the_padding_zero() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(3.0, 2.0, size=(50, WINDOW, 5)).astype(np.float32)
+    features[0, :WINDOW // 2] = 0.0  # zero padding before the clip
+    normalised = normalize_utterance(features)
+    centres = normalised[:, WINDOW // 2]
+    np.testing.assert_allclose(centres.mean(0), 0.0, atol=1e-5)
+    np.testing.assert_allclose(centres.std(0), 1.0, atol=1e-4)
+    assert (normalised[0, :WINDOW // 2] == 0).all()
+    louder = normalize_utterance(features * 3.0 + 1.0)  # another microphone gain and offset: the same input
+    np.testing.assert_allclose(louder[1:], normalised[1:], atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def lip_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    model_config, train_config = get_preset("tiny")
+    model_config = dataclasses.replace(model_config, audio_token="lips",
+                                       audio=dataclasses.replace(model_config.audio, normalize=True))
+    train_config = dataclasses.replace(train_config, steps=120, eval_every=40, checkpoint_every=1000,
+                                       sample_every=1000, lr_audio=2e-3)
+    run_dir = tmp_path_factory.mktemp("lip-run") / "run"
+    train(synthetic_dataset, run_dir, model_config, train_config, "tiny", CPU, progress=False)
+    return run_dir
+
+
+def test_tiny_lip_run_learns_the_mouth_from_audio(lip_run: Path) -> None:
+    evals = [record for record in read_log(lip_run) if "test/lip_correlation" in record]
+    assert len(evals) == 3
+    # The synthetic subject opens its mouth with the speech envelope: the audio predicts the main lip component on
+    # held-out frames, and the rendered mouth region moves more as training goes on.
+    assert evals[-1]["test/lip_correlation"] > 0.7, evals
+    assert evals[-1]["test/mouth_pixel_std_ratio"] > evals[0]["test/mouth_pixel_std_ratio"], evals
+    assert "loss/lips" in next(record for record in read_log(lip_run) if "loss" in record)
+
+
+def test_lip_run_reloads_with_its_basis_and_gain(lip_run: Path) -> None:
+    model, config, _ = load_run(lip_run, CPU)
+    assert config["model"]["audio_token"] == "lips" and model.lips is not None
+    assert (model.lips.gain >= 1.0).all() and (model.lips.gain <= MAX_GAIN).all()
+    assert not torch.equal(model.lips.components, torch.eye(*model.lips.components.shape))  # fitted, not the init
+    audio = torch.randn(3, 8, 16, model.config.audio.feature_dim)
+    tokens = model.tokens(dataclasses.replace(_conditions(3), audio=audio))
+    torch.testing.assert_close(tokens[:, 0], model.lips(model.predicted_lips(audio)))
+
+
+def _conditions(batch: int):
+    from deltaplane.structs import Conditions
+
+    return Conditions(audio=torch.zeros(batch, 8, 16, 80), eye=torch.full((batch,), 0.3),
+                      angles=torch.zeros(batch, 3), landmarks=torch.zeros(batch, 6))
