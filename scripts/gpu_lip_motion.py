@@ -35,8 +35,8 @@ from deltaplane.training.trainer import train
 
 def variant_configs(name: str, preset: str = "fast"):
     """The fast preset with the changes a variant names (joined by '+'): lips, audio (Talk3D's audio token),
-    norm (per-utterance feature normalisation), mouthN (mouth loss weight N), audiolrX (learning rate X of the
-    audio → lip regression), nowarm (no deltaplane warm-up)."""
+    norm (per-utterance feature normalisation), mouthN (mouth loss weight N), mouthboxN (mouth-box L1 weight N),
+    audiolrX (learning rate X of the audio → lip regression), nowarm (no deltaplane warm-up)."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -45,6 +45,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, audio_token="audio")
         elif part == "norm":
             model = dataclasses.replace(model, audio=dataclasses.replace(model.audio, normalize=True))
+        elif part.startswith("mouthbox"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, mouth_box=float(part[8:])))
         elif part.startswith("mouth"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, mouth=float(part[5:])))
         elif part.startswith("audiolr"):

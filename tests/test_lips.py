@@ -106,3 +106,20 @@ def _conditions(batch: int):
 
     return Conditions(audio=torch.zeros(batch, 8, 16, 80), eye=torch.full((batch,), 0.3),
                       angles=torch.zeros(batch, 3), landmarks=torch.zeros(batch, 6))
+
+
+def test_mouth_box_mask_and_its_l1() -> None:
+    from deltaplane.data.dataset import box_mask, mouth_boxes
+    from deltaplane.losses import masked_l1
+
+    landmarks = np.zeros((1, 68, 2), np.float32)
+    landmarks[0, 48:68] = [20.0, 30.0]
+    landmarks[0, 48], landmarks[0, 54] = (15.0, 30.0), (25.0, 30.0)  # 10 px wide
+    boxes = torch.from_numpy(mouth_boxes(landmarks))
+    torch.testing.assert_close(boxes, torch.tensor([[12.0, 22.0, 28.0, 38.0]]), atol=0.3, rtol=0)  # 1.6 widths
+    mask = box_mask(torch.tensor([[2.0, 1.0, 4.0, 3.0]]), 6)
+    assert mask.shape == (1, 1, 6, 6) and mask.sum() == 4 and mask[0, 0, 1:3, 2:4].all()  # centres 2.5, 3.5 …
+    prediction, target = torch.zeros(1, 3, 6, 6), torch.zeros(1, 3, 6, 6)
+    prediction[..., 1:3, 2:4] = 0.5
+    prediction[..., 5, 5] = 9.0  # outside the box: ignored
+    assert masked_l1(prediction, target, mask).item() == pytest.approx(0.5)

@@ -48,3 +48,10 @@ def masked_mean(values: Float[Tensor, "B 1 H W"], mask: Bool[Tensor, "B 1 H W"])
     """Mean of `values` over the masked pixels; 0 when the mask is empty."""
     weights = mask.float()
     return (values.float() * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def masked_l1(prediction: Float[Tensor, "B C H W"], target: Float[Tensor, "B C H W"],
+              mask: Bool[Tensor, "B 1 H W"]) -> Float[Tensor, ""]:
+    """Mean absolute error over masked pixels and channels; 0 when the mask is empty."""
+    weights = mask.float().expand_as(prediction)
+    return ((prediction.float() - target.float()).abs() * weights).sum() / weights.sum().clamp_min(1.0)

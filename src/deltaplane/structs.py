@@ -45,6 +45,8 @@ class FrameBatch:
     """Face-mesh vertices: (x, y) in pixels of `images`, relative depth (see `geometry.face_depth`)."""
     face_point_valid: Bool[Tensor, "batch 468"]
     """Vertices the depth prior may use (interior of the face, frame with a detected face)."""
+    mouth_box: Bool[Tensor, "batch 1 height width"]
+    """Square box around the mouth at the output resolution (`data.dataset.mouth_boxes`)."""
     mouth_shape: Float[Tensor, "batch 40"]
     """Tracked mouth shape (`geometry.lips.mouth_shape`): the lip vector's training target."""
     cameras: Cameras

@@ -27,6 +27,8 @@ from deltaplane.structs import Conditions, FrameBatch
 
 BACKGROUND_LABEL = 0
 LOWER_FACE_LABEL = 5
+MOUTH_BOX_SPAN = 1.6
+"""Mouth boxes are this many mouth widths wide (lips, teeth and the skin around them)."""
 AUDIO_CONTEXT = 8
 """Audio windows per sample: frames t−4 … t+3 (Talk3D)."""
 
@@ -47,6 +49,9 @@ class ClipData:
     cam2world: Float[Tensor, "frames 4 4"]
     intrinsics: Float[Tensor, "frames 3 3"]
     """Pixel intrinsics for `size`² frames."""
+    mouth_boxes: Float[Tensor, "frames 4"]
+    """Square (x0, y0, x1, y1) box of side MOUTH_BOX_SPAN mouth widths around the mouth points 48–67, in `size`²
+    pixels (the mouth loss at the output resolution)."""
     face_boxes: Float[Tensor, "frames 4"]
     """Square (x0, y0, x1, y1) box around the aligned 68 landmarks, in `size`² pixels (sync-expert crops)."""
     face_points: Float[Tensor, "frames 468 3"]
@@ -130,6 +135,7 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None,
         landmarks=torch.from_numpy(tracks["landmark_feature"][select].astype(np.float32)),
         cam2world=torch.from_numpy(tracks["cam2world"][select].astype(np.float32)),
         intrinsics=torch.from_numpy(intrinsics.astype(np.float32)),
+        mouth_boxes=torch.from_numpy(mouth_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
         face_boxes=torch.from_numpy(square_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
         **_face_points(tracks, select, size / manifest.image_size),
         mouth_shapes=torch.from_numpy(mouth_shape(tracks["landmarks_aligned"][select])),
@@ -151,6 +157,21 @@ def square_boxes(landmarks: Float[np.ndarray, "frames 68 2"]) -> Float[np.ndarra
     low, high = landmarks.min(axis=1), landmarks.max(axis=1)
     centre, half = (low + high) / 2, (high - low).max(axis=1, keepdims=True) / 2
     return np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
+
+
+def mouth_boxes(landmarks: Float[np.ndarray, "frames 68 2"]) -> Float[np.ndarray, "frames 4"]:
+    """Square boxes MOUTH_BOX_SPAN mouth widths (corners 48–54) wide, centred on the mean of points 48–67."""
+    centre = landmarks[:, 48:68].mean(axis=1)
+    half = MOUTH_BOX_SPAN / 2 * np.linalg.norm(landmarks[:, 54] - landmarks[:, 48], axis=1, keepdims=True)
+    return np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
+
+
+def box_mask(boxes: Float[Tensor, "batch 4"], size: int) -> Bool[Tensor, "batch 1 size size"]:
+    """Pixels whose centres lie inside each box (pixel centres at +0.5)."""
+    centres = torch.arange(size, device=boxes.device, dtype=boxes.dtype) + 0.5
+    inside_x = (centres >= boxes[:, 0:1]) & (centres < boxes[:, 2:3])  # [B, size]
+    inside_y = (centres >= boxes[:, 1:2]) & (centres < boxes[:, 3:4])
+    return (inside_y[:, :, None] & inside_x[:, None, :])[:, None]
 
 
 def audio_context(features: Float[Tensor, "frames 16 dim"], indices: Int[Tensor, " batch"],
@@ -189,4 +210,5 @@ def make_batch(clip: ClipData, positions: Int[Tensor, " batch"], raw_size: int) 
     return FrameBatch(indices=clip.indices[positions], images=images, images_raw=images_raw, lower_face=lower_raw,
                       background=background_raw, face_points=clip.face_points[positions],
                       face_point_valid=clip.face_point_valid[positions], mouth_shape=clip.mouth_shapes[positions],
+                      mouth_box=box_mask(clip.mouth_boxes[positions], size),
                       cameras=cameras, conditions=conditions)

@@ -46,6 +46,9 @@ class LossWeights:
     """L1 of the super-resolved RGB vs the ground truth at the output resolution."""
     mouth: float = 15.0
     """Mean squared error inside the lower-face mask at the rendering resolution."""
+    mouth_box: float = 0.0
+    """L1 of the super-resolved RGB inside the mouth box at the output resolution (the mouth is ~10 px tall at the
+    rendering resolution, so the full-frame terms barely see it)."""
     lips: float = 1.0
     """Mean squared error of the audio encoder's lip vector against the tracked one (whitened units; lip mode)."""
     lpips: float = 1.0
@@ -204,6 +207,8 @@ class TriplaneTalker(nn.Module):
         if weights.background_depth > 0:
             behind = torch.relu(self.config.background_depth - output.depth.float())
             terms["background_depth"] = weights.background_depth * losses.masked_mean(behind, batch.background)
+        if weights.mouth_box > 0:
+            terms["mouth_box"] = weights.mouth_box * losses.masked_l1(output.rgb, batch.images, batch.mouth_box)
         if self.lips is not None:
             target = self.lips.coefficients(batch.mouth_shape)
             predicted = self.predicted_lips(batch.conditions.audio, calibrated=False).float()
