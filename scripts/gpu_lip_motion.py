@@ -36,7 +36,8 @@ from deltaplane.training.trainer import train
 def variant_configs(name: str, preset: str = "fast"):
     """The fast preset with the changes a variant names (joined by '+'): lips, audio (Talk3D's audio token),
     norm (per-utterance feature normalisation), mouthN (mouth loss weight N), mouthboxN (mouth-box L1 weight N),
-    audiolrX (learning rate X of the audio → lip regression), nowarm (no deltaplane warm-up)."""
+    audiolrX (learning rate X of the audio → lip regression), augN (N speaker-augmented audio copies), nowarm
+    (no deltaplane warm-up)."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -51,6 +52,9 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, mouth=float(part[5:])))
         elif part.startswith("audiolr"):
             train_config = dataclasses.replace(train_config, lr_audio=float(part[7:]))
+        elif part.startswith("aug"):
+            augment = dataclasses.replace(train_config.speaker_augment, copies=int(part[3:]))
+            train_config = dataclasses.replace(train_config, speaker_augment=augment)
         elif part == "nowarm":
             train_config = dataclasses.replace(train_config, warmup_delta_steps=0)
         elif part != "base":

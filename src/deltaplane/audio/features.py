@@ -63,9 +63,12 @@ def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
 
 
 def mel_filterbank(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, num_mels: int = NUM_MELS,
-                   fmin: float = MEL_FMIN, fmax: float = MEL_FMAX) -> Float[np.ndarray, "mels bins"]:
-    """Triangular Slaney-scale filters with Slaney (unit-area) normalisation, as `librosa.filters.mel`."""
-    bin_hz = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+                   fmin: float = MEL_FMIN, fmax: float = MEL_FMAX, warp: float = 1.0) -> Float[np.ndarray, "mels bins"]:
+    """Triangular Slaney-scale filters with Slaney (unit-area) normalisation, as `librosa.filters.mel`.
+
+    `warp` ≠ 1 reads the spectrum with its frequency axis stretched by that factor (vocal-tract-length
+    perturbation): a band centred at f collects what the speaker put at f / warp, so formants move up by `warp`."""
+    bin_hz = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1) * warp
     edges_hz = _mel_to_hz(np.linspace(_hz_to_mel(np.array(fmin)), _hz_to_mel(np.array(fmax)), num_mels + 2))
     widths = np.diff(edges_hz)
     ramps = edges_hz[:, None] - bin_hz[None, :]
@@ -75,11 +78,13 @@ def mel_filterbank(sample_rate: int = SAMPLE_RATE, n_fft: int = N_FFT, num_mels:
     return (weights * (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]).astype(np.float32)
 
 
-def log_mel(samples: Float[np.ndarray, " samples"], sample_rate: int = SAMPLE_RATE) -> Float[np.ndarray, "time 80"]:
+def log_mel(samples: Float[np.ndarray, " samples"], sample_rate: int = SAMPLE_RATE,
+            warp: float = 1.0) -> Float[np.ndarray, "time 80"]:
     """Normalised log-mel magnitude spectrogram at 50 Hz, 1 + len // 320 frames, frame j centred at j / 50 s.
 
     STFT: 800-sample Hann window, hop 320, centred (reflect padding). Values: log(max(mel, 1e-5)) mapped
-    affinely so that silence is -1 and a full-scale sine about +1.
+    affinely so that silence is -1 and a full-scale sine about +1. `warp`: vocal-tract-length perturbation
+    (`mel_filterbank`).
     """
     if sample_rate != SAMPLE_RATE:
         raise ValueError(f"log_mel expects {SAMPLE_RATE} Hz audio, got {sample_rate} Hz; resample with load_audio")
@@ -88,7 +93,7 @@ def log_mel(samples: Float[np.ndarray, " samples"], sample_rate: int = SAMPLE_RA
         signal = torch.nn.functional.pad(signal, (0, N_FFT // 2 + 1 - len(signal)))
     spectrum = torch.stft(signal, N_FFT, HOP, N_FFT, torch.hann_window(N_FFT), center=True,
                           return_complex=True).abs()  # [bins, T]
-    mel = torch.from_numpy(mel_filterbank()) @ spectrum  # [80, T]
+    mel = torch.from_numpy(mel_filterbank(warp=warp)) @ spectrum  # [80, T]
     logs = torch.log(mel.clamp(min=1e-5)).T[: len(samples) // HOP + 1]  # [T, 80]
     return (2.0 * (logs - LOG_FLOOR) / (LOG_CEIL - LOG_FLOOR) - 1.0).numpy()
 

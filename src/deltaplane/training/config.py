@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from deltaplane.audio.augment import SpeakerAugmentConfig
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,9 @@ class TrainConfig:
     lr_audio: float = 5e-4
     """Adam learning rate of the audio encoder and its lip-vector head in lip mode (their own regression target;
     no warm-up)."""
+    speaker_augment: SpeakerAugmentConfig = field(default_factory=SpeakerAugmentConfig)
+    """Perturbed copies of the training audio (other vocal-tract lengths, noise) that training steps draw from,
+    so that the audio encoder learns what the mouth does rather than what this voice sounds like."""
     lr_decay: float = 0.1
     """Learning rates decay exponentially to this fraction at the last step."""
     warmup_delta_steps: int = 0

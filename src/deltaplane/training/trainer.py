@@ -13,7 +13,9 @@ from tqdm import tqdm
 
 from deltaplane import checkpoint
 from deltaplane.config_io import from_dict, to_dict
+from deltaplane.audio.features import normalize_utterance
 from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_batch
+from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.errors import InputError
 from deltaplane.metrics.image import psnr
 from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
@@ -129,6 +131,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     scaler = grad_scaler(precision, device)  # type: ignore[arg-type]
     logger = RunLogger(run_dir, tensorboard=tensorboard)
     train_clip, test_clip = train_clip.to(device), test_clip.to(device) if test_clip is not None else None
+    audio_versions = _audio_versions(dataset_dir, manifest, train_clip, train_config, normalize)
     sync = None
     if sync_expert is not None:
         from deltaplane.training.sync import SyncSupervisor
@@ -148,7 +151,11 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 positions, starts = sync.sample(train_config.batch_size, generator)
             else:
                 positions = torch.randint(len(train_clip), (train_config.batch_size,), generator=generator).to(device)
-            batch = make_batch(train_clip, positions, model_config.render_resolution)
+            clip = train_clip
+            if audio_versions is not None:  # the original audio or one of its speaker-augmented copies
+                version = int(torch.randint(audio_versions.shape[0], (1,), generator=generator))
+                clip = replace(train_clip, audio_features=audio_versions[version])
+            batch = make_batch(clip, positions, model_config.render_resolution)
             with autocast(precision, device):  # type: ignore[arg-type]
                 output, delta = model(batch.cameras, batch.conditions, mouth_shape=batch.mouth_shape)
                 terms = model.loss_terms(output, delta, batch, perceptual)
@@ -190,6 +197,25 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics)
     logger.close()
     return TrainResult(run_dir, step, metrics)
+
+
+def _audio_versions(dataset_dir: Path, manifest, clip: ClipData, config: TrainConfig,
+                    normalize: bool) -> torch.Tensor | None:
+    """[1 + copies, frames, 16, D]: the clip's audio windows and its speaker-augmented copies (None when off)."""
+    augment = config.speaker_augment
+    if augment.copies == 0:
+        return None
+    if manifest.audio.kind != "logmel":
+        raise InputError(f"speaker augmentation recomputes the default log-mel features; this dataset has "
+                         f"{manifest.audio.kind!r} features")
+    from deltaplane.audio.augment import augmented_windows
+    from deltaplane.audio.io import load_audio
+
+    copies = augmented_windows(load_audio(dataset_dir / AUDIO_WAV), manifest.num_frames, manifest.fps, augment)
+    if normalize:
+        copies = np.stack([normalize_utterance(copy) for copy in copies])
+    copies = torch.from_numpy(copies).to(clip.audio_features.device)
+    return torch.cat([clip.audio_features[None], copies])
 
 
 @torch.no_grad()
