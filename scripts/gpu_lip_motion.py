@@ -4,7 +4,8 @@ of docs/lip-motion.md on the GPU, and render the videos the CPU machine scores w
 
     python scripts/gpu_lip_motion.py DATASET AUDIO_DIR WORK --variant lips_norm --minutes 6
 
-Writes $OUT/VARIANT.tar (test.mp4 = the test split with its own audio and cameras, test_gt.mp4, cross_NAME.mp4 per
+Writes $OUT/VARIANT.tar (test.mp4 = the test split with its own audio and cameras, test_gt.mp4,
+test_still_tokens.mp4 = test.mp4 with the eye and landmark tokens held at their median, cross_NAME.mp4 per
 file of AUDIO_DIR with the training video's tokens and cameras, log.jsonl, diagnostics.json) and prints the
 diagnostics as one JSON line.
 """
@@ -105,6 +106,11 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=6.0)
     parser.add_argument("--preset", default="fast", help="tiny: a CPU smoke test of this script")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--teacher", action=argparse.BooleanOptionalAction, default=True,
+                        help="lip mode: also render the test split from the tracked mouth shapes")
+    parser.add_argument("--cross-tokens", choices=("dataset", "neutral"), default="dataset",
+                        help="eye/angle/landmark tokens of the cross-driven renders: replayed from the training video "
+                             "(as `deltaplane render`) or held neutral (`render --neutral`)")
     args = parser.parse_args()
     out = Path(os.environ.get("OUT", "."))
     device = torch.device(args.device)
@@ -134,13 +140,21 @@ def main() -> None:
     write_video(run_dir / "test_gt.mp4", (frame.permute(1, 2, 0).cpu().numpy() for frame in test.frames), fps,
                 samples)
     videos.update(test="test.mp4", test_gt="test_gt.mp4")
-    if model.lips is not None:  # the renderer told the tracked mouth shapes: does it draw them?
+    # The same audio with the eye/angle/landmark tokens held at the training median: if the mouth stops following
+    # the speech, it was following those tokens (head and face motion of the original video), not the audio.
+    still = dataclasses.replace(conditions, eye=driving.eye.median().expand(len(test)).to(device),
+                                landmarks=driving.landmarks.median(dim=0).values.expand(len(test), 6).to(device))
+    write_video(run_dir / "test_still_tokens.mp4",
+                (to_uint8(rgb) for rgb, _ in render_clip(model, still, test.cam2world)), fps, samples)
+    videos["test_still_tokens"] = "test_still_tokens.mp4"
+    if model.lips is not None and args.teacher:  # the renderer told the tracked mouth shapes: does it draw them?
         write_video(run_dir / "test_teacher.mp4", teacher_frames(model, test), fps, samples)
         videos["test_teacher"] = "test_teacher.mp4"
     for name, path in audio_files(args.audio_dir).items():
         speech = load_audio(path)
         count = output_frame_count(speech.shape[0] / 16000, fps)
-        driven, _ = driving_conditions(audio_windows(run_config, speech, count, fps), driving, neutral=False)
+        driven, _ = driving_conditions(audio_windows(run_config, speech, count, fps), driving,
+                                       neutral=args.cross_tokens == "neutral")
         frames = (to_uint8(rgb) for rgb, _ in render_clip(model, driven, camera_path("dataset", count, driving)))
         write_video(run_dir / f"cross_{name}.mp4", frames, fps, speech)
         videos[f"cross_{name}"] = f"cross_{name}.mp4"

@@ -1,5 +1,5 @@
 """Score the videos of scripts/gpu_lip_motion.py on the CPU machine, as `deltaplane evaluate` would: the test split
-against its ground truth (mouth motion, LMD, sync, PSNR), and every cross-driven video against the split's frames
+against its ground truth (mouth motion, LMD, sync, PSNR; also its renders with still tokens or tracked lips), and every cross-driven video against the split's frames
 (mouth motion, sync).
 
     python scripts/score_lip_renders.py VARIANT_DIR [VARIANT_DIR ...] > table.json
@@ -20,6 +20,9 @@ from deltaplane.evaluation.scoring import (EvaluationConfig, load_experts, motio
 from deltaplane.media.video import iter_frames, probe_video
 
 FPS = 25.0
+RENDERS = ("test", "test_still_tokens", "test_teacher")
+"""Renders of the test split by scripts/gpu_lip_motion.py: own tokens, eye/landmark tokens held still, tracked
+lips."""
 KEEP = ("psnr", "psnr_face", "lmd", "mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction",
         "mouth/open_fraction_reference", "sync/correlation", "sync/offset_frames")
 
@@ -32,13 +35,16 @@ def score(directory: Path) -> dict:
     config = EvaluationConfig(identity_every=1000)
     experts = load_experts(config, torch.device("cpu"))
     embedder = IdentityEmbedder()
-    test, count = frames(directory / "test.mp4")
-    truth, _ = frames(directory / "test_gt.mp4")
-    result = score_pair(test, truth, count, config, experts, embedder)
-    table, _ = pair_metrics(result, config)
     samples = load_audio(directory / "test_gt.mp4")
-    table.update(sync_metrics(result.prediction, samples, FPS, config, None)[0])
-    row = {f"test/{key}": table[key] for key in KEEP if key in table}
+    row = {}
+    for name in RENDERS:  # the test split rendered each way, against its ground truth
+        if not (directory / f"{name}.mp4").is_file():
+            continue
+        (test, count), (truth, _) = frames(directory / f"{name}.mp4"), frames(directory / "test_gt.mp4")
+        result = score_pair(test, truth, count, config, experts, embedder)
+        table, _ = pair_metrics(result, config)
+        table.update(sync_metrics(result.prediction, samples, FPS, config, None)[0])
+        row.update({f"{name}/{key}": table[key] for key in KEEP if key in table})
     row.update({f"test/gt/{key}": value for key, value in
                 sync_metrics(result.target, samples, FPS, config, None)[0].items()})
     for path in sorted(directory.glob("cross_*.mp4")):
