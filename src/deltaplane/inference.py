@@ -67,8 +67,28 @@ def load_run(run_dir: Path, device: torch.device) -> tuple[TriplaneTalker, dict,
 _FIXED = re.compile(r"^yaw=(?P<yaw>[-+]?\d+(\.\d*)?),pitch=(?P<pitch>[-+]?\d+(\.\d*)?)$")
 
 
+MAX_YAW_DEGREES = 60.0
+MAX_PITCH_DEGREES = 40.0
+"""Fixed cameras are accepted up to these angles: twice the range the seeds evaluate (±30° yaw, ±20° pitch).
+Farther out the video never shows the head, and the render is a guess."""
+
+
+def check_camera(spec: str) -> None:
+    """Raise InputError for a --camera spec that `camera_path` would refuse (before any work starts)."""
+    if spec in ("dataset", "front", "orbit", "spiral"):
+        return
+    match = _FIXED.match(spec.replace(" ", ""))
+    if match is None:
+        raise InputError(f"unknown camera {spec!r}; use dataset, front, orbit, spiral or yaw=DEG,pitch=DEG")
+    yaw, pitch = float(match["yaw"]), float(match["pitch"])
+    if abs(yaw) > MAX_YAW_DEGREES or abs(pitch) > MAX_PITCH_DEGREES:
+        raise InputError(f"camera yaw={yaw:g}, pitch={pitch:g} is outside the supported ±{MAX_YAW_DEGREES:g}° yaw, "
+                         f"±{MAX_PITCH_DEGREES:g}° pitch (the video shows the head near frontal only)")
+
+
 def camera_path(spec: str, num_frames: int, driving: DrivingTracks) -> Float[Tensor, "frames 4 4"]:
     """cam2world per frame for a --camera spec: dataset | front | yaw=DEG,pitch=DEG | orbit | spiral."""
+    check_camera(spec)
     if spec == "dataset":
         return driving.cam2world[driving.replay(num_frames)]
     if spec == "front":
@@ -77,11 +97,10 @@ def camera_path(spec: str, num_frames: int, driving: DrivingTracks) -> Float[Ten
         angles = talk3d_orbit_angles(num_frames)
     elif spec == "spiral":
         angles = spiral_angles(num_frames)
-    elif match := _FIXED.match(spec.replace(" ", "")):
+    else:
+        match = _FIXED.match(spec.replace(" ", ""))
         yaw, pitch = math.radians(float(match["yaw"])), math.radians(float(match["pitch"]))
         angles = torch.tensor([[yaw, pitch]]).expand(num_frames, 2)
-    else:
-        raise InputError(f"unknown camera {spec!r}; use dataset, front, orbit, spiral or yaw=DEG,pitch=DEG")
     return orbit_cam2world(angles[:, 0], angles[:, 1])
 
 

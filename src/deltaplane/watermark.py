@@ -41,6 +41,8 @@ import cv2
 import numpy as np
 from jaxtyping import UInt8
 
+from deltaplane.errors import InputError
+
 DEFAULT_KEY = 0x44504C31_5753_4D4B
 """Public default key ("DPL1" "WS" "MK"); anyone may detect marks made with it."""
 
@@ -353,4 +355,9 @@ def detect_video(
                 if used >= max_frames:
                     return
 
-    return _detect_lumas(lumas(), config)
+    if not os.path.isfile(path):
+        raise InputError(f"video not found: {path}")
+    try:
+        return _detect_lumas(lumas(), config)
+    except (av.error.FFmpegError, ValueError, OSError) as error:  # empty, truncated, not a video, audio only
+        raise InputError(f"cannot read {path} as a video: {error}") from None

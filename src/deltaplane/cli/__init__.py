@@ -76,7 +76,8 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_detect(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("detect", help="check a video for deltaplane's invisible watermark")
+    p = sub.add_parser("detect", help="check a video for deltaplane's invisible watermark",
+                       description="Exit status: 0 = watermark found, 1 = not found, 2 = the file cannot be read.")
     p.add_argument("video", type=Path)
 
 

@@ -32,8 +32,8 @@ from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, PairResult
                                            load_experts, motion_metrics, observe_video, pair_metrics, prefixed,
                                            score_pair, sync_metrics)
 from deltaplane.evaluation.videos import notes, write_outputs
-from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, render_clip,
-                                  to_uint8)
+from deltaplane.inference import (audio_windows, camera_path, check_camera, driving_conditions, load_run,
+                                  render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.structs import Conditions
@@ -57,6 +57,7 @@ def parse_views(spec: str) -> dict[str, str]:
                 degrees = float(sign + match["degrees"])
                 yaw, pitch = (degrees, 0.0) if match["axis"] == "yaw" else (0.0, degrees)
                 views[f"{match['axis']}{sign}{match['degrees']}"] = f"yaw={yaw:g},pitch={pitch:g}"
+                check_camera(views[f"{match['axis']}{sign}{match['degrees']}"])
         elif item:
             raise InputError(f"unknown view {item!r} in --views; use dataset, front, orbit, spiral, yaw=±DEG or "
                              "pitch=±DEG, separated by commas")

@@ -33,6 +33,8 @@ from deltaplane.preprocess.geometry_stage import FrameGeometry, frame_geometry
 
 STAGES_DIR = ".stages"
 MIN_SECONDS = 2.0
+MAX_SIZE = 2048
+"""Largest aligned frame side: the models render at most 512², and a 2048² clip already holds 12 MB per frame."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,8 @@ class PreprocessConfig:
     def __post_init__(self) -> None:
         if not 0 < self.fps <= 120:
             raise InputError(f"--fps must be in (0, 120], got {self.fps}")
-        if self.size < 64 or self.size % 2:
-            raise InputError(f"--size must be an even number ≥ 64, got {self.size}")
+        if self.size < 64 or self.size > MAX_SIZE or self.size % 2:
+            raise InputError(f"--size must be an even number in [64, {MAX_SIZE}], got {self.size}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise InputError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
 
