@@ -4,9 +4,10 @@ of docs/lip-motion.md on the GPU, and render the videos the CPU machine scores w
 
     python scripts/gpu_lip_motion.py DATASET AUDIO_DIR WORK --variant lips_norm --minutes 6
 
-Writes $OUT/VARIANT.tar (test.mp4 = the test split with its own audio and cameras, test_gt.mp4,
-test_still_tokens.mp4 = test.mp4 with the eye and landmark tokens held at their median, cross_NAME.mp4 per
-file of AUDIO_DIR with the training video's tokens and cameras, log.jsonl, diagnostics.json) and prints the
+Writes $OUT/VARIANT.tar, VARIANT_cross.tar and VARIANT_still.tar (test.mp4 = the test split with its own audio and cameras, test_gt.mp4,
+test_still_tokens.mp4 = test.mp4 with the eye, angle and landmark tokens held neutral, cross_NAME.mp4 per
+file of AUDIO_DIR with the training video's tokens and cameras, still_NAME.mp4 the same from one camera
+(--still-camera), log.jsonl, diagnostics.json) and prints the
 diagnostics as one JSON line.
 """
 
@@ -29,7 +30,7 @@ from deltaplane.evaluation.run import _split_audio
 from deltaplane.inference import audio_windows, camera_path, driving_conditions, load_run, render_clip, to_uint8
 from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.presets import get_preset
-from deltaplane.structs import Conditions
+from deltaplane.structs import Conditions, NeutralTokens
 from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.trainer import train
 
@@ -37,8 +38,9 @@ from deltaplane.training.trainer import train
 def variant_configs(name: str, preset: str = "fast"):
     """The fast preset with the changes a variant names (joined by '+'): lips, audio (Talk3D's audio token),
     norm (per-utterance feature normalisation), mouthN (mouth loss weight N), mouthboxN (mouth-box L1 weight N),
-    audiolrX (learning rate X of the audio → lip regression), augN (N speaker-augmented audio copies), nowarm
-    (no deltaplane warm-up)."""
+    audiolrX (learning rate X of the audio → lip regression), augN (N speaker-augmented audio copies), isolateN
+    (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), mplanesK (K audio-mixed
+    mouth planes), nowarm (no deltaplane warm-up)."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -56,6 +58,12 @@ def variant_configs(name: str, preset: str = "fast"):
         elif part.startswith("aug"):
             augment = dataclasses.replace(train_config.speaker_augment, copies=int(part[3:]))
             train_config = dataclasses.replace(train_config, speaker_augment=augment)
+        elif part.startswith("mplanes"):
+            model = dataclasses.replace(model, mouth_planes=int(part[7:]))
+        elif part.startswith("isolate"):
+            model = dataclasses.replace(model, isolate_lower_face=int(part[7:]))
+        elif part.startswith("drop"):
+            train_config = dataclasses.replace(train_config, token_dropout=float(part[4:]))
         elif part == "nowarm":
             train_config = dataclasses.replace(train_config, warmup_delta_steps=0)
         elif part != "base":
@@ -111,6 +119,8 @@ def main() -> None:
     parser.add_argument("--cross-tokens", choices=("dataset", "neutral"), default="dataset",
                         help="eye/angle/landmark tokens of the cross-driven renders: replayed from the training video "
                              "(as `deltaplane render`) or held neutral (`render --neutral`)")
+    parser.add_argument("--still-camera", action="store_true",
+                        help="also render every cross-driven file from one fixed training camera (still_NAME.mp4)")
     args = parser.parse_args()
     out = Path(os.environ.get("OUT", "."))
     device = torch.device(args.device)
@@ -140,10 +150,10 @@ def main() -> None:
     write_video(run_dir / "test_gt.mp4", (frame.permute(1, 2, 0).cpu().numpy() for frame in test.frames), fps,
                 samples)
     videos.update(test="test.mp4", test_gt="test_gt.mp4")
-    # The same audio with the eye/angle/landmark tokens held at the training median: if the mouth stops following
-    # the speech, it was following those tokens (head and face motion of the original video), not the audio.
-    still = dataclasses.replace(conditions, eye=driving.eye.median().expand(len(test)).to(device),
-                                landmarks=driving.landmarks.median(dim=0).values.expand(len(test), 6).to(device))
+    # The same audio with the eye/angle/landmark tokens held neutral: if the mouth stops following the speech, it
+    # was following those tokens (head and face motion of the original video), not the audio.
+    still = conditions.neutralized(torch.ones(len(test), dtype=torch.bool, device=device),
+                                   NeutralTokens.of(driving.eye.to(device), driving.landmarks.to(device)))
     write_video(run_dir / "test_still_tokens.mp4",
                 (to_uint8(rgb) for rgb, _ in render_clip(model, still, test.cam2world)), fps, samples)
     videos["test_still_tokens"] = "test_still_tokens.mp4"
@@ -155,14 +165,24 @@ def main() -> None:
         count = output_frame_count(speech.shape[0] / 16000, fps)
         driven, _ = driving_conditions(audio_windows(run_config, speech, count, fps), driving,
                                        neutral=args.cross_tokens == "neutral")
-        frames = (to_uint8(rgb) for rgb, _ in render_clip(model, driven, camera_path("dataset", count, driving)))
-        write_video(run_dir / f"cross_{name}.mp4", frames, fps, speech)
-        videos[f"cross_{name}"] = f"cross_{name}.mp4"
+        cameras = camera_path("dataset", count, driving)
+        # still_NAME.mp4 holds the first replayed camera: if the mouth follows the replayed *cameras*' training
+        # mouths (docs/lip-motion.md), it moves with the driving audio only here
+        paths = {"cross": cameras, **({"still": cameras[:1].expand(count, 4, 4)} if args.still_camera else {})}
+        for prefix, cam2world in paths.items():
+            frames = (to_uint8(rgb) for rgb, _ in render_clip(model, driven, cam2world))
+            write_video(run_dir / f"{prefix}_{name}.mp4", frames, fps, speech)
+            videos[f"{prefix}_{name}"] = f"{prefix}_{name}.mp4"
     report["wall_seconds"] = time.perf_counter() - started
     (run_dir / "diagnostics.json").write_text(json.dumps(report, indent=1))
-    with tarfile.open(out / f"{run_dir.name}.tar", "w") as tar:
-        for name in [*videos.values(), "log.jsonl", "diagnostics.json"]:
-            tar.add(run_dir / name, arcname=f"{run_dir.name}/{name}")
+    # one tar per group: the device hands back files of at most ~16 MB
+    groups = {"": ["log.jsonl", "diagnostics.json"]}
+    for key, name in videos.items():
+        groups.setdefault("" if key.startswith("test") else "_" + key.split("_")[0], []).append(name)
+    for suffix, names in groups.items():
+        with tarfile.open(out / f"{run_dir.name}{suffix}.tar", "w") as tar:
+            for name in names:
+                tar.add(run_dir / name, arcname=f"{run_dir.name}/{name}")
     print(json.dumps(report))
 
 

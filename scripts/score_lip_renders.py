@@ -1,37 +1,71 @@
 """Score the videos of scripts/gpu_lip_motion.py on the CPU machine, as `deltaplane evaluate` would: the test split
-against its ground truth (mouth motion, LMD, sync, PSNR; also its renders with still tokens or tracked lips), and every cross-driven video against the split's frames
-(mouth motion, sync).
+against its ground truth (mouth motion, LMD, sync, PSNR; also its renders with still tokens or tracked lips), and every
+cross-driven video (cross_NAME.mp4: replayed training cameras, still_NAME.mp4: one fixed camera) against the split's
+frames (mouth motion, sync).
 
-    python scripts/score_lip_renders.py VARIANT_DIR [VARIANT_DIR ...] > table.json
+With --dataset, each cross-driven video also gets the replay check: does its mouth follow the new audio, or the
+training frames whose cameras it replays (`inference.DrivingTracks.replay`, forward and backward)? It adds the
+landmark sync with the *training* audio at the replayed frames (`sync_replayed/correlation`) and the correlation with
+the tracked opening of the replayed training frames (`replayed_opening_correlation`).
+
+    python scripts/score_lip_renders.py [--dataset DATASET] VARIANT_DIR [VARIANT_DIR ...] > table.json
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from deltaplane.audio.io import load_audio
-from deltaplane.evaluation.face import IdentityEmbedder
+from deltaplane.data.schema import AUDIO_WAV, TRACKS, read_manifest
+from deltaplane.evaluation.face import IdentityEmbedder, mouth_opening
 from deltaplane.evaluation.scoring import (EvaluationConfig, load_experts, motion_metrics, observe_video,
                                            pair_metrics, score_pair, sync_metrics)
+from deltaplane.evaluation.sync import landmark_sync, speech_envelope
 from deltaplane.media.video import iter_frames, probe_video
 
 FPS = 25.0
 RENDERS = ("test", "test_still_tokens", "test_teacher")
 """Renders of the test split by scripts/gpu_lip_motion.py: own tokens, eye/landmark tokens held still, tracked
 lips."""
+CROSS = ("cross", "still")
+"""Prefixes of the cross-driven renders: replayed training cameras, one fixed camera."""
 KEEP = ("psnr", "psnr_face", "lmd", "mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction",
         "mouth/open_fraction_reference", "sync/correlation", "sync/offset_frames")
+
+
+class Replay:
+    """The training split's speech envelope and tracked mouth opening, indexed as the renders replay them."""
+
+    def __init__(self, dataset: Path) -> None:
+        manifest = read_manifest(dataset)
+        self.length = len(manifest.splits["train"])
+        self.envelope = speech_envelope(load_audio(dataset / AUDIO_WAV), manifest.num_frames, manifest.fps)
+        with np.load(dataset / TRACKS) as tracks:
+            self.opening = np.array([mouth_opening(points) for points in tracks["landmarks_aligned"]])
+
+    def indices(self, num_frames: int) -> np.ndarray:
+        """`DrivingTracks.replay` for a training split starting at frame 0."""
+        period = max(2 * self.length - 2, 1)
+        phase = np.arange(num_frames) % period
+        return np.where(phase < self.length, phase, period - phase)
+
+    def metrics(self, opening: np.ndarray) -> dict[str, float]:
+        replayed, found = self.indices(len(opening)), np.isfinite(opening)
+        return {"sync_replayed/correlation": landmark_sync(opening, self.envelope[replayed], 10).correlation,
+                "replayed_opening_correlation":
+                    float(np.corrcoef(opening[found], self.opening[replayed][found])[0, 1])}
 
 
 def frames(path: Path):
     return iter_frames(path, FPS), probe_video(path).num_frames_estimate
 
 
-def score(directory: Path) -> dict:
+def score(directory: Path, replay: Replay | None) -> dict:
     config = EvaluationConfig(identity_every=1000)
     experts = load_experts(config, torch.device("cpu"))
     embedder = IdentityEmbedder()
@@ -47,17 +81,25 @@ def score(directory: Path) -> dict:
         row.update({f"{name}/{key}": table[key] for key in KEEP if key in table})
     row.update({f"test/gt/{key}": value for key, value in
                 sync_metrics(result.target, samples, FPS, config, None)[0].items()})
-    for path in sorted(directory.glob("cross_*.mp4")):
-        video, count = frames(path)
-        track = observe_video(video, count, config, experts, embedder)
-        found = {**motion_metrics(track, result.target)[0],
-                 **sync_metrics(track, load_audio(path), FPS, config, None)[0]}
-        row.update({f"cross/{path.stem[6:]}/{key}": value for key, value in found.items() if key in KEEP})
+    for prefix in CROSS:
+        for path in sorted(directory.glob(f"{prefix}_*.mp4")):
+            video, count = frames(path)
+            track = observe_video(video, count, config, experts, embedder)
+            found = {key: value for key, value in {**motion_metrics(track, result.target)[0],
+                     **sync_metrics(track, load_audio(path), FPS, config, None)[0]}.items() if key in KEEP}
+            if replay is not None:
+                found.update(replay.metrics(track.per_frame(mouth_opening)))
+            row.update({f"{prefix}/{path.stem[len(prefix) + 1:]}/{key}": value for key, value in found.items()})
     return row
 
 
 def main() -> None:
-    print(json.dumps({Path(directory).name: score(Path(directory)) for directory in sys.argv[1:]}, indent=1))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("directories", type=Path, nargs="+")
+    parser.add_argument("--dataset", type=Path, help="the training dataset: adds the replay check")
+    args = parser.parse_args()
+    replay = Replay(args.dataset) if args.dataset else None
+    print(json.dumps({directory.name: score(directory, replay) for directory in args.directories}, indent=1))
 
 
 if __name__ == "__main__":

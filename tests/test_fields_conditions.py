@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from deltaplane.fields.conditions import TOKEN_NAMES, ConditionEncoder, ConditionEncoderConfig, frequency_encoding
+from deltaplane.structs import Conditions, NeutralTokens
 
 
 @pytest.mark.parametrize("shape", [(5,), (2, 3, 6)])
@@ -63,3 +64,19 @@ def test_mlp_sizes_and_the_angle_frequency_choice() -> None:
     assert encoder.angle_mlp[0].in_features == 21  # 3 · (1 + 2·3)
     largest_phase = 2.0 ** (config.angle_frequencies - 1) * 0.6
     assert largest_phase < math.pi < 2 * largest_phase  # the most bands that do not wrap for |angle| ≤ 0.6 rad
+
+
+def test_neutralized_replaces_only_the_masked_frames_non_audio_tokens() -> None:
+    eye = torch.tensor([0.1, 0.3, 0.2, 0.9])
+    landmarks = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    conditions = Conditions(audio=torch.randn(4, 8, 16, 80), eye=eye, angles=torch.randn(4, 3), landmarks=landmarks)
+    neutral = NeutralTokens.of(eye, landmarks)
+    assert neutral.eye == 0.2 and neutral.angles.tolist() == [0, 0, 0]  # torch's median is the lower middle
+    torch.testing.assert_close(neutral.landmarks, landmarks[1])
+    mask = torch.tensor([True, False, False, True])
+    out = conditions.neutralized(mask, neutral)
+    assert out.audio is conditions.audio
+    for name in ("eye", "angles", "landmarks"):
+        values, original = getattr(out, name), getattr(conditions, name)
+        torch.testing.assert_close(values[~mask], original[~mask])
+        torch.testing.assert_close(values[mask], getattr(neutral, name).expand_as(original[mask]))

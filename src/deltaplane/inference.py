@@ -26,7 +26,7 @@ from deltaplane.errors import InputError
 from deltaplane.geometry.cameras import (DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world,
                                          spiral_angles, talk3d_orbit_angles)
 from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
-from deltaplane.structs import Conditions
+from deltaplane.structs import Conditions, NeutralTokens
 
 
 @dataclass(frozen=True)
@@ -124,14 +124,13 @@ def driving_conditions(audio_features: Float[Tensor, "frames 16 dim"], driving: 
     """Conditions for every output frame (audio from the new clip) and the replayed training-frame indices."""
     num_frames = audio_features.shape[0]
     replay = driving.replay(num_frames)
-    if neutral:
-        eye = driving.eye.median().expand(num_frames)
-        angles = torch.zeros(num_frames, 3)
-        landmarks = driving.landmarks.median(dim=0).values.expand(num_frames, 6)
-    else:
-        eye, angles, landmarks = driving.eye[replay], driving.angles[replay], driving.landmarks[replay]
     audio = audio_context(audio_features, torch.arange(num_frames))
-    return Conditions(audio=audio, eye=eye, angles=angles, landmarks=landmarks), replay
+    conditions = Conditions(audio=audio, eye=driving.eye[replay], angles=driving.angles[replay],
+                            landmarks=driving.landmarks[replay])
+    if neutral:
+        conditions = conditions.neutralized(torch.ones(num_frames, dtype=torch.bool),
+                                            NeutralTokens.of(driving.eye, driving.landmarks))
+    return conditions, replay
 
 
 @torch.no_grad()

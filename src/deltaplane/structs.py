@@ -27,6 +27,29 @@ class Conditions:
     def to(self, device: torch.device | str) -> Conditions:
         return Conditions(*(getattr(self, f.name).to(device) for f in fields(self)))
 
+    def neutralized(self, mask: Bool[Tensor, " batch"], neutral: NeutralTokens) -> Conditions:
+        """These conditions with the eye, angles and landmarks of the masked items set to the `neutral` values."""
+        def pick(values: Tensor, value: Tensor) -> Tensor:
+            chosen = mask.reshape(-1, *[1] * (values.dim() - 1))
+            return torch.where(chosen, value.to(values).expand_as(values), values)
+
+        return replace(self, eye=pick(self.eye, neutral.eye), angles=pick(self.angles, neutral.angles),
+                       landmarks=pick(self.landmarks, neutral.landmarks))
+
+
+@dataclass(frozen=True)
+class NeutralTokens:
+    """The values of the non-audio tokens that say "nothing in particular": the training video's median eye
+    openness and landmark feature, and the frontal camera's angles (`render --neutral`, token dropout)."""
+
+    eye: Float[Tensor, ""]
+    angles: Float[Tensor, "3"]
+    landmarks: Float[Tensor, "6"]
+
+    @staticmethod
+    def of(eye: Float[Tensor, " frames"], landmarks: Float[Tensor, "frames 6"]) -> NeutralTokens:
+        return NeutralTokens(eye.median(), torch.zeros(3, device=eye.device), landmarks.median(dim=0).values)
+
 
 @dataclass(frozen=True)
 class FrameBatch:

@@ -53,3 +53,60 @@ def test_every_part_gets_gradients_after_a_step(model: TriplaneTalker) -> None:
         grads = [p.grad for n, p in model.named_parameters() if n.startswith(name)]
         assert any(g is not None and g.abs().sum() > 0 for g in grads), name
         assert all(g is None or torch.isfinite(g).all() for g in grads), name
+
+
+def test_isolated_lower_face_rays_give_the_identity_planes_no_gradient(model: TriplaneTalker) -> None:
+    """`isolate_lower_face`: the render is unchanged, but what the lower-face rays see can only be changed through
+    the deltaplane (and the shared decoder), never by storing it in the static identity planes."""
+    isolating = TriplaneTalker(dataclasses.replace(model.config, isolate_lower_face=1))
+    isolating.load_state_dict(model.state_dict())
+    cameras = orbit_cameras(torch.tensor([0.1, -0.2]), torch.zeros(2), 128, 128)
+    lower_face = torch.zeros(2, 1, 32, 32, dtype=torch.bool)
+    lower_face[:, :, 20:24, 12:20] = True
+    isolated = torch.zeros_like(lower_face)  # the mask dilated by one pixel
+    isolated[:, :, 19:25, 11:21] = True
+
+    def identity_gradient(talker: TriplaneTalker, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        talker.zero_grad()
+        output, _ = talker(cameras, _conditions(2, 0), generator=torch.Generator().manual_seed(1),
+                           lower_face=lower_face)
+        (output.rgb_raw * pixels).sum().backward()
+        return output.rgb_raw.detach(), talker.identity_planes.grad.clone()
+
+    plain_image, plain_inside = identity_gradient(model, isolated)
+    image, inside = identity_gradient(isolating, isolated)
+    torch.testing.assert_close(image, plain_image)
+    assert plain_inside.abs().sum() > 0 and inside.abs().max() == 0
+    assert isolating.field.decoder.net[0].weight.grad.abs().sum() > 0
+    _, plain_outside = identity_gradient(model, ~isolated)
+    _, outside = identity_gradient(isolating, ~isolated)
+    torch.testing.assert_close(outside, plain_outside)
+
+
+def test_mouth_planes_start_at_zero_and_let_the_audio_move_the_render(model: TriplaneTalker) -> None:
+    """`mouth_planes`: K full-resolution planes mixed by the audio token. Zero at init (the render cannot hear the
+    audio yet); trained towards a target that differs with the audio code, they make the render differ with it."""
+    torch.manual_seed(0)
+    talker = TriplaneTalker(dataclasses.replace(model.config, mouth_planes=4))
+    cameras = orbit_cameras(torch.zeros(2), torch.zeros(2), 128, 128)
+    conditions = _conditions(2, 0)
+    codes = torch.randn(2, 64, generator=torch.Generator().manual_seed(3))
+    planes, delta = talker.planes(talker.tokens(conditions, audio_code=codes))
+    assert torch.count_nonzero(delta) == 0
+    assert talker.mouth_planes.shape == (4, *talker.identity_planes.shape)
+    # train only the mouth planes and their mix, so any audio dependence must come through them
+    optimizer = torch.optim.Adam([talker.mouth_planes, *talker.mouth_mix.parameters()], lr=3e-2)
+    target = torch.stack([torch.full((3, 32, 32), -0.5), torch.full((3, 32, 32), 0.5)])
+    losses = []
+    for _ in range(10):
+        planes, _ = talker.planes(talker.tokens(conditions, audio_code=codes))
+        loss = (talker.render(planes, cameras, torch.Generator().manual_seed(1)).rgb_raw - target).abs().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0]
+    with torch.no_grad():  # the same frames with their audio codes swapped
+        _, heard = talker.planes(talker.tokens(conditions, audio_code=codes))
+        _, swapped = talker.planes(talker.tokens(conditions, audio_code=codes.flip(0)))
+    assert (heard - swapped).abs().mean() > 0.5 * heard.abs().mean() > 0

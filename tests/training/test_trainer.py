@@ -12,10 +12,11 @@ from deltaplane.checkpoint import latest_checkpoint
 from deltaplane.data.dataset import load_clip
 from deltaplane.errors import InputError
 from deltaplane.inference import load_run
+from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.presets import get_preset
 from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.logging import read_log
-from deltaplane.training.trainer import train
+from deltaplane.training.trainer import _param_groups, train
 
 CPU = torch.device("cpu")
 
@@ -74,3 +75,11 @@ def test_corrupt_checkpoint_is_reported(synthetic_dataset: Path, tmp_path: Path)
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(InputError, match="corrupt"):
         load_run(tmp_path / "run", CPU)
+
+
+@pytest.mark.parametrize("extra", [{}, {"mouth_planes": 2, "audio_token": "lips"}])
+def test_every_parameter_is_optimised_exactly_once(extra: dict) -> None:
+    config, train_config = get_preset("tiny")
+    model = TriplaneTalker(dataclasses.replace(config, **extra))
+    grouped = [id(p) for group in _param_groups(model, train_config) for p in group["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 PLANE_AXES = ((0, 1), (0, 2), (2, 1))
@@ -110,7 +110,16 @@ class TriplaneField(nn.Module):
         self.box_warp = box_warp
         self.decoder = OSGDecoder(config)
 
-    def forward(self, planes: Float[Tensor, "batch 3 channels height width"], points: Float[Tensor, "batch points 3"]
+    def forward(self, planes: Float[Tensor, "batch 3 channels height width"], points: Float[Tensor, "batch points 3"],
+                stopped: tuple[Float[Tensor, "batch 3 channels height width"], Bool[Tensor, "batch points"]]
+                | None = None
                 ) -> tuple[Float[Tensor, "batch points out_channels"], Float[Tensor, "batch points 1"]]:
-        """(features in [-0.001, 1.001], raw density) at the world points."""
-        return self.decoder(sample_triplane(planes, points, self.box_warp))
+        """(features in [-0.001, 1.001], raw density) at the world points. `stopped` = (planes S, mask): S is a
+        summand of `planes` that gets no gradient from the masked points (the values are unchanged)."""
+        features = sample_triplane(planes, points, self.box_warp)
+        if stopped is not None:
+            summand, mask = stopped
+            sampled = sample_triplane(summand, points, self.box_warp)
+            # value + 0, gradient 1 − 1 = 0 at the masked points: one extra sampling pass, no second decode
+            features = features - mask[..., None] * (sampled - sampled.detach())
+        return self.decoder(features)

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from deltaplane import losses
@@ -99,6 +100,16 @@ class TriplaneTalkerConfig:
     tracked mouth shape in training and the audio encoder's regression of it at inference (`fields.lips`)."""
     lips: LipConfig = field(default_factory=LipConfig)
     """The lip vector (with audio_token="lips")."""
+    mouth_planes: int = 0
+    """K full-resolution planes [K, 3, C, H, W], mixed by a linear map of the audio token and added to the
+    deltaplane (0 = off). The deltaplane hears the tokens only in its 32² bottleneck, so what the audio changes
+    there is smooth at the scale of the lips; these planes let the audio move texels at plane resolution, as a
+    set of learned blendshapes."""
+    isolate_lower_face: int | None = None
+    """In training, the identity planes get no gradient from the rays of the lower-face mask dilated by this many
+    rendering pixels (None = off), so only the deltaplane, i.e. the tokens, can explain what the mouth does. Without
+    it the static scene learns each training frame's mouth as seen from that frame's camera (docs/lip-motion.md),
+    which leaves the audio little to explain and makes new audio replay the training mouths."""
 
     @property
     def output_resolution(self) -> int:
@@ -122,6 +133,9 @@ class TriplaneTalker(nn.Module):
                      if config.audio_token == "lips" else None)
         self.condition_encoder = ConditionEncoder(config.conditions)
         self.predictor = DeltaplanePredictor(config.deltaplane)
+        if config.mouth_planes:  # zero planes: the deltaplane stays exactly 0 at init
+            self.mouth_planes = nn.Parameter(torch.zeros(config.mouth_planes, *shape))
+            self.mouth_mix = nn.Linear(config.conditions.token_dim, config.mouth_planes, bias=False)
         self.field = TriplaneField(config.decoder, box_warp=config.box_warp)
         self.superres = SuperResolution(config.superres)
 
@@ -158,21 +172,36 @@ class TriplaneTalker(nn.Module):
         if encoded_identity is None:
             encoded_identity = self.predictor.encode(identity)
         delta = self.predictor.decode(encoded_identity, tokens)
+        if self.config.mouth_planes:
+            weights = self.mouth_mix(tokens[:, 0]).to(self.mouth_planes.dtype)  # [B, K] from the audio token
+            delta = delta + torch.einsum("bk,kpchw->bpchw", weights, self.mouth_planes).to(delta.dtype)
         return identity + delta.to(identity.dtype), delta
 
     def render(self, planes: Float[Tensor, "B 3 C H W"], cameras: Cameras,
-               generator: torch.Generator | None = None) -> RenderOutput:
-        """Volume-render the feature image at the rendering resolution and super-resolve it."""
+               generator: torch.Generator | None = None, isolated: Bool[Tensor, "B 1 r r"] | None = None
+               ) -> RenderOutput:
+        """Volume-render the feature image at the rendering resolution and super-resolve it. The identity planes
+        get no gradient from the `isolated` rays (`TriplaneTalkerConfig.isolate_lower_face`)."""
         size = self.config.render_resolution
         origins, directions = pixel_rays(cameras.resized(size, size))  # [B, R, 3]
+        batch = origins.shape[0]
+        identity = self.identity_planes[None].expand(batch, -1, -1, -1, -1)
+        ray_mask = None if isolated is None else isolated.reshape(batch, -1).to(planes.dtype)  # [B, R], row-major
+
+        def field(points: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
+            if ray_mask is None:
+                return self.field(planes, points)
+            rays = ray_mask[:, start:stop]
+            samples = points.shape[1] // rays.shape[1]  # render_rays orders points ray-major
+            return self.field(planes, points, (identity, rays.repeat_interleave(samples, dim=1)))
+
         chunks = []
         for start in range(0, origins.shape[1], self.config.ray_chunk):
             stop = start + self.config.ray_chunk
-            chunks.append(render_rays(lambda points: self.field(planes, points), origins[:, start:stop],
+            chunks.append(render_rays(lambda points: field(points, start, stop), origins[:, start:stop],
                                       directions[:, start:stop], self.config.volume, generator=generator))
         features, depth, accumulation, spread = (torch.cat([getattr(c, name) for c in chunks], dim=1)
                                                  for name in ("features", "depth", "accumulation", "spread"))
-        batch = features.shape[0]
         feature_image = features.permute(0, 2, 1).reshape(batch, -1, size, size) * 2.0 - 1.0  # EG3D: [0,1] → [-1,1]
         rgb_raw = feature_image[:, :3]
         rgb = self.superres(rgb_raw, feature_image)
@@ -184,10 +213,16 @@ class TriplaneTalker(nn.Module):
                             depth_spread=image(spread))
 
     def forward(self, cameras: Cameras, conditions: Conditions, generator: torch.Generator | None = None,
-                mouth_shape: Float[Tensor, "B 40"] | None = None) -> tuple[RenderOutput, Float[Tensor, "B 3 C H W"]]:
-        """Render; `mouth_shape` teaches the lip mode's renderer with tracked mouths (see `tokens`)."""
+                mouth_shape: Float[Tensor, "B 40"] | None = None, lower_face: Bool[Tensor, "B 1 r r"] | None = None
+                ) -> tuple[RenderOutput, Float[Tensor, "B 3 C H W"]]:
+        """Render; `mouth_shape` teaches the lip mode's renderer with tracked mouths (see `tokens`); `lower_face`
+        (training) is the mask that `TriplaneTalkerConfig.isolate_lower_face` dilates and isolates."""
         planes, delta = self.planes(self.tokens(conditions, mouth_shape=mouth_shape))
-        return self.render(planes, cameras, generator), delta
+        isolated = None
+        if lower_face is not None and self.config.isolate_lower_face is not None:
+            radius = self.config.isolate_lower_face
+            isolated = F.max_pool2d(lower_face.float(), 2 * radius + 1, stride=1, padding=radius) > 0
+        return self.render(planes, cameras, generator, isolated), delta
 
     def loss_terms(self, output: RenderOutput, delta: Float[Tensor, "B 3 C H W"], batch: FrameBatch,
                    perceptual: nn.Module | None = None) -> dict[str, Tensor]:

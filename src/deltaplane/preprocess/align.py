@@ -36,6 +36,12 @@ At 512² this puts the outer eye corners 124 px apart, the eyes at row 220 and t
 with its hair, the neck and the top of the shoulders (checked by eye on six real clips; the face sits 0.02 below the
 first guess so that tall hair is not cut)."""
 
+RIGID_INDICES = (27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 39, 42, 45)
+"""68-point indices that speech does not move: the nose (bridge, tip, nostrils, base) and the four eye corners.
+The chin and mouth corners of `ALIGN_INDICES` move with every syllable; aligning on them shifts, scales and turns
+each frame with its mouth opening, and the camera derived from that alignment then predicts the mouth
+(docs/lip-motion.md)."""
+
 MAX_DIRECT_DOWNSCALE = 0.5
 """Below this scale the source is first shrunk with area averaging, so that cubic warping does not alias."""
 
@@ -99,6 +105,16 @@ def affine_rotation(affine: Float[ndarray, "2 3"]) -> float:
 def alignment_affine(landmarks68: Float[ndarray, "68 2"], size: int) -> Float[ndarray, "2 3"]:
     """The similarity that maps one frame's 6 alignment landmarks onto `template_2d(size)`."""
     return similarity_from_points(landmarks68[list(ALIGN_INDICES)], template_2d(size))
+
+
+def rigid_alignment(landmarks68: Float[ndarray, "frames 68 2"], size: int) -> Float[ndarray, "frames 2 3"]:
+    """Per-frame similarities fitted on `RIGID_INDICES` only, onto the mean position those points take under
+    `alignment_affine`: the clip keeps the template's framing on average, while a frame's own transform no longer
+    moves with its mouth and chin."""
+    talk3d = np.stack([alignment_affine(points, size) for points in landmarks68])
+    rigid = landmarks68[:, list(RIGID_INDICES)]
+    template = np.mean([transform_points(points, affine) for points, affine in zip(rigid, talk3d)], axis=0)
+    return np.stack([similarity_from_points(points, template) for points in rigid])
 
 
 def _cv2_matrix(affine: Float[ndarray, "2 3"]) -> Float[ndarray, "2 3"]:

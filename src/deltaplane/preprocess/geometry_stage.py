@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deltaplane.preprocess.align import alignment_affine, invert_affine, smooth_track, transform_points
+from deltaplane.preprocess.align import invert_affine, rigid_alignment, smooth_track, transform_points
 from deltaplane.preprocess.head_pose import aligned_angles, aligned_cameras, head_angles, smooth_angles
 from deltaplane.preprocess.landmarks import eye_openness, fill_missing, landmark_feature
 
@@ -29,7 +29,7 @@ def frame_geometry(raw: dict[str, np.ndarray], width: int, height: int, size: in
     landmarks, _ = fill_missing(raw["landmarks68"], fps, max_missing_fraction)
     mesh, _ = fill_missing(raw["mesh"], fps, max_missing_fraction)
     smoothed = smooth_track(landmarks, LANDMARK_SIGMA)
-    affine = np.stack([alignment_affine(points, size) for points in smoothed]).astype(np.float32)
+    affine = rigid_alignment(smoothed, size).astype(np.float32)
     inverse = np.stack([invert_affine(matrix) for matrix in affine]).astype(np.float32)
     aligned_points = np.stack([transform_points(points, matrix) for points, matrix in zip(landmarks, affine)])
     angles = aligned_angles(smooth_angles(head_angles(mesh), ANGLE_SIGMA), affine).astype(np.float32)

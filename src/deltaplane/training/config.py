@@ -27,6 +27,11 @@ class TrainConfig:
     speaker_augment: SpeakerAugmentConfig = field(default_factory=SpeakerAugmentConfig)
     """Perturbed copies of the training audio (other vocal-tract lengths, noise) that training steps draw from,
     so that the audio encoder learns what the mouth does rather than what this voice sounds like."""
+    token_dropout: float = 0.0
+    """Probability that a training frame's eye, head-angle and landmark tokens are replaced by their neutral values
+    (`structs.NeutralTokens`). Those tokens identify each training frame, so without dropout the deltaplane can
+    store every frame's mouth under its pose and leave the audio unused (docs/lip-motion.md); dropped frames must
+    be explained from the audio, as new audio is at inference."""
     lr_decay: float = 0.1
     """Learning rates decay exponentially to this fraction at the last step."""
     warmup_delta_steps: int = 0

@@ -19,6 +19,7 @@ from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.errors import InputError
 from deltaplane.metrics.image import psnr
 from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
+from deltaplane.structs import NeutralTokens
 from deltaplane.training.config import TrainConfig
 from deltaplane.training.evaluation import evaluate_clip, sample_image
 from deltaplane.training.logging import RunLogger
@@ -37,7 +38,11 @@ class TrainResult:
 def _param_groups(model: TriplaneTalker, config: TrainConfig) -> list[dict]:
     renderer = [*model.field.parameters(), *model.superres.parameters()]
     predictor = [*model.predictor.parameters(), *model.condition_encoder.parameters()]
-    groups = [{"params": [model.identity_planes], "lr": config.lr_identity, "name": "identity"},
+    planes = [model.identity_planes]
+    if model.config.mouth_planes:  # texels like the identity's; their audio mix like the predictor
+        planes.append(model.mouth_planes)
+        predictor.extend(model.mouth_mix.parameters())
+    groups = [{"params": planes, "lr": config.lr_identity, "name": "identity"},
               {"params": renderer, "lr": config.lr_renderer, "name": "renderer"}]
     if model.lips is None:
         return [*groups, {"params": [*predictor, *model.audio_encoder.parameters()], "lr": config.lr_predictor,
@@ -132,6 +137,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     logger = RunLogger(run_dir, tensorboard=tensorboard)
     train_clip, test_clip = train_clip.to(device), test_clip.to(device) if test_clip is not None else None
     audio_versions = _audio_versions(dataset_dir, manifest, train_clip, train_config, normalize)
+    neutral = NeutralTokens.of(train_clip.eye, train_clip.landmarks)
     sync = None
     if sync_expert is not None:
         from deltaplane.training.sync import SyncSupervisor
@@ -156,8 +162,12 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 version = int(torch.randint(audio_versions.shape[0], (1,), generator=generator))
                 clip = replace(train_clip, audio_features=audio_versions[version])
             batch = make_batch(clip, positions, model_config.render_resolution)
+            if train_config.token_dropout > 0:
+                dropped = torch.rand(len(positions), generator=generator) < train_config.token_dropout
+                batch = replace(batch, conditions=batch.conditions.neutralized(dropped.to(device), neutral))
             with autocast(precision, device):  # type: ignore[arg-type]
-                output, delta = model(batch.cameras, batch.conditions, mouth_shape=batch.mouth_shape)
+                output, delta = model(batch.cameras, batch.conditions, mouth_shape=batch.mouth_shape,
+                                      lower_face=batch.lower_face)
                 terms = model.loss_terms(output, delta, batch, perceptual)
                 if use_sync:
                     terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)
