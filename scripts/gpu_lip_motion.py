@@ -40,7 +40,7 @@ def variant_configs(name: str, preset: str = "fast"):
     norm (per-utterance feature normalisation), mouthN (mouth loss weight N), mouthboxN (mouth-box L1 weight N),
     audiolrX (learning rate X of the audio → lip regression), augN (N speaker-augmented audio copies), isolateN
     (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), mplanesK (K audio-mixed
-    mouth planes), nowarm (no deltaplane warm-up)."""
+    mouth planes), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up)."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -60,6 +60,8 @@ def variant_configs(name: str, preset: str = "fast"):
             train_config = dataclasses.replace(train_config, speaker_augment=augment)
         elif part.startswith("mplanes"):
             model = dataclasses.replace(model, mouth_planes=int(part[7:]))
+        elif part == "nobox":
+            model = dataclasses.replace(model, mouth_box=None)
         elif part.startswith("isolate"):
             model = dataclasses.replace(model, isolate_lower_face=int(part[7:]))
         elif part.startswith("drop"):

@@ -39,7 +39,8 @@ def opening(shapes: torch.Tensor) -> np.ndarray:
     return torch.stack(gaps).mean(0).numpy()
 
 
-def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int) -> dict:
+def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, batch: int = 32, lr: float = 2e-3
+        ) -> dict:
     normalize, copies = "norm" in variant, int(variant.split("aug")[1]) if "aug" in variant else 0
     manifest, train_clip = load_clip(dataset, "train", size=64, normalize_audio=normalize)
     _, test_clip = load_clip(dataset, "test", size=64, normalize_audio=normalize)
@@ -53,10 +54,10 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int) -> 
     lips = LipVector(LipConfig(), code_dim=64, token_dim=64)
     lips.fit(train_clip.mouth_shapes)
     targets = lips.coefficients(train_clip.mouth_shapes)
-    optimizer = torch.optim.Adam([*encoder.parameters(), *lips.head.parameters()], lr=2e-3)
+    optimizer = torch.optim.Adam([*encoder.parameters(), *lips.head.parameters()], lr=lr)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        positions = torch.randint(len(train_clip), (32,), generator=generator)
+        positions = torch.randint(len(train_clip), (batch,), generator=generator)
         version = versions[int(torch.randint(len(versions), (1,), generator=generator))]
         predicted = lips.predict(encoder(audio_context(version, train_clip.indices[positions])), calibrated=False)
         loss = (predicted - targets[positions]).square().mean()
@@ -90,10 +91,13 @@ def main() -> None:
     parser.add_argument("--variants", default="plain,norm,aug8,norm+aug8")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=32, help="frames per step (training uses 4)")
+    parser.add_argument("--lr", type=float, default=2e-3)
     args = parser.parse_args()
     table = {}
     for variant in args.variants.split(","):
-        rows = [run(args.dataset, args.audio_dir, variant, args.steps, seed) for seed in range(args.seeds)]
+        rows = [run(args.dataset, args.audio_dir, variant, args.steps, seed, args.batch, args.lr)
+                for seed in range(args.seeds)]
         table[variant] = {key: float(np.mean([r[key] for r in rows if r[key] is not None]))
                           for key in rows[0]}
     print(json.dumps(table, indent=1))

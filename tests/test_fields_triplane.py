@@ -80,3 +80,22 @@ def test_bfloat16_planes_sample_in_float32() -> None:
     sampled = sample_triplane(planes.bfloat16(), points)
     assert sampled.dtype == torch.float32
     torch.testing.assert_close(sampled, sample_triplane(planes.bfloat16().float(), points))
+
+
+def test_box_weights_sample_to_one_inside_the_box_and_zero_far_outside() -> None:
+    """The plane-axis convention of `box_weights` is the sampler's: planes of box weights sample to 1 at points
+    inside the world box on all three planes, and to 0 at points outside it on every axis."""
+    from deltaplane.fields.triplane import box_weights
+
+    box = (-0.1, 0.1, -0.2, -0.02, 0.0, 0.35)
+    weights = box_weights(box, 64, 1.0, 0.02)
+    assert weights.shape == (3, 1, 64, 64) and weights.min() >= 0 and weights.max() <= 1
+    planes = weights.expand(3, 2, 64, 64)[None]  # [1, 3, C=2, R, R]
+    inside = torch.tensor([[[0.0, -0.1, 0.15], [0.05, -0.05, 0.3], [-0.08, -0.18, 0.02]]])
+    torch.testing.assert_close(sample_triplane(planes, inside), torch.ones(1, 3, 2))
+    for axis, value in ((0, 0.3), (1, 0.2), (2, -0.2)):  # leave the box along one axis: that axis' planes drop
+        outside = inside.clone()
+        outside[..., axis] = value
+        assert (sample_triplane(planes, outside) < 0.34).all()
+    far = torch.tensor([[[0.4, 0.3, -0.4]]])
+    torch.testing.assert_close(sample_triplane(planes, far), torch.zeros(1, 1, 2))

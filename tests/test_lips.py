@@ -123,3 +123,20 @@ def test_mouth_box_mask_and_its_l1() -> None:
     prediction[..., 1:3, 2:4] = 0.5
     prediction[..., 5, 5] = 9.0  # outside the box: ignored
     assert masked_l1(prediction, target, mask).item() == pytest.approx(0.5)
+
+
+def test_predicted_lips_stay_inside_the_training_range() -> None:
+    """An unfamiliar voice may drive the regression far outside what the renderer was taught; the calibrated lip
+    vector is clamped to the range of the training frames' coefficients."""
+    torch.manual_seed(0)
+    lips = LipVector(LipConfig(dim=3), code_dim=8, token_dim=8)
+    shapes = torch.randn(200, 40)
+    lips.fit(shapes)
+    tracked = lips.coefficients(shapes)
+    with torch.no_grad():
+        lips.head.weight.mul_(100.0)  # a regression that overshoots
+    code = torch.randn(64, 8)
+    predicted = lips.predict(code)
+    assert (predicted >= tracked.amin(0) - 1e-5).all() and (predicted <= tracked.amax(0) + 1e-5).all()
+    raw = lips.predict(code, calibrated=False)
+    assert raw.abs().max() > tracked.abs().max()  # the raw output (for the loss) is not clamped

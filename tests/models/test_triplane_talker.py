@@ -85,7 +85,8 @@ def test_isolated_lower_face_rays_give_the_identity_planes_no_gradient(model: Tr
 
 def test_mouth_planes_start_at_zero_and_let_the_audio_move_the_render(model: TriplaneTalker) -> None:
     """`mouth_planes`: K full-resolution planes mixed by the audio token. Zero at init (the render cannot hear the
-    audio yet); trained towards a target that differs with the audio code, they make the render differ with it."""
+    audio yet); trained towards a target that differs with the audio code, they make the render differ with it,
+    inside the mouth box only."""
     torch.manual_seed(0)
     talker = TriplaneTalker(dataclasses.replace(model.config, mouth_planes=4))
     cameras = orbit_cameras(torch.zeros(2), torch.zeros(2), 128, 128)
@@ -110,3 +111,6 @@ def test_mouth_planes_start_at_zero_and_let_the_audio_move_the_render(model: Tri
         _, heard = talker.planes(talker.tokens(conditions, audio_code=codes))
         _, swapped = talker.planes(talker.tokens(conditions, audio_code=codes.flip(0)))
     assert (heard - swapped).abs().mean() > 0.5 * heard.abs().mean() > 0
+    # they act only around the canonical mouth (`mouth_box`); the predictor's own deltaplane is still zero here
+    outside = talker.mouth_mask == 0
+    assert outside.float().mean() > 0.5 and heard.masked_select(outside[None].expand_as(heard)).abs().max() == 0

@@ -124,3 +124,22 @@ def test_smooth_track_keeps_constants_and_reduces_jitter():
     assert smoothed.shape == track.shape
     assert np.abs(np.diff(smoothed, axis=0)).mean() < 0.5 * np.abs(np.diff(track, axis=0)).mean()
     np.testing.assert_allclose(smooth_track(np.full((10, 2), 3.0)), 3.0)
+
+
+def test_rigid_alignment_ignores_the_moving_mouth_and_keeps_the_framing():
+    """Frames of a still head whose jaw opens: the 6-point (Talk3D) alignment moves with the chin and mouth, the
+    rigid one does not, and on average it frames the face as the 6-point template does."""
+    from deltaplane.preprocess.align import RIGID_INDICES, rigid_alignment
+
+    rng = np.random.default_rng(0)
+    face = rng.uniform(200, 400, (68, 2))
+    face[list(ALIGN_INDICES)] = template_2d(512) * 0.6 + [90.0, 40.0]
+    frames = np.repeat(face[None], 20, axis=0)
+    opening = 12.0 * np.sin(np.linspace(0, 6, 20))  # pixels the jaw drops
+    frames[:, [8, 64, 60], 1] += opening[:, None] * np.array([1.0, 0.4, 0.4])
+    talk3d = np.stack([alignment_affine(points, 512) for points in frames])
+    rigid = rigid_alignment(frames, 512)
+    assert np.ptp(talk3d[:, 1, 2]) > 1.0  # the 6-point crop shifts with the mouth
+    np.testing.assert_allclose(rigid, rigid[:1].repeat(20, 0), atol=1e-6)
+    mean_talk3d = np.mean([transform_points(frames[0, list(RIGID_INDICES)], a) for a in talk3d], axis=0)
+    np.testing.assert_allclose(transform_points(frames[0, list(RIGID_INDICES)], rigid[0]), mean_talk3d, atol=1e-3)

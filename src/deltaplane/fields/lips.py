@@ -51,6 +51,8 @@ class LipVector(nn.Module):
         self.register_buffer("components", torch.eye(config.dim, MOUTH_SHAPE_DIM))
         self.register_buffer("scale", torch.ones(config.dim))
         self.register_buffer("gain", torch.ones(config.dim))
+        self.register_buffer("low", torch.full((config.dim,), -torch.inf))
+        self.register_buffer("high", torch.full((config.dim,), torch.inf))
         self.head = nn.Linear(code_dim, config.dim)
         self.embed = nn.Sequential(nn.Linear(config.dim, config.hidden), nn.ReLU(), nn.Linear(config.hidden, token_dim))
 
@@ -64,6 +66,9 @@ class LipVector(nn.Module):
         self.mean.copy_(mean)
         self.components.copy_(vectors[:self.config.dim])
         self.scale.copy_(std.clamp_min(1e-6))
+        coefficients = self.coefficients(shapes)
+        self.low.copy_(coefficients.amin(0))
+        self.high.copy_(coefficients.amax(0))
 
     @torch.no_grad()
     def calibrate(self, predicted: Float[Tensor, "frames dim"], target: Float[Tensor, "frames dim"]) -> None:
@@ -75,10 +80,11 @@ class LipVector(nn.Module):
 
     def predict(self, audio_code: Float[Tensor, "batch code_dim"], calibrated: bool = True
                 ) -> Float[Tensor, "batch dim"]:
-        """Audio code → lip vector (`calibrated`: times the gain of `calibrate`; the regression loss uses the raw
-        output)."""
+        """Audio code → lip vector (`calibrated`: times the gain of `calibrate` and kept inside the training frames'
+        range, so an unfamiliar voice cannot ask for a mouth the renderer never saw; the regression loss uses the
+        raw output)."""
         lips = self.head(audio_code)
-        return lips * self.gain if calibrated else lips
+        return torch.minimum(torch.maximum(lips * self.gain, self.low), self.high) if calibrated else lips
 
     def coefficients(self, shapes: Float[Tensor, "batch 40"]) -> Float[Tensor, "batch dim"]:
         """Whitened lip vector of tracked mouth shapes."""

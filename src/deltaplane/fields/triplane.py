@@ -40,6 +40,16 @@ def sample_triplane(planes: Float[Tensor, "batch 3 channels height width"], poin
     return sampled.mean(dim=1).transpose(1, 2)  # [B, N, C]
 
 
+def box_weights(box: tuple[float, float, float, float, float, float], resolution: int, box_warp: float,
+                edge: float) -> Float[Tensor, "3 1 resolution resolution"]:
+    """Per-plane texel weights in [0, 1] for a world box (x0, x1, y0, y1, z0, z1): 1 where the texel centre's two
+    world coordinates lie inside it, ramping linearly to 0 over `edge` outside it."""
+    centres = ((torch.arange(resolution) + 0.5) / resolution * 2 - 1) * box_warp / 2  # align_corners=False
+    ramps = [((centres - box[2 * axis] + edge) / edge).clamp(0, 1)
+             * ((box[2 * axis + 1] + edge - centres) / edge).clamp(0, 1) for axis in range(3)]
+    return torch.stack([ramps[v][:, None] * ramps[u][None, :] for u, v in PLANE_AXES])[:, None]  # v rows, u cols
+
+
 def sample_triplane_reference(planes: Float[Tensor, "batch 3 channels height width"],
                               points: Float[Tensor, "batch points 3"], box_warp: float = 1.0
                               ) -> Float[Tensor, "batch points channels"]:

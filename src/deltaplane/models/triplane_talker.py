@@ -29,7 +29,7 @@ from deltaplane.fields.conditions import ConditionEncoder, ConditionEncoderConfi
 from deltaplane.fields.deltaplane import DeltaplaneConfig, DeltaplanePredictor
 from deltaplane.fields.lips import LipConfig, LipVector
 from deltaplane.fields.superres import SuperResolution, SuperResolutionConfig
-from deltaplane.fields.triplane import OSGDecoderConfig, TriplaneField
+from deltaplane.fields.triplane import OSGDecoderConfig, TriplaneField, box_weights
 from deltaplane.geometry.cameras import Cameras
 from deltaplane.geometry.face_depth import camera_depth
 from deltaplane.geometry.rays import pixel_rays
@@ -105,6 +105,11 @@ class TriplaneTalkerConfig:
     deltaplane (0 = off). The deltaplane hears the tokens only in its 32² bottleneck, so what the audio changes
     there is smooth at the scale of the lips; these planes let the audio move texels at plane resolution, as a
     set of learned blendshapes."""
+    mouth_box: tuple[float, float, float, float, float, float] | None = (-0.1, 0.1, -0.2, -0.02, 0.0, 0.35)
+    """(x0, x1, y0, y1, z0, z1) in world units: the mouth planes act only inside this box around the canonical
+    mouth and jaw (docs/conventions.md: the face template's mouth corners sit at (±0.04, −0.075, 0.2), its chin at
+    y = −0.16), fading out over `MOUTH_BOX_EDGE`; None lets them act everywhere. Without it the audio can also
+    change the background and torso, which costs held-out PSNR."""
     isolate_lower_face: int | None = None
     """In training, the identity planes get no gradient from the rays of the lower-face mask dilated by this many
     rendering pixels (None = off), so only the deltaplane, i.e. the tokens, can explain what the mouth does. Without
@@ -122,6 +127,10 @@ class TriplaneTalkerConfig:
             raise ValueError("decoder.feature_channels must equal plane_channels")
 
 
+MOUTH_BOX_EDGE = 0.02
+"""World units over which the mouth planes fade out at the faces of `TriplaneTalkerConfig.mouth_box`."""
+
+
 class TriplaneTalker(nn.Module):
     def __init__(self, config: TriplaneTalkerConfig) -> None:
         super().__init__()
@@ -136,6 +145,9 @@ class TriplaneTalker(nn.Module):
         if config.mouth_planes:  # zero planes: the deltaplane stays exactly 0 at init
             self.mouth_planes = nn.Parameter(torch.zeros(config.mouth_planes, *shape))
             self.mouth_mix = nn.Linear(config.conditions.token_dim, config.mouth_planes, bias=False)
+            mask = (box_weights(config.mouth_box, config.plane_resolution, config.box_warp, MOUTH_BOX_EDGE)
+                    if config.mouth_box is not None else torch.ones(3, 1, 1, 1))
+            self.register_buffer("mouth_mask", mask, persistent=False)  # derived from the config
         self.field = TriplaneField(config.decoder, box_warp=config.box_warp)
         self.superres = SuperResolution(config.superres)
 
@@ -174,7 +186,8 @@ class TriplaneTalker(nn.Module):
         delta = self.predictor.decode(encoded_identity, tokens)
         if self.config.mouth_planes:
             weights = self.mouth_mix(tokens[:, 0]).to(self.mouth_planes.dtype)  # [B, K] from the audio token
-            delta = delta + torch.einsum("bk,kpchw->bpchw", weights, self.mouth_planes).to(delta.dtype)
+            planes = self.mouth_planes * self.mouth_mask
+            delta = delta + torch.einsum("bk,kpchw->bpchw", weights, planes).to(delta.dtype)
         return identity + delta.to(identity.dtype), delta
 
     def render(self, planes: Float[Tensor, "B 3 C H W"], cameras: Cameras,
