@@ -8,6 +8,7 @@ import math
 import re
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -15,13 +16,14 @@ from skimage.metrics import structural_similarity
 
 import deltaplane.evaluation.fid as evaluation_fid
 from deltaplane.errors import InputError
-from deltaplane.evaluation.face import face_mask, mouth_crop, mouth_landmark_distance, mouth_motion, mouth_opening
+from deltaplane.evaluation.face import (DETAIL_CROP_SIZE, detail_crops, face_mask, mouth_crop, mouth_landmark_distance,
+                                        mouth_motion, mouth_opening)
 from deltaplane.evaluation.fid import InceptionSampler, fid_metrics
 from deltaplane.evaluation.keys import KEYS, describe
-from deltaplane.evaluation.pixels import frame_scores, ssim_map
-from deltaplane.evaluation.report import ReportData, mouth_sheet, render_html
+from deltaplane.evaluation.pixels import detail_scores, frame_scores, laplacian_variance, ssim_map
+from deltaplane.evaluation.report import ReportData, contact_sheet, render_html
 from deltaplane.evaluation.run import parse_views
-from deltaplane.evaluation.scoring import VideoTrack, identity_metrics
+from deltaplane.evaluation.scoring import VideoTrack, identity_metrics, sharpness_metrics
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope, syncnet_crop
 from deltaplane.metrics.fid import FIDInceptionV3, inception_features
 from deltaplane.metrics.image import psnr, ssim
@@ -232,8 +234,64 @@ def test_mouth_crop_is_centred_on_the_mouth_and_the_sheet_labels_rows() -> None:
     assert crop.shape == (96, 96, 3)
     rows, cols = np.nonzero(crop[..., 0] > 128)
     assert abs(rows.mean() - 47.5) < 2 and abs(cols.mean() - 47.5) < 2  # the slit sits in the middle
-    sheet = mouth_sheet([("ground truth", ((0, crop), (5, crop))), ("render", ((0, crop),))])
+    sheet = contact_sheet([("ground truth", ((0, crop), (5, crop))), ("render", ((0, crop),))])
     assert sheet.shape == (192, 150 + 2 * 96, 3)
     page = render_html(ReportData(title="t", inputs={}, metrics={"cross/es/mouth/opening_std_ratio": 0.9},
                                   skipped={}, mouth_rows=[("ground truth", ((0, crop),)), ("render", ((0, crop),))]))
     assert "mouth contact sheet" in page and "<td>es</td>" in page
+
+
+def _textured_face(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A 128² frame of fine random texture and a centred square 'face' mask."""
+    rng = np.random.default_rng(seed)
+    image = np.clip(128 + rng.normal(0, 40, (128, 128, 3)), 0, 255).astype(np.uint8)
+    mask = np.zeros((128, 128), bool)
+    mask[32:96, 32:96] = True
+    return image, mask
+
+
+def test_blur_cannot_win_the_detail_scores_and_noise_cannot_win_them_either() -> None:
+    target, face = _textured_face()
+    same = detail_scores(target, target, face)
+    assert same["sharpness_ratio"] == pytest.approx(1.0) and math.isinf(same["detail_psnr_1"])
+    blurred = detail_scores(cv2.GaussianBlur(target, (0, 0), 1.5), target, face)
+    assert blurred["sharpness_ratio"] < 0.2
+    noisy_image = np.clip(target.astype(np.int16) + np.random.default_rng(1).integers(-40, 41, target.shape),
+                          0, 255).astype(np.uint8)
+    noisy = detail_scores(noisy_image, target, face)
+    assert noisy["sharpness_ratio"] > 1.2  # noise looks "sharp" …
+    softened = cv2.addWeighted(target, 0.5, cv2.GaussianBlur(target, (0, 0), 1.5), 0.5, 0)
+    half_sharp = detail_scores(softened, target, face)
+    for band in ("detail_psnr_1", "detail_psnr_2"):  # … but only matching detail has a small band error
+        assert half_sharp[band] > blurred[band] and half_sharp[band] > noisy[band]
+    assert detail_scores(target, target, None) == {} and detail_scores(target, target, ~np.ones_like(face)) == {}
+
+
+def test_sharpness_of_unpaired_renders_against_the_frontal_one() -> None:
+    image, face = _textured_face()
+    sharp = laplacian_variance(image, face)
+    soft = laplacian_variance(cv2.GaussianBlur(image, (0, 0), 1.0), face)
+
+    def track(values: list[float]) -> VideoTrack:
+        count = len(values)
+        return VideoTrack(np.zeros((count, 68, 2), np.float32), np.full((count, 128), np.nan, np.float32), None, None,
+                          None, sharpness=np.array(values))
+
+    frontal = track([sharp, sharp, math.nan])
+    assert sharpness_metrics(track([soft, soft, soft]), frontal)[0]["sharpness_ratio"] == pytest.approx(soft / sharp)
+    assert sharpness_metrics(track([soft] * 5), frontal)[0]["sharpness_ratio"] == pytest.approx(soft / sharp)
+    assert "sharpness_ratio" in sharpness_metrics(track([math.nan] * 3), frontal)[1]
+
+
+def test_detail_crops_follow_the_face() -> None:
+    points = np.zeros((68, 2))
+    points[36:48] = [200.0, 220.0]
+    points[36], points[45] = [180.0, 220.0], [320.0, 220.0]
+    points[17:27] = [250.0, 190.0]
+    points[48:68] = [250.0, 380.0]
+    image = np.zeros((512, 512, 3), np.uint8)
+    image[370:390, 240:260] = 255  # a white mouth
+    crops = detail_crops(image, points)
+    assert set(crops) == {"eyes", "mouth", "hair"}
+    assert all(crop.shape == (DETAIL_CROP_SIZE, DETAIL_CROP_SIZE, 3) for crop in crops.values())
+    assert crops["mouth"][54:74, 54:74].mean() > 200 and crops["eyes"].max() == 0 and crops["hair"].max() == 0

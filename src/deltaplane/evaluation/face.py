@@ -86,18 +86,40 @@ def mouth_motion(openings: Float[ndarray, " frames"], reference: Float[ndarray, 
             "mouth/open_fraction_reference": float((known > threshold).mean())}, {}
 
 
-def mouth_crop(rgb: UInt8[ndarray, "height width 3"], landmarks68: Float[ndarray, "68 2"],
-               size: int = MOUTH_CROP_SIZE) -> UInt8[ndarray, "size size 3"]:
-    """A `size`² crop centred on the mouth, MOUTH_CROP_SPAN mouth widths (corners 48–54) wide, for contact sheets."""
-    mouth = landmarks68[MOUTH].astype(np.float64)
-    centre = mouth.mean(0)
-    side = MOUTH_CROP_SPAN * max(float(np.linalg.norm(landmarks68[54] - landmarks68[48])), 4.0)
+def square_crop(rgb: UInt8[ndarray, "height width 3"], centre: Float[ndarray, "2"], side: float,
+                size: int) -> UInt8[ndarray, "size size 3"]:
+    """The `side`-pixel square around `centre`, resampled to `size`² (black outside the frame)."""
     scale = size / side
     # pixel-centre convention: source pixel x (centre at x + 0.5) maps to (x + 0.5 − left)·scale − 0.5
     left = centre - side / 2
     matrix = np.array([[scale, 0.0, (0.5 - left[0]) * scale - 0.5], [0.0, scale, (0.5 - left[1]) * scale - 0.5]])
-    return cv2.warpAffine(np.ascontiguousarray(rgb), matrix, (size, size), flags=cv2.INTER_AREA,
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return cv2.warpAffine(np.ascontiguousarray(rgb), matrix, (size, size), flags=interpolation,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+
+
+def mouth_crop(rgb: UInt8[ndarray, "height width 3"], landmarks68: Float[ndarray, "68 2"],
+               size: int = MOUTH_CROP_SIZE) -> UInt8[ndarray, "size size 3"]:
+    """A `size`² crop centred on the mouth, MOUTH_CROP_SPAN mouth widths (corners 48–54) wide, for contact sheets."""
+    mouth = landmarks68[MOUTH].astype(np.float64)
+    side = MOUTH_CROP_SPAN * max(float(np.linalg.norm(landmarks68[54] - landmarks68[48])), 4.0)
+    return square_crop(rgb, mouth.mean(0), side, size)
+
+
+DETAIL_CROP_SIZE = 128
+"""Side of the report's detail crops (about the crops' own pixel size at 512²: detail is shown, not resampled away)."""
+
+
+def detail_crops(rgb: UInt8[ndarray, "height width 3"], landmarks68: Float[ndarray, "68 2"],
+                 size: int = DETAIL_CROP_SIZE) -> dict[str, UInt8[ndarray, "size size 3"]]:
+    """Eyes (both, with the nose bridge), mouth, and hair (above the brows) crops for the report's detail sheet,
+    each a square sized by the outer-eye-corner distance."""
+    points = landmarks68.astype(np.float64)
+    eye_distance = max(float(np.linalg.norm(points[45] - points[36])), 4.0)
+    brows = points[17:27].mean(0)
+    return {"eyes": square_crop(rgb, points[36:48].mean(0), 1.3 * eye_distance, size),
+            "mouth": square_crop(rgb, points[MOUTH].mean(0), eye_distance, size),
+            "hair": square_crop(rgb, brows - [0.0, 0.9 * eye_distance], eye_distance, size)}
 
 
 def face_mask(landmarks68: Float[ndarray, "68 2"], height: int, width: int) -> Bool[ndarray, "height width"]:

@@ -48,6 +48,14 @@ KEYS: dict[str, tuple[str, str]] = {
     "mouth/open_fraction": ("≈ref", "fraction of frames opened wider than the reference's median + 1 std (teeth "
                                     "showing); compare with mouth/open_fraction_reference"),
     "mouth/open_fraction_reference": ("", "the same fraction in the reference itself"),
+    "sharpness_ratio": ("→1", "variance of the 3×3 Laplacian of the grey image inside the face hull, render over "
+                              "reference: the ground truth's hull and frame for test/ and --pred/--gt; for view/ and "
+                              "cross/, each render's own hull against the frontal render of the split (frame by frame "
+                              "for views, ratio of means for other audio); below 1 = softer"),
+    "detail_psnr_1": ("↑", "PSNR (peak 255) of the finest Laplacian-pyramid band of the grey image inside the ground "
+                           "truth's face hull: only matching detail scores well (blur leaves the band empty, noise "
+                           "adds to it)"),
+    "detail_psnr_2": ("↑", "the same for the next octave (half resolution)"),
     "fid": ("↓", "Fréchet Inception distance (clean-fid's Inception-v3 features, user-given weights) of the sampled "
                  "frames vs the ground truth's; biased upwards below ~2048 frames: compare only runs scored alike"),
     "fid_frames": ("", "sampled frames per video in the FID (the smaller of the two sets)"),

@@ -121,3 +121,52 @@ def lpips_distance(model: LPIPS, prediction: UInt8[ndarray, "H W 3"], target: UI
     """LPIPS of one frame pair, on RGB in [-1, 1] as the lpips package expects (not Talk3D's 0–255 BGR quirk)."""
     device = next(model.parameters()).device
     return float(model(_signed(prediction, device), _signed(target, device))[0])
+
+
+DETAIL_BANDS = 2
+"""Laplacian-pyramid bands whose PSNR `detail_scores` reports: band 1 is the full-resolution detail (pores,
+lashes, hair strands at 512²), band 2 the next octave."""
+
+
+def _gray(image: UInt8[ndarray, "H W 3"]) -> Float[ndarray, "H W"]:
+    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float64)
+
+
+def laplacian_variance(image: UInt8[ndarray, "H W 3"], mask: Bool[ndarray, "H W"]) -> float:
+    """Sharpness: the variance of the 3×3 Laplacian (cv2.Laplacian, ksize 1) of the grey image over the masked
+    pixels (NaN for an empty mask). A blurred image scores lower; it does not need a reference."""
+    if not mask.any():
+        return math.nan
+    return float(cv2.Laplacian(_gray(image), cv2.CV_64F, ksize=1)[mask].var())
+
+
+def laplacian_bands(gray: Float[ndarray, "H W"], levels: int) -> list[Float[ndarray, "h w"]]:
+    """The first `levels` bands of the Laplacian pyramid: band k = G_k − upsample(G_{k+1}), G_0 = the image,
+    G_{k+1} = pyrDown(G_k)."""
+    bands, level = [], gray
+    for _ in range(levels):
+        smaller = cv2.pyrDown(level)
+        bands.append(level - cv2.pyrUp(smaller, dstsize=(level.shape[1], level.shape[0])))
+        level = smaller
+    return bands
+
+
+def detail_scores(prediction: UInt8[ndarray, "H W 3"], target: UInt8[ndarray, "H W 3"],
+                  face: Bool[ndarray, "H W"] | None) -> dict[str, float]:
+    """sharpness_ratio (Laplacian variance of the prediction over the target's, inside the face mask) and
+    detail_psnr_K: PSNR (peak 255) between the grey images' Laplacian-pyramid band K inside the face mask (band K
+    is at 1/2^(K−1) resolution; the mask is shrunk with it). A blurred prediction has empty bands, so its error is
+    the target's whole detail energy; added noise raises the error too: only matching detail scores well."""
+    if face is None or not face.any():
+        return {}
+    scores = {}
+    reference = laplacian_variance(target, face)
+    if reference > 0:
+        scores["sharpness_ratio"] = laplacian_variance(prediction, face) / reference
+    mask = face.astype(np.float32)
+    for band, (predicted, truth) in enumerate(zip(laplacian_bands(_gray(prediction), DETAIL_BANDS),
+                                                  laplacian_bands(_gray(target), DETAIL_BANDS)), start=1):
+        inside = cv2.resize(mask, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_AREA) > 0.5
+        if inside.any():
+            scores[f"detail_psnr_{band}"] = _psnr(float(np.square(predicted - truth)[inside].sum()), int(inside.sum()))
+    return scores

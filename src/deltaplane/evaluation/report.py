@@ -21,12 +21,12 @@ from deltaplane.evaluation.keys import describe
 
 STRIP_HEIGHT = 256
 """Images in the strips are shown at this height."""
-VIEW_COLUMNS = ("id_distance", "id_same_person", "id_arcface", "fid", "mouth/opening_std_ratio", "sync/correlation",
-                "sync/offset_frames", "faces/missing", "sync/lse_c", "sync/lse_d")
+VIEW_COLUMNS = ("id_distance", "id_same_person", "id_arcface", "fid", "sharpness_ratio", "mouth/opening_std_ratio",
+                "sync/correlation", "sync/offset_frames", "faces/missing", "sync/lse_c", "sync/lse_d")
 CROSS_COLUMNS = ("mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction", "sync/correlation",
-                 "sync/offset_frames", "id_distance", "faces/missing", "sync/lse_c", "sync/lse_d")
+                 "sync/offset_frames", "sharpness_ratio", "id_distance", "faces/missing", "sync/lse_c", "sync/lse_d")
 SHEET_LABEL_WIDTH = 150
-"""Width of the row labels of the mouth contact sheet, in pixels of the 96-pixel-high crops."""
+"""Width of the row labels of the contact sheets, in pixels."""
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -55,6 +55,8 @@ class ReportData:
     """Rendered videos by name, as paths relative to the report (linked, not embedded)."""
     mouth_rows: list[tuple[str, tuple[tuple[int, ndarray], ...]]] = field(default_factory=list)
     """Labelled rows of (frame index, mouth crop) for the mouth contact sheet (ground truth above the render)."""
+    detail_rows: list[tuple[str, tuple[tuple[int, ndarray], ...]]] = field(default_factory=list)
+    """Labelled rows of (frame index, crop): eyes, mouth and hair of the ground truth above the render's."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -123,8 +125,8 @@ def _row_table(metrics: dict, prefix: str, title: str, columns: tuple[str, ...])
     return f"<h2>{html.escape(title)}</h2><table><tr><th>name</th>{header}</tr>{''.join(rows)}</table>"
 
 
-def mouth_sheet(rows: list[tuple[str, tuple[tuple[int, ndarray], ...]]]) -> UInt8[ndarray, "H W 3"]:
-    """The mouth contact sheet: one labelled row of crops per entry, each crop stamped with its frame index."""
+def contact_sheet(rows: list[tuple[str, tuple[tuple[int, ndarray], ...]]]) -> UInt8[ndarray, "H W 3"]:
+    """A contact sheet: one labelled row of crops per entry, each crop stamped with its frame index."""
     width = max(len(crops) for _, crops in rows)
     tile = next(crop for _, crops in rows for _, crop in crops).shape[0]
     lines = []
@@ -157,13 +159,18 @@ def render_html(report: ReportData) -> str:
         for index, target, prediction, error in report.strip:
             row = np.concatenate([target, prediction, error], axis=1)
             parts.append(f"<figure>{_jpeg(row)}<figcaption>frame {index}</figcaption></figure>")
-    if any(crops for _, crops in report.mouth_rows):
-        sheet = mouth_sheet([(label, crops) for label, crops in report.mouth_rows if crops])
-        encoded = base64.b64encode(cv2.imencode(".png", sheet[..., ::-1])[1].tobytes()).decode()
-        parts.append("<h2>Mouths (every k-th frame)</h2><figure><img alt='mouth contact sheet' "
-                     f"src='data:image/png;base64,{encoded}'><figcaption>Ground truth above the render; rows below "
-                     "are other driving audio (their frames are not aligned with the ground truth's).</figcaption>"
-                     "</figure>")
+    sheets = (("Mouths (every k-th frame)", "mouth contact sheet", report.mouth_rows,
+               "Ground truth above the render; rows below are other driving audio (their frames are not aligned "
+               "with the ground truth's)."),
+              ("Detail (strip frames)", "detail crops", report.detail_rows,
+               "Eyes, mouth and hair: each ground-truth row above the render's crop at the same place, at about "
+               "the output's own pixel size."))
+    for title, alt, rows, caption in sheets:
+        if any(crops for _, crops in rows):
+            sheet = contact_sheet([(label, crops) for label, crops in rows if crops])
+            encoded = base64.b64encode(cv2.imencode(".png", sheet[..., ::-1])[1].tobytes()).decode()
+            parts.append(f"<h2>{title}</h2><figure><img alt='{alt}' src='data:image/png;base64,{encoded}'>"
+                         f"<figcaption>{caption}</figcaption></figure>")
     if report.views:
         row = np.concatenate([cv2.resize(image, (STRIP_HEIGHT, STRIP_HEIGHT)) for image in report.views.values()], 1)
         parts.append(f"<h2>Views (middle frame)</h2><figure>{_jpeg(row)}<figcaption>"

@@ -30,7 +30,7 @@ from deltaplane.evaluation.fid import fid_metrics
 from deltaplane.evaluation.report import ReportData
 from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, PairResult, VideoTrack, identity_metrics,
                                            load_experts, motion_metrics, observe_video, pair_metrics, prefixed,
-                                           score_pair, sync_metrics)
+                                           score_pair, sharpness_metrics, sync_metrics)
 from deltaplane.evaluation.videos import notes, write_outputs
 from deltaplane.inference import (audio_windows, camera_path, check_camera, driving_conditions, load_run,
                                   render_clip, to_uint8)
@@ -114,11 +114,11 @@ def _mean_rows(rows: Float[ndarray, "frames dim"] | None, num_frames: int) -> Fl
     return np.broadcast_to(mean, (num_frames, rows.shape[1]))
 
 
-def _unpaired_metrics(track: VideoTrack, target: VideoTrack, samples: ndarray, fps: float, config: EvaluationConfig,
-                      experts: Experts, mean_identity: bool = False) -> tuple[dict, dict]:
+def _unpaired_metrics(track: VideoTrack, target: VideoTrack, frontal: VideoTrack, samples: ndarray, fps: float,
+                      config: EvaluationConfig, experts: Experts, mean_identity: bool = False) -> tuple[dict, dict]:
     """A render without a frame-by-frame ground truth: identity against the split's frames (frame by frame, or
-    their mean descriptor when the audio differs), FID against them, sync, mouth motion against theirs, and frames
-    without a face."""
+    their mean descriptor when the audio differs), FID against them, sync, mouth motion against theirs, sharpness
+    against the `frontal` render of the split, and frames without a face."""
     num_frames = track.landmarks.shape[0]
     descriptors, arcface = target.embeddings, target.arcface
     if mean_identity:
@@ -126,7 +126,7 @@ def _unpaired_metrics(track: VideoTrack, target: VideoTrack, samples: ndarray, f
     metrics, skipped = identity_metrics(track, descriptors, arcface, config.identity_every)
     for found, reasons in (fid_metrics(track.inception, target.inception, config.fid_every),
                            sync_metrics(track, samples, fps, config, experts.syncnet),
-                           motion_metrics(track, target)):
+                           motion_metrics(track, target), sharpness_metrics(track, frontal)):
         metrics.update(found)
         skipped.update(reasons)
     metrics["faces/missing"] = int((~track.found).sum())
@@ -144,7 +144,8 @@ def _load_driving_audio(files: dict[str, Path], fps: float) -> dict[str, ndarray
 
 
 def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, name: str, samples: ndarray, fps: float,
-                   target: VideoTrack, config: EvaluationConfig, experts: Experts, embedder: IdentityEmbedder,
+                   target: VideoTrack, frontal: VideoTrack, config: EvaluationConfig, experts: Experts,
+                   embedder: IdentityEmbedder,
                    keep: dict[str, ndarray], videos: SavedVideos | None, progress: bool
                    ) -> tuple[dict, dict, VideoTrack]:
     """The run driven by other audio with the training video's tokens and cameras: sync, mouth motion against the
@@ -155,7 +156,7 @@ def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, name: str, 
     with _writer(videos, view, fps, samples) as writer:
         frames = _rendered(model, conditions, camera_path("dataset", num_frames, driving), keep, view, writer)
         track = observe_video(frames, num_frames, config, experts, embedder, progress, desc=f"cross {name}")
-    return (*_unpaired_metrics(track, target, samples, fps, config, experts, mean_identity=True), track)
+    return (*_unpaired_metrics(track, target, frontal, samples, fps, config, experts, mean_identity=True), track)
 
 
 def _score_split(model: TriplaneTalker, dataset: Path, split: str, config: EvaluationConfig, experts: Experts,
@@ -205,13 +206,14 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
             with _writer(videos, name, fps, samples) as writer:
                 track = observe_video(_rendered(model, conditions, cam2world, keep, name, writer),
                                       cam2world.shape[0], config, experts, embedder, progress, desc=f"view {name}")
-        found, reasons = _unpaired_metrics(track, result.target, samples, fps, config, experts)
+        found, reasons = _unpaired_metrics(track, result.target, result.prediction, samples, fps, config, experts)
         metrics.update(prefixed(f"view/{name}/", found))
         skipped.update(prefixed(f"view/{name}/", reasons))
     mouth_rows = [("ground truth", result.target.mouth_crops), ("render", result.prediction.mouth_crops)]
     for name, driving_samples in driving_audio.items():
         found, reasons, track = _cross_metrics(model, run_config, driving, name, driving_samples, fps,
-                                               result.target, config, experts, embedder, keep, videos, progress)
+                                               result.target, result.prediction, config, experts, embedder, keep,
+                                               videos, progress)
         metrics.update(prefixed(f"cross/{name}/", found))
         skipped.update(prefixed(f"cross/{name}/", reasons))
         mouth_rows.append((f"cross {name}", track.mouth_crops))
@@ -221,7 +223,7 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
                                 "cross audio": str(audio) if audio else "–", "device": str(device)},
                         metrics=metrics, skipped=skipped,
                         series={f"{split}/{name}": result.per_frame[name] for name in ("psnr", "psnr_face", "lmd")},
-                        strip=result.strip, views=keep, mouth_rows=mouth_rows,
+                        strip=result.strip, views=keep, mouth_rows=mouth_rows, detail_rows=result.detail_rows,
                         videos={} if videos is None else {name: f"{VIDEOS_DIR}/{name}.mp4" for name in keep},
                         notes=[*notes(config), "Unprefixed skipped keys apply to every prefix."])
     return write_outputs(output_dir, metrics, skipped, report)

@@ -16,10 +16,11 @@ from jaxtyping import Float, UInt8
 from numpy import ndarray
 from tqdm import tqdm
 
-from deltaplane.evaluation.face import (MOUTH_CROP_SIZE, SAME_PERSON_THRESHOLD, IdentityEmbedder, face_mask,
-                                        mouth_crop, mouth_landmark_distance, mouth_motion, mouth_opening)
+from deltaplane.evaluation.face import (MOUTH_CROP_SIZE, SAME_PERSON_THRESHOLD, IdentityEmbedder, detail_crops,
+                                        face_mask, mouth_crop, mouth_landmark_distance, mouth_motion, mouth_opening)
 from deltaplane.evaluation.fid import InceptionSampler, fid_metrics
-from deltaplane.evaluation.pixels import SsimWorkspace, error_map, frame_scores, lpips_distance
+from deltaplane.evaluation.pixels import (SsimWorkspace, detail_scores, error_map, frame_scores, laplacian_variance,
+                                         lpips_distance)
 from deltaplane.evaluation.sync import MIN_SYNC_FRAMES, landmark_sync, speech_envelope, syncnet_crop
 from deltaplane.errors import InputError
 from deltaplane.metrics.arcface import EMBEDDING_DIM, IResNet, align_face, arcface_embeddings, load_arcface
@@ -115,6 +116,8 @@ class VideoTrack:
     """Inception pool features of every `fid_every`-th frame, when an Inception is loaded."""
     mouth_crops: tuple[tuple[int, UInt8[ndarray, "96 96 3"]], ...] = ()
     """(frame index, mouth crop) of every k-th frame for the contact sheet (black where there was no face)."""
+    sharpness: Float[ndarray, " frames"] | None = None
+    """`pixels.laplacian_variance` inside the frame's own face hull (NaN without a face)."""
 
     @property
     def found(self) -> np.ndarray:
@@ -142,6 +145,7 @@ class VideoObserver:
         self._arcface: list[ndarray] = []
         self._crops: list[ndarray] = []
         self._last_box: ndarray | None = None
+        self._sharpness: list[float] = []
 
     def observe(self, rgb: UInt8[ndarray, "height width 3"]) -> Float[ndarray, "68 2"] | None:
         """Track one frame; returns its 68 landmarks (None without a face)."""
@@ -161,6 +165,8 @@ class VideoObserver:
             self._inception.observe(rgb)
         if observation is not None:
             self._last_box = observation.box
+        self._sharpness.append(math.nan if observation is None else
+                               laplacian_variance(rgb, face_mask(observation.landmarks68, *rgb.shape[:2])))
         if self._mouth_every and index % self._mouth_every == 0:
             crop = (np.zeros((MOUTH_CROP_SIZE, MOUTH_CROP_SIZE, 3), np.uint8) if observation is None
                     else mouth_crop(rgb, observation.landmarks68))
@@ -174,7 +180,8 @@ class VideoObserver:
         return VideoTrack(np.stack(self._landmarks), np.stack(self._embeddings),
                           np.stack(self._arcface) if self._arcface_model is not None else None,
                           np.stack(self._crops) if self._keep_crops else None,
-                          None if self._inception is None else self._inception.finish(), tuple(self._mouth_crops))
+                          None if self._inception is None else self._inception.finish(), tuple(self._mouth_crops),
+                          np.array(self._sharpness))
 
     def __enter__(self) -> VideoObserver:
         return self
@@ -193,6 +200,9 @@ class PairResult:
     per_frame: dict[str, Float[ndarray, " frames"]]
     strip: list[tuple[int, ndarray, ndarray, ndarray]]
     """(frame index, GT, prediction, error map) for the report."""
+    detail_rows: list[tuple[str, tuple[tuple[int, ndarray], ...]]]
+    """Labelled rows of (frame index, crop) of the strip frames: eyes, mouth and hair of the ground truth, each
+    above the render's crop at the same place (`face.detail_crops` at the ground truth's landmarks)."""
 
 
 def strip_indices(num_frames: int, count: int) -> set[int]:
@@ -205,7 +215,9 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
     """Score predicted frames against target frames (zip: the shorter one sets the length); predictions are resized
     to the target's size."""
     shown = strip_indices(num_frames, config.strip_frames)
-    series: dict[str, list[float]] = {name: [] for name in ("psnr", "ssim", "psnr_face", "ssim_face", "lmd")}
+    series: dict[str, list[float]] = {name: [] for name in ("psnr", "ssim", "psnr_face", "ssim_face", "lmd",
+                                                            "sharpness_ratio", "detail_psnr_1", "detail_psnr_2")}
+    details: dict[str, list[tuple[int, ndarray]]] = {}
     if experts.lpips is not None:
         series["lpips"] = []
     strip = []
@@ -222,7 +234,7 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
             face = None if target_points is None else face_mask(target_points, *target.shape[:2])
             if workspace is None or workspace.shape != target.shape:
                 workspace = SsimWorkspace(target.shape)
-            scores = frame_scores(prediction, target, face, workspace)
+            scores = {**frame_scores(prediction, target, face, workspace), **detail_scores(prediction, target, face)}
             if experts.lpips is not None and index % config.lpips_every == 0:
                 scores["lpips"] = lpips_distance(experts.lpips, prediction, target)
             if target_points is not None and prediction_points is not None:
@@ -231,7 +243,14 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
                 values.append(scores.get(name, math.nan))
             if index in shown:
                 strip.append((index, target, prediction, error_map(prediction, target)))
-        return PairResult(predicted.finish(), truth.finish(), {k: np.array(v) for k, v in series.items()}, strip)
+                if target_points is not None:
+                    for source, image in (("ground truth", target), ("render", prediction)):
+                        for region, crop in detail_crops(image, target_points).items():
+                            details.setdefault(f"{source} {region}", []).append((index, crop))
+        rows = [(label, tuple(details[label])) for region in ("eyes", "mouth", "hair")
+                for label in (f"ground truth {region}", f"render {region}") if label in details]
+        return PairResult(predicted.finish(), truth.finish(), {k: np.array(v) for k, v in series.items()}, strip,
+                          rows)
 
 
 def observe_video(frames: Iterable[ndarray], num_frames: int, config: EvaluationConfig, experts: Experts,
@@ -305,6 +324,23 @@ def pair_metrics(result: PairResult, config: EvaluationConfig) -> tuple[dict, di
     metrics["faces/missing_pred"] = int((~result.prediction.found).sum())
     metrics["faces/missing_gt"] = int((~result.target.found).sum())
     return metrics, skipped
+
+
+def sharpness_metrics(track: VideoTrack, reference: VideoTrack) -> tuple[dict, dict]:
+    """sharpness_ratio of a render without a ground truth at its view, against a reference render (the frontal
+    render of the split): each in its own face hull, frame by frame when both show the same frames, else the ratio
+    of the means."""
+    ours, theirs = track.sharpness, reference.sharpness
+    if ours is not None and theirs is not None and ours.shape == theirs.shape:
+        ratio = _mean(ours / np.where(theirs > 0, theirs, np.nan))
+    elif ours is not None and theirs is not None:
+        mine, reference_mean = _mean(ours), _mean(theirs)
+        ratio = None if mine is None or not reference_mean else mine / reference_mean
+    else:
+        ratio = None
+    if ratio is None:
+        return {}, {"sharpness_ratio": "no face in this render or in the frontal render"}
+    return {"sharpness_ratio": ratio}, {}
 
 
 def motion_metrics(track: VideoTrack, reference: VideoTrack) -> tuple[dict, dict]:

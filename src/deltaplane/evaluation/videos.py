@@ -74,7 +74,7 @@ def evaluate_videos(prediction: Path, target: Path, output_dir: Path, config: Ev
                         metrics=metrics, skipped=skipped,
                         series={"psnr": result.per_frame["psnr"], "psnr_face": result.per_frame["psnr_face"],
                                 "lmd": result.per_frame["lmd"]},
-                        strip=result.strip, notes=notes(config),
+                        strip=result.strip, notes=notes(config), detail_rows=result.detail_rows,
                         mouth_rows=[("ground truth", result.target.mouth_crops),
                                     ("prediction", result.prediction.mouth_crops)])
     return write_outputs(output_dir, metrics, skipped, report)
