@@ -117,8 +117,13 @@ def test_corrupt_or_unsafe_files_raise_input_error(tmp_path):
         load_lpips(corrupt)
     unsafe = tmp_path / "unsafe.pth"
     torch.save({"lin0.model.1.weight": _NotATensor()}, unsafe)
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="objects other than tensors") as refused:
         load_lpips(unsafe)
+    assert "weights_only" not in str(refused.value)  # torch's hint to load it unsafely is never passed on
+    integer_keys = tmp_path / "integer_keys.pth"
+    torch.save({0: torch.zeros(2)}, integer_keys)
+    with pytest.raises(InputError, match="int key"):
+        load_lpips(integer_keys)
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x00" * 64)
     with pytest.raises(InputError, match="cannot read"):

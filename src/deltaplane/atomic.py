@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader never sees a half-written artefact, and a crash leaves the old file intact."""
+"""Atomic file writes: a reader never sees a half-written artefact, and a crash leaves the old file intact; and the
+check, before any work starts, that the planned outputs can be written at all."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from deltaplane.errors import InputError
+
+PathArg = str | os.PathLike | None
 
 
 @contextlib.contextmanager
@@ -57,3 +62,32 @@ def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             np.savez_compressed(handle, **arrays)
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path` or its closest ancestor that exists (os.path never raises, unlike Path.exists on EACCES)."""
+    return next(candidate for candidate in (path, *path.parents) if os.path.exists(candidate))
+
+
+def check_outputs(files: Mapping[str, PathArg] | None = None, dirs: Mapping[str, PathArg] | None = None,
+                  inputs: Mapping[str, PathArg] | None = None) -> None:
+    """Refuse planned outputs that could not be written, before any work starts (minutes of rendering or training
+    must not end in a traceback). `files` and `dirs` map an option name ("-o", "--depth") to the file or directory
+    it names (None = not asked for); `inputs` map option names to paths that no output may overwrite, and no two
+    outputs may be the same path. Creates nothing."""
+    taken = {Path(path).resolve(): f"the {flag} input" for flag, path in (inputs or {}).items() if path is not None}
+    planned = [(flag, Path(path), False) for flag, path in (files or {}).items() if path is not None]
+    planned += [(flag, Path(path), True) for flag, path in (dirs or {}).items() if path is not None]
+    for flag, path, is_dir in planned:
+        resolved = path.resolve()
+        if resolved in taken:
+            raise InputError(f"{flag} {path} is also {taken[resolved]}; choose another output path")
+        taken[resolved] = f"the {flag} output"
+        if os.path.exists(path) and os.path.isdir(path) != is_dir:
+            found, wanted = ("a file", "directory") if is_dir else ("a directory", "file")
+            raise InputError(f"{flag} {path} is {found}; give a {wanted} path")
+        anchor = _nearest_existing(resolved if is_dir else resolved.parent)
+        if not os.path.isdir(anchor):
+            raise InputError(f"cannot write {flag} {path}: {anchor} is a file, not a directory")
+        if not os.access(anchor, os.W_OK | os.X_OK):
+            raise InputError(f"cannot write {flag} {path}: {anchor} is not writable")

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from deltaplane.atomic import atomic_dir, atomic_path, write_json
-from deltaplane.config_io import read_json
+from deltaplane.config_io import from_dict, read_json
 from deltaplane.errors import InputError
+from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
 
 FORMAT_VERSION = 1
 """Bump on any change of parameter names/shapes or of this layout."""
@@ -30,6 +31,9 @@ CHECKPOINTS = "checkpoints"
 CONFIG = "config.json"
 DRIVING_TRACKS = "driving_tracks.npz"
 """Per-frame eye / angle / landmark tokens and cameras of the training split, replayed when rendering new audio."""
+MODEL_LIMITS = {"plane_channels": 256, "plane_resolution": 1024, "render_resolution": 512}
+"""Largest sizes a run's model section may ask for (the full preset uses 32, 256 and 128): a damaged or edited
+config.json is refused before it allocates anything (one such file asked for 3.8 TB of planes)."""
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,34 @@ def read_run_config(run_dir: Path) -> dict[str, Any]:
     if config.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{path} has format_version {config.get('format_version')}; this deltaplane reads "
                          f"{FORMAT_VERSION}")
+    _check_model(path, config.get("model"), latest_checkpoint(run_dir))
     return config
+
+
+def _check_model(path: Path, section: Any, latest: Path | None) -> None:
+    """The model section of config.json `path` is a config within MODEL_LIMITS whose model has the tensor shapes of
+    the newest checkpoint's; the model is built on the meta device, so nothing is allocated."""
+    try:
+        model_config = from_dict(TriplaneTalkerConfig, section)
+        for name, limit in MODEL_LIMITS.items():
+            if not 1 <= getattr(model_config, name) <= limit:
+                raise ValueError(f"{name} {getattr(model_config, name)} is outside [1, {limit}]")
+        with torch.device("meta"):
+            expected = {name: list(tensor.shape) for name, tensor in TriplaneTalker(model_config).state_dict().items()}
+    except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: e.g. a negative size
+        raise InputError(f"{path} has an invalid model section ({exc}); the run directory is damaged") from exc
+    if latest is None:
+        return
+    try:
+        with safe_open(str(latest / "model.safetensors"), "pt") as weights:
+            found = {name: list(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except (OSError, SafetensorError) as exc:
+        raise InputError(f"checkpoint {latest} is corrupt or incomplete: {exc}") from exc
+    for name in sorted(expected.keys() | found.keys()):
+        if expected.get(name) != found.get(name):
+            raise InputError(f"checkpoint {latest} does not fit {path}: {name} is {found.get(name, 'absent')} in the "
+                             f"weights but {expected.get(name, 'absent')} in the config; restore the run's config.json "
+                             "or train again")
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from deltaplane import checkpoint
 from deltaplane.audio.encoder import ema_smooth
 from deltaplane.audio.features import LogMelExtractor, frame_windows, normalize_utterance
 from deltaplane.config_io import from_dict
-from deltaplane.data.dataset import audio_context, to_uint8
+from deltaplane.data.dataset import audio_context, read_arrays, to_uint8
 from deltaplane.errors import InputError
 from deltaplane.geometry.cameras import (DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world,
                                          spiral_angles, talk3d_orbit_angles)
@@ -58,9 +58,12 @@ def load_run(run_dir: Path, device: torch.device) -> tuple[TriplaneTalker, dict,
     tracks_path = run_dir / checkpoint.DRIVING_TRACKS
     if not tracks_path.is_file():
         raise InputError(f"{tracks_path} is missing; the run directory is incomplete")
-    with np.load(tracks_path) as tracks:
-        driving = DrivingTracks(*(torch.from_numpy(tracks[name]).float()
-                                  for name in ("eye", "angles", "landmarks", "cam2world")))
+    tracks = read_arrays(tracks_path, None, "the run directory is damaged; train again")
+    names = ("eye", "angles", "landmarks", "cam2world")
+    if not set(names) <= tracks.keys() or len({tracks[name].shape[0] for name in names}) != 1:
+        raise InputError(f"{tracks_path} lacks some of {', '.join(names)} or their lengths differ; the run directory "
+                         "is damaged; train again")
+    driving = DrivingTracks(*(torch.from_numpy(tracks[name]).float() for name in names))
     return model.to(device).eval(), config, driving
 
 

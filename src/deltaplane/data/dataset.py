@@ -6,6 +6,8 @@ converted to [-1, 1] floats on the fly.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -17,8 +19,8 @@ from jaxtyping import Bool, Float, Int, UInt8
 from torch import Tensor
 
 from deltaplane.audio.features import normalize_utterance
-from deltaplane.data.schema import (AUDIO_FEATURES, FRAMES_VIDEO, TRACKS, Manifest, frame_path, parsing_path,
-                                    read_manifest)
+from deltaplane.data.schema import (AUDIO_FEATURES, FRAMES_VIDEO, TRACK_ARRAYS, TRACKS, Manifest, frame_path,
+                                    parsing_path, read_manifest)
 from deltaplane.errors import InputError
 from deltaplane.geometry.cameras import Cameras
 from deltaplane.geometry.face_depth import aligned_face_points, interior_vertices
@@ -31,6 +33,7 @@ MOUTH_BOX_SPAN = 1.6
 """Mouth boxes are this many mouth widths wide (lips, teeth and the skin around them)."""
 AUDIO_CONTEXT = 8
 """Audio windows per sample: frames t−4 … t+3 (Talk3D)."""
+DAMAGED = "the dataset is damaged; re-run `deltaplane preprocess`"
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class ClipData:
 def _read_image(path: Path, size: int, flags: int, interpolation: int) -> np.ndarray:
     image = cv2.imread(str(path), flags)
     if image is None:
-        raise InputError(f"cannot read {path}: the dataset is damaged; re-run `deltaplane preprocess`")
+        raise InputError(f"cannot read {path}: {DAMAGED}")
     if image.shape[0] != size:
         image = cv2.resize(image, (size, size), interpolation=interpolation)
     return image
@@ -96,7 +99,7 @@ def _read_frames(dataset_dir: Path, manifest: Manifest, indices: list[int], size
     missing = wanted - decoded.keys()
     if missing:
         raise InputError(f"{dataset_dir / FRAMES_VIDEO} holds {len(decoded)} of the frames; frame {min(missing)} is "
-                         "missing: the dataset is damaged; re-run `deltaplane preprocess`")
+                         f"missing: {DAMAGED}")
     return np.stack([decoded[i] for i in indices])
 
 
@@ -115,11 +118,10 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None,
     if not indices:
         raise InputError(f"split {split!r} of {dataset_dir} is empty")
     size = size or manifest.image_size
+    tracks, features = _read_tables(dataset_dir, manifest)  # small: a damaged one fails before the frames decode
     frames = _read_frames(dataset_dir, manifest, indices, size)
     parsing = np.stack([_read_image(parsing_path(dataset_dir, i), size, cv2.IMREAD_GRAYSCALE, cv2.INTER_NEAREST)
                         for i in indices])
-    tracks = np.load(dataset_dir / TRACKS)
-    features = np.load(dataset_dir / AUDIO_FEATURES).astype(np.float32)
     if normalize_audio:
         features = normalize_utterance(features)
     select = np.asarray(indices)
@@ -143,7 +145,38 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None,
     return manifest, clip
 
 
-def _face_points(tracks: np.lib.npyio.NpzFile, select: np.ndarray, scale: float) -> dict[str, Tensor]:
+def read_arrays(path: Path, num_frames: int | None, hint: str = DAMAGED) -> dict[str, np.ndarray]:
+    """Every array of an .npz (by name) or .npy (under its file name), read now so that a truncated file fails here,
+    naming itself (`hint` says what to do); with `num_frames`, each must hold one row per frame."""
+    try:
+        with open(path, "rb") as handle:
+            loaded = np.load(handle)
+            arrays = ({name: loaded[name] for name in loaded.files} if isinstance(loaded, np.lib.npyio.NpzFile)
+                      else {path.name: loaded})
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        raise InputError(f"cannot read {path} ({exc}): {hint}") from exc
+    for name, array in arrays.items():
+        if num_frames is not None and (array.ndim == 0 or array.shape[0] != num_frames):
+            raise InputError(f"{path} holds {array.shape[0] if array.ndim else 0} rows of {name} for {num_frames} "
+                             f"frames: {hint}")
+    return arrays
+
+
+def _read_tables(dataset_dir: Path, manifest: Manifest
+                 ) -> tuple[dict[str, np.ndarray], Float[np.ndarray, "all_frames window dim"]]:
+    """tracks.npz (every array of `TRACK_ARRAYS`) and audio_features.npy as float32, checked against the manifest."""
+    tracks = read_arrays(dataset_dir / TRACKS, manifest.num_frames)
+    missing = TRACK_ARRAYS.keys() - tracks.keys()
+    if missing:
+        raise InputError(f"{dataset_dir / TRACKS} lacks {', '.join(sorted(missing))}: {DAMAGED}")
+    features = read_arrays(dataset_dir / AUDIO_FEATURES, manifest.num_frames)[AUDIO_FEATURES]
+    if features.ndim != 3 or features.shape[-1] != manifest.audio.dim:
+        raise InputError(f"{dataset_dir / AUDIO_FEATURES} holds {list(features.shape)} features, not [frames, window, "
+                         f"{manifest.audio.dim}]: {DAMAGED}")
+    return tracks, features.astype(np.float32)
+
+
+def _face_points(tracks: dict[str, np.ndarray], select: np.ndarray, scale: float) -> dict[str, Tensor]:
     """The depth prior's vertices: aligned mesh points scaled to the loaded size, and which of them to use."""
     points = aligned_face_points(tracks["mesh_original"][select], tracks["affine"][select],
                                  tracks["intrinsics"][select, 0, 0])

@@ -1,21 +1,27 @@
 """The on-disk dataset format written by `deltaplane preprocess` (documented in docs/dataset.md).
 
 A dataset is complete exactly when `manifest.json` exists: every stage writes its artefacts atomically first and the
-manifest last. `read_manifest` validates the schema version and that the referenced files exist.
+manifest last, and a re-run removes the old manifest before any stage rewrites what it describes. `read_manifest`
+validates the schema version, the field types and that the referenced files exist.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from deltaplane.config_io import read_json
+from deltaplane.config_io import from_dict, read_json
 from deltaplane.errors import InputError
 
 SCHEMA_VERSION = 1
 """Bump on any change of the layout below; readers refuse other versions with a clear message."""
 
 MANIFEST = "manifest.json"
+STAGES_DIR = ".stages"
+"""Per-stage fingerprints and intermediate artefacts of `deltaplane preprocess` (its resume state)."""
+MAX_SIZE = 2048
+"""Largest aligned frame side: the models render at most 512², and a 2048² clip already holds 12 MB per frame."""
 FRAMES_VIDEO = "frames.mp4"
 """Aligned RGB frames as one H.264 video at the dataset's fps (CRF `FRAMES_CRF`), `image_size`² pixels: about a
 quarter of the JPEGs' size, so minutes of video stay small enough to move to a GPU machine."""
@@ -116,6 +122,9 @@ def read_manifest(dataset_dir: str | Path) -> Manifest:
     dataset_dir = Path(dataset_dir)
     path = dataset_dir / MANIFEST
     if not path.is_file():
+        if (dataset_dir / STAGES_DIR).is_dir():  # preprocess removes the manifest before it rewrites anything
+            raise InputError(f"{dataset_dir} is an incomplete dataset (no {MANIFEST}: preprocessing was interrupted "
+                             "or failed); re-run `deltaplane preprocess` into it")
         raise InputError(f"{dataset_dir} is not a complete dataset (no {MANIFEST}); run `deltaplane preprocess` first")
     raw = read_json(path)
     version = raw.get("schema_version")
@@ -123,15 +132,29 @@ def read_manifest(dataset_dir: str | Path) -> Manifest:
         raise InputError(f"{path} has schema_version {version}; this deltaplane reads version {SCHEMA_VERSION}: "
                          "re-run `deltaplane preprocess`")
     try:
-        manifest = Manifest(**{**raw, "source": SourceInfo(**raw["source"]), "audio": AudioInfo(**raw["audio"])})
-    except (KeyError, TypeError) as exc:
-        raise InputError(f"{path} is malformed: {exc}") from exc
+        manifest = from_dict(Manifest, raw)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{path} is malformed ({exc}); re-run `deltaplane preprocess`") from exc
+    _check_counts(manifest, path)
     for name in (TRACKS, AUDIO_WAV, AUDIO_FEATURES, PARSING_DIR):
         if not (dataset_dir / name).exists():
             raise InputError(f"dataset {dataset_dir} is incomplete: {name} is missing")
     if not (dataset_dir / FRAMES_VIDEO).is_file() and not (dataset_dir / FRAMES_DIR).is_dir():
         raise InputError(f"dataset {dataset_dir} is incomplete: {FRAMES_VIDEO} is missing")
     return manifest
+
+
+def _check_counts(manifest: Manifest, path: Path) -> None:
+    """Numbers of the right type can still be garbage: refuse those that would train on nothing or index past the
+    clip."""
+    if not (manifest.num_frames >= 1 and math.isfinite(manifest.fps) and manifest.fps > 0
+            and 1 <= manifest.image_size <= MAX_SIZE):
+        raise InputError(f"{path} is malformed (num_frames {manifest.num_frames}, fps {manifest.fps}, image_size "
+                         f"{manifest.image_size}); re-run `deltaplane preprocess`")
+    for split, indices in manifest.splits.items():
+        if any(not 0 <= index < manifest.num_frames for index in indices):
+            raise InputError(f"{path} is malformed: split {split!r} lists frames outside 0..{manifest.num_frames - 1}; "
+                             "re-run `deltaplane preprocess`")
 
 
 def frame_path(dataset_dir: str | Path, index: int) -> Path:

@@ -12,6 +12,8 @@ The module's own state dict is the full-model format, so `torch.save(model.state
 
 from __future__ import annotations
 
+import pickle
+
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -46,12 +48,24 @@ def read_weight_file(path: Path, what: str) -> dict[str, Any]:
         if path.suffix == ".safetensors":
             return load_file(str(path))
         loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt pickles raise almost anything (UnpicklingError, IndexError, RuntimeError…)
+    except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():  # a damaged file, not a refused object
+            raise InputError(f"cannot read {what} weights from {path} (corrupt pickle); expected a state dict saved "
+                             "with torch.save or safetensors") from exc
+        # torch's own text suggests weights_only=False: never pass that advice on
+        raise InputError(f"refusing {what} weights from {path}: the file holds Python objects other than tensors, "
+                         "which could run code when loaded; give a plain state dict (torch.save of tensors) or a "
+                         ".safetensors file") from exc
+    except Exception as exc:  # corrupt pickles raise almost anything (IndexError, RuntimeError, EOFError…)
         first_line = (str(exc).strip().splitlines() or [""])[0]
         raise InputError(f"cannot read {what} weights from {path} ({type(exc).__name__}: {first_line}); expected a "
                          "state dict saved with torch.save or safetensors") from exc
     if not isinstance(loaded, dict):
         raise InputError(f"{what} weights in {path} are a {type(loaded).__name__}, expected a dict of tensors")
+    odd = next((key for key in loaded if not isinstance(key, str)), None)
+    if odd is not None:
+        raise InputError(f"{what} weights in {path} have a {type(odd).__name__} key ({odd!r}); a state dict is "
+                         "keyed by parameter names")
     return loaded
 
 

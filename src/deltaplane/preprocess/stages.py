@@ -3,7 +3,7 @@
     audio   → audio.wav, audio_features.npy (+ phones.json)
     track   → .stages/track_raw.npz: raw 68-point landmarks + mediapipe mesh per frame (streamed decode)
     frames  → frames/, parsing/, tracks.npz: smoothing, alignment, head pose, masks (second streamed decode)
-    manifest.json last.
+    manifest.json last (a re-run removes the old one before any stage runs).
 
 A stage is skipped when its fingerprint (inputs + parameters + the fingerprints it depends on) matches the record
 in `.stages/<name>.json` and its outputs exist, so re-running is a no-op and an interrupted run resumes.
@@ -25,16 +25,14 @@ import numpy as np
 
 from deltaplane.atomic import atomic_dir, save_npz, write_json
 from deltaplane.data.schema import (AUDIO_FEATURES, AUDIO_WAV, FRAMES_CRF, FRAMES_DIR, FRAMES_VIDEO, MANIFEST,
-                                    PARSING_DIR, TRACKS, AudioInfo, Manifest, SourceInfo, split_indices)
+                                    MAX_SIZE, PARSING_DIR, STAGES_DIR, TRACKS, AudioInfo, Manifest, SourceInfo,
+                                    split_indices)
 from deltaplane.errors import InputError
 from deltaplane.media.video import VideoInfo, VideoWriter, iter_frames, output_frame_count, probe_video
 from deltaplane.preprocess.audio_stage import run_audio_stage
 from deltaplane.preprocess.geometry_stage import FrameGeometry, frame_geometry
 
-STAGES_DIR = ".stages"
 MIN_SECONDS = 2.0
-MAX_SIZE = 2048
-"""Largest aligned frame side: the models render at most 512², and a 2048² clip already holds 12 MB per frame."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +115,9 @@ def run_preprocess(video: Path, dataset_dir: Path, config: PreprocessConfig, aud
     records = StageRecords(dataset_dir)
     source_hash = sha256_of(video)
     audio_hash = sha256_of(audio) if audio else source_hash
+    # The old manifest describes artefacts that the stages below may rewrite: a run that dies midway must leave an
+    # incomplete dataset that every reader refuses, never a mixed one that passes as complete.
+    (dataset_dir / MANIFEST).unlink(missing_ok=True)
 
     audio_print = _fingerprint("audio", audio_hash, num_frames, config.fps, config.audio_features, config.phones)
     audio_info = run_audio_stage(video if audio is None else audio, dataset_dir, num_frames, config.fps,
