@@ -81,7 +81,9 @@ def test_survives_h264_requantisation_and_half_size(tmp_path: Path, height: int,
     half_size = (width // 4 * 2, height // 4 * 2)  # yuv420p needs even sizes: 250x190 → 124x94
     half = detect_video(encode(decoded, tmp_path / "half.mp4", crf=28, size=half_size))
     assert_marked(half, payload=False)  # z ≈ 8 to 16; reading all 48 bits back needs z ≳ 15
-    assert half.scale == 2.0
+    # 4-pixel cells at the halved size are the 8-pixel cells of the original (cells are hashed by index), so the
+    # detector may name either reading of the same cells
+    assert half.scale in (1.0, 2.0)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
@@ -180,3 +182,19 @@ def test_real_portrait_clip(shared_data: Path, tmp_path: Path) -> None:
     assert min(psnr(a, b) for a, b in zip(marked, frames)) >= 40.0
     assert_marked(detect_video(encode(marked, tmp_path / "marked.mp4", crf=23)))
     assert not detect_video(encode(frames, tmp_path / "clean.mp4", crf=23)).detected
+
+
+def test_tiny_preset_renders_carry_the_mark(tiny_run: Path, tmp_path: Path) -> None:
+    """128² renders (the tiny preset of `run`/`demo` on a CPU) are detected as written: with 8-pixel cells alone
+    they held 256 cells and scored z ≈ 2 (issue 12); smaller frames now use 4-pixel cells."""
+    from deltaplane import api
+    from deltaplane.audio.io import write_wav
+
+    rng = np.random.default_rng(0)
+    write_wav(tmp_path / "speech.wav", (0.1 * rng.standard_normal(48000)).astype(np.float32))
+    marked = api.render(tiny_run, tmp_path / "speech.wav", tmp_path / "marked.mp4", device="cpu", progress=False)
+    assert WatermarkConfig().block_for(128, 128) == 4
+    assert_marked(detect_video(marked))
+    clean = api.render(tiny_run, tmp_path / "speech.wav", tmp_path / "clean.mp4", watermark=False, device="cpu",
+                       progress=False)
+    assert not detect_video(clean).detected

@@ -7,7 +7,8 @@ adversary who knows the scheme can also remove or forge it. Do not rely on it fo
 
 Scheme (one picture, no hidden state):
 
-* The luma plane is tiled into `block_size`² cells. Each cell gets a keyed pseudo-random chip (±1) and is assigned
+* The luma plane is tiled into `block_size`² cells (`small_block_size`² for frames below `small_below`, so that
+  tiny renders still hold enough cells). Each cell gets a keyed pseudo-random chip (±1) and is assigned
   to one of the message bits (payload bytes + CRC-16), both from an integer hash of (key, row, column), so the
   pattern of a smaller frame is a crop of the pattern of a larger one.
 * `embed` adds `chip · bit · amplitude` to R, G and B alike, which changes luma only (the chroma coefficients
@@ -71,6 +72,12 @@ class WatermarkConfig:
     """Local mean |Laplacian| (grey levels) at and above which the full `strength` is used."""
     block_size: int = 8
     """Cell size in pixels at the rendered resolution; 8 matches the H.264 transform grid."""
+    small_block_size: int = 4
+    """Cell size for frames whose shorter side is below `small_below` (H.264's 4×4 transform grid): 8-pixel cells
+    give a 128² frame only 256 cells, too few to carry the mark (z ≈ 2 on tiny-preset renders)."""
+    small_below: int = 160
+    """Shorter side (pixels, at the rendered size) below which `small_block_size` is used. Only there: 4-pixel
+    cells do not survive halving the frame, which 8-pixel cells do from about 190 pixels up."""
     z_threshold: float = 6.0
     """Detection threshold on the z-score of the correlation with the expected message."""
     detect_scales: tuple[float, ...] = (1.0, 2.0, 1.5, 4.0 / 3.0, 0.5)
@@ -83,6 +90,10 @@ class WatermarkConfig:
             raise ValueError(f"block_size must be ≥ 2, got {self.block_size}")
         if not 0 <= self.flat_strength <= self.strength:
             raise ValueError("need 0 ≤ flat_strength ≤ strength")
+
+    def block_for(self, height: int, width: int) -> int:
+        """Cell size of a frame of this rendered size."""
+        return self.small_block_size if min(height, width) < self.small_below else self.block_size
 
     @property
     def num_bits(self) -> int:
@@ -185,7 +196,7 @@ def _cell_layout(key: int, num_bits: int, rows: int, cols: int) -> _CellLayout:
 @functools.lru_cache(maxsize=8)
 def _pixel_pattern(config: WatermarkConfig, height: int, width: int) -> np.ndarray:
     """±1 float32 [H, W]: chip · (message bit as ±1) of the cell each pixel lies in."""
-    block = config.block_size
+    block = config.block_for(height, width)
     rows, cols = -(-height // block), -(-width // block)
     layout = _cell_layout(config.key, config.num_bits, rows, cols)
     bit_signs = _message_bits(config.payload).astype(np.float32) * 2.0 - 1.0  # [num_bits]
@@ -242,13 +253,14 @@ def _cell_residual(luma: np.ndarray, block: int) -> np.ndarray | None:
     return np.sign(means - cv2.medianBlur(means, 3))
 
 
-def _scaled_residual(luma: np.ndarray, scale: float, block: int) -> np.ndarray | None:
-    """`_cell_residual` of a luma plane [h, w] resized by `scale` to the hypothesised rendered size."""
+def _scaled_residual(luma: np.ndarray, scale: float, config: WatermarkConfig) -> np.ndarray | None:
+    """`_cell_residual` of a luma plane [h, w] resized by `scale` to the hypothesised rendered size, with that
+    size's cells."""
     height, width = luma.shape
     size = (round(width * scale), round(height * scale))
     if size != (width, height):
         luma = cv2.resize(luma, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    return _cell_residual(luma, block)
+    return _cell_residual(luma, config.block_for(size[1], size[0]))
 
 
 def _remove_grid_bias(residual: np.ndarray, period: int = 4) -> np.ndarray:
@@ -289,17 +301,32 @@ def _score(total: np.ndarray | None, scale: float, config: WatermarkConfig, fram
     )
 
 
+def _distinct_scales(height: int, width: int, config: WatermarkConfig) -> list[float]:
+    """`config.detect_scales` without the hypotheses that test the same cells as an earlier one: 4-pixel cells at
+    half the size are 8-pixel cells at this size (cells are hashed by their index), so the first in order wins."""
+    seen, kept = set(), []
+    for scale in config.detect_scales:
+        cell = round(config.block_for(round(height * scale), round(width * scale)) / scale, 6)  # observed pixels
+        if cell not in seen:
+            seen.add(cell)
+            kept.append(scale)
+    return kept
+
+
 def _detect_lumas(lumas: Iterable[np.ndarray], config: WatermarkConfig) -> WatermarkResult:
     """Sum cell residuals of luma planes [h, w] under every scale hypothesis; report the best one."""
-    totals: dict[float, np.ndarray | None] = dict.fromkeys(config.detect_scales)
+    totals: dict[float, np.ndarray | None] | None = None
     frames_used = 0
     for luma in lumas:
+        if totals is None:
+            totals = dict.fromkeys(_distinct_scales(*luma.shape, config))
         for scale, total in totals.items():
-            residual = _scaled_residual(luma, scale, config.block_size)
+            residual = _scaled_residual(luma, scale, config)
             if residual is not None and (total is None or total.shape == residual.shape):
                 totals[scale] = residual if total is None else total + residual
         frames_used += 1
-    results = [_score(total, scale, config, frames_used) for scale, total in totals.items()]
+    results = [_score(total, scale, config, frames_used)
+               for scale, total in (totals or dict.fromkeys(config.detect_scales)).items()]
     return max(results, key=lambda result: result.z_score)
 
 

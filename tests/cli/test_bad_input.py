@@ -238,3 +238,37 @@ def test_detect_exit_status_is_1_for_a_readable_unmarked_video(inputs: dict) -> 
     with pytest.raises(SystemExit) as exit_info:
         main(["detect", inputs["ok.mp4"]])
     assert exit_info.value.code == 1
+
+
+def test_missing_face_tracking_packages_are_named_with_their_install_command(
+        inputs: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Item 9: a plain `pip install -e .` has no mediapipe; preprocess says what to install before any work."""
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *rest: None if name == "mediapipe"
+                        else find_spec(name, *rest))
+    for argv in (["preprocess", inputs["ok.mp4"], "-o", str(tmp_path / "data")],
+                 ["evaluate", "--pred", inputs["ok.mp4"], "--gt", inputs["ok.mp4"], "-o", str(tmp_path / "eval")]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and err.count("\n") == 1, err
+        assert "pip install --no-deps mediapipe==0.10.21" in err
+    assert not (tmp_path / "data").exists() and not (tmp_path / "eval").exists()
+
+
+def test_quiet_keeps_mediapipe_native_logs_off_the_terminal(tmp_path: Path) -> None:
+    """Item 9: with --quiet, the C++ log lines mediapipe writes to file descriptor 2 are gone; the error stays."""
+    import subprocess
+    import sys
+
+    from deltaplane.media.video import VideoWriter
+
+    with VideoWriter(tmp_path / "no_face.mp4", 25.0, audio=np.zeros(32000, np.float32)) as writer:
+        for index in range(50):
+            writer.write(np.full((256, 256, 3), 100 + index, np.uint8))
+    result = subprocess.run([sys.executable, "-m", "deltaplane.cli", "preprocess", str(tmp_path / "no_face.mp4"), "-o",
+                             str(tmp_path / "data"), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and result.stderr.splitlines() == ["error: no face found in any of the 50 frames"], \
+        result.stderr

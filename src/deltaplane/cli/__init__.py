@@ -7,8 +7,11 @@ one line and exit with status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from deltaplane.errors import DeltaplaneError
@@ -225,11 +228,53 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command is None:
         parser.print_help()
         sys.exit(2)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        _dispatch(args)
+        with _native_logs_silenced(getattr(args, "quiet", False)):
+            _dispatch(args)
     except DeltaplaneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: finished stages and checkpoints are kept; re-run to resume", file=sys.stderr)
         sys.exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (a `kill`, a job scheduler's time limit) unwinds like Ctrl-C, so that partial outputs are removed."""
+    raise KeyboardInterrupt
+
+
+def _writes_to_descriptor_2(stream: object) -> bool:
+    try:
+        return stream.fileno() == 2  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):  # e.g. a captured stream
+        return False
+
+
+@contextlib.contextmanager
+def _native_logs_silenced(quiet: bool) -> Iterator[None]:
+    """--quiet: mediapipe, TensorFlow Lite and absl write their C++ log lines straight to file descriptor 2, where
+    Python cannot filter them. Point that descriptor at /dev/null for the command and keep Python's own stderr
+    (errors, warnings) on a duplicate of the original."""
+    if not quiet:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    original = sys.stderr
+    if _writes_to_descriptor_2(original):
+        sys.stderr = open(os.dup(saved), "w", buffering=1, encoding=original.encoding, errors="backslashreplace")
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        if sys.stderr is not original:
+            sys.stderr.close()
+            sys.stderr = original
+        os.close(saved)
+        os.close(devnull)

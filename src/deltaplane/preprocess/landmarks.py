@@ -99,6 +99,21 @@ def dlib_box(mesh: Float[ndarray, "478 3"]) -> Float[ndarray, "4"]:
     return _square(center[0], center[1] + DLIB_BOX_SHIFT_Y * scale, DLIB_BOX_SIZE * scale)
 
 
+TRACKING_PACKAGES = {"mediapipe": "python -m pip install --no-deps mediapipe==0.10.21",
+                     "dlib": "python -m pip install dlib-bin face-recognition-models"}
+"""Packages face tracking imports, and the command that installs each (mediapipe goes without its declared
+dependencies: README)."""
+
+
+def require_face_tracking() -> None:
+    """Fail in one line, before any work, when a package face tracking needs is not installed."""
+    missing = [name for name in TRACKING_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        commands = " and ".join(f"`{TRACKING_PACKAGES[name]}`" for name in missing)
+        raise MissingDependencyError(f"face tracking needs {' and '.join(missing)}, which is not installed: run "
+                                     f"{commands} (the README's install command does this)")
+
+
 class FaceTracker:
     """Tracks the main face through a video, frame by frame; use as a context manager or call `close()`.
 
@@ -107,6 +122,7 @@ class FaceTracker:
     """
 
     def __init__(self, config: TrackerConfig = TrackerConfig()) -> None:
+        require_face_tracking()
         import dlib
         import mediapipe as mp
 
