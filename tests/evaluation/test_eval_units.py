@@ -149,11 +149,11 @@ def test_report_is_self_contained() -> None:
     report = ReportData(title="t", inputs={"a": "b"}, metrics={"psnr": math.inf, "view/front/id_distance": 0.3},
                         skipped={"lpips": "no weights"}, series={"psnr": np.array([30.0, math.inf, 31.0]),
                                                                "lmd": np.array([1.0, math.nan, 2.0])},
-                        strip=[(0, target, prediction, prediction)], views={"front": target})
+                        strip=[(0, target, prediction, prediction)], view_rows=[("views", (("front", target),))])
     page = render_html(report)
     assert "∞" in page and "no weights" in page and "<td>front</td>" in page
-    assert len(re.findall(r'src="data:image/(?:png|jpeg);base64,', page)) == 3
-    assert not re.search(r'(src|href)="(?!data:)', page)  # nothing is fetched when the page opens
+    assert len(re.findall(r'src=["\']data:image/(?:png|jpeg);base64,', page)) == 3
+    assert not re.search(r'(src|href)=["\'](?!data:)', page)  # nothing is fetched when the page opens
 
 
 def test_inception_sampler_keeps_every_kth_frame_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -199,8 +199,7 @@ def test_identity_metrics_average_arcface_cosines_over_frames_with_both_faces() 
 
 
 def test_report_links_the_rendered_videos() -> None:
-    _, target = _frames()
-    page = render_html(ReportData(title="t", inputs={}, metrics={}, skipped={}, views={"yaw+30": target},
+    page = render_html(ReportData(title="t", inputs={}, metrics={}, skipped={},
                                   videos={"yaw+30": "videos/yaw+30.mp4"}))
     assert '<a href="videos/yaw%2B30.mp4">yaw+30</a>' in page
 
@@ -295,3 +294,23 @@ def test_detail_crops_follow_the_face() -> None:
     assert set(crops) == {"eyes", "mouth", "hair"}
     assert all(crop.shape == (DETAIL_CROP_SIZE, DETAIL_CROP_SIZE, 3) for crop in crops.values())
     assert crops["mouth"][54:74, 54:74].mean() > 200 and crops["eyes"].max() == 0 and crops["hair"].max() == 0
+
+
+def test_background_scores_see_a_smeared_backdrop_and_ignore_the_person() -> None:
+    from deltaplane.evaluation.pixels import BACKGROUND_SIZE, background_scores, far_background
+
+    person = np.zeros((512, 512), bool)
+    person[150:512, 180:330] = True  # head and torso in the middle
+    far = far_background(~person)
+    assert far.shape == (BACKGROUND_SIZE, BACKGROUND_SIZE) and far.any() and not far[60:, 50:80].any()
+    rng = np.random.default_rng(0)
+    plate = rng.uniform(0, 255, (BACKGROUND_SIZE, BACKGROUND_SIZE))
+    frontal = np.stack([plate] * 5)
+    moving_person = frontal.copy()
+    moving_person[:, 40:, 45:83] = rng.uniform(0, 255, (5, BACKGROUND_SIZE - 40, 38))  # only near the person
+    masks = np.stack([far] * 5)
+    still = background_scores(moving_person, frontal, masks)
+    assert still == {"background/view_change": 0.0, "background/flicker": 0.0}
+    smeared = background_scores(frontal + rng.normal(0, 20, frontal.shape), frontal, masks)
+    assert smeared["background/view_change"] > 10 and smeared["background/flicker"] > 10
+    assert background_scores(frontal, frontal, np.zeros_like(masks)) == {}

@@ -56,6 +56,10 @@ KEYS: dict[str, tuple[str, str]] = {
                            "truth's face hull: only matching detail scores well (blur leaves the band empty, noise "
                            "adds to it)"),
     "detail_psnr_2": ("↑", "the same for the next octave (half resolution)"),
+    "background/view_change": ("↓", "mean |render − the split's frontal render of the same frame| in grey levels over "
+                                     "the ground truth's background at least 10 % of the side from the person "
+                                     "(128² grey): a static backdrop scores ~0, a background smeared by the view high"),
+    "background/flicker": ("↓", "mean |frame t − frame t−1| in grey levels over that background"),
     "fid": ("↓", "Fréchet Inception distance (clean-fid's Inception-v3 features, user-given weights) of the sampled "
                  "frames vs the ground truth's; biased upwards below ~2048 frames: compare only runs scored alike"),
     "fid_frames": ("", "sampled frames per video in the FID (the smaller of the two sets)"),

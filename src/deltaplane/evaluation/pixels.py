@@ -170,3 +170,38 @@ def detail_scores(prediction: UInt8[ndarray, "H W 3"], target: UInt8[ndarray, "H
         if inside.any():
             scores[f"detail_psnr_{band}"] = _psnr(float(np.square(predicted - truth)[inside].sum()), int(inside.sum()))
     return scores
+
+
+BACKGROUND_SIZE = 128
+"""Side at which the background measures compare frames (grey levels; a static plate should not change at all)."""
+BACKGROUND_MARGIN = 0.1
+"""Background pixels count only this far (fraction of the frame side) from anything that is not background in the
+ground truth, so that a head turned by ±30° does not enter the measure."""
+
+
+def small_grey(image: UInt8[ndarray, "H W 3"]) -> Float[ndarray, "s s"]:
+    """The frame as float grey levels at BACKGROUND_SIZE² (area average)."""
+    return cv2.resize(_gray(image), (BACKGROUND_SIZE, BACKGROUND_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def far_background(background: Bool[ndarray, "H W"]) -> Bool[ndarray, "s s"]:
+    """The part of a ground-truth background mask at least BACKGROUND_MARGIN of the side away from the person."""
+    small = cv2.resize(background.astype(np.uint8), (BACKGROUND_SIZE, BACKGROUND_SIZE), interpolation=cv2.INTER_NEAREST)
+    distance = cv2.distanceTransform(np.pad(small, 1, constant_values=1), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    return distance > BACKGROUND_MARGIN * BACKGROUND_SIZE
+
+
+def background_scores(frames: Float[ndarray, "frames s s"], frontal: Float[ndarray, "frames s s"],
+                      masks: Bool[ndarray, "frames s s"]) -> dict[str, float]:
+    """background/view_change: mean |frame − frontal render of the same frame| over the far background (grey
+    levels; 0 for the frontal render itself); background/flicker: mean |frame t − frame t−1| there. A clean static
+    backdrop scores ~0 on both; a background smeared with the view or the frame scores high."""
+    if not masks.any():
+        return {}
+    count = min(len(frames), len(frontal), len(masks))
+    frames, frontal, masks = frames[:count], frontal[:count], masks[:count]
+    scores = {"background/view_change": float(np.abs(frames - frontal)[masks].mean())}
+    steady = masks[1:] & masks[:-1]
+    if steady.any():
+        scores["background/flicker"] = float(np.abs(frames[1:] - frames[:-1])[steady].mean())
+    return scores

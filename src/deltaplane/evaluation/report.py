@@ -49,12 +49,12 @@ class ReportData:
     """Per-frame curves to plot, by metric key (e.g. 'test/psnr', 'test/lmd')."""
     strip: list[tuple[int, ndarray, ndarray, ndarray]] = field(default_factory=list)
     """(frame index, GT, render, error map) rows."""
-    views: dict[str, UInt8[ndarray, "H W 3"]] = field(default_factory=dict)
-    """One rendered frame per camera view."""
     videos: dict[str, str] = field(default_factory=dict)
     """Rendered videos by name, as paths relative to the report (linked, not embedded)."""
     mouth_rows: list[tuple[str, tuple[tuple[int, ndarray], ...]]] = field(default_factory=list)
     """Labelled rows of (frame index, mouth crop) for the mouth contact sheet (ground truth above the render)."""
+    view_rows: list[tuple[str, tuple[tuple[int | str, ndarray], ...]]] = field(default_factory=list)
+    """The view sheet: a row of views (tiles named by view), a row of their depth maps, a row of spiral frames."""
     detail_rows: list[tuple[str, tuple[tuple[int, ndarray], ...]]] = field(default_factory=list)
     """Labelled rows of (frame index, crop): eyes, mouth and hair of the ground truth above the render's."""
     notes: list[str] = field(default_factory=list)
@@ -125,18 +125,20 @@ def _row_table(metrics: dict, prefix: str, title: str, columns: tuple[str, ...])
     return f"<h2>{html.escape(title)}</h2><table><tr><th>name</th>{header}</tr>{''.join(rows)}</table>"
 
 
-def contact_sheet(rows: list[tuple[str, tuple[tuple[int, ndarray], ...]]]) -> UInt8[ndarray, "H W 3"]:
-    """A contact sheet: one labelled row of crops per entry, each crop stamped with its frame index."""
-    width = max(len(crops) for _, crops in rows)
-    tile = next(crop for _, crops in rows for _, crop in crops).shape[0]
+def contact_sheet(rows: list[tuple[str, tuple[tuple[int | str, ndarray], ...]]]) -> UInt8[ndarray, "H W 3"]:
+    """A contact sheet: one labelled row of crops per entry (all crops of the first one's size), each crop stamped
+    with its label (a frame index or a name)."""
+    columns = max(len(crops) for _, crops in rows)
+    height, width = next(crop for _, crops in rows for _, crop in crops).shape[:2]
     lines = []
     for label, crops in rows:
-        line = np.full((tile, SHEET_LABEL_WIDTH + width * tile, 3), 255, np.uint8)
-        cv2.putText(line, label[:22], (4, tile // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        for column, (index, crop) in enumerate(crops):
+        line = np.full((height, SHEET_LABEL_WIDTH + columns * width, 3), 255, np.uint8)
+        cv2.putText(line, label[:22], (4, height // 2 + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+        for column, (stamp, crop) in enumerate(crops):
             cell = crop.copy()
-            cv2.putText(cell, str(index), (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 0), 1, cv2.LINE_AA)
-            line[:, SHEET_LABEL_WIDTH + column * tile:SHEET_LABEL_WIDTH + (column + 1) * tile] = cell
+            cv2.putText(cell, str(stamp), (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (255, 255, 0), 1, cv2.LINE_AA)
+            line[:, SHEET_LABEL_WIDTH + column * width:SHEET_LABEL_WIDTH + (column + 1) * width] = cell
         lines.append(line)
     return np.concatenate(lines, axis=0)
 
@@ -159,7 +161,9 @@ def render_html(report: ReportData) -> str:
         for index, target, prediction, error in report.strip:
             row = np.concatenate([target, prediction, error], axis=1)
             parts.append(f"<figure>{_jpeg(row)}<figcaption>frame {index}</figcaption></figure>")
-    sheets = (("Mouths (every k-th frame)", "mouth contact sheet", report.mouth_rows,
+    sheets = (("Views (middle frame), their depth, spiral frames", "view sheet", report.view_rows,
+               "Each camera view of the split's audio, its depth (near = white) below, and frames of the spiral."),
+              ("Mouths (every k-th frame)", "mouth contact sheet", report.mouth_rows,
                "Ground truth above the render; rows below are other driving audio (their frames are not aligned "
                "with the ground truth's)."),
               ("Detail (strip frames)", "detail crops", report.detail_rows,
@@ -171,10 +175,6 @@ def render_html(report: ReportData) -> str:
             encoded = base64.b64encode(cv2.imencode(".png", sheet[..., ::-1])[1].tobytes()).decode()
             parts.append(f"<h2>{title}</h2><figure><img alt='{alt}' src='data:image/png;base64,{encoded}'>"
                          f"<figcaption>{caption}</figcaption></figure>")
-    if report.views:
-        row = np.concatenate([cv2.resize(image, (STRIP_HEIGHT, STRIP_HEIGHT)) for image in report.views.values()], 1)
-        parts.append(f"<h2>Views (middle frame)</h2><figure>{_jpeg(row)}<figcaption>"
-                     f"{html.escape(' | '.join(report.views))}</figcaption></figure>")
     if report.videos:
         links = "".join(f'<li><a href="{html.escape(urllib.parse.quote(path))}">{html.escape(name)}</a></li>'
                         for name, path in report.videos.items())

@@ -11,29 +11,32 @@ import contextlib
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from numpy import ndarray
 
 from deltaplane import watermark
+from deltaplane.atomic import atomic_dir, created_dir
 from deltaplane.audio.features import SAMPLE_RATE
 from deltaplane.audio.io import audio_files, load_audio
-from deltaplane.data.dataset import audio_context, load_clip
+from deltaplane.data.dataset import BACKGROUND_LABEL, audio_context, load_clip
 from deltaplane.data.schema import AUDIO_WAV, read_manifest
 from deltaplane.errors import InputError
 from deltaplane.evaluation.face import IdentityEmbedder
 from deltaplane.evaluation.fid import fid_metrics
+from deltaplane.evaluation.pixels import background_scores, far_background, small_grey
 from deltaplane.evaluation.report import ReportData
 from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, PairResult, VideoTrack, identity_metrics,
                                            load_experts, motion_metrics, observe_video, pair_metrics, prefixed,
                                            score_pair, sharpness_metrics, sync_metrics)
 from deltaplane.evaluation.videos import notes, write_outputs
-from deltaplane.inference import (audio_windows, camera_path, check_camera, driving_conditions, load_run,
-                                  render_clip, to_uint8)
+from deltaplane.inference import (audio_windows, camera_path, check_camera, depth_to_uint8, driving_conditions,
+                                  load_run, render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.structs import Conditions
@@ -84,15 +87,39 @@ def _writer(videos: SavedVideos | None, name: str, fps: float,
     return contextlib.nullcontext() if videos is None else videos.writer(name, fps, audio)
 
 
+@dataclass
+class _Kept:
+    """What the rendered views leave for the background measures and the report, by view name."""
+
+    middle: dict[str, ndarray] = field(default_factory=dict)
+    """The middle RGB frame."""
+    depth: dict[str, ndarray] = field(default_factory=dict)
+    """The middle frame's depth (near = white)."""
+    grey: dict[str, list[ndarray]] = field(default_factory=dict)
+    """Every frame as `pixels.small_grey`."""
+    spaced: dict[str, list[tuple[int, ndarray]]] = field(default_factory=dict)
+    """SPACED_FRAMES evenly spaced (index, RGB frame) pairs (for the spiral's row of the view sheet)."""
+
+
+SPACED_FRAMES = 6
+
+
 def _rendered(model: TriplaneTalker, conditions: Conditions, cam2world: torch.Tensor,
-              keep: dict[str, ndarray], name: str, writer: VideoWriter | None) -> Iterator[ndarray]:
-    """Rendered uint8 frames, each also encoded into `writer` (watermarked) as it is yielded; the middle one is kept
-    in `keep[name]` for the report."""
-    middle = cam2world.shape[0] // 2
-    for index, (rgb, _) in enumerate(render_clip(model, conditions, cam2world)):
+              kept: _Kept, name: str, writer: VideoWriter | None) -> Iterator[ndarray]:
+    """Rendered uint8 frames, each also encoded into `writer` (watermarked) as it is yielded; `kept` records what
+    the measures and the report need."""
+    count = cam2world.shape[0]
+    spaced = {int(i) for i in np.linspace(0, count - 1, min(SPACED_FRAMES, count)).round()}
+    volume, size = model.config.volume, model.config.output_resolution
+    kept.grey[name], kept.spaced[name] = [], []
+    for index, (rgb, depth) in enumerate(render_clip(model, conditions, cam2world)):
         frame = to_uint8(rgb)
-        if index == middle:
-            keep[name] = frame
+        if index == count // 2:
+            kept.middle[name] = frame
+            kept.depth[name] = depth_to_uint8(depth, volume.near, volume.far, size)
+        if index in spaced:
+            kept.spaced[name].append((index, frame))
+        kept.grey[name].append(small_grey(frame))
         if writer is not None:
             writer.write(watermark.embed(frame))
         yield frame
@@ -146,7 +173,7 @@ def _load_driving_audio(files: dict[str, Path], fps: float) -> dict[str, ndarray
 def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, name: str, samples: ndarray, fps: float,
                    target: VideoTrack, frontal: VideoTrack, config: EvaluationConfig, experts: Experts,
                    embedder: IdentityEmbedder,
-                   keep: dict[str, ndarray], videos: SavedVideos | None, progress: bool
+                   kept: _Kept, videos: SavedVideos | None, progress: bool
                    ) -> tuple[dict, dict, VideoTrack]:
     """The run driven by other audio with the training video's tokens and cameras: sync, mouth motion against the
     split's frames, identity against their mean descriptor, FID against them."""
@@ -154,25 +181,27 @@ def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, name: str, 
     conditions, _ = driving_conditions(audio_windows(run_config, samples, num_frames, fps), driving, neutral=False)
     view = f"cross_{name}"
     with _writer(videos, view, fps, samples) as writer:
-        frames = _rendered(model, conditions, camera_path("dataset", num_frames, driving), keep, view, writer)
+        frames = _rendered(model, conditions, camera_path("dataset", num_frames, driving), kept, view, writer)
         track = observe_video(frames, num_frames, config, experts, embedder, progress, desc=f"cross {name}")
     return (*_unpaired_metrics(track, target, frontal, samples, fps, config, experts, mean_identity=True), track)
 
 
 def _score_split(model: TriplaneTalker, dataset: Path, split: str, config: EvaluationConfig, experts: Experts,
-                 embedder: IdentityEmbedder, keep: dict[str, ndarray], videos: SavedVideos | None, progress: bool
-                 ) -> tuple[PairResult, Conditions, ndarray, float]:
-    """Render the split with its own audio windows, tokens and cameras and score it against its frames."""
+                 embedder: IdentityEmbedder, kept: _Kept, videos: SavedVideos | None, progress: bool
+                 ) -> tuple[PairResult, Conditions, ndarray, float, Bool[ndarray, "frames s s"]]:
+    """Render the split with its own audio windows, tokens and cameras and score it against its frames; also the
+    far background of its frames (`pixels.far_background`)."""
     manifest, clip = load_clip(dataset, split, size=model.config.output_resolution,
                                normalize_audio=model.config.audio.normalize)
     samples = _split_audio(dataset, clip.indices.tolist(), manifest.fps)
     conditions = Conditions(audio=audio_context(clip.audio_features, clip.indices), eye=clip.eye,
                             angles=clip.angles, landmarks=clip.landmarks)
     with _writer(videos, "dataset", manifest.fps, samples) as writer:
-        rendered = _rendered(model, conditions, clip.cam2world, keep, "dataset", writer)
+        rendered = _rendered(model, conditions, clip.cam2world, kept, "dataset", writer)
         targets = (frame.permute(1, 2, 0).numpy() for frame in clip.frames)
         result = score_pair(rendered, targets, len(clip), config, experts, embedder, progress, desc=f"{split} split")
-    return result, conditions, samples, manifest.fps
+    background = np.stack([far_background(labels[0].numpy() == BACKGROUND_LABEL) for labels in clip.parsing])
+    return result, conditions, samples, manifest.fps, background
 
 
 def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, device: torch.device,
@@ -187,43 +216,72 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
     driving_audio = _load_driving_audio(audio_files(audio), read_manifest(dataset).fps) if audio else {}
     experts = load_experts(config, device)
     embedder = IdentityEmbedder()
-    videos = SavedVideos(Path(output_dir) / VIDEOS_DIR, dict(video_tags or {})) if save_videos else None
-    keep: dict[str, ndarray] = {}  # one rendered frame per view for the report
-    result, conditions, samples, fps = _score_split(model, dataset, split, config, experts, embedder, keep, videos,
-                                                    progress)
-    found, skipped = pair_metrics(result, config)
-    size = model.config.output_resolution
-    metrics = prefixed(f"{split}/", {**found, "width": size, "height": size})
-    skipped = prefixed(f"{split}/", skipped)
-    for prefix, track, syncnet in (("", result.prediction, experts.syncnet), ("gt/", result.target, None)):
-        found, reasons = sync_metrics(track, samples, fps, config, syncnet)
-        metrics.update(prefixed(f"{split}/{prefix}", found))
-        skipped.update(prefixed(f"{split}/{prefix}", {k: v for k, v in reasons.items() if syncnet or "lse" not in k}))
-    for name, camera in view_cameras.items():
-        track = result.prediction
-        if camera != "dataset":
-            cam2world = camera_path(camera, len(result.per_frame["psnr"]), driving)
-            with _writer(videos, name, fps, samples) as writer:
-                track = observe_video(_rendered(model, conditions, cam2world, keep, name, writer),
-                                      cam2world.shape[0], config, experts, embedder, progress, desc=f"view {name}")
-        found, reasons = _unpaired_metrics(track, result.target, result.prediction, samples, fps, config, experts)
-        metrics.update(prefixed(f"view/{name}/", found))
-        skipped.update(prefixed(f"view/{name}/", reasons))
-    mouth_rows = [("ground truth", result.target.mouth_crops), ("render", result.prediction.mouth_crops)]
-    for name, driving_samples in driving_audio.items():
-        found, reasons, track = _cross_metrics(model, run_config, driving, name, driving_samples, fps,
-                                               result.target, result.prediction, config, experts, embedder, keep,
-                                               videos, progress)
-        metrics.update(prefixed(f"cross/{name}/", found))
-        skipped.update(prefixed(f"cross/{name}/", reasons))
-        mouth_rows.append((f"cross {name}", track.mouth_crops))
-    skipped.update(experts.skipped)
-    report = ReportData(title=f"deltaplane evaluation: {Path(run_dir).name}",
-                        inputs={"run": str(run_dir), "dataset": str(dataset), "split": split,
-                                "cross audio": str(audio) if audio else "–", "device": str(device)},
-                        metrics=metrics, skipped=skipped,
-                        series={f"{split}/{name}": result.per_frame[name] for name in ("psnr", "psnr_face", "lmd")},
-                        strip=result.strip, views=keep, mouth_rows=mouth_rows, detail_rows=result.detail_rows,
-                        videos={} if videos is None else {name: f"{VIDEOS_DIR}/{name}.mp4" for name in keep},
-                        notes=[*notes(config), "Unprefixed skipped keys apply to every prefix."])
-    return write_outputs(output_dir, metrics, skipped, report)
+    # The views' videos go into a staging directory that replaces videos/ only when every view has been scored: a
+    # failed evaluation leaves neither new videos nor a new metrics.json, and no directory it created.
+    with created_dir(output_dir):
+        with atomic_dir(Path(output_dir) / VIDEOS_DIR) if save_videos else contextlib.nullcontext() as staged:
+            videos = SavedVideos(staged, dict(video_tags or {})) if staged else None
+            kept = _Kept()
+            result, conditions, samples, fps, background = _score_split(model, dataset, split, config, experts, embedder,
+                                                                        kept, videos, progress)
+            found, skipped = pair_metrics(result, config)
+            flicker = background_scores(*[np.stack(kept.grey["dataset"])] * 2, background).get("background/flicker")
+            if flicker is not None:
+                found["background/flicker"] = flicker
+            size = model.config.output_resolution
+            metrics = prefixed(f"{split}/", {**found, "width": size, "height": size})
+            skipped = prefixed(f"{split}/", skipped)
+            for prefix, track, syncnet in (("", result.prediction, experts.syncnet), ("gt/", result.target, None)):
+                found, reasons = sync_metrics(track, samples, fps, config, syncnet)
+                metrics.update(prefixed(f"{split}/{prefix}", found))
+                skipped.update(prefixed(f"{split}/{prefix}", {k: v for k, v in reasons.items() if syncnet or "lse" not in k}))
+            for name, camera in view_cameras.items():
+                track = result.prediction
+                if camera != "dataset":
+                    cam2world = camera_path(camera, len(result.per_frame["psnr"]), driving)
+                    with _writer(videos, name, fps, samples) as writer:
+                        track = observe_video(_rendered(model, conditions, cam2world, kept, name, writer),
+                                              cam2world.shape[0], config, experts, embedder, progress, desc=f"view {name}")
+                found, reasons = _unpaired_metrics(track, result.target, result.prediction, samples, fps, config, experts)
+                found.update(background_scores(np.stack(kept.grey[name]), np.stack(kept.grey["dataset"]), background))
+                if "background/view_change" not in found:
+                    reasons["background/view_change"] = "the ground truth has no background far from the person"
+                metrics.update(prefixed(f"view/{name}/", found))
+                skipped.update(prefixed(f"view/{name}/", reasons))
+            mouth_rows = [("ground truth", result.target.mouth_crops), ("render", result.prediction.mouth_crops)]
+            for name, driving_samples in driving_audio.items():
+                found, reasons, track = _cross_metrics(model, run_config, driving, name, driving_samples, fps,
+                                                       result.target, result.prediction, config, experts, embedder, kept,
+                                                       videos, progress)
+                metrics.update(prefixed(f"cross/{name}/", found))
+                skipped.update(prefixed(f"cross/{name}/", reasons))
+                mouth_rows.append((f"cross {name}", track.mouth_crops))
+            skipped.update(experts.skipped)
+            report = ReportData(title=f"deltaplane evaluation: {Path(run_dir).name}",
+                                inputs={"run": str(run_dir), "dataset": str(dataset), "split": split,
+                                        "cross audio": str(audio) if audio else "–", "device": str(device)},
+                                metrics=metrics, skipped=skipped,
+                                series={f"{split}/{name}": result.per_frame[name] for name in ("psnr", "psnr_face", "lmd")},
+                                strip=result.strip, view_rows=_view_rows(kept, view_cameras),
+                                mouth_rows=mouth_rows, detail_rows=result.detail_rows,
+                                videos={} if videos is None else {name: f"{VIDEOS_DIR}/{name}.mp4" for name in kept.middle},
+                                notes=[*notes(config), "Unprefixed skipped keys apply to every prefix."])
+        return write_outputs(output_dir, metrics, skipped, report)
+
+
+VIEW_TILE = 192
+"""Side of a tile of the report's view sheet."""
+
+
+def _view_rows(kept: _Kept, views: dict[str, str]) -> list[tuple[str, tuple[tuple[int | str, ndarray], ...]]]:
+    """The view sheet: the middle frame of every camera view (tiles named by view) above its depth, then the
+    spiral's evenly spaced frames (tiles named by frame index)."""
+    def tile(image: ndarray) -> ndarray:
+        return cv2.resize(image, (VIEW_TILE, VIEW_TILE), interpolation=cv2.INTER_AREA)
+
+    names = [name for name in views if name in kept.middle]
+    rows = [("views", tuple((name, tile(kept.middle[name])) for name in names)),
+            ("depth", tuple((name, tile(kept.depth[name])) for name in names))]
+    if kept.spaced.get("spiral"):
+        rows.append(("spiral", tuple((index, tile(frame)) for index, frame in kept.spaced["spiral"])))
+    return rows
