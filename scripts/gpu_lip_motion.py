@@ -39,8 +39,9 @@ def variant_configs(name: str, preset: str = "fast"):
     """The fast preset with the changes a variant names (joined by '+'): lips, audio (Talk3D's audio token),
     norm (per-utterance feature normalisation), mouthN (mouth loss weight N), mouthboxN (mouth-box L1 weight N),
     audiolrX (learning rate X of the audio → lip regression), augN (N speaker-augmented audio copies), isolateN
-    (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), mplanesK (K audio-mixed
-    mouth planes), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up)."""
+    (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), sampleP (scheduled sampling of
+    the predicted lip vector on a share P of frames), mplanesK (K audio-mixed
+    mouth planes), lapN (Laplacian-pyramid L1 weight N), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up)."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -64,6 +65,10 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, mouth_box=None)
         elif part.startswith("isolate"):
             model = dataclasses.replace(model, isolate_lower_face=int(part[7:]))
+        elif part.startswith("lap"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, laplacian=float(part[3:])))
+        elif part.startswith("sample"):
+            train_config = dataclasses.replace(train_config, lip_sampling=float(part[6:]))
         elif part.startswith("drop"):
             train_config = dataclasses.replace(train_config, token_dropout=float(part[4:]))
         elif part == "nowarm":

@@ -140,3 +140,24 @@ def test_predicted_lips_stay_inside_the_training_range() -> None:
     assert (predicted >= tracked.amin(0) - 1e-5).all() and (predicted <= tracked.amax(0) + 1e-5).all()
     raw = lips.predict(code, calibrated=False)
     assert raw.abs().max() > tracked.abs().max()  # the raw output (for the loss) is not clamped
+
+
+def test_scheduled_sampling_feeds_the_renderer_the_audio_lips_but_keeps_the_tracked_target(
+        synthetic_dataset: Path, tmp_path: Path) -> None:
+    """`TrainConfig.lip_sampling`: driven by the audio's lip vector, the renderer learns something else in the first
+    step (its second step renders differently), while the regression (against the tracked lips) is the same."""
+    model_config, train_config = get_preset("tiny")
+    model_config = dataclasses.replace(model_config, audio_token="lips")
+    first_steps = []
+    for sampling in (0.0, 1.0):
+        config = dataclasses.replace(train_config, steps=2, log_every=1, eval_every=0, checkpoint_every=1000,
+                                     sample_every=1000, warmup_delta_steps=0, lip_sampling=sampling)
+        run_dir = tmp_path / f"sampling_{sampling:g}"
+        train(synthetic_dataset, run_dir, model_config, config, "tiny", CPU, progress=False)
+        first_steps.append([record for record in read_log(run_dir) if "loss" in record])
+    tracked, sampled = first_steps
+    assert [r["step"] for r in tracked] == [r["step"] for r in sampled] == [1, 2]
+    for step in (0, 1):
+        assert sampled[step]["loss/lips"] == pytest.approx(tracked[step]["loss/lips"], rel=1e-5)
+    assert sampled[0]["loss/l1_raw"] == pytest.approx(tracked[0]["loss/l1_raw"], rel=1e-6)  # a zero deltaplane
+    assert sampled[1]["loss/l1_raw"] != pytest.approx(tracked[1]["loss/l1_raw"], rel=1e-6)

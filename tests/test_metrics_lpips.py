@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 from deltaplane.errors import InputError, MissingDependencyError
-from deltaplane.metrics.lpips import LPIPS, load_lpips
+from deltaplane.metrics.lpips import LPIPS, load_lpips, read_weight_file
 
 
 def _random_lpips(net: str, seed: int = 0) -> LPIPS:
@@ -146,3 +147,16 @@ def test_backbone_of_the_other_network_is_rejected_by_shape(alex, tmp_path):
     backbone, heads = _write_official_pair(alex, tmp_path)
     with pytest.raises(InputError, match="shape"):
         load_lpips([backbone, heads], net="vgg")
+
+
+def test_a_weight_file_that_would_unpack_to_far_more_than_its_size_is_refused(tmp_path):
+    """torch.save stores tensors uncompressed; the same zip deflated is a decompression bomb (issue 12)."""
+    plain = tmp_path / "plain.pth"
+    torch.save({"weight": torch.zeros(6 << 20)}, plain)  # 24 MB of zeros
+    bomb = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(plain) as source, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as packed:
+        for info in source.infolist():
+            packed.writestr(info.filename, source.read(info.filename))
+    assert read_weight_file(plain, "LPIPS")["weight"].numel() == 6 << 20
+    with pytest.raises(InputError, match="would unpack to 25 MB"):
+        read_weight_file(bomb, "LPIPS")

@@ -1,11 +1,15 @@
-"""Atomic file writes: a reader never sees a half-written artefact, and a crash leaves the old file intact; and the
-check, before any work starts, that the planned outputs can be written at all."""
+"""Atomic file writes: a reader never sees a half-written artefact, and a crash leaves the old file intact; the
+clean-up of what a killed run left behind; and the check, before any work starts, that the planned outputs can be
+written at all."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import itertools
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -17,30 +21,79 @@ import numpy as np
 from deltaplane.errors import InputError
 
 PathArg = str | os.PathLike | None
+TEMP_TAG = ".deltaplane-"
+"""Marks the names of our temporary files and directories: `.NAME.deltaplane-XXXXXXXX.tmp[SUFFIX]`."""
+_TEMP_NAME = re.compile(r"\..+" + re.escape(TEMP_TAG) + r"[a-z0-9_]{8}\.tmp(\.[^.]+)?")  # tempfile's 8 characters
+
+
+def sweep_stale_temps(directory: str | os.PathLike) -> None:
+    """Delete the temporary files and directories that killed deltaplane processes left in `directory` (SIGKILL skips
+    every clean-up). Only our own temporary names are considered, and of those only the ones whose lock no process
+    holds: the kernel drops a lock when its owner dies, so a temporary of a live writer, also one in another
+    process or container, is never touched."""
+    try:
+        with os.scandir(directory) as entries:
+            candidates = [entry.path for entry in entries if _TEMP_NAME.fullmatch(entry.name)]
+    except OSError:
+        return
+    for path in candidates:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.unlink(path)
+        except OSError:  # locked by a live writer (or not ours to delete): leave it
+            pass
+        finally:
+            os.close(fd)
+
+
+def _locked_temp(path: Path, directory: bool) -> tuple[Path, int]:
+    """A new temporary file or directory beside `path`, and a descriptor holding its lock until closed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_temps(path.parent)
+    prefix, suffix = f".{path.name}{TEMP_TAG}", ".tmp" + ("" if directory else path.suffix)
+    while True:
+        if directory:
+            tmp = tempfile.mkdtemp(suffix, prefix, path.parent)
+            try:
+                fd = os.open(tmp, os.O_RDONLY)
+            except FileNotFoundError:  # another process's sweep deleted it before we could lock it
+                continue
+        else:
+            fd, tmp = tempfile.mkstemp(suffix, prefix, path.parent)
+        with contextlib.suppress(OSError):  # a file system without locks: no sweep can lock it either
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.stat(tmp), os.fstat(fd)):
+                return Path(tmp), fd
+        os.close(fd)  # another process's sweep deleted it between its creation and our lock: make another
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path` (same file system)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path, lock = _locked_temp(path, directory=False)
     try:
         yield tmp_path
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+        os.close(lock)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `path`; on success it replaces `path` as a whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp, lock = _locked_temp(path, directory=True)
     try:
         yield tmp
         if path.exists():
@@ -49,6 +102,25 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+        os.close(lock)
+
+
+@contextlib.contextmanager
+def created_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Create directory `path` (and missing parents) for the block. If the block fails, remove again the
+    directories it created that are left empty, so that a failed command leaves no empty directory behind; a
+    directory that existed before and every file stay."""
+    path = Path(path)
+    created = list(itertools.takewhile(lambda part: not os.path.exists(part), (path, *path.parents)))
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        inside = [Path(root) for root, _, _ in os.walk(path, topdown=False)] if created else []
+        for directory in [*inside, *created[1:]]:  # deepest first
+            with contextlib.suppress(OSError):  # not empty: it holds finished work
+                directory.rmdir()
+        raise
 
 
 def write_json(path: str | os.PathLike, data: Any) -> None:

@@ -11,6 +11,7 @@ updated after it, so an interrupted save never shadows the previous checkpoint.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,11 +107,23 @@ def save_checkpoint(run_dir: Path, step: int, model_state: dict[str, torch.Tenso
     return root / name
 
 
+CHECKPOINT_NAME = re.compile(r"step_\d{7}")
+"""What `latest` may name: a checkpoint directory beside it, never a path elsewhere (`../../somewhere`, `/etc`)."""
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete checkpoint directory (None before the first); a damaged pointer is an InputError."""
     pointer = Path(run_dir) / CHECKPOINTS / "latest"
     if not pointer.is_file():
         return None
-    path = pointer.parent / pointer.read_text().strip()
+    try:
+        name = pointer.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read {pointer}: {exc}; the run directory is damaged") from exc
+    if not CHECKPOINT_NAME.fullmatch(name) or (pointer.parent / name).is_symlink():
+        raise InputError(f"{pointer} names {name[:80]!r}, not a checkpoint of this run (step_NNNNNNN); the run "
+                         "directory is damaged")
+    path = pointer.parent / name
     return path if path.is_dir() else None
 
 

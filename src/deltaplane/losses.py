@@ -55,3 +55,23 @@ def masked_l1(prediction: Float[Tensor, "B C H W"], target: Float[Tensor, "B C H
     """Mean absolute error over masked pixels and channels; 0 when the mask is empty."""
     weights = mask.float().expand_as(prediction)
     return ((prediction.float() - target.float()).abs() * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def laplacian_pyramid(images: Float[Tensor, "B C H W"], levels: int) -> list[Float[Tensor, "B C h w"]]:
+    """`levels` band-pass images (band k = G_k − up(G_{k+1}), G_{k+1} = 2×2 average of G_k, up = nearest ×2) and the
+    low-pass remainder last; their sum, each upsampled back, is the image (H and W divisible by 2^levels)."""
+    bands, level = [], images.float()
+    for _ in range(levels):
+        smaller = torch.nn.functional.avg_pool2d(level, 2)
+        bands.append(level - torch.nn.functional.interpolate(smaller, scale_factor=2, mode="nearest"))
+        level = smaller
+    return [*bands, level]
+
+
+def laplacian_l1(prediction: Float[Tensor, "B C H W"], target: Float[Tensor, "B C H W"], levels: int = 3
+                 ) -> Float[Tensor, ""]:
+    """Sum over the band-pass levels of the mean L1 between the two pyramids' bands (not the low-pass remainder,
+    which the plain L1 already covers). Each octave of detail counts as much as the next, whereas the plain L1 of
+    the image is dominated by the low frequencies that a blurred render already gets right."""
+    return sum((p - t).abs().mean() for p, t in zip(laplacian_pyramid(prediction, levels)[:-1],
+                                                    laplacian_pyramid(target, levels)[:-1]))

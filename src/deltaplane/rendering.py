@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from deltaplane.atomic import created_dir
 from deltaplane.audio.io import load_audio
 from deltaplane.errors import InputError
 from deltaplane.inference import (audio_windows, camera_path, depth_to_uint8, driving_conditions, load_run,
@@ -70,6 +71,9 @@ def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, dep
 
     volume = model.config.volume
     with contextlib.ExitStack() as stack:
+        for path in (output, depth_output):  # a failed render leaves no new empty directory behind
+            if path is not None:
+                stack.enter_context(created_dir(path.parent))
         writer = stack.enter_context(VideoWriter(output, fps, audio=samples, audio_sample_rate=16000,
                                                  metadata=dict(tags, title=f"deltaplane render ({camera})")))
         depth_writer = None

@@ -39,6 +39,11 @@ def inputs(tmp_path: Path) -> dict[str, str]:
     (tmp_path / "existing_dir" / "keep.txt").write_text("an earlier output")
     (tmp_path / "readonly").mkdir()
     (tmp_path / "readonly").chmod(0o555)
+    with VideoWriter(tmp_path / "whole.mp4", 25.0, audio=np.zeros(48000, np.float32)) as writer:
+        for index in range(75):
+            writer.write(np.random.default_rng(index).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    whole = (tmp_path / "whole.mp4").read_bytes()  # index at the start: the cut file still opens and probes
+    (tmp_path / "half_cut.mp4").write_bytes(whole[: len(whole) // 2])
     torch.save({0: torch.zeros(2)}, tmp_path / "integer_keys.pth")
     torch.save({"weight": _RunsCode()}, tmp_path / "runs_code.pth")
     return {name: str(tmp_path / name) for name in ("text.txt", "empty.mp4", "ok.mp4", "truncated.mp4", "speech.wav")}
@@ -106,6 +111,8 @@ RUNS: dict[str, tuple[Callable[[Path], None], str | None]] = {
     "run_plane_channels_abc": (_set("config.json", "model", "plane_channels", value="abc"),
                                "plane_channels: expected int"),
     "run_truncated_driving_tracks": (_truncate("driving_tracks.npz"), "driving_tracks.npz (File is not a zip file"),
+    "run_latest_points_outside": (lambda root: (root / "checkpoints" / "latest").write_text("../../ds_ok\n"),
+                                  "not a checkpoint of this run"),
 }
 """Copies of the tiny trained run, likewise, and the error `render` gives on it."""
 
@@ -189,6 +196,7 @@ CASES = [
     ("demo -o under a file", ["demo", "-o", "text.txt/demo"], "is a file, not a directory"),
     ("demo -o an existing file", ["demo", "-o", "text.txt"], "is a file; give a directory"),
     ("demo -o read-only", ["demo", "-o", "readonly/demo"], "is not writable"),
+    ("preprocess a half-cut mp4", ["preprocess", "half_cut.mp4", "-o", "OUT"], "is cut short"),
     # Items 6 and 8: weight files keyed by integers, or holding code, are refused without torch's unsafe hint.
     *[(f"evaluate {flag} {name}", ["evaluate", "--pred", "ok.mp4", "--gt", "ok.mp4", "-o", "OUT", flag, name],
        message) for flag in ("--lpips-weights", "--arcface", "--syncnet-v2")

@@ -216,56 +216,57 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
     driving_audio = _load_driving_audio(audio_files(audio), read_manifest(dataset).fps) if audio else {}
     experts = load_experts(config, device)
     embedder = IdentityEmbedder()
-    # The views' videos go into a staging directory that replaces videos/ only when every view has been scored: a
-    # failed evaluation leaves neither new videos nor a new metrics.json, and no directory it created.
-    with created_dir(output_dir):
-        with atomic_dir(Path(output_dir) / VIDEOS_DIR) if save_videos else contextlib.nullcontext() as staged:
-            videos = SavedVideos(staged, dict(video_tags or {})) if staged else None
-            kept = _Kept()
-            result, conditions, samples, fps, background = _score_split(model, dataset, split, config, experts, embedder,
-                                                                        kept, videos, progress)
-            found, skipped = pair_metrics(result, config)
-            flicker = background_scores(*[np.stack(kept.grey["dataset"])] * 2, background).get("background/flicker")
-            if flicker is not None:
-                found["background/flicker"] = flicker
-            size = model.config.output_resolution
-            metrics = prefixed(f"{split}/", {**found, "width": size, "height": size})
-            skipped = prefixed(f"{split}/", skipped)
-            for prefix, track, syncnet in (("", result.prediction, experts.syncnet), ("gt/", result.target, None)):
-                found, reasons = sync_metrics(track, samples, fps, config, syncnet)
-                metrics.update(prefixed(f"{split}/{prefix}", found))
-                skipped.update(prefixed(f"{split}/{prefix}", {k: v for k, v in reasons.items() if syncnet or "lse" not in k}))
-            for name, camera in view_cameras.items():
-                track = result.prediction
-                if camera != "dataset":
-                    cam2world = camera_path(camera, len(result.per_frame["psnr"]), driving)
-                    with _writer(videos, name, fps, samples) as writer:
-                        track = observe_video(_rendered(model, conditions, cam2world, kept, name, writer),
-                                              cam2world.shape[0], config, experts, embedder, progress, desc=f"view {name}")
-                found, reasons = _unpaired_metrics(track, result.target, result.prediction, samples, fps, config, experts)
-                found.update(background_scores(np.stack(kept.grey[name]), np.stack(kept.grey["dataset"]), background))
-                if "background/view_change" not in found:
-                    reasons["background/view_change"] = "the ground truth has no background far from the person"
-                metrics.update(prefixed(f"view/{name}/", found))
-                skipped.update(prefixed(f"view/{name}/", reasons))
-            mouth_rows = [("ground truth", result.target.mouth_crops), ("render", result.prediction.mouth_crops)]
-            for name, driving_samples in driving_audio.items():
-                found, reasons, track = _cross_metrics(model, run_config, driving, name, driving_samples, fps,
-                                                       result.target, result.prediction, config, experts, embedder, kept,
-                                                       videos, progress)
-                metrics.update(prefixed(f"cross/{name}/", found))
-                skipped.update(prefixed(f"cross/{name}/", reasons))
-                mouth_rows.append((f"cross {name}", track.mouth_crops))
-            skipped.update(experts.skipped)
-            report = ReportData(title=f"deltaplane evaluation: {Path(run_dir).name}",
-                                inputs={"run": str(run_dir), "dataset": str(dataset), "split": split,
-                                        "cross audio": str(audio) if audio else "–", "device": str(device)},
-                                metrics=metrics, skipped=skipped,
-                                series={f"{split}/{name}": result.per_frame[name] for name in ("psnr", "psnr_face", "lmd")},
-                                strip=result.strip, view_rows=_view_rows(kept, view_cameras),
-                                mouth_rows=mouth_rows, detail_rows=result.detail_rows,
-                                videos={} if videos is None else {name: f"{VIDEOS_DIR}/{name}.mp4" for name in kept.middle},
-                                notes=[*notes(config), "Unprefixed skipped keys apply to every prefix."])
+    # The views' videos go to a staging directory that replaces videos/ only once every view has been scored: a
+    # failed evaluation leaves no new videos, no metrics.json and no directory it created.
+    staging = atomic_dir(Path(output_dir) / VIDEOS_DIR) if save_videos else contextlib.nullcontext()
+    with created_dir(output_dir), staging as staged:
+        videos = SavedVideos(staged, dict(video_tags or {})) if staged else None
+        kept = _Kept()
+        result, conditions, samples, fps, background = _score_split(model, dataset, split, config, experts, embedder,
+                                                                    kept, videos, progress)
+        found, skipped = pair_metrics(result, config)
+        flicker = background_scores(*[np.stack(kept.grey["dataset"])] * 2, background).get("background/flicker")
+        if flicker is not None:
+            found["background/flicker"] = flicker
+        size = model.config.output_resolution
+        metrics = prefixed(f"{split}/", {**found, "width": size, "height": size})
+        skipped = prefixed(f"{split}/", skipped)
+        for prefix, track, syncnet in (("", result.prediction, experts.syncnet), ("gt/", result.target, None)):
+            found, reasons = sync_metrics(track, samples, fps, config, syncnet)
+            metrics.update(prefixed(f"{split}/{prefix}", found))
+            skipped.update(prefixed(f"{split}/{prefix}",
+                                    {k: v for k, v in reasons.items() if syncnet or "lse" not in k}))
+        for name, camera in view_cameras.items():
+            track = result.prediction
+            if camera != "dataset":
+                cam2world = camera_path(camera, len(result.per_frame["psnr"]), driving)
+                with _writer(videos, name, fps, samples) as writer:
+                    track = observe_video(_rendered(model, conditions, cam2world, kept, name, writer),
+                                          cam2world.shape[0], config, experts, embedder, progress, desc=f"view {name}")
+            found, reasons = _unpaired_metrics(track, result.target, result.prediction, samples, fps, config, experts)
+            found.update(background_scores(np.stack(kept.grey[name]), np.stack(kept.grey["dataset"]), background))
+            if "background/view_change" not in found:
+                reasons["background/view_change"] = "the ground truth has no background far from the person"
+            metrics.update(prefixed(f"view/{name}/", found))
+            skipped.update(prefixed(f"view/{name}/", reasons))
+        mouth_rows = [("ground truth", result.target.mouth_crops), ("render", result.prediction.mouth_crops)]
+        for name, driving_samples in driving_audio.items():
+            found, reasons, track = _cross_metrics(model, run_config, driving, name, driving_samples, fps,
+                                                   result.target, result.prediction, config, experts, embedder, kept,
+                                                   videos, progress)
+            metrics.update(prefixed(f"cross/{name}/", found))
+            skipped.update(prefixed(f"cross/{name}/", reasons))
+            mouth_rows.append((f"cross {name}", track.mouth_crops))
+        skipped.update(experts.skipped)
+        report = ReportData(title=f"deltaplane evaluation: {Path(run_dir).name}",
+                            inputs={"run": str(run_dir), "dataset": str(dataset), "split": split,
+                                    "cross audio": str(audio) if audio else "–", "device": str(device)},
+                            metrics=metrics, skipped=skipped,
+                            series={f"{split}/{name}": result.per_frame[name] for name in ("psnr", "psnr_face", "lmd")},
+                            strip=result.strip, view_rows=_view_rows(kept, view_cameras),
+                            mouth_rows=mouth_rows, detail_rows=result.detail_rows,
+                            videos={} if videos is None else {name: f"{VIDEOS_DIR}/{name}.mp4" for name in kept.middle},
+                            notes=[*notes(config), "Unprefixed skipped keys apply to every prefix."])
         return write_outputs(output_dir, metrics, skipped, report)
 
 

@@ -131,6 +131,31 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         return _info(container, path)
 
 
+CUT_TOLERANCE = 1.0
+"""Seconds a video stream may end before the duration its headers declare without being called cut short."""
+
+
+def check_complete(path: str | os.PathLike, info: VideoInfo) -> None:
+    """InputError when the video stream stops well before the duration its headers declare: a file cut short, such
+    as a half-downloaded mp4 whose index sits at the start (it opens and probes fine). Seeks near the end and
+    decodes at most one keyframe interval."""
+    target = max(0.0, info.duration - CUT_TOLERANCE)
+    last = 0.0
+    with _open(path) as container:
+        stream = _video_stream(container, path)
+        origin = _origin(container)
+        try:
+            container.seek(int((target + origin) / stream.time_base), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                last = frame.time - origin if frame.time is not None else last
+                if last >= target:
+                    return
+        except av.FFmpegError:
+            pass  # the data ends inside the stream: the file is cut
+    raise InputError(f"{path} is cut short: its video stops at {last:.2f} s of the {info.duration:.2f} s its header "
+                     "declares; export or download it again")
+
+
 def output_frame_count(duration: float, fps: float) -> int:
     """Frames of a constant-rate clip of `duration` seconds: N frames cover N / fps seconds."""
     return math.floor(duration * fps + 1e-6)

@@ -13,6 +13,7 @@ The module's own state dict is the full-model format, so `torch.save(model.state
 from __future__ import annotations
 
 import pickle
+import zipfile
 
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,6 +37,26 @@ BACKBONE_GLOB: dict[str, str] = {"alex": "alexnet-*.pth", "vgg": "vgg16-*.pth"}
 _VGG16_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
+MAX_UNPACKED_BYTES = 2 << 30
+"""Largest a weight file may unpack to (the biggest optional model, ArcFace IResNet-100, is ~250 MB)."""
+MAX_PACKING_RATIO = 20
+"""torch.save writes tensors uncompressed; a file that unpacks to this many times its size is a decompression bomb."""
+
+
+def _check_unpacked_size(path: Path, what: str) -> None:
+    """Refuse a zip-format torch file (torch.save's format) that would unpack to absurd sizes, before loading it."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(f"cannot read {what} weights from {path} ({exc})") from exc
+    if unpacked > MAX_UNPACKED_BYTES or unpacked > MAX_PACKING_RATIO * max(path.stat().st_size, 1 << 20):
+        raise InputError(f"refusing {what} weights from {path}: {path.stat().st_size / 1e6:.1f} MB on disk would "
+                         f"unpack to {unpacked / 1e6:.0f} MB; weight files are stored uncompressed")
+
+
 def read_weight_file(path: Path, what: str) -> dict[str, Any]:
     """Read the top-level dict of a .safetensors file or a torch file (weights_only: no pickled code runs).
 
@@ -44,6 +65,7 @@ def read_weight_file(path: Path, what: str) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise MissingDependencyError(f"{what} weights not found at {path}")
+    _check_unpacked_size(path, what)
     try:
         if path.suffix == ".safetensors":
             return load_file(str(path))

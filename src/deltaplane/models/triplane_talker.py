@@ -50,6 +50,9 @@ class LossWeights:
     mouth_box: float = 0.0
     """L1 of the super-resolved RGB inside the mouth box at the output resolution (the mouth is ~10 px tall at the
     rendering resolution, so the full-frame terms barely see it)."""
+    laplacian: float = 0.0
+    """L1 of the Laplacian-pyramid bands (3 octaves) of the super-resolved RGB (`losses.laplacian_l1`): detail
+    weighted like the coarse image, which a blurred render cannot satisfy (issue 10; off until measured)."""
     lips: float = 1.0
     """Mean squared error of the audio encoder's lip vector against the tracked one (whitened units; lip mode)."""
     lpips: float = 1.0
@@ -255,6 +258,8 @@ class TriplaneTalker(nn.Module):
         if weights.background_depth > 0:
             behind = torch.relu(self.config.background_depth - output.depth.float())
             terms["background_depth"] = weights.background_depth * losses.masked_mean(behind, batch.background)
+        if weights.laplacian > 0:
+            terms["laplacian"] = weights.laplacian * losses.laplacian_l1(output.rgb, batch.images)
         if weights.mouth_box > 0:
             terms["mouth_box"] = weights.mouth_box * losses.masked_l1(output.rgb, batch.images, batch.mouth_box)
         if self.lips is not None:

@@ -23,12 +23,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deltaplane.atomic import atomic_dir, save_npz, write_json
+from deltaplane.atomic import atomic_dir, created_dir, save_npz, write_json
 from deltaplane.data.schema import (AUDIO_FEATURES, AUDIO_WAV, FRAMES_CRF, FRAMES_DIR, FRAMES_VIDEO, MANIFEST,
                                     MAX_SIZE, PARSING_DIR, STAGES_DIR, TRACKS, AudioInfo, Manifest, SourceInfo,
                                     split_indices)
 from deltaplane.errors import InputError
-from deltaplane.media.video import VideoInfo, VideoWriter, iter_frames, output_frame_count, probe_video
+from deltaplane.media.video import (VideoInfo, VideoWriter, check_complete, iter_frames, output_frame_count,
+                                    probe_video)
 from deltaplane.preprocess.audio_stage import run_audio_stage
 from deltaplane.preprocess.geometry_stage import FrameGeometry, frame_geometry
 
@@ -99,6 +100,7 @@ def _check_video(video: Path, info: VideoInfo, config: PreprocessConfig) -> int:
     num_frames = output_frame_count(info.duration, config.fps)
     if num_frames / config.fps < MIN_SECONDS:
         raise InputError(f"{video} is {info.duration:.2f} s long; at least {MIN_SECONDS:g} s of video is needed")
+    check_complete(video, info)  # else a cut file is blamed on its audio, or tracked past its end
     return num_frames
 
 
@@ -111,7 +113,13 @@ def run_preprocess(video: Path, dataset_dir: Path, config: PreprocessConfig, aud
         raise InputError(f"{video} has no audio stream; pass --audio WAV with the speech of this video")
     if audio is not None and not audio.is_file():
         raise InputError(f"audio file not found: {audio}")
-    dataset_dir.mkdir(parents=True, exist_ok=True)
+    with created_dir(dataset_dir):  # a run that fails early (bad audio) leaves no empty dataset directory behind
+        _run_stages(video, dataset_dir, config, audio, info, num_frames, progress)
+    return dataset_dir
+
+
+def _run_stages(video: Path, dataset_dir: Path, config: PreprocessConfig, audio: Path | None, info: VideoInfo,
+                num_frames: int, progress: bool) -> None:
     records = StageRecords(dataset_dir)
     source_hash = sha256_of(video)
     audio_hash = sha256_of(audio) if audio else source_hash
@@ -153,7 +161,6 @@ def run_preprocess(video: Path, dataset_dir: Path, config: PreprocessConfig, aud
         stages={name: records.info(name) for name in ("audio", "track", "frames")},
         phones=config.phones, config=asdict(config))
     write_json(dataset_dir / MANIFEST, manifest.to_json())
-    return dataset_dir
 
 
 def _track(video: Path, num_frames: int, fps: float, progress: bool) -> dict[str, np.ndarray]:

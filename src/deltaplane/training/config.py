@@ -32,6 +32,11 @@ class TrainConfig:
     (`structs.NeutralTokens`). Those tokens identify each training frame, so without dropout the deltaplane can
     store every frame's mouth under its pose and leave the audio unused (docs/lip-motion.md); dropped frames must
     be explained from the audio, as new audio is at inference."""
+    lip_sampling: float = 0.0
+    """Lip mode: share of training frames whose renderer is driven by the audio's (calibrated) lip vector instead of
+    the tracked one (scheduled sampling; no gradient flows back into the regression through it). Taught only with
+    tracked mouths, the renderer draws the audio's vectors, which are smoother and off the tracked manifold, with
+    less motion than it draws the tracked ones (docs/lip-motion.md)."""
     lr_decay: float = 0.1
     """Learning rates decay exponentially to this fraction at the last step."""
     warmup_delta_steps: int = 0

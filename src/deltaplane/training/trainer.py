@@ -134,7 +134,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     start_step, train_seconds = _restore(run_dir, model, optimizer, generator, names, device) if resume else (0, 0.0)
     precision = train_config.precision or default_precision(device)
     scaler = grad_scaler(precision, device)  # type: ignore[arg-type]
-    logger = RunLogger(run_dir, tensorboard=tensorboard)
+    logger = RunLogger(run_dir, tensorboard=tensorboard, start_step=start_step)
     train_clip, test_clip = train_clip.to(device), test_clip.to(device) if test_clip is not None else None
     audio_versions = _audio_versions(dataset_dir, manifest, train_clip, train_config, normalize)
     neutral = NeutralTokens.of(train_clip.eye, train_clip.landmarks)
@@ -165,8 +165,15 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             if train_config.token_dropout > 0:
                 dropped = torch.rand(len(positions), generator=generator) < train_config.token_dropout
                 batch = replace(batch, conditions=batch.conditions.neutralized(dropped.to(device), neutral))
+            mouth_shape = batch.mouth_shape
+            if model.lips is not None:  # scheduled sampling (TrainConfig.lip_sampling), drawn even at 0 so that
+                sampled = (torch.rand(len(positions), generator=generator) < train_config.lip_sampling).to(device)
+                if sampled.any():  # runs that differ only in it share their random stream
+                    with torch.no_grad():
+                        predicted = model.lips.shapes(model.predicted_lips(batch.conditions.audio))
+                    mouth_shape = torch.where(sampled[:, None], predicted.to(mouth_shape.dtype), mouth_shape)
             with autocast(precision, device):  # type: ignore[arg-type]
-                output, delta = model(batch.cameras, batch.conditions, mouth_shape=batch.mouth_shape,
+                output, delta = model(batch.cameras, batch.conditions, mouth_shape=mouth_shape,
                                       lower_face=batch.lower_face)
                 terms = model.loss_terms(output, delta, batch, perceptual)
                 if use_sync:
