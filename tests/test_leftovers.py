@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -259,3 +260,19 @@ def test_a_new_run_into_a_directory_without_checkpoint_starts_a_new_log(syntheti
     train(synthetic_dataset, run, model_config, train_config, "tiny", torch.device("cpu"), progress=False)
     losses = [row["loss"] for row in read_log(run) if "loss" in row]
     assert len(losses) == 1 and losses != [99.0]
+
+
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_outputs_follow_the_umask(tmp_path: Path, umask: int, file_mode: int, dir_mode: int) -> None:
+    """Temporary files are private while written (mkstemp: 0600), but the finished output gets the mode any other
+    program's output would get under the user's umask (issue 12, item 8)."""
+    previous = os.umask(umask)
+    try:
+        with atomic_path(tmp_path / "out.json") as tmp:
+            tmp.write_text("{}")
+        with atomic_dir(tmp_path / "checkpoint") as tmp:
+            (tmp / "meta.json").write_text("{}")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "checkpoint").stat().st_mode & 0o777 == dir_mode

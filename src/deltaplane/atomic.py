@@ -75,6 +75,14 @@ def _locked_temp(path: Path, directory: bool) -> tuple[Path, int]:
         os.close(fd)  # another process's sweep deleted it between its creation and our lock: make another
 
 
+def _umask_mode(directory: bool) -> int:
+    """The mode open()/mkdir() would give under the current umask (mkstemp and mkdtemp make private 0600/0700
+    entries, which the finished output must not keep)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return (0o777 if directory else 0o666) & ~mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path` (same file system)."""
@@ -82,6 +90,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path, lock = _locked_temp(path, directory=False)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _umask_mode(directory=False))
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -96,6 +105,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp, lock = _locked_temp(path, directory=True)
     try:
         yield tmp
+        os.chmod(tmp, _umask_mode(directory=True))
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
