@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 from deltaplane.audio.features import (
@@ -120,6 +121,17 @@ def test_hugging_face_extractor_on_a_tiny_random_wav2vec2(tmp_path: Path) -> Non
     assert chunked(samples).shape == features.shape
     with pytest.raises(InputError, match="cannot load"):
         HuggingFaceExtractor(tmp_path / "missing")
+    # weights that would run code when unpickled: refused in one line, without torch's hint to load them unsafely
+    (tmp_path / "w2v" / "model.safetensors").unlink()
+    torch.save({"weight": _RunsCode()}, tmp_path / "w2v" / "pytorch_model.bin")
+    with pytest.raises(InputError, match="other than tensors") as refused:
+        HuggingFaceExtractor(tmp_path / "w2v")
+    assert "weights_only" not in str(refused.value)
+
+
+class _RunsCode:
+    def __reduce__(self) -> tuple:
+        return (print, ("this must never run",))
 
 
 def test_optional_dependencies_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 from pathlib import Path
 from typing import Protocol
 
@@ -173,6 +174,10 @@ class HuggingFaceExtractor:
         try:
             self.processor = transformers.AutoFeatureExtractor.from_pretrained(model_dir, local_files_only=True)
             self.model = transformers.AutoModel.from_pretrained(model_dir, local_files_only=True).eval().to(device)
+        except pickle.UnpicklingError:  # transformers loads .bin files weights-only; torch's hint is to load unsafely
+            raise InputError(f"refusing the HuggingFace audio model in {model_dir}: its weights hold Python objects "
+                             "other than tensors, which could run code when loaded; give its model.safetensors "
+                             "instead") from None
         except (OSError, ValueError) as error:
             raise InputError(f"cannot load a HuggingFace audio model from {model_dir}: {error}") from None
         self.device = torch.device(device)
