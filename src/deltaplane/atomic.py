@@ -5,7 +5,6 @@ written at all."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import itertools
 import json
 import os
@@ -20,6 +19,11 @@ import numpy as np
 
 from deltaplane.errors import InputError
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks, so temporaries there are never swept (the safe side)
+    fcntl = None
+
 PathArg = str | os.PathLike | None
 TEMP_TAG = ".deltaplane-"
 """Marks the names of our temporary files and directories: `.NAME.deltaplane-XXXXXXXX.tmp[SUFFIX]`."""
@@ -31,6 +35,8 @@ def sweep_stale_temps(directory: str | os.PathLike) -> None:
     every clean-up). Only our own temporary names are considered, and of those only the ones whose lock no process
     holds: the kernel drops a lock when its owner dies, so a temporary of a live writer, also one in another
     process or container, is never touched."""
+    if fcntl is None:
+        return
     try:
         with os.scandir(directory) as entries:
             candidates = [entry.path for entry in entries if _TEMP_NAME.fullmatch(entry.name)]
@@ -53,11 +59,17 @@ def sweep_stale_temps(directory: str | os.PathLike) -> None:
             os.close(fd)
 
 
-def _locked_temp(path: Path, directory: bool) -> tuple[Path, int]:
-    """A new temporary file or directory beside `path`, and a descriptor holding its lock until closed."""
+def _locked_temp(path: Path, directory: bool) -> tuple[Path, int | None]:
+    """A new temporary file or directory beside `path`, and a descriptor holding its lock until closed (None on a
+    system without locks)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(path.parent)
     prefix, suffix = f".{path.name}{TEMP_TAG}", ".tmp" + ("" if directory else path.suffix)
+    if fcntl is None:
+        if directory:
+            return Path(tempfile.mkdtemp(suffix, prefix, path.parent)), None
+        fd, tmp = tempfile.mkstemp(suffix, prefix, path.parent)
+        return Path(tmp), fd
     while True:
         if directory:
             tmp = tempfile.mkdtemp(suffix, prefix, path.parent)
@@ -95,7 +107,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
-        os.close(lock)
+        if lock is not None:
+            os.close(lock)
 
 
 @contextlib.contextmanager
@@ -112,7 +125,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-        os.close(lock)
+        if lock is not None:
+            os.close(lock)
 
 
 @contextlib.contextmanager
