@@ -11,11 +11,15 @@ def l1(prediction: Float[Tensor, "..."], target: Float[Tensor, "..."]) -> Float[
     return (prediction.float() - target.float()).abs().mean()
 
 
+def _masked_channel_mean(errors: Float[Tensor, "B C H W"], mask: Bool[Tensor, "B 1 H W"]) -> Float[Tensor, ""]:
+    weights = mask.float().expand_as(errors)
+    return (errors * weights).sum() / weights.sum().clamp_min(1.0)
+
+
 def masked_mse(prediction: Float[Tensor, "B C H W"], target: Float[Tensor, "B C H W"],
                mask: Bool[Tensor, "B 1 H W"]) -> Float[Tensor, ""]:
     """Mean squared error over masked pixels and channels (Talk3D's mouth term); 0 when the mask is empty."""
-    weights = mask.float().expand_as(prediction)
-    return ((prediction.float() - target.float()).square() * weights).sum() / weights.sum().clamp_min(1.0)
+    return _masked_channel_mean((prediction.float() - target.float()).square(), mask)
 
 
 def plane_total_variation(planes: Float[Tensor, "B 3 C H W"]) -> Float[Tensor, ""]:
@@ -53,8 +57,7 @@ def masked_mean(values: Float[Tensor, "B 1 H W"], mask: Bool[Tensor, "B 1 H W"])
 def masked_l1(prediction: Float[Tensor, "B C H W"], target: Float[Tensor, "B C H W"],
               mask: Bool[Tensor, "B 1 H W"]) -> Float[Tensor, ""]:
     """Mean absolute error over masked pixels and channels; 0 when the mask is empty."""
-    weights = mask.float().expand_as(prediction)
-    return ((prediction.float() - target.float()).abs() * weights).sum() / weights.sum().clamp_min(1.0)
+    return _masked_channel_mean((prediction.float() - target.float()).abs(), mask)
 
 
 def laplacian_pyramid(images: Float[Tensor, "B C H W"], levels: int) -> list[Float[Tensor, "B C h w"]]:

@@ -296,8 +296,8 @@ def test_detail_crops_follow_the_face() -> None:
     assert crops["mouth"][54:74, 54:74].mean() > 200 and crops["eyes"].max() == 0 and crops["hair"].max() == 0
 
 
-def test_background_scores_see_a_smeared_backdrop_and_ignore_the_person() -> None:
-    from deltaplane.evaluation.pixels import BACKGROUND_SIZE, background_scores, far_background
+def test_background_measures_see_a_smeared_backdrop_and_ignore_the_person() -> None:
+    from deltaplane.evaluation.pixels import BACKGROUND_SIZE, background_change, background_flicker, far_background
 
     person = np.zeros((512, 512), bool)
     person[150:512, 180:330] = True  # head and torso in the middle
@@ -309,8 +309,10 @@ def test_background_scores_see_a_smeared_backdrop_and_ignore_the_person() -> Non
     moving_person = frontal.copy()
     moving_person[:, 40:, 45:83] = rng.uniform(0, 255, (5, BACKGROUND_SIZE - 40, 38))  # only near the person
     masks = np.stack([far] * 5)
-    still = background_scores(moving_person, frontal, masks)
-    assert still == {"background/view_change": 0.0, "background/flicker": 0.0}
-    smeared = background_scores(frontal + rng.normal(0, 20, frontal.shape), frontal, masks)
-    assert smeared["background/view_change"] > 10 and smeared["background/flicker"] > 10
-    assert background_scores(frontal, frontal, np.zeros_like(masks)) == {}
+    assert background_change(moving_person, frontal, masks) == {"background/view_change": 0.0}
+    assert background_flicker(moving_person, masks) == {"background/flicker": 0.0}
+    smeared = frontal + rng.normal(0, 20, frontal.shape)
+    assert background_change(smeared, frontal, masks)["background/view_change"] > 10
+    assert background_flicker(smeared, masks)["background/flicker"] > 10
+    empty = np.zeros_like(masks)
+    assert background_change(frontal, frontal, empty) == {} == background_flicker(frontal, empty)

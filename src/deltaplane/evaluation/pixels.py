@@ -180,8 +180,8 @@ ground truth, so that a head turned by ±30° does not enter the measure."""
 
 
 def small_grey(image: UInt8[ndarray, "H W 3"]) -> Float[ndarray, "s s"]:
-    """The frame as float grey levels at BACKGROUND_SIZE² (area average)."""
-    return cv2.resize(_gray(image), (BACKGROUND_SIZE, BACKGROUND_SIZE), interpolation=cv2.INTER_AREA)
+    """The frame as float32 grey levels at BACKGROUND_SIZE² (area average)."""
+    return cv2.resize(_gray(image), (BACKGROUND_SIZE, BACKGROUND_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
 def far_background(background: Bool[ndarray, "H W"]) -> Bool[ndarray, "s s"]:
@@ -191,17 +191,23 @@ def far_background(background: Bool[ndarray, "H W"]) -> Bool[ndarray, "s s"]:
     return distance > BACKGROUND_MARGIN * BACKGROUND_SIZE
 
 
-def background_scores(frames: Float[ndarray, "frames s s"], frontal: Float[ndarray, "frames s s"],
+def background_change(frames: Float[ndarray, "frames s s"], frontal: Float[ndarray, "frames s s"],
                       masks: Bool[ndarray, "frames s s"]) -> dict[str, float]:
-    """background/view_change: mean |frame − frontal render of the same frame| over the far background (grey
-    levels; 0 for the frontal render itself); background/flicker: mean |frame t − frame t−1| there. A clean static
-    backdrop scores ~0 on both; a background smeared with the view or the frame scores high."""
+    """background/view_change: mean |frame − frontal render of the same frame| over the far background, in grey
+    levels (0 for the frontal render itself); {} without far background. A static backdrop scores ~0, a background
+    smeared by the view high."""
+    count = min(len(frames), len(frontal), len(masks))
+    masks = masks[:count]
     if not masks.any():
         return {}
-    count = min(len(frames), len(frontal), len(masks))
-    frames, frontal, masks = frames[:count], frontal[:count], masks[:count]
-    scores = {"background/view_change": float(np.abs(frames - frontal)[masks].mean())}
-    steady = masks[1:] & masks[:-1]
-    if steady.any():
-        scores["background/flicker"] = float(np.abs(frames[1:] - frames[:-1])[steady].mean())
-    return scores
+    return {"background/view_change": float(np.abs(frames[:count] - frontal[:count])[masks].mean())}
+
+
+def background_flicker(frames: Float[ndarray, "frames s s"], masks: Bool[ndarray, "frames s s"]) -> dict[str, float]:
+    """background/flicker: mean |frame t − frame t−1| over the far background of both frames, in grey levels; {}
+    without it."""
+    count = min(len(frames), len(masks))
+    steady = masks[1:count] & masks[:count - 1]
+    if not steady.any():
+        return {}
+    return {"background/flicker": float(np.abs(frames[1:count] - frames[:count - 1])[steady].mean())}

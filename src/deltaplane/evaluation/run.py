@@ -29,7 +29,7 @@ from deltaplane.data.schema import AUDIO_WAV, read_manifest
 from deltaplane.errors import InputError
 from deltaplane.evaluation.face import IdentityEmbedder
 from deltaplane.evaluation.fid import fid_metrics
-from deltaplane.evaluation.pixels import background_scores, far_background, small_grey
+from deltaplane.evaluation.pixels import background_change, background_flicker, far_background, small_grey
 from deltaplane.evaluation.report import ReportData
 from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, PairResult, VideoTrack, identity_metrics,
                                            load_experts, motion_metrics, observe_video, pair_metrics, prefixed,
@@ -96,7 +96,7 @@ class _Kept:
     depth: dict[str, ndarray] = field(default_factory=dict)
     """The middle frame's depth (near = white)."""
     grey: dict[str, list[ndarray]] = field(default_factory=dict)
-    """Every frame as `pixels.small_grey`."""
+    """Every frame as `pixels.small_grey` (camera views only: the background measures compare them)."""
     spaced: dict[str, list[tuple[int, ndarray]]] = field(default_factory=dict)
     """SPACED_FRAMES evenly spaced (index, RGB frame) pairs (for the spiral's row of the view sheet)."""
 
@@ -105,13 +105,15 @@ SPACED_FRAMES = 6
 
 
 def _rendered(model: TriplaneTalker, conditions: Conditions, cam2world: torch.Tensor,
-              kept: _Kept, name: str, writer: VideoWriter | None) -> Iterator[ndarray]:
+              kept: _Kept, name: str, writer: VideoWriter | None, grey: bool = True) -> Iterator[ndarray]:
     """Rendered uint8 frames, each also encoded into `writer` (watermarked) as it is yielded; `kept` records what
-    the measures and the report need."""
+    the measures and the report need (with `grey`, every frame for the background measures)."""
     count = cam2world.shape[0]
     spaced = {int(i) for i in np.linspace(0, count - 1, min(SPACED_FRAMES, count)).round()}
     volume, size = model.config.volume, model.config.output_resolution
-    kept.grey[name], kept.spaced[name] = [], []
+    kept.spaced[name] = []
+    if grey:
+        kept.grey[name] = []
     for index, (rgb, depth) in enumerate(render_clip(model, conditions, cam2world)):
         frame = to_uint8(rgb)
         if index == count // 2:
@@ -119,7 +121,8 @@ def _rendered(model: TriplaneTalker, conditions: Conditions, cam2world: torch.Te
             kept.depth[name] = depth_to_uint8(depth, volume.near, volume.far, size)
         if index in spaced:
             kept.spaced[name].append((index, frame))
-        kept.grey[name].append(small_grey(frame))
+        if grey:
+            kept.grey[name].append(small_grey(frame))
         if writer is not None:
             writer.write(watermark.embed(frame))
         yield frame
@@ -172,8 +175,7 @@ def _load_driving_audio(files: dict[str, Path], fps: float) -> dict[str, ndarray
 
 def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, name: str, samples: ndarray, fps: float,
                    target: VideoTrack, frontal: VideoTrack, config: EvaluationConfig, experts: Experts,
-                   embedder: IdentityEmbedder,
-                   kept: _Kept, videos: SavedVideos | None, progress: bool
+                   embedder: IdentityEmbedder, kept: _Kept, videos: SavedVideos | None, progress: bool
                    ) -> tuple[dict, dict, VideoTrack]:
     """The run driven by other audio with the training video's tokens and cameras: sync, mouth motion against the
     split's frames, identity against their mean descriptor, FID against them."""
@@ -181,7 +183,8 @@ def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, name: str, 
     conditions, _ = driving_conditions(audio_windows(run_config, samples, num_frames, fps), driving, neutral=False)
     view = f"cross_{name}"
     with _writer(videos, view, fps, samples) as writer:
-        frames = _rendered(model, conditions, camera_path("dataset", num_frames, driving), kept, view, writer)
+        frames = _rendered(model, conditions, camera_path("dataset", num_frames, driving), kept, view, writer,
+                           grey=False)
         track = observe_video(frames, num_frames, config, experts, embedder, progress, desc=f"cross {name}")
     return (*_unpaired_metrics(track, target, frontal, samples, fps, config, experts, mean_identity=True), track)
 
@@ -225,9 +228,8 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
         result, conditions, samples, fps, background = _score_split(model, dataset, split, config, experts, embedder,
                                                                     kept, videos, progress)
         found, skipped = pair_metrics(result, config)
-        flicker = background_scores(*[np.stack(kept.grey["dataset"])] * 2, background).get("background/flicker")
-        if flicker is not None:
-            found["background/flicker"] = flicker
+        frontal_grey = np.stack(kept.grey["dataset"])
+        found.update(background_flicker(frontal_grey, background))
         size = model.config.output_resolution
         metrics = prefixed(f"{split}/", {**found, "width": size, "height": size})
         skipped = prefixed(f"{split}/", skipped)
@@ -244,7 +246,9 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
                     track = observe_video(_rendered(model, conditions, cam2world, kept, name, writer),
                                           cam2world.shape[0], config, experts, embedder, progress, desc=f"view {name}")
             found, reasons = _unpaired_metrics(track, result.target, result.prediction, samples, fps, config, experts)
-            found.update(background_scores(np.stack(kept.grey[name]), np.stack(kept.grey["dataset"]), background))
+            frames = np.stack(kept.grey[name])
+            found.update({**background_change(frames, frontal_grey, background),
+                          **background_flicker(frames, background)})
             if "background/view_change" not in found:
                 reasons["background/view_change"] = "the ground truth has no background far from the person"
             metrics.update(prefixed(f"view/{name}/", found))

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
-from jaxtyping import Bool, Float
 import torch.nn.functional as F
+from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from deltaplane import losses
@@ -189,8 +189,9 @@ class TriplaneTalker(nn.Module):
         delta = self.predictor.decode(encoded_identity, tokens)
         if self.config.mouth_planes:
             weights = self.mouth_mix(tokens[:, 0]).to(self.mouth_planes.dtype)  # [B, K] from the audio token
-            planes = self.mouth_planes * self.mouth_mask
-            delta = delta + torch.einsum("bk,kpchw->bpchw", weights, planes).to(delta.dtype)
+            # masking the B mixed planes, not the K stored ones: less work whenever B < K
+            mouth = torch.einsum("bk,kpchw->bpchw", weights, self.mouth_planes) * self.mouth_mask
+            delta = delta + mouth.to(delta.dtype)
         return identity + delta.to(identity.dtype), delta
 
     def render(self, planes: Float[Tensor, "B 3 C H W"], cameras: Cameras,

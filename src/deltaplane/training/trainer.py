@@ -166,9 +166,11 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 dropped = torch.rand(len(positions), generator=generator) < train_config.token_dropout
                 batch = replace(batch, conditions=batch.conditions.neutralized(dropped.to(device), neutral))
             mouth_shape = batch.mouth_shape
-            if model.lips is not None:  # scheduled sampling (TrainConfig.lip_sampling), drawn even at 0 so that
+            # Scheduled sampling (TrainConfig.lip_sampling); drawn even at 0, so that runs that differ only in it
+            # share their random stream.
+            if model.lips is not None:
                 sampled = (torch.rand(len(positions), generator=generator) < train_config.lip_sampling).to(device)
-                if sampled.any():  # runs that differ only in it share their random stream
+                if sampled.any():
                     with torch.no_grad():
                         predicted = model.lips.shapes(model.predicted_lips(batch.conditions.audio))
                     mouth_shape = torch.where(sampled[:, None], predicted.to(mouth_shape.dtype), mouth_shape)
