@@ -41,7 +41,8 @@ def variant_configs(name: str, preset: str = "fast"):
     audiolrX (learning rate X of the audio → lip regression), augN (N speaker-augmented audio copies), isolateN
     (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), sampleP (scheduled sampling of
     the predicted lip vector on a share P of frames), mplanesK (K audio-mixed
-    mouth planes), lapN (Laplacian-pyramid L1 weight N), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up)."""
+    mouth planes), lapN (Laplacian-pyramid L1 weight N), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up),
+    plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N)."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -71,6 +72,10 @@ def variant_configs(name: str, preset: str = "fast"):
             train_config = dataclasses.replace(train_config, lip_sampling=float(part[6:]))
         elif part.startswith("drop"):
             train_config = dataclasses.replace(train_config, token_dropout=float(part[4:]))
+        elif part == "plate":
+            model = dataclasses.replace(model, background="plate")
+        elif part.startswith("alpha"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, alpha=float(part[5:])))
         elif part == "nowarm":
             train_config = dataclasses.replace(train_config, warmup_delta_steps=0)
         elif part != "base":

@@ -19,7 +19,7 @@ from deltaplane.errors import InputError
 from deltaplane.fastpath import (FastRenderConfig, FastRenderer, sample_triplane_channels_last,
                                  triplane_field_reference)
 from deltaplane.fields.triplane import OSGDecoder, sample_triplane
-from deltaplane.geometry.cameras import orbit_cam2world, talk3d_orbit_angles
+from deltaplane.geometry.cameras import orbit_cam2world, orbit_cameras, talk3d_orbit_angles
 from deltaplane.inference import render_clip
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.presets import get_preset
@@ -33,17 +33,23 @@ def _needs_cuda() -> None:
         pytest.skip("needs CUDA")
 
 
-def _tiny_model(device: torch.device, jitter: bool = True) -> TriplaneTalker:
+def _tiny_model(device: torch.device, jitter: bool = True, background: str = "field") -> TriplaneTalker:
     """The tiny preset with several ray chunks (32² rays, chunks of 300) and every weight perturbed, so the zero-
-    initialised deltaplane and ToRGB layers take part."""
+    initialised deltaplane and ToRGB layers take part; in plate mode, a random plate seen from a camera off the
+    frontal one."""
     config, _ = get_preset("tiny")
-    config = dataclasses.replace(config, ray_chunk=300, volume=dataclasses.replace(config.volume, jitter=jitter))
+    config = dataclasses.replace(config, ray_chunk=300, volume=dataclasses.replace(config.volume, jitter=jitter),
+                                 background=background)
     torch.manual_seed(0)
     model = TriplaneTalker(config)
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+    if background == "plate":
+        size = config.output_resolution
+        camera = orbit_cameras(torch.tensor([0.05]), torch.tensor([-0.03]), size, size)
+        model.load_background_plate(2 * torch.rand(3, size, size, generator=generator) - 1, camera)
     return model.to(device).eval()
 
 
@@ -93,9 +99,9 @@ def test_channels_last_lookup_matches_grid_sample_values_and_gradients() -> None
     _assert_sampler_matches(CPU)
 
 
-@pytest.mark.parametrize("jitter", [True, False])
-def test_fp32_fast_path_gives_the_reference_frames(jitter: bool) -> None:
-    model = _tiny_model(CPU, jitter)
+@pytest.mark.parametrize(("jitter", "background"), [(True, "field"), (False, "field"), (True, "plate")])
+def test_fp32_fast_path_gives_the_reference_frames(jitter: bool, background: str) -> None:
+    model = _tiny_model(CPU, jitter, background)
     (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(CPU))
     assert rgb.shape == rgb_ref.shape == (5, 3, 128, 128) and not renderer.captured
     torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
@@ -200,10 +206,11 @@ def test_cuda_lookup_matches_grid_sample_values_and_gradients() -> None:
 
 
 @pytest.mark.cuda
-def test_cuda_fast_path_matches_the_reference_within_bf16() -> None:
+@pytest.mark.parametrize("background", ["field", "plate"])
+def test_cuda_fast_path_matches_the_reference_within_bf16(background: str) -> None:
     """The default CUDA configuration: bf16, channels-last, torch.compile, one CUDA graph."""
     _needs_cuda()
-    model = _tiny_model(torch.device("cuda"))
+    model = _tiny_model(torch.device("cuda"), background=background)
     (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(torch.device("cuda")))
     assert renderer.captured
     _assert_within_bf16(rgb, rgb_ref)

@@ -94,22 +94,36 @@ def train(dataset: str | Path, output: str | Path, preset: str | None = None, st
 def render(run: str | Path, audio: str | Path, output: str | Path, camera: str = "dataset",
            depth: str | Path | None = None, neutral: bool = False, lip_smoothing: float = 0.0,
            watermark: bool = True, device: str | None = None, progress: bool = True, engine: str = "auto",
-           attention: str | Path | None = None, attention_every: int = 25) -> Path:
+           attention: str | Path | None = None, attention_every: int = 25, paste_back: bool = False,
+           source: str | Path | None = None, dataset: str | Path | None = None) -> Path:
     """Render the trained portrait of `run` speaking `audio` into an mp4 (H.264 + AAC), watermarked. `engine`:
     "reference" (fp32), "fast" (bf16, compiled, CUDA graphs on CUDA) or "auto" (fast on CUDA for long clips).
-    `attention`: a directory for the deltaplane's per-token attention maps of every `attention_every`-th frame."""
+    `attention`: a directory for the deltaplane's per-token attention maps of every `attention_every`-th frame.
+    `paste_back` (camera "dataset" only): paste each frame's head and neck back into the original video frame it
+    replays, at the original size (the depth video stays aligned); `source` / `dataset`: the original video / the run's
+    dataset when they were moved."""
     from deltaplane.inference import check_camera
+    from deltaplane.paste import PasteBackOptions
     from deltaplane.rendering import render_video
 
     if not 0.0 <= lip_smoothing < 1.0:
         raise InputError(f"--lip-smoothing is the EMA weight of the previous audio code, in [0, 1); got {lip_smoothing}")
     check_camera(camera)
-    check_outputs(files={"-o": output, "--depth": depth}, dirs={"--attention": attention}, inputs={"--audio": audio})
+    if paste_back and camera != "dataset":
+        raise InputError(f"--paste-back needs --camera dataset (got {camera!r}): only the dataset's own cameras match "
+                         "the original video frames the render is pasted into")
+    if not paste_back and (source is not None or dataset is not None):
+        raise InputError("--source and --dataset only apply with --paste-back")
+    check_outputs(files={"-o": output, "--depth": depth}, dirs={"--attention": attention},
+                  inputs={"--audio": audio, "--source": source})
+    paste = None
+    if paste_back:
+        paste = PasteBackOptions(Path(source) if source else None, Path(dataset) if dataset else None)
     return render_video(Path(run), Path(audio), Path(output), camera=camera,
                         depth_output=Path(depth) if depth else None, neutral=neutral, lip_smoothing=lip_smoothing,
                         watermark=watermark, device=_device(device), progress=progress, tags=SYNTHETIC_TAGS,
                         engine=engine, attention_dir=Path(attention) if attention else None,
-                        attention_every=attention_every)
+                        attention_every=attention_every, paste=paste)
 
 
 def bench(run: str | Path | None = None, batch: tuple[int, ...] = (1, 4), frames: int = 120,

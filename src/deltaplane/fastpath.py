@@ -37,6 +37,7 @@ from deltaplane.fields.triplane import PLANE_AXES
 from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world
 from deltaplane.geometry.rays import pixel_rays
 from deltaplane.models.triplane_talker import TriplaneTalker
+from deltaplane.render.plate import blend_plate, over_plate
 from deltaplane.render.volume import (Composited, FieldFn, VolumeRenderConfig, _inverse_cdf, _query,
                                       _smoothed_weights, composite)
 from deltaplane.structs import Conditions
@@ -204,6 +205,7 @@ class FastRenderer:
         with torch.no_grad():
             self.encoded = self.model.predictor.encode(self.model.identity_planes[None])
             intrinsics = intrinsics_from_focal(DEFAULT_FOCAL, size, size, device=self.device)
+            self.intrinsics = intrinsics  # [1, 3, 3], for the plate (`TriplaneTalker.plate_image`)
             camera = Cameras(torch.eye(4, device=self.device)[None], intrinsics, size, size)
             self.camera_directions = pixel_rays(camera, render, render)[1][0]  # [R, 3]: unit, camera frame
         self.uniforms = RayUniforms(model_config.volume, render * render, model_config.ray_chunk)
@@ -229,10 +231,16 @@ class FastRenderer:
             planes, _ = self.model.planes(tokens, encoded_identity=self.encoded)  # [B, 3, C, H, W]
         return planes.permute(0, 1, 3, 4, 2).to(self.plane_dtype).contiguous()  # [B, 3, H, W, C]
 
+    def _cameras(self, cam2world: Float[Tensor, "batch 4 4"]) -> Cameras:
+        size = self.model.config.output_resolution
+        return Cameras(cam2world, self.intrinsics.expand(cam2world.shape[0], 3, 3), size, size)
+
     def _features(self, planes: Float[Tensor, "batch 3 height width channels"], cam2world: Float[Tensor, "batch 4 4"],
                   offsets: Float[Tensor, "batch rays coarse 1"], uniforms: Float[Tensor, "batch rays fine"]
-                  ) -> tuple[Float[Tensor, "batch channels size size"], Float[Tensor, "batch 1 size size"]]:
-        """Volume rendering: (feature image in [-1, 1], depth) at the rendering resolution."""
+                  ) -> tuple[Float[Tensor, "batch channels size size"], Float[Tensor, "batch 1 size size"],
+                             Float[Tensor, "batch 1 size size"]]:
+        """Volume rendering: (feature image in [-1, 1], over the plate in plate mode; depth; opacity) at the
+        rendering resolution."""
         batch, size = planes.shape[0], self.model.config.render_resolution
         directions = F.normalize(self.camera_directions @ cam2world[:, :3, :3].transpose(-1, -2), dim=-1)  # [B, R, 3]
         origins = cam2world[:, None, :3, 3].expand_as(directions)  # [B, R, 3]
@@ -249,20 +257,28 @@ class FastRenderer:
 
         result = render_rays_given_uniforms(field_fn, origins, directions, self.model.config.volume, offsets, uniforms)
         feature_image = (result.features * 2.0 - 1.0).reshape(batch, size, size, -1).permute(0, 3, 1, 2)  # EG3D ×2 − 1
+        alpha = result.accumulation.reshape(batch, 1, size, size)
+        if self.model.config.background == "plate":
+            feature_image = over_plate(feature_image, alpha, self.model.plate_image(self._cameras(cam2world), size))
         memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
-        return feature_image.contiguous(memory_format=memory_format), result.depth.reshape(batch, 1, size, size)
+        return feature_image.contiguous(memory_format=memory_format), result.depth.reshape(batch, 1, size, size), alpha
 
-    def _superres(self, feature_image: Float[Tensor, "batch channels size size"]) -> Float[Tensor, "batch 3 out out"]:
+    def _superres(self, feature_image: Float[Tensor, "batch channels size size"],
+                  alpha: Float[Tensor, "batch 1 size size"], cam2world: Float[Tensor, "batch 4 4"]
+                  ) -> Float[Tensor, "batch 3 out out"]:
         with autocast(self.config.precision, self.device):
             rgb = self.model.superres(feature_image[:, :3], feature_image)
+        if self.model.config.background == "plate":
+            plate = self.model.plate_image(self._cameras(cam2world), self.model.config.output_resolution)
+            return blend_plate(rgb, alpha, plate)
         return rgb.float()
 
     def _step(self, *inputs: Tensor) -> tuple[Float[Tensor, "batch 3 out out"], Float[Tensor, "batch 1 size size"]]:
         """(audio codes, eye, angles, landmarks, cam2world, offsets, uniforms) of a full batch → (rgb, depth)."""
         planes_stage, features_stage, superres_stage = self.stages
         planes = planes_stage(*inputs[:4])
-        feature_image, depth = features_stage(planes, *inputs[4:])
-        return superres_stage(feature_image), depth
+        feature_image, depth, alpha = features_stage(planes, *inputs[4:])
+        return superres_stage(feature_image, alpha, inputs[4]), depth
 
     def example_inputs(self) -> list[Tensor]:
         """A full batch of plausible inputs (random conditions, orbit cameras) for compilation and capture."""

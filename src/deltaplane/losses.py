@@ -22,6 +22,14 @@ def masked_mse(prediction: Float[Tensor, "B C H W"], target: Float[Tensor, "B C 
     return _masked_channel_mean((prediction.float() - target.float()).square(), mask)
 
 
+def opacity_bce(alpha: Float[Tensor, "B 1 H W"], target: Float[Tensor, "B 1 H W"], eps: float = 1e-4
+                ) -> Float[Tensor, ""]:
+    """Mean binary cross-entropy of opacities in [0, 1] against soft targets (written out: autocast refuses
+    `F.binary_cross_entropy`); opacities are clamped to [eps, 1 − eps] so that the log stays finite."""
+    alpha, target = alpha.float().clamp(eps, 1 - eps), target.float()
+    return -(target * alpha.log() + (1 - target) * (1 - alpha).log()).mean()
+
+
 def plane_total_variation(planes: Float[Tensor, "B 3 C H W"]) -> Float[Tensor, ""]:
     """Mean absolute difference of neighbouring plane texels: keeps unseen regions smooth."""
     planes = planes.float()

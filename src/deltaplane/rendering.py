@@ -12,13 +12,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from deltaplane.atomic import created_dir
+from deltaplane.atomic import check_outputs, created_dir
 from deltaplane.audio.io import load_audio
 from deltaplane.errors import InputError
 from deltaplane.inference import (audio_windows, camera_path, depth_to_uint8, driving_conditions, load_run,
                                   render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.models.triplane_talker import TriplaneTalker
+from deltaplane.paste import PasteBackOptions, open_paste_back
 from deltaplane.structs import Conditions
 
 MIN_SECONDS = 0.2
@@ -46,14 +47,18 @@ def _frames(model: TriplaneTalker, conditions: Conditions, cam2world: torch.Tens
 def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, depth_output: Path | None,
                  neutral: bool, lip_smoothing: float, watermark: bool, device: torch.device, progress: bool,
                  tags: dict[str, str], fps: float = 25.0, engine: Engine = "auto", attention_dir: Path | None = None,
-                 attention_every: int = 25) -> Path:
+                 attention_every: int = 25, paste: PasteBackOptions | None = None) -> Path:
+    """`paste`: put each frame back into the original video frame it replays (camera "dataset" only)."""
     model, run_config, driving = load_run(run_dir, device)
+    pasting = open_paste_back(run_dir, run_config, driving, paste) if paste is not None else None
+    if pasting is not None:  # the output must never replace the video it reads
+        check_outputs(files={"-o": output, "--depth": depth_output}, inputs={"--source": pasting.source})
     samples = load_audio(audio_path)
     duration = samples.shape[0] / 16000
     if duration < MIN_SECONDS:
         raise InputError(f"{audio_path} holds only {duration:.2f} s of audio")
     num_frames = output_frame_count(duration, fps)
-    conditions, _ = driving_conditions(audio_windows(run_config, samples, num_frames, fps), driving, neutral)
+    conditions, replay = driving_conditions(audio_windows(run_config, samples, num_frames, fps), driving, neutral)
     cam2world = camera_path(camera, num_frames, driving)
     if attention_dir is not None:
         from deltaplane.attention import export_attention
@@ -70,18 +75,24 @@ def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, dep
             return embed(frame, config)
 
     volume = model.config.volume
+    title = f"deltaplane render ({camera}{', pasted back' if pasting is not None else ''})"
     with contextlib.ExitStack() as stack:
         for path in (output, depth_output):  # a failed render leaves no new empty directory behind
             if path is not None:
                 stack.enter_context(created_dir(path.parent))
         writer = stack.enter_context(VideoWriter(output, fps, audio=samples, audio_sample_rate=16000,
-                                                 metadata=dict(tags, title=f"deltaplane render ({camera})")))
+                                                 metadata=dict(tags, title=title)))
         depth_writer = None
         if depth_output is not None:
             depth_writer = stack.enter_context(VideoWriter(depth_output, fps, metadata=dict(tags, title="depth")))
+        originals = None
+        if pasting is not None:  # closed on any exit: it holds the source video open
+            originals = stack.enter_context(contextlib.closing(pasting.originals(replay, size)))
         frames = _frames(model, conditions, cam2world, lip_smoothing, engine, progress)
         for rgb, depth in tqdm(frames, total=num_frames, disable=not progress, desc="render", unit="frame"):
             image = to_uint8(rgb)
+            if originals is not None:
+                image = next(originals).paste(image)
             writer.write(mark(image) if mark else image)
             if depth_writer is not None:
                 depth_writer.write(depth_to_uint8(depth, volume.near, volume.far, size))

@@ -64,6 +64,11 @@ class FrameBatch:
     """Mouth/jaw mask at the rendering resolution (mouth-weighted loss)."""
     background: Bool[Tensor, "batch 1 raw raw"]
     """Pixels that are background (segmentation) in their whole rendering-resolution footprint."""
+    person: Float[Tensor, "batch 1 raw raw"]
+    """Share of each rendering-resolution pixel's footprint that is person (segmentation label ≥ 1): the opacity
+    target of the plate mode."""
+    plate_warp: Float[Tensor, "batch 2 3"]
+    """Where these frames show the background plate (`data.dataset.ClipData.plate_warps`)."""
     face_points: Float[Tensor, "batch 468 3"]
     """Face-mesh vertices: (x, y) in pixels of `images`, relative depth (see `geometry.face_depth`)."""
     face_point_valid: Bool[Tensor, "batch 468"]

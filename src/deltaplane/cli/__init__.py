@@ -74,6 +74,13 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attention", type=Path, metavar="DIR",
                    help="also write the deltaplane's per-token attention maps (PNG sheets + attention.npz) here")
     p.add_argument("--attention-every", type=int, default=25, metavar="K", help="maps of every K-th frame")
+    p.add_argument("--paste-back", action="store_true",
+                   help="paste each rendered head and neck back into the original video frame it replays (original "
+                        "size and background; --camera dataset only)")
+    p.add_argument("--source", type=Path, metavar="VIDEO",
+                   help="with --paste-back: the original video, if it is no longer where the dataset recorded it")
+    p.add_argument("--dataset", type=Path, metavar="DIR",
+                   help="with --paste-back: the run's dataset, if it is no longer where training read it")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true")
 
@@ -192,7 +199,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         api.render(args.run, args.audio, args.output, camera=args.camera, depth=args.depth, neutral=args.neutral,
                    lip_smoothing=args.lip_smoothing, watermark=not args.no_watermark, device=args.device,
                    progress=not args.quiet, engine=args.engine, attention=args.attention,
-                   attention_every=args.attention_every)
+                   attention_every=args.attention_every, paste_back=args.paste_back, source=args.source,
+                   dataset=args.dataset)
     elif args.command == "evaluate":
         api.evaluate(args.output, run=args.run, prediction=args.pred, target=args.gt, dataset=args.dataset,
                      split=args.split, audio=args.audio, views=args.views, identity_every=args.identity_every,

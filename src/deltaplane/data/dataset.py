@@ -25,6 +25,7 @@ from deltaplane.errors import InputError
 from deltaplane.geometry.cameras import Cameras
 from deltaplane.geometry.face_depth import aligned_face_points, interior_vertices
 from deltaplane.geometry.lips import mouth_shape
+from deltaplane.preprocess.align import invert_affine
 from deltaplane.structs import Conditions, FrameBatch
 
 BACKGROUND_LABEL = 0
@@ -63,6 +64,9 @@ class ClipData:
     """Interior vertices of frames whose face was detected (not interpolated over a gap)."""
     mouth_shapes: Float[Tensor, "frames 40"]
     """Mouth shape of each frame (`geometry.lips.mouth_shape` of the aligned 68 landmarks)."""
+    plate_warps: Float[Tensor, "frames 2 3"]
+    """Map from the background plate's reference frame to each aligned frame, in units of the image side
+    (`plate_warps`): where each frame shows the static backdrop."""
 
     def __len__(self) -> int:
         return self.indices.shape[0]
@@ -71,7 +75,8 @@ class ClipData:
         return ClipData(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
-def _read_image(path: Path, size: int, flags: int, interpolation: int) -> np.ndarray:
+def read_image(path: Path, size: int, flags: int, interpolation: int) -> np.ndarray:
+    """A dataset image (cv2 `flags`) resized to `size`² with `interpolation`; InputError naming it if unreadable."""
     image = cv2.imread(str(path), flags)
     if image is None:
         raise InputError(f"cannot read {path}: {DAMAGED}")
@@ -84,7 +89,7 @@ def _read_frames(dataset_dir: Path, manifest: Manifest, indices: list[int], size
                  ) -> UInt8[np.ndarray, "frames size size 3"]:
     """The RGB frames at `indices`: decoded once from FRAMES_VIDEO, or read from the JPEGs of older datasets."""
     if not (dataset_dir / FRAMES_VIDEO).is_file():
-        return np.stack([_read_image(frame_path(dataset_dir, i), size, cv2.IMREAD_COLOR, cv2.INTER_AREA)[..., ::-1]
+        return np.stack([read_image(frame_path(dataset_dir, i), size, cv2.IMREAD_COLOR, cv2.INTER_AREA)[..., ::-1]
                          for i in indices])
     from deltaplane.media.video import iter_frames
 
@@ -120,7 +125,7 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None,
     size = size or manifest.image_size
     tracks, features = _read_tables(dataset_dir, manifest)  # small: a damaged one fails before the frames decode
     frames = _read_frames(dataset_dir, manifest, indices, size)
-    parsing = np.stack([_read_image(parsing_path(dataset_dir, i), size, cv2.IMREAD_GRAYSCALE, cv2.INTER_NEAREST)
+    parsing = np.stack([read_image(parsing_path(dataset_dir, i), size, cv2.IMREAD_GRAYSCALE, cv2.INTER_NEAREST)
                         for i in indices])
     if normalize_audio:
         features = normalize_utterance(features)
@@ -141,6 +146,8 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None,
         face_boxes=torch.from_numpy(square_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
         **_face_points(tracks, select, size / manifest.image_size),
         mouth_shapes=torch.from_numpy(mouth_shape(tracks["landmarks_aligned"][select])),
+        plate_warps=torch.from_numpy(plate_warps(tracks["affine"][select], tracks["affine"][manifest.splits["train"]],
+                                                 manifest.image_size)),
     )
     return manifest, clip
 
@@ -199,6 +206,17 @@ def mouth_boxes(landmarks: Float[np.ndarray, "frames 68 2"]) -> Float[np.ndarray
     return np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
 
 
+def plate_warps(affines: Float[np.ndarray, "frames 2 3"], reference: Float[np.ndarray, "train_frames 2 3"],
+                image_size: int) -> Float[np.ndarray, "frames 2 3"]:
+    """A_i·Ā⁻¹ per frame, translation divided by `image_size`: the map from the plate's reference frame (the aligned
+    frame under Ā, the mean of the `reference` frames' original → aligned similarities, itself a similarity) to
+    frame i. The backdrop is static in the original video, so frame i shows plate point q at A_i·Ā⁻¹·q."""
+    inverse = invert_affine(reference.astype(np.float64).mean(axis=0))
+    linear = affines[:, :, :2].astype(np.float64) @ inverse[:, :2]  # [N, 2, 2]
+    shift = (affines[:, :, :2] @ inverse[:, 2:] + affines[:, :, 2:]) / image_size  # [N, 2, 1]
+    return np.concatenate([linear, shift], axis=2).astype(np.float32)
+
+
 def box_mask(boxes: Float[Tensor, "batch 4"], size: int) -> Bool[Tensor, "batch 1 size size"]:
     """Pixels whose centres lie inside each box (pixel centres at +0.5)."""
     centres = torch.arange(size, device=boxes.device, dtype=boxes.dtype) + 0.5
@@ -234,14 +252,15 @@ def make_batch(clip: ClipData, positions: Int[Tensor, " batch"], raw_size: int) 
     images_raw = F.interpolate(images, size=(raw_size, raw_size), mode="area") if raw_size != size else images
     lower = (clip.parsing[positions] == LOWER_FACE_LABEL).float()
     lower_raw = F.interpolate(lower, size=(raw_size, raw_size), mode="area") > 0.5
-    background = (clip.parsing[positions] == BACKGROUND_LABEL).float()
-    background_raw = F.interpolate(background, size=(raw_size, raw_size), mode="area") > 0.999
+    background = F.interpolate((clip.parsing[positions] == BACKGROUND_LABEL).float(), size=(raw_size, raw_size),
+                               mode="area")  # [B, 1, raw, raw]: background share of each footprint
     cameras = Cameras(clip.cam2world[positions], clip.intrinsics[positions], size, size)
     conditions = Conditions(audio=audio_context(clip.audio_features, clip.indices[positions]),
                             eye=clip.eye[positions], angles=clip.angles[positions],
                             landmarks=clip.landmarks[positions])
     return FrameBatch(indices=clip.indices[positions], images=images, images_raw=images_raw, lower_face=lower_raw,
-                      background=background_raw, face_points=clip.face_points[positions],
+                      background=background > 0.999, person=1 - background, plate_warp=clip.plate_warps[positions],
+                      face_points=clip.face_points[positions],
                       face_point_valid=clip.face_point_valid[positions], mouth_shape=clip.mouth_shapes[positions],
                       mouth_box=box_mask(clip.mouth_boxes[positions], size),
                       cameras=cameras, conditions=conditions)

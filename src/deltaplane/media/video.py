@@ -8,10 +8,11 @@ video frames and audio samples stay in sync even when one stream starts later th
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -161,20 +162,23 @@ def output_frame_count(duration: float, fps: float) -> int:
     return math.floor(duration * fps + 1e-6)
 
 
-def iter_frames(path: str | os.PathLike, fps: float = DEFAULT_FPS) -> Iterator[UInt8[np.ndarray, "height width 3"]]:
+def iter_frames(path: str | os.PathLike, fps: float = DEFAULT_FPS, start: int = 0
+                ) -> Generator[UInt8[np.ndarray, "height width 3"], None, None]:
     """Decode `path` frame by frame, resampled to constant `fps`.
 
     Frame k is the source frame on screen at t_k = k / fps (the last one with pts ≤ t_k; the first frame before
     the video starts). Yields exactly `output_frame_count(duration, fps)` RGB frames, repeating the last one if
-    the stream ends a little early. The file is checked now; decoding happens lazily as frames are consumed.
+    the stream ends a little early; from frame `start` on when given (seeking to the keyframe before it rather than
+    decoding from the beginning). The file is checked now; decoding happens lazily as frames are consumed.
     """
     if fps <= 0:
         raise InputError(f"fps must be positive, got {fps}")
     info = probe_video(path)
-    return _resampled_frames(path, output_frame_count(info.duration, fps), fps)
+    return _resampled_frames(path, output_frame_count(info.duration, fps), fps, start)
 
 
-def _resampled_frames(path: str | os.PathLike, count: int, fps: float) -> Iterator[UInt8[np.ndarray, "h w 3"]]:
+def _resampled_frames(path: str | os.PathLike, count: int, fps: float, start: int = 0
+                      ) -> Generator[UInt8[np.ndarray, "h w 3"], None, None]:
     with _open(path) as container:
         stream = _video_stream(container, path)
         stream.thread_type = "AUTO"
@@ -182,9 +186,15 @@ def _resampled_frames(path: str | os.PathLike, count: int, fps: float) -> Iterat
         frame_step = 1.0 / float(stream.average_rate or fps)
         shown: av.VideoFrame | None = None  # the source frame on screen at the current output time
         shown_time = 0.0
-        k = 0
+        k = start
         try:
+            if start > 0:
+                container.seek(int((start / fps + origin) / stream.time_base), stream=stream, backward=True)
             for frame in container.decode(stream):
+                if start > 0 and shown is None and (frame.time is None or frame.time - origin > k / fps + PTS_EPSILON):
+                    # The seek landed past t_start (or the frames carry no times): decode from the start instead.
+                    yield from itertools.islice(_resampled_frames(path, count, fps), start, None)
+                    return
                 if frame.time is not None:
                     time = frame.time - origin
                 else:  # no pts: assume the average spacing
@@ -205,6 +215,31 @@ def _resampled_frames(path: str | os.PathLike, count: int, fps: float) -> Iterat
         last = _to_rgb(shown)
         for _ in range(k, count):
             yield last.copy()
+
+
+def frames_in_order(path: str | os.PathLike, fps: float, order: Sequence[int], block: int
+                    ) -> Iterator[UInt8[np.ndarray, "height width 3"]]:
+    """The frames numbered `order` (as `iter_frames` numbers them) in that order, e.g. a clip played forward and
+    backward. Each run of `block` positions decodes forward once from its lowest frame to its highest, continuing
+    the open stream when it lies ahead and seeking back otherwise, so memory holds at most `block` frames."""
+    stream: Generator[np.ndarray, None, None] | None = None
+    position = 0  # the frame number `stream` yields next
+    try:
+        for begin in range(0, len(order), block):
+            wanted = order[begin:begin + block]
+            keep, low, high = set(wanted), min(wanted), max(wanted)
+            if stream is None or low < position:
+                if stream is not None:
+                    stream.close()
+                stream, position = iter_frames(path, fps, start=low), low
+            decoded = {number: frame for number, frame in zip(range(position, high + 1), stream) if number in keep}
+            position = high + 1
+            if len(decoded) < len(keep):
+                raise InputError(f"{path} holds fewer than {high + 1} frames at {fps:g} fps")
+            yield from (decoded[number] for number in wanted)
+    finally:
+        if stream is not None:
+            stream.close()
 
 
 def read_video_metadata(path: str | os.PathLike) -> dict[str, str]:

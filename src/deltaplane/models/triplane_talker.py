@@ -11,6 +11,10 @@ from a generator (EG3D prior) without any other change.
 
 With `audio_token="lips"` the audio token carries a lip vector (`fields.lips`): the tracked mouth shape during
 training, the audio encoder's regression of it at inference.
+
+With `background="plate"` the field renders the person only and is composited over a background plate recovered
+from the video (`data.background`), a textured plane behind the head that novel views see with parallax
+(`render.plate`, docs/conventions.md "Background plate").
 """
 
 from __future__ import annotations
@@ -30,9 +34,11 @@ from deltaplane.fields.deltaplane import DeltaplaneConfig, DeltaplanePredictor
 from deltaplane.fields.lips import LipConfig, LipVector
 from deltaplane.fields.superres import SuperResolution, SuperResolutionConfig
 from deltaplane.fields.triplane import OSGDecoderConfig, TriplaneField, box_weights
-from deltaplane.geometry.cameras import Cameras
+from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world
 from deltaplane.geometry.face_depth import camera_depth
 from deltaplane.geometry.rays import pixel_rays
+from deltaplane.render.plate import (blend_plate, over_plate, pixel_coordinates, plane_coordinates, sample_plate,
+                                     unwarp_coordinates)
 from deltaplane.render.volume import VolumeRenderConfig, render_rays
 from deltaplane.structs import Conditions, FrameBatch, RenderOutput
 
@@ -73,7 +79,12 @@ class LossWeights:
     rays, which near-frontal views cannot tell apart but which smears views from the side."""
     background_depth: float = 1.0
     """Hinge pushing background pixels behind `TriplaneTalkerConfig.background_depth` (a backdrop behind the
-    head, so novel views do not smear it over the face)."""
+    head, so novel views do not smear it over the face). Whole-frame mode only: with a plate those rays are to be
+    empty (`alpha`), and an empty ray has no depth to push."""
+    alpha: float = 10.0
+    """Plate mode: binary cross-entropy of the rendered opacity against the person mask, so that the field leaves
+    the background to the plate instead of painting over the plate's small errors (the RGB L1 terms gain up to
+    16·|colour error| per unit of opacity there)."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +99,13 @@ class TriplaneTalkerConfig:
     identity_init_std: float = 0.1
     """Std of the random initial identity planes."""
     background_depth: float = 3.1
-    """Ray depth that background pixels are pushed behind (the head box ends at about 3.2 on the central ray)."""
+    """Where the backdrop is: in whole-frame mode the ray depth that background pixels are pushed behind (the head
+    box ends at about 3.2 on the central ray); in plate mode the camera depth of the plate's plane in front of the
+    plate's camera, which sets the parallax novel views see."""
+    background: Literal["field", "plate"] = "field"
+    """What draws the background: "field" = the triplane volume renders the whole frame (Talk3D); "plate" = it
+    renders head and torso only, composited over a static plate recovered from the training frames
+    (`data.background`), so that novel views show the backdrop, with parallax, instead of what the field guesses."""
     ray_chunk: int = 1 << 15
     """Rays rendered at once (memory bound; does not change results)."""
     volume: VolumeRenderConfig = field(default_factory=VolumeRenderConfig)
@@ -153,6 +170,38 @@ class TriplaneTalker(nn.Module):
             self.register_buffer("mouth_mask", mask, persistent=False)  # derived from the config
         self.field = TriplaneField(config.decoder, box_warp=config.box_warp)
         self.superres = SuperResolution(config.superres)
+        if config.background == "plate":  # saved with the weights, so render needs no dataset
+            size = config.output_resolution
+            self.register_buffer("plate", torch.zeros(3, size, size))
+            self.register_buffer("plate_cam2world", orbit_cam2world(*torch.zeros(2)))
+            self.register_buffer("plate_intrinsics", intrinsics_from_focal(DEFAULT_FOCAL, size, size)[0])
+
+    @torch.no_grad()
+    def load_background_plate(self, image: Float[Tensor, "3 H W"], camera: Cameras) -> None:
+        """Set the plate (in [-1, 1]) and the camera it is seen from (`data.background.background_plate`)."""
+        size = self.config.output_resolution
+        if image.shape[-1] != size:
+            image = F.interpolate(image[None].float(), size=(size, size), mode="bilinear", antialias=True)[0]
+        self.plate.copy_(image)
+        self.plate_cam2world.copy_(camera.cam2world[0])
+        self.plate_intrinsics.copy_(camera.resized(size, size).intrinsics[0])
+
+    def plate_image(self, cameras: Cameras, size: int, plate_warp: Float[Tensor, "B 2 3"] | None = None
+                    ) -> Float[Tensor, "B 3 size size"]:
+        """The plate as `cameras` see it at size²: through its plane from the plate's camera, or, given the
+        training frames' `plate_warp`, where those frames show it (`render.plate`)."""
+        cameras = cameras.resized(size, size)
+        if plate_warp is None:
+            origins, directions = pixel_rays(cameras)
+            anchor = Cameras(self.plate_cam2world.expand(len(cameras), 4, 4),
+                             self.plate_intrinsics.expand(len(cameras), 3, 3), *self.plate.shape[-2:])
+            coordinates = plane_coordinates(origins, directions, anchor, self.config.background_depth)
+        else:  # the frame's own camera is the anchor: its pixels, moved as the aligned crop moved the backdrop
+            coordinates = unwarp_coordinates(pixel_coordinates(cameras), plate_warp)
+        texture = self.plate[None]
+        if size != texture.shape[-1]:  # area: each pixel the mean of the texels it covers
+            texture = F.interpolate(texture, size=(size, size), mode="area")
+        return sample_plate(texture, coordinates, size, size)
 
     @torch.no_grad()
     def load_identity_planes(self, planes: Float[Tensor, "3 C H W"]) -> None:
@@ -195,10 +244,11 @@ class TriplaneTalker(nn.Module):
         return identity + delta.to(identity.dtype), delta
 
     def render(self, planes: Float[Tensor, "B 3 C H W"], cameras: Cameras,
-               generator: torch.Generator | None = None, isolated: Bool[Tensor, "B 1 r r"] | None = None
-               ) -> RenderOutput:
+               generator: torch.Generator | None = None, isolated: Bool[Tensor, "B 1 r r"] | None = None,
+               plate_warp: Float[Tensor, "B 2 3"] | None = None) -> RenderOutput:
         """Volume-render the feature image at the rendering resolution and super-resolve it. The identity planes
-        get no gradient from the `isolated` rays (`TriplaneTalkerConfig.isolate_lower_face`)."""
+        get no gradient from the `isolated` rays (`TriplaneTalkerConfig.isolate_lower_face`). In plate mode both
+        resolutions are composited over the plate (`plate_image`; `plate_warp` for dataset frames)."""
         size = self.config.render_resolution
         origins, directions = pixel_rays(cameras.resized(size, size))  # [B, R, 3]
         batch = origins.shape[0]
@@ -220,26 +270,33 @@ class TriplaneTalker(nn.Module):
         features, depth, accumulation, spread = (torch.cat([getattr(c, name) for c in chunks], dim=1)
                                                  for name in ("features", "depth", "accumulation", "spread"))
         feature_image = features.permute(0, 2, 1).reshape(batch, -1, size, size) * 2.0 - 1.0  # EG3D: [0,1] → [-1,1]
-        rgb_raw = feature_image[:, :3]
-        rgb = self.superres(rgb_raw, feature_image)
 
         def image(values: Tensor) -> Tensor:  # [B, R, 1] → [B, 1, size, size]
             return values.permute(0, 2, 1).reshape(batch, 1, size, size)
 
-        return RenderOutput(rgb=rgb, rgb_raw=rgb_raw, depth=image(depth), accumulation=image(accumulation),
+        alpha = image(accumulation)
+        if self.config.background == "plate":  # the SR sees the plate in its input RGB: its features for the backdrop
+            feature_image = over_plate(feature_image, alpha, self.plate_image(cameras, size, plate_warp))
+        rgb_raw = feature_image[:, :3]
+        rgb = self.superres(rgb_raw, feature_image)
+        if self.config.background == "plate":
+            output_size = self.config.output_resolution
+            rgb = blend_plate(rgb, alpha, self.plate_image(cameras, output_size, plate_warp))
+        return RenderOutput(rgb=rgb, rgb_raw=rgb_raw, depth=image(depth), accumulation=alpha,
                             depth_spread=image(spread))
 
     def forward(self, cameras: Cameras, conditions: Conditions, generator: torch.Generator | None = None,
-                mouth_shape: Float[Tensor, "B 40"] | None = None, lower_face: Bool[Tensor, "B 1 r r"] | None = None
-                ) -> tuple[RenderOutput, Float[Tensor, "B 3 C H W"]]:
+                mouth_shape: Float[Tensor, "B 40"] | None = None, lower_face: Bool[Tensor, "B 1 r r"] | None = None,
+                plate_warp: Float[Tensor, "B 2 3"] | None = None) -> tuple[RenderOutput, Float[Tensor, "B 3 C H W"]]:
         """Render; `mouth_shape` teaches the lip mode's renderer with tracked mouths (see `tokens`); `lower_face`
-        (training) is the mask that `TriplaneTalkerConfig.isolate_lower_face` dilates and isolates."""
+        (training) is the mask that `TriplaneTalkerConfig.isolate_lower_face` dilates and isolates; `plate_warp`
+        (dataset frames, plate mode) places the plate where those frames show the backdrop."""
         planes, delta = self.planes(self.tokens(conditions, mouth_shape=mouth_shape))
         isolated = None
         if lower_face is not None and self.config.isolate_lower_face is not None:
             radius = self.config.isolate_lower_face
             isolated = F.max_pool2d(lower_face.float(), 2 * radius + 1, stride=1, padding=radius) > 0
-        return self.render(planes, cameras, generator, isolated), delta
+        return self.render(planes, cameras, generator, isolated, plate_warp), delta
 
     def loss_terms(self, output: RenderOutput, delta: Float[Tensor, "B 3 C H W"], batch: FrameBatch,
                    perceptual: nn.Module | None = None) -> dict[str, Tensor]:
@@ -256,7 +313,9 @@ class TriplaneTalker(nn.Module):
             terms["face_depth"] = weights.face_depth * self.face_depth_error(output, batch)
         if weights.depth_spread > 0:
             terms["depth_spread"] = weights.depth_spread * output.depth_spread.float().mean()
-        if weights.background_depth > 0:
+        if self.config.background == "plate":
+            terms["alpha"] = weights.alpha * losses.opacity_bce(output.accumulation, batch.person)
+        elif weights.background_depth > 0:
             behind = torch.relu(self.config.background_depth - output.depth.float())
             terms["background_depth"] = weights.background_depth * losses.masked_mean(behind, batch.background)
         if weights.laplacian > 0:

@@ -19,7 +19,7 @@ EVAL_BATCH = 4
 def _render_positions(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, " batch"]):
     generator = torch.Generator(device=clip.frames.device).manual_seed(0)
     batch = make_batch(clip, positions, model.config.render_resolution)
-    output, _ = model(batch.cameras, batch.conditions, generator=generator)
+    output, _ = model(batch.cameras, batch.conditions, generator=generator, plate_warp=batch.plate_warp)
     return batch, output
 
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from deltaplane import checkpoint
 from deltaplane.config_io import from_dict, to_dict
 from deltaplane.audio.features import normalize_utterance
+from deltaplane.data.background import background_plate
 from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_batch
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.errors import InputError
@@ -126,6 +127,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     _save_driving_tracks(run_dir, train_clip)
     torch.manual_seed(train_config.seed)
     model = TriplaneTalker(model_config).to(device)
+    if model_config.background == "plate":
+        model.load_background_plate(*background_plate(dataset_dir, train_clip))
     if model.lips is not None:  # the basis is a function of the training frames; a resumed run reloads the same
         model.lips.fit(train_clip.mouth_shapes.to(device))
     names = {id(p): n for n, p in model.named_parameters()}
@@ -176,7 +179,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                     mouth_shape = torch.where(sampled[:, None], predicted.to(mouth_shape.dtype), mouth_shape)
             with autocast(precision, device):  # type: ignore[arg-type]
                 output, delta = model(batch.cameras, batch.conditions, mouth_shape=mouth_shape,
-                                      lower_face=batch.lower_face)
+                                      lower_face=batch.lower_face, plate_warp=batch.plate_warp)
                 terms = model.loss_terms(output, delta, batch, perceptual)
                 if use_sync:
                     terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)

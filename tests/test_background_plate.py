@@ -1,0 +1,183 @@
+"""The background plate (issue 11): recovery from frames, the ray/plane camera math, compositing, and a tiny
+plate-mode training run whose checkpoint renders novel views over the warped plate."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from deltaplane.config_io import from_dict, to_dict
+from deltaplane.data.background import BACKGROUND_PNG, recover_background
+from deltaplane.data.dataset import load_clip, to_signed
+from deltaplane.geometry.cameras import Cameras, orbit_cam2world, orbit_cameras, project
+from deltaplane.geometry.rays import pixel_rays
+from deltaplane.inference import load_run
+from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
+from deltaplane.presets import get_preset
+from deltaplane.render.plate import pixel_coordinates, plane_coordinates, sample_plate
+from deltaplane.structs import Conditions
+from deltaplane.training.logging import read_log
+from deltaplane.training.trainer import train
+
+CPU = torch.device("cpu")
+DEPTH = 3.1
+
+
+def _backdrop(height: int, width: int) -> np.ndarray:
+    """A smooth colour ramp (uint8 RGB)."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.stack([40 + 2.0 * x, 200 - 1.5 * y, 90 + x + 0.5 * y], axis=-1).round().astype(np.uint8)
+
+
+def test_moving_square_leaves_the_background_exactly_and_a_smooth_fill_where_it_always_stood() -> None:
+    size, side = 64, 24
+    backdrop = _backdrop(size, size)
+    frames, background = [], []
+    for left in range(8, 21, 2):  # the square slides right; columns 20..31 stay covered in every frame
+        frame, mask = backdrop.copy(), np.ones((size, size), bool)
+        frame[20:20 + side, left:left + side] = (255, 0, 255)
+        mask[20:20 + side, left:left + side] = False
+        frames.append(frame)
+        background.append(mask)
+    plate, observed = recover_background(np.stack(frames), np.stack(background), dilation=0)
+    always = ~np.stack(background).any(axis=0)
+    assert always.sum() > 0 and (observed == ~always).all()
+    np.testing.assert_array_equal(plate[observed], backdrop[observed])
+    # The fill stays within the colours around it and changes gently from pixel to pixel.
+    filled = plate.astype(np.float32)
+    assert np.abs(filled[always] - backdrop[always].astype(np.float32)).mean() < 4  # the ramp, nearly
+    for axis in (0, 1):  # the ramp itself steps by up to 2 grey levels per pixel
+        inside = np.moveaxis(always, axis, 0)
+        steps = np.abs(np.diff(np.moveaxis(filled, axis, 0), axis=0))[inside[1:] & inside[:-1]]
+        assert steps.max() <= 4, steps.max()
+
+
+def test_registered_recovery_undoes_each_frames_shift() -> None:
+    backdrop = _backdrop(48, 48)
+    shifts = [(0, 0), (3, -2), (-4, 1), (2, 5)]
+    frames = np.stack([np.roll(backdrop, (-dy, -dx), axis=(0, 1)) for dx, dy in shifts])  # frame(p) = plate(p + d)
+    warps = np.array([[[1, 0, -dx], [0, 1, -dy]] for dx, dy in shifts], np.float64)  # plate → frame: q − d
+    plate, observed = recover_background(frames, np.ones(frames.shape[:3], bool), dilation=0, warps=warps)
+    inner = np.zeros_like(observed)
+    inner[5:-5, 5:-5] = True  # away from np.roll's wrap-around
+    assert observed[inner].all()
+    np.testing.assert_array_equal(plate[inner], backdrop[inner])
+
+
+def _anchor(size: int) -> Cameras:
+    return orbit_cameras(torch.tensor([0.05]), torch.tensor([-0.04]), size, size, roll=torch.tensor([0.02]))
+
+
+def test_plane_coordinates_return_the_plate_under_its_camera_and_parallax_under_others() -> None:
+    size = 40
+    anchor = _anchor(size)
+    origins, directions = pixel_rays(anchor)
+    coordinates = plane_coordinates(origins, directions, anchor, DEPTH)
+    torch.testing.assert_close(coordinates, pixel_coordinates(anchor), rtol=0, atol=1e-6)
+    texture = torch.rand(1, 3, size, size)
+    torch.testing.assert_close(sample_plate(texture, coordinates, size, size), texture, rtol=0, atol=1e-5)
+    # A novel camera: the plane point its pixel sees (anchor pixel (u, v) at camera depth DEPTH) projects back onto
+    # that pixel, so the plate moves as a plane at that depth does.
+    novel = orbit_cameras(torch.tensor([math.radians(30)]), torch.tensor([math.radians(-20)]), size, size)
+    origins, directions = pixel_rays(novel)
+    seen = plane_coordinates(origins, directions, anchor, DEPTH)[0]  # [R, 2]
+    pixels = torch.cat((seen * size, torch.ones(seen.shape[0], 1)), dim=1)
+    camera_points = pixels @ torch.linalg.inv(anchor.intrinsics[0]).T * DEPTH  # on the plane, anchor frame
+    world = camera_points @ anchor.cam2world[0, :3, :3].T + anchor.cam2world[0, :3, 3]
+    torch.testing.assert_close(project(world, novel.cam2world[0], novel.intrinsics[0]) / size,
+                               pixel_coordinates(novel)[0], rtol=0, atol=1e-4)
+    assert (seen - pixel_coordinates(novel)[0]).abs().max() > 0.1  # it did move
+
+
+def _plate_model(seed: int = 0) -> TriplaneTalker:
+    """The tiny model in plate mode with an empty field (density −100 everywhere: zero opacity in float32) and a
+    random plate seen from `_anchor`."""
+    config, _ = get_preset("tiny")
+    torch.manual_seed(seed)
+    model = TriplaneTalker(dataclasses.replace(config, background="plate")).eval()
+    _empty_field(model)
+    size = config.output_resolution
+    model.load_background_plate(torch.rand(3, size, size) * 2 - 1, _anchor(size))
+    return model
+
+
+def _empty_field(model: TriplaneTalker) -> None:
+    last = model.field.decoder.net[-1]
+    with torch.no_grad():
+        last.weight[0].zero_()
+        last.bias[0] = -100.0
+
+
+def _conditions(model: TriplaneTalker, batch: int) -> Conditions:
+    generator = torch.Generator().manual_seed(3)
+    return Conditions(audio=torch.randn(batch, 8, 16, model.config.audio.feature_dim, generator=generator),
+                      eye=torch.full((batch,), 0.25), angles=torch.zeros(batch, 3), landmarks=torch.zeros(batch, 6))
+
+
+def test_an_empty_field_renders_exactly_the_plate() -> None:
+    model = _plate_model()
+    size, raw = model.config.output_resolution, model.config.render_resolution
+    with torch.no_grad():
+        output, _ = model(_anchor(size), _conditions(model, 1))
+        assert output.accumulation.max() == 0
+        torch.testing.assert_close(output.rgb[0], model.plate, rtol=0, atol=1e-4)  # float32 rays
+        area = torch.nn.functional.interpolate(model.plate[None], size=(raw, raw), mode="area")
+        torch.testing.assert_close(output.rgb_raw, area, rtol=0, atol=1e-4)
+        novel = orbit_cameras(torch.tensor([math.radians(30)]), torch.tensor([0.0]), size, size)
+        output, _ = model(novel, _conditions(model, 1))
+        origins, directions = pixel_rays(novel)
+        expected = sample_plate(model.plate[None], plane_coordinates(origins, directions, _anchor(size), DEPTH),
+                                size, size)
+        torch.testing.assert_close(output.rgb, expected, rtol=0, atol=1e-4)
+
+
+def test_runs_of_older_versions_load_in_whole_frame_mode() -> None:
+    config, _ = get_preset("tiny")
+    saved = to_dict(config)
+    del saved["background"]  # config.json of a run trained before the plate existed
+    rebuilt = from_dict(TriplaneTalkerConfig, saved)
+    assert rebuilt.background == "field"
+    assert not any(name.startswith("plate") for name in TriplaneTalker(rebuilt).state_dict())
+
+
+def test_tiny_plate_training_checkpoints_the_plate_and_renders_novel_views_over_it(synthetic_dataset: Path,
+                                                                                   tmp_path: Path) -> None:
+    model_config, train_config = get_preset("tiny")
+    model_config = dataclasses.replace(model_config, background="plate")
+    train_config = dataclasses.replace(train_config, steps=2, eval_every=0, sample_every=1000)
+    run_dir = tmp_path / "run"
+    train(synthetic_dataset, run_dir, model_config, train_config, "tiny", CPU, progress=False)
+    terms = [record for record in read_log(run_dir) if "loss" in record][-1]
+    assert "loss/alpha" in terms and "loss/background_depth" not in terms
+
+    model, _, _ = load_run(run_dir, CPU)  # from the checkpoint alone
+    assert model.config.background == "plate"
+    png = cv2.imread(str(synthetic_dataset / BACKGROUND_PNG))[..., ::-1].copy()
+    plate = to_signed(torch.from_numpy(png).permute(2, 0, 1)[None])[0]
+    assert plate.shape[-1] == model.config.output_resolution  # the synthetic dataset is 128², as tiny's output
+    torch.testing.assert_close(model.plate, plate)
+
+    _, clip = load_clip(synthetic_dataset, "train", size=model.config.output_resolution)
+    size = model.config.output_resolution
+    yaw, pitch, roll = clip.angles.mean(dim=0)
+    anchor = Cameras(orbit_cam2world(yaw, pitch, roll)[None], clip.intrinsics[:1], size, size)
+    novel = orbit_cameras(torch.tensor([math.radians(30)]), torch.tensor([0.0]), size, size)
+    _empty_field(model)  # the field's two training steps leave it cloudy everywhere; emptied, only the plate shows
+    with torch.no_grad():
+        output, _ = model(novel, _conditions(model, 1))
+    origins, directions = pixel_rays(novel)
+    coordinates = plane_coordinates(origins, directions, anchor, model.config.background_depth)
+    torch.testing.assert_close(output.rgb, sample_plate(plate[None], coordinates, size, size), rtol=0, atol=1e-4)
+
+
+def test_plate_warps_are_resolution_free_and_average_to_the_identity(synthetic_dataset: Path) -> None:
+    """The plate's reference frame is the mean of the training frames', in units of the image side."""
+    small, large = (load_clip(synthetic_dataset, "train", size=size)[1].plate_warps for size in (32, 128))
+    torch.testing.assert_close(small, large)
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
+    torch.testing.assert_close(large.double().mean(dim=0), identity, rtol=0, atol=1e-5)
