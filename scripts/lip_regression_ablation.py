@@ -7,6 +7,9 @@ augmentation, and score the mouth opening it predicts (no renderer involved):
   score (opening vs speech envelope) that `deltaplane evaluate` uses.
 
     python scripts/lip_regression_ablation.py DATASET AUDIO_DIR --variants plain,norm,aug8,norm+aug8 --steps 3000
+
+A variant is "+"-joined parts: norm (per-utterance normalisation), augN (N speaker-augmented copies), phones
+(pocketsphinx phones appended to the features; needs pocketsphinx).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import torch
 
 from deltaplane.audio.augment import SpeakerAugmentConfig, augmented_windows
 from deltaplane.audio.encoder import AudioEncoder, AudioEncoderConfig
-from deltaplane.audio.features import LogMelExtractor, frame_windows, normalize_utterance
+from deltaplane.audio.features import (FEATURE_RATE, LogMelExtractor, frame_windows, normalize_utterance,
+                                       phone_track)
 from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.data.dataset import audio_context, load_clip
 from deltaplane.data.schema import AUDIO_WAV
@@ -39,8 +43,18 @@ def opening(shapes: torch.Tensor) -> np.ndarray:
     return torch.stack(gaps).mean(0).numpy()
 
 
-def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, batch: int = 32, lr: float = 2e-3
-        ) -> dict:
+def with_phones(samples: np.ndarray, windows: np.ndarray, fps: float) -> np.ndarray:
+    """Log-mel windows with pocketsphinx's phone (one-hot, 40) appended to every feature frame: a
+    speaker-independent input (English all-phone decoding; other languages get their nearest English phones)."""
+    count = int(len(samples) / 16000 * FEATURE_RATE)
+    _, ids = phone_track(samples, count, FEATURE_RATE)
+    one_hot = np.eye(40, dtype=np.float32)[ids]
+    phones = frame_windows(one_hot, windows.shape[0], fps)
+    return np.concatenate([windows, phones], -1)
+
+
+def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, batch: int = 32, lr: float = 2e-3,
+        calibration_every: int = LipConfig.calibration_every) -> dict:
     normalize, copies = "norm" in variant, int(variant.split("aug")[1]) if "aug" in variant else 0
     manifest, train_clip = load_clip(dataset, "train", size=64, normalize_audio=normalize)
     _, test_clip = load_clip(dataset, "test", size=64, normalize_audio=normalize)
@@ -49,15 +63,25 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         extra = augmented_windows(load_audio(dataset / AUDIO_WAV), manifest.num_frames, manifest.fps,
                                   SpeakerAugmentConfig(copies=copies, seed=seed))
         versions += [torch.from_numpy(normalize_utterance(c) if normalize else c) for c in extra]
+    phones = "phones" in variant
+    if phones:  # a voice change keeps the phones: the augmented copies share the clip's phone track
+        speech = load_audio(dataset / AUDIO_WAV)
+        versions = [torch.from_numpy(with_phones(speech, v.numpy(), manifest.fps)) for v in versions]
+        test_features = versions[0]
+    else:
+        test_features = test_clip.audio_features
     torch.manual_seed(seed)
-    encoder = AudioEncoder(AudioEncoderConfig(feature_dim=80))
-    lips = LipVector(LipConfig(), code_dim=64, token_dim=64)
+    encoder = AudioEncoder(AudioEncoderConfig(feature_dim=versions[0].shape[-1]))
+    lips = LipVector(LipConfig(calibration_every=calibration_every), code_dim=64, token_dim=64)
     lips.fit(train_clip.mouth_shapes)
     targets = lips.coefficients(train_clip.mouth_shapes)
+    calibration = lips.held_out(train_clip.indices)  # as training: never fitted, used for the gain
+    fitted = torch.nonzero(~calibration)[:, 0]
+    calibration = calibration if calibration.any() else ~calibration
     optimizer = torch.optim.Adam([*encoder.parameters(), *lips.head.parameters()], lr=lr)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        positions = torch.randint(len(train_clip), (batch,), generator=generator)
+        positions = fitted[torch.randint(len(fitted), (batch,), generator=generator)]
         version = versions[int(torch.randint(len(versions), (1,), generator=generator))]
         predicted = lips.predict(encoder(audio_context(version, train_clip.indices[positions])), calibrated=False)
         loss = (predicted - targets[positions]).square().mean()
@@ -66,17 +90,19 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         optimizer.step()
     with torch.no_grad():
         predict = lambda features, indices: lips.predict(encoder(audio_context(features, indices)), False)
-        lips.calibrate(predict(train_clip.audio_features, train_clip.indices), targets)
-        test_predicted = lips.predict(encoder(audio_context(test_clip.audio_features, test_clip.indices)))
+        lips.calibrate(predict(versions[0], train_clip.indices[calibration]), targets[calibration])
+        test_predicted = lips.predict(encoder(audio_context(test_features, test_clip.indices)))
         tracked_test = lips.coefficients(test_clip.mouth_shapes)
         reference = opening(test_clip.mouth_shapes)
-        row = {"test/lip_correlation": float(np.corrcoef(test_predicted[:, 0], tracked_test[:, 0])[0, 1]),
+        row = {**{f"gain/{k}": float(g) for k, g in enumerate(lips.gain)},
+               "test/lip_correlation": float(np.corrcoef(test_predicted[:, 0], tracked_test[:, 0])[0, 1]),
                "test/opening_std_ratio": float(opening(lips.shapes(test_predicted)).std() / reference.std())}
         for name, path in audio_files(audio_dir).items():
             samples = load_audio(path)
             count = int(len(samples) / 16000 * manifest.fps)
             windows = frame_windows(LogMelExtractor()(samples), count, manifest.fps)
-            features = torch.from_numpy(normalize_utterance(windows) if normalize else windows)
+            windows = normalize_utterance(windows) if normalize else windows
+            features = torch.from_numpy(with_phones(samples, windows, manifest.fps) if phones else windows)
             predicted = opening(lips.shapes(lips.predict(encoder(audio_context(features, torch.arange(count))))))
             score = landmark_sync(predicted, speech_envelope(samples, count, manifest.fps), 10)
             row[f"cross/{name}/opening_std_ratio"] = float(predicted.std() / reference.std())
@@ -93,10 +119,14 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--batch", type=int, default=32, help="frames per step (training uses 4)")
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--calibration-every", type=int, default=LipConfig.calibration_every,
+                        help="hold one 1-s block in every N out of the regression to fit the lip gain on, as "
+                             "training does (0: fit the gain on the regression's own frames)")
     args = parser.parse_args()
     table = {}
     for variant in args.variants.split(","):
-        rows = [run(args.dataset, args.audio_dir, variant, args.steps, seed, args.batch, args.lr)
+        rows = [run(args.dataset, args.audio_dir, variant, args.steps, seed, args.batch, args.lr,
+                    args.calibration_every)
                 for seed in range(args.seeds)]
         table[variant] = {key: float(np.mean([r[key] for r in rows if r[key] is not None]))
                           for key in rows[0]}

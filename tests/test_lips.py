@@ -46,14 +46,24 @@ def test_basis_whitens_the_training_shapes_and_round_trips() -> None:
     torch.testing.assert_close(lips.shapes(coefficients), shapes, atol=1e-4, rtol=1e-4)  # rank 3: exact
 
 
-def test_calibration_restores_the_tracked_spread_within_bounds() -> None:
-    lips = LipVector(LipConfig(dim=3), code_dim=8, token_dim=8)
-    target = torch.randn(500, 3, generator=torch.Generator().manual_seed(1))
-    shrunk = target * torch.tensor([0.5, 2.0, 0.1])  # shrunk, too wide, barely explained
-    lips.calibrate(shrunk, target)
-    torch.testing.assert_close(lips.gain, torch.tensor([2.0, 1.0, MAX_GAIN]))
+def test_calibration_restores_the_spread_of_what_the_audio_predicts() -> None:
+    lips = LipVector(LipConfig(dim=5, calibration_correlation=0.5), code_dim=8, token_dim=8)
+    generator = torch.Generator().manual_seed(1)
+    target, noise = torch.randn(20000, 5, generator=generator), torch.randn(20000, 5, generator=generator)
+    predicted = target * torch.tensor([0.5, 2.0, 0.1, 1.0, 1.0])  # shrunk, too wide, tiny: all fully correlated
+    predicted[:, 3] = 0.25 * target[:, 3] + 0.9375 ** 0.5 * noise[:, 3]  # unit std, correlation 0.25: half trusted
+    predicted[:, 4] = noise[:, 4]  # unrelated to the mouth: switched off
+    lips.calibrate(predicted, target)
+    torch.testing.assert_close(lips.gain, torch.tensor([2.0, 0.5, MAX_GAIN, 0.5, 0.0]), atol=0.03, rtol=0)
     code = torch.randn(4, 8)
     torch.testing.assert_close(lips.predict(code), lips.predict(code, calibrated=False) * lips.gain)
+
+
+def test_calibration_blocks_are_whole_seconds_spread_over_the_clip() -> None:
+    lips = LipVector(LipConfig(dim=3, calibration_block=25, calibration_every=10), code_dim=8, token_dim=8)
+    held = lips.held_out(torch.arange(1000))
+    assert held.sum() == 100 and held[225:250].all() and not held[:225].any() and held[475:500].all()
+    assert not LipVector(LipConfig(dim=3, calibration_every=0), 8, 8).held_out(torch.arange(1000)).any()
 
 
 def test_per_utterance_normalisation_keeps_the_padding_zero() -> None:
@@ -94,7 +104,7 @@ def test_tiny_lip_run_learns_the_mouth_from_audio(lip_run: Path) -> None:
 def test_lip_run_reloads_with_its_basis_and_gain(lip_run: Path) -> None:
     model, config, _ = load_run(lip_run, CPU)
     assert config["model"]["audio_token"] == "lips" and model.lips is not None
-    assert (model.lips.gain >= 1.0).all() and (model.lips.gain <= MAX_GAIN).all()
+    assert (model.lips.gain >= 0.0).all() and (model.lips.gain <= MAX_GAIN).all()
     assert not torch.equal(model.lips.components, torch.eye(*model.lips.components.shape))  # fitted, not the init
     audio = torch.randn(3, 8, 16, model.config.audio.feature_dim)
     tokens = model.tokens(dataclasses.replace(_conditions(3), audio=audio))

@@ -9,6 +9,9 @@ vector): the whitened principal components of the tracked mouth shape (`geometry
   per-frame signal.
 * The audio encoder learns audio → lip vector by regression on the same frames, a small, well-posed problem.
 * At inference the audio encoder's lip vector drives the renderer.
+* A regression fitted on seconds of audio over-fits: on the frames it was fitted on it looks better than on new
+  speech. Its gain is therefore calibrated on held-out blocks of training frames that the regression never sees
+  (`calibration_frames`, `LipVector.calibrate`).
 
 The eye, head-angle and landmark tokens keep driving the upper face and the pose.
 """
@@ -18,13 +21,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from deltaplane.geometry.lips import MOUTH_SHAPE_DIM
 
 MAX_GAIN = 3.0
-"""Largest calibration gain of a lip-vector component (a component the audio barely explains stays damped)."""
+"""Largest calibration gain of a lip-vector component (a tiny but correlated prediction is not blown up into noise)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,15 @@ class LipConfig:
     renderer also sees lip vectors between and around the tracked ones, as the audio regression gives."""
     hidden: int = 64
     """Width of the MLP that lifts the lip vector into the audio token."""
+    calibration_block: int = 25
+    """Frames per held-out calibration block (1 s at 25 fps: longer than the audio window's ±8 frames, so that a
+    held-out frame's audio is mostly unseen)."""
+    calibration_every: int = 10
+    """One block in every `calibration_every` is held out of the audio → lip regression (0: none, calibrate on the
+    fitted frames)."""
+    calibration_correlation: float = 0.5
+    """Held-out correlation from which a component gets its full tracked spread back; below it the gain falls in
+    proportion, so that components the audio does not predict add no noise to the mouth."""
 
 
 class LipVector(nn.Module):
@@ -72,11 +84,17 @@ class LipVector(nn.Module):
 
     @torch.no_grad()
     def calibrate(self, predicted: Float[Tensor, "frames dim"], target: Float[Tensor, "frames dim"]) -> None:
-        """Undo the regression's shrinkage: a least-squares fit predicts the part of each component that the audio
-        explains, so its spread is smaller than the tracked mouth's (a mouth that moves too little). The gain per
-        component restores the tracked spread over the training frames, between 1 and MAX_GAIN."""
-        ratio = target.float().std(0) / predicted.float().std(0).clamp_min(1e-6)
-        self.gain.copy_(ratio.clamp(1.0, MAX_GAIN))
+        """Undo the regression's shrinkage on frames it was not fitted on: a least-squares fit predicts the part of
+        each component that the audio explains, so its spread is smaller than the tracked mouth's (a mouth that moves
+        too little). A component predicted with correlation ≥ `calibration_correlation` gets the tracked spread
+        back; a weaker one is scaled by its correlation over that threshold (none for a correlation ≤ 0). At most
+        MAX_GAIN."""
+        predicted, target = predicted.float(), target.float()
+        ratio = target.std(0) / predicted.std(0).clamp_min(1e-6)
+        centred_p, centred_t = predicted - predicted.mean(0), target - target.mean(0)
+        correlation = (centred_p * centred_t).sum(0) / (centred_p.norm(dim=0) * centred_t.norm(dim=0)).clamp_min(1e-12)
+        trust = (correlation / self.config.calibration_correlation).clamp(0.0, 1.0)
+        self.gain.copy_((ratio * trust).clamp(max=MAX_GAIN))
 
     def predict(self, audio_code: Float[Tensor, "batch code_dim"], calibrated: bool = True
                 ) -> Float[Tensor, "batch dim"]:
@@ -85,6 +103,14 @@ class LipVector(nn.Module):
         raw output)."""
         lips = self.head(audio_code)
         return torch.minimum(torch.maximum(lips * self.gain, self.low), self.high) if calibrated else lips
+
+    def held_out(self, indices: Int[Tensor, " frames"]) -> Bool[Tensor, " frames"]:
+        """Frames (dataset frame indices) kept out of the audio → lip regression for calibration: one block of
+        `calibration_block` frames in every `calibration_every`, spread over the clip."""
+        every = self.config.calibration_every
+        if every == 0:
+            return torch.zeros_like(indices, dtype=torch.bool)
+        return torch.div(indices, self.config.calibration_block, rounding_mode="floor") % every == every - 1
 
     def coefficients(self, shapes: Float[Tensor, "batch 40"]) -> Float[Tensor, "batch dim"]:
         """Whitened lip vector of tracked mouth shapes."""

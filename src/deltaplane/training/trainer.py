@@ -242,13 +242,15 @@ def _audio_versions(dataset_dir: Path, manifest, clip: ClipData, config: TrainCo
 
 @torch.no_grad()
 def _calibrate_lips(model: TriplaneTalker, clip: ClipData) -> None:
-    """Lip mode: fit the lip vector's gain (`fields.lips.LipVector.calibrate`) on every training frame."""
+    """Lip mode: fit the lip vector's gain (`fields.lips.LipVector.calibrate`) on the training frames the audio
+    regression never saw (on all of them when the clip is too short to hold any out)."""
     if model.lips is None:
         return
-    indices = torch.arange(len(clip), device=clip.indices.device)
-    audio = torch.cat([audio_context(clip.audio_features, clip.indices[part]) for part in indices.split(256)])
+    held_out = model.lips.held_out(clip.indices)
+    positions = torch.nonzero(held_out if held_out.any() else torch.ones_like(held_out))[:, 0]
+    audio = torch.cat([audio_context(clip.audio_features, clip.indices[part]) for part in positions.split(256)])
     predicted = torch.cat([model.predicted_lips(chunk, calibrated=False) for chunk in audio.split(256)])
-    model.lips.calibrate(predicted, model.lips.coefficients(clip.mouth_shapes))
+    model.lips.calibrate(predicted, model.lips.coefficients(clip.mouth_shapes[positions]))
 
 
 def _evaluate(model: TriplaneTalker, clip: ClipData, config: TrainConfig, logger: RunLogger, step: int,
