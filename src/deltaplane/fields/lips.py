@@ -11,7 +11,7 @@ vector): the whitened principal components of the tracked mouth shape (`geometry
 * At inference the audio encoder's lip vector drives the renderer.
 * A regression fitted on seconds of audio over-fits: on the frames it was fitted on it looks better than on new
   speech. Its gain is therefore calibrated on held-out blocks of training frames that the regression never sees
-  (`calibration_frames`, `LipVector.calibrate`).
+  (`LipVector.held_out`, `LipVector.calibrate`).
 
 The eye, head-angle and landmark tokens keep driving the upper face and the pose.
 """
