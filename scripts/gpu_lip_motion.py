@@ -27,7 +27,8 @@ import torch
 from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_batch
 from deltaplane.evaluation.run import _split_audio
-from deltaplane.inference import audio_windows, camera_path, driving_conditions, load_run, render_clip, to_uint8
+from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, plate_warp_path,
+                                  render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions, NeutralTokens
@@ -41,7 +42,8 @@ def variant_configs(name: str, preset: str = "fast"):
     audiolrX (learning rate X of the audio → lip regression), augN (N speaker-augmented audio copies), isolateN
     (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), sampleP (scheduled sampling of
     the predicted lip vector on a share P of frames), mplanesK (K audio-mixed
-    mouth planes), lapN (Laplacian-pyramid L1 weight N), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up),
+    mouth planes), lapN (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the
+    renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up),
     plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N)."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
@@ -68,6 +70,11 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, isolate_lower_face=int(part[7:]))
         elif part.startswith("lap"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, laplacian=float(part[3:])))
+        elif part.startswith("advstart"):
+            adversarial = dataclasses.replace(train_config.adversarial, start=int(part[8:]))
+            train_config = dataclasses.replace(train_config, adversarial=adversarial)
+        elif part.startswith("adv"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, adversarial=float(part[3:])))
         elif part.startswith("sample"):
             train_config = dataclasses.replace(train_config, lip_sampling=float(part[6:]))
         elif part.startswith("drop"):
@@ -107,7 +114,7 @@ def teacher_frames(model, clip: ClipData):
         batch = make_batch(clip, positions, model.config.render_resolution)
         code = model.lips(model.lips.coefficients(batch.mouth_shape))
         tokens = model.tokens(batch.conditions, audio_code=code)
-        output = model.render(model.planes(tokens)[0], batch.cameras)
+        output = model.render(model.planes(tokens)[0], batch.cameras, plate_warp=batch.plate_warp)
         yield from (to_uint8(rgb) for rgb in output.rgb)
 
 
@@ -157,7 +164,8 @@ def main() -> None:
     conditions = Conditions(audio=audio_context(test.audio_features, test.indices), eye=test.eye, angles=test.angles,
                             landmarks=test.landmarks)
     samples = _split_audio(args.dataset, test.indices.tolist(), fps)
-    write_video(run_dir / "test.mp4", (to_uint8(rgb) for rgb, _ in render_clip(model, conditions, test.cam2world)),
+    write_video(run_dir / "test.mp4", (to_uint8(rgb) for rgb, _ in render_clip(model, conditions, test.cam2world,
+                                                                               plate_warp=test.plate_warps)),
                 fps, samples)
     write_video(run_dir / "test_gt.mp4", (frame.permute(1, 2, 0).cpu().numpy() for frame in test.frames), fps,
                 samples)
@@ -167,7 +175,8 @@ def main() -> None:
     still = conditions.neutralized(torch.ones(len(test), dtype=torch.bool, device=device),
                                    NeutralTokens.of(driving.eye.to(device), driving.landmarks.to(device)))
     write_video(run_dir / "test_still_tokens.mp4",
-                (to_uint8(rgb) for rgb, _ in render_clip(model, still, test.cam2world)), fps, samples)
+                (to_uint8(rgb) for rgb, _ in render_clip(model, still, test.cam2world, plate_warp=test.plate_warps)),
+                fps, samples)
     videos["test_still_tokens"] = "test_still_tokens.mp4"
     if model.lips is not None and args.teacher:  # the renderer told the tracked mouth shapes: does it draw them?
         write_video(run_dir / "test_teacher.mp4", teacher_frames(model, test), fps, samples)
@@ -177,12 +186,14 @@ def main() -> None:
         count = output_frame_count(speech.shape[0] / 16000, fps)
         driven, _ = driving_conditions(audio_windows(run_config, speech, count, fps), driving,
                                        neutral=args.cross_tokens == "neutral")
-        cameras = camera_path("dataset", count, driving)
+        cameras, warps = camera_path("dataset", count, driving), plate_warp_path("dataset", count, driving)
         # still_NAME.mp4 holds the first replayed camera: if the mouth follows the replayed *cameras*' training
         # mouths (docs/lip-motion.md), it moves with the driving audio only here
-        paths = {"cross": cameras, **({"still": cameras[:1].expand(count, 4, 4)} if args.still_camera else {})}
-        for prefix, cam2world in paths.items():
-            frames = (to_uint8(rgb) for rgb, _ in render_clip(model, driven, cam2world))
+        paths = {"cross": (cameras, warps)}
+        if args.still_camera:
+            paths["still"] = (cameras[:1].expand(count, 4, 4), None if warps is None else warps[:1].expand(count, 2, 3))
+        for prefix, (cam2world, plate_warp) in paths.items():
+            frames = (to_uint8(rgb) for rgb, _ in render_clip(model, driven, cam2world, plate_warp=plate_warp))
             write_video(run_dir / f"{prefix}_{name}.mp4", frames, fps, speech)
             videos[f"{prefix}_{name}"] = f"{prefix}_{name}.mp4"
     report["wall_seconds"] = time.perf_counter() - started

@@ -100,7 +100,7 @@ def fast_stages(model, batch: int) -> dict[str, float]:
     inputs = renderer.example_inputs()
     planes_stage, features_stage, superres_stage = renderer.stages
     planes = planes_stage(*inputs[:4])
-    feature_image, _ = features_stage(planes, *inputs[4:])
+    feature_image, _, alpha = features_stage(planes, *inputs[4:])
     volume, cam2world = model.config.volume, inputs[4]
     directions = renderer.camera_directions @ cam2world[:, :3, :3].transpose(-1, -2)  # [B, R, 3]
     samples = volume.num_coarse + volume.num_importance
@@ -121,7 +121,7 @@ def fast_stages(model, batch: int) -> dict[str, float]:
                 return compiled(planes, points)
     return {"planes": _median_ms(lambda: planes_stage(*inputs[:4]), graph=True),
             "volume": _median_ms(lambda: features_stage(planes, *inputs[4:]), graph=True),
-            "superres": _median_ms(lambda: superres_stage(feature_image), graph=True),
+            "superres": _median_ms(lambda: superres_stage(feature_image, alpha, *inputs[4:7]), graph=True),
             f"{renderer.config.field} field only (all samples)": _median_ms(field, graph=True),
             "whole step": _median_ms(lambda: renderer._step(*inputs), graph=True)}
 

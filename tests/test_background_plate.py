@@ -1,5 +1,6 @@
 """The background plate (issue 11): recovery from frames, the ray/plane camera math, compositing, and a tiny
-plate-mode training run whose checkpoint renders novel views over the warped plate."""
+plate-mode training run whose checkpoint renders novel views over the plate's plane and dataset cameras over the
+training frames' warps."""
 
 from __future__ import annotations
 
@@ -9,17 +10,22 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from deltaplane.config_io import from_dict, to_dict
 from deltaplane.data.background import BACKGROUND_PNG, recover_background
-from deltaplane.data.dataset import load_clip, to_signed
+from deltaplane import api
+from deltaplane.audio.io import load_audio, write_wav
+from deltaplane.checkpoint import DRIVING_TRACKS
+from deltaplane.data.dataset import load_clip, make_batch, to_signed
 from deltaplane.geometry.cameras import Cameras, orbit_cam2world, orbit_cameras, project
 from deltaplane.geometry.rays import pixel_rays
-from deltaplane.inference import load_run
+from deltaplane.inference import camera_path, load_run, plate_warp_path, render_clip
+from deltaplane.media.video import iter_frames
 from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
 from deltaplane.presets import get_preset
-from deltaplane.render.plate import pixel_coordinates, plane_coordinates, sample_plate
+from deltaplane.render.plate import pixel_coordinates, plane_coordinates, sample_plate, unwarp_coordinates
 from deltaplane.structs import Conditions
 from deltaplane.training.logging import read_log
 from deltaplane.training.trainer import train
@@ -145,17 +151,23 @@ def test_runs_of_older_versions_load_in_whole_frame_mode() -> None:
     assert not any(name.startswith("plate") for name in TriplaneTalker(rebuilt).state_dict())
 
 
-def test_tiny_plate_training_checkpoints_the_plate_and_renders_novel_views_over_it(synthetic_dataset: Path,
-                                                                                   tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def plate_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny plate-mode run trained for 2 steps on CPU on the synthetic dataset."""
     model_config, train_config = get_preset("tiny")
     model_config = dataclasses.replace(model_config, background="plate")
     train_config = dataclasses.replace(train_config, steps=2, eval_every=0, sample_every=1000)
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path_factory.mktemp("plate-run") / "run"
     train(synthetic_dataset, run_dir, model_config, train_config, "tiny", CPU, progress=False)
-    terms = [record for record in read_log(run_dir) if "loss" in record][-1]
+    return run_dir
+
+
+def test_tiny_plate_training_checkpoints_the_plate_and_renders_novel_views_over_it(synthetic_dataset: Path,
+                                                                                   plate_run: Path) -> None:
+    terms = [record for record in read_log(plate_run) if "loss" in record][-1]
     assert "loss/alpha" in terms and "loss/background_depth" not in terms
 
-    model, _, _ = load_run(run_dir, CPU)  # from the checkpoint alone
+    model, _, _ = load_run(plate_run, CPU)  # from the checkpoint alone
     assert model.config.background == "plate"
     png = cv2.imread(str(synthetic_dataset / BACKGROUND_PNG))[..., ::-1].copy()
     plate = to_signed(torch.from_numpy(png).permute(2, 0, 1)[None])[0]
@@ -181,3 +193,70 @@ def test_plate_warps_are_resolution_free_and_average_to_the_identity(synthetic_d
     torch.testing.assert_close(small, large)
     identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=torch.float64)
     torch.testing.assert_close(large.double().mean(dim=0), identity, rtol=0, atol=1e-5)
+
+
+def test_unwarp_coordinates_invert_the_plate_to_frame_warp() -> None:
+    generator = torch.Generator().manual_seed(0)
+    warp = torch.eye(2, 3, dtype=torch.float64) + 0.2 * torch.randn(5, 2, 3, generator=generator,
+                                                                    dtype=torch.float64)
+    plate_points = torch.rand(5, 40, 2, generator=generator, dtype=torch.float64)
+    frame_points = plate_points @ warp[:, :, :2].transpose(-1, -2) + warp[:, None, :, 2]
+    torch.testing.assert_close(unwarp_coordinates(frame_points, warp), plate_points, rtol=0, atol=1e-12)
+
+
+def test_test_frames_are_placed_against_the_training_mean(synthetic_dataset: Path) -> None:
+    """Every split's warps use the training split's mean alignment (the plate's reference frame), not their own."""
+    _, everything = load_clip(synthetic_dataset, "all", size=32)
+    _, test = load_clip(synthetic_dataset, "test", size=32)
+    torch.testing.assert_close(test.plate_warps, everything.plate_warps[test.indices], rtol=0, atol=0)
+
+
+def _replayed(model: TriplaneTalker, synthetic_dataset: Path, driving, count: int):
+    """The training-path batch of the training frames that the first `count` dataset-camera frames replay."""
+    _, clip = load_clip(synthetic_dataset, "train", size=model.config.output_resolution,
+                        normalize_audio=model.config.audio.normalize)
+    return make_batch(clip, driving.replay(count), model.config.render_resolution)
+
+
+def test_dataset_camera_renders_place_the_plate_as_training_does(synthetic_dataset: Path, plate_run: Path) -> None:
+    model, _, driving = load_run(plate_run, CPU)
+    count = 3
+    batch = _replayed(model, synthetic_dataset, driving, count)
+    cam2world, warps = camera_path("dataset", count, driving), plate_warp_path("dataset", count, driving)
+    torch.testing.assert_close(warps, batch.plate_warp, rtol=0, atol=0)  # the replayed frames' own warps
+    assert plate_warp_path("orbit", count, driving) is None  # novel cameras keep the plane
+
+    def rendered(plate_warp: torch.Tensor | None) -> torch.Tensor:
+        return torch.stack([rgb for rgb, _ in render_clip(model, batch.conditions, cam2world, batch_size=count,
+                                                          plate_warp=plate_warp)])
+
+    with torch.no_grad():  # the training path (`training.evaluation`), same random numbers
+        expected, _ = model(batch.cameras, batch.conditions, generator=torch.Generator().manual_seed(0),
+                            plate_warp=batch.plate_warp)
+    torch.testing.assert_close(rendered(warps), expected.rgb, rtol=0, atol=1e-5)
+    _empty_field(model)  # only the plate shows: exactly where the frames show their backdrop, not on the plane
+    size = model.config.output_resolution
+    coordinates = unwarp_coordinates(pixel_coordinates(batch.cameras), batch.plate_warp)
+    placed = rendered(warps)
+    torch.testing.assert_close(placed, sample_plate(model.plate[None], coordinates, size, size), rtol=0, atol=1e-4)
+    assert (placed - rendered(None)).abs().amax(dim=(1, 2, 3)).min() > 0.05  # the crop motion moved it
+
+
+def test_old_driving_tracks_without_plate_warps_still_render(plate_run: Path, synthetic_dataset: Path,
+                                                             tmp_path: Path) -> None:
+    """A run saved before the tracks carried plate warps: dataset-camera renders fall back to the plate's plane."""
+    old_run = tmp_path / "old_run"
+    old_run.mkdir()
+    for item in plate_run.iterdir():
+        (old_run / item.name).symlink_to(item)
+    (old_run / DRIVING_TRACKS).unlink()
+    with np.load(plate_run / DRIVING_TRACKS) as tracks:
+        assert "plate_warps" in tracks.files
+        np.savez(old_run / DRIVING_TRACKS, **{name: tracks[name] for name in tracks.files if name != "plate_warps"})
+    _, _, driving = load_run(old_run, CPU)
+    assert driving.plate_warps is None and plate_warp_path("dataset", 4, driving) is None
+    speech = tmp_path / "speech.wav"
+    write_wav(speech, load_audio(synthetic_dataset / "audio.wav")[:4000])
+    video = api.render(old_run, speech, tmp_path / "old.mp4", camera="dataset", watermark=False, device="cpu",
+                       progress=False)
+    assert len(list(iter_frames(video))) == 6

@@ -63,13 +63,22 @@ def _clip(model: TriplaneTalker, num_frames: int) -> tuple[Conditions, torch.Ten
     return conditions, orbit_cam2world(angles[:, 0], angles[:, 1])
 
 
-def _both(model: TriplaneTalker, config: FastRenderConfig, batch: int = 2, num_frames: int = 5
+def _plate_warps(num_frames: int) -> torch.Tensor:
+    """Dataset-frame plate warps: near the identity, a different small similarity-like map per frame."""
+    generator = torch.Generator().manual_seed(4)
+    return torch.eye(2, 3) + 0.05 * torch.randn(num_frames, 2, 3, generator=generator)
+
+
+def _both(model: TriplaneTalker, config: FastRenderConfig, batch: int = 2, num_frames: int = 5, warped: bool = False
           ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor], FastRenderer]:
-    """(reference rgb, depth), (fast rgb, depth) of one clip with a last partial batch and lip smoothing."""
+    """(reference rgb, depth), (fast rgb, depth) of one clip with a last partial batch and lip smoothing; `warped`:
+    the plate placed by per-frame warps (dataset cameras) instead of its plane."""
     conditions, cam2world = _clip(model, num_frames)
-    reference = list(render_clip(model, conditions, cam2world, batch_size=batch, lip_smoothing=0.2, seed=3))
+    plate_warp = _plate_warps(num_frames) if warped else None
+    reference = list(render_clip(model, conditions, cam2world, batch_size=batch, lip_smoothing=0.2, seed=3,
+                                 plate_warp=plate_warp))
     renderer = FastRenderer(model, batch, config)
-    fast = list(renderer.render_clip(conditions, cam2world, lip_smoothing=0.2, seed=3))
+    fast = list(renderer.render_clip(conditions, cam2world, lip_smoothing=0.2, seed=3, plate_warp=plate_warp))
     stack = lambda frames, index: torch.stack([frame[index].float() for frame in frames])  # noqa: E731
     return (stack(reference, 0), stack(reference, 1)), (stack(fast, 0), stack(fast, 1)), renderer
 
@@ -99,10 +108,12 @@ def test_channels_last_lookup_matches_grid_sample_values_and_gradients() -> None
     _assert_sampler_matches(CPU)
 
 
-@pytest.mark.parametrize(("jitter", "background"), [(True, "field"), (False, "field"), (True, "plate")])
-def test_fp32_fast_path_gives_the_reference_frames(jitter: bool, background: str) -> None:
+@pytest.mark.parametrize(("jitter", "background", "warped"),
+                         [(True, "field", False), (False, "field", False), (True, "plate", False),
+                          (True, "plate", True)])
+def test_fp32_fast_path_gives_the_reference_frames(jitter: bool, background: str, warped: bool) -> None:
     model = _tiny_model(CPU, jitter, background)
-    (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(CPU))
+    (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(CPU), warped=warped)
     assert rgb.shape == rgb_ref.shape == (5, 3, 128, 128) and not renderer.captured
     torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
@@ -206,12 +217,13 @@ def test_cuda_lookup_matches_grid_sample_values_and_gradients() -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("background", ["field", "plate"])
-def test_cuda_fast_path_matches_the_reference_within_bf16(background: str) -> None:
+@pytest.mark.parametrize(("background", "warped"), [("field", False), ("plate", False), ("plate", True)])
+def test_cuda_fast_path_matches_the_reference_within_bf16(background: str, warped: bool) -> None:
     """The default CUDA configuration: bf16, channels-last, torch.compile, one CUDA graph."""
     _needs_cuda()
     model = _tiny_model(torch.device("cuda"), background=background)
-    (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(torch.device("cuda")))
+    (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(torch.device("cuda")),
+                                                         warped=warped)
     assert renderer.captured
     _assert_within_bf16(rgb, rgb_ref)
     assert (depth - depth_ref).abs().median() < 0.01

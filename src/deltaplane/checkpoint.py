@@ -2,7 +2,8 @@
 
 Layout of a run directory:
     config.json                      {"format_version", "method", "preset", "model": {...}, "train": {...}, ...}
-    checkpoints/step_000500/         model.safetensors, training_state.safetensors (Adam moments, RNG), meta.json
+    checkpoints/step_000500/         model.safetensors, training_state.safetensors (Adam moments, RNG; with the
+                                     adversarial term also the discriminator, `training.adversarial`), meta.json
     checkpoints/latest               name of the newest complete checkpoint directory
 A checkpoint directory appears under its final name only once it is complete (atomic rename), and `latest` is
 updated after it, so an interrupted save never shadows the previous checkpoint.

@@ -15,7 +15,9 @@ maths (measurements in docs/performance.md):
   explicit bilinear gathers (`sample_triplane_channels_last`) feed the decoder; both have the pure-torch reference
   `triplane_field_reference`, pinned to `fields.triplane.sample_triplane` + `OSGDecoder`;
 * the step (tokens → planes → volume render → super-resolution) runs at a fixed batch size (a last partial batch is
-  padded), compiled with torch.compile and replayed as one CUDA graph.
+  padded), compiled with torch.compile and replayed as one CUDA graph;
+* in plate mode the step takes plate warps and a per-frame flag and computes both placements of the plate (the
+  dataset frames' warps and the plane), keeping the flagged one: one graph serves dataset and novel cameras alike.
 """
 
 from __future__ import annotations
@@ -179,6 +181,15 @@ class RayUniforms:
         return torch.cat(offsets, dim=1), torch.cat(uniforms, dim=1)
 
 
+def _warp_inputs(plate_warp: Float[Tensor, "count 2 3"] | None, count: int, device: torch.device
+                 ) -> tuple[Float[Tensor, "count 2 3"], Float[Tensor, " count"]]:
+    """(warps, flags) of a batch: its frames' plate warps and 1, or, without warps, identities (invertible; the step
+    discards what they give) and 0, for the plate's plane."""
+    if plate_warp is None:
+        return torch.eye(2, 3, device=device).expand(count, 2, 3), torch.zeros(count, device=device)
+    return plate_warp, torch.ones(count, device=device)
+
+
 def _pad(tensor: Tensor, size: int) -> Tensor:
     """Repeat the last row up to `size` rows (static shapes for a last partial batch)."""
     missing = size - tensor.shape[0]
@@ -205,7 +216,7 @@ class FastRenderer:
         with torch.no_grad():
             self.encoded = self.model.predictor.encode(self.model.identity_planes[None])
             intrinsics = intrinsics_from_focal(DEFAULT_FOCAL, size, size, device=self.device)
-            self.intrinsics = intrinsics  # [1, 3, 3], for the plate (`TriplaneTalker.plate_image`)
+            self.intrinsics = intrinsics  # [1, 3, 3], for the plate (`TriplaneTalker.plate_coordinates`)
             camera = Cameras(torch.eye(4, device=self.device)[None], intrinsics, size, size)
             self.camera_directions = pixel_rays(camera, render, render)[1][0]  # [R, 3]: unit, camera frame
         self.uniforms = RayUniforms(model_config.volume, render * render, model_config.ray_chunk)
@@ -231,11 +242,20 @@ class FastRenderer:
             planes, _ = self.model.planes(tokens, encoded_identity=self.encoded)  # [B, 3, C, H, W]
         return planes.permute(0, 1, 3, 4, 2).to(self.plane_dtype).contiguous()  # [B, 3, H, W, C]
 
-    def _cameras(self, cam2world: Float[Tensor, "batch 4 4"]) -> Cameras:
-        size = self.model.config.output_resolution
-        return Cameras(cam2world, self.intrinsics.expand(cam2world.shape[0], 3, 3), size, size)
+    def _plate(self, cam2world: Float[Tensor, "batch 4 4"], plate_warp: Float[Tensor, "batch 2 3"],
+               warped: Float[Tensor, " batch"], size: int) -> Float[Tensor, "batch 3 size size"]:
+        """`TriplaneTalker.plate_image` at size², through `plate_warp` where `warped` is 1, else through the plane.
+        Both placements are computed (a few elementwise ops per pixel): no branch on the inputs, so one static
+        graph serves both."""
+        output_size = self.model.config.output_resolution
+        cameras = Cameras(cam2world, self.intrinsics.expand(cam2world.shape[0], 3, 3), output_size, output_size)
+        cameras = cameras.resized(size, size)
+        coordinates = torch.where(warped[:, None, None] > 0, self.model.plate_coordinates(cameras, plate_warp),
+                                  self.model.plate_coordinates(cameras))  # [B, R, 2]
+        return self.model.plate_samples(coordinates, size)
 
     def _features(self, planes: Float[Tensor, "batch 3 height width channels"], cam2world: Float[Tensor, "batch 4 4"],
+                  plate_warp: Float[Tensor, "batch 2 3"], warped: Float[Tensor, " batch"],
                   offsets: Float[Tensor, "batch rays coarse 1"], uniforms: Float[Tensor, "batch rays fine"]
                   ) -> tuple[Float[Tensor, "batch channels size size"], Float[Tensor, "batch 1 size size"],
                              Float[Tensor, "batch 1 size size"]]:
@@ -259,29 +279,32 @@ class FastRenderer:
         feature_image = (result.features * 2.0 - 1.0).reshape(batch, size, size, -1).permute(0, 3, 1, 2)  # EG3D ×2 − 1
         alpha = result.accumulation.reshape(batch, 1, size, size)
         if self.model.config.background == "plate":
-            feature_image = over_plate(feature_image, alpha, self.model.plate_image(self._cameras(cam2world), size))
+            feature_image = over_plate(feature_image, alpha, self._plate(cam2world, plate_warp, warped, size))
         memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
         return feature_image.contiguous(memory_format=memory_format), result.depth.reshape(batch, 1, size, size), alpha
 
     def _superres(self, feature_image: Float[Tensor, "batch channels size size"],
-                  alpha: Float[Tensor, "batch 1 size size"], cam2world: Float[Tensor, "batch 4 4"]
+                  alpha: Float[Tensor, "batch 1 size size"], cam2world: Float[Tensor, "batch 4 4"],
+                  plate_warp: Float[Tensor, "batch 2 3"], warped: Float[Tensor, " batch"]
                   ) -> Float[Tensor, "batch 3 out out"]:
         with autocast(self.config.precision, self.device):
             rgb = self.model.superres(feature_image[:, :3], feature_image)
         if self.model.config.background == "plate":
-            plate = self.model.plate_image(self._cameras(cam2world), self.model.config.output_resolution)
+            plate = self._plate(cam2world, plate_warp, warped, self.model.config.output_resolution)
             return blend_plate(rgb, alpha, plate)
         return rgb.float()
 
     def _step(self, *inputs: Tensor) -> tuple[Float[Tensor, "batch 3 out out"], Float[Tensor, "batch 1 size size"]]:
-        """(audio codes, eye, angles, landmarks, cam2world, offsets, uniforms) of a full batch → (rgb, depth)."""
+        """(audio codes, eye, angles, landmarks, cam2world, plate warps, warped flags, offsets, uniforms) of a full
+        batch → (rgb, depth)."""
         planes_stage, features_stage, superres_stage = self.stages
         planes = planes_stage(*inputs[:4])
         feature_image, depth, alpha = features_stage(planes, *inputs[4:])
-        return superres_stage(feature_image, alpha, inputs[4]), depth
+        return superres_stage(feature_image, alpha, *inputs[4:7]), depth
 
     def example_inputs(self) -> list[Tensor]:
-        """A full batch of plausible inputs (random conditions, orbit cameras) for compilation and capture."""
+        """A full batch of plausible inputs (random conditions, orbit cameras, plate warps near the identity, half
+        of them used) for compilation and capture."""
         generator = torch.Generator(device=self.device).manual_seed(0)
         count, code_dim = self.batch_size, self.model.config.audio.code_dim
         yaw = torch.linspace(-0.3, 0.3, count, device=self.device)
@@ -289,7 +312,11 @@ class FastRenderer:
                       0.2 + 0.1 * torch.rand(count, device=self.device, generator=generator),
                       0.2 * torch.rand(count, 3, device=self.device, generator=generator) - 0.1,
                       2 * torch.rand(count, 6, device=self.device, generator=generator) - 1)
-        return [*conditions, orbit_cam2world(yaw, -0.5 * yaw), *self.uniforms.draw(count, generator, self.device)]
+        warps = torch.eye(2, 3, device=self.device) + 0.02 * torch.randn(count, 2, 3, device=self.device,
+                                                                         generator=generator)
+        warped = (torch.arange(count, device=self.device) % 2).float()
+        return [*conditions, orbit_cam2world(yaw, -0.5 * yaw), warps, warped,
+                *self.uniforms.draw(count, generator, self.device)]
 
     @torch.no_grad()
     def _warm_up(self) -> None:
@@ -322,15 +349,18 @@ class FastRenderer:
     @torch.no_grad()
     def render_batch(self, audio_codes: Float[Tensor, "count code"], eye: Float[Tensor, " count"],
                      angles: Float[Tensor, "count 3"], landmarks: Float[Tensor, "count 6"],
-                     cam2world: Float[Tensor, "count 4 4"], generator: torch.Generator
+                     cam2world: Float[Tensor, "count 4 4"], generator: torch.Generator,
+                     plate_warp: Float[Tensor, "count 2 3"] | None = None
                      ) -> tuple[Float[Tensor, "count 3 out out"], Float[Tensor, "count 1 size size"]]:
-        """Up to `batch_size` frames: (rgb in [-1, 1], depth); random numbers drawn from `generator`."""
+        """Up to `batch_size` frames: (rgb in [-1, 1], depth); random numbers drawn from `generator`; `plate_warp`
+        as in `inference.render_clip`."""
         count = cam2world.shape[0]
         if not 1 <= count <= self.batch_size:
             raise ValueError(f"a batch holds 1 to {self.batch_size} frames, got {count}")
         offsets, uniforms = self.uniforms.draw(count, generator, self.device)
+        warps, warped = _warp_inputs(plate_warp, count, self.device)
         inputs = [_pad(tensor.to(self.device, torch.float32), self.batch_size)
-                  for tensor in (audio_codes, eye, angles, landmarks, cam2world, offsets, uniforms)]
+                  for tensor in (audio_codes, eye, angles, landmarks, cam2world, warps, warped, offsets, uniforms)]
         if self._graph is None:
             rgb, depth = self._step(*inputs)
         else:
@@ -342,7 +372,8 @@ class FastRenderer:
 
     @torch.no_grad()
     def render_clip(self, conditions: Conditions, cam2world: Float[Tensor, "frames 4 4"], lip_smoothing: float = 0.0,
-                    seed: int = 0) -> Iterator[tuple[Float[Tensor, "3 H W"], Float[Tensor, "1 h w"]]]:
+                    seed: int = 0, plate_warp: Float[Tensor, "frames 2 3"] | None = None
+                    ) -> Iterator[tuple[Float[Tensor, "3 H W"], Float[Tensor, "1 h w"]]]:
         """`inference.render_clip` (same audio codes, same random numbers) at this renderer's batch size."""
         num_frames = cam2world.shape[0]
         audio_codes = torch.cat([self.model.audio_codes(conditions.audio[i:i + 64].to(self.device))
@@ -353,6 +384,7 @@ class FastRenderer:
         for start in range(0, num_frames, self.batch_size):
             part = slice(start, min(start + self.batch_size, num_frames))
             rgb, depth = self.render_batch(audio_codes[part], conditions.eye[part], conditions.angles[part],
-                                           conditions.landmarks[part], cam2world[part], generator)
+                                           conditions.landmarks[part], cam2world[part], generator,
+                                           None if plate_warp is None else plate_warp[part])
             for index in range(rgb.shape[0]):
                 yield rgb[index], depth[index]

@@ -37,6 +37,9 @@ class DrivingTracks:
     angles: Float[Tensor, "frames 3"]
     landmarks: Float[Tensor, "frames 6"]
     cam2world: Float[Tensor, "frames 4 4"]
+    plate_warps: Float[Tensor, "frames 2 3"] | None = None
+    """Where each training frame shows the background plate (`data.dataset.ClipData.plate_warps`); None for runs
+    saved before the tracks carried them (their dataset-camera renders place the plate by its plane)."""
 
     def replay(self, num_frames: int) -> Tensor:
         """Indices that play the training video forward and backward (no jump at the loop point)."""
@@ -63,7 +66,12 @@ def load_run(run_dir: Path, device: torch.device) -> tuple[TriplaneTalker, dict,
     if not set(names) <= tracks.keys() or len({tracks[name].shape[0] for name in names}) != 1:
         raise InputError(f"{tracks_path} lacks some of {', '.join(names)} or their lengths differ; the run directory "
                          "is damaged; train again")
-    driving = DrivingTracks(*(torch.from_numpy(tracks[name]).float() for name in names))
+    warps = tracks.get("plate_warps")
+    if warps is not None and warps.shape != (tracks["eye"].shape[0], 2, 3):
+        raise InputError(f"{tracks_path} holds plate warps of shape {warps.shape}, not one 2×3 per frame; the run "
+                         "directory is damaged; train again")
+    driving = DrivingTracks(*(torch.from_numpy(tracks[name]).float() for name in names),
+                            plate_warps=None if warps is None else torch.from_numpy(warps).float())
     return model.to(device).eval(), config, driving
 
 
@@ -107,6 +115,15 @@ def camera_path(spec: str, num_frames: int, driving: DrivingTracks) -> Float[Ten
     return orbit_cam2world(angles[:, 0], angles[:, 1])
 
 
+def plate_warp_path(spec: str, num_frames: int, driving: DrivingTracks) -> Float[Tensor, "frames 2 3"] | None:
+    """The plate warps that go with `camera_path(spec, ...)`: for "dataset", those of the training frames its
+    cameras replay, so the plate lands where those frames show the backdrop, as in training; None (the plate's
+    plane) for novel cameras, which no frame shows, and for runs whose tracks carry no warps."""
+    if spec != "dataset" or driving.plate_warps is None:
+        return None
+    return driving.plate_warps[driving.replay(num_frames)]
+
+
 def audio_windows(run_config: dict, samples: np.ndarray, num_frames: int, fps: float
                   ) -> Float[Tensor, "frames 16 dim"]:
     """Frame windows of 16 kHz `samples` with the extractor (and per-utterance normalisation) the run was trained
@@ -138,10 +155,12 @@ def driving_conditions(audio_features: Float[Tensor, "frames 16 dim"], driving: 
 
 @torch.no_grad()
 def render_clip(model: TriplaneTalker, conditions: Conditions, cam2world: Float[Tensor, "frames 4 4"],
-                batch_size: int = 4, lip_smoothing: float = 0.0, seed: int = 0
+                batch_size: int = 4, lip_smoothing: float = 0.0, seed: int = 0,
+                plate_warp: Float[Tensor, "frames 2 3"] | None = None
                 ) -> Iterator[tuple[Float[Tensor, "3 H W"], Float[Tensor, "1 h w"]]]:
     """Yield (rgb in [-1, 1], depth) per frame. The identity encoder runs once; audio codes are optionally
-    EMA-smoothed over time (Talk3D's lip smoothing)."""
+    EMA-smoothed over time (Talk3D's lip smoothing). `plate_warp` (plate mode, cameras of dataset frames: see
+    `plate_warp_path`) places the plate as training did; without it the plate's plane does."""
     device = model.identity_planes.device
     size = model.config.output_resolution
     num_frames = cam2world.shape[0]
@@ -160,7 +179,8 @@ def render_clip(model: TriplaneTalker, conditions: Conditions, cam2world: Float[
         count = tokens.shape[0]
         cameras = Cameras(cam2world[part].to(device), intrinsics_from_focal(DEFAULT_FOCAL, size, size, count,
                                                                             device=device), size, size)
-        output = model.render(planes, cameras, generator=generator)
+        warp = None if plate_warp is None else plate_warp[part].to(device)
+        output = model.render(planes, cameras, generator=generator, plate_warp=warp)
         for index in range(count):
             yield output.rgb[index], output.depth[index]
 

@@ -86,3 +86,14 @@ def laplacian_l1(prediction: Float[Tensor, "B C H W"], target: Float[Tensor, "B 
     the image is dominated by the low frequencies that a blurred render already gets right."""
     return sum((p - t).abs().mean() for p, t in zip(laplacian_pyramid(prediction, levels)[:-1],
                                                     laplacian_pyramid(target, levels)[:-1]))
+
+
+def hinge_discriminator(real_scores: Float[Tensor, "..."], fake_scores: Float[Tensor, "..."]) -> Float[Tensor, ""]:
+    """The discriminator's hinge loss (SNGAN, BigGAN): mean relu(1 − real) + mean relu(1 + fake). Scores already
+    beyond the margin cost nothing, so a discriminator that is winning stops pushing its logits apart."""
+    return torch.relu(1 - real_scores.float()).mean() + torch.relu(1 + fake_scores.float()).mean()
+
+
+def hinge_generator(fake_scores: Float[Tensor, "..."]) -> Float[Tensor, ""]:
+    """The generator's side of the hinge loss: −mean score of its images (it gains by looking more real)."""
+    return -fake_scores.float().mean()

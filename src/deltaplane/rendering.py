@@ -16,7 +16,7 @@ from deltaplane.atomic import check_outputs, created_dir
 from deltaplane.audio.io import load_audio
 from deltaplane.errors import InputError
 from deltaplane.inference import (audio_windows, camera_path, depth_to_uint8, driving_conditions, load_run,
-                                  render_clip, to_uint8)
+                                  plate_warp_path, render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.paste import PasteBackOptions, open_paste_back
@@ -29,19 +29,20 @@ FAST_MIN_FRAMES = 2500
 takes ~40–60 s, which the fast path (~5× the reference's frames/s) only wins back on clips this long."""
 
 
-def _frames(model: TriplaneTalker, conditions: Conditions, cam2world: torch.Tensor, lip_smoothing: float,
-            engine: Engine, progress: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _frames(model: TriplaneTalker, conditions: Conditions, cam2world: torch.Tensor, plate_warp: torch.Tensor | None,
+            lip_smoothing: float, engine: Engine, progress: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The frames of the reference path or of the fast path (`fastpath.FastRenderer`, same frames within bf16)."""
     device = model.identity_planes.device
     if engine == "auto":
         engine = "fast" if device.type == "cuda" and cam2world.shape[0] >= FAST_MIN_FRAMES else "reference"
     if engine == "reference":
-        return render_clip(model, conditions, cam2world, lip_smoothing=lip_smoothing)
+        return render_clip(model, conditions, cam2world, lip_smoothing=lip_smoothing, plate_warp=plate_warp)
     from deltaplane.fastpath import FastRenderer
 
     if progress and device.type == "cuda":
         print("compiling the fast rendering path (about a minute; cached for later runs)...", file=sys.stderr)
-    return FastRenderer(model, batch_size=4).render_clip(conditions, cam2world, lip_smoothing=lip_smoothing)
+    return FastRenderer(model, batch_size=4).render_clip(conditions, cam2world, lip_smoothing=lip_smoothing,
+                                                         plate_warp=plate_warp)
 
 
 def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, depth_output: Path | None,
@@ -59,7 +60,7 @@ def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, dep
         raise InputError(f"{audio_path} holds only {duration:.2f} s of audio")
     num_frames = output_frame_count(duration, fps)
     conditions, replay = driving_conditions(audio_windows(run_config, samples, num_frames, fps), driving, neutral)
-    cam2world = camera_path(camera, num_frames, driving)
+    cam2world, plate_warp = camera_path(camera, num_frames, driving), plate_warp_path(camera, num_frames, driving)
     if attention_dir is not None:
         from deltaplane.attention import export_attention
 
@@ -88,7 +89,7 @@ def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, dep
         originals = None
         if pasting is not None:  # closed on any exit: it holds the source video open
             originals = stack.enter_context(contextlib.closing(pasting.originals(replay, size)))
-        frames = _frames(model, conditions, cam2world, lip_smoothing, engine, progress)
+        frames = _frames(model, conditions, cam2world, plate_warp, lip_smoothing, engine, progress)
         for rgb, depth in tqdm(frames, total=num_frames, disable=not progress, desc="render", unit="frame"):
             image = to_uint8(rgb)
             if originals is not None:

@@ -75,6 +75,9 @@ class FrameBatch:
     """Vertices the depth prior may use (interior of the face, frame with a detected face)."""
     mouth_box: Bool[Tensor, "batch 1 height width"]
     """Square box around the mouth at the output resolution (`data.dataset.mouth_boxes`)."""
+    face_box: Bool[Tensor, "batch 1 height width"]
+    """Square box around the aligned 68 landmarks (brows to chin) at the output resolution
+    (`data.dataset.square_boxes`)."""
     mouth_shape: Float[Tensor, "batch 40"]
     """Tracked mouth shape (`geometry.lips.mouth_shape`): the lip vector's training target."""
     cameras: Cameras

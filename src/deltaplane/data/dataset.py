@@ -57,7 +57,8 @@ class ClipData:
     """Square (x0, y0, x1, y1) box of side MOUTH_BOX_SPAN mouth widths around the mouth points 48–67, in `size`²
     pixels (the mouth loss at the output resolution)."""
     face_boxes: Float[Tensor, "frames 4"]
-    """Square (x0, y0, x1, y1) box around the aligned 68 landmarks, in `size`² pixels (sync-expert crops)."""
+    """Square (x0, y0, x1, y1) box around the aligned 68 landmarks, in `size`² pixels (sync-expert and
+    discriminator crops)."""
     face_points: Float[Tensor, "frames 468 3"]
     """Face-mesh vertices in `size`² pixels + relative depth (`geometry.face_depth.aligned_face_points`)."""
     face_point_valid: Bool[Tensor, "frames 468"]
@@ -66,7 +67,8 @@ class ClipData:
     """Mouth shape of each frame (`geometry.lips.mouth_shape` of the aligned 68 landmarks)."""
     plate_warps: Float[Tensor, "frames 2 3"]
     """Map from the background plate's reference frame to each aligned frame, in units of the image side
-    (`plate_warps`): where each frame shows the static backdrop."""
+    (`plate_warps`): where each frame shows the static backdrop. The reference is the *training* split's mean
+    alignment whatever split is loaded: the plate was registered on it, so test frames must be placed against it."""
 
     def __len__(self) -> int:
         return self.indices.shape[0]
@@ -146,8 +148,8 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None,
         face_boxes=torch.from_numpy(square_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
         **_face_points(tracks, select, size / manifest.image_size),
         mouth_shapes=torch.from_numpy(mouth_shape(tracks["landmarks_aligned"][select])),
-        plate_warps=torch.from_numpy(plate_warps(tracks["affine"][select], tracks["affine"][manifest.splits["train"]],
-                                                 manifest.image_size)),
+        plate_warps=torch.from_numpy(plate_warps(tracks["affine"][select],  # Ā of the training split, any split
+                                                 tracks["affine"][manifest.splits["train"]], manifest.image_size)),
     )
     return manifest, clip
 
@@ -263,4 +265,5 @@ def make_batch(clip: ClipData, positions: Int[Tensor, " batch"], raw_size: int) 
                       face_points=clip.face_points[positions],
                       face_point_valid=clip.face_point_valid[positions], mouth_shape=clip.mouth_shapes[positions],
                       mouth_box=box_mask(clip.mouth_boxes[positions], size),
+                      face_box=box_mask(clip.face_boxes[positions], size),
                       cameras=cameras, conditions=conditions)

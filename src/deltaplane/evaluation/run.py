@@ -36,7 +36,7 @@ from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, PairResult
                                            score_pair, sharpness_metrics, sync_metrics)
 from deltaplane.evaluation.videos import notes, write_outputs
 from deltaplane.inference import (audio_windows, camera_path, check_camera, depth_to_uint8, driving_conditions,
-                                  load_run, render_clip, to_uint8)
+                                  load_run, plate_warp_path, render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.structs import Conditions
@@ -105,16 +105,18 @@ SPACED_FRAMES = 6
 
 
 def _rendered(model: TriplaneTalker, conditions: Conditions, cam2world: torch.Tensor,
-              kept: _Kept, name: str, writer: VideoWriter | None, grey: bool = True) -> Iterator[ndarray]:
+              kept: _Kept, name: str, writer: VideoWriter | None, grey: bool = True,
+              plate_warp: torch.Tensor | None = None) -> Iterator[ndarray]:
     """Rendered uint8 frames, each also encoded into `writer` (watermarked) as it is yielded; `kept` records what
-    the measures and the report need (with `grey`, every frame for the background measures)."""
+    the measures and the report need (with `grey`, every frame for the background measures). `plate_warp`: the
+    dataset frames' plate placement when `cam2world` replays them (`inference.render_clip`)."""
     count = cam2world.shape[0]
     spaced = {int(i) for i in np.linspace(0, count - 1, min(SPACED_FRAMES, count)).round()}
     volume, size = model.config.volume, model.config.output_resolution
     kept.spaced[name] = []
     if grey:
         kept.grey[name] = []
-    for index, (rgb, depth) in enumerate(render_clip(model, conditions, cam2world)):
+    for index, (rgb, depth) in enumerate(render_clip(model, conditions, cam2world, plate_warp=plate_warp)):
         frame = to_uint8(rgb)
         if index == count // 2:
             kept.middle[name] = frame
@@ -184,7 +186,7 @@ def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, name: str, 
     view = f"cross_{name}"
     with _writer(videos, view, fps, samples) as writer:
         frames = _rendered(model, conditions, camera_path("dataset", num_frames, driving), kept, view, writer,
-                           grey=False)
+                           grey=False, plate_warp=plate_warp_path("dataset", num_frames, driving))
         track = observe_video(frames, num_frames, config, experts, embedder, progress, desc=f"cross {name}")
     return (*_unpaired_metrics(track, target, frontal, samples, fps, config, experts, mean_identity=True), track)
 
@@ -192,15 +194,16 @@ def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, name: str, 
 def _score_split(model: TriplaneTalker, dataset: Path, split: str, config: EvaluationConfig, experts: Experts,
                  embedder: IdentityEmbedder, kept: _Kept, videos: SavedVideos | None, progress: bool
                  ) -> tuple[PairResult, Conditions, ndarray, float, Bool[ndarray, "frames s s"]]:
-    """Render the split with its own audio windows, tokens and cameras and score it against its frames; also the
-    far background of its frames (`pixels.far_background`)."""
+    """Render the split with its own audio windows, tokens, cameras and plate warps (computed against the training
+    split's mean alignment, as the plate is) and score it against its frames; also the far background of its frames
+    (`pixels.far_background`)."""
     manifest, clip = load_clip(dataset, split, size=model.config.output_resolution,
                                normalize_audio=model.config.audio.normalize)
     samples = _split_audio(dataset, clip.indices.tolist(), manifest.fps)
     conditions = Conditions(audio=audio_context(clip.audio_features, clip.indices), eye=clip.eye,
                             angles=clip.angles, landmarks=clip.landmarks)
     with _writer(videos, "dataset", manifest.fps, samples) as writer:
-        rendered = _rendered(model, conditions, clip.cam2world, kept, "dataset", writer)
+        rendered = _rendered(model, conditions, clip.cam2world, kept, "dataset", writer, plate_warp=clip.plate_warps)
         targets = (frame.permute(1, 2, 0).numpy() for frame in clip.frames)
         result = score_pair(rendered, targets, len(clip), config, experts, embedder, progress, desc=f"{split} split")
     background = np.stack([far_background(labels[0].numpy() == BACKGROUND_LABEL) for labels in clip.parsing])

@@ -59,6 +59,10 @@ class LossWeights:
     laplacian: float = 0.0
     """L1 of the Laplacian-pyramid bands (3 octaves) of the super-resolved RGB (`losses.laplacian_l1`): detail
     weighted like the coarse image, which a blurred render cannot satisfy (issue 10; off until measured)."""
+    adversarial: float = 0.0
+    """Hinge generator term of a patch discriminator trained from scratch on crops inside the face and mouth boxes
+    (`training.adversarial`, configured by `TrainConfig.adversarial`; the trainer adds it, as it adds `sync`):
+    realistic texture where L1 settles for the blurred mean (issue 10; 0 builds no discriminator)."""
     lips: float = 1.0
     """Mean squared error of the audio encoder's lip vector against the tracked one (whitened units; lip mode)."""
     lpips: float = 1.0
@@ -188,16 +192,23 @@ class TriplaneTalker(nn.Module):
 
     def plate_image(self, cameras: Cameras, size: int, plate_warp: Float[Tensor, "B 2 3"] | None = None
                     ) -> Float[Tensor, "B 3 size size"]:
-        """The plate as `cameras` see it at size²: through its plane from the plate's camera, or, given the
-        training frames' `plate_warp`, where those frames show it (`render.plate`)."""
-        cameras = cameras.resized(size, size)
+        """The plate as `cameras` see it at size² (`plate_coordinates`)."""
+        return self.plate_samples(self.plate_coordinates(cameras.resized(size, size), plate_warp), size)
+
+    def plate_coordinates(self, cameras: Cameras, plate_warp: Float[Tensor, "B 2 3"] | None = None
+                          ) -> Float[Tensor, "B R 2"]:
+        """(u, v) of the plate that each pixel of `cameras` shows: through its plane from the plate's camera, or,
+        given the dataset frames' `plate_warp`, where those frames show it (`render.plate`)."""
         if plate_warp is None:
             origins, directions = pixel_rays(cameras)
             anchor = Cameras(self.plate_cam2world.expand(len(cameras), 4, 4),
                              self.plate_intrinsics.expand(len(cameras), 3, 3), *self.plate.shape[-2:])
-            coordinates = plane_coordinates(origins, directions, anchor, self.config.background_depth)
-        else:  # the frame's own camera is the anchor: its pixels, moved as the aligned crop moved the backdrop
-            coordinates = unwarp_coordinates(pixel_coordinates(cameras), plate_warp)
+            return plane_coordinates(origins, directions, anchor, self.config.background_depth)
+        # the frame's own camera is the anchor: its pixels, moved as the aligned crop moved the backdrop
+        return unwarp_coordinates(pixel_coordinates(cameras), plate_warp)
+
+    def plate_samples(self, coordinates: Float[Tensor, "B R 2"], size: int) -> Float[Tensor, "B 3 size size"]:
+        """The plate at `coordinates` (rays row-major over size²), from the texture area-averaged to size²."""
         texture = self.plate[None]
         if size != texture.shape[-1]:  # area: each pixel the mean of the texels it covers
             texture = F.interpolate(texture, size=(size, size), mode="area")

@@ -45,9 +45,14 @@ def pixel_coordinates(cameras: Cameras) -> Float[Tensor, "batch rays 2"]:
 def unwarp_coordinates(coordinates: Float[Tensor, "batch rays 2"], warp: Float[Tensor, "batch 2 3"]
                        ) -> Float[Tensor, "batch rays 2"]:
     """Frame coordinates → plate coordinates, given the 2×3 map `warp` from plate to frame (units of the image
-    side, `data.dataset.ClipData.plate_warps`): where a training frame shows each plate point."""
-    linear = torch.linalg.inv(warp[:, :, :2].to(coordinates.dtype))  # [B, 2, 2]
-    return (coordinates - warp[:, None, :, 2].to(coordinates.dtype)) @ linear.transpose(-1, -2)
+    side, `data.dataset.ClipData.plate_warps`): where a training frame shows each plate point. The 2×2 inverse is
+    written out (adjugate / determinant): elementwise, it can run inside the fast path's captured CUDA graph, where
+    `torch.linalg.inv`'s error check would synchronise with the host."""
+    linear = warp[:, :, :2].to(coordinates.dtype)  # [B, 2, 2]
+    a, b, c, d = linear[:, 0, 0], linear[:, 0, 1], linear[:, 1, 0], linear[:, 1, 1]
+    adjugate = torch.stack((torch.stack((d, -b), dim=-1), torch.stack((-c, a), dim=-1)), dim=-2)  # [B, 2, 2]
+    inverse = adjugate / (a * d - b * c)[:, None, None]
+    return (coordinates - warp[:, None, :, 2].to(coordinates.dtype)) @ inverse.transpose(-1, -2)
 
 
 def sample_plate(texture: Float[Tensor, "batch 3 tex_height tex_width"], coordinates: Float[Tensor, "batch rays 2"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from deltaplane.audio.augment import SpeakerAugmentConfig
+from deltaplane.training.adversarial import AdversarialConfig
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,9 @@ class TrainConfig:
     """Write a GT | render | depth sample image every this many steps."""
     sync_start_fraction: float = 0.75
     """With a sync expert: the sync loss is on for steps ≥ this fraction of `steps` (Talk3D: the last ~15 %)."""
+    adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
+    """The patch discriminator, its crops, optimiser and start step, used while `LossWeights.adversarial` > 0 (here
+    and not in the model config: it shapes training only, never the saved model or rendering)."""
     max_minutes: float | None = None
     """Stop (with a checkpoint and a final evaluation) after this much training time."""
     precision: str | None = None

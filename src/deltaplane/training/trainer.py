@@ -21,6 +21,7 @@ from deltaplane.errors import InputError
 from deltaplane.metrics.image import psnr
 from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
 from deltaplane.structs import NeutralTokens
+from deltaplane.training.adversarial import PatchAdversary
 from deltaplane.training.config import TrainConfig
 from deltaplane.training.evaluation import evaluate_clip, sample_image
 from deltaplane.training.logging import RunLogger
@@ -65,10 +66,13 @@ def _set_learning_rates(optimizer: torch.optim.Optimizer, config: TrainConfig, s
 
 
 def _save_driving_tracks(run_dir: Path, clip: ClipData) -> None:
+    """The training frames' tokens and cameras, replayed by renders, and their plate warps: a plate-mode render
+    from these cameras places the plate as training did (`inference.plate_warp_path`; ignored in field mode)."""
     from deltaplane.atomic import save_npz
 
     save_npz(run_dir / checkpoint.DRIVING_TRACKS, indices=clip.indices.numpy(), eye=clip.eye.numpy(),
-             angles=clip.angles.numpy(), landmarks=clip.landmarks.numpy(), cam2world=clip.cam2world.numpy())
+             angles=clip.angles.numpy(), landmarks=clip.landmarks.numpy(), cam2world=clip.cam2world.numpy(),
+             plate_warps=clip.plate_warps.numpy())
 
 
 def _prepare_run(run_dir: Path, dataset_dir: Path, model_config: TriplaneTalkerConfig, train_config: TrainConfig,
@@ -95,13 +99,15 @@ def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, to
 
 
 def _restore(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-             names: dict[int, str], device: torch.device) -> tuple[int, float]:
+             names: dict[int, str], device: torch.device, adversary: PatchAdversary | None) -> tuple[int, float]:
     latest = checkpoint.latest_checkpoint(run_dir)
     if latest is None:
         return 0, 0.0
     loaded = checkpoint.load_checkpoint(latest)
     model.load_state_dict(loaded.model_state)
     checkpoint.optimizer_from_tensors(optimizer, names, loaded.training_state)
+    if adversary is not None:
+        adversary.load_state_tensors(loaded.training_state)
     generator.set_state(loaded.training_state["rng.sampler"])
     torch.set_rng_state(loaded.training_state["rng.torch"])
     if device.type == "cuda" and "rng.cuda" in loaded.training_state:
@@ -134,7 +140,10 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     names = {id(p): n for n, p in model.named_parameters()}
     optimizer = torch.optim.Adam([{k: v for k, v in g.items()} for g in _param_groups(model, train_config)])
     generator = torch.Generator().manual_seed(train_config.seed)
-    start_step, train_seconds = _restore(run_dir, model, optimizer, generator, names, device) if resume else (0, 0.0)
+    adversary = (PatchAdversary(train_config.adversarial, device, train_config.seed)
+                 if model_config.loss.adversarial > 0 else None)
+    start_step, train_seconds = (_restore(run_dir, model, optimizer, generator, names, device, adversary) if resume
+                                 else (0, 0.0))
     precision = train_config.precision or default_precision(device)
     scaler = grad_scaler(precision, device)  # type: ignore[arg-type]
     logger = RunLogger(run_dir, tensorboard=tensorboard, start_step=start_step)
@@ -177,12 +186,15 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                     with torch.no_grad():
                         predicted = model.lips.shapes(model.predicted_lips(batch.conditions.audio))
                     mouth_shape = torch.where(sampled[:, None], predicted.to(mouth_shape.dtype), mouth_shape)
+            corners = adversary.corners(batch) if adversary is not None else None
             with autocast(precision, device):  # type: ignore[arg-type]
                 output, delta = model(batch.cameras, batch.conditions, mouth_shape=mouth_shape,
                                       lower_face=batch.lower_face, plate_warp=batch.plate_warp)
                 terms = model.loss_terms(output, delta, batch, perceptual)
                 if use_sync:
                     terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)
+                if adversary is not None and step >= train_config.adversarial.start:
+                    terms["adversarial"] = model_config.loss.adversarial * adversary.generator_loss(output.rgb, corners)
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 raise RuntimeError(f"training diverged at step {step} (loss {loss.item()}); lower the learning rates")
@@ -193,12 +205,13 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 scaler.update()
             else:
                 optimizer.step()
+            critic = adversary.step(output.rgb, batch.images, corners) if adversary is not None else {}
             step += 1
             bar.update(1)
             if step % train_config.log_every == 0 or step == train_config.steps:
                 train_psnr = psnr(output.rgb.detach(), batch.images).mean().item()
-                scalars = {"loss": loss.item(), "train/psnr": train_psnr, **{f"loss/{k}": v.item()
-                                                                             for k, v in terms.items()}}
+                scalars = {"loss": loss.item(), "train/psnr": train_psnr, **{k: v.item() for k, v in critic.items()},
+                           **{f"loss/{k}": v.item() for k, v in terms.items()}}
                 logger.scalars(step, {**scalars, "train_seconds": time.perf_counter() - started})
                 bar.set_postfix(loss=f"{loss.item():.3f}", psnr=f"{train_psnr:.2f}")
             if test_clip is not None and train_config.eval_every and step % train_config.eval_every == 0:
@@ -207,7 +220,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 _write_sample(run_dir, model, test_clip or train_clip, step, logger)
             if step % train_config.checkpoint_every == 0:
                 _calibrate_lips(model, train_clip)
-                _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics)
+                _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics, adversary)
     finally:
         bar.close()
     evaluated_now = train_config.eval_every and step % train_config.eval_every == 0 and step > start_step
@@ -216,7 +229,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         metrics = _evaluate(model, test_clip, train_config, logger, step, started, device)
     if step % train_config.sample_every:
         _write_sample(run_dir, model, test_clip or train_clip, step, logger)
-    _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics)
+    _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics, adversary)
     logger.close()
     return TrainResult(run_dir, step, metrics)
 
@@ -275,8 +288,9 @@ def _write_sample(run_dir: Path, model: TriplaneTalker, clip: ClipData, step: in
 
 def _checkpoint(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimizer, generator: torch.Generator,
                 names: dict[int, str], device: torch.device, step: int, started: float,
-                metrics: dict[str, float]) -> None:
-    training_state = {**checkpoint.optimizer_to_tensors(optimizer, names), **_rng_state(generator, device)}
+                metrics: dict[str, float], adversary: PatchAdversary | None) -> None:
+    training_state = {**checkpoint.optimizer_to_tensors(optimizer, names), **_rng_state(generator, device),
+                      **(adversary.state_tensors() if adversary is not None else {})}
     meta = {"train_seconds": time.perf_counter() - started,
             "metrics": {k: v for k, v in metrics.items() if math.isfinite(v)}}
     checkpoint.save_checkpoint(run_dir, step, model.state_dict(), training_state, meta)
