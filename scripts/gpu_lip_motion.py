@@ -92,7 +92,8 @@ def variant_configs(name: str, preset: str = "fast"):
 
 @torch.no_grad()
 def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, float]:
-    """Deltaplane size next to the identity planes, and the share of cross-attention on each token."""
+    """Deltaplane size next to the identity planes, the share of cross-attention on each token and, in lip mode,
+    the lip vector's calibrated gain."""
     batch = make_batch(clip, positions, model.config.render_resolution)
     tokens = model.tokens(batch.conditions)
     encoded = model.predictor.encode(model.identity_planes[None])
@@ -103,7 +104,8 @@ def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, flo
             "delta_temporal_std": delta.float().std(dim=0).mean().item(),
             **{f"attention/{name}": value for name, value in zip(("audio", "eye", "null", "angles", "landmarks"),
                                                                  shares.tolist())},
-            "attention/audio_max": attention[..., 0].float().mean(dim=(0, 1)).max().item()}
+            "attention/audio_max": attention[..., 0].float().mean(dim=(0, 1)).max().item(),
+            **({} if model.lips is None else {"lips/gain": model.lips.gain[0].item()})}
 
 
 @torch.no_grad()

@@ -249,6 +249,15 @@ def test_bench_needs_a_run_or_random_weights() -> None:
         api.bench(None, device="cpu")
     report = api.bench(None, batch=(2,), frames=2, device="cpu", preset="tiny", random_weights=True)
     assert [r.path for r in report.results] == ["reference", "fast"]
+    with pytest.raises(InputError, match="background"):
+        api.bench(None, device="cpu", random_weights=True, background="sky")
+
+
+def test_bench_times_the_plate_background() -> None:
+    report = api.bench(None, batch=(1,), frames=2, device="cpu", preset="tiny", random_weights=True,
+                       background="plate")
+    assert "background plate" in report.model
+    assert report.results[1].max_abs_diff < 1e-4  # the fast path composites the plate as the reference does
 
 
 def test_render_engines_write_the_same_video(tiny_run: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from deltaplane.audio.features import WINDOW, normalize_utterance
-from deltaplane.fields.lips import MAX_GAIN, LipConfig, LipVector
+from deltaplane.fields.lips import MAX_GAIN, LipConfig, LipVector, pooled_spread
 from deltaplane.geometry.lips import mouth_shape
 from deltaplane.inference import load_run
 from deltaplane.presets import get_preset
@@ -47,16 +47,27 @@ def test_basis_whitens_the_training_shapes_and_round_trips() -> None:
 
 
 def test_calibration_restores_the_spread_of_what_the_audio_predicts() -> None:
-    lips = LipVector(LipConfig(dim=5, calibration_correlation=0.5), code_dim=8, token_dim=8)
+    lips = LipVector(LipConfig(dim=3, calibration_correlation=0.5), code_dim=8, token_dim=8)
+    lips.scale.copy_(torch.tensor([2.0, 1.0, 0.5]))  # shape-space std of each whitened component
     generator = torch.Generator().manual_seed(1)
-    target, noise = torch.randn(20000, 5, generator=generator), torch.randn(20000, 5, generator=generator)
-    predicted = target * torch.tensor([0.5, 2.0, 0.1, 1.0, 1.0])  # shrunk, too wide, tiny: all fully correlated
-    predicted[:, 3] = 0.25 * target[:, 3] + 0.9375 ** 0.5 * noise[:, 3]  # unit std, correlation 0.25: half trusted
-    predicted[:, 4] = noise[:, 4]  # unrelated to the mouth: switched off
-    lips.calibrate(predicted, target)
-    torch.testing.assert_close(lips.gain, torch.tensor([2.0, 0.5, MAX_GAIN, 0.5, 0.0]), atol=0.03, rtol=0)
+    target, noise = torch.randn(20000, 3, generator=generator), torch.randn(20000, 3, generator=generator)
+    lips.calibrate(0.5 * target, target)  # shrunk but fully correlated: the whole spread back
+    torch.testing.assert_close(lips.gain, torch.full((3,), 2.0), atol=0.02, rtol=0)
+    lips.calibrate(0.1 * target, target)
+    torch.testing.assert_close(lips.gain, torch.full((3,), MAX_GAIN))
+    # unit spread, correlation 0.25 in every component: half trusted
+    lips.calibrate(0.25 * target + 0.9375 ** 0.5 * noise, target)
+    torch.testing.assert_close(lips.gain, torch.full((3,), 0.5), atol=0.02, rtol=0)
+    lips.calibrate(noise, target)  # unrelated to the mouth: switched off
+    assert lips.gain.abs().max() < 0.05
+    # pooled in shape space: the wide first component counts 16 times the third
+    predicted = target.clone()
+    predicted[:, 2] = noise[:, 2]
+    ratio, correlation = pooled_spread(predicted, target, lips.scale.square())
+    assert abs(ratio - 1) < 0.02 and abs(correlation - 5.0 / 5.25) < 0.01
     code = torch.randn(4, 8)
     torch.testing.assert_close(lips.predict(code), lips.predict(code, calibrated=False) * lips.gain)
+    assert pooled_spread(torch.ones(10, 3), target[:10], lips.scale.square())[1] == 0.0  # constant: no NaN
 
 
 def test_calibration_blocks_are_whole_seconds_spread_over_the_clip() -> None:

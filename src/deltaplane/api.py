@@ -128,17 +128,21 @@ def render(run: str | Path, audio: str | Path, output: str | Path, camera: str =
 
 def bench(run: str | Path | None = None, batch: tuple[int, ...] = (1, 4), frames: int = 120,
           device: str | None = None, preset: str = "fast", random_weights: bool = False,
-          json_path: str | Path | None = None):
-    """Time the plain fp32 reference rendering path and the fast path side by side on the same weights and inputs;
-    returns a `deltaplane.bench.BenchReport` (`deltaplane.bench.format_report` prints it as a table)."""
+          json_path: str | Path | None = None, background: str = "field"):
+    """Time the plain fp32 reference rendering path and the fast path side by side on the same weights and inputs
+    (`background`: "field" or "plate", the random-weights model's background mode); returns a `deltaplane.bench.BenchReport` (`deltaplane.bench.format_report` prints it as a table)."""
     from deltaplane.bench import bench as bench_paths
 
     if (run is None) != random_weights:
         raise InputError("bench needs either a run directory or --random-weights (a preset-sized random model)")
     if frames < 1 or not batch or min(batch) < 1:
         raise InputError(f"--frames and every --batch size must be at least 1, got {frames} and {batch}")
+    if background not in ("field", "plate") or (run is not None and background != "field"):
+        raise InputError(f"--background {background!r} needs --random-weights and is 'field' or 'plate' "
+                         "(a run renders the background it was trained with)")
     check_outputs(files={"--json": json_path})
-    report = bench_paths(Path(run) if run is not None else None, _device(device), batch, frames, preset)
+    report = bench_paths(Path(run) if run is not None else None, _device(device), batch, frames, preset,
+                         background=background)
     if json_path is not None:
         write_json(json_path, dataclasses.asdict(report))
     return report

@@ -18,8 +18,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -69,15 +70,19 @@ class BenchReport:
     results: tuple[PathResult, ...]
 
 
-def random_weights_model(preset: str, device: torch.device, seed: int = 0) -> TriplaneTalker:
+def random_weights_model(preset: str, device: torch.device, seed: int = 0,
+                         background: Literal["field", "plate"] = "field") -> TriplaneTalker:
     """A preset-sized model: default initialisation plus N(0, 0.02²) on every parameter, so that no part (the
-    zero-initialised last deltaplane conv and ToRGB layers) is exactly zero and the comparison sees every part."""
+    zero-initialised last deltaplane conv and ToRGB layers) is exactly zero and the comparison sees every part.
+    `background="plate"` adds a random background plate (its compositing is part of the timing)."""
     torch.manual_seed(seed)
-    model = TriplaneTalker(get_preset(preset)[0])
+    model = TriplaneTalker(replace(get_preset(preset)[0], background=background))
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+        if background == "plate":
+            model.plate.uniform_(-1, 1, generator=generator)
     return model.to(device).eval()
 
 
@@ -195,12 +200,14 @@ def format_report(report: BenchReport) -> str:
 
 
 def bench(run_dir: Path | None, device: torch.device, batch_sizes: Sequence[int] = (1, 4), num_frames: int = 120,
-          preset: str = "fast", seed: int = 0, variants: dict[str, FastRenderConfig] | None = None) -> BenchReport:
-    """Load a run (or, with `run_dir` None, build a `preset` model with random weights) and bench it."""
+          preset: str = "fast", seed: int = 0, variants: dict[str, FastRenderConfig] | None = None,
+          background: Literal["field", "plate"] = "field") -> BenchReport:
+    """Load a run (or, with `run_dir` None, build a `preset` model with random weights and `background`) and
+    bench it."""
     if run_dir is None:
-        model = random_weights_model(preset, device, seed)
+        model = random_weights_model(preset, device, seed, background)
         driving = synthetic_driving(max(num_frames, 2))
-        description = f"preset {preset}, random weights"
+        description = f"preset {preset}, random weights, background {background}"
     else:
         model, _, driving = load_run(Path(run_dir), device)
         description = f"run {run_dir}"

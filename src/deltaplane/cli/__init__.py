@@ -133,6 +133,9 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--random-weights", action="store_true",
                    help="bench a preset-sized model with random weights instead of a run (speed does not depend "
                         "on the weights)")
+    p.add_argument("--background", choices=("field", "plate"), default="field",
+                   help="with --random-weights: the whole-frame field (default) or the person over a background "
+                        "plate (TriplaneTalkerConfig.background)")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
 
 
@@ -222,7 +225,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         from deltaplane.bench import format_report
 
         print(format_report(api.bench(args.run, batch=args.batch, frames=args.frames, device=args.device,
-                                      preset=args.preset, random_weights=args.random_weights, json_path=args.json)))
+                                      preset=args.preset, random_weights=args.random_weights, json_path=args.json,
+                                      background=args.background)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -9,6 +9,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from deltaplane.data.dataset import ClipData, make_batch, to_uint8
+from deltaplane.fields.lips import pooled_spread
 from deltaplane.metrics.image import psnr, ssim
 from deltaplane.models.triplane_talker import TriplaneTalker
 
@@ -29,7 +30,7 @@ def evaluate_clip(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, 
     the face-mesh depth error of their geometry (world units, `TriplaneTalker.face_depth_error`), how much the
     mouth region changes over these frames next to the ground truth (`mouth_pixel_std_ratio`) and, in lip mode,
     how well the audio predicts the tracked lip vector (`lip_error`: MSE in whitened units, 1 = always the mean;
-    `lip_correlation`: Pearson correlation of the first component)."""
+    `lip_correlation`: Pearson correlation of the first component, 0 when the prediction is constant)."""
     was_training = model.training
     model.eval()
     values: dict[str, list[Tensor]] = {"psnr": [], "ssim": [], "psnr_face": [], "psnr_raw": [],
@@ -55,7 +56,7 @@ def evaluate_clip(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, 
         predicted = model.predicted_lips(batch.conditions.audio).float()
         target = model.lips.coefficients(batch.mouth_shape)
         metrics["test/lip_error"] = (predicted - target).square().mean().item()
-        metrics["test/lip_correlation"] = torch.corrcoef(torch.stack([predicted[:, 0], target[:, 0]]))[0, 1].item()
+        metrics["test/lip_correlation"] = pooled_spread(predicted[:, :1], target[:, :1], predicted.new_ones(1))[1]
     model.train(was_training)
     return metrics
 
