@@ -44,7 +44,8 @@ def variant_configs(name: str, preset: str = "fast"):
     the predicted lip vector on a share P of frames), mplanesK (K audio-mixed
     mouth planes), lapN (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the
     renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up),
-    plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N)."""
+    plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
+    novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md)."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -83,6 +84,10 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, background="plate")
         elif part.startswith("alpha"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, alpha=float(part[5:])))
+        elif part.startswith("novdepth"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_depth=float(part[8:])))
+        elif part.startswith("novcolor"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_color=float(part[8:])))
         elif part == "nowarm":
             train_config = dataclasses.replace(train_config, warmup_delta_steps=0)
         elif part != "base":

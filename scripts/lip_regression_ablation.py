@@ -55,7 +55,9 @@ def with_phones(samples: np.ndarray, windows: np.ndarray, fps: float) -> np.ndar
 
 def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, batch: int = 32, lr: float = 2e-3,
         calibration_every: int = LipConfig.calibration_every) -> dict:
-    normalize, copies = "norm" in variant, int(variant.split("aug")[1]) if "aug" in variant else 0
+    parts = variant.split("+")
+    normalize = "norm" in parts
+    copies = next((int(part[3:]) for part in parts if part.startswith("aug")), 0)
     manifest, train_clip = load_clip(dataset, "train", size=64, normalize_audio=normalize)
     _, test_clip = load_clip(dataset, "test", size=64, normalize_audio=normalize)
     versions = [train_clip.audio_features]
@@ -63,7 +65,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         extra = augmented_windows(load_audio(dataset / AUDIO_WAV), manifest.num_frames, manifest.fps,
                                   SpeakerAugmentConfig(copies=copies, seed=seed))
         versions += [torch.from_numpy(normalize_utterance(c) if normalize else c) for c in extra]
-    phones = "phones" in variant
+    phones = "phones" in parts
     if phones:  # a voice change keeps the phones: the augmented copies share the clip's phone track
         speech = load_audio(dataset / AUDIO_WAV)
         versions = [torch.from_numpy(with_phones(speech, v.numpy(), manifest.fps)) for v in versions]

@@ -136,6 +136,16 @@ def project(points: Float[Tensor, "*batch points 3"], cam2world: Float[Tensor, "
     return pixels[..., :2] / pixels[..., 2:3]
 
 
+def unproject(pixels: Float[Tensor, "*batch points 2"], depth: Float[Tensor, "*batch points"],
+              cam2world: Float[Tensor, "*batch 4 4"], intrinsics: Float[Tensor, "*batch 3 3"]
+              ) -> Float[Tensor, "*batch points 3"]:
+    """Inverse of `project`: the world points at camera-space z = `depth` under the pixels (x, y)."""
+    focal = intrinsics[..., None, :2, :2].diagonal(dim1=-2, dim2=-1)  # [..., 1, 2]
+    normalised = (pixels - intrinsics[..., None, :2, 2]) / focal  # (x/z, y/z)
+    camera_points = torch.cat((normalised, torch.ones_like(normalised[..., :1])), dim=-1) * depth[..., None]
+    return camera_points @ cam2world[..., :3, :3].transpose(-1, -2) + cam2world[..., None, :3, 3]
+
+
 def talk3d_pitch_to_radians(pitch: Tensor) -> Tensor:
     """The official Talk3D/EG3D 'pitch' p puts the camera at y = −2.7·(2/π)·p; return the true elevation angle."""
     return torch.asin((2.0 * pitch / math.pi).clamp(-1.0, 1.0))

@@ -53,14 +53,21 @@ def interior_vertices(xy: Float[ndarray, "frames points 2"], margin: float = OUT
     return keep
 
 
+def sample_pixels(image: Float[Tensor, "batch channels h w"], pixels: Float[Tensor, "batch points 2"],
+                  image_size: int) -> Float[Tensor, "batch channels points"]:
+    """`image` (any resolution covering the same view) bilinearly sampled at pixels (x, y) of an `image_size`²
+    image, in float32; the border value outside."""
+    grid = pixels / image_size * 2 - 1  # pixel-centre convention: x = j + 0.5 ↔ align_corners=False
+    return F.grid_sample(image.float(), grid[:, :, None].float(), mode="bilinear", padding_mode="border",
+                         align_corners=False)[..., 0]
+
+
 def camera_depth(ray_depth: Float[Tensor, "batch 1 h w"], pixels: Float[Tensor, "batch points 2"],
                  intrinsics: Float[Tensor, "batch 3 3"], image_size: int) -> Float[Tensor, "batch points"]:
     """Camera-space z of the rendered surface under each pixel (x, y) of an `image_size`² image whose intrinsics
     are given: the ray depth map (distance along unit rays, any resolution covering the same view) is bilinearly
     sampled at the pixel and multiplied by the ray's z component."""
-    grid = pixels / image_size * 2 - 1  # pixel-centre convention: x = j + 0.5 ↔ align_corners=False
-    sampled = F.grid_sample(ray_depth.float(), grid[:, :, None].float(), mode="bilinear",
-                            padding_mode="border", align_corners=False)[:, 0, :, 0]  # [B, P]
+    sampled = sample_pixels(ray_depth, pixels, image_size)[:, 0]  # [B, P]
     focal = intrinsics[:, None, :2, :2].diagonal(dim1=-2, dim2=-1)  # [B, 1, 2]
     normalised = (pixels - intrinsics[:, None, :2, 2]) / focal  # camera-frame (x/z, y/z)
     return sampled * torch.rsqrt(1 + normalised.square().sum(-1))

@@ -35,7 +35,9 @@ from deltaplane.fields.lips import LipConfig, LipVector
 from deltaplane.fields.superres import SuperResolution, SuperResolutionConfig
 from deltaplane.fields.triplane import OSGDecoderConfig, TriplaneField, box_weights
 from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world
-from deltaplane.geometry.face_depth import camera_depth
+from deltaplane.geometry.face_depth import camera_depth, sample_pixels
+from deltaplane.geometry.novel_view import (NovelViewConfig, lift_face_points, point_rays, random_offsets,
+                                            rotate_about_origin, visible_points)
 from deltaplane.geometry.rays import pixel_rays
 from deltaplane.render.plate import (blend_plate, over_plate, pixel_coordinates, plane_coordinates, sample_plate,
                                      unwarp_coordinates)
@@ -89,6 +91,16 @@ class LossWeights:
     """Plate mode: binary cross-entropy of the rendered opacity against the person mask, so that the field leaves
     the background to the plate instead of painting over the plate's small errors (the RGB L1 terms gain up to
     16·|colour error| per unit of opacity there)."""
+    novel_depth: float = 0.0
+    """Pseudo multi-view depth (docs/novel-views.md): each frame's face-mesh vertices, lifted to world points with the
+    rendered face's own distance, are seen from a random novel camera (`TriplaneTalkerConfig.novel_view`: the frame's
+    camera turned about the head by up to ±30° yaw, ±20° pitch); shift-invariant L1 (world units) between the
+    distance rendered along each visible vertex's ray and the vertex's own distance. Shapes the head at angles the
+    video never shows (issue 11); off until measured on the GPU."""
+    novel_color: float = 0.0
+    """Pseudo multi-view colour: L1 (rgb_raw units) between the colour rendered along a vertex's novel ray and the
+    vertex's colour in the frame, over vertices both cameras see (Lambertian: both views see the same surface
+    point). Stops the novel view from showing a ghost of the frontal face; off until measured on the GPU."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +136,9 @@ class TriplaneTalkerConfig:
     tracked mouth shape in training and the audio encoder's regression of it at inference (`fields.lips`)."""
     lips: LipConfig = field(default_factory=LipConfig)
     """The lip vector (with audio_token="lips")."""
+    novel_view: NovelViewConfig = field(default_factory=NovelViewConfig)
+    """The novel cameras and vertex visibility of the pseudo multi-view terms (`LossWeights.novel_depth`,
+    `LossWeights.novel_color`)."""
     mouth_planes: int = 0
     """K full-resolution planes [K, 3, C, H, W], mixed by a linear map of the audio token and added to the
     deltaplane (0 = off). The deltaplane hears the tokens only in its 32² bottleneck, so what the audio changes
@@ -263,23 +278,8 @@ class TriplaneTalker(nn.Module):
         size = self.config.render_resolution
         origins, directions = pixel_rays(cameras.resized(size, size))  # [B, R, 3]
         batch = origins.shape[0]
-        identity = self.identity_planes[None].expand(batch, -1, -1, -1, -1)
-        ray_mask = None if isolated is None else isolated.reshape(batch, -1).to(planes.dtype)  # [B, R], row-major
-
-        def field(points: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
-            if ray_mask is None:
-                return self.field(planes, points)
-            rays = ray_mask[:, start:stop]
-            samples = points.shape[1] // rays.shape[1]  # render_rays orders points ray-major
-            return self.field(planes, points, (identity, rays.repeat_interleave(samples, dim=1)))
-
-        chunks = []
-        for start in range(0, origins.shape[1], self.config.ray_chunk):
-            stop = start + self.config.ray_chunk
-            chunks.append(render_rays(lambda points: field(points, start, stop), origins[:, start:stop],
-                                      directions[:, start:stop], self.config.volume, generator=generator))
-        features, depth, accumulation, spread = (torch.cat([getattr(c, name) for c in chunks], dim=1)
-                                                 for name in ("features", "depth", "accumulation", "spread"))
+        ray_mask = None if isolated is None else isolated.reshape(batch, -1)  # [B, R], row-major
+        features, depth, accumulation, spread = self._march(planes, origins, directions, ray_mask, generator)
         feature_image = features.permute(0, 2, 1).reshape(batch, -1, size, size) * 2.0 - 1.0  # EG3D: [0,1] → [-1,1]
 
         def image(values: Tensor) -> Tensor:  # [B, R, 1] → [B, 1, size, size]
@@ -296,6 +296,36 @@ class TriplaneTalker(nn.Module):
         return RenderOutput(rgb=rgb, rgb_raw=rgb_raw, depth=image(depth), accumulation=alpha,
                             depth_spread=image(spread))
 
+    def _march(self, planes: Float[Tensor, "B 3 C H W"], origins: Float[Tensor, "B R 3"],
+               directions: Float[Tensor, "B R 3"], ray_mask: Bool[Tensor, "B R"] | None = None,
+               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """`render_rays` in chunks of `ray_chunk` rays: (features, depth, accumulation, spread), each [B, R, ·]. The
+        identity planes get no gradient from the rays where `ray_mask` is set."""
+        identity = self.identity_planes[None].expand(origins.shape[0], -1, -1, -1, -1)
+        mask = None if ray_mask is None else ray_mask.to(planes.dtype)
+
+        def field(points: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
+            if mask is None:
+                return self.field(planes, points)
+            rays = mask[:, start:stop]
+            samples = points.shape[1] // rays.shape[1]  # render_rays orders points ray-major
+            return self.field(planes, points, (identity, rays.repeat_interleave(samples, dim=1)))
+
+        chunks = []
+        for start in range(0, origins.shape[1], self.config.ray_chunk):
+            stop = start + self.config.ray_chunk
+            chunks.append(render_rays(lambda points: field(points, start, stop), origins[:, start:stop],
+                                      directions[:, start:stop], self.config.volume, generator=generator))
+        return tuple(torch.cat([getattr(c, name) for c in chunks], dim=1)  # type: ignore[return-value]
+                     for name in ("features", "depth", "accumulation", "spread"))
+
+    def _isolated(self, lower_face: Bool[Tensor, "B 1 r r"] | None) -> Bool[Tensor, "B 1 r r"] | None:
+        """The rays `TriplaneTalkerConfig.isolate_lower_face` isolates: the lower-face mask dilated (None = off)."""
+        if lower_face is None or self.config.isolate_lower_face is None:
+            return None
+        radius = self.config.isolate_lower_face
+        return F.max_pool2d(lower_face.float(), 2 * radius + 1, stride=1, padding=radius) > 0
+
     def forward(self, cameras: Cameras, conditions: Conditions, generator: torch.Generator | None = None,
                 mouth_shape: Float[Tensor, "B 40"] | None = None, lower_face: Bool[Tensor, "B 1 r r"] | None = None,
                 plate_warp: Float[Tensor, "B 2 3"] | None = None) -> tuple[RenderOutput, Float[Tensor, "B 3 C H W"]]:
@@ -303,15 +333,13 @@ class TriplaneTalker(nn.Module):
         (training) is the mask that `TriplaneTalkerConfig.isolate_lower_face` dilates and isolates; `plate_warp`
         (dataset frames, plate mode) places the plate where those frames show the backdrop."""
         planes, delta = self.planes(self.tokens(conditions, mouth_shape=mouth_shape))
-        isolated = None
-        if lower_face is not None and self.config.isolate_lower_face is not None:
-            radius = self.config.isolate_lower_face
-            isolated = F.max_pool2d(lower_face.float(), 2 * radius + 1, stride=1, padding=radius) > 0
-        return self.render(planes, cameras, generator, isolated, plate_warp), delta
+        return self.render(planes, cameras, generator, self._isolated(lower_face), plate_warp), delta
 
     def loss_terms(self, output: RenderOutput, delta: Float[Tensor, "B 3 C H W"], batch: FrameBatch,
-                   perceptual: nn.Module | None = None) -> dict[str, Tensor]:
-        """Named weighted terms; their sum is the training loss."""
+                   perceptual: nn.Module | None = None, generator: torch.Generator | None = None
+                   ) -> dict[str, Tensor]:
+        """Named weighted terms; their sum is the training loss. `generator` (CPU) draws the novel cameras of the
+        pseudo multi-view terms (None: torch's global generator)."""
         weights = self.config.loss
         terms = {
             "l1_raw": weights.l1_raw * losses.l1(output.rgb_raw, batch.images_raw),
@@ -339,6 +367,9 @@ class TriplaneTalker(nn.Module):
             fitted = (~self.lips.held_out(batch.indices)).float()  # the calibration blocks stay unseen
             error = (predicted - target).square().mean(-1)
             terms["lips"] = weights.lips * (error * fitted).sum() / fitted.sum().clamp_min(1)
+        if weights.novel_depth > 0 or weights.novel_color > 0:  # the planes `forward` rendered: identity + delta
+            planes = self.identity_planes[None] + delta.to(self.identity_planes.dtype)
+            terms.update(self.novel_view_terms(planes, output, batch, generator))
         if weights.delta_l1 > 0:
             terms["delta_l1"] = weights.delta_l1 * delta.float().abs().mean()
         if perceptual is not None:
@@ -346,12 +377,51 @@ class TriplaneTalker(nn.Module):
                                               + perceptual(output.rgb, batch.images).mean())
         return terms
 
+    def novel_view_terms(self, planes: Float[Tensor, "B 3 C H W"], output: RenderOutput, batch: FrameBatch,
+                         generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """The pseudo multi-view terms (`LossWeights.novel_depth`, `novel_color`; docs/novel-views.md): one ray per
+        face-mesh vertex from a random novel camera per frame, through `planes` (those that rendered `output`).
+        `generator` (CPU) draws the cameras; both weights 0 → no terms and no work."""
+        weights, config = self.config.loss, self.config.novel_view
+        if weights.novel_depth == 0 and weights.novel_color == 0:
+            return {}
+        cameras, valid, pixels = batch.cameras, batch.face_point_valid, batch.face_points[..., :2]
+        # float32 geometry even under autocast: the z-buffer compares distances to within 1 %
+        with torch.no_grad(), torch.autocast(planes.device.type, enabled=False):
+            points = lift_face_points(batch.face_points.float(), valid, self.face_depths(output, batch)[1], cameras)
+            yaw, pitch = (angle.to(cameras.cam2world) for angle in random_offsets(len(cameras), config, generator))
+            novel = Cameras(rotate_about_origin(cameras.cam2world, yaw, pitch), cameras.intrinsics,
+                            cameras.height, cameras.width)
+            seen = valid & visible_points(points, novel, config.cell, config.margin)
+            origins, directions, expected = point_rays(points, novel.cam2world)
+            isolated = self._isolated(batch.lower_face)  # a vertex on an isolated source ray stays isolated
+            ray_mask = None if isolated is None else sample_pixels(isolated, pixels, cameras.width)[:, 0] > 0
+        features, depth, _, _ = self._march(planes, origins, directions, ray_mask)
+        terms = {}
+        if weights.novel_depth > 0:
+            terms["novel_depth"] = weights.novel_depth * losses.relative_depth_l1(depth[..., 0], expected, seen)
+        if weights.novel_color > 0:
+            with torch.no_grad(), torch.autocast(planes.device.type, enabled=False):
+                target = sample_pixels(batch.images_raw, pixels, cameras.width)  # [B, 3, P], colour in the frame
+                shown = seen & visible_points(points, cameras, config.cell, config.margin)  # the frame sees it too
+            colour = features[..., :3].transpose(1, 2) * 2.0 - 1.0  # rgb_raw's convention, [B, 3, P]
+            terms["novel_color"] = weights.novel_color * losses.masked_l1(colour[..., None], target[..., None],
+                                                                          shown[:, None, :, None])
+        return terms
+
     @staticmethod
-    def face_depth_error(output: RenderOutput, batch: FrameBatch) -> Float[Tensor, ""]:
-        """`losses.relative_depth_l1` between rendered camera depths at the face vertices and the mesh's relative
-        depths scaled by the rendered face's own mean distance (face_depth module docstring)."""
+    def face_depths(output: RenderOutput, batch: FrameBatch) -> tuple[Float[Tensor, "B P"], Float[Tensor, "B 1"]]:
+        """Rendered camera depths at the face vertices, and their mean over the valid vertices (detached): the
+        face's distance that scales the mesh's relative depths (face_depth module docstring)."""
         cameras = batch.cameras
         depth = camera_depth(output.depth, batch.face_points[..., :2], cameras.intrinsics, cameras.width)
         valid = batch.face_point_valid
         distance = ((depth * valid).sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp_min(1)).detach()
-        return losses.relative_depth_l1(depth, batch.face_points[..., 2] * distance, valid)
+        return depth, distance
+
+    @classmethod
+    def face_depth_error(cls, output: RenderOutput, batch: FrameBatch) -> Float[Tensor, ""]:
+        """`losses.relative_depth_l1` between rendered camera depths at the face vertices and the mesh's relative
+        depths scaled by the rendered face's own mean distance (`face_depths`)."""
+        depth, distance = cls.face_depths(output, batch)
+        return losses.relative_depth_l1(depth, batch.face_points[..., 2] * distance, batch.face_point_valid)
