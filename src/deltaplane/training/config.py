@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from deltaplane.audio.augment import SpeakerAugmentConfig
 from deltaplane.training.adversarial import AdversarialConfig
+from deltaplane.training.guard import CollapseGuardConfig
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,9 @@ class TrainConfig:
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     """The patch discriminator, its crops, optimiser and start step, used while `LossWeights.adversarial` > 0 (here
     and not in the model config: it shapes training only, never the saved model or rendering)."""
+    collapse_guard: CollapseGuardConfig = field(default_factory=CollapseGuardConfig)
+    """Roll back to an in-memory snapshot at a lower learning rate when the training PSNR collapses or the loss is
+    not finite (`training.guard`)."""
     max_minutes: float | None = None
     """Stop (with a checkpoint and a final evaluation) after this much training time."""
     precision: str | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, replace
@@ -24,10 +25,12 @@ from deltaplane.structs import NeutralTokens
 from deltaplane.training.adversarial import PatchAdversary
 from deltaplane.training.config import TrainConfig
 from deltaplane.training.evaluation import evaluate_clip, sample_image
+from deltaplane.training.guard import CollapseGuard
 from deltaplane.training.logging import RunLogger
 from deltaplane.training.precision import autocast, default_precision, grad_scaler
 
 METHOD = "triplane"
+LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,8 +59,8 @@ def _param_groups(model: TriplaneTalker, config: TrainConfig) -> list[dict]:
             {"params": audio, "lr": config.lr_audio, "name": "audio"}]
 
 
-def _set_learning_rates(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> None:
-    factor = config.lr_decay ** (step / max(config.steps, 1))
+def _set_learning_rates(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int, scale: float = 1.0) -> None:
+    factor = scale * config.lr_decay ** (step / max(config.steps, 1))
     base = {"identity": config.lr_identity, "renderer": config.lr_renderer, "predictor": config.lr_predictor,
             "audio": config.lr_audio}
     for group in optimizer.param_groups:
@@ -98,8 +101,31 @@ def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, to
     return state
 
 
+ROLLBACKS = "guard.rollbacks"
+"""Training-state name of the collapse guard's rollback count (its learning-rate factor survives a resume)."""
+
+
+def _training_tensors(model: TriplaneTalker, optimizer: torch.optim.Optimizer, names: dict[int, str],
+                      adversary: PatchAdversary | None) -> dict[str, torch.Tensor]:
+    """What a rollback restores: the model's weights (`model.` names), the Adam moments and the discriminator."""
+    return {**{f"model.{name}": value for name, value in model.state_dict().items()},
+            **checkpoint.optimizer_to_tensors(optimizer, names),
+            **(adversary.state_tensors() if adversary is not None else {})}
+
+
+def _load_training_tensors(model: TriplaneTalker, optimizer: torch.optim.Optimizer, names: dict[int, str],
+                           adversary: PatchAdversary | None, tensors: dict[str, torch.Tensor]) -> None:
+    model.load_state_dict({name[len("model."):]: value for name, value in tensors.items()
+                           if name.startswith("model.")})
+    optimizer.state.clear()  # parameters without saved moments start afresh, as they had at the snapshot
+    checkpoint.optimizer_from_tensors(optimizer, names, tensors)
+    if adversary is not None:
+        adversary.load_state_tensors(tensors)
+
+
 def _restore(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-             names: dict[int, str], device: torch.device, adversary: PatchAdversary | None) -> tuple[int, float]:
+             names: dict[int, str], device: torch.device, adversary: PatchAdversary | None,
+             guard: CollapseGuard) -> tuple[int, float]:
     latest = checkpoint.latest_checkpoint(run_dir)
     if latest is None:
         return 0, 0.0
@@ -108,6 +134,8 @@ def _restore(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimi
     checkpoint.optimizer_from_tensors(optimizer, names, loaded.training_state)
     if adversary is not None:
         adversary.load_state_tensors(loaded.training_state)
+    if ROLLBACKS in loaded.training_state:
+        guard.rollbacks = int(loaded.training_state[ROLLBACKS])
     generator.set_state(loaded.training_state["rng.sampler"])
     torch.set_rng_state(loaded.training_state["rng.torch"])
     if device.type == "cuda" and "rng.cuda" in loaded.training_state:
@@ -142,8 +170,9 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     generator = torch.Generator().manual_seed(train_config.seed)
     adversary = (PatchAdversary(train_config.adversarial, device, train_config.seed)
                  if model_config.loss.adversarial > 0 else None)
-    start_step, train_seconds = (_restore(run_dir, model, optimizer, generator, names, device, adversary) if resume
-                                 else (0, 0.0))
+    guard = CollapseGuard(train_config.collapse_guard)
+    start_step, train_seconds = (_restore(run_dir, model, optimizer, generator, names, device, adversary, guard)
+                                 if resume else (0, 0.0))
     precision = train_config.precision or default_precision(device)
     scaler = grad_scaler(precision, device)  # type: ignore[arg-type]
     logger = RunLogger(run_dir, tensorboard=tensorboard, start_step=start_step)
@@ -163,7 +192,9 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         while step < min(train_config.steps, until_step or train_config.steps):
             if train_config.max_minutes is not None and time.perf_counter() - started > 60 * train_config.max_minutes:
                 break
-            _set_learning_rates(optimizer, train_config, step)
+            if guard.due(step):
+                guard.snapshot(step, _training_tensors(model, optimizer, names, adversary))
+            _set_learning_rates(optimizer, train_config, step, guard.lr_scale)
             use_sync = sync is not None and step >= train_config.sync_start_fraction * train_config.steps
             if use_sync:
                 positions, starts = sync.sample(train_config.batch_size, generator)
@@ -196,8 +227,19 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 if adversary is not None and step >= train_config.adversarial.start:
                     terms["adversarial"] = model_config.loss.adversarial * adversary.generator_loss(output.rgb, corners)
             loss = sum(terms.values())
-            if not torch.isfinite(loss):
-                raise RuntimeError(f"training diverged at step {step} (loss {loss.item()}); lower the learning rates")
+            train_psnr = psnr(output.rgb.detach(), batch.images).mean().item()
+            finite = bool(torch.isfinite(loss))
+            reason = (guard.collapsed(train_psnr, output.accumulation.detach().float().mean().item()) if finite
+                      else f"loss {loss.item()}")
+            if reason is not None:
+                snapshot = guard.rollback(step, reason)
+                _load_training_tensors(model, optimizer, names, adversary, snapshot.tensors)
+                LOG.warning("training collapsed at step %d (%s): back to step %d with the learning rates ×%g", step,
+                            reason, snapshot.step, guard.lr_scale)
+                logger.scalars(step, {"guard/rollback_to": snapshot.step, "guard/lr_scale": guard.lr_scale})
+                step = snapshot.step
+                bar.n = step
+                continue
             optimizer.zero_grad(set_to_none=True)
             (scaler.scale(loss) if scaler else loss).backward()
             if scaler:
@@ -209,7 +251,6 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             step += 1
             bar.update(1)
             if step % train_config.log_every == 0 or step == train_config.steps:
-                train_psnr = psnr(output.rgb.detach(), batch.images).mean().item()
                 scalars = {"loss": loss.item(), "train/psnr": train_psnr, **{k: v.item() for k, v in critic.items()},
                            **{f"loss/{k}": v.item() for k, v in terms.items()}}
                 logger.scalars(step, {**scalars, "train_seconds": time.perf_counter() - started})
@@ -220,7 +261,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 _write_sample(run_dir, model, test_clip or train_clip, step, logger)
             if step % train_config.checkpoint_every == 0:
                 _calibrate_lips(model, train_clip)
-                _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics, adversary)
+                _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics, adversary,
+                            guard)
     finally:
         bar.close()
     evaluated_now = train_config.eval_every and step % train_config.eval_every == 0 and step > start_step
@@ -229,7 +271,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         metrics = _evaluate(model, test_clip, train_config, logger, step, started, device)
     if step % train_config.sample_every:
         _write_sample(run_dir, model, test_clip or train_clip, step, logger)
-    _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics, adversary)
+    _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics, adversary, guard)
     logger.close()
     return TrainResult(run_dir, step, metrics)
 
@@ -288,9 +330,10 @@ def _write_sample(run_dir: Path, model: TriplaneTalker, clip: ClipData, step: in
 
 def _checkpoint(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimizer, generator: torch.Generator,
                 names: dict[int, str], device: torch.device, step: int, started: float,
-                metrics: dict[str, float], adversary: PatchAdversary | None) -> None:
+                metrics: dict[str, float], adversary: PatchAdversary | None, guard: CollapseGuard) -> None:
     training_state = {**checkpoint.optimizer_to_tensors(optimizer, names), **_rng_state(generator, device),
-                      **(adversary.state_tensors() if adversary is not None else {})}
+                      **(adversary.state_tensors() if adversary is not None else {}),
+                      ROLLBACKS: torch.tensor(guard.rollbacks)}
     meta = {"train_seconds": time.perf_counter() - started,
             "metrics": {k: v for k, v in metrics.items() if math.isfinite(v)}}
     checkpoint.save_checkpoint(run_dir, step, model.state_dict(), training_state, meta)
