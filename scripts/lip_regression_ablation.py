@@ -29,7 +29,7 @@ from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.data.dataset import audio_context, load_clip
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
-from deltaplane.fields.lips import LipConfig, LipVector
+from deltaplane.fields.lips import LipConfig, LipVector, pooled_spread
 from deltaplane.geometry.lips import MOUTH_POINTS
 
 INNER_PAIRS = ((61, 67), (62, 66), (63, 65))
@@ -92,11 +92,14 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         optimizer.step()
     with torch.no_grad():
         predict = lambda features, indices: lips.predict(encoder(audio_context(features, indices)), False)
-        lips.calibrate(predict(versions[0], train_clip.indices[calibration]), targets[calibration])
+        held_out = predict(versions[0], train_clip.indices[calibration])
+        spread, correlation = pooled_spread(held_out, targets[calibration], lips.scale.square())
+        lips.calibrate(held_out, targets[calibration])
         test_predicted = lips.predict(encoder(audio_context(test_features, test_clip.indices)))
         tracked_test = lips.coefficients(test_clip.mouth_shapes)
         reference = opening(test_clip.mouth_shapes)
         row = {**{f"gain/{k}": float(g) for k, g in enumerate(lips.gain)},
+               "calibration/spread_ratio": spread, "calibration/correlation": correlation,
                "test/lip_correlation": float(np.corrcoef(test_predicted[:, 0], tracked_test[:, 0])[0, 1]),
                "test/opening_std_ratio": float(opening(lips.shapes(test_predicted)).std() / reference.std())}
         for name, path in audio_files(audio_dir).items():
@@ -124,14 +127,15 @@ def main() -> None:
     parser.add_argument("--calibration-every", type=int, default=LipConfig.calibration_every,
                         help="hold one 1-s block in every N out of the regression to fit the lip gain on, as "
                              "training does (0: fit the gain on the regression's own frames)")
+    parser.add_argument("--per-seed", action="store_true", help="one row per seed instead of their means")
     args = parser.parse_args()
     table = {}
     for variant in args.variants.split(","):
         rows = [run(args.dataset, args.audio_dir, variant, args.steps, seed, args.batch, args.lr,
                     args.calibration_every)
                 for seed in range(args.seeds)]
-        table[variant] = {key: float(np.mean([r[key] for r in rows if r[key] is not None]))
-                          for key in rows[0]}
+        table[variant] = rows if args.per_seed else {key: float(np.mean([r[key] for r in rows if r[key] is not None]))
+                                                     for key in rows[0]}
     print(json.dumps(table, indent=1))
 
 
