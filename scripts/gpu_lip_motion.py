@@ -7,8 +7,9 @@ of docs/lip-motion.md on the GPU, and render the videos the CPU machine scores w
 Writes $OUT/VARIANT.tar, VARIANT_cross.tar and VARIANT_still.tar (test.mp4 = the test split with its own audio and cameras, test_gt.mp4,
 test_still_tokens.mp4 = test.mp4 with the eye, angle and landmark tokens held neutral, cross_NAME.mp4 per
 file of AUDIO_DIR with the training video's tokens and cameras, still_NAME.mp4 the same from one camera
-(--still-camera), log.jsonl, diagnostics.json) and prints the
-diagnostics as one JSON line.
+(--still-camera), log.jsonl, diagnostics.json), with --views also VARIANT_view.tar (view_NAME.mp4: the test split
+with its own audio and tokens from each novel camera of `deltaplane evaluate`'s default views, and views.png, the
+sheet of scripts/render_views.py) and prints the diagnostics as one JSON line.
 """
 
 from __future__ import annotations
@@ -21,12 +22,13 @@ import tarfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
 from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_batch
-from deltaplane.evaluation.run import _split_audio
+from deltaplane.evaluation.run import DEFAULT_VIEWS, _split_audio, parse_views
 from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, plate_warp_path,
                                   render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
@@ -34,6 +36,7 @@ from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions, NeutralTokens
 from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.trainer import train
+from render_views import view_rows
 
 
 def variant_configs(name: str, preset: str = "fast"):
@@ -147,6 +150,9 @@ def main() -> None:
                              "(as `deltaplane render`) or held neutral (`render --neutral`)")
     parser.add_argument("--still-camera", action="store_true",
                         help="also render every cross-driven file from one fixed training camera (still_NAME.mp4)")
+    parser.add_argument("--views", action="store_true",
+                        help="also render the test split from the novel cameras of `deltaplane evaluate` (view_NAME.mp4; "
+                             "scored by scripts/score_lip_renders.py) and the view sheet views.png")
     args = parser.parse_args()
     out = Path(os.environ.get("OUT", "."))
     device = torch.device(args.device)
@@ -188,6 +194,17 @@ def main() -> None:
     if model.lips is not None and args.teacher:  # the renderer told the tracked mouth shapes: does it draw them?
         write_video(run_dir / "test_teacher.mp4", teacher_frames(model, test), fps, samples)
         videos["test_teacher"] = "test_teacher.mp4"
+    if args.views:  # the cameras and renderer of `deltaplane evaluate RUN --views`, scored on the CPU machine
+        for name, spec in parse_views(DEFAULT_VIEWS).items():
+            if spec == "dataset":
+                continue
+            cam2world = camera_path(spec, len(test), driving)
+            write_video(run_dir / f"view_{name}.mp4",
+                        (to_uint8(rgb) for rgb, _ in render_clip(model, conditions, cam2world)), fps, samples)
+            videos[f"view_{name}"] = f"view_{name}.mp4"
+        sheet = np.concatenate([view_rows(model, test, position) for position in (10, len(test) // 2)], axis=0)
+        cv2.imwrite(str(run_dir / "views.png"), sheet[..., ::-1])
+        videos["view_sheet"] = "views.png"
     for name, path in audio_files(args.audio_dir).items():
         speech = load_audio(path)
         count = output_frame_count(speech.shape[0] / 16000, fps)

@@ -1,7 +1,7 @@
 """Score the videos of scripts/gpu_lip_motion.py on the CPU machine, as `deltaplane evaluate` would: the test split
 against its ground truth (mouth motion, LMD, sync, PSNR; also its renders with still tokens or tracked lips), and every
 cross-driven video (cross_NAME.mp4: replayed training cameras, still_NAME.mp4: one fixed camera) against the split's
-frames (mouth motion, sync).
+frames (mouth motion, sync), and every novel view (view_NAME.mp4: identity, faces found, sharpness against test.mp4).
 
 With --dataset, each cross-driven video also gets the replay check: does its mouth follow the new audio, or the
 training frames whose cameras it replays (`inference.DrivingTracks.replay`, forward and backward)? It adds the
@@ -23,8 +23,8 @@ import torch
 from deltaplane.audio.io import load_audio
 from deltaplane.data.schema import AUDIO_WAV, TRACKS, read_manifest
 from deltaplane.evaluation.face import IdentityEmbedder, mouth_opening
-from deltaplane.evaluation.scoring import (EvaluationConfig, load_experts, motion_metrics, observe_video,
-                                           pair_metrics, score_pair, sync_metrics)
+from deltaplane.evaluation.scoring import (EvaluationConfig, identity_metrics, load_experts, motion_metrics,
+                                           observe_video, pair_metrics, score_pair, sharpness_metrics, sync_metrics)
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
 from deltaplane.media.video import iter_frames, probe_video
 
@@ -32,6 +32,8 @@ FPS = 25.0
 RENDERS = ("test", "test_still_tokens", "test_teacher")
 """Renders of the test split by scripts/gpu_lip_motion.py: own tokens, eye/landmark tokens held still, tracked
 lips."""
+VIEW_IDENTITY_EVERY = 5
+"""Frames between identity descriptors of the novel views (dlib, ~95 ms a face on the 2-core CPU)."""
 CROSS = ("cross", "still")
 """Prefixes of the cross-driven renders: replayed training cameras, one fixed camera."""
 KEEP = ("psnr", "psnr_face", "lmd", "mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction",
@@ -90,6 +92,26 @@ def score(directory: Path, replay: Replay | None) -> dict:
             if replay is not None:
                 found.update(replay.metrics(track.per_frame(mouth_opening)))
             row.update({f"{prefix}/{path.stem[len(prefix) + 1:]}/{key}": value for key, value in found.items()})
+    row.update(score_views(directory, experts, embedder))
+    return row
+
+
+def score_views(directory: Path, experts, embedder: IdentityEmbedder) -> dict:
+    """view_NAME.mp4 (`gpu_lip_motion.py --views`) as `deltaplane evaluate RUN` scores views: identity against the
+    split's frames, frames without a face, sharpness against the frontal render of the split (test.mp4)."""
+    paths = sorted(directory.glob("view_*.mp4"))
+    if not paths:
+        return {}
+    config = EvaluationConfig(identity_every=VIEW_IDENTITY_EVERY)
+    truth, frontal = (observe_video(*frames(directory / f"{name}.mp4"), config, experts, embedder)
+                      for name in ("test_gt", "test"))
+    row = {}
+    for path in paths:
+        track = observe_video(*frames(path), config, experts, embedder)
+        found = {**identity_metrics(track, truth.embeddings, None, config.identity_every)[0],
+                 **sharpness_metrics(track, frontal)[0], "faces/missing": int((~track.found).sum()),
+                 "faces/frames": int(track.found.size)}
+        row.update({f"view/{path.stem[len('view_'):]}/{key}": value for key, value in found.items()})
     return row
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 
+from deltaplane.audio.augment import SpeakerAugmentConfig
+from deltaplane.audio.encoder import AudioEncoderConfig
 from deltaplane.errors import InputError
 from deltaplane.fields.deltaplane import DeltaplaneConfig
 from deltaplane.fields.superres import TINY_SUPERRES, SuperResolutionConfig
 from deltaplane.fields.triplane import OSGDecoderConfig
-from deltaplane.models.triplane_talker import TriplaneTalkerConfig
+from deltaplane.models.triplane_talker import LossWeights, TriplaneTalkerConfig
 from deltaplane.render.volume import VolumeRenderConfig
 from deltaplane.training.config import TrainConfig
 
@@ -26,19 +28,25 @@ TINY = (
 
 FAST = (
     TriplaneTalkerConfig(volume=VolumeRenderConfig(num_coarse=24, num_importance=24),
-                         deltaplane=DeltaplaneConfig(block_norm="group")),
+                         deltaplane=DeltaplaneConfig(block_norm="group"), audio_token="lips",
+                         audio=AudioEncoderConfig(normalize=True), mouth_planes=8,
+                         loss=LossWeights(adversarial=0.1)),
     TrainConfig(steps=6000, batch_size=4, lr_identity=5e-3, eval_every=500, eval_frames=16, checkpoint_every=1000,
-                sample_every=1000, warmup_delta_steps=500),
+                sample_every=1000, warmup_delta_steps=500, speaker_augment=SpeakerAugmentConfig(copies=2)),
 )
 """Talk3D's architecture at half the ray samples, with per-plane GroupNorm in the deltaplane blocks (4-frame
-batches make BatchNorm statistics noisy and open a train/eval gap): trains in minutes on one GPU."""
+batches make BatchNorm statistics noisy and open a train/eval gap), trained in minutes on one GPU, with what made
+the lips follow the audio (docs/lip-motion.md, BENCHMARKS.md run 8): the audio token carries a lip vector regressed
+from per-utterance-normalised log-mels of the clip and two speaker-warped copies, 8 audio-mixed mouth planes, and
+the adversarial patch term at 0.1, which also lets the renderer draw the whole opening. Talk3D's audio token
+(`full`) replays the training mouths from the camera and barely moves the lips for new audio."""
 
 FULL = (TriplaneTalkerConfig(), TrainConfig(warmup_delta_steps=2000))
 """Talk3D's sizes: 48 + 48 samples per ray, 80 k steps."""
 
 PRESETS: dict[str, tuple[str, tuple[TriplaneTalkerConfig, TrainConfig]]] = {
     "tiny": ("CPU tests and the offline demo", TINY),
-    "fast": ("full architecture, 24+24 samples, minutes on a GPU", FAST),
+    "fast": ("full architecture, 24+24 samples, lip vector + mouth planes, minutes on a GPU", FAST),
     "full": ("Talk3D sizes, 48+48 samples, 80k steps", FULL),
 }
 
