@@ -33,13 +33,14 @@ def _needs_cuda() -> None:
         pytest.skip("needs CUDA")
 
 
-def _tiny_model(device: torch.device, jitter: bool = True, background: str = "field") -> TriplaneTalker:
+def _tiny_model(device: torch.device, jitter: bool = True, background: str = "field",
+                lips: bool = False) -> TriplaneTalker:
     """The tiny preset with several ray chunks (32² rays, chunks of 300) and every weight perturbed, so the zero-
     initialised deltaplane and ToRGB layers take part; in plate mode, a random plate seen from a camera off the
-    frontal one."""
+    frontal one; `lips`: the `fast` preset's lip vector and mouth planes."""
     config, _ = get_preset("tiny")
     config = dataclasses.replace(config, ray_chunk=300, volume=dataclasses.replace(config.volume, jitter=jitter),
-                                 background=background)
+                                 background=background, **({"audio_token": "lips", "mouth_planes": 2} if lips else {}))
     torch.manual_seed(0)
     model = TriplaneTalker(config)
     generator = torch.Generator().manual_seed(1)
@@ -108,11 +109,11 @@ def test_channels_last_lookup_matches_grid_sample_values_and_gradients() -> None
     _assert_sampler_matches(CPU)
 
 
-@pytest.mark.parametrize(("jitter", "background", "warped"),
-                         [(True, "field", False), (False, "field", False), (True, "plate", False),
-                          (True, "plate", True)])
-def test_fp32_fast_path_gives_the_reference_frames(jitter: bool, background: str, warped: bool) -> None:
-    model = _tiny_model(CPU, jitter, background)
+@pytest.mark.parametrize(("jitter", "background", "warped", "lips"),
+                         [(True, "field", False, False), (False, "field", False, False), (True, "plate", False, False),
+                          (True, "plate", True, False), (True, "field", False, True)])
+def test_fp32_fast_path_gives_the_reference_frames(jitter: bool, background: str, warped: bool, lips: bool) -> None:
+    model = _tiny_model(CPU, jitter, background, lips)
     (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(CPU), warped=warped)
     assert rgb.shape == rgb_ref.shape == (5, 3, 128, 128) and not renderer.captured
     torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
@@ -217,11 +218,13 @@ def test_cuda_lookup_matches_grid_sample_values_and_gradients() -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize(("background", "warped"), [("field", False), ("plate", False), ("plate", True)])
-def test_cuda_fast_path_matches_the_reference_within_bf16(background: str, warped: bool) -> None:
+@pytest.mark.parametrize(("background", "warped", "lips"),
+                         [("field", False, False), ("plate", False, False), ("plate", True, False),
+                          ("field", False, True)])
+def test_cuda_fast_path_matches_the_reference_within_bf16(background: str, warped: bool, lips: bool) -> None:
     """The default CUDA configuration: bf16, channels-last, torch.compile, one CUDA graph."""
     _needs_cuda()
-    model = _tiny_model(torch.device("cuda"), background=background)
+    model = _tiny_model(torch.device("cuda"), background=background, lips=lips)
     (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(torch.device("cuda")),
                                                          warped=warped)
     assert renderer.captured

@@ -99,3 +99,16 @@ def test_box_weights_sample_to_one_inside_the_box_and_zero_far_outside() -> None
         assert (sample_triplane(planes, outside) < 0.34).all()
     far = torch.tensor([[[0.4, 0.3, -0.4]]])
     torch.testing.assert_close(sample_triplane(planes, far), torch.zeros(1, 1, 2))
+
+
+def test_support_rectangles_hold_every_non_zero_weight_and_no_empty_row_or_column() -> None:
+    from deltaplane.fields.triplane import box_weights, support_rectangles
+
+    weights = box_weights((-0.1, 0.1, -0.2, -0.02, 0.0, 0.35), 64, 1.0, 0.02)
+    rectangles = support_rectangles(weights)
+    for plane, (r0, r1, c0, c1) in enumerate(rectangles):
+        inside = weights[plane, 0, r0:r1, c0:c1]
+        assert inside.abs().sum() == weights[plane].abs().sum()  # nothing outside
+        assert (inside != 0).any(1).all() and (inside != 0).any(0).all()  # tight
+    assert rectangles[0][2:] == rectangles[1][2:]  # x is the columns of planes 0 (x, y) and 1 (x, z)
+    assert support_rectangles(torch.zeros(3, 1, 8, 8)) == [(0, 8, 0, 8)] * 3

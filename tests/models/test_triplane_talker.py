@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from deltaplane.geometry.cameras import orbit_cameras
-from deltaplane.models.triplane_talker import TriplaneTalker
+from deltaplane.fields.triplane import box_weights
+from deltaplane.models.triplane_talker import MOUTH_BOX_EDGE, TriplaneTalker
 from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions
 
@@ -94,9 +95,11 @@ def test_mouth_planes_start_at_zero_and_let_the_audio_move_the_render(model: Tri
     codes = torch.randn(2, 64, generator=torch.Generator().manual_seed(3))
     planes, delta = talker.planes(talker.tokens(conditions, audio_code=codes))
     assert torch.count_nonzero(delta) == 0
-    assert talker.mouth_planes.shape == (4, *talker.identity_planes.shape)
+    # stored only where the mouth box reaches: a fraction of each full plane
+    assert [tuple(p.shape[:2]) for p in talker.mouth_planes] == [(4, 32)] * 3
+    assert sum(p[0, 0].numel() for p in talker.mouth_planes) < 0.5 * 3 * talker.identity_planes[0, 0].numel()
     # train only the mouth planes and their mix, so any audio dependence must come through them
-    optimizer = torch.optim.Adam([talker.mouth_planes, *talker.mouth_mix.parameters()], lr=3e-2)
+    optimizer = torch.optim.Adam([*talker.mouth_planes, *talker.mouth_mix.parameters()], lr=3e-2)
     target = torch.stack([torch.full((3, 32, 32), -0.5), torch.full((3, 32, 32), 0.5)])
     losses = []
     for _ in range(10):
@@ -112,5 +115,24 @@ def test_mouth_planes_start_at_zero_and_let_the_audio_move_the_render(model: Tri
         _, swapped = talker.planes(talker.tokens(conditions, audio_code=codes.flip(0)))
     assert (heard - swapped).abs().mean() > 0.5 * heard.abs().mean() > 0
     # they act only around the canonical mouth (`mouth_box`); the predictor's own deltaplane is still zero here
-    outside = talker.mouth_mask == 0
+    outside = box_weights(talker.config.mouth_box, talker.config.plane_resolution, talker.config.box_warp,
+                          MOUTH_BOX_EDGE) == 0
     assert outside.float().mean() > 0.5 and heard.masked_select(outside[None].expand_as(heard)).abs().max() == 0
+
+
+def test_mouth_planes_stored_in_the_box_equal_full_planes_times_the_box(model: TriplaneTalker) -> None:
+    """The cropped storage is exact: padding the stored texels back into full planes and masking them with the full
+    box weights gives the same deltaplane (the reference of `TriplaneTalker.mouth_delta`)."""
+    talker = TriplaneTalker(dataclasses.replace(model.config, mouth_planes=3))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for stored in talker.mouth_planes:
+            stored.copy_(torch.randn(stored.shape, generator=generator))
+    weights = torch.randn(2, 3, generator=generator)
+    size = talker.config.plane_resolution
+    full = torch.zeros(3, 3, talker.config.plane_channels, size, size)  # [K, 3, C, H, W]
+    for plane, (r0, r1, c0, c1) in enumerate(talker.mouth_rectangles):
+        full[:, plane, :, r0:r1, c0:c1] = talker.mouth_planes[plane].detach()
+    mask = box_weights(talker.config.mouth_box, size, talker.config.box_warp, MOUTH_BOX_EDGE)  # [3, 1, H, W]
+    reference = torch.einsum("bk,kpchw->bpchw", weights, full) * mask
+    torch.testing.assert_close(talker.mouth_delta(weights), reference)

@@ -50,6 +50,20 @@ def box_weights(box: tuple[float, float, float, float, float, float], resolution
     return torch.stack([ramps[v][:, None] * ramps[u][None, :] for u, v in PLANE_AXES])[:, None]  # v rows, u cols
 
 
+def support_rectangles(weights: Float[Tensor, "3 1 height width"]) -> list[tuple[int, int, int, int]]:
+    """Per plane, the smallest (row0, row1, col0, col1) texel rectangle holding every non-zero weight (of
+    `box_weights`: a product of per-axis ramps, so the rectangle is exactly its support; the whole plane when the
+    weights are all zero)."""
+    rectangles = []
+    for plane in weights[:, 0] != 0:
+        rows, cols = torch.nonzero(plane.any(1))[:, 0], torch.nonzero(plane.any(0))[:, 0]
+        if rows.numel() == 0:
+            rectangles.append((0, plane.shape[0], 0, plane.shape[1]))
+        else:
+            rectangles.append((int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1))
+    return rectangles
+
+
 def sample_triplane_reference(planes: Float[Tensor, "batch 3 channels height width"],
                               points: Float[Tensor, "batch points 3"], box_warp: float = 1.0
                               ) -> Float[Tensor, "batch points channels"]:

@@ -45,7 +45,7 @@ def _param_groups(model: TriplaneTalker, config: TrainConfig) -> list[dict]:
     predictor = [*model.predictor.parameters(), *model.condition_encoder.parameters()]
     planes = [model.identity_planes]
     if model.config.mouth_planes:  # texels like the identity's; their audio mix like the predictor
-        planes.append(model.mouth_planes)
+        planes.extend(model.mouth_planes)
         predictor.extend(model.mouth_mix.parameters())
     groups = [{"params": planes, "lr": config.lr_identity, "name": "identity"},
               {"params": renderer, "lr": config.lr_renderer, "name": "renderer"}]
