@@ -36,6 +36,7 @@ def test_tiny_training_raises_held_out_psnr(synthetic_dataset: Path, tmp_path: P
     depth_errors = [r["test/face_depth_error"] for r in read_log(tmp_path / "run") if "test/psnr" in r]
     assert depth_errors[-1] < depth_errors[0], depth_errors  # the face-mesh prior shapes the geometry
     assert (tmp_path / "run" / "samples").is_dir()
+    assert not any("guard/rollback_to" in r for r in read_log(tmp_path / "run"))  # a healthy run: no false alarm
 
 
 def test_checkpoint_round_trip_gives_identical_renders(synthetic_dataset: Path, tmp_path: Path) -> None:
