@@ -151,8 +151,8 @@ def main() -> None:
     parser.add_argument("--still-camera", action="store_true",
                         help="also render every cross-driven file from one fixed training camera (still_NAME.mp4)")
     parser.add_argument("--views", action="store_true",
-                        help="also render the test split from the novel cameras of `deltaplane evaluate` (view_NAME.mp4; "
-                             "scored by scripts/score_lip_renders.py) and the view sheet views.png")
+                        help="also render the test split from the novel cameras of `deltaplane evaluate` "
+                             "(view_NAME.mp4; scored by scripts/score_lip_renders.py) and the view sheet views.png")
     args = parser.parse_args()
     out = Path(os.environ.get("OUT", "."))
     device = torch.device(args.device)

@@ -130,7 +130,8 @@ def bench(run: str | Path | None = None, batch: tuple[int, ...] = (1, 4), frames
           device: str | None = None, preset: str = "fast", random_weights: bool = False,
           json_path: str | Path | None = None, background: str = "field"):
     """Time the plain fp32 reference rendering path and the fast path side by side on the same weights and inputs
-    (`background`: "field" or "plate", the random-weights model's background mode); returns a `deltaplane.bench.BenchReport` (`deltaplane.bench.format_report` prints it as a table)."""
+    (`background`: "field" or "plate", the random-weights model's background mode); returns a
+    `deltaplane.bench.BenchReport` (`deltaplane.bench.format_report` prints it as a table)."""
     from deltaplane.bench import bench as bench_paths
 
     if (run is None) != random_weights:

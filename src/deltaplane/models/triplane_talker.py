@@ -141,9 +141,9 @@ class TriplaneTalkerConfig:
     `LossWeights.novel_color`)."""
     mouth_planes: int = 0
     """K full-resolution planes (3 × C channels, stored only where `mouth_box` reaches), mixed by a linear map of the
-    audio token and added to the deltaplane (0 = off). The deltaplane hears the tokens only in its 32² bottleneck, so what the audio changes
-    there is smooth at the scale of the lips; these planes let the audio move texels at plane resolution, as a
-    set of learned blendshapes."""
+    audio token and added to the deltaplane (0 = off). The deltaplane hears the tokens only in its 32² bottleneck,
+    so what the audio changes there is smooth at the scale of the lips; these planes let the audio move texels at
+    plane resolution, as a set of learned blendshapes."""
     mouth_box: tuple[float, float, float, float, float, float] | None = (-0.1, 0.1, -0.2, -0.02, 0.0, 0.35)
     """(x0, x1, y0, y1, z0, z1) in world units: the mouth planes act only inside this box around the canonical
     mouth and jaw (docs/conventions.md: the face template's mouth corners sit at (±0.04, −0.075, 0.2), its chin at

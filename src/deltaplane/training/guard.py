@@ -4,8 +4,9 @@ A volume-rendered scene can die within a few steps and never come back: in plate
 (`lips+norm+mplanes8+aug2+adv0.1+plate+novdepth5+novcolor4`, obama_20s) the deltaplane pushed the raw density of
 every sample to about −240 thirty steps after its warm-up ended; the softplus of such a field has no gradient left,
 the head vanished (accumulation 0, the opacity loss at its ceiling) and the remaining 2,300 steps trained nothing.
-The guard watches the training batches' PSNR and rendered opacity, keeps two in-memory snapshots of the model, optimiser and
-discriminator, and on a collapse (or a non-finite loss) restores the older one and halves the learning rates.
+The guard watches the training batches' PSNR and rendered opacity, keeps two in-memory snapshots of the model,
+optimiser and discriminator, and on a collapse (or a non-finite loss) restores the older one and halves the learning
+rates.
 """
 
 from __future__ import annotations

@@ -105,22 +105,33 @@ ROLLBACKS = "guard.rollbacks"
 """Training-state name of the collapse guard's rollback count (its learning-rate factor survives a resume)."""
 
 
-def _training_tensors(model: TriplaneTalker, optimizer: torch.optim.Optimizer, names: dict[int, str],
-                      adversary: PatchAdversary | None) -> dict[str, torch.Tensor]:
-    """What a rollback restores: the model's weights (`model.` names), the Adam moments and the discriminator."""
-    return {**{f"model.{name}": value for name, value in model.state_dict().items()},
-            **checkpoint.optimizer_to_tensors(optimizer, names),
+def _optimiser_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str],
+                       adversary: PatchAdversary | None) -> dict[str, torch.Tensor]:
+    """The Adam moments and the discriminator's state, by checkpoint name."""
+    return {**checkpoint.optimizer_to_tensors(optimizer, names),
             **(adversary.state_tensors() if adversary is not None else {})}
 
 
-def _load_training_tensors(model: TriplaneTalker, optimizer: torch.optim.Optimizer, names: dict[int, str],
-                           adversary: PatchAdversary | None, tensors: dict[str, torch.Tensor]) -> None:
-    model.load_state_dict({name[len("model."):]: value for name, value in tensors.items()
-                           if name.startswith("model.")})
-    optimizer.state.clear()  # parameters without saved moments start afresh, as they had at the snapshot
+def _load_optimisers(optimizer: torch.optim.Optimizer, names: dict[int, str], adversary: PatchAdversary | None,
+                     tensors: dict[str, torch.Tensor]) -> None:
     checkpoint.optimizer_from_tensors(optimizer, names, tensors)
     if adversary is not None:
         adversary.load_state_tensors(tensors)
+
+
+def _snapshot_tensors(model: TriplaneTalker, optimizer: torch.optim.Optimizer, names: dict[int, str],
+                      adversary: PatchAdversary | None) -> dict[str, torch.Tensor]:
+    """What a rollback restores: the model's weights (`model.` names), the Adam moments and the discriminator."""
+    return {**{f"model.{name}": value for name, value in model.state_dict().items()},
+            **_optimiser_tensors(optimizer, names, adversary)}
+
+
+def _load_snapshot(model: TriplaneTalker, optimizer: torch.optim.Optimizer, names: dict[int, str],
+                   adversary: PatchAdversary | None, tensors: dict[str, torch.Tensor]) -> None:
+    model.load_state_dict({name[len("model."):]: value for name, value in tensors.items()
+                           if name.startswith("model.")})
+    optimizer.state.clear()  # parameters without saved moments start afresh, as they had at the snapshot
+    _load_optimisers(optimizer, names, adversary, tensors)
 
 
 def _restore(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimizer, generator: torch.Generator,
@@ -131,9 +142,7 @@ def _restore(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimi
         return 0, 0.0
     loaded = checkpoint.load_checkpoint(latest)
     model.load_state_dict(loaded.model_state)
-    checkpoint.optimizer_from_tensors(optimizer, names, loaded.training_state)
-    if adversary is not None:
-        adversary.load_state_tensors(loaded.training_state)
+    _load_optimisers(optimizer, names, adversary, loaded.training_state)
     if ROLLBACKS in loaded.training_state:
         guard.rollbacks = int(loaded.training_state[ROLLBACKS])
     generator.set_state(loaded.training_state["rng.sampler"])
@@ -193,7 +202,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             if train_config.max_minutes is not None and time.perf_counter() - started > 60 * train_config.max_minutes:
                 break
             if guard.due(step):
-                guard.snapshot(step, _training_tensors(model, optimizer, names, adversary))
+                guard.snapshot(step, _snapshot_tensors(model, optimizer, names, adversary))
             _set_learning_rates(optimizer, train_config, step, guard.lr_scale)
             use_sync = sync is not None and step >= train_config.sync_start_fraction * train_config.steps
             if use_sync:
@@ -233,7 +242,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                       else f"loss {loss.item()}")
             if reason is not None:
                 snapshot = guard.rollback(step, reason)
-                _load_training_tensors(model, optimizer, names, adversary, snapshot.tensors)
+                _load_snapshot(model, optimizer, names, adversary, snapshot.tensors)
                 LOG.warning("training collapsed at step %d (%s): back to step %d with the learning rates ×%g", step,
                             reason, snapshot.step, guard.lr_scale)
                 logger.scalars(step, {"guard/rollback_to": snapshot.step, "guard/lr_scale": guard.lr_scale})
@@ -331,8 +340,7 @@ def _write_sample(run_dir: Path, model: TriplaneTalker, clip: ClipData, step: in
 def _checkpoint(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimizer, generator: torch.Generator,
                 names: dict[int, str], device: torch.device, step: int, started: float,
                 metrics: dict[str, float], adversary: PatchAdversary | None, guard: CollapseGuard) -> None:
-    training_state = {**checkpoint.optimizer_to_tensors(optimizer, names), **_rng_state(generator, device),
-                      **(adversary.state_tensors() if adversary is not None else {}),
+    training_state = {**_optimiser_tensors(optimizer, names, adversary), **_rng_state(generator, device),
                       ROLLBACKS: torch.tensor(guard.rollbacks)}
     meta = {"train_seconds": time.perf_counter() - started,
             "metrics": {k: v for k, v in metrics.items() if math.isfinite(v)}}
