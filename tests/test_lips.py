@@ -93,7 +93,7 @@ def test_per_utterance_normalisation_keeps_the_padding_zero() -> None:
 @pytest.fixture(scope="module")
 def lip_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     model_config, train_config = get_preset("tiny")
-    model_config = dataclasses.replace(model_config, audio_token="lips",
+    model_config = dataclasses.replace(model_config, audio_token="lips", mouth_planes=2,  # as the fast preset
                                        audio=dataclasses.replace(model_config.audio, normalize=True))
     train_config = dataclasses.replace(train_config, steps=120, eval_every=40, checkpoint_every=1000,
                                        sample_every=1000, lr_audio=2e-3)
@@ -117,6 +117,9 @@ def test_lip_run_reloads_with_its_basis_and_gain(lip_run: Path) -> None:
     assert config["model"]["audio_token"] == "lips" and model.lips is not None
     assert (model.lips.gain >= 0.0).all() and (model.lips.gain <= MAX_GAIN).all()
     assert not torch.equal(model.lips.components, torch.eye(*model.lips.components.shape))  # fitted, not the init
+    # The mouth planes (stored inside the mouth box, whose rectangles the checkpoint check derives from the config
+    # on the meta device) come back trained.
+    assert len(model.mouth_planes) == 3 and all(plane.abs().sum() > 0 for plane in model.mouth_planes)
     audio = torch.randn(3, 8, 16, model.config.audio.feature_dim)
     tokens = model.tokens(dataclasses.replace(_conditions(3), audio=audio))
     torch.testing.assert_close(tokens[:, 0], model.lips(model.predicted_lips(audio)))

@@ -182,9 +182,10 @@ class TriplaneTalker(nn.Module):
         self.condition_encoder = ConditionEncoder(config.conditions)
         self.predictor = DeltaplanePredictor(config.deltaplane)
         if config.mouth_planes:
-            mask = (box_weights(config.mouth_box, config.plane_resolution, config.box_warp, MOUTH_BOX_EDGE)
-                    if config.mouth_box is not None
-                    else torch.ones(3, 1, config.plane_resolution, config.plane_resolution))
+            with torch.device("cpu"):  # data of the config, also when the model is built on the meta device
+                mask = (box_weights(config.mouth_box, config.plane_resolution, config.box_warp, MOUTH_BOX_EDGE)
+                        if config.mouth_box is not None
+                        else torch.ones(3, 1, config.plane_resolution, config.plane_resolution))
             # Only the texels the box reaches are stored (~8 % of each plane for the default box: 16 MB instead of
             # 200 MB for 8 planes of the fast preset), and zero: the deltaplane stays exactly 0 at init.
             self.mouth_rectangles = support_rectangles(mask)
