@@ -112,6 +112,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
             score = landmark_sync(predicted, speech_envelope(samples, count, manifest.fps), 10)
             row[f"cross/{name}/opening_std_ratio"] = float(predicted.std() / reference.std())
             row[f"cross/{name}/sync_correlation"] = None if score is None else score.correlation
+            row[f"cross/{name}/sync_offset"] = None if score is None else score.offset
     return row
 
 

@@ -40,7 +40,7 @@ def test_interrupted_rerun_into_a_dataset_is_refused_until_finished(synthetic_da
         raise Killed
 
     with monkeypatch.context() as patch:
-        patch.setattr(stages, "_track", killed)  # dies after the audio stage rewrote its files
+        patch.setattr(stages, "_write_frames", killed)  # dies after the sync stage rewrote the audio
         with pytest.raises(Killed):
             api.preprocess(shorter_clip, dataset, size=128, test_fraction=0.2, progress=False)
     new_frames = np.load(dataset / "audio_features.npy").shape[0]

@@ -35,6 +35,10 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
                    help="'logmel' (default), a local wav2vec2/HuBERT model directory, or a precomputed AD-NeRF/"
                         "Talk3D .npy (aud_eo.npy or DeepSpeech aud.npy)")
     p.add_argument("--phones", action="store_true", help="also store a pocketsphinx phone track (needs [audio] extra)")
+    p.add_argument("--av-offset", default="auto",
+                   help="'auto' (default): measure how far the sound is off the lips and shift it onto them when "
+                        "clear; a whole number of frames to shift by instead (positive: the mouth moves after the "
+                        "sound); 0 keeps the audio as it is")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -193,7 +197,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "preprocess":
         api.preprocess(args.video, args.output, audio=args.audio, fps=args.fps, size=args.size,
                        test_fraction=args.test_fraction, audio_features=args.audio_features, phones=args.phones,
-                       progress=not args.quiet)
+                       av_offset=args.av_offset, progress=not args.quiet)
     elif args.command == "train":
         api.train(args.dataset, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
                   resume=args.resume, device=args.device, lpips_weights=args.lpips_weights, syncnet=args.syncnet,

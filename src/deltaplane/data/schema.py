@@ -80,6 +80,9 @@ class AudioInfo:
     window: int
     feature_rate: float
     sample_rate: int
+    offset_frames: int = 0
+    """The source's sound was shifted by this audio–video offset to meet the lips (`preprocess.av_sync`: positive
+    when the mouth moved after the sound)."""
 
 
 @dataclass(frozen=True)

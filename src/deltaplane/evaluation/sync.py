@@ -60,22 +60,29 @@ def _pearson(first: ndarray, second: ndarray) -> float:
     return float((first * second).sum() / norm) if norm > 0 else 0.0
 
 
-def landmark_sync(opening: Float[ndarray, " frames"], envelope: Float[ndarray, " frames"],
-                  max_offset: int = 10) -> SyncScore | None:
-    """Correlate opening[k] with envelope[k − d] for d in [−max_offset, max_offset]; the best d and its correlation.
-    Frames without a face (NaN opening) are left out; None when fewer than `MIN_SYNC_FRAMES` pairs remain."""
+def sync_curve(opening: Float[ndarray, " frames"], envelope: Float[ndarray, " frames"],
+               max_offset: int = 10) -> dict[int, float]:
+    """Correlation of opening[k] with envelope[k − d] for each d in [−max_offset, max_offset] that leaves at least
+    `MIN_SYNC_FRAMES` pairs; frames without a face (NaN opening) are left out."""
     num_frames = min(opening.shape[0], envelope.shape[0])
-    best: SyncScore | None = None
+    curve = {}
     for offset in range(-max_offset, max_offset + 1):
         video = opening[max(offset, 0):num_frames + min(offset, 0)]
         audio = envelope[max(-offset, 0):num_frames - max(offset, 0)]
         valid = np.isfinite(video)
-        if valid.sum() < MIN_SYNC_FRAMES:
-            continue
-        correlation = _pearson(video[valid], audio[valid])
-        if best is None or correlation > best.correlation:
-            best = SyncScore(correlation, offset)
-    return best
+        if valid.sum() >= MIN_SYNC_FRAMES:
+            curve[offset] = _pearson(video[valid], audio[valid])
+    return curve
+
+
+def landmark_sync(opening: Float[ndarray, " frames"], envelope: Float[ndarray, " frames"],
+                  max_offset: int = 10) -> SyncScore | None:
+    """The best offset d of `sync_curve` and its correlation; None when no offset leaves enough frames."""
+    curve = sync_curve(opening, envelope, max_offset)
+    if not curve:
+        return None
+    offset = max(curve, key=lambda d: (curve[d], -abs(d)))  # a tie goes to the smaller shift
+    return SyncScore(curve[offset], offset)
 
 
 def syncnet_crop(rgb: UInt8[ndarray, "height width 3"], box: Float[ndarray, "4"]) -> UInt8[ndarray, "224 224 3"]:

@@ -1,7 +1,8 @@
 """`deltaplane preprocess`: one idempotent function per stage, each writing its own artefacts atomically.
 
-    audio   → audio.wav, audio_features.npy (+ phones.json)
+    audio   → .stages/audio_source.wav: the source's speech, 16 kHz mono, cut to the video (a bad file fails here)
     track   → .stages/track_raw.npz: raw 68-point landmarks + mediapipe mesh per frame (streamed decode)
+    sync    → audio.wav, audio_features.npy (+ phones.json): the speech shifted onto the lips (preprocess.av_sync)
     frames  → frames/, parsing/, tracks.npz: smoothing, alignment, head pose, masks (second streamed decode)
     manifest.json last (a re-run removes the old one before any stage runs).
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import time
 from collections.abc import Iterable
@@ -30,7 +32,7 @@ from deltaplane.data.schema import (AUDIO_FEATURES, AUDIO_WAV, FRAMES_CRF, FRAME
 from deltaplane.errors import InputError
 from deltaplane.media.video import (VideoInfo, VideoWriter, check_complete, iter_frames, output_frame_count,
                                     probe_video)
-from deltaplane.preprocess.audio_stage import run_audio_stage
+from deltaplane.preprocess.audio_stage import check_feature_spec, run_audio_stage, run_sync_stage
 from deltaplane.preprocess.geometry_stage import FrameGeometry, frame_geometry
 
 MIN_SECONDS = 2.0
@@ -52,6 +54,10 @@ class PreprocessConfig:
     """Also store a pocketsphinx phone track."""
     max_missing_fraction: float = 0.05
     """Refuse clips whose face is missing in more than this fraction of frames."""
+    av_offset: str = "auto"
+    """'auto': measure the audio–video offset and shift the sound onto the lips when it is clear
+    (`preprocess.av_sync`); an integer: shift by that many frames (positive: the mouth moves after the sound;
+    '0' keeps the audio as it is)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.fps <= 120:
@@ -60,6 +66,8 @@ class PreprocessConfig:
             raise InputError(f"--size must be an even number in [64, {MAX_SIZE}], got {self.size}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise InputError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        if self.av_offset != "auto" and not re.fullmatch(r"[+-]?\d+", self.av_offset):
+            raise InputError(f"--av-offset must be 'auto' or a whole number of frames, got {self.av_offset!r}")
 
 
 def sha256_of(path: Path) -> str:
@@ -127,9 +135,10 @@ def _run_stages(video: Path, dataset_dir: Path, config: PreprocessConfig, audio:
     # incomplete dataset that every reader refuses, never a mixed one that passes as complete.
     (dataset_dir / MANIFEST).unlink(missing_ok=True)
 
-    audio_print = _fingerprint("audio", audio_hash, num_frames, config.fps, config.audio_features, config.phones)
-    audio_info = run_audio_stage(video if audio is None else audio, dataset_dir, num_frames, config.fps,
-                                 config.audio_features, config.phones, records, audio_print)
+    check_feature_spec(config.audio_features, num_frames, config.fps)
+    audio_print = _fingerprint("audio", audio_hash, num_frames, config.fps)
+    source_wav = run_audio_stage(video if audio is None else audio, dataset_dir, num_frames, config.fps, records,
+                                 audio_print)
 
     track_print = _fingerprint("track", source_hash, config.fps, num_frames)
     track_path = dataset_dir / STAGES_DIR / "track_raw.npz"
@@ -138,6 +147,20 @@ def _run_stages(video: Path, dataset_dir: Path, config: PreprocessConfig, audio:
         raw = _track(video, num_frames, config.fps, progress)
         save_npz(track_path, **raw)
         records.mark("track", track_print, time.perf_counter() - started, frames=num_frames)
+
+    sync_print = _fingerprint("sync", audio_print, track_print, config.av_offset, config.audio_features,
+                              config.phones)
+
+    def landmarks68() -> np.ndarray:
+        with np.load(track_path) as raw:
+            return raw["landmarks68"]
+
+    audio_info = run_sync_stage(dataset_dir, source_wav, landmarks68, config.fps, config.audio_features,
+                                config.phones, config.av_offset, records, sync_print)
+    if progress and audio_info.offset_frames:
+        print(f"the sound was {abs(audio_info.offset_frames) / config.fps * 1000:.0f} ms "
+              f"{'late' if audio_info.offset_frames < 0 else 'early'} against the lips: shifted onto them "
+              "(--av-offset 0 keeps it as it is)")
 
     frames_print = _fingerprint("frames", track_print, config.size, config.max_missing_fraction, FRAMES_VIDEO,
                                 FRAMES_CRF)
@@ -158,7 +181,7 @@ def _run_stages(video: Path, dataset_dir: Path, config: PreprocessConfig, audio:
                           height=info.height, duration=info.duration,
                           audio_path=str(audio.resolve()) if audio else None),
         audio=audio_info, splits=split_indices(num_frames, config.test_fraction),
-        stages={name: records.info(name) for name in ("audio", "track", "frames")},
+        stages={name: records.info(name) for name in ("audio", "track", "sync", "frames")},
         phones=config.phones, config=asdict(config))
     write_json(dataset_dir / MANIFEST, manifest.to_json())
 
