@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,3 +86,20 @@ def test_every_parameter_is_optimised_exactly_once(extra: dict) -> None:
     model = TriplaneTalker(dataclasses.replace(config, **extra))
     grouped = [id(p) for group in _param_groups(model, train_config) for p in group["params"]]
     assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+
+
+def test_a_dataset_older_than_the_sync_check_gets_a_warning(synthetic_dataset: Path, tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    dataset = tmp_path / "old"
+    shutil.copytree(synthetic_dataset, dataset)
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    del manifest["stages"]["sync"]  # as written before preprocess measured the audio-video offset
+    (dataset / "manifest.json").write_text(json.dumps(manifest))
+    model_config, train_config = _tiny(1)
+    with caplog.at_level("WARNING", logger="deltaplane.training.trainer"):
+        train(dataset, tmp_path / "run", model_config, train_config, "tiny", CPU, progress=False)
+    assert "re-run `deltaplane preprocess`" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="deltaplane.training.trainer"):
+        train(synthetic_dataset, tmp_path / "new", model_config, train_config, "tiny", CPU, progress=False)
+    assert "preprocess" not in caplog.text
