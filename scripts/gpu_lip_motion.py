@@ -48,7 +48,8 @@ def variant_configs(name: str, preset: str = "fast"):
     mouth planes), lapN (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the
     renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up),
     plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
-    novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md)."""
+    novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), lipradiusQ (the
+    calibrated lip vector kept within the Q-quantile of the training frames' distance from the mean)."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -91,6 +92,9 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_depth=float(part[8:])))
         elif part.startswith("novcolor"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_color=float(part[8:])))
+        elif part.startswith("lipradius"):
+            lips = dataclasses.replace(model.lips, radius_quantile=float(part[9:]))
+            model = dataclasses.replace(model, lips=lips)
         elif part == "nowarm":
             train_config = dataclasses.replace(train_config, warmup_delta_steps=0)
         elif part != "base":

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from deltaplane.audio.features import WINDOW, normalize_utterance
+from deltaplane.config_io import from_dict, to_dict
 from deltaplane.fields.lips import MAX_GAIN, LipConfig, LipVector, pooled_spread
 from deltaplane.geometry.lips import mouth_shape
 from deltaplane.inference import load_run
+from deltaplane.models.triplane_talker import TriplaneTalkerConfig
 from deltaplane.presets import get_preset
 from deltaplane.training.logging import read_log
 from deltaplane.training.trainer import train
@@ -185,3 +187,29 @@ def test_scheduled_sampling_feeds_the_renderer_the_audio_lips_but_keeps_the_trac
         assert sampled[step]["loss/lips"] == pytest.approx(tracked[step]["loss/lips"], rel=1e-5)
     assert sampled[0]["loss/l1_raw"] == pytest.approx(tracked[0]["loss/l1_raw"], rel=1e-6)  # a zero deltaplane
     assert sampled[1]["loss/l1_raw"] != pytest.approx(tracked[1]["loss/l1_raw"], rel=1e-6)
+
+
+def test_lip_radius_keeps_calibrated_vectors_inside_the_training_cloud() -> None:
+    """`radius_quantile`: a gain on the regression can push a lip vector beyond every training frame's distance from
+    the mean; such vectors are pulled back onto the quantile's sphere, their direction kept."""
+    torch.manual_seed(0)
+    shapes = torch.randn(400, 40) * torch.linspace(2.0, 0.1, 40)
+    lips = LipVector(LipConfig(radius_quantile=0.99), code_dim=4, token_dim=8)
+    lips.fit(shapes)
+    inside = (lips.coefficients(shapes).norm(dim=1) <= lips.radius).float().mean()
+    assert 0.985 <= inside <= 0.995
+    lips.gain.fill_(3.0)
+    code = torch.randn(256, 4) * 3
+    with torch.no_grad():
+        boxed = torch.minimum(torch.maximum(lips.head(code) * lips.gain, lips.low), lips.high)
+        predicted = lips.predict(code)
+    far = boxed.norm(dim=1) > lips.radius
+    assert far.any() and (~far).any()
+    assert torch.allclose(predicted[~far], boxed[~far])
+    assert torch.allclose(predicted[far].norm(dim=1), lips.radius.expand(int(far.sum())))
+    assert torch.allclose(torch.nn.functional.cosine_similarity(predicted[far], boxed[far]), torch.ones(int(far.sum())))
+    # Off by default, and then the checkpoint holds no radius (runs trained before it load unchanged).
+    assert "radius" not in LipVector(LipConfig(), code_dim=4, token_dim=8).state_dict()
+    config = from_dict(TriplaneTalkerConfig, to_dict(dataclasses.replace(
+        TriplaneTalkerConfig(), lips=LipConfig(radius_quantile=0.99))))
+    assert config.lips.radius_quantile == 0.99

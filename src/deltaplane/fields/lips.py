@@ -47,6 +47,10 @@ class LipConfig:
     calibration_every: int = 10
     """One block in every `calibration_every` is held out of the audio → lip regression (0: none, calibrate on the
     fitted frames)."""
+    radius_quantile: float | None = None
+    """If set, a calibrated lip vector farther from the mean than this quantile of the training frames' distances
+    (whitened units) is pulled back onto that sphere, direction kept: a gain applied to a regression can combine
+    components into mouth shapes no training frame had, and the renderer draws those as speckles (run 9)."""
 
 
 def pooled_spread(predicted: Float[Tensor, "frames dim"], target: Float[Tensor, "frames dim"],
@@ -73,6 +77,8 @@ class LipVector(nn.Module):
         self.register_buffer("gain", torch.ones(config.dim))
         self.register_buffer("low", torch.full((config.dim,), -torch.inf))
         self.register_buffer("high", torch.full((config.dim,), torch.inf))
+        if config.radius_quantile is not None:  # only then: older checkpoints keep their tensors
+            self.register_buffer("radius", torch.tensor(torch.inf))
         self.head = nn.Linear(code_dim, config.dim)
         self.embed = nn.Sequential(nn.Linear(config.dim, config.hidden), nn.ReLU(), nn.Linear(config.hidden, token_dim))
 
@@ -89,6 +95,8 @@ class LipVector(nn.Module):
         coefficients = self.coefficients(shapes)
         self.low.copy_(coefficients.amin(0))
         self.high.copy_(coefficients.amax(0))
+        if self.config.radius_quantile is not None:
+            self.radius.copy_(torch.quantile(coefficients.norm(dim=1), self.config.radius_quantile))
 
     @torch.no_grad()
     def calibrate(self, predicted: Float[Tensor, "frames dim"], target: Float[Tensor, "frames dim"]) -> None:
@@ -107,10 +115,15 @@ class LipVector(nn.Module):
     def predict(self, audio_code: Float[Tensor, "batch code_dim"], calibrated: bool = True
                 ) -> Float[Tensor, "batch dim"]:
         """Audio code → lip vector (`calibrated`: times the gain of `calibrate` and kept inside the training frames'
-        range, so an unfamiliar voice cannot ask for a mouth the renderer never saw; the regression loss uses the
-        raw output)."""
+        range, and inside its radius with `radius_quantile`, so an unfamiliar voice cannot ask for a mouth the
+        renderer never saw; the regression loss uses the raw output)."""
         lips = self.head(audio_code)
-        return torch.minimum(torch.maximum(lips * self.gain, self.low), self.high) if calibrated else lips
+        if not calibrated:
+            return lips
+        lips = torch.minimum(torch.maximum(lips * self.gain, self.low), self.high)
+        if self.config.radius_quantile is not None:
+            lips = lips * (self.radius / lips.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+        return lips
 
     def held_out(self, indices: Int[Tensor, " frames"]) -> Bool[Tensor, " frames"]:
         """Frames (dataset frame indices) kept out of the audio → lip regression for calibration: one block of
