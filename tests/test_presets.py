@@ -1,0 +1,20 @@
+"""Every preset's model is one that a run directory can hold: its config passes the run-directory check, which builds
+the model on the meta device (the `fast` preset's mouth planes once failed there, so that no run of it loaded)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deltaplane.checkpoint import read_run_config, write_run_config
+from deltaplane.config_io import from_dict, to_dict
+from deltaplane.models.triplane_talker import TriplaneTalkerConfig
+from deltaplane.presets import PRESETS, get_preset
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_passes_the_run_directory_check(name: str, tmp_path: Path) -> None:
+    model_config, _ = get_preset(name)
+    write_run_config(tmp_path, {"model": to_dict(model_config)})
+    assert from_dict(TriplaneTalkerConfig, read_run_config(tmp_path)["model"]) == model_config
