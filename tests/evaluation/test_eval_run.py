@@ -58,6 +58,7 @@ def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, inception_
     assert metrics["view/yaw+30/fid"] > 0 and "needs at least 2" in metrics["skipped"]["cross/speech/fid"]
     page = (tmp_path / "eval" / "report.html").read_text()
     assert "<td>yaw+30</td>" in page and "<td>speech</td>" in page  # the view and cross tables
+    assert "<th>audio–video offset</th><td>in step (no shift)</td>" in page  # the synthetic subject speaks in step
     assert page.count("data:image/") >= 5 and "mouth contact sheet" in page  # plots, strip rows, mouths, views
     for name, num_frames in (("dataset", 20), ("yaw+30", 20), ("cross_speech", 4)):
         video = tmp_path / "eval" / "videos" / f"{name}.mp4"

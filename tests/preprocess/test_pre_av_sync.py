@@ -14,7 +14,7 @@ from deltaplane.audio.io import load_audio, write_wav
 from deltaplane.data.schema import AUDIO_WAV, read_manifest
 from deltaplane.errors import InputError
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
-from deltaplane.preprocess.av_sync import measure_offset, shift_audio, shift_windows
+from deltaplane.preprocess.av_sync import describe_offset, measure_offset, shift_audio, shift_windows
 from deltaplane.synthetic import PORTRAIT_LANDMARKS_68
 
 FPS = 25.0
@@ -91,6 +91,7 @@ def test_preprocess_puts_late_sound_back_onto_the_lips(synthetic_clip: Path, syn
     late, speech = late_sound
     dataset = api.preprocess(synthetic_clip, tmp_path / "ds", audio=late, size=128, progress=False)
     assert read_manifest(dataset).audio.offset_frames == -5
+    assert describe_offset(read_manifest(dataset)).startswith("the sound was 200 ms late against the lips")
     restored = load_audio(dataset / AUDIO_WAV)
     cut = len(speech) - 5 * SAMPLE_RATE // 25  # the last 200 ms were never in the late file
     assert np.abs(restored[:cut] - speech[:cut]).max() < 1e-3 and not restored[cut:].any()

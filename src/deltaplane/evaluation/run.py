@@ -39,6 +39,7 @@ from deltaplane.inference import (audio_windows, camera_path, check_camera, dept
                                   load_run, plate_warp_path, render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.models.triplane_talker import TriplaneTalker
+from deltaplane.preprocess.av_sync import describe_offset
 from deltaplane.structs import Conditions
 
 DEFAULT_VIEWS = "dataset,front,yaw=±30,pitch=±20,spiral"
@@ -267,6 +268,7 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
         skipped.update(experts.skipped)
         report = ReportData(title=f"deltaplane evaluation: {Path(run_dir).name}",
                             inputs={"run": str(run_dir), "dataset": str(dataset), "split": split,
+                                    "audio–video offset": describe_offset(read_manifest(dataset)),
                                     "cross audio": str(audio) if audio else "–", "device": str(device)},
                             metrics=metrics, skipped=skipped,
                             series={f"{split}/{name}": result.per_frame[name] for name in ("psnr", "psnr_face", "lmd")},

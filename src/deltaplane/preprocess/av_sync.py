@@ -17,6 +17,7 @@ import numpy as np
 from jaxtyping import Float
 from numpy import ndarray
 
+from deltaplane.data.schema import Manifest
 from deltaplane.evaluation.face import mouth_opening
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope, sync_curve
 
@@ -75,3 +76,15 @@ def shift_windows(windows: Float[ndarray, "frames ..."], frames: int) -> Float[n
     end windows repeated: for features computed elsewhere (AD-NeRF/Talk3D .npy) that cannot be recomputed."""
     source = np.clip(np.arange(windows.shape[0]) - frames, 0, windows.shape[0] - 1)
     return windows[source]
+
+
+def describe_offset(manifest: Manifest) -> str:
+    """One line on the dataset's audio–video offset, for the preprocess log and the evaluation report."""
+    if "sync" not in manifest.stages:
+        return ("not checked: preprocessed before deltaplane checked it; re-run `deltaplane preprocess` (seconds) to "
+                "check it")
+    frames = manifest.audio.offset_frames
+    if frames == 0:
+        return "in step (no shift)"
+    return (f"the sound was {abs(frames) / manifest.fps * 1000:.0f} ms {'late' if frames < 0 else 'early'} against "
+            "the lips: shifted onto them at preprocessing (--av-offset 0 keeps it as it is)")

@@ -33,6 +33,7 @@ from deltaplane.errors import InputError
 from deltaplane.media.video import (VideoInfo, VideoWriter, check_complete, iter_frames, output_frame_count,
                                     probe_video)
 from deltaplane.preprocess.audio_stage import check_feature_spec, run_audio_stage, run_sync_stage
+from deltaplane.preprocess.av_sync import describe_offset
 from deltaplane.preprocess.geometry_stage import FrameGeometry, frame_geometry
 
 MIN_SECONDS = 2.0
@@ -157,10 +158,6 @@ def _run_stages(video: Path, dataset_dir: Path, config: PreprocessConfig, audio:
 
     audio_info = run_sync_stage(dataset_dir, source_wav, landmarks68, config.fps, config.audio_features,
                                 config.phones, config.av_offset, records, sync_print)
-    if progress and audio_info.offset_frames:
-        print(f"the sound was {abs(audio_info.offset_frames) / config.fps * 1000:.0f} ms "
-              f"{'late' if audio_info.offset_frames < 0 else 'early'} against the lips: shifted onto them "
-              "(--av-offset 0 keeps it as it is)")
 
     frames_print = _fingerprint("frames", track_print, config.size, config.max_missing_fraction, FRAMES_VIDEO,
                                 FRAMES_CRF)
@@ -184,6 +181,8 @@ def _run_stages(video: Path, dataset_dir: Path, config: PreprocessConfig, audio:
         stages={name: records.info(name) for name in ("audio", "track", "sync", "frames")},
         phones=config.phones, config=asdict(config))
     write_json(dataset_dir / MANIFEST, manifest.to_json())
+    if progress and audio_info.offset_frames:
+        print(describe_offset(manifest))
 
 
 def _track(video: Path, num_frames: int, fps: float, progress: bool) -> dict[str, np.ndarray]:

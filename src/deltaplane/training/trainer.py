@@ -21,6 +21,7 @@ from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.errors import InputError
 from deltaplane.metrics.image import psnr
 from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
+from deltaplane.preprocess.av_sync import describe_offset
 from deltaplane.structs import NeutralTokens
 from deltaplane.training.adversarial import PatchAdversary
 from deltaplane.training.config import TrainConfig
@@ -166,10 +167,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                                      normalize_audio=normalize)
     test_clip = load_clip(dataset_dir, "test", size=model_config.output_resolution,
                           normalize_audio=normalize)[1] if manifest.splits["test"] else None
-    if "sync" not in manifest.stages:  # made before preprocess checked the audio-video offset
-        LOG.warning("%s was preprocessed before deltaplane checked that its sound is in step with the lips (a lag "
-                    "is learnt and replayed with every voice); re-run `deltaplane preprocess` on it: it takes "
-                    "seconds and keeps the tracking and the frames", dataset_dir)
+    if "sync" not in manifest.stages:  # a lag between sound and lips is learnt and replayed with every voice
+        LOG.warning("%s: audio–video offset %s", dataset_dir, describe_offset(manifest))
     model_config = _prepare_run(run_dir, dataset_dir, model_config, train_config, preset, resume, manifest.audio.dim)
     _save_driving_tracks(run_dir, train_clip)
     torch.manual_seed(train_config.seed)
