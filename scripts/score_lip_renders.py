@@ -1,7 +1,8 @@
 """Score the videos of scripts/gpu_lip_motion.py on the CPU machine, as `deltaplane evaluate` would: the test split
 against its ground truth (mouth motion, LMD, sync, PSNR; also its renders with still tokens or tracked lips), and every
 cross-driven video (cross_NAME.mp4: replayed training cameras, still_NAME.mp4: one fixed camera) against the split's
-frames (mouth motion, sync), and every novel view (view_NAME.mp4: identity, faces found, sharpness against test.mp4).
+frames (mouth motion, sync), and every novel view (view_NAME.mp4: identity, faces found, sharpness against test.mp4,
+and with --dataset the background's change from test.mp4 and flicker).
 
 With --dataset, each cross-driven video also gets the replay check: does its mouth follow the new audio, or the
 training frames whose cameras it replays (`inference.DrivingTracks.replay`, forward and backward)? It adds the
@@ -22,7 +23,10 @@ import torch
 
 from deltaplane.audio.io import load_audio
 from deltaplane.data.schema import AUDIO_WAV, TRACKS, read_manifest
+from deltaplane.data.dataset import load_clip
 from deltaplane.evaluation.face import IdentityEmbedder, mouth_opening
+from deltaplane.evaluation.pixels import background_change, background_flicker, small_grey
+from deltaplane.evaluation.run import split_far_background
 from deltaplane.evaluation.scoring import (EvaluationConfig, identity_metrics, load_experts, motion_metrics,
                                            observe_video, pair_metrics, score_pair, sharpness_metrics, sync_metrics)
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
@@ -67,7 +71,7 @@ def frames(path: Path):
     return iter_frames(path, FPS), probe_video(path).num_frames_estimate
 
 
-def score(directory: Path, replay: Replay | None) -> dict:
+def score(directory: Path, replay: Replay | None, background: np.ndarray | None) -> dict:
     config = EvaluationConfig(identity_every=1000)
     experts = load_experts(config, torch.device("cpu"))
     embedder = IdentityEmbedder()
@@ -92,25 +96,35 @@ def score(directory: Path, replay: Replay | None) -> dict:
             if replay is not None:
                 found.update(replay.metrics(track.per_frame(mouth_opening)))
             row.update({f"{prefix}/{path.stem[len(prefix) + 1:]}/{key}": value for key, value in found.items()})
-    row.update(score_views(directory, experts, embedder))
+    row.update(score_views(directory, experts, embedder, background))
     return row
 
 
-def score_views(directory: Path, experts, embedder: IdentityEmbedder) -> dict:
+def grey_frames(path: Path) -> np.ndarray:
+    return np.stack([small_grey(frame) for frame in frames(path)[0]])
+
+
+def score_views(directory: Path, experts, embedder: IdentityEmbedder, background: np.ndarray | None) -> dict:
     """view_NAME.mp4 (`gpu_lip_motion.py --views`) as `deltaplane evaluate RUN` scores views: identity against the
-    split's frames, frames without a face, sharpness against the frontal render of the split (test.mp4)."""
+    split's frames, frames without a face, sharpness against the frontal render of the split (test.mp4), and with
+    the split's far background (`background`: --dataset) how much it changes from the frontal render and between
+    frames."""
     paths = sorted(directory.glob("view_*.mp4"))
     if not paths:
         return {}
     config = EvaluationConfig(identity_every=VIEW_IDENTITY_EVERY)
     truth, frontal = (observe_video(*frames(directory / f"{name}.mp4"), config, experts, embedder)
                       for name in ("test_gt", "test"))
+    frontal_grey = grey_frames(directory / "test.mp4") if background is not None else None
     row = {}
     for path in paths:
         track = observe_video(*frames(path), config, experts, embedder)
         found = {**identity_metrics(track, truth.embeddings, None, config.identity_every)[0],
                  **sharpness_metrics(track, frontal)[0], "faces/missing": int((~track.found).sum()),
                  "faces/frames": int(track.found.size)}
+        if background is not None:
+            grey = grey_frames(path)
+            found.update({**background_change(grey, frontal_grey, background), **background_flicker(grey, background)})
         row.update({f"view/{path.stem[len('view_'):]}/{key}": value for key, value in found.items()})
     return row
 
@@ -118,10 +132,13 @@ def score_views(directory: Path, experts, embedder: IdentityEmbedder) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directories", type=Path, nargs="+")
-    parser.add_argument("--dataset", type=Path, help="the training dataset: adds the replay check")
+    parser.add_argument("--dataset", type=Path,
+                        help="the training dataset: adds the replay check and the views' background measures")
     args = parser.parse_args()
     replay = Replay(args.dataset) if args.dataset else None
-    print(json.dumps({directory.name: score(directory, replay) for directory in args.directories}, indent=1))
+    background = split_far_background(load_clip(args.dataset, "test")[1]) if args.dataset else None
+    print(json.dumps({directory.name: score(directory, replay, background) for directory in args.directories},
+                     indent=1))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from deltaplane import watermark
 from deltaplane.atomic import atomic_dir, created_dir
 from deltaplane.audio.features import SAMPLE_RATE
 from deltaplane.audio.io import audio_files, load_audio
-from deltaplane.data.dataset import BACKGROUND_LABEL, audio_context, load_clip
+from deltaplane.data.dataset import BACKGROUND_LABEL, ClipData, audio_context, load_clip
 from deltaplane.data.schema import AUDIO_WAV, read_manifest
 from deltaplane.errors import InputError
 from deltaplane.evaluation.face import IdentityEmbedder
@@ -207,8 +207,12 @@ def _score_split(model: TriplaneTalker, dataset: Path, split: str, config: Evalu
         rendered = _rendered(model, conditions, clip.cam2world, kept, "dataset", writer, plate_warp=clip.plate_warps)
         targets = (frame.permute(1, 2, 0).numpy() for frame in clip.frames)
         result = score_pair(rendered, targets, len(clip), config, experts, embedder, progress, desc=f"{split} split")
-    background = np.stack([far_background(labels[0].numpy() == BACKGROUND_LABEL) for labels in clip.parsing])
-    return result, conditions, samples, manifest.fps, background
+    return result, conditions, samples, manifest.fps, split_far_background(clip)
+
+
+def split_far_background(clip: ClipData) -> Bool[ndarray, "frames s s"]:
+    """`pixels.far_background` of every frame of a split, from its label maps."""
+    return np.stack([far_background(labels[0].numpy() == BACKGROUND_LABEL) for labels in clip.parsing])
 
 
 def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, device: torch.device,
