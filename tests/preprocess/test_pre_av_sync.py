@@ -103,5 +103,7 @@ def test_preprocess_puts_late_sound_back_onto_the_lips(synthetic_clip: Path, syn
     assert read_manifest(kept).audio.offset_frames == 0
     unshifted = load_audio(kept / AUDIO_WAV)
     assert np.abs(unshifted - load_audio(late)[:len(unshifted)]).max() < 1e-3
-    with pytest.raises(InputError, match="--av-offset"):
-        api.preprocess(synthetic_clip, tmp_path / "bad", av_offset="soon", progress=False)
+    for bad in ("soon", "100"):  # not a number; the whole 100-frame clip
+        with pytest.raises(InputError, match="--av-offset"):
+            api.preprocess(synthetic_clip, tmp_path / "bad", av_offset=bad, progress=False)
+    assert not (tmp_path / "bad").exists()

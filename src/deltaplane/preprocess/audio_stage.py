@@ -5,7 +5,6 @@ the optional phone track."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -77,17 +76,18 @@ def run_audio_stage(source: Path, dataset_dir: Path, num_frames: int, fps: float
     return wav
 
 
-def run_sync_stage(dataset_dir: Path, source_wav: Path, landmarks68: Callable[[], np.ndarray], fps: float,
-                   spec: str, phones: bool, av_offset: str, records: StageRecords, fingerprint: str) -> AudioInfo:
+def run_sync_stage(dataset_dir: Path, source_wav: Path, track_path: Path, fps: float, spec: str, phones: bool,
+                   av_offset: str, records: StageRecords, fingerprint: str) -> AudioInfo:
     """Put the sound onto the lips (`preprocess.av_sync`: measured with `av_offset` 'auto', else that many frames)
-    and write the dataset's audio.wav, its frame-aligned features and the optional phone track. `landmarks68`
-    loads the tracked landmarks (only when the stage runs)."""
+    and write the dataset's audio.wav, its frame-aligned features and the optional phone track; `track_path`
+    holds the track stage's raw landmarks."""
     wav, features_path, phones_path = dataset_dir / AUDIO_WAV, dataset_dir / AUDIO_FEATURES, dataset_dir / "phones.json"
     outputs = [wav, features_path] + ([phones_path] if phones else [])
     if not records.done("sync", fingerprint, outputs):
         started = time.perf_counter()
         samples = load_audio(source_wav)
-        points = landmarks68()
+        with np.load(track_path) as raw:
+            points = raw["landmarks68"]
         if av_offset == "auto":
             measured = measure_offset(points, samples, fps)
             offset = measured.frames if measured is not None and measured.corrected else 0

@@ -137,6 +137,8 @@ def _run_stages(video: Path, dataset_dir: Path, config: PreprocessConfig, audio:
     (dataset_dir / MANIFEST).unlink(missing_ok=True)
 
     check_feature_spec(config.audio_features, num_frames, config.fps)
+    if config.av_offset != "auto" and abs(int(config.av_offset)) >= num_frames:
+        raise InputError(f"--av-offset {config.av_offset} shifts the sound out of this {num_frames}-frame clip")
     audio_print = _fingerprint("audio", audio_hash, num_frames, config.fps)
     source_wav = run_audio_stage(video if audio is None else audio, dataset_dir, num_frames, config.fps, records,
                                  audio_print)
@@ -151,12 +153,7 @@ def _run_stages(video: Path, dataset_dir: Path, config: PreprocessConfig, audio:
 
     sync_print = _fingerprint("sync", audio_print, track_print, config.av_offset, config.audio_features,
                               config.phones)
-
-    def landmarks68() -> np.ndarray:
-        with np.load(track_path) as raw:
-            return raw["landmarks68"]
-
-    audio_info = run_sync_stage(dataset_dir, source_wav, landmarks68, config.fps, config.audio_features,
+    audio_info = run_sync_stage(dataset_dir, source_wav, track_path, config.fps, config.audio_features,
                                 config.phones, config.av_offset, records, sync_print)
 
     frames_print = _fingerprint("frames", track_print, config.size, config.max_missing_fraction, FRAMES_VIDEO,
