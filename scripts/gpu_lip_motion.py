@@ -9,12 +9,15 @@ test_still_tokens.mp4 = test.mp4 with the eye, angle and landmark tokens held ne
 file of AUDIO_DIR with the training video's tokens and cameras, still_NAME.mp4 the same from one camera
 (--still-camera), log.jsonl, diagnostics.json), with --views also VARIANT_view.tar (view_NAME.mp4: the test split
 with its own audio and tokens from each novel camera of `deltaplane evaluate`'s default views, and views.png, the
-sheet of scripts/render_views.py) and prints the diagnostics as one JSON line.
+sheet of scripts/render_views.py) and prints the diagnostics as one JSON line. A variant with `snapH` also writes,
+from the same weights with the snap switched off, test_unsnapped.mp4 and plain_NAME.mp4 (as still_NAME.mp4), in
+VARIANT_plain.tar: the A/B of `LipConfig.snap` needs no second training run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -48,8 +51,8 @@ def variant_configs(name: str, preset: str = "fast"):
     mouth planes), lapN (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the
     renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up),
     plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
-    novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), lipradiusQ (the
-    calibrated lip vector kept within the Q-quantile of the training frames' distance from the mean)."""
+    novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), snapH (the
+    calibrated lip vector pulled among the training frames' mouths, bandwidth H, `LipConfig.snap`)."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -92,14 +95,24 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_depth=float(part[8:])))
         elif part.startswith("novcolor"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_color=float(part[8:])))
-        elif part.startswith("lipradius"):
-            lips = dataclasses.replace(model.lips, radius_quantile=float(part[9:]))
-            model = dataclasses.replace(model, lips=lips)
+        elif part.startswith("snap"):
+            model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, snap=float(part[4:])))
         elif part == "nowarm":
             train_config = dataclasses.replace(train_config, warmup_delta_steps=0)
         elif part != "base":
             raise SystemExit(f"unknown variant part {part!r}")
     return model, train_config
+
+
+@contextlib.contextmanager
+def unsnapped(model):
+    """The model's lip vectors as they would be without `LipConfig.snap` (same weights, same gain)."""
+    config = model.lips.config
+    model.lips.config = dataclasses.replace(config, snap=None)
+    try:
+        yield
+    finally:
+        model.lips.config = config
 
 
 @torch.no_grad()
@@ -184,6 +197,12 @@ def main() -> None:
     write_video(run_dir / "test.mp4", (to_uint8(rgb) for rgb, _ in render_clip(model, conditions, test.cam2world,
                                                                                plate_warp=test.plate_warps)),
                 fps, samples)
+    snapping = model.lips is not None and model.lips.config.snap is not None
+    if snapping:
+        with unsnapped(model):
+            write_video(run_dir / "test_unsnapped.mp4", (to_uint8(rgb) for rgb, _ in render_clip(
+                model, conditions, test.cam2world, plate_warp=test.plate_warps)), fps, samples)
+        videos["test_unsnapped"] = "test_unsnapped.mp4"
     write_video(run_dir / "test_gt.mp4", (frame.permute(1, 2, 0).cpu().numpy() for frame in test.frames), fps,
                 samples)
     videos.update(test="test.mp4", test_gt="test_gt.mp4")
@@ -218,11 +237,15 @@ def main() -> None:
         # still_NAME.mp4 holds the first replayed camera: if the mouth follows the replayed *cameras*' training
         # mouths (docs/lip-motion.md), it moves with the driving audio only here
         paths = {"cross": (cameras, warps)}
+        still = (cameras[:1].expand(count, 4, 4), None if warps is None else warps[:1].expand(count, 2, 3))
         if args.still_camera:
-            paths["still"] = (cameras[:1].expand(count, 4, 4), None if warps is None else warps[:1].expand(count, 2, 3))
+            paths["still"] = still
+        if snapping:
+            paths["plain"] = still
         for prefix, (cam2world, plate_warp) in paths.items():
-            frames = (to_uint8(rgb) for rgb, _ in render_clip(model, driven, cam2world, plate_warp=plate_warp))
-            write_video(run_dir / f"{prefix}_{name}.mp4", frames, fps, speech)
+            with unsnapped(model) if prefix == "plain" else contextlib.nullcontext():
+                frames = (to_uint8(rgb) for rgb, _ in render_clip(model, driven, cam2world, plate_warp=plate_warp))
+                write_video(run_dir / f"{prefix}_{name}.mp4", frames, fps, speech)
             videos[f"{prefix}_{name}"] = f"{prefix}_{name}.mp4"
     report["wall_seconds"] = time.perf_counter() - started
     (run_dir / "diagnostics.json").write_text(json.dumps(report, indent=1))

@@ -9,7 +9,13 @@ augmentation, and score the mouth opening it predicts (no renderer involved):
     python scripts/lip_regression_ablation.py DATASET AUDIO_DIR --variants plain,norm,aug8,norm+aug8 --steps 3000
 
 A variant is "+"-joined parts: norm (per-utterance normalisation), augN (N speaker-augmented copies), phones
-(pocketsphinx phones appended to the features; needs pocketsphinx).
+(pocketsphinx phones appended to the features; needs pocketsphinx), snapH (`LipConfig.snap` = H: the calibrated lip
+vector pulled among the training frames' mouths).
+
+Next to the opening and sync, how far the predicted mouths lie from the mouths the renderer was taught
+(`nearest_frame`: mean distance of a lip vector to its nearest training frame in mouth-shape space, in units of the
+training frames' own spacing, `fields.lips.frame_spacing`; the tracked test frames give `tracked_nearest_frame`) and
+how much they jitter (`jitter_ratio`: mean frame-to-frame change of the opening over the tracked one's).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.data.dataset import audio_context, load_clip
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
-from deltaplane.fields.lips import LipConfig, LipVector, pooled_spread
+from deltaplane.fields.lips import LipConfig, LipVector, frame_spacing, pooled_spread
 from deltaplane.geometry.lips import MOUTH_POINTS
 
 INNER_PAIRS = ((61, 67), (62, 66), (63, 65))
@@ -41,6 +47,17 @@ def opening(shapes: torch.Tensor) -> np.ndarray:
     first = MOUTH_POINTS.start
     gaps = [(points[:, upper - first] - points[:, lower - first]).norm(dim=-1) for upper, lower in INNER_PAIRS]
     return torch.stack(gaps).mean(0).numpy()
+
+
+def nearest_frame(vectors: torch.Tensor, frames: torch.Tensor, scale: torch.Tensor) -> float:
+    """Mean distance (mouth-shape space) from each lip vector to its nearest training frame, in units of the
+    frames' own spacing."""
+    distances = torch.cdist(vectors * scale, frames * scale).amin(1)
+    return distances.mean().item() / frame_spacing(frames * scale)
+
+
+def jitter(opening_series: np.ndarray) -> float:
+    return float(np.abs(np.diff(opening_series)).mean())
 
 
 def with_phones(samples: np.ndarray, windows: np.ndarray, fps: float) -> np.ndarray:
@@ -74,7 +91,8 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         test_features = test_clip.audio_features
     torch.manual_seed(seed)
     encoder = AudioEncoder(AudioEncoderConfig(feature_dim=versions[0].shape[-1]))
-    lips = LipVector(LipConfig(calibration_every=calibration_every), code_dim=64, token_dim=64)
+    snap = next((float(part[4:]) for part in parts if part.startswith("snap")), None)
+    lips = LipVector(LipConfig(calibration_every=calibration_every, snap=snap), code_dim=64, token_dim=64)
     lips.fit(train_clip.mouth_shapes)
     targets = lips.coefficients(train_clip.mouth_shapes)
     calibration = lips.held_out(train_clip.indices)  # as training: never fitted, used for the gain
@@ -101,18 +119,23 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         row = {**{f"gain/{k}": float(g) for k, g in enumerate(lips.gain)},
                "calibration/spread_ratio": spread, "calibration/correlation": correlation,
                "test/lip_correlation": float(np.corrcoef(test_predicted[:, 0], tracked_test[:, 0])[0, 1]),
-               "test/opening_std_ratio": float(opening(lips.shapes(test_predicted)).std() / reference.std())}
+               "test/opening_std_ratio": float(opening(lips.shapes(test_predicted)).std() / reference.std()),
+               "test/jitter_ratio": jitter(opening(lips.shapes(test_predicted))) / jitter(reference),
+               "test/nearest_frame": nearest_frame(test_predicted, targets, lips.scale),
+               "test/tracked_nearest_frame": nearest_frame(tracked_test, targets, lips.scale)}
         for name, path in audio_files(audio_dir).items():
             samples = load_audio(path)
             count = int(len(samples) / 16000 * manifest.fps)
             windows = frame_windows(LogMelExtractor()(samples), count, manifest.fps)
             windows = normalize_utterance(windows) if normalize else windows
             features = torch.from_numpy(with_phones(samples, windows, manifest.fps) if phones else windows)
-            predicted = opening(lips.shapes(lips.predict(encoder(audio_context(features, torch.arange(count))))))
+            vectors = lips.predict(encoder(audio_context(features, torch.arange(count))))
+            predicted = opening(lips.shapes(vectors))
             score = landmark_sync(predicted, speech_envelope(samples, count, manifest.fps), 10)
             row[f"cross/{name}/opening_std_ratio"] = float(predicted.std() / reference.std())
             row[f"cross/{name}/sync_correlation"] = None if score is None else score.correlation
             row[f"cross/{name}/sync_offset"] = None if score is None else score.offset
+            row[f"cross/{name}/nearest_frame"] = nearest_frame(vectors, targets, lips.scale)
     return row
 
 

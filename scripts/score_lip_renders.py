@@ -33,13 +33,14 @@ from deltaplane.evaluation.sync import landmark_sync, speech_envelope
 from deltaplane.media.video import iter_frames, probe_video
 
 FPS = 25.0
-RENDERS = ("test", "test_still_tokens", "test_teacher")
+RENDERS = ("test", "test_still_tokens", "test_teacher", "test_unsnapped")
 """Renders of the test split by scripts/gpu_lip_motion.py: own tokens, eye/landmark tokens held still, tracked
-lips."""
+lips, and (variants with `snapH`) the lip snap switched off."""
 VIEW_IDENTITY_EVERY = 5
 """Frames between identity descriptors of the novel views (dlib, ~95 ms a face on the 2-core CPU)."""
-CROSS = ("cross", "still")
-"""Prefixes of the cross-driven renders: replayed training cameras, one fixed camera."""
+CROSS = ("cross", "still", "plain")
+"""Prefixes of the cross-driven renders: replayed training cameras, one fixed camera, one fixed camera with the lip
+snap switched off."""
 KEEP = ("psnr", "psnr_face", "lmd", "mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction",
         "mouth/open_fraction_reference", "sync/correlation", "sync/offset_frames")
 
@@ -62,7 +63,8 @@ class Replay:
 
     def metrics(self, opening: np.ndarray) -> dict[str, float]:
         replayed, found = self.indices(len(opening)), np.isfinite(opening)
-        return {"sync_replayed/correlation": landmark_sync(opening, self.envelope[replayed], 10).correlation,
+        sync = landmark_sync(opening, self.envelope[replayed], 10)  # None: too few faces or a silent stretch
+        return {"sync_replayed/correlation": None if sync is None else sync.correlation,
                 "replayed_opening_correlation":
                     float(np.corrcoef(opening[found], self.opening[replayed][found])[0, 1])}
 

@@ -12,7 +12,8 @@ import torch
 
 from deltaplane.audio.features import WINDOW, normalize_utterance
 from deltaplane.config_io import from_dict, to_dict
-from deltaplane.fields.lips import MAX_GAIN, LipConfig, LipVector, pooled_spread
+from deltaplane.data.dataset import load_clip
+from deltaplane.fields.lips import MAX_GAIN, LipConfig, LipVector, frame_spacing, pooled_spread, snap_to_frames
 from deltaplane.geometry.lips import mouth_shape
 from deltaplane.inference import load_run
 from deltaplane.models.triplane_talker import TriplaneTalkerConfig
@@ -96,7 +97,8 @@ def test_per_utterance_normalisation_keeps_the_padding_zero() -> None:
 def lip_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     model_config, train_config = get_preset("tiny")
     model_config = dataclasses.replace(model_config, audio_token="lips", mouth_planes=2,  # as the fast preset
-                                       audio=dataclasses.replace(model_config.audio, normalize=True))
+                                       audio=dataclasses.replace(model_config.audio, normalize=True),
+                                       lips=dataclasses.replace(model_config.lips, snap=1.0))
     train_config = dataclasses.replace(train_config, steps=120, eval_every=40, checkpoint_every=1000,
                                        sample_every=1000, lr_audio=2e-3)
     run_dir = tmp_path_factory.mktemp("lip-run") / "run"
@@ -125,6 +127,16 @@ def test_lip_run_reloads_with_its_basis_and_gain(lip_run: Path) -> None:
     audio = torch.randn(3, 8, 16, model.config.audio.feature_dim)
     tokens = model.tokens(dataclasses.replace(_conditions(3), audio=audio))
     torch.testing.assert_close(tokens[:, 0], model.lips(model.predicted_lips(audio)))
+    # The snap's bank of training mouths comes back: every training frame (fewer than `bank_size`), and the lip
+    # vectors of random audio land among them.
+    _, train_clip = load_clip(Path(config["dataset"]), "train", size=32)
+    assert int(model.lips.bank_valid.sum()) == len(train_clip)
+    torch.testing.assert_close(model.lips.bank[:len(train_clip)],
+                               model.lips.coefficients(train_clip.mouth_shapes), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        lips = model.predicted_lips(audio)
+    frames = model.lips.bank[model.lips.bank_valid] * model.lips.scale
+    assert torch.cdist(lips * model.lips.scale, frames).amin(1).max() < 2 * model.lips.bandwidth
 
 
 def _conditions(batch: int):
@@ -189,27 +201,56 @@ def test_scheduled_sampling_feeds_the_renderer_the_audio_lips_but_keeps_the_trac
     assert sampled[1]["loss/l1_raw"] != pytest.approx(tracked[1]["loss/l1_raw"], rel=1e-6)
 
 
-def test_lip_radius_keeps_calibrated_vectors_inside_the_training_cloud() -> None:
-    """`radius_quantile`: a gain on the regression can push a lip vector beyond every training frame's distance from
-    the mean; such vectors are pulled back onto the quantile's sphere, their direction kept."""
+def test_frame_spacing_skips_neighbours_and_snap_blends_only_valid_frames() -> None:
+    """`frame_spacing`: frames on a line, each 1 apart, with copies of themselves 2 frames away... the spacing is the
+    distance to the nearest frame more than `skip` frames away. `snap_to_frames`: near a frame (small bandwidth) a
+    vector becomes that frame; far away, a blend of the frames (inside their hull); masked frames never count."""
+    line = torch.arange(10.0)[:, None].repeat_interleave(2, 0) * torch.tensor([[1.0, 0.0]])  # 0,0,1,1,2,2...
+    assert frame_spacing(line, skip=0) == 0.0  # its copy, one frame away
+    assert frame_spacing(line, skip=1) == pytest.approx(1.0)  # the next value, two frames away
+    frames = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [50.0, 50.0]])
+    valid = torch.tensor([True, True, True, False])
+    snapped = snap_to_frames(torch.tensor([[0.9, 0.1], [40.0, 40.0]]), frames, valid, 0.1)
+    assert torch.allclose(snapped[0], frames[1], atol=1e-4)
+    assert snapped[1].min() >= 0 and snapped[1].sum() <= 1 + 1e-6  # among the valid three, not the masked one
+    wide = snap_to_frames(torch.tensor([[0.0, 0.0]]), frames, valid, 100.0)
+    assert torch.allclose(wide, frames[:3].mean(0, keepdim=True), atol=1e-3)
+
+
+def test_lip_snap_keeps_predicted_mouths_among_the_training_frames() -> None:
+    """`LipConfig.snap`: the calibrated lip vector is pulled among the training frames' lip vectors. Vectors that
+    combine the components as no frame did (here: a strong gain on random codes) end up near the frames, closer than
+    without, while a vector on a training frame stays there; the bank is thinned evenly when the split is longer
+    than `bank_size`; without `snap` a checkpoint holds no bank."""
     torch.manual_seed(0)
-    shapes = torch.randn(400, 40) * torch.linspace(2.0, 0.1, 40)
-    lips = LipVector(LipConfig(radius_quantile=0.99), code_dim=4, token_dim=8)
-    lips.fit(shapes)
-    inside = (lips.coefficients(shapes).norm(dim=1) <= lips.radius).float().mean()
-    assert 0.985 <= inside <= 0.995
-    lips.gain.fill_(3.0)
-    code = torch.randn(256, 4) * 3
+    # mouths of two degrees of freedom (opening, width) plus tracking noise: a thin cloud in the 8 components
+    shapes = torch.randn(600, 2) @ torch.randn(2, 40) + 0.02 * torch.randn(600, 40)
+    plain = LipVector(LipConfig(), code_dim=4, token_dim=8)
+    snapping = LipVector(LipConfig(snap=1.0, bank_size=256), code_dim=4, token_dim=8)
+    for lips in (plain, snapping):
+        lips.fit(shapes)
+        lips.gain.fill_(3.0)
+    snapping.head.load_state_dict(plain.head.state_dict())
+    coefficients = plain.coefficients(shapes)
+    assert int(snapping.bank_valid.sum()) == 256
+    assert torch.allclose(snapping.bank[0], coefficients[0]) and torch.allclose(snapping.bank[255], coefficients[-1])
+    code = torch.randn(128, 4) * 3
     with torch.no_grad():
-        boxed = torch.minimum(torch.maximum(lips.head(code) * lips.gain, lips.low), lips.high)
-        predicted = lips.predict(code)
-    far = boxed.norm(dim=1) > lips.radius
-    assert far.any() and (~far).any()
-    assert torch.allclose(predicted[~far], boxed[~far])
-    assert torch.allclose(predicted[far].norm(dim=1), lips.radius.expand(int(far.sum())))
-    assert torch.allclose(torch.nn.functional.cosine_similarity(predicted[far], boxed[far]), torch.ones(int(far.sum())))
-    # Off by default, and then the checkpoint holds no radius (runs trained before it load unchanged).
-    assert "radius" not in LipVector(LipConfig(), code_dim=4, token_dim=8).state_dict()
-    config = from_dict(TriplaneTalkerConfig, to_dict(dataclasses.replace(
-        TriplaneTalkerConfig(), lips=LipConfig(radius_quantile=0.99))))
-    assert config.lips.radius_quantile == 0.99
+        before, after = plain.predict(code), snapping.predict(code)
+    frames = snapping.bank * snapping.scale
+
+    def nearest(vectors: torch.Tensor) -> torch.Tensor:
+        return torch.cdist(vectors * snapping.scale, frames).amin(1)
+
+    assert nearest(after).mean() < 0.5 * nearest(before).mean()
+    # A training frame's own vector (reached through the head's bias: zero weights) stays within a spacing of it.
+    with torch.no_grad():
+        snapping.head.weight.zero_()
+        snapping.head.bias.copy_(snapping.bank[100])
+        snapping.gain.fill_(1.0)
+        kept = snapping.predict(torch.zeros(1, 4))
+    assert ((kept - snapping.bank[100]) * snapping.scale).norm() < snapping.bandwidth
+    assert "bank" not in plain.state_dict()
+    config = from_dict(TriplaneTalkerConfig, to_dict(dataclasses.replace(TriplaneTalkerConfig(),
+                                                                         lips=LipConfig(snap=1.0))))
+    assert config.lips.snap == 1.0

@@ -28,6 +28,8 @@ from deltaplane.geometry.lips import MOUTH_SHAPE_DIM
 
 MAX_GAIN = 3.0
 """Largest calibration gain of the lip vector (a tiny but correlated prediction is not blown up into noise)."""
+CALIBRATION_ROUNDS = 3
+"""Refinements of the gain on the snapped vectors (`LipConfig.snap`): the spread ratio settles within 1 % by then."""
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,31 @@ class LipConfig:
     calibration_every: int = 10
     """One block in every `calibration_every` is held out of the audio → lip regression (0: none, calibrate on the
     fitted frames)."""
-    radius_quantile: float | None = None
-    """If set, a calibrated lip vector farther from the mean than this quantile of the training frames' distances
-    (whitened units) is pulled back onto that sphere, direction kept: a gain applied to a regression can combine
-    components into mouth shapes no training frame had, and the renderer draws those as speckles (run 9)."""
+    snap: float | None = None
+    """If set, a calibrated lip vector is replaced by the Gaussian-kernel mean of the training frames' lip vectors
+    (`snap_to_frames`), with a bandwidth of `snap` × their typical spacing (`frame_spacing`): the audio then asks
+    only for mouths near those the renderer was taught, not for combinations of components that no frame had (the
+    renderer draws those as doubled lips and streaks, run 10). docs/lip-motion.md "Run 10"."""
+    bank_size: int = 2048
+    """Training frames kept for `snap` (evenly spaced over the split when it has more: 82 s at 25 fps)."""
+
+
+def frame_spacing(points: Float[Tensor, "frames dim"], skip: int = 2) -> float:
+    """Median distance from a frame to its nearest frame that is more than `skip` frames away (consecutive frames
+    are near-copies; they would make every spacing tiny)."""
+    distances = torch.cdist(points, points)
+    index = torch.arange(len(points), device=points.device)
+    distances[(index[:, None] - index[None]).abs() <= skip] = torch.inf
+    return distances.amin(1).median().item()
+
+
+def snap_to_frames(vectors: Float[Tensor, "batch dim"], frames: Float[Tensor, "bank dim"],
+                   valid: Bool[Tensor, " bank"], bandwidth: float | Tensor) -> Float[Tensor, "batch dim"]:
+    """Nadaraya–Watson: each vector becomes the mean of the valid `frames`, weighted by a Gaussian kernel of its
+    distance to them (`bandwidth` its std). Near a frame it is that frame; between frames, their blend."""
+    squared = torch.cdist(vectors.float(), frames.float()).square()
+    logits = (-squared / (2 * torch.as_tensor(bandwidth).square())).masked_fill(~valid, -torch.inf)
+    return torch.softmax(logits, dim=-1) @ frames.float()
 
 
 def pooled_spread(predicted: Float[Tensor, "frames dim"], target: Float[Tensor, "frames dim"],
@@ -77,8 +100,10 @@ class LipVector(nn.Module):
         self.register_buffer("gain", torch.ones(config.dim))
         self.register_buffer("low", torch.full((config.dim,), -torch.inf))
         self.register_buffer("high", torch.full((config.dim,), torch.inf))
-        if config.radius_quantile is not None:  # only then: older checkpoints keep their tensors
-            self.register_buffer("radius", torch.tensor(torch.inf))
+        if config.snap is not None:  # only then: older checkpoints keep their tensors
+            self.register_buffer("bank", torch.zeros(config.bank_size, config.dim))
+            self.register_buffer("bank_valid", torch.zeros(config.bank_size, dtype=torch.bool))
+            self.register_buffer("bandwidth", torch.tensor(1.0))
         self.head = nn.Linear(code_dim, config.dim)
         self.embed = nn.Sequential(nn.Linear(config.dim, config.hidden), nn.ReLU(), nn.Linear(config.hidden, token_dim))
 
@@ -95,8 +120,14 @@ class LipVector(nn.Module):
         coefficients = self.coefficients(shapes)
         self.low.copy_(coefficients.amin(0))
         self.high.copy_(coefficients.amax(0))
-        if self.config.radius_quantile is not None:
-            self.radius.copy_(torch.quantile(coefficients.norm(dim=1), self.config.radius_quantile))
+        if self.config.snap is not None:
+            count = min(len(coefficients), self.config.bank_size)
+            kept = coefficients[torch.linspace(0, len(coefficients) - 1, count).round().long()].float()
+            self.bank.zero_()
+            self.bank[:count] = kept
+            self.bank_valid.copy_(torch.arange(self.config.bank_size) < count)
+            # distances in mouth-shape space, where the renderer's mouths differ (not in whitened units)
+            self.bandwidth.fill_(self.config.snap * frame_spacing(kept * self.scale.float()))
 
     @torch.no_grad()
     def calibrate(self, predicted: Float[Tensor, "frames dim"], target: Float[Tensor, "frames dim"]) -> None:
@@ -108,21 +139,33 @@ class LipVector(nn.Module):
         on one run), but it measures how much the mouth moves. The gain is that spread ratio, at most MAX_GAIN; it
         is not damped by the held-out correlation, which 25 frames measure too poorly (on obama_20s it came out
         0.15–0.62 over five seeds of the same regression and, as a damping factor, shut the mouth on one of
-        them). Only a prediction uncorrelated with the mouth (correlation ≤ 0) keeps the raw regression (gain 1)."""
-        ratio, correlation = pooled_spread(predicted.float(), target.float(), self.scale.float().square())
-        self.gain.fill_(min(ratio, MAX_GAIN) if correlation > 0 else 1.0)
+        them). Only a prediction uncorrelated with the mouth (correlation ≤ 0) keeps the raw regression (gain 1).
+        With `snap` the spread is that of the snapped vectors (the kernel mean pulls towards the denser middle of
+        the frames): the gain is refined a few times on them."""
+        weights = self.scale.float().square()
+        ratio, correlation = pooled_spread(predicted.float(), target.float(), weights)
+        if correlation <= 0:
+            self.gain.fill_(1.0)
+            return
+        self.gain.fill_(min(ratio, MAX_GAIN))
+        for _ in range(CALIBRATION_ROUNDS if self.config.snap is not None else 0):
+            ratio, _ = pooled_spread(self.calibrated(predicted.float()), target.float(), weights)
+            self.gain.mul_(ratio).clamp_(max=MAX_GAIN)
 
     def predict(self, audio_code: Float[Tensor, "batch code_dim"], calibrated: bool = True
                 ) -> Float[Tensor, "batch dim"]:
         """Audio code → lip vector (`calibrated`: times the gain of `calibrate` and kept inside the training frames'
-        range, and inside its radius with `radius_quantile`, so an unfamiliar voice cannot ask for a mouth the
+        range, and among the training frames' mouths with `snap`, so an unfamiliar voice cannot ask for a mouth the
         renderer never saw; the regression loss uses the raw output)."""
         lips = self.head(audio_code)
-        if not calibrated:
-            return lips
+        return self.calibrated(lips) if calibrated else lips
+
+    def calibrated(self, lips: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch dim"]:
+        """The regression's raw lip vectors with the gain, the training range and `snap` applied."""
         lips = torch.minimum(torch.maximum(lips * self.gain, self.low), self.high)
-        if self.config.radius_quantile is not None:
-            lips = lips * (self.radius / lips.norm(dim=-1, keepdim=True).clamp_min(1e-12)).clamp(max=1.0)
+        if self.config.snap is not None:
+            scale = self.scale.float()
+            lips = snap_to_frames(lips * scale, self.bank * scale, self.bank_valid, self.bandwidth) / scale
         return lips
 
     def held_out(self, indices: Int[Tensor, " frames"]) -> Bool[Tensor, " frames"]:
