@@ -51,7 +51,8 @@ def variant_configs(name: str, preset: str = "fast"):
     mouth planes), lapN (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the
     renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up),
     plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
-    novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), snapH (the
+    novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
+    term at weight N, docs/novel-views.md "A solid head"), snapH (the
     calibrated lip vector pulled among the training frames' mouths, bandwidth H, `LipConfig.snap`)."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
@@ -93,6 +94,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, alpha=float(part[5:])))
         elif part.startswith("novdepth"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_depth=float(part[8:])))
+        elif part.startswith("solid"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, solid=float(part[5:])))
         elif part.startswith("novcolor"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_color=float(part[8:])))
         elif part.startswith("snap"):

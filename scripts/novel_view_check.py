@@ -2,6 +2,7 @@
 measure both terms (at weight 1, the same random novel cameras for every run) on the held-out test frames.
 
     python scripts/novel_view_check.py DATASET WORK --variants lips+norm,lips+norm+novdepth5+novcolor4 --steps 400
+    python scripts/novel_view_check.py DATASET WORK --variants lips+norm+solid5,lips+norm --steps 400 --seed 1
 
 Variants are those of scripts/gpu_lip_motion.py; prints one JSON line per variant.
 """
@@ -46,16 +47,17 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (runs go to WORK/VARIANT_sSEED)")
     args = parser.parse_args()
     device = torch.device(args.device)
     for variant in args.variants.split(","):
         model_config, train_config = variant_configs(variant, args.preset)
-        run_dir = args.work / variant.replace("+", "_")
+        run_dir = args.work / f"{variant.replace('+', '_')}_s{args.seed}"
         result = train(args.dataset, run_dir, model_config,
-                       dataclasses.replace(train_config, steps=args.steps, eval_every=args.steps), args.preset, device,
-                       progress=False)
+                       dataclasses.replace(train_config, steps=args.steps, eval_every=args.steps, seed=args.seed),
+                       args.preset, device, progress=False)
         model, _, _ = load_run(run_dir, device)
-        print(json.dumps({"variant": variant, "steps": result.step,
+        print(json.dumps({"variant": variant, "seed": args.seed, "steps": result.step,
                           **{k: v for k, v in result.metrics.items() if "psnr" in k},
                           **novel_view_errors(model, args.dataset)}), flush=True)
 

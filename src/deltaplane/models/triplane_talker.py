@@ -39,6 +39,7 @@ from deltaplane.geometry.face_depth import camera_depth, sample_pixels
 from deltaplane.geometry.novel_view import (NovelViewConfig, lift_face_points, point_rays, random_offsets,
                                             rotate_about_origin, visible_points)
 from deltaplane.geometry.rays import pixel_rays
+from deltaplane.geometry.solid import SolidConfig, choose_rays, interior_points
 from deltaplane.render.plate import (blend_plate, over_plate, pixel_coordinates, plane_coordinates, sample_plate,
                                      unwarp_coordinates)
 from deltaplane.render.volume import VolumeRenderConfig, render_rays
@@ -101,6 +102,11 @@ class LossWeights:
     """Pseudo multi-view colour: L1 (rgb_raw units) between the colour rendered along a vertex's novel ray and the
     vertex's colour in the frame, over vertices both cameras see (Lambertian: both views see the same surface
     point). Stops the novel view from showing a ghost of the frontal face; off until measured on the GPU."""
+    solid: float = 0.0
+    """Solid body (docs/novel-views.md "A solid head"): at points a little behind the rendered surface of the
+    person's opaque pixels (`TriplaneTalkerConfig.solid`), the field's transparency over one coarse sampling
+    interval plus the L1 of its colour against the pixel's, so that side views meet the head's matter, coloured as
+    its surface, instead of running past a relief onto the backdrop; off until measured on the GPU."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +145,8 @@ class TriplaneTalkerConfig:
     novel_view: NovelViewConfig = field(default_factory=NovelViewConfig)
     """The novel cameras and vertex visibility of the pseudo multi-view terms (`LossWeights.novel_depth`,
     `LossWeights.novel_color`)."""
+    solid: SolidConfig = field(default_factory=SolidConfig)
+    """Where the solid-body term (`LossWeights.solid`) asks for density."""
     mouth_planes: int = 0
     """K full-resolution planes (3 × C channels, stored only where `mouth_box` reaches), mixed by a linear map of the
     audio token and added to the deltaplane (0 = off). The deltaplane hears the tokens only in its 32² bottleneck,
@@ -384,9 +392,11 @@ class TriplaneTalker(nn.Module):
             fitted = (~self.lips.held_out(batch.indices)).float()  # the calibration blocks stay unseen
             error = (predicted - target).square().mean(-1)
             terms["lips"] = weights.lips * (error * fitted).sum() / fitted.sum().clamp_min(1)
-        if weights.novel_depth > 0 or weights.novel_color > 0:  # the planes `forward` rendered: identity + delta
-            planes = self.identity_planes[None] + delta.to(self.identity_planes.dtype)
+        if weights.novel_depth > 0 or weights.novel_color > 0 or weights.solid > 0:
+            planes = self.identity_planes[None] + delta.to(self.identity_planes.dtype)  # those `forward` rendered
             terms.update(self.novel_view_terms(planes, output, batch, generator))
+            if weights.solid > 0:
+                terms["solid"] = weights.solid * self.solid_term(planes, output, batch, generator)
         if weights.delta_l1 > 0:
             terms["delta_l1"] = weights.delta_l1 * delta.float().abs().mean()
         if perceptual is not None:
@@ -425,6 +435,33 @@ class TriplaneTalker(nn.Module):
             terms["novel_color"] = weights.novel_color * losses.masked_l1(colour[..., None], target[..., None],
                                                                           shown[:, None, :, None])
         return terms
+
+    def solid_term(self, planes: Float[Tensor, "B 3 C H W"], output: RenderOutput, batch: FrameBatch,
+                   generator: torch.Generator | None = None) -> Float[Tensor, ""]:
+        """At `geometry.solid.interior_points` behind the rendered surface of the person's opaque pixels (`output`'s
+        depth): the mean transparency of one coarse sampling interval δ, exp(−σ·δ), plus the mean L1 (rgb_raw units)
+        of the colour there against the frame's colour at the pixel (a body has its surface's colour inside:
+        otherwise side views show the unsupervised colours of the matter as noise). `generator` (CPU) draws the
+        rays and points. Isolated rays (`isolate_lower_face`) give the identity planes no gradient, as in
+        rendering."""
+        config, volume, size = self.config.solid, self.config.volume, self.config.render_resolution
+        with torch.no_grad(), torch.autocast(planes.device.type, enabled=False):
+            origins, directions = pixel_rays(batch.cameras.resized(size, size))
+            opaque = ((batch.person >= 0.99) & (output.accumulation > 0.5)).flatten(1)
+            uniform = torch.rand(opaque.shape, generator=generator).to(opaque.device)
+            chosen, valid = choose_rays(opaque, uniform, min(config.rays, opaque.shape[1]))
+            along = torch.rand(chosen.shape, generator=generator).to(opaque.device)
+            points = interior_points(origins, directions, output.depth.flatten(1).float(), chosen, along, config)
+            colour = batch.images_raw.flatten(2).float().gather(2, chosen[:, None].expand(-1, 3, -1))  # [B, 3, K]
+            isolated = self._isolated(batch.lower_face)
+            stopped = None if isolated is None else (
+                self.identity_planes[None].expand(len(points), -1, -1, -1, -1),
+                isolated.flatten(1).gather(1, chosen).to(planes.dtype))
+        features, density = self.field(planes, points, stopped)
+        interval = (volume.far - volume.near) / (volume.num_coarse - 1)
+        transparency = torch.exp(-F.softplus(density[..., 0].float() + volume.density_bias) * interval)
+        error = (features[..., :3].float().transpose(1, 2) * 2.0 - 1.0 - colour).abs().mean(1)  # [B, K]
+        return ((transparency + error) * valid).sum() / valid.sum().clamp_min(1)
 
     @staticmethod
     def face_depths(output: RenderOutput, batch: FrameBatch) -> tuple[Float[Tensor, "B P"], Float[Tensor, "B 1"]]:

@@ -1,0 +1,48 @@
+"""Points inside the body behind a rendered surface (pure torch, no learning; docs/novel-views.md "A solid head").
+
+The video sees every surface of the person from near the front only, so nothing tells the field that a head or a
+torso is a solid body: it puts density where the frontal rays stop and nowhere behind. From ±30° yaw the rays beside
+the face then run past that relief onto the backdrop (run 10). These are the points, a little behind the rendered
+surface of the person's opaque pixels, where a solid body has matter; `TriplaneTalker.solid_term` asks the field
+for density there. Frontal renders do not change: behind an opaque surface nothing is seen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class SolidConfig:
+    """Where the solid-body term (`LossWeights.solid`) asks for density."""
+
+    rays: int = 1024
+    """Rays per frame, drawn at random among the person's opaque pixels at the rendering resolution."""
+    margin: float = 0.05
+    """Distance behind the rendered surface where the body starts (world units): the surface itself is left to
+    the photometric terms."""
+    thickness: float = 0.25
+    """Distance behind the rendered surface to which the body is solid (world units: the head box is 1 deep and a
+    face sits about 0.2 in front of the head's centre; the backdrop is pushed behind depth 3.1, 0.5 behind a face)."""
+
+
+def choose_rays(mask: Bool[Tensor, "batch rays"], uniform: Float[Tensor, "batch rays"], count: int
+                ) -> tuple[Int[Tensor, "batch count"], Bool[Tensor, "batch count"]]:
+    """`count` distinct rays per row, at random among the masked ones (`uniform`: one U(0, 1) number per ray), and
+    whether each chosen ray is masked (False where a row has fewer than `count` masked rays)."""
+    chosen = torch.where(mask, uniform + 1.0, uniform).topk(count, dim=1).indices
+    return chosen, mask.gather(1, chosen)
+
+
+def interior_points(origins: Float[Tensor, "batch rays 3"], directions: Float[Tensor, "batch rays 3"],
+                    depth: Float[Tensor, "batch rays"], chosen: Int[Tensor, "batch count"],
+                    uniform: Float[Tensor, "batch count"], config: SolidConfig) -> Float[Tensor, "batch count 3"]:
+    """One point on each chosen ray, at a distance along it (unit `directions`) uniform in
+    [depth + margin, depth + thickness] (`uniform`: U(0, 1) per point)."""
+    index = chosen[..., None].expand(-1, -1, 3)
+    distance = depth.gather(1, chosen) + config.margin + uniform * (config.thickness - config.margin)
+    return origins.gather(1, index) + distance[..., None] * directions.gather(1, index)
