@@ -10,7 +10,8 @@ augmentation, and score the mouth opening it predicts (no renderer involved):
 
 A variant is "+"-joined parts: norm (per-utterance normalisation), augN (N speaker-augmented copies), phones
 (pocketsphinx phones appended to the features; needs pocketsphinx), snapH (`LipConfig.snap` = H: the calibrated lip
-vector pulled among the training frames' mouths).
+vector pulled among the training frames' mouths), emaA (the calibrated lip vectors smoothed over time as `deltaplane
+render --lip-smoothing A` smooths the audio token).
 
 Next to the opening and sync, how far the predicted mouths lie from the mouths the renderer was taught
 (`nearest_frame`: mean distance of a lip vector to its nearest training frame in mouth-shape space, in units of the
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from deltaplane.audio.augment import SpeakerAugmentConfig, augmented_windows
-from deltaplane.audio.encoder import AudioEncoder, AudioEncoderConfig
+from deltaplane.audio.encoder import AudioEncoder, AudioEncoderConfig, ema_smooth
 from deltaplane.audio.features import (FEATURE_RATE, LogMelExtractor, frame_windows, normalize_utterance,
                                        phone_track)
 from deltaplane.audio.io import audio_files, load_audio
@@ -37,6 +38,7 @@ from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
 from deltaplane.fields.lips import LipConfig, LipVector, frame_spacing, pooled_spread
 from deltaplane.geometry.lips import MOUTH_POINTS
+
 
 INNER_PAIRS = ((61, 67), (62, 66), (63, 65))
 
@@ -92,6 +94,8 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
     torch.manual_seed(seed)
     encoder = AudioEncoder(AudioEncoderConfig(feature_dim=versions[0].shape[-1]))
     snap = next((float(part[4:]) for part in parts if part.startswith("snap")), None)
+    ema = next((float(part[3:]) for part in parts if part.startswith("ema")), 0.0)
+    smooth = (lambda vectors: ema_smooth(vectors, alpha=ema)) if ema else (lambda vectors: vectors)
     lips = LipVector(LipConfig(calibration_every=calibration_every, snap=snap), code_dim=64, token_dim=64)
     lips.fit(train_clip.mouth_shapes)
     targets = lips.coefficients(train_clip.mouth_shapes)
@@ -113,7 +117,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         held_out = predict(versions[0], train_clip.indices[calibration])
         spread, correlation = pooled_spread(held_out, targets[calibration], lips.scale.square())
         lips.calibrate(held_out, targets[calibration])
-        test_predicted = lips.predict(encoder(audio_context(test_features, test_clip.indices)))
+        test_predicted = smooth(lips.predict(encoder(audio_context(test_features, test_clip.indices))))
         tracked_test = lips.coefficients(test_clip.mouth_shapes)
         reference = opening(test_clip.mouth_shapes)
         row = {**{f"gain/{k}": float(g) for k, g in enumerate(lips.gain)},
@@ -129,7 +133,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
             windows = frame_windows(LogMelExtractor()(samples), count, manifest.fps)
             windows = normalize_utterance(windows) if normalize else windows
             features = torch.from_numpy(with_phones(samples, windows, manifest.fps) if phones else windows)
-            vectors = lips.predict(encoder(audio_context(features, torch.arange(count))))
+            vectors = smooth(lips.predict(encoder(audio_context(features, torch.arange(count)))))
             predicted = opening(lips.shapes(vectors))
             score = landmark_sync(predicted, speech_envelope(samples, count, manifest.fps), 10)
             row[f"cross/{name}/opening_std_ratio"] = float(predicted.std() / reference.std())
