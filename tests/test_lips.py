@@ -254,3 +254,25 @@ def test_lip_snap_keeps_predicted_mouths_among_the_training_frames() -> None:
     config = from_dict(TriplaneTalkerConfig, to_dict(dataclasses.replace(TriplaneTalkerConfig(),
                                                                          lips=LipConfig(snap=1.0))))
     assert config.lips.snap == 1.0
+
+
+def test_snapped_calibration_gives_the_tracked_spread_back_and_bad_settings_are_refused() -> None:
+    """`calibrate` with `snap`: the kernel mean pulls towards the middle of the frames, so the gain is refined on the
+    snapped vectors until their spread (`pooled_spread`) is the tracked one's, within 1 % (here a wide kernel moves
+    the unrefined spread by more than 2 %)."""
+    torch.manual_seed(0)
+    shapes = torch.randn(500, 2) @ torch.randn(2, 40) + 0.02 * torch.randn(500, 40)
+    lips = LipVector(LipConfig(snap=3.0), code_dim=4, token_dim=8)
+    lips.fit(shapes)
+    target = lips.coefficients(shapes)
+    predicted = 0.5 * target + 0.1 * torch.randn_like(target)  # a shrunk, noisy regression
+    lips.calibrate(predicted, target)
+    weights = lips.scale.square()
+    assert pooled_spread(lips.calibrated(predicted), target, weights)[0] == pytest.approx(1.0, abs=0.01)
+    once = LipVector(LipConfig(snap=3.0), code_dim=4, token_dim=8)
+    once.fit(shapes)
+    once.gain.fill_(min(pooled_spread(predicted, target, weights)[0], MAX_GAIN))  # the unrefined gain
+    assert abs(pooled_spread(once.calibrated(predicted), target, weights)[0] - 1.0) > 0.02
+    for bad in ({"snap": 0.0}, {"snap": -1.0}, {"bank_size": 1}):
+        with pytest.raises(ValueError):
+            LipConfig(**bad)

@@ -7,6 +7,7 @@ import dataclasses
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from deltaplane.data.dataset import load_clip, make_batch
@@ -44,6 +45,12 @@ def test_interior_points_lie_on_their_rays_between_margin_and_thickness_behind_t
     torch.testing.assert_close(offset.norm(dim=-1), along)  # on the ray, in front of the camera
     behind = along - depth.gather(1, chosen)
     assert (behind >= 0.05 - 1e-5).all() and (behind <= 0.25 + 1e-5).all()
+
+
+def test_bad_settings_are_refused() -> None:
+    for bad in ({"rays": 0}, {"margin": -0.1}, {"margin": 0.3, "thickness": 0.25}):
+        with pytest.raises(ValueError):
+            SolidConfig(**bad)
 
 
 def _model() -> TriplaneTalker:

@@ -29,6 +29,10 @@ class SolidConfig:
     """Distance behind the rendered surface to which the body is solid (world units: the head box is 1 deep and a
     face sits about 0.2 in front of the head's centre; the backdrop is pushed behind depth 3.1, 0.5 behind a face)."""
 
+    def __post_init__(self) -> None:
+        if self.rays < 1 or not 0 <= self.margin < self.thickness:
+            raise ValueError(f"SolidConfig needs rays ≥ 1 and 0 ≤ margin < thickness, got {self}")
+
 
 def choose_rays(mask: Bool[Tensor, "batch rays"], uniform: Float[Tensor, "batch rays"], count: int
                 ) -> tuple[Int[Tensor, "batch count"], Bool[Tensor, "batch count"]]:
