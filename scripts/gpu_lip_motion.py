@@ -9,9 +9,11 @@ test_still_tokens.mp4 = test.mp4 with the eye, angle and landmark tokens held ne
 file of AUDIO_DIR with the training video's tokens and cameras, still_NAME.mp4 the same from one camera
 (--still-camera), log.jsonl, diagnostics.json), with --views also VARIANT_view.tar (view_NAME.mp4: the test split
 with its own audio and tokens from each novel camera of `deltaplane evaluate`'s default views, and views.png, the
-sheet of scripts/render_views.py) and prints the diagnostics as one JSON line. A variant with `snapH` also writes,
+sheet of scripts/render_views.py) and prints the diagnostics as one JSON line. With the lip snap on (`LipConfig.snap`:
+the `fast` preset's default, or a variant part `snapH`) it also writes,
 from the same weights with the snap switched off, test_unsnapped.mp4 and plain_NAME.mp4 (as still_NAME.mp4), in
-VARIANT_plain.tar: the A/B of `LipConfig.snap` needs no second training run.
+VARIANT_plain.tar: the A/B of `LipConfig.snap` needs no second training run. A training that collapses for good
+(`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss terms, opacity and deltaplane size.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -38,6 +41,7 @@ from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions, NeutralTokens
 from deltaplane.training.evaluation import evaluate_clip
+from deltaplane.training.guard import TrainingDiverged
 from deltaplane.training.trainer import train
 from render_views import view_rows
 
@@ -179,8 +183,12 @@ def main() -> None:
     model_config, train_config = variant_configs(args.variant, args.preset)
     run_dir = args.work / args.variant.replace("+", "_")
     started = time.perf_counter()
-    result = train(args.dataset, run_dir, model_config, dataclasses.replace(train_config, max_minutes=args.minutes),
-                   args.preset, device, progress=False)
+    try:
+        result = train(args.dataset, run_dir, model_config,
+                       dataclasses.replace(train_config, max_minutes=args.minutes), args.preset, device, progress=False)
+    except TrainingDiverged:  # the per-step log (loss terms, opacity, deltaplane size) says what ran away
+        shutil.copy(run_dir / "log.jsonl", out / f"{run_dir.name}_log.jsonl")
+        raise
     model, run_config, driving = load_run(run_dir, device)
     manifest, test = load_clip(args.dataset, "test", size=model.config.output_resolution,
                                normalize_audio=model.config.audio.normalize)

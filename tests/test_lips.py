@@ -199,6 +199,9 @@ def test_scheduled_sampling_feeds_the_renderer_the_audio_lips_but_keeps_the_trac
         assert sampled[step]["loss/lips"] == pytest.approx(tracked[step]["loss/lips"], rel=1e-5)
     assert sampled[0]["loss/l1_raw"] == pytest.approx(tracked[0]["loss/l1_raw"], rel=1e-6)  # a zero deltaplane
     assert sampled[1]["loss/l1_raw"] != pytest.approx(tracked[1]["loss/l1_raw"], rel=1e-6)
+    # the log also carries what the collapse guard watches and the deltaplane's size, zero until its first update
+    assert tracked[0]["train/delta_rms"] == 0.0 < tracked[1]["train/delta_rms"]
+    assert all(0.0 < record["train/opacity"] <= 1.0 for record in tracked)
 
 
 def test_frame_spacing_skips_neighbours_and_snap_blends_only_valid_frames() -> None:

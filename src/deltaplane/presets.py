@@ -8,6 +8,7 @@ from deltaplane.audio.augment import SpeakerAugmentConfig
 from deltaplane.audio.encoder import AudioEncoderConfig
 from deltaplane.errors import InputError
 from deltaplane.fields.deltaplane import DeltaplaneConfig
+from deltaplane.fields.lips import LipConfig
 from deltaplane.fields.superres import TINY_SUPERRES, SuperResolutionConfig
 from deltaplane.fields.triplane import OSGDecoderConfig
 from deltaplane.models.triplane_talker import LossWeights, TriplaneTalkerConfig
@@ -29,8 +30,8 @@ TINY = (
 FAST = (
     TriplaneTalkerConfig(volume=VolumeRenderConfig(num_coarse=24, num_importance=24),
                          deltaplane=DeltaplaneConfig(block_norm="group"), audio_token="lips",
-                         audio=AudioEncoderConfig(normalize=True), mouth_planes=8,
-                         loss=LossWeights(adversarial=0.1)),
+                         audio=AudioEncoderConfig(normalize=True), mouth_planes=8, lips=LipConfig(snap=1.0),
+                         loss=LossWeights(adversarial=0.1, solid=5.0)),
     TrainConfig(steps=6000, batch_size=4, lr_identity=5e-3, eval_every=500, eval_frames=16,
                 checkpoint_every=1000, sample_every=1000, warmup_delta_steps=500,
                 speaker_augment=SpeakerAugmentConfig(copies=2)),
@@ -39,7 +40,9 @@ FAST = (
 batches make BatchNorm statistics noisy and open a train/eval gap), trained in minutes on one GPU, with what made
 the lips follow the audio (docs/lip-motion.md, BENCHMARKS.md run 8): the audio token carries a lip vector regressed
 from per-utterance-normalised log-mels of the clip and two speaker-warped copies, 8 audio-mixed mouth planes, and
-the adversarial patch term at 0.1, which also lets the renderer draw the whole opening. Talk3D's audio token
+the adversarial patch term at 0.1, which also lets the renderer draw the whole opening. The lip vectors snap among the
+training frames' mouths (bandwidth 1 spacing) and the solid-body term (weight 5) fills the head behind its surface
+(BENCHMARKS.md run 11). Talk3D's audio token
 (`full`) replays the training mouths from the camera and barely moves the lips for new audio."""
 
 FULL = (TriplaneTalkerConfig(), TrainConfig(warmup_delta_steps=2000))

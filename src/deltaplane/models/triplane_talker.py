@@ -106,7 +106,7 @@ class LossWeights:
     """Solid body (docs/novel-views.md "A solid head"): at points a little behind the rendered surface of the
     person's opaque pixels (`TriplaneTalkerConfig.solid`), the field's transparency over one coarse sampling
     interval plus the L1 of its colour against the pixel's, so that side views meet the head's matter, coloured as
-    its surface, instead of running past a relief onto the backdrop; off until measured on the GPU."""
+    its surface, instead of running past a relief onto the backdrop (5 in the `fast` preset, BENCHMARKS.md run 11)."""
 
 
 @dataclass(frozen=True)

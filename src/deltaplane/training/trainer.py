@@ -239,10 +239,10 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 if adversary is not None and step >= train_config.adversarial.start:
                     terms["adversarial"] = model_config.loss.adversarial * adversary.generator_loss(output.rgb, corners)
             loss = sum(terms.values())
-            # one device → host transfer a step for the guard (and the log): loss, PSNR, mean opacity
-            loss_value, train_psnr, opacity = torch.stack([
+            # one device → host transfer a step for the guard (and the log): loss, PSNR, mean opacity, deltaplane size
+            loss_value, train_psnr, opacity, delta_rms = torch.stack([
                 loss.detach().float(), psnr(output.rgb.detach(), batch.images).mean().float(),
-                output.accumulation.detach().float().mean()]).tolist()
+                output.accumulation.detach().float().mean(), delta.detach().float().square().mean().sqrt()]).tolist()
             reason = (guard.collapsed(train_psnr, opacity) if math.isfinite(loss_value) else f"loss {loss_value}")
             if reason is not None:
                 snapshot = guard.rollback(step, reason)
@@ -264,7 +264,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             step += 1
             bar.update(1)
             if step % train_config.log_every == 0 or step == train_config.steps:
-                scalars = {"loss": loss_value, "train/psnr": train_psnr, **{k: v.item() for k, v in critic.items()},
+                scalars = {"loss": loss_value, "train/psnr": train_psnr, "train/opacity": opacity,
+                           "train/delta_rms": delta_rms, **{k: v.item() for k, v in critic.items()},
                            **{f"loss/{k}": v.item() for k, v in terms.items()}}
                 logger.scalars(step, {**scalars, "train_seconds": time.perf_counter() - started})
                 bar.set_postfix(loss=f"{loss_value:.3f}", psnr=f"{train_psnr:.2f}")
