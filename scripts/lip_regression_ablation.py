@@ -11,8 +11,7 @@ augmentation, and score the mouth opening it predicts (no renderer involved):
 A variant is "+"-joined parts: norm (per-utterance normalisation), augN (N speaker-augmented copies), phones
 (pocketsphinx phones appended to the features; needs pocketsphinx), snapH (`LipConfig.snap` = H: the calibrated lip
 vector pulled among the training frames' mouths), emaA (the calibrated lip vectors smoothed over time as `deltaplane
-render --lip-smoothing A` smooths the audio token), augcal (the lip gain fitted on the held-out blocks in the clip's
-voice and in every augmented copy's, which stand for other voices, instead of the clip's voice alone).
+render --lip-smoothing A` smooths the audio token).
 
 Next to the opening and sync, how far the predicted mouths lie from the mouths the renderer was taught
 (`nearest_frame`: mean distance of a lip vector to its nearest training frame in mouth-shape space, in units of the
@@ -117,11 +116,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         predict = lambda features, indices: lips.predict(encoder(audio_context(features, indices)), False)
         held_out = predict(versions[0], train_clip.indices[calibration])
         spread, correlation = pooled_spread(held_out, targets[calibration], lips.scale.square())
-        if "augcal" in parts:  # the gain of the held-out blocks in every voice: the clip's and its warped copies
-            lips.calibrate(torch.cat([predict(v, train_clip.indices[calibration]) for v in versions]),
-                           targets[calibration].repeat(len(versions), 1))
-        else:
-            lips.calibrate(held_out, targets[calibration])
+        lips.calibrate(held_out, targets[calibration])
         test_predicted = smooth(lips.predict(encoder(audio_context(test_features, test_clip.indices))))
         tracked_test = lips.coefficients(test_clip.mouth_shapes)
         reference = opening(test_clip.mouth_shapes)
