@@ -12,7 +12,8 @@ with its own audio and tokens from each novel camera of `deltaplane evaluate`'s 
 sheet of scripts/render_views.py) and prints the diagnostics as one JSON line. With the lip snap on (`LipConfig.snap`:
 the `fast` preset's default, or a variant part `snapH`) it also writes,
 from the same weights with the snap switched off, test_unsnapped.mp4 and plain_NAME.mp4 (as still_NAME.mp4), in
-VARIANT_plain.tar: the A/B of `LipConfig.snap` needs no second training run. A training that collapses for good
+VARIANT_plain.tar: the A/B of `LipConfig.snap` needs no second training run; and test_teacher_snapped.mp4, the
+tracked lips snapped. A training that collapses for good
 (`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss terms, opacity and deltaplane size.
 """
 
@@ -141,12 +142,14 @@ def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, flo
 
 
 @torch.no_grad()
-def teacher_frames(model, clip: ClipData):
-    """The test split rendered from the tracked mouth shapes' lip vectors instead of the audio's."""
+def teacher_frames(model, clip: ClipData, snapped: bool = False):
+    """The test split rendered from the tracked mouth shapes' lip vectors instead of the audio's (`snapped`: pulled
+    among the training frames' as the audio's are, so that the snap's blending shows apart from the regression)."""
     for start in range(0, len(clip), 4):
         positions = torch.arange(start, min(start + 4, len(clip)), device=clip.frames.device)
         batch = make_batch(clip, positions, model.config.render_resolution)
-        code = model.lips(model.lips.coefficients(batch.mouth_shape))
+        tracked = model.lips.coefficients(batch.mouth_shape)
+        code = model.lips(model.lips.snapped(tracked) if snapped else tracked)
         tokens = model.tokens(batch.conditions, audio_code=code)
         output = model.render(model.planes(tokens)[0], batch.cameras, plate_warp=batch.plate_warp)
         yield from (to_uint8(rgb) for rgb in output.rgb)
@@ -228,6 +231,9 @@ def main() -> None:
     if model.lips is not None and args.teacher:  # the renderer told the tracked mouth shapes: does it draw them?
         write_video(run_dir / "test_teacher.mp4", teacher_frames(model, test), fps, samples)
         videos["test_teacher"] = "test_teacher.mp4"
+        if snapping:
+            write_video(run_dir / "test_teacher_snapped.mp4", teacher_frames(model, test, snapped=True), fps, samples)
+            videos["test_teacher_snapped"] = "test_teacher_snapped.mp4"
     if args.views:  # the cameras and renderer of `deltaplane evaluate RUN --views`, scored on the CPU machine
         for name, spec in parse_views(DEFAULT_VIEWS).items():
             if spec == "dataset":

@@ -33,9 +33,9 @@ from deltaplane.evaluation.sync import landmark_sync, speech_envelope
 from deltaplane.media.video import iter_frames, probe_video
 
 FPS = 25.0
-RENDERS = ("test", "test_still_tokens", "test_teacher", "test_unsnapped")
+RENDERS = ("test", "test_still_tokens", "test_teacher", "test_teacher_snapped", "test_unsnapped")
 """Renders of the test split by scripts/gpu_lip_motion.py: own tokens, eye/landmark tokens held still, tracked
-lips, and (variants with `snapH`) the lip snap switched off."""
+lips, and with the lip snap on the tracked lips snapped and the audio's lips with the snap switched off."""
 VIEW_IDENTITY_EVERY = 5
 """Frames between identity descriptors of the novel views (dlib, ~95 ms a face on the 2-core CPU)."""
 CROSS = ("cross", "still", "plain")

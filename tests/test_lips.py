@@ -253,6 +253,11 @@ def test_lip_snap_keeps_predicted_mouths_among_the_training_frames() -> None:
         snapping.gain.fill_(1.0)
         kept = snapping.predict(torch.zeros(1, 4))
     assert ((kept - snapping.bank[100]) * snapping.scale).norm() < snapping.bandwidth
+    # `snapped` is the snap alone (the tracked lips of gpu_lip_motion's snapped teacher): the calibration's last
+    # step at gain 1 inside the range, and nothing without `snap`
+    torch.testing.assert_close(snapping.snapped(coefficients[:50]), snapping.calibrated(coefficients[:50]))
+    assert ((snapping.snapped(before) - before).norm(dim=1) > 0).all()
+    assert torch.equal(plain.snapped(before), before)
     assert "bank" not in plain.state_dict()
     config = from_dict(TriplaneTalkerConfig, to_dict(dataclasses.replace(TriplaneTalkerConfig(),
                                                                          lips=LipConfig(snap=1.0))))

@@ -170,11 +170,14 @@ class LipVector(nn.Module):
 
     def calibrated(self, lips: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch dim"]:
         """The regression's raw lip vectors with the gain, the training range and `snap` applied."""
-        lips = torch.minimum(torch.maximum(lips * self.gain, self.low), self.high)
-        if self.config.snap is not None:
-            scale = self.scale.float()
-            lips = snap_to_frames(lips * scale, self.bank * scale, self.bank_valid, self.bandwidth) / scale
-        return lips
+        return self.snapped(torch.minimum(torch.maximum(lips * self.gain, self.low), self.high))
+
+    def snapped(self, lips: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch dim"]:
+        """Lip vectors pulled among the training frames' (`snap_to_frames`); unchanged without `snap`."""
+        if self.config.snap is None:
+            return lips
+        scale = self.scale.float()
+        return snap_to_frames(lips * scale, self.bank * scale, self.bank_valid, self.bandwidth) / scale
 
     def held_out(self, indices: Int[Tensor, " frames"]) -> Bool[Tensor, " frames"]:
         """Frames (dataset frame indices) kept out of the audio → lip regression for calibration: one block of
