@@ -18,6 +18,7 @@ from deltaplane.cli import main
 from deltaplane.errors import InputError
 from deltaplane.fastpath import (FastRenderConfig, FastRenderer, sample_triplane_channels_last,
                                  triplane_field_reference)
+from deltaplane.fields.lips import LipConfig
 from deltaplane.fields.triplane import OSGDecoder, sample_triplane
 from deltaplane.geometry.cameras import orbit_cam2world, orbit_cameras, talk3d_orbit_angles
 from deltaplane.inference import render_clip
@@ -37,12 +38,15 @@ def _tiny_model(device: torch.device, jitter: bool = True, background: str = "fi
                 lips: bool = False) -> TriplaneTalker:
     """The tiny preset with several ray chunks (32² rays, chunks of 300) and every weight perturbed, so the zero-
     initialised deltaplane and ToRGB layers take part; in plate mode, a random plate seen from a camera off the
-    frontal one; `lips`: the `fast` preset's lip vector and mouth planes."""
+    frontal one; `lips`: the `fast` preset's lip vector (snapped among random mouths) and mouth planes."""
     config, _ = get_preset("tiny")
+    lip_mode = {"audio_token": "lips", "mouth_planes": 2, "lips": LipConfig(snap=1.0)} if lips else {}
     config = dataclasses.replace(config, ray_chunk=300, volume=dataclasses.replace(config.volume, jitter=jitter),
-                                 background=background, **({"audio_token": "lips", "mouth_planes": 2} if lips else {}))
+                                 background=background, **lip_mode)
     torch.manual_seed(0)
     model = TriplaneTalker(config)
+    if lips:
+        model.lips.fit(torch.randn(300, 40))
     generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for parameter in model.parameters():
