@@ -10,10 +10,9 @@ file of AUDIO_DIR with the training video's tokens and cameras, still_NAME.mp4 t
 (--still-camera), log.jsonl, diagnostics.json), with --views also VARIANT_view.tar (view_NAME.mp4: the test split
 with its own audio and tokens from each novel camera of `deltaplane evaluate`'s default views, and views.png, the
 sheet of scripts/render_views.py) and prints the diagnostics as one JSON line. With the lip snap on (`LipConfig.snap`:
-the `fast` preset's default, or a variant part `snapH`) it also writes,
-from the same weights with the snap switched off, test_unsnapped.mp4 and plain_NAME.mp4 (as still_NAME.mp4), in
-VARIANT_plain.tar: the A/B of `LipConfig.snap` needs no second training run; and test_teacher_snapped.mp4, the
-tracked lips snapped. A training that collapses for good
+the `fast` preset's default, or a variant part `snapH`) it also writes, from the same weights with the snap switched
+off, test_unsnapped.mp4 and plain_NAME.mp4 (as still_NAME.mp4), in VARIANT_plain.tar, so the A/B of the snap needs
+no second training run, and test_teacher_snapped.mp4 (the tracked lips snapped). A training that collapses for good
 (`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss terms, opacity and deltaplane size.
 """
 

@@ -40,10 +40,10 @@ FAST = (
 batches make BatchNorm statistics noisy and open a train/eval gap), trained in minutes on one GPU, with what made
 the lips follow the audio (docs/lip-motion.md, BENCHMARKS.md run 8): the audio token carries a lip vector regressed
 from per-utterance-normalised log-mels of the clip and two speaker-warped copies, 8 audio-mixed mouth planes, and
-the adversarial patch term at 0.1, which also lets the renderer draw the whole opening. The lip vectors snap among the
-training frames' mouths (bandwidth 1 spacing) and the solid-body term (weight 5) fills the head behind its surface
-(BENCHMARKS.md run 11). Talk3D's audio token
-(`full`) replays the training mouths from the camera and barely moves the lips for new audio."""
+the adversarial patch term at 0.1, which also lets the renderer draw the whole opening. The lip vectors snap among
+the training frames' mouths (bandwidth 1 spacing) and the solid-body term (weight 5) fills the head behind its
+surface (BENCHMARKS.md run 11). Talk3D's audio token (`full`) replays the training mouths from the camera and barely
+moves the lips for new audio."""
 
 FULL = (TriplaneTalkerConfig(), TrainConfig(warmup_delta_steps=2000))
 """Talk3D's sizes: 48 + 48 samples per ray, 80 k steps."""
