@@ -168,6 +168,8 @@ def main() -> None:
     parser.add_argument("--variant", default="base")
     parser.add_argument("--minutes", type=float, default=6.0)
     parser.add_argument("--preset", default="fast", help="tiny: a CPU smoke test of this script")
+    parser.add_argument("--log-every", type=int, default=None,
+                        help="steps between log.jsonl records (the preset's by default; a collapse unfolds over tens)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--teacher", action=argparse.BooleanOptionalAction, default=True,
                         help="lip mode: also render the test split from the tracked mouth shapes")
@@ -183,6 +185,8 @@ def main() -> None:
     out = Path(os.environ.get("OUT", "."))
     device = torch.device(args.device)
     model_config, train_config = variant_configs(args.variant, args.preset)
+    if args.log_every is not None:
+        train_config = dataclasses.replace(train_config, log_every=args.log_every)
     run_dir = args.work / args.variant.replace("+", "_")
     started = time.perf_counter()
     try:
