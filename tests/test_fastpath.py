@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from deltaplane import api
+from deltaplane.bench import random_weights_model
 from deltaplane.cli import main
 from deltaplane.errors import InputError
 from deltaplane.fastpath import (FastRenderConfig, FastRenderer, sample_triplane_channels_last,
@@ -258,6 +259,15 @@ def test_bench_needs_a_run_or_random_weights() -> None:
     assert [r.path for r in report.results] == ["reference", "fast"]
     with pytest.raises(InputError, match="background"):
         api.bench(None, device="cpu", random_weights=True, background="sky")
+
+
+def test_random_weights_in_lip_mode_snap_among_a_full_bank() -> None:
+    """`deltaplane bench --random-weights` with the `fast` preset (lip mode, snapped): the lip basis is fitted to
+    random mouths, so the snap blends a full bank, as in a trained model, and the lip tokens are finite (with an
+    empty bank they were NaN)."""
+    model = random_weights_model("fast", CPU)
+    assert int(model.lips.bank_valid.sum()) == model.config.lips.bank_size
+    assert torch.isfinite(model.audio_codes(torch.randn(3, 8, 16, model.config.audio.feature_dim))).all()
 
 
 def test_bench_times_the_plate_background() -> None:

@@ -258,6 +258,8 @@ def test_lip_snap_keeps_predicted_mouths_among_the_training_frames() -> None:
     torch.testing.assert_close(snapping.snapped(coefficients[:50]), snapping.calibrated(coefficients[:50]))
     assert ((snapping.snapped(before) - before).norm(dim=1) > 0).all()
     assert torch.equal(plain.snapped(before), before)
+    unfitted = LipVector(LipConfig(snap=1.0), code_dim=4, token_dim=8)  # no frame stored: nothing to snap to
+    assert torch.equal(unfitted.snapped(before), before)
     assert "bank" not in plain.state_dict()
     config = from_dict(TriplaneTalkerConfig, to_dict(dataclasses.replace(TriplaneTalkerConfig(),
                                                                          lips=LipConfig(snap=1.0))))

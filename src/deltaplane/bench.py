@@ -28,6 +28,7 @@ from torch import Tensor
 
 from deltaplane.fastpath import FastRenderConfig, FastRenderer
 from deltaplane.geometry.cameras import orbit_cam2world, talk3d_orbit_angles
+from deltaplane.geometry.lips import MOUTH_SHAPE_DIM
 from deltaplane.inference import DrivingTracks, camera_path, driving_conditions, load_run, render_clip
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.presets import get_preset
@@ -74,7 +75,9 @@ def random_weights_model(preset: str, device: torch.device, seed: int = 0,
                          background: Literal["field", "plate"] = "field") -> TriplaneTalker:
     """A preset-sized model: default initialisation plus N(0, 0.02²) on every parameter, so that no part (the
     zero-initialised last deltaplane conv and ToRGB layers) is exactly zero and the comparison sees every part.
-    `background="plate"` adds a random background plate (its compositing is part of the timing)."""
+    `background="plate"` adds a random background plate (its compositing is part of the timing). In lip mode the lip
+    basis is fitted to random mouths, as many as the snap's bank holds, so that the snap costs what it does in a
+    trained model."""
     torch.manual_seed(seed)
     model = TriplaneTalker(replace(get_preset(preset)[0], background=background))
     generator = torch.Generator().manual_seed(seed + 1)
@@ -83,6 +86,8 @@ def random_weights_model(preset: str, device: torch.device, seed: int = 0,
             parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
         if background == "plate":
             model.plate.uniform_(-1, 1, generator=generator)
+        if model.lips is not None:
+            model.lips.fit(torch.randn(model.config.lips.bank_size, MOUTH_SHAPE_DIM, generator=generator))
     return model.to(device).eval()
 
 

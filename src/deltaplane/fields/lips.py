@@ -173,8 +173,9 @@ class LipVector(nn.Module):
         return self.snapped(torch.minimum(torch.maximum(lips * self.gain, self.low), self.high))
 
     def snapped(self, lips: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch dim"]:
-        """Lip vectors pulled among the training frames' (`snap_to_frames`); unchanged without `snap`."""
-        if self.config.snap is None:
+        """Lip vectors pulled among the training frames' (`snap_to_frames`); unchanged without `snap`, and before
+        `fit` has stored any frame (a model that has seen no video: the kernel mean of no frames is undefined)."""
+        if self.config.snap is None or not bool(self.bank_valid.any()):
             return lips
         scale = self.scale.float()
         return snap_to_frames(lips * scale, self.bank * scale, self.bank_valid, self.bandwidth) / scale
