@@ -56,8 +56,8 @@ def variant_configs(name: str, preset: str = "fast"):
     renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up),
     plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
-    term at weight N, docs/novel-views.md "A solid head"), snapH (the
-    calibrated lip vector pulled among the training frames' mouths, bandwidth H, `LipConfig.snap`)."""
+    term at weight N, docs/novel-views.md "A solid head"), snapH (the calibrated lip vector pulled among the
+    training frames' mouths, bandwidth H, `LipConfig.snap`). `solid` and `snap` are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":

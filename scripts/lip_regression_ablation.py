@@ -119,12 +119,12 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         lips.calibrate(held_out, targets[calibration])
         test_predicted = smooth(lips.predict(encoder(audio_context(test_features, test_clip.indices))))
         tracked_test = lips.coefficients(test_clip.mouth_shapes)
-        reference = opening(test_clip.mouth_shapes)
+        reference, test_opening = opening(test_clip.mouth_shapes), opening(lips.shapes(test_predicted))
         row = {**{f"gain/{k}": float(g) for k, g in enumerate(lips.gain)},
                "calibration/spread_ratio": spread, "calibration/correlation": correlation,
                "test/lip_correlation": float(np.corrcoef(test_predicted[:, 0], tracked_test[:, 0])[0, 1]),
-               "test/opening_std_ratio": float(opening(lips.shapes(test_predicted)).std() / reference.std()),
-               "test/jitter_ratio": jitter(opening(lips.shapes(test_predicted))) / jitter(reference),
+               "test/opening_std_ratio": float(test_opening.std() / reference.std()),
+               "test/jitter_ratio": jitter(test_opening) / jitter(reference),
                "test/nearest_frame": nearest_frame(test_predicted, targets, lips.scale),
                "test/tracked_nearest_frame": nearest_frame(tracked_test, targets, lips.scale)}
         for name, path in audio_files(audio_dir).items():

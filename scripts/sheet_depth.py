@@ -3,7 +3,7 @@ are grey levels of `inference.depth_to_uint8` (near = white), so each level maps
 view of the first sheet row, the depth along the tile's middle row at 16 evenly spaced columns, for checking where
 the face and the backdrop sit without the run's checkpoint.
 
-    python scripts/sheet_depth.py views.png [--near 2.25 --far 3.3]
+    python scripts/sheet_depth.py views.png [--near NEAR --far FAR]
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from deltaplane.render.volume import VolumeRenderConfig
 from render_views import VIEWS
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sheet", type=Path)
-    parser.add_argument("--near", type=float, default=2.25, help="the run's VolumeRenderConfig.near")
-    parser.add_argument("--far", type=float, default=3.3, help="the run's VolumeRenderConfig.far")
+    volume = VolumeRenderConfig()
+    parser.add_argument("--near", type=float, default=volume.near, help="the run's VolumeRenderConfig.near")
+    parser.add_argument("--far", type=float, default=volume.far, help="the run's VolumeRenderConfig.far")
     args = parser.parse_args()
     grey = cv2.imread(str(args.sheet), cv2.IMREAD_GRAYSCALE).astype(np.float64)
     tile = grey.shape[1] // (1 + len(VIEWS))  # GT, then one tile per view; rows: RGB, raw RGB, depth
