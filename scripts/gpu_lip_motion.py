@@ -56,8 +56,9 @@ def variant_configs(name: str, preset: str = "fast"):
     renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up),
     plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
-    term at weight N, docs/novel-views.md "A solid head"), snapH (the calibrated lip vector pulled among the
-    training frames' mouths, bandwidth H, `LipConfig.snap`). `solid` and `snap` are on in today's `fast` preset."""
+    term at weight N, docs/novel-views.md "A solid head"), spreadN (the depth-spread weight N), snapH (the
+    calibrated lip vector pulled among the training frames' mouths, bandwidth H, `LipConfig.snap`). `solid` and
+    `snap` are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -98,6 +99,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, alpha=float(part[5:])))
         elif part.startswith("novdepth"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_depth=float(part[8:])))
+        elif part.startswith("spread"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, depth_spread=float(part[6:])))
         elif part.startswith("solid"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, solid=float(part[5:])))
         elif part.startswith("novcolor"):

@@ -101,7 +101,7 @@ def test_plane_coordinates_return_the_plate_under_its_camera_and_parallax_under_
 
 
 def _plate_model(seed: int = 0) -> TriplaneTalker:
-    """The tiny model in plate mode with an empty field (density −100 everywhere: zero opacity in float32) and a
+    """The tiny model in plate mode with an empty field (density −200 everywhere: zero opacity in float32) and a
     random plate seen from `_anchor`."""
     config, _ = get_preset("tiny")
     torch.manual_seed(seed)
@@ -116,7 +116,7 @@ def _empty_field(model: TriplaneTalker) -> None:
     last = model.field.decoder.net[-1]
     with torch.no_grad():
         last.weight[0].zero_()
-        last.bias[0] = -100.0
+        last.bias[0] = -200.0
 
 
 def _conditions(model: TriplaneTalker, batch: int) -> Conditions:
@@ -140,6 +140,30 @@ def test_an_empty_field_renders_exactly_the_plate() -> None:
         expected = sample_plate(model.plate[None], plane_coordinates(origins, directions, _anchor(size), DEPTH),
                                 size, size)
         torch.testing.assert_close(output.rgb, expected, rtol=0, atol=1e-4)
+
+
+def test_the_depth_spread_sharpens_the_person_only(synthetic_dataset: Path) -> None:
+    """In plate mode the backdrop's rays are to be empty: the depth-spread term takes no gradient from them (it drove
+    the field to empty everywhere, docs/background.md); in whole-frame mode every pixel is a surface."""
+    config, _ = get_preset("tiny")
+    _, clip = load_clip(synthetic_dataset, "train", size=config.output_resolution)
+    audio = dataclasses.replace(config.audio, feature_dim=clip.audio_features.shape[-1])
+    config = dataclasses.replace(config, audio=audio)
+    batch = make_batch(clip, torch.tensor([0, 5]), config.render_resolution)
+    backdrop, person = batch.person == 0, batch.person > 0.5
+    assert backdrop.any() and person.any()
+    for mode in ("plate", "field"):
+        torch.manual_seed(0)
+        model = TriplaneTalker(dataclasses.replace(config, background=mode))
+        if mode == "plate":
+            model.load_background_plate(torch.rand(3, config.output_resolution, config.output_resolution) * 2 - 1,
+                                        _anchor(config.output_resolution))
+        output, delta = model(batch.cameras, batch.conditions, plate_warp=batch.plate_warp)
+        output.depth_spread.retain_grad()
+        model.loss_terms(output, delta, batch)["depth_spread"].backward()
+        gradient = output.depth_spread.grad
+        assert (gradient[person] > 0).all()
+        assert (gradient[backdrop] == 0).all() if mode == "plate" else (gradient[backdrop] > 0).all()
 
 
 def test_runs_of_older_versions_load_in_whole_frame_mode() -> None:

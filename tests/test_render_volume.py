@@ -80,6 +80,24 @@ def test_weights_are_bounded_and_empty_rays_sit_at_far() -> None:
     torch.testing.assert_close(empty.depth, depths[:1, :1, -1])
 
 
+def test_faint_rays_keep_their_opacity_and_a_small_spread_gradient() -> None:
+    """A nearly empty ray (what the backdrop's rays become in plate mode) has the closed-form opacity, not 0, and
+    its depth spread moves with the density as gently as an ordinary ray's: with `1 − exp` the opacity rounded to
+    0 while its gradient did not, and the spread's gradient reached 1e4."""
+    depths = torch.linspace(NEAR, FAR, 48).reshape(1, 1, 48, 1)
+    gradients = {}
+    for raw in (0.0, -5.0, -10.0, -15.0, -20.0):
+        densities = torch.full((1, 1, 48, 1), raw, requires_grad=True)
+        result = composite(torch.zeros(1, 1, 48, 3), densities + torch.linspace(0, 1, 48).reshape(1, 1, 48, 1), depths)
+        result.spread.sum().backward()
+        gradients[raw] = densities.grad.abs().sum().item()
+        if raw <= -10.0:  # softplus(σ − 1)·δ summed over the ray, to first order
+            sigma = torch.nn.functional.softplus(torch.linspace(0, 1, 48)[:-1] + 0.5 / 47 + raw - 1.0)
+            expected = (sigma * (FAR - NEAR) / 47).sum().item()
+            assert math.isclose(result.accumulation.item(), expected, rel_tol=1e-3), (raw, result.accumulation)
+    assert max(gradients.values()) < 2 * gradients[0.0], gradients  # the old form: 1e4 at −15
+
+
 def test_composite_gradcheck_float64() -> None:
     generator = torch.Generator().manual_seed(0)
     colors = torch.rand(1, 2, 6, 2, dtype=torch.float64, generator=generator, requires_grad=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from deltaplane.checkpoint import latest_checkpoint
+from deltaplane.checkpoint import latest_checkpoint, load_checkpoint
 from deltaplane.data.dataset import load_clip
 from deltaplane.errors import InputError
 from deltaplane.inference import load_run
@@ -78,6 +78,18 @@ def test_corrupt_checkpoint_is_reported(synthetic_dataset: Path, tmp_path: Path)
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(InputError, match="corrupt"):
         load_run(tmp_path / "run", CPU)
+
+
+def test_adam_starts_the_predictor_afresh_after_the_warm_up(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """Adam counts only the steps a group trained: a step count that ran on through the warm-up (zero gradients
+    behind the deltaplane's zero output layer) would spend the bias correction and inflate the first updates."""
+    model_config, train_config = _tiny(4, warmup_delta_steps=3, eval_every=0, sample_every=1000)
+    train(synthetic_dataset, tmp_path / "run", model_config, train_config, "tiny", CPU, progress=False)
+    state = load_checkpoint(latest_checkpoint(tmp_path / "run")).training_state
+    steps = {key[len("optim."):-len(".step")]: int(value) for key, value in state.items() if key.endswith(".step")}
+    predictor = {name for name in steps if name.startswith(("predictor.", "condition_encoder."))}
+    assert predictor and {steps[name] for name in predictor} == {1}
+    assert steps["identity_planes"] == 4
 
 
 @pytest.mark.parametrize("extra", [{}, {"mouth_planes": 2, "audio_token": "lips"}])

@@ -83,7 +83,9 @@ class LossWeights:
     relative depth: the face keeps its 3D shape where the video shows only near-frontal views."""
     depth_spread: float = 5.0
     """Mean variance of the ray termination depth (world units²): crisp surfaces instead of fog spread along the
-    rays, which near-frontal views cannot tell apart but which smears views from the side."""
+    rays, which near-frontal views cannot tell apart but which smears views from the side. In plate mode only on
+    the person's pixels: the backdrop's rays are to be empty, and sharpening their faint fog emptied the whole
+    field (docs/background.md)."""
     background_depth: float = 1.0
     """Hinge pushing background pixels behind `TriplaneTalkerConfig.background_depth` (a backdrop behind the
     head, so novel views do not smear it over the face). Whole-frame mode only: with a plate those rays are to be
@@ -376,7 +378,10 @@ class TriplaneTalker(nn.Module):
         if weights.face_depth > 0:
             terms["face_depth"] = weights.face_depth * self.face_depth_error(output, batch)
         if weights.depth_spread > 0:
-            terms["depth_spread"] = weights.depth_spread * output.depth_spread.float().mean()
+            spread = output.depth_spread.float()
+            if self.config.background == "plate":
+                spread = spread * batch.person
+            terms["depth_spread"] = weights.depth_spread * spread.mean()
         if self.config.background == "plate":
             terms["alpha"] = weights.alpha * losses.opacity_bce(output.accumulation, batch.person)
         elif weights.background_depth > 0:

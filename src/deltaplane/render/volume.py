@@ -145,6 +145,10 @@ def composite(colors: Float[Tensor, "batch rays samples channels"], densities: F
     δ_i = z_{i+1} − z_i; colours, densities and depths are averaged between neighbours; σ_i = softplus(σ_mid +
     density_bias); α_i = 1 − exp(−σ_i·δ_i); T_i = Π_{j<i} (1 − α_j + 1e-10); w_i = T_i·α_i. The features are NOT
     rescaled: the caller applies EG3D's `×2 − 1`.
+
+    α is computed as −expm1(−σδ): for a faint sample (σδ < 6e-8) `1 − exp` rounds to 0 while its gradient does not,
+    and the spread's division by that zero accumulation (clamped to 1e-10) then turned a gradient of 1e-4 into
+    1e4 pushing the density down: what emptied plate-mode runs (docs/background.md).
     """
     dtype = _compute_dtype(densities.dtype)
     densities, depths = densities.to(dtype), depths.to(dtype)
@@ -152,7 +156,7 @@ def composite(colors: Float[Tensor, "batch rays samples channels"], densities: F
     colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2  # [B, R, S − 1, C]
     densities_mid = (densities[:, :, :-1] + densities[:, :, 1:]) / 2
     depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
-    alpha = 1 - torch.exp(-F.softplus(densities_mid + density_bias) * deltas)
+    alpha = -torch.expm1(-F.softplus(densities_mid + density_bias) * deltas)
     transmittance = torch.cumprod(torch.cat((torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10), dim=-2), dim=-2)
     weights = alpha * transmittance[:, :, :-1]  # [B, R, S − 1, 1]
     features = (weights * colors_mid).sum(dim=-2)  # [B, R, C]

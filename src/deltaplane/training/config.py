@@ -42,7 +42,8 @@ class TrainConfig:
     lr_decay: float = 0.1
     """Learning rates decay exponentially to this fraction at the last step."""
     warmup_delta_steps: int = 0
-    """Steps during which only the identity, decoder and SR train (the deltaplane predictor joins after)."""
+    """Steps during which only the identity, decoder and SR train (the deltaplane predictor joins after, with Adam's
+    moments started then: the warm-up's gradients never reach it)."""
     log_every: int = 20
     eval_every: int = 500
     """Held-out (test split) PSNR/SSIM every this many steps (0 = only at the end)."""

@@ -65,8 +65,24 @@ def _set_learning_rates(optimizer: torch.optim.Optimizer, config: TrainConfig, s
     base = {"identity": config.lr_identity, "renderer": config.lr_renderer, "predictor": config.lr_predictor,
             "audio": config.lr_audio}
     for group in optimizer.param_groups:
-        active = group["name"] != "predictor" or step >= config.warmup_delta_steps
-        group["lr"] = base[group["name"]] * factor if active else 0.0
+        group["lr"] = base[group["name"]] * factor if _active(group, config, step) else 0.0
+
+
+def _active(group: dict, config: TrainConfig, step: int) -> bool:
+    """Whether a parameter group trains at `step`: all do, except the predictor during the deltaplane warm-up."""
+    return group["name"] != "predictor" or step >= config.warmup_delta_steps
+
+
+def _drop_inactive_gradients(optimizer: torch.optim.Optimizer, config: TrainConfig, step: int) -> None:
+    """Hide the warm-up's gradients from Adam: behind the deltaplane's zero-initialised output layer they are zero,
+    yet each would advance the predictor's step count, spending Adam's bias correction while its second moment
+    stays at zero; after a 500-step warm-up the first hundred steps would then move every weight 2–6× farther than
+    its learning rate (tests/test_training.py). Without a gradient Adam skips the parameter, and starts it afresh
+    when the warm-up ends."""
+    for group in optimizer.param_groups:
+        if not _active(group, config, step):
+            for param in group["params"]:
+                param.grad = None
 
 
 def _save_driving_tracks(run_dir: Path, clip: ClipData) -> None:
@@ -255,6 +271,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 continue
             optimizer.zero_grad(set_to_none=True)
             (scaler.scale(loss) if scaler else loss).backward()
+            _drop_inactive_gradients(optimizer, train_config, step)
             if scaler:
                 scaler.step(optimizer)
                 scaler.update()
