@@ -57,8 +57,9 @@ def variant_configs(name: str, preset: str = "fast"):
     plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
     term at weight N, docs/novel-views.md "A solid head"), spreadN (the depth-spread weight N), snapH (the
-    calibrated lip vector pulled among the training frames' mouths, bandwidth H, `LipConfig.snap`). `solid` and
-    `snap` are on in today's `fast` preset."""
+    calibrated lip vector pulled among the training frames' mouths, bandwidth H, `LipConfig.snap`), resN (N² rays,
+    the super-resolution upsampling the rest of the way to the same output: res256 = one ×2 block), marchN (N coarse
+    + N importance samples per ray). `solid` and `snap` are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -107,6 +108,14 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_color=float(part[8:])))
         elif part.startswith("snap"):
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, snap=float(part[4:])))
+        elif part.startswith("res"):  # rendering resolution N with the super-resolution making up the rest to 512²
+            size = int(part[3:])
+            superres = dataclasses.replace(model.superres, input_resolution=size,
+                                           upsamplings=(model.output_resolution // size).bit_length() - 1)
+            model = dataclasses.replace(model, render_resolution=size, superres=superres)
+        elif part.startswith("march"):
+            model = dataclasses.replace(model, volume=dataclasses.replace(model.volume, num_coarse=int(part[5:]),
+                                                                          num_importance=int(part[5:])))
         elif part == "nowarm":
             train_config = dataclasses.replace(train_config, warmup_delta_steps=0)
         elif part != "base":

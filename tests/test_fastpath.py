@@ -36,14 +36,18 @@ def _needs_cuda() -> None:
 
 
 def _tiny_model(device: torch.device, jitter: bool = True, background: str = "field",
-                lips: bool = False) -> TriplaneTalker:
+                lips: bool = False, upsamplings: int = 2) -> TriplaneTalker:
     """The tiny preset with several ray chunks (32² rays, chunks of 300) and every weight perturbed, so the zero-
     initialised deltaplane and ToRGB layers take part; in plate mode, a random plate seen from a camera off the
-    frontal one; `lips`: the `fast` preset's lip vector (snapped among random mouths) and mouth planes."""
+    frontal one; `lips`: the `fast` preset's lip vector (snapped among random mouths) and mouth planes;
+    `upsamplings` 1: 64² rays and a one-block super-resolution to the same 128² output."""
     config, _ = get_preset("tiny")
     lip_mode = {"audio_token": "lips", "mouth_planes": 2, "lips": LipConfig(snap=1.0)} if lips else {}
+    render = config.output_resolution // 2 ** upsamplings
     config = dataclasses.replace(config, ray_chunk=300, volume=dataclasses.replace(config.volume, jitter=jitter),
-                                 background=background, **lip_mode)
+                                 background=background, render_resolution=render, **lip_mode,
+                                 superres=dataclasses.replace(config.superres, input_resolution=render,
+                                                              upsamplings=upsamplings))
     torch.manual_seed(0)
     model = TriplaneTalker(config)
     if lips:
@@ -114,11 +118,13 @@ def test_channels_last_lookup_matches_grid_sample_values_and_gradients() -> None
     _assert_sampler_matches(CPU)
 
 
-@pytest.mark.parametrize(("jitter", "background", "warped", "lips"),
-                         [(True, "field", False, False), (False, "field", False, False), (True, "plate", False, False),
-                          (True, "plate", True, False), (True, "field", False, True)])
-def test_fp32_fast_path_gives_the_reference_frames(jitter: bool, background: str, warped: bool, lips: bool) -> None:
-    model = _tiny_model(CPU, jitter, background, lips)
+@pytest.mark.parametrize(("jitter", "background", "warped", "lips", "upsamplings"),
+                         [(True, "field", False, False, 2), (False, "field", False, False, 2),
+                          (True, "plate", False, False, 2), (True, "plate", True, False, 2),
+                          (True, "field", False, True, 2), (True, "plate", True, True, 1)])
+def test_fp32_fast_path_gives_the_reference_frames(jitter: bool, background: str, warped: bool, lips: bool,
+                                                   upsamplings: int) -> None:
+    model = _tiny_model(CPU, jitter, background, lips, upsamplings)
     (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(CPU), warped=warped)
     assert rgb.shape == rgb_ref.shape == (5, 3, 128, 128) and not renderer.captured
     torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
@@ -223,13 +229,14 @@ def test_cuda_lookup_matches_grid_sample_values_and_gradients() -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize(("background", "warped", "lips"),
-                         [("field", False, False), ("plate", False, False), ("plate", True, False),
-                          ("field", False, True)])
-def test_cuda_fast_path_matches_the_reference_within_bf16(background: str, warped: bool, lips: bool) -> None:
+@pytest.mark.parametrize(("background", "warped", "lips", "upsamplings"),
+                         [("field", False, False, 2), ("plate", False, False, 2), ("plate", True, False, 2),
+                          ("field", False, True, 2), ("plate", True, True, 1)])
+def test_cuda_fast_path_matches_the_reference_within_bf16(background: str, warped: bool, lips: bool,
+                                                          upsamplings: int) -> None:
     """The default CUDA configuration: bf16, channels-last, torch.compile, one CUDA graph."""
     _needs_cuda()
-    model = _tiny_model(torch.device("cuda"), background=background, lips=lips)
+    model = _tiny_model(torch.device("cuda"), background=background, lips=lips, upsamplings=upsamplings)
     (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(torch.device("cuda")),
                                                          warped=warped)
     assert renderer.captured

@@ -1,11 +1,16 @@
-"""Super-resolution: output shape, identity-like init (bilinear upsample of the raw RGB), resized inputs, training."""
+"""Super-resolution: output shape, identity-like init (bilinear upsample of the raw RGB), resized inputs, training,
+and the one-block ×2 shape for 256² renderings."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import pytest
 import torch
 import torch.nn.functional as F
 
 from deltaplane.fields.superres import TINY_SUPERRES, SuperResolution, SuperResolutionConfig
+from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
 
 
 def _upsample2(image: torch.Tensor) -> torch.Tensor:
@@ -66,3 +71,26 @@ def test_full_config_matches_eg3d_widths() -> None:
     model = SuperResolution()
     assert model.block0.conv0.weight.shape == (256, 32, 3, 3) and model.block1.conv1.weight.shape == (128, 128, 3, 3)
     assert model.block0.torgb.weight.shape == (3, 256, 1, 1) and model.block1.torgb.weight.shape == (3, 128, 1, 1)
+
+
+def test_one_upsampling_doubles_with_the_last_block_alone() -> None:
+    torch.manual_seed(0)
+    config = SuperResolutionConfig(input_resolution=32, upsamplings=1, block1_channels=4)
+    model = SuperResolution(config)
+    assert model.block0 is None and model.block1.conv0.weight.shape == (4, 32, 3, 3)
+    rgb, features = _inputs(32, batch=1)
+    with torch.no_grad():
+        output = model(rgb, features)
+    assert output.shape == (1, 3, 64, 64)
+    torch.testing.assert_close(output, _upsample2(rgb))  # zero ToRGB at init: the raw RGB upsampled once
+    with pytest.raises(ValueError, match="upsamplings"):
+        SuperResolutionConfig(upsamplings=3)
+
+
+def test_the_model_output_follows_the_superres_scale() -> None:
+    config = TriplaneTalkerConfig()
+    assert config.output_resolution == 512
+    sharp = dataclasses.replace(config, render_resolution=256,
+                                superres=dataclasses.replace(config.superres, input_resolution=256, upsamplings=1))
+    assert sharp.output_resolution == 512
+    assert not any(name.startswith("superres.block0") for name in TriplaneTalker(sharp).state_dict())

@@ -1,4 +1,5 @@
-"""Super-resolution ×4 (128 → 512) of the volume-rendered feature image, shaped like EG3D's two-block SR.
+"""Super-resolution ×4 (128 → 512) of the volume-rendered feature image, shaped like EG3D's two-block SR, or ×2
+(256 → 512, `SuperResolutionConfig.upsamplings` = 1: its second block alone).
 
 EG3D's SuperresolutionHybrid8XDC is a StyleGAN2 modulated-conv net driven by a w code. Here the identity is learned
 directly and there is no w, so this is the same topology with plain convolutions: two blocks (256², then 512²),
@@ -23,15 +24,28 @@ class SuperResolutionConfig:
     """Sizes of the super-resolution net (defaults: EG3D's channel widths)."""
 
     input_resolution: int = 128
-    """Neural rendering resolution; other input sizes are resized to it (bilinear, antialiased). Output is 4×."""
+    """Neural rendering resolution; other input sizes are resized to it (bilinear, antialiased). Output is
+    2**`upsamplings` ×."""
+    upsamplings: int = 2
+    """×2 blocks: 2 (EG3D, 128² → 512²) or 1 (only the block at the output resolution: a 256² rendering for a 512²
+    output, twice the rendered resolution per side for four times the rays)."""
     feature_channels: int = 32
     """Channels of the feature image (the first 3 are the raw RGB)."""
     block0_channels: int = 256
-    """Width of the first block (at 2× the input resolution)."""
+    """Width of the first block (at 2× the input resolution; unused with one upsampling)."""
     block1_channels: int = 128
-    """Width of the second block (at 4× the input resolution)."""
+    """Width of the last block (at the output resolution)."""
     negative_slope: float = 0.2
     """LeakyReLU slope."""
+
+    def __post_init__(self) -> None:
+        if self.upsamplings not in (1, 2):
+            raise ValueError(f"SuperResolutionConfig.upsamplings must be 1 or 2, got {self.upsamplings}")
+
+    @property
+    def scale(self) -> int:
+        """Output resolution over input resolution."""
+        return 2 ** self.upsamplings
 
 
 TINY_SUPERRES = SuperResolutionConfig(block0_channels=16, block1_channels=8)
@@ -67,13 +81,16 @@ class SuperResolutionBlock(nn.Module):
 
 
 class SuperResolution(nn.Module):
-    """Feature image [B, 32, 128, 128] + raw RGB [B, 3, 128, 128] → RGB [B, 3, 512, 512]."""
+    """Feature image [B, 32, 128, 128] + raw RGB [B, 3, 128, 128] → RGB [B, 3, 512, 512] (or 256² → 512² with one
+    upsampling). `block1` always makes the output, so both shapes keep EG3D's parameter names."""
 
     def __init__(self, config: SuperResolutionConfig = SuperResolutionConfig()) -> None:
         super().__init__()
         self.config = config
-        self.block0 = SuperResolutionBlock(config.feature_channels, config.block0_channels, config.negative_slope)
-        self.block1 = SuperResolutionBlock(config.block0_channels, config.block1_channels, config.negative_slope)
+        self.block0 = (SuperResolutionBlock(config.feature_channels, config.block0_channels, config.negative_slope)
+                       if config.upsamplings == 2 else None)
+        last_input = config.block0_channels if self.block0 is not None else config.feature_channels
+        self.block1 = SuperResolutionBlock(last_input, config.block1_channels, config.negative_slope)
 
     def forward(self, rgb: Float[Tensor, "batch 3 height width"], features: Float[Tensor, "batch channels height width"]
                 ) -> Float[Tensor, "batch 3 out_height out_width"]:
@@ -83,6 +100,8 @@ class SuperResolution(nn.Module):
             features = F.interpolate(features, size=size, mode="bilinear", align_corners=False, antialias=True)
         if tuple(rgb.shape[-2:]) != size:
             rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=True)
-        hidden, rgb = self.block0(features, rgb)
+        hidden = features
+        if self.block0 is not None:
+            hidden, rgb = self.block0(features, rgb)
         _, rgb = self.block1(hidden, rgb)
         return rgb

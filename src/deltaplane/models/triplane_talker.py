@@ -118,7 +118,7 @@ class TriplaneTalkerConfig:
     plane_channels: int = 32
     plane_resolution: int = 256
     render_resolution: int = 128
-    """Neural-rendering resolution (rays per side); the super-resolution outputs 4× this."""
+    """Neural-rendering resolution (rays per side); the super-resolution outputs `superres.scale` × this (4×)."""
     box_warp: float = 1.0
     identity_init_std: float = 0.1
     """Std of the random initial identity planes."""
@@ -167,7 +167,7 @@ class TriplaneTalkerConfig:
 
     @property
     def output_resolution(self) -> int:
-        return 4 * self.render_resolution
+        return self.superres.scale * self.render_resolution
 
     def __post_init__(self) -> None:
         if self.superres.input_resolution != self.render_resolution:
