@@ -56,10 +56,11 @@ def variant_configs(name: str, preset: str = "fast"):
     renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up),
     plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
-    term at weight N, docs/novel-views.md "A solid head"), spreadN (the depth-spread weight N), snapH (the
-    calibrated lip vector pulled among the training frames' mouths, bandwidth H, `LipConfig.snap`), resN (N² rays,
-    the super-resolution upsampling the rest of the way to the same output: res256 = one ×2 block), marchN (N coarse
-    + N importance samples per ray). `solid` and `snap` are on in today's `fast` preset."""
+    term at weight N, docs/novel-views.md "A solid head"; solidnomouth: not in the mouth box), spreadN (the
+    depth-spread weight N), snapH (the calibrated lip vector pulled among the training frames' mouths, bandwidth H,
+    `LipConfig.snap`), resN (N² rays, the super-resolution upsampling the rest of the way to the same output:
+    res256 = one ×2 block), marchN (N coarse + N importance samples per ray). `solid` and `snap` are on in today's
+    `fast` preset."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -102,6 +103,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_depth=float(part[8:])))
         elif part.startswith("spread"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, depth_spread=float(part[6:])))
+        elif part == "solidnomouth":
+            model = dataclasses.replace(model, solid=dataclasses.replace(model.solid, skip_mouth=True))
         elif part.startswith("solid"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, solid=float(part[5:])))
         elif part.startswith("novcolor"):
@@ -180,6 +183,9 @@ def main() -> None:
     parser.add_argument("--variant", default="base")
     parser.add_argument("--minutes", type=float, default=6.0)
     parser.add_argument("--preset", default="fast", help="tiny: a CPU smoke test of this script")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (the preset's by default)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="training seed (the preset's by default): repeats at equal settings give the spread")
     parser.add_argument("--log-every", type=int, default=None,
                         help="steps between log.jsonl records (the preset's by default; a collapse unfolds over tens)")
     parser.add_argument("--device", default="cuda")
@@ -199,6 +205,10 @@ def main() -> None:
     model_config, train_config = variant_configs(args.variant, args.preset)
     if args.log_every is not None:
         train_config = dataclasses.replace(train_config, log_every=args.log_every)
+    if args.steps is not None:
+        train_config = dataclasses.replace(train_config, steps=args.steps)
+    if args.seed is not None:
+        train_config = dataclasses.replace(train_config, seed=args.seed)
     run_dir = args.work / args.variant.replace("+", "_")
     started = time.perf_counter()
     try:

@@ -93,6 +93,29 @@ def test_the_term_fills_the_body_behind_an_opaque_surface_and_is_off_at_weight_z
     assert torch.equal(torch.get_rng_state(), state)
 
 
+def test_skip_mouth_leaves_the_mouth_box_alone(synthetic_dataset: Path) -> None:
+    """With `skip_mouth` no point lies behind the mouth box: a box over the whole frame leaves no ray (term 0), a
+    box over a quarter changes the rays drawn."""
+    torch.manual_seed(0)
+    model = _model()
+    _, clip = load_clip(synthetic_dataset, "train", size=model.config.output_resolution)
+    batch = make_batch(clip, torch.tensor([0, 5]), model.config.render_resolution)
+    output, delta = model(batch.cameras, batch.conditions, lower_face=batch.lower_face)
+    surface = dataclasses.replace(output, accumulation=torch.ones_like(output.accumulation),
+                                  depth=torch.full_like(output.depth, 2.5))
+    planes = model.identity_planes[None] + delta.detach()
+
+    def term(skip: bool, box: torch.Tensor) -> float:
+        model.config = dataclasses.replace(model.config, solid=dataclasses.replace(model.config.solid, skip_mouth=skip))
+        return model.solid_term(planes, surface, dataclasses.replace(batch, mouth_box=box),
+                                torch.Generator().manual_seed(1)).item()
+
+    everywhere, quarter = torch.ones_like(batch.mouth_box), torch.zeros_like(batch.mouth_box)
+    quarter[..., :quarter.shape[-2] // 2, :quarter.shape[-1] // 2] = True
+    assert term(True, everywhere) == 0.0 and term(False, everywhere) > 0
+    assert term(True, quarter) != term(False, quarter)
+
+
 def test_training_logs_the_term(synthetic_dataset: Path, tmp_path: Path) -> None:
     model_config, train_config = get_preset("tiny")
     model_config = dataclasses.replace(model_config, loss=dataclasses.replace(model_config.loss, solid=1.0))

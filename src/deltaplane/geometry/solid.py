@@ -28,6 +28,9 @@ class SolidConfig:
     thickness: float = 0.25
     """Distance behind the rendered surface to which the body is solid (world units: the head box is 1 deep and a
     face sits about 0.2 in front of the head's centre; the backdrop is pushed behind depth 3.1, 0.5 behind a face)."""
+    skip_mouth: bool = False
+    """Leave the mouth box's rays out: matter filled in behind closed lips, coloured like them, is what an opening
+    mouth must then carve away (the renderer drew less of the tracked opening once the term was on, run 11)."""
 
     def __post_init__(self) -> None:
         if self.rays < 1 or not 0 <= self.margin < self.thickness:

@@ -452,7 +452,10 @@ class TriplaneTalker(nn.Module):
         config, volume, size = self.config.solid, self.config.volume, self.config.render_resolution
         with torch.no_grad(), torch.autocast(planes.device.type, enabled=False):
             origins, directions = pixel_rays(batch.cameras.resized(size, size))
-            opaque = ((batch.person >= 0.99) & (output.accumulation > 0.5)).flatten(1)
+            opaque = (batch.person >= 0.99) & (output.accumulation > 0.5)
+            if config.skip_mouth:  # the mouth box at the rendering resolution: any of its output pixels
+                opaque &= F.adaptive_max_pool2d(batch.mouth_box.float(), size) == 0
+            opaque = opaque.flatten(1)
             uniform = torch.rand(opaque.shape, generator=generator).to(opaque.device)
             chosen, valid = choose_rays(opaque, uniform, min(config.rays, opaque.shape[1]))
             along = torch.rand(chosen.shape, generator=generator).to(opaque.device)
