@@ -18,6 +18,7 @@ from deltaplane.data.background import BACKGROUND_PNG, recover_background
 from deltaplane import api
 from deltaplane.audio.io import load_audio, write_wav
 from deltaplane.checkpoint import DRIVING_TRACKS
+from deltaplane.cli import main
 from deltaplane.data.dataset import load_clip, make_batch, to_signed
 from deltaplane.geometry.cameras import Cameras, orbit_cam2world, orbit_cameras, project
 from deltaplane.geometry.rays import pixel_rays
@@ -209,6 +210,21 @@ def test_tiny_plate_training_checkpoints_the_plate_and_renders_novel_views_over_
     origins, directions = pixel_rays(novel)
     coordinates = plane_coordinates(origins, directions, anchor, model.config.background_depth)
     torch.testing.assert_close(output.rgb, sample_plate(plate[None], coordinates, size, size), rtol=0, atol=1e-4)
+
+
+def test_train_takes_the_background_for_a_new_run_and_refuses_another_on_resume(
+        synthetic_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    main(["train", str(synthetic_dataset), "-o", str(run_dir), "--preset", "tiny", "--steps", "1", "--quiet",
+          "--background", "plate"])
+    model, _, _ = load_run(run_dir, CPU)
+    assert model.config.background == "plate" and model.plate.abs().sum() > 0
+    before = sorted(path.name for path in (run_dir / "checkpoints").iterdir())
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(synthetic_dataset), "-o", str(run_dir), "--preset", "tiny", "--steps", "2", "--quiet",
+              "--resume", "--background", "field"])
+    assert exit_info.value.code == 2 and "'plate' background" in capsys.readouterr().err
+    assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == before  # nothing trained or lost
 
 
 def test_plate_warps_are_resolution_free_and_average_to_the_identity(synthetic_dataset: Path) -> None:

@@ -50,6 +50,19 @@ def preprocess(video: str | Path, output: str | Path, audio: str | Path | None =
                           progress=progress)
 
 
+def _check_background(background: str, resumed: Path | None) -> None:
+    """A known background mode, and the one a resumed run (`resumed`: its directory) was trained with."""
+    from deltaplane.checkpoint import CONFIG, read_run_config
+
+    if background not in ("field", "plate"):
+        raise InputError(f"background must be 'field' or 'plate', got {background!r}")
+    if resumed is not None and (resumed / CONFIG).is_file():
+        trained = read_run_config(resumed)["model"].get("background", "field")
+        if trained != background:
+            raise InputError(f"{resumed} was trained with the {trained!r} background; a resumed run keeps it "
+                             f"(drop --background, or train a new run with -o elsewhere)")
+
+
 def _check_length(steps: int | None, minutes: float | None) -> None:
     """A training length that would write an untrained checkpoint is a user error, caught before any work."""
     if steps is not None and steps < 1:
@@ -61,8 +74,9 @@ def _check_length(steps: int | None, minutes: float | None) -> None:
 def train(dataset: str | Path, output: str | Path, preset: str | None = None, steps: int | None = None,
           minutes: float | None = None, resume: bool = False, device: str | None = None,
           lpips_weights: str | Path | None = None, syncnet: str | Path | None = None, tensorboard: bool = False,
-          seed: int = 0, progress: bool = True) -> Path:
-    """Train a talking portrait on a preprocessed dataset; returns the run directory."""
+          seed: int = 0, progress: bool = True, background: str | None = None) -> Path:
+    """Train a talking portrait on a preprocessed dataset; returns the run directory. `background` ("field" or
+    "plate", `TriplaneTalkerConfig.background`) replaces the preset's for a new run; a resumed run keeps its own."""
     from deltaplane.presets import get_preset
     from deltaplane.training.trainer import train as train_loop
 
@@ -71,6 +85,9 @@ def train(dataset: str | Path, output: str | Path, preset: str | None = None, st
     check_outputs(dirs={"-o": output}, inputs={"dataset": dataset})
     preset = preset or ("fast" if torch_device.type == "cuda" else "tiny")
     model_config, train_config = get_preset(preset)
+    if background is not None:
+        _check_background(background, Path(output) if resume else None)
+        model_config = dataclasses.replace(model_config, background=background)
     overrides = {"seed": seed}
     if steps is not None:
         overrides["steps"] = steps
