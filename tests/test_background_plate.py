@@ -20,6 +20,7 @@ from deltaplane.audio.io import load_audio, write_wav
 from deltaplane.checkpoint import DRIVING_TRACKS
 from deltaplane.cli import main
 from deltaplane.data.dataset import load_clip, make_batch, to_signed
+from deltaplane.errors import InputError
 from deltaplane.geometry.cameras import Cameras, orbit_cam2world, orbit_cameras, project
 from deltaplane.geometry.rays import pixel_rays
 from deltaplane.inference import camera_path, load_run, plate_warp_path, render_clip
@@ -225,6 +226,9 @@ def test_train_takes_the_background_for_a_new_run_and_refuses_another_on_resume(
               "--resume", "--background", "field"])
     assert exit_info.value.code == 2 and "'plate' background" in capsys.readouterr().err
     assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == before  # nothing trained or lost
+    with pytest.raises(InputError, match="'field' or 'plate'"):  # the one-command run checks it before any work
+        api.run(tmp_path / "talk.mp4", tmp_path / "work", background="sky")
+    assert not (tmp_path / "work").exists()
 
 
 def test_plate_warps_are_resolution_free_and_average_to_the_identity(synthetic_dataset: Path) -> None:

@@ -215,10 +215,12 @@ def evaluate(output: str | Path, run: str | Path | None = None, prediction: str 
 
 def run(video: str | Path, output: str | Path, audio: str | Path | None = None, preset: str | None = None,
         steps: int | None = None, device: str | None = None, progress: bool = True,
-        evaluation: bool = True) -> dict[str, Path]:
+        evaluation: bool = True, background: str | None = None) -> dict[str, Path]:
     """preprocess + train + render (dataset camera and orbit) + evaluate (the test split and novel views, with
-    the offline metrics, into `output/evaluation`) in one go, resuming finished parts."""
+    the offline metrics, into `output/evaluation`) in one go, resuming finished parts. `background` as `train`'s."""
     _check_length(steps, None)
+    if background is not None:
+        _check_background(background, None)  # before minutes of preprocessing
     _device(device)
     check_outputs(dirs={"-o": output}, inputs={"video": video, "--audio": audio})
     require_face_tracking()
@@ -230,7 +232,8 @@ def run(video: str | Path, output: str | Path, audio: str | Path | None = None, 
     from deltaplane.checkpoint import latest_checkpoint
 
     resume = latest_checkpoint(run_dir) is not None
-    train(dataset, run_dir, preset=preset, steps=steps, resume=resume, device=device, progress=progress)
+    train(dataset, run_dir, preset=preset, steps=steps, resume=resume, device=device, progress=progress,
+          background=background)
     driving = Path(audio) if audio else dataset / "audio.wav"
     outputs = {"dataset": dataset, "run": run_dir}
     for camera in ("dataset", "orbit"):

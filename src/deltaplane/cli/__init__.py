@@ -42,6 +42,13 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _add_background(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--background", choices=("field", "plate"), default=None,
+                   help="field: Talk3D's whole frame volume-rendered (the presets' default); plate: the person over "
+                        "a static background plate recovered from the video, clean from any camera "
+                        "(docs/background.md; not yet measured on a GPU since its collapse was fixed)")
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a talking portrait on a preprocessed dataset")
     p.add_argument("dataset", type=Path, help="dataset directory made by `deltaplane preprocess`")
@@ -52,10 +59,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="number of training steps (default: the preset's)")
     p.add_argument("--minutes", type=float, help="stop after this many minutes of training (checkpoint kept)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-    p.add_argument("--background", choices=("field", "plate"), default=None,
-                   help="field: Talk3D's whole frame volume-rendered (the presets' default); plate: the person over "
-                        "a static background plate recovered from the video, clean from any camera "
-                        "(docs/background.md; not yet measured on a GPU since its collapse was fixed)")
+    _add_background(p)
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--lpips-weights", type=Path, help="LPIPS weights file (never downloaded)")
     p.add_argument("--syncnet", type=Path, help="lip-sync expert weights for the sync loss (never downloaded)")
@@ -107,6 +111,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=PRESET_CHOICES, default=None)
     p.add_argument("--steps", type=int)
     p.add_argument("--no-evaluate", action="store_true", help="skip the final evaluation (metrics + report)")
+    _add_background(p)
     p.add_argument("--device")
     p.add_argument("--quiet", action="store_true")
 
@@ -226,7 +231,8 @@ def _dispatch(args: argparse.Namespace) -> None:
             sys.exit(1)
     elif args.command == "run":
         api.run(args.video, args.output, audio=args.audio, preset=args.preset, steps=args.steps,
-                device=args.device, progress=not args.quiet, evaluation=not args.no_evaluate)
+                device=args.device, progress=not args.quiet, evaluation=not args.no_evaluate,
+                background=args.background)
     elif args.command == "demo":
         api.demo(args.output, steps=args.steps, device=args.device, progress=not args.quiet)
     elif args.command == "bench":
