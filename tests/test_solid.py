@@ -53,24 +53,32 @@ def test_bad_settings_are_refused() -> None:
             SolidConfig(**bad)
 
 
-def _model() -> TriplaneTalker:
+def _model(skip_mouth: bool = False) -> TriplaneTalker:
     config, _ = get_preset("tiny")
+    torch.manual_seed(0)
     return TriplaneTalker(dataclasses.replace(config, audio=dataclasses.replace(config.audio, feature_dim=80),
                                               loss=dataclasses.replace(config.loss, solid=1.0),
+                                              solid=dataclasses.replace(config.solid, skip_mouth=skip_mouth),
                                               isolate_lower_face=1))
+
+
+def _opaque_scene(model: TriplaneTalker, dataset: Path):
+    """Two synthetic frames rendered by `model`, and the same render made opaque everywhere at depth 2.5:
+    (batch, output, delta, surface)."""
+    _, clip = load_clip(dataset, "train", size=model.config.output_resolution)
+    batch = make_batch(clip, torch.tensor([0, 5]), model.config.render_resolution)
+    output, delta = model(batch.cameras, batch.conditions, lower_face=batch.lower_face)
+    surface = dataclasses.replace(output, accumulation=torch.ones_like(output.accumulation),
+                                  depth=torch.full_like(output.depth, 2.5))
+    return batch, output, delta, surface
 
 
 def test_the_term_fills_the_body_behind_an_opaque_surface_and_is_off_at_weight_zero(synthetic_dataset: Path) -> None:
     """Behind a surface that the frame renders opaque (here: everywhere at depth 2.5), the term is the field's
     transparency there (0–1) plus its colour error against the pixel's (0–2), with gradient into the identity
     planes; minimising it fills the body with the surface's colour. At weight 0 nothing is computed or drawn."""
-    torch.manual_seed(0)
     model = _model()
-    _, clip = load_clip(synthetic_dataset, "train", size=model.config.output_resolution)
-    batch = make_batch(clip, torch.tensor([0, 5]), model.config.render_resolution)
-    output, delta = model(batch.cameras, batch.conditions, lower_face=batch.lower_face)
-    surface = dataclasses.replace(output, accumulation=torch.ones_like(output.accumulation),
-                                  depth=torch.full_like(output.depth, 2.5))
+    batch, output, delta, surface = _opaque_scene(model, synthetic_dataset)
     delta = delta.detach()
     planes = lambda: model.identity_planes[None] + delta  # noqa: E731
 
@@ -96,19 +104,13 @@ def test_the_term_fills_the_body_behind_an_opaque_surface_and_is_off_at_weight_z
 def test_skip_mouth_leaves_the_mouth_box_alone(synthetic_dataset: Path) -> None:
     """With `skip_mouth` no point lies behind the mouth box: a box over the whole frame leaves no ray (term 0), a
     box over a quarter changes the rays drawn."""
-    torch.manual_seed(0)
-    model = _model()
-    _, clip = load_clip(synthetic_dataset, "train", size=model.config.output_resolution)
-    batch = make_batch(clip, torch.tensor([0, 5]), model.config.render_resolution)
-    output, delta = model(batch.cameras, batch.conditions, lower_face=batch.lower_face)
-    surface = dataclasses.replace(output, accumulation=torch.ones_like(output.accumulation),
-                                  depth=torch.full_like(output.depth, 2.5))
-    planes = model.identity_planes[None] + delta.detach()
+    models = {skip: _model(skip_mouth=skip) for skip in (False, True)}  # the same weights (seed 0)
+    batch, _, delta, surface = _opaque_scene(models[False], synthetic_dataset)
+    planes = models[False].identity_planes[None] + delta.detach()
 
     def term(skip: bool, box: torch.Tensor) -> float:
-        model.config = dataclasses.replace(model.config, solid=dataclasses.replace(model.config.solid, skip_mouth=skip))
-        return model.solid_term(planes, surface, dataclasses.replace(batch, mouth_box=box),
-                                torch.Generator().manual_seed(1)).item()
+        return models[skip].solid_term(planes, surface, dataclasses.replace(batch, mouth_box=box),
+                                       torch.Generator().manual_seed(1)).item()
 
     everywhere, quarter = torch.ones_like(batch.mouth_box), torch.zeros_like(batch.mouth_box)
     quarter[..., :quarter.shape[-2] // 2, :quarter.shape[-1] // 2] = True
