@@ -1,0 +1,41 @@
+#!/bin/bash
+# Train and render variants of scripts/gpu_lip_motion.py side by side on one lent GPU, and hand each back as ONE tar
+# ($OUT/VARIANT.tar.partNN holding gpu_lip_motion's tars, its stdout and nvidia-smi's utilisation), since the device returns
+# at most 8 files.
+#
+#   bash scripts/device_ab.sh CARRY DATASET MINUTES "VARIANT_A VARIANT_B ..." [gpu_lip_motion args...]
+#
+# CARRY is the carried folder (git-ignored): CARRY/*.whl (what the GPU image lacks: av, soundfile, cffi, pycparser),
+# CARRY/data/DATASET (a preprocessed dataset), CARRY/audio/ (driving speech; AB_AUDIO names the files used, three by
+# default). Variants share the GPU, so each gets its share of it: compare variants of one call, not across calls.
+set -u
+carry=$1 dataset=$2 minutes=$3 variants=$4
+shift 4
+if compgen -G "$carry/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        "$carry"/*.whl >/dev/null || exit 1
+fi
+export PYTHONPATH=/tmp/site:$PWD/src:$PWD/scripts PYTHONUNBUFFERED=1
+audio=/tmp/audio && mkdir -p $audio
+for name in ${AB_AUDIO:-en_male_13s.wav en_tts_33s.mp3 ko_10s.wav}; do cp "$carry/audio/$name" $audio/; done
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 20 > /tmp/smi.txt &
+smi=$!
+pids=()
+for variant in $variants; do
+    (
+        mkdir -p /tmp/out_$variant
+        OUT=/tmp/out_$variant python3 scripts/gpu_lip_motion.py "$carry/data/$dataset" $audio /tmp/work \
+            --variant "$variant" --minutes "$minutes" "$@" > /tmp/out_$variant/stdout.txt 2>&1
+        echo "exit $?" >> /tmp/out_$variant/stdout.txt
+    ) &
+    pids+=($!)
+done
+wait "${pids[@]}"
+kill $smi 2>/dev/null
+for variant in $variants; do
+    cp /tmp/smi.txt /tmp/out_$variant/
+    # '+' is not allowed in returned names; over 15 MB goes back in parts (cat VARIANT.tar.part* | tar x)
+    tar cf /tmp/${variant//+/_}.tar -C /tmp/out_$variant .
+    split -b 15M -d /tmp/${variant//+/_}.tar "$OUT/${variant//+/_}.tar.part"
+    tail -c 1500 /tmp/out_$variant/stdout.txt
+done
