@@ -18,3 +18,15 @@ def test_every_preset_passes_the_run_directory_check(name: str, tmp_path: Path) 
     model_config, _ = get_preset(name)
     write_run_config(tmp_path, {"model": to_dict(model_config)})
     assert from_dict(TriplaneTalkerConfig, read_run_config(tmp_path)["model"]) == model_config
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_super_resolves_its_own_rendering(name: str) -> None:
+    """The super-resolution's input is the rendering itself (no resize in between), and `fast` and `full` make 512²
+    frames: `fast` from a 256² rendering with one ×2 block (BENCHMARKS.md run 12), `full` from 128² with two."""
+    model_config, _ = get_preset(name)
+    assert model_config.superres.input_resolution == model_config.render_resolution
+    if name != "tiny":
+        assert model_config.output_resolution == 512
+    if name == "fast":
+        assert (model_config.render_resolution, model_config.superres.upsamplings) == (256, 1)
