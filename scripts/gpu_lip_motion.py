@@ -56,11 +56,12 @@ def variant_configs(name: str, preset: str = "fast"):
     renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up),
     plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
-    term at weight N, docs/novel-views.md "A solid head"; solidnomouth: not in the mouth box), spreadN (the
+    term at weight N, docs/novel-views.md "A solid head"; solidnomouth: not in the mouth box), behindN (the
+    empty-behind term at weight N, docs/novel-views.md "Run 12"), spreadN (the
     depth-spread weight N), snapH (the calibrated lip vector pulled among the training frames' mouths, bandwidth H,
     `LipConfig.snap`), resN (N² rays, the super-resolution upsampling the rest of the way to the same output:
-    res256 = one ×2 block), marchN (N coarse + N importance samples per ray). `solid` and `snap` are on in today's
-    `fast` preset."""
+    res256 = one ×2 block; the `fast` preset's since run 12, res128 = the earlier two blocks), marchN (N coarse + N
+    importance samples per ray). `solid`, `snap` and `res256` are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -107,6 +108,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, solid=dataclasses.replace(model.solid, skip_mouth=True))
         elif part.startswith("solid"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, solid=float(part[5:])))
+        elif part.startswith("behind"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, behind=float(part[6:])))
         elif part.startswith("novcolor"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_color=float(part[8:])))
         elif part.startswith("snap"):
@@ -139,16 +142,20 @@ def unsnapped(model):
 
 @torch.no_grad()
 def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, float]:
-    """Deltaplane size next to the identity planes, the share of cross-attention on each token and, in lip mode,
-    the lip vector's calibrated gain."""
+    """Deltaplane size next to the identity planes, the share of cross-attention on each token, the field's mean
+    opacity behind the body (`TriplaneTalker.behind_term` at weight 1: matter where side views show it beside the
+    head) and, in lip mode, the lip vector's calibrated gain."""
     batch = make_batch(clip, positions, model.config.render_resolution)
     tokens = model.tokens(batch.conditions)
     encoded = model.predictor.encode(model.identity_planes[None])
     delta, attention = model.predictor.decode(encoded.expand(tokens.shape[0]), tokens, return_attention=True)
     identity_rms = model.identity_planes.float().square().mean().sqrt().item()
     shares = attention.float().mean(dim=(0, 1, 2, 3))  # [tokens]
+    planes = model.planes(tokens)[0]
+    output = model.render(planes, batch.cameras, plate_warp=batch.plate_warp)
+    behind = model.behind_term(planes, output, batch, torch.Generator().manual_seed(0)).item()
     return {"delta_rms": delta.float().square().mean().sqrt().item(), "identity_rms": identity_rms,
-            "delta_temporal_std": delta.float().std(dim=0).mean().item(),
+            "delta_temporal_std": delta.float().std(dim=0).mean().item(), "behind_opacity": behind,
             **{f"attention/{name}": value for name, value in zip(("audio", "eye", "null", "angles", "landmarks"),
                                                                  shares.tolist())},
             "attention/audio_max": attention[..., 0].float().mean(dim=(0, 1)).max().item(),

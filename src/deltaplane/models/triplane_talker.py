@@ -24,7 +24,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from deltaplane import losses
@@ -39,7 +39,7 @@ from deltaplane.geometry.face_depth import camera_depth, sample_pixels
 from deltaplane.geometry.novel_view import (NovelViewConfig, lift_face_points, point_rays, random_offsets,
                                             rotate_about_origin, visible_points)
 from deltaplane.geometry.rays import pixel_rays
-from deltaplane.geometry.solid import SolidConfig, choose_rays, interior_points
+from deltaplane.geometry.solid import SolidConfig, choose_rays, empty_points, interior_points
 from deltaplane.render.plate import (blend_plate, over_plate, pixel_coordinates, plane_coordinates, sample_plate,
                                      unwarp_coordinates)
 from deltaplane.render.volume import VolumeRenderConfig, render_rays
@@ -109,6 +109,11 @@ class LossWeights:
     person's opaque pixels (`TriplaneTalkerConfig.solid`), the field's transparency over one coarse sampling
     interval plus the L1 of its colour against the pixel's, so that side views meet the head's matter, coloured as
     its surface, instead of running past a relief onto the backdrop (5 in the `fast` preset, BENCHMARKS.md run 11)."""
+    behind: float = 0.0
+    """Empty behind the body (docs/novel-views.md "Run 12"): at points between `SolidConfig.body_depth` behind the
+    rendered surface of the person's opaque pixels and the backdrop, the field's opacity over one coarse sampling
+    interval. No frame sees there (the surface hides it), so without it side views show matter shaped like the
+    person's silhouette beside the head; off until measured on the GPU."""
 
 
 @dataclass(frozen=True)
@@ -397,11 +402,13 @@ class TriplaneTalker(nn.Module):
             fitted = (~self.lips.held_out(batch.indices)).float()  # the calibration blocks stay unseen
             error = (predicted - target).square().mean(-1)
             terms["lips"] = weights.lips * (error * fitted).sum() / fitted.sum().clamp_min(1)
-        if weights.novel_depth > 0 or weights.novel_color > 0 or weights.solid > 0:
+        if weights.novel_depth > 0 or weights.novel_color > 0 or weights.solid > 0 or weights.behind > 0:
             planes = self.identity_planes[None] + delta.to(self.identity_planes.dtype)  # those `forward` rendered
             terms.update(self.novel_view_terms(planes, output, batch, generator))
             if weights.solid > 0:
                 terms["solid"] = weights.solid * self.solid_term(planes, output, batch, generator)
+            if weights.behind > 0:
+                terms["behind"] = weights.behind * self.behind_term(planes, output, batch, generator)
         if weights.delta_l1 > 0:
             terms["delta_l1"] = weights.delta_l1 * delta.float().abs().mean()
         if perceptual is not None:
@@ -449,27 +456,61 @@ class TriplaneTalker(nn.Module):
         otherwise side views show the unsupervised colours of the matter as noise). `generator` (CPU) draws the
         rays and points. Isolated rays (`isolate_lower_face`) give the identity planes no gradient, as in
         rendering."""
-        config, volume, size = self.config.solid, self.config.volume, self.config.render_resolution
+        config = self.config.solid
         with torch.no_grad(), torch.autocast(planes.device.type, enabled=False):
-            origins, directions = pixel_rays(batch.cameras.resized(size, size))
-            opaque = (batch.person >= 0.99) & (output.accumulation > 0.5)
-            if config.skip_mouth:  # the mouth box at the rendering resolution: any of its output pixels
-                opaque &= F.adaptive_max_pool2d(batch.mouth_box.float(), size) == 0
-            opaque = opaque.flatten(1)
-            uniform = torch.rand(opaque.shape, generator=generator).to(opaque.device)
-            chosen, valid = choose_rays(opaque, uniform, min(config.rays, opaque.shape[1]))
-            along = torch.rand(chosen.shape, generator=generator).to(opaque.device)
-            points = interior_points(origins, directions, output.depth.flatten(1).float(), chosen, along, config)
+            origins, directions, depth, chosen, valid, along = self._surface_rays(output, batch, config.skip_mouth,
+                                                                                  generator)
+            points = interior_points(origins, directions, depth, chosen, along, config)
             colour = batch.images_raw.flatten(2).float().gather(2, chosen[:, None].expand(-1, 3, -1))  # [B, 3, K]
+        features, optical = self._sample_optical_depth(planes, points, chosen, batch)
+        error = (features[..., :3].float().transpose(1, 2) * 2.0 - 1.0 - colour).abs().mean(1)  # [B, K]
+        return ((torch.exp(-optical) + error) * valid).sum() / valid.sum().clamp_min(1)
+
+    def behind_term(self, planes: Float[Tensor, "B 3 C H W"], output: RenderOutput, batch: FrameBatch,
+                    generator: torch.Generator | None = None) -> Float[Tensor, ""]:
+        """At `geometry.solid.empty_points` (from `SolidConfig.body_depth` behind the rendered surface of the
+        person's opaque pixels to the backdrop): the mean opacity of one coarse sampling interval, 1 − exp(−σ·δ).
+        The backdrop starts at the rays' far end in plate mode and at `background_depth` in whole-frame mode."""
+        config, volume = self.config.solid, self.config.volume
+        limit = volume.far if self.config.background == "plate" else self.config.background_depth
+        with torch.no_grad(), torch.autocast(planes.device.type, enabled=False):
+            origins, directions, depth, chosen, valid, along = self._surface_rays(output, batch, False, generator)
+            points, stretch = empty_points(origins, directions, depth, chosen, along, config, limit)
+            valid &= stretch
+        _, optical = self._sample_optical_depth(planes, points, chosen, batch)
+        return (-torch.expm1(-optical) * valid).sum() / valid.sum().clamp_min(1)
+
+    def _surface_rays(self, output: RenderOutput, batch: FrameBatch, skip_mouth: bool,
+                      generator: torch.Generator | None):
+        """Rays (at the rendering resolution) of `SolidConfig.rays` pixels drawn among the person's opaque ones
+        (segmentation `person` ≥ 0.99, rendered opacity > 0.5; `skip_mouth`: not under the mouth box): origins,
+        unit directions, rendered depths [B, R], the chosen rays [B, K], whether each is such a pixel, and one
+        U(0, 1) number per chosen ray for placing its point. `generator` (CPU) draws them."""
+        size = self.config.render_resolution
+        origins, directions = pixel_rays(batch.cameras.resized(size, size))
+        opaque = (batch.person >= 0.99) & (output.accumulation > 0.5)
+        if skip_mouth:  # the mouth box at the rendering resolution: any of its output pixels
+            opaque &= F.adaptive_max_pool2d(batch.mouth_box.float(), size) == 0
+        opaque = opaque.flatten(1)
+        uniform = torch.rand(opaque.shape, generator=generator).to(opaque.device)
+        chosen, valid = choose_rays(opaque, uniform, min(self.config.solid.rays, opaque.shape[1]))
+        along = torch.rand(chosen.shape, generator=generator).to(opaque.device)
+        return origins, directions, output.depth.flatten(1).float(), chosen, valid, along
+
+    def _sample_optical_depth(self, planes: Float[Tensor, "B 3 C H W"], points: Float[Tensor, "B K 3"],
+                              chosen: Int[Tensor, "B K"], batch: FrameBatch
+                              ) -> tuple[Float[Tensor, "B K F"], Float[Tensor, "B K"]]:
+        """The field's features at `points` on the `chosen` rays and σ·δ over one coarse sampling interval.
+        Isolated rays (`isolate_lower_face`) give the identity planes no gradient, as in rendering."""
+        volume = self.config.volume
+        with torch.no_grad():
             isolated = self._isolated(batch.lower_face)
             stopped = None if isolated is None else (
                 self.identity_planes[None].expand(len(points), -1, -1, -1, -1),
                 isolated.flatten(1).gather(1, chosen).to(planes.dtype))
         features, density = self.field(planes, points, stopped)
         interval = (volume.far - volume.near) / (volume.num_coarse - 1)
-        transparency = torch.exp(-F.softplus(density[..., 0].float() + volume.density_bias) * interval)
-        error = (features[..., :3].float().transpose(1, 2) * 2.0 - 1.0 - colour).abs().mean(1)  # [B, K]
-        return ((transparency + error) * valid).sum() / valid.sum().clamp_min(1)
+        return features, F.softplus(density[..., 0].float() + volume.density_bias) * interval
 
     @staticmethod
     def face_depths(output: RenderOutput, batch: FrameBatch) -> tuple[Float[Tensor, "B P"], Float[Tensor, "B 1"]]:
