@@ -131,6 +131,19 @@ def test_fp32_fast_path_gives_the_reference_frames(jitter: bool, background: str
     torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
 
 
+def test_fast_path_empties_the_space_outside_the_box_as_the_reference_does() -> None:
+    """In plate mode the field is empty outside the box, in the fast path as in the reference (the rays here run
+    past the box's far side, so the frames differ from those of a field that fills it)."""
+    model = _tiny_model(CPU, background="plate")
+    assert model.field.empty_outside and not _tiny_model(CPU).field.empty_outside
+    (rgb_ref, depth_ref), (rgb, depth), _ = _both(model, FastRenderConfig.for_device(CPU), warped=True)
+    torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
+    model.field.empty_outside = False
+    (filled, _), _, _ = _both(model, FastRenderConfig.for_device(CPU), warped=True)
+    assert (filled - rgb_ref).abs().max() > 1e-3
+
+
 def test_bf16_fast_path_is_within_bf16_tolerance() -> None:
     model = _tiny_model(CPU)
     config = FastRenderConfig(compile_mode="none", field="torch", cuda_graph=False)
@@ -234,7 +247,8 @@ def test_cuda_lookup_matches_grid_sample_values_and_gradients() -> None:
                           ("field", False, True, 2), ("plate", True, True, 1)])
 def test_cuda_fast_path_matches_the_reference_within_bf16(background: str, warped: bool, lips: bool,
                                                           upsamplings: int) -> None:
-    """The default CUDA configuration: bf16, channels-last, torch.compile, one CUDA graph."""
+    """The default CUDA configuration: bf16, channels-last, torch.compile, one CUDA graph (in plate mode with the
+    field emptied outside the box)."""
     _needs_cuda()
     model = _tiny_model(torch.device("cuda"), background=background, lips=lips, upsamplings=upsamplings)
     (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(torch.device("cuda")),

@@ -1,12 +1,14 @@
 """Tri-plane sampling: plane axes (x,y), (x,z), (z,y) (NVlabs/eg3d#67), agreement with the gather reference on
-values and gradients, and the OSG decoder / TriplaneField."""
+values and gradients, the OSG decoder / TriplaneField, and the field emptied outside the box."""
 
 from __future__ import annotations
 
 import torch
 
-from deltaplane.fields.triplane import (OSGDecoder, OSGDecoderConfig, TriplaneField, sample_triplane,
-                                        sample_triplane_reference)
+import torch.nn.functional as F
+
+from deltaplane.fields.triplane import (OUTSIDE_DENSITY, OSGDecoder, OSGDecoderConfig, TriplaneField,
+                                        sample_triplane, sample_triplane_reference)
 
 
 def _coordinate_planes(height: int, width: int) -> torch.Tensor:
@@ -112,3 +114,27 @@ def test_support_rectangles_hold_every_non_zero_weight_and_no_empty_row_or_colum
         assert (inside != 0).any(1).all() and (inside != 0).any(0).all()  # tight
     assert rectangles[0][2:] == rectangles[1][2:]  # x is the columns of planes 0 (x, y) and 1 (x, z)
     assert support_rectangles(torch.zeros(3, 1, 8, 8)) == [(0, 8, 0, 8)] * 3
+
+
+def test_the_field_emptied_outside_the_box_keeps_the_inside_and_renders_nothing_outside() -> None:
+    """Past the box along x a point still carries plane 2's features, so EG3D's field has matter there (the
+    extrusion side views see); with `empty_outside` the inside is unchanged, the outside's density activates to
+    exactly 0 in float32 and bfloat16, and no gradient comes from it."""
+    generator = torch.Generator().manual_seed(0)
+    planes = torch.randn(1, 3, 32, 16, 16, generator=generator, requires_grad=True)
+    points = torch.tensor([[[0.1, -0.2, 0.3], [0.49, 0.0, -0.49], [0.7, 0.1, 0.2], [0.0, -0.6, 0.0],
+                            [0.1, 0.1, 0.55]]])
+    torch.manual_seed(0)
+    plain = TriplaneField(box_warp=1.0)
+    emptied = TriplaneField(box_warp=1.0, empty_outside=True)
+    emptied.load_state_dict(plain.state_dict())
+    features, density = plain(planes, points)
+    features_emptied, density_emptied = emptied(planes, points)
+    torch.testing.assert_close(features_emptied, features)
+    torch.testing.assert_close(density_emptied[:, :2], density[:, :2])
+    assert sample_triplane(planes, points)[0, 2].abs().sum() > 0  # the extrusion that is removed
+    assert (density_emptied[:, 2:] == OUTSIDE_DENSITY).all()
+    for dtype in (torch.float32, torch.bfloat16):
+        assert (F.softplus(density_emptied[:, 2:].to(dtype) - 1.0) == 0).all()
+    gradient, = torch.autograd.grad(density_emptied[:, 2:].sum(), planes, allow_unused=True)
+    assert gradient is None or gradient.abs().sum() == 0

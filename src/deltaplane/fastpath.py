@@ -35,7 +35,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from deltaplane.audio.encoder import ema_smooth
-from deltaplane.fields.triplane import PLANE_AXES
+from deltaplane.fields.triplane import PLANE_AXES, empty_outside_box
 from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world
 from deltaplane.geometry.rays import pixel_rays
 from deltaplane.models.triplane_talker import TriplaneTalker
@@ -268,12 +268,16 @@ class FastRenderer:
         def field_fn(points: Float[Tensor, "batch points 3"]) -> tuple[Tensor, Tensor]:
             box_warp, mlp = self.model.field.box_warp, self.model.field.decoder.net
             if self.config.field == "triton":
-                return torch.ops.deltaplane.triplane_field(planes, points, mlp[0].weight, mlp[0].bias, mlp[2].weight,
-                                                           mlp[2].bias, box_warp)
-            features = sample_triplane_channels_last(planes, points, box_warp)  # [B, N, C]
-            with autocast(self.config.precision, self.device):
-                decoded, density = self.model.field.decoder(features)
-            return decoded.float(), density.float()
+                decoded, density = torch.ops.deltaplane.triplane_field(planes, points, mlp[0].weight, mlp[0].bias,
+                                                                       mlp[2].weight, mlp[2].bias, box_warp)
+            else:
+                features = sample_triplane_channels_last(planes, points, box_warp)  # [B, N, C]
+                with autocast(self.config.precision, self.device):
+                    decoded, density = self.model.field.decoder(features)
+                decoded, density = decoded.float(), density.float()
+            if self.model.field.empty_outside:
+                density = empty_outside_box(points, density, box_warp)
+            return decoded, density
 
         result = render_rays_given_uniforms(field_fn, origins, directions, self.model.config.volume, offsets, uniforms)
         feature_image = (result.features * 2.0 - 1.0).reshape(batch, size, size, -1).permute(0, 3, 1, 2)  # EG3D ×2 − 1

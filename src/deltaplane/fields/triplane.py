@@ -5,6 +5,11 @@ plane 2 = (z, y); plane k is sampled at (u, v) = those two coordinates, u along 
 the height axis of `grid_sample`. Points are scaled by 2/box_warp (the box [-box_warp/2, box_warp/2]³ maps onto
 [-1, 1]), sampled bilinearly with zero padding and align_corners=False, and the three planes' features are
 averaged. `sample_triplane_reference` is a slow gather-based version of `sample_triplane` for tests.
+
+Outside the box the zero padding leaves a point one plane's features at most (beyond x, only plane 2's): the
+decoder turns them into matter shaped like that plane's silhouette, extruded out of the box, where no near-frontal
+training ray looks and a side camera does (the ghost beside the head, docs/novel-views.md "Where the ghost is").
+`empty_outside_box` removes it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,17 @@ from torch import Tensor, nn
 
 PLANE_AXES = ((0, 1), (0, 2), (2, 1))
 """World axes (u, v) of planes 0, 1, 2: (x, y), (x, z), (z, y)."""
+OUTSIDE_DENSITY = -1e4
+"""Raw density of the points outside the box under `empty_outside_box`: its softplus is exactly 0 in float32 and
+bfloat16, whatever the density bias."""
+
+
+def empty_outside_box(points: Float[Tensor, "batch points 3"], density: Float[Tensor, "batch points 1"],
+                      box_warp: float) -> Float[Tensor, "batch points 1"]:
+    """Raw `density` with every point outside the box [−box_warp/2, box_warp/2]³ set to `OUTSIDE_DENSITY` (no
+    gradient reaches the field from those points)."""
+    inside = (points.abs() <= box_warp / 2).all(dim=-1, keepdim=True)
+    return torch.where(inside, density, density.new_full((), OUTSIDE_DENSITY))
 
 
 def _plane_coordinates(points: Float[Tensor, "batch points 3"], box_warp: float
@@ -129,9 +145,12 @@ class TriplaneField(nn.Module):
     """Radiance field of a tri-plane: `sample_triplane` followed by the `OSGDecoder`. The planes are an input (the
     model owns or generates them); this module owns only the decoder."""
 
-    def __init__(self, config: OSGDecoderConfig = OSGDecoderConfig(), box_warp: float = 1.0) -> None:
+    def __init__(self, config: OSGDecoderConfig = OSGDecoderConfig(), box_warp: float = 1.0,
+                 empty_outside: bool = False) -> None:
         super().__init__()
         self.box_warp = box_warp
+        self.empty_outside = empty_outside
+        """No density outside the box (`empty_outside_box`)."""
         self.decoder = OSGDecoder(config)
 
     def forward(self, planes: Float[Tensor, "batch 3 channels height width"], points: Float[Tensor, "batch points 3"],
@@ -146,4 +165,7 @@ class TriplaneField(nn.Module):
             sampled = sample_triplane(summand, points, self.box_warp)
             # value + 0, gradient 1 − 1 = 0 at the masked points: one extra sampling pass, no second decode
             features = features - mask[..., None] * (sampled - sampled.detach())
-        return self.decoder(features)
+        decoded, density = self.decoder(features)
+        if self.empty_outside:
+            density = empty_outside_box(points, density, self.box_warp)
+        return decoded, density

@@ -134,7 +134,11 @@ class TriplaneTalkerConfig:
     background: Literal["field", "plate"] = "field"
     """What draws the background: "field" = the triplane volume renders the whole frame (Talk3D); "plate" = it
     renders head and torso only, composited over a static plate recovered from the training frames
-    (`data.background`), so that novel views show the backdrop, with parallax, instead of what the field guesses."""
+    (`data.background`), so that novel views show the backdrop, with parallax, instead of what the field guesses.
+    In plate mode the field is also empty outside the triplane's box (`fields.triplane.empty_outside_box`): the
+    person lies inside it, and outside it the zero-padded planes extrude matter where no near-frontal frame looks
+    and side views do (docs/novel-views.md "Where the ghost is"). The whole frame keeps EG3D's field, whose
+    backdrop reaches past the box."""
     ray_chunk: int = 1 << 15
     """Rays rendered at once (memory bound; does not change results)."""
     volume: VolumeRenderConfig = field(default_factory=VolumeRenderConfig)
@@ -210,7 +214,8 @@ class TriplaneTalker(nn.Module):
             for plane, (r0, r1, c0, c1) in enumerate(self.mouth_rectangles):  # derived from the config
                 self.register_buffer(f"mouth_mask_{plane}", mask[plane, :, r0:r1, c0:c1], persistent=False)
             self.mouth_mix = nn.Linear(config.conditions.token_dim, config.mouth_planes, bias=False)
-        self.field = TriplaneField(config.decoder, box_warp=config.box_warp)
+        self.field = TriplaneField(config.decoder, box_warp=config.box_warp,
+                                   empty_outside=config.background == "plate")
         self.superres = SuperResolution(config.superres)
         if config.background == "plate":  # saved with the weights, so render needs no dataset
             size = config.output_resolution
