@@ -45,8 +45,8 @@ the adversarial patch term at 0.1, which also lets the renderer draw the whole o
 the training frames' mouths (bandwidth 1 spacing) and the solid-body term (weight 5) fills the head behind its
 surface (BENCHMARKS.md run 11). The volume is rendered at 256² and one ×2 super-resolution block makes the 512²
 output: on obama_20s, LMD 2.67 → 1.91 and no seam on the mouth, at 0.6× the training steps per minute and 255
-instead of 396 frames/s on the fast path (BENCHMARKS.md run 12). Talk3D's audio token (`full`) replays the training mouths from the camera and barely
-moves the lips for new audio."""
+instead of 396 frames/s on the fast path (BENCHMARKS.md run 12). Talk3D's audio token (`full`) replays the training
+mouths from the camera and barely moves the lips for new audio."""
 
 FULL = (TriplaneTalkerConfig(), TrainConfig(warmup_delta_steps=2000))
 """Talk3D's sizes: 48 + 48 samples per ray, 80 k steps."""

@@ -46,7 +46,7 @@ def _add_background(p: argparse.ArgumentParser) -> None:
     p.add_argument("--background", choices=("field", "plate"), default=None,
                    help="field: Talk3D's whole frame volume-rendered (the presets' default); plate: the person over "
                         "a static background plate recovered from the video, clean from any camera "
-                        "(docs/background.md; not yet measured on a GPU since its collapse was fixed)")
+                        "(docs/background.md; trains on the GPU, but the audio still moves the torso with it)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
