@@ -1,0 +1,48 @@
+"""Where a run's audio-driven test render differs from the same weights driven by the tracked lips (the teacher),
+by the dataset's parsing labels (docs/background.md): mean |audio − teacher| in grey levels (0–255) and the PSNR of
+each against the ground truth, over the backdrop, torso, head (hair, ears, neck) and face of the test frames. Reads
+test.mp4, test_teacher.mp4 and test_gt.mp4 of `scripts/gpu_lip_motion.py`.
+
+    python scripts/audio_teacher_split.py RENDER_DIR DATASET > split.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from deltaplane.data.schema import read_manifest
+from deltaplane.media.video import iter_frames
+
+REGIONS = {"backdrop": (0,), "torso": (1,), "head": (2,), "face": (3, 4, 5)}
+"""Parsing labels of each region (docs/dataset.md)."""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("renders", type=Path)
+    parser.add_argument("dataset", type=Path)
+    args = parser.parse_args()
+    videos = {name: np.stack([np.asarray(frame) for frame in iter_frames(args.renders / f"{name}.mp4")])
+              .astype(np.float64) for name in ("test", "test_teacher", "test_gt")}
+    size = videos["test"].shape[2:0:-1]  # (width, height)
+    labels = np.stack([cv2.resize(cv2.imread(str(args.dataset / "parsing" / f"{index:06d}.png"), cv2.IMREAD_UNCHANGED),
+                                  size, interpolation=cv2.INTER_NEAREST)
+                       for index in read_manifest(args.dataset).splits["test"]])
+    squared = {name: ((videos[name] - videos["test_gt"]) ** 2).mean(-1) for name in ("test", "test_teacher")}
+    report = {}
+    for region, values in REGIONS.items():
+        mask = np.isin(labels, values)
+        report[region] = {"share": mask.mean(),
+                          "audio_vs_teacher": np.abs(videos["test"] - videos["test_teacher"]).mean(-1)[mask].mean(),
+                          **{f"psnr_{name}": 10 * np.log10(255 ** 2 / error[mask].mean())
+                             for name, error in squared.items()}}
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
