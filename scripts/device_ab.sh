@@ -5,10 +5,15 @@
 #
 #   bash scripts/device_ab.sh CARRY DATASET MINUTES "VARIANT_A VARIANT_B ..." [gpu_lip_motion args...]
 #
-# CARRY is the carried folder (git-ignored): CARRY/*.whl (what the GPU image lacks: av, soundfile, cffi, pycparser),
-# CARRY/data/DATASET (a preprocessed dataset), CARRY/audio/ (driving speech; AB_AUDIO names the files used, three by
-# default). Variants share the GPU, so each gets its share of it: compare variants of one call, not across calls.
+# CARRY is the carried folder (git-ignored): CARRY/*.whl (what the GPU image lacks: av, soundfile, cffi, pycparser;
+# none: /tmp/site from an earlier call on the still-warm machine), CARRY/data/DATASET (a preprocessed dataset),
+# CARRY/audio/ (driving speech; AB_AUDIO names the files used, three by default). Variants share the GPU, so each gets
+# its share of it: compare variants of one call, not across calls. Each variant stops at AB_DEADLINE seconds (570 by
+# default, under the device's 600-second call) and what its run directory holds by then (renders, log, diagnostics;
+# not its checkpoints) is handed back, so a call that runs long still returns what it made. With `--stage train` the
+# run stays in /tmp/work for a second call with `--stage render` on the warm machine.
 set -u
+started=$SECONDS
 carry=$1 dataset=$2 minutes=$3 variants=$4
 shift 4
 if compgen -G "$carry/*.whl" >/dev/null; then
@@ -24,8 +29,9 @@ pids=()
 for variant in $variants; do
     (
         mkdir -p /tmp/out_$variant
-        OUT=/tmp/out_$variant python3 scripts/gpu_lip_motion.py "$carry/data/$dataset" $audio /tmp/work \
-            --variant "$variant" --minutes "$minutes" "$@" > /tmp/out_$variant/stdout.txt 2>&1
+        OUT=/tmp/out_$variant timeout $((${AB_DEADLINE:-570} - (SECONDS - started))) python3 scripts/gpu_lip_motion.py \
+            "$carry/data/$dataset" $audio /tmp/work --variant "$variant" --minutes "$minutes" "$@" \
+            >> /tmp/out_$variant/stdout.txt 2>&1
         echo "exit $?" >> /tmp/out_$variant/stdout.txt
     ) &
     pids+=($!)
@@ -33,9 +39,10 @@ done
 wait "${pids[@]}"
 kill $smi 2>/dev/null
 for variant in $variants; do
-    cp /tmp/smi.txt /tmp/out_$variant/
-    # '+' is not allowed in returned names; over 15 MB goes back in parts (cat VARIANT.tar.part* | tar x)
-    tar cf /tmp/${variant//+/_}.tar -C /tmp/out_$variant .
-    split -b 15M -d /tmp/${variant//+/_}.tar "$OUT/${variant//+/_}.tar.part"
+    name=${variant//+/_}  # '+' is not allowed in returned names
+    cp /tmp/smi.txt /tmp/out_$variant/stdout.txt /tmp/work/$name/
+    # over 15 MB goes back in parts: cat VARIANT.tar.part* | tar x
+    tar cf /tmp/$name.tar -C /tmp/work --exclude=checkpoints --exclude='.*' $name
+    split -b 15M -d /tmp/$name.tar "$OUT/$name.tar.part"
     tail -c 1500 /tmp/out_$variant/stdout.txt
 done

@@ -14,6 +14,8 @@ the `fast` preset's default, or a variant part `snapH`) it also writes, from the
 off, test_unsnapped.mp4 and plain_NAME.mp4 (as still_NAME.mp4), in VARIANT_plain.tar, so the A/B of the snap needs
 no second training run, and test_teacher_snapped.mp4 (the tracked lips snapped). A training that collapses for good
 (`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss terms, opacity and deltaplane size.
+`--stage train` then `--stage render` split the training and the measuring into two device calls (the machine
+keeps WORK while it stays warm), so the training can have a whole 10-minute call.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 import torch
 
 from deltaplane.audio.io import audio_files, load_audio
+from deltaplane.checkpoint import latest_checkpoint, load_checkpoint
 from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_batch
 from deltaplane.evaluation.run import DEFAULT_VIEWS, _split_audio, parse_views
 from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, plate_warp_path,
@@ -42,7 +45,7 @@ from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions, NeutralTokens
 from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.guard import TrainingDiverged
-from deltaplane.training.trainer import train
+from deltaplane.training.trainer import TrainResult, train
 from render_views import view_rows
 
 
@@ -196,6 +199,9 @@ def main() -> None:
     parser.add_argument("--log-every", type=int, default=None,
                         help="steps between log.jsonl records (the preset's by default; a collapse unfolds over tens)")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--stage", choices=("all", "train", "render"), default="all",
+                        help="train: stop after training; render: measure and render WORK/VARIANT's trained run. Two "
+                             "device calls can then give the training the whole 10-minute call")
     parser.add_argument("--teacher", action=argparse.BooleanOptionalAction, default=True,
                         help="lip mode: also render the test split from the tracked mouth shapes")
     parser.add_argument("--cross-tokens", choices=("dataset", "neutral"), default="dataset",
@@ -203,6 +209,9 @@ def main() -> None:
                              "(as `deltaplane render`) or held neutral (`render --neutral`)")
     parser.add_argument("--still-camera", action="store_true",
                         help="also render every cross-driven file from one fixed training camera (still_NAME.mp4)")
+    parser.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True,
+                        help="with the lip snap on, also render every file from one camera without it (plain_NAME.mp4); "
+                             "--no-plain halves the cross-driven rendering time")
     parser.add_argument("--views", action="store_true",
                         help="also render the test split from the novel cameras of `deltaplane evaluate` "
                              "(view_NAME.mp4; scored by scripts/score_lip_renders.py) and the view sheet views.png")
@@ -218,12 +227,20 @@ def main() -> None:
         train_config = dataclasses.replace(train_config, seed=args.seed)
     run_dir = args.work / args.variant.replace("+", "_")
     started = time.perf_counter()
-    try:
-        result = train(args.dataset, run_dir, model_config,
-                       dataclasses.replace(train_config, max_minutes=args.minutes), args.preset, device, progress=False)
-    except TrainingDiverged:  # the per-step log (loss terms, opacity, deltaplane size) says what ran away
-        shutil.copy(run_dir / "log.jsonl", out / f"{run_dir.name}_log.jsonl")
-        raise
+    if args.stage == "render":
+        trained = load_checkpoint(latest_checkpoint(run_dir), with_training_state=False)
+        result = TrainResult(run_dir, trained.step, trained.meta["metrics"])
+    else:
+        try:
+            result = train(args.dataset, run_dir, model_config,
+                           dataclasses.replace(train_config, max_minutes=args.minutes), args.preset, device,
+                           progress=False)
+        except TrainingDiverged:  # the per-step log (loss terms, opacity, deltaplane size) says what ran away
+            shutil.copy(run_dir / "log.jsonl", out / f"{run_dir.name}_log.jsonl")
+            raise
+        if args.stage == "train":
+            print(json.dumps({"variant": args.variant, "steps": result.step, **result.metrics}))
+            return
     model, run_config, driving = load_run(run_dir, device)
     manifest, test = load_clip(args.dataset, "test", size=model.config.output_resolution,
                                normalize_audio=model.config.audio.normalize)
@@ -235,6 +252,7 @@ def main() -> None:
               **{key.replace("test/", "train/"): value for key, value in
                  evaluate_clip(model, train_clip, spaced(train_clip)).items()},
               **diagnostics(model, test, spaced(test))}
+    (run_dir / "diagnostics.json").write_text(json.dumps(report, indent=1))  # kept if the rendering runs out of time
     fps = manifest.fps
     videos = {}
     conditions = Conditions(audio=audio_context(test.audio_features, test.indices), eye=test.eye, angles=test.angles,
@@ -289,7 +307,7 @@ def main() -> None:
         still = (cameras[:1].expand(count, 4, 4), None if warps is None else warps[:1].expand(count, 2, 3))
         if args.still_camera:
             paths["still"] = still
-        if snapping:
+        if snapping and args.plain:
             paths["plain"] = still
         for prefix, (cam2world, plate_warp) in paths.items():
             with unsnapped(model) if prefix == "plain" else contextlib.nullcontext():
