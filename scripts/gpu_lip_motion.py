@@ -52,7 +52,9 @@ from render_views import view_rows
 def variant_configs(name: str, preset: str = "fast"):
     """The fast preset with the changes a variant names (joined by '+'): lips, audio (Talk3D's audio token),
     norm (per-utterance feature normalisation), mouthN (mouth loss weight N), mouthboxN (mouth-box L1 weight N),
-    audiolrX (learning rate X of the audio → lip regression), augN (N speaker-augmented audio copies), isolateN
+    audiolrX (learning rate X of the audio → lip regression), lipbatchN (its
+    frames per step, `TrainConfig.lip_batch`; 0: the rendered batch's), regsN (N averaged regressions,
+    `LipConfig.regressions`), augN (N speaker-augmented audio copies), isolateN
     (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), sampleP (scheduled sampling of
     the predicted lip vector on a share P of frames), mplanesK (K audio-mixed
     mouth planes), lapN (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the
@@ -64,7 +66,7 @@ def variant_configs(name: str, preset: str = "fast"):
     depth-spread weight N), snapH (the calibrated lip vector pulled among the training frames' mouths, bandwidth H,
     `LipConfig.snap`), resN (N² rays, the super-resolution upsampling the rest of the way to the same output:
     res256 = one ×2 block; the `fast` preset's since run 12, res128 = the earlier two blocks), marchN (N coarse + N
-    importance samples per ray). `solid`, `snap` and `res256` are on in today's `fast` preset."""
+    importance samples per ray). `solid`, `snap`, `res256`, `lipbatch32` and `regs4` are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -77,6 +79,10 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, mouth_box=float(part[8:])))
         elif part.startswith("mouth"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, mouth=float(part[5:])))
+        elif part.startswith("regs"):
+            model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, regressions=int(part[4:])))
+        elif part.startswith("lipbatch"):
+            train_config = dataclasses.replace(train_config, lip_batch=int(part[8:]))
         elif part.startswith("audiolr"):
             train_config = dataclasses.replace(train_config, lr_audio=float(part[7:]))
         elif part.startswith("aug"):

@@ -2,9 +2,9 @@
 `fields.lips` to regress a dataset's tracked lip vectors, with or without per-utterance normalisation and speaker
 augmentation, and score the mouth opening it predicts (no renderer involved):
 
-* test split: correlation of the main lip component with the tracked one, and the opening's std ratio;
-* every file of AUDIO_DIR: the opening's std ratio against the test split's tracked opening, and the landmark sync
-  score (opening vs speech envelope) that `deltaplane evaluate` uses.
+* test split: correlation of the main lip component with the tracked one, and the opening's std and mean ratios;
+* every file of AUDIO_DIR: the opening's std and mean ratios against the test split's tracked opening, and the
+  landmark sync score (opening vs speech envelope) that `deltaplane evaluate` uses.
 
     python scripts/lip_regression_ablation.py DATASET AUDIO_DIR --variants plain,norm,aug8,norm+aug8 --steps 3000
 
@@ -17,6 +17,10 @@ Next to the opening and sync, how far the predicted mouths lie from the mouths t
 (`nearest_frame`: mean distance of a lip vector to its nearest training frame in mouth-shape space, in units of the
 training frames' own spacing, `fields.lips.frame_spacing`; the tracked test frames give `tracked_nearest_frame`) and
 how much they jitter (`jitter_ratio`: mean frame-to-frame change of the opening over the tracked one's).
+
+`--ensemble K` drives the lips by the mean of K regressions (`LipConfig.regressions`; each its own seed and frames,
+as training draws them), `--select-every N` keeps the step whose regression fits the held-out calibration blocks
+best (docs/lip-motion.md "Run 13": not taken).
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ def with_phones(samples: np.ndarray, windows: np.ndarray, fps: float) -> np.ndar
 
 
 def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, batch: int = 32, lr: float = 2e-3,
-        calibration_every: int = LipConfig.calibration_every) -> dict:
+        calibration_every: int = LipConfig.calibration_every, select_every: int = 0, ensemble: int = 1) -> dict:
     parts = variant.split("+")
     normalize = "norm" in parts
     copies = next((int(part[3:]) for part in parts if part.startswith("aug")), 0)
@@ -91,39 +95,63 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         test_features = versions[0]
     else:
         test_features = test_clip.audio_features
-    torch.manual_seed(seed)
-    encoder = AudioEncoder(AudioEncoderConfig(feature_dim=versions[0].shape[-1]))
     snap = next((float(part[4:]) for part in parts if part.startswith("snap")), None)
     ema = next((float(part[3:]) for part in parts if part.startswith("ema")), 0.0)
     smooth = (lambda vectors: ema_smooth(vectors, alpha=ema)) if ema else (lambda vectors: vectors)
-    lips = LipVector(LipConfig(calibration_every=calibration_every, snap=snap), code_dim=64, token_dim=64)
-    lips.fit(train_clip.mouth_shapes)
-    targets = lips.coefficients(train_clip.mouth_shapes)
-    calibration = lips.held_out(train_clip.indices)  # as training: never fitted, used for the gain
-    fitted = torch.nonzero(~calibration)[:, 0]
-    calibration = calibration if calibration.any() else ~calibration
-    optimizer = torch.optim.Adam([*encoder.parameters(), *lips.head.parameters()], lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        positions = fitted[torch.randint(len(fitted), (batch,), generator=generator)]
-        version = versions[int(torch.randint(len(versions), (1,), generator=generator))]
-        predicted = lips.predict(encoder(audio_context(version, train_clip.indices[positions])), calibrated=False)
-        loss = (predicted - targets[positions]).square().mean()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    members, best_steps = [], []
+    for member in range(ensemble):  # member 0 is the single regression of seed `seed`
+        member_seed = seed + 1000 * member
+        torch.manual_seed(member_seed)
+        encoder = AudioEncoder(AudioEncoderConfig(feature_dim=versions[0].shape[-1]))
+        lips = LipVector(LipConfig(calibration_every=calibration_every, snap=snap), code_dim=64, token_dim=64)
+        lips.fit(train_clip.mouth_shapes)
+        targets = lips.coefficients(train_clip.mouth_shapes)
+        calibration = lips.held_out(train_clip.indices)  # as training: never fitted, used for the gain
+        fitted = torch.nonzero(~calibration)[:, 0]
+        calibration = calibration if calibration.any() else ~calibration
+        optimizer = torch.optim.Adam([*encoder.parameters(), *lips.head.parameters()], lr=lr)
+        generator = torch.Generator().manual_seed(member_seed)
+        held_audio = audio_context(versions[0], train_clip.indices[calibration])
+        best, best_error, best_step = None, float("inf"), steps
+        for step in range(steps):
+            positions = fitted[torch.randint(len(fitted), (batch,), generator=generator)]
+            version = versions[int(torch.randint(len(versions), (1,), generator=generator))]
+            predicted = lips.predict(encoder(audio_context(version, train_clip.indices[positions])),
+                                     calibrated=False)
+            loss = (predicted - targets[positions]).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if select_every and (step + 1) % select_every == 0:  # keep the regression the held-out blocks like best
+                with torch.no_grad():
+                    error = (lips.predict(encoder(held_audio), False) - targets[calibration]).square().mean().item()
+                if error < best_error:
+                    best_error, best_step = error, step + 1
+                    best = [{k: v.clone() for k, v in m.state_dict().items()} for m in (encoder, lips.head)]
+        if best is not None:
+            encoder.load_state_dict(best[0])
+            lips.head.load_state_dict(best[1])
+        members.append((encoder, lips))
+        best_steps.append(best_step)
+    lips = members[0][1]  # the basis is the same for every member (fitted on the same frames); its gain and snap
+
+    def raw(audio: torch.Tensor) -> torch.Tensor:
+        """The members' mean raw lip vector."""
+        return torch.stack([member.predict(encoder(audio), calibrated=False) for encoder, member in members]).mean(0)
+
     with torch.no_grad():
-        predict = lambda features, indices: lips.predict(encoder(audio_context(features, indices)), False)
-        held_out = predict(versions[0], train_clip.indices[calibration])
+        held_out = raw(audio_context(versions[0], train_clip.indices[calibration]))
         spread, correlation = pooled_spread(held_out, targets[calibration], lips.scale.square())
         lips.calibrate(held_out, targets[calibration])
-        test_predicted = smooth(lips.predict(encoder(audio_context(test_features, test_clip.indices))))
+        test_predicted = smooth(lips.calibrated(raw(audio_context(test_features, test_clip.indices))))
         tracked_test = lips.coefficients(test_clip.mouth_shapes)
         reference, test_opening = opening(test_clip.mouth_shapes), opening(lips.shapes(test_predicted))
         row = {**{f"gain/{k}": float(g) for k, g in enumerate(lips.gain)},
                "calibration/spread_ratio": spread, "calibration/correlation": correlation,
+               "selected_step": float(np.mean(best_steps)),
                "test/lip_correlation": float(np.corrcoef(test_predicted[:, 0], tracked_test[:, 0])[0, 1]),
                "test/opening_std_ratio": float(test_opening.std() / reference.std()),
+               "test/opening_mean_ratio": float(test_opening.mean() / reference.mean()),
                "test/jitter_ratio": jitter(test_opening) / jitter(reference),
                "test/nearest_frame": nearest_frame(test_predicted, targets, lips.scale),
                "test/tracked_nearest_frame": nearest_frame(tracked_test, targets, lips.scale)}
@@ -133,10 +161,11 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
             windows = frame_windows(LogMelExtractor()(samples), count, manifest.fps)
             windows = normalize_utterance(windows) if normalize else windows
             features = torch.from_numpy(with_phones(samples, windows, manifest.fps) if phones else windows)
-            vectors = smooth(lips.predict(encoder(audio_context(features, torch.arange(count)))))
+            vectors = smooth(lips.calibrated(raw(audio_context(features, torch.arange(count)))))
             predicted = opening(lips.shapes(vectors))
             score = landmark_sync(predicted, speech_envelope(samples, count, manifest.fps), 10)
             row[f"cross/{name}/opening_std_ratio"] = float(predicted.std() / reference.std())
+            row[f"cross/{name}/opening_mean_ratio"] = float(predicted.mean() / reference.mean())
             row[f"cross/{name}/sync_correlation"] = None if score is None else score.correlation
             row[f"cross/{name}/sync_offset"] = None if score is None else score.offset
             row[f"cross/{name}/nearest_frame"] = nearest_frame(vectors, targets, lips.scale)
@@ -150,18 +179,24 @@ def main() -> None:
     parser.add_argument("--variants", default="plain,norm,aug8,norm+aug8")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--batch", type=int, default=32, help="frames per step (training uses 4)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed … first-seed + seeds − 1")
+    parser.add_argument("--batch", type=int, default=32, help="frames per step (training: `TrainConfig.lip_batch`)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--calibration-every", type=int, default=LipConfig.calibration_every,
                         help="hold one 1-s block in every N out of the regression to fit the lip gain on, as "
                              "training does (0: fit the gain on the regression's own frames)")
+    parser.add_argument("--select-every", type=int, default=0,
+                        help="every N steps, score the regression on the held-out calibration blocks and keep the "
+                             "best (0: keep the last)")
+    parser.add_argument("--ensemble", type=int, default=1,
+                        help="train K regressions (seeds seed, seed + 1000, …) and drive the lips by their mean")
     parser.add_argument("--per-seed", action="store_true", help="one row per seed instead of their means")
     args = parser.parse_args()
     table = {}
     for variant in args.variants.split(","):
         rows = [run(args.dataset, args.audio_dir, variant, args.steps, seed, args.batch, args.lr,
-                    args.calibration_every)
-                for seed in range(args.seeds)]
+                    args.calibration_every, args.select_every, args.ensemble)
+                for seed in range(args.first_seed, args.first_seed + args.seeds)]
         table[variant] = rows if args.per_seed else {key: float(np.mean([r[key] for r in rows if r[key] is not None]))
                                                      for key in rows[0]}
     print(json.dumps(table, indent=1))

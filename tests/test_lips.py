@@ -98,7 +98,7 @@ def lip_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
     model_config, train_config = get_preset("tiny")
     model_config = dataclasses.replace(model_config, audio_token="lips", mouth_planes=2,  # as the fast preset
                                        audio=dataclasses.replace(model_config.audio, normalize=True),
-                                       lips=dataclasses.replace(model_config.lips, snap=1.0))
+                                       lips=dataclasses.replace(model_config.lips, snap=1.0, regressions=2))
     train_config = dataclasses.replace(train_config, steps=120, eval_every=40, checkpoint_every=1000,
                                        sample_every=1000, lr_audio=2e-3)
     run_dir = tmp_path_factory.mktemp("lip-run") / "run"
@@ -286,3 +286,64 @@ def test_snapped_calibration_gives_the_tracked_spread_back_and_bad_settings_are_
     for bad in ({"snap": 0.0}, {"snap": -1.0}, {"bank_size": 1}):
         with pytest.raises(ValueError):
             LipConfig(**bad)
+
+
+def test_each_lip_regression_learns_from_its_own_frames_and_their_mean_drives_the_mouth(
+        synthetic_dataset: Path) -> None:
+    """`TrainConfig.lip_batch` and `LipConfig.regressions`: the lips term is the mean of each regression's error on
+    its own frames (`lip_frames`; one set: shared; none: the rendered batch's), calibration-block frames left out,
+    and the lip vector that drives the mouth is the regressions' mean."""
+    from deltaplane.data.dataset import lip_frames, make_batch
+    from deltaplane.models.triplane_talker import TriplaneTalker
+    from deltaplane.structs import LipFrames
+
+    torch.manual_seed(0)
+    model_config, _ = get_preset("tiny")
+    _, clip = load_clip(synthetic_dataset, "train", size=model_config.output_resolution)
+    audio = dataclasses.replace(model_config.audio, feature_dim=clip.audio_features.shape[-1])
+    lips = dataclasses.replace(model_config.lips, calibration_every=2, regressions=3)  # the short clip: a block out
+    model = TriplaneTalker(dataclasses.replace(model_config, audio_token="lips", audio=audio, lips=lips))
+    model.lips.fit(clip.mouth_shapes)
+    regressions = model.lip_regressions()
+    assert len(regressions) == 3 and regressions[0] == (model.audio_encoder, model.lips.head)
+    fitted = torch.nonzero(~model.lips.held_out(clip.indices))[:, 0]
+    positions = fitted[torch.randperm(len(fitted))[:12]]
+    frames = lip_frames(clip, positions)
+    assert frames.audio.shape == (12, 8, 16, clip.audio_features.shape[-1])
+    assert torch.equal(frames.indices, clip.indices[positions])
+    assert torch.equal(frames.mouth_shape, clip.mouth_shapes[positions])
+    with torch.no_grad():
+        members = [head(encoder(frames.audio)) for encoder, head in regressions]
+    torch.testing.assert_close(model.predicted_lips(frames.audio, calibrated=False), torch.stack(members).mean(0))
+
+    def exact(k: int) -> LipFrames:  # frames whose tracked mouths are what regression k predicts
+        return dataclasses.replace(frames, mouth_shape=model.lips.shapes(members[k]))
+
+    # regression k is scored on frames[k] only: each set exact for its own regression gives no error, the same
+    # sets handed to the wrong regressions do
+    assert model.lip_regression_error([exact(0), exact(1), exact(2)]).item() == pytest.approx(0.0, abs=1e-6)
+    assert model.lip_regression_error([exact(1), exact(2), exact(0)]).item() > 1e-4
+    errors = []
+    for encoder, head in regressions:
+        target = model.lips.coefficients(frames.mouth_shape)
+        errors.append((head(encoder(frames.audio)) - target).square().mean())
+    assert model.lip_regression_error([frames]).item() == pytest.approx(torch.stack(errors).mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="2 sets of lip frames for 3 regressions"):
+        model.lip_regression_error([frames, frames])
+    # calibration-block frames with wrong targets change nothing: the gain is fitted on those frames unseen
+    held = lip_frames(clip, torch.nonzero(model.lips.held_out(clip.indices))[:2, 0])
+    wrong = dataclasses.replace(held, mouth_shape=held.mouth_shape + 5.0)
+    mixed = [LipFrames(torch.cat([exact(k).indices, wrong.indices]), torch.cat([exact(k).audio, wrong.audio]),
+                       torch.cat([exact(k).mouth_shape, wrong.mouth_shape])) for k in range(3)]
+    assert model.lip_regression_error(mixed).item() == pytest.approx(0.0, abs=1e-6)
+    # the training loss takes the regressions' frames, or the rendered batch's without them
+    batch = make_batch(clip, torch.tensor([0, 5]), model.config.render_resolution)
+    output, delta = model(batch.cameras, batch.conditions, mouth_shape=batch.mouth_shape)
+    weight = model.config.loss.lips
+    assert model.loss_terms(output, delta, batch, lip_frames=[exact(0), exact(1), exact(2)])["lips"].item() == \
+        pytest.approx(0.0, abs=1e-6)
+    own = [LipFrames(batch.indices, batch.conditions.audio, batch.mouth_shape)]
+    assert model.loss_terms(output, delta, batch)["lips"].item() == pytest.approx(
+        weight * model.lip_regression_error(own).item())
+    with pytest.raises(ValueError, match="regressions"):
+        LipConfig(regressions=0)

@@ -52,6 +52,17 @@ class NeutralTokens:
 
 
 @dataclass(frozen=True)
+class LipFrames:
+    """Frames of a clip for the audio → lip vector regression alone (lip mode): no images, so many per step."""
+
+    indices: Int[Tensor, " batch"]
+    audio: Float[Tensor, "batch 8 16 dim"]
+    """Audio windows around each frame (`data.dataset.audio_context`)."""
+    mouth_shape: Float[Tensor, "batch 40"]
+    """Tracked mouth shape (`geometry.lips.mouth_shape`): the regression's target."""
+
+
+@dataclass(frozen=True)
 class FrameBatch:
     """A training/evaluation batch of frames of one clip."""
 

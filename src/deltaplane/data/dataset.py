@@ -26,7 +26,7 @@ from deltaplane.geometry.cameras import Cameras
 from deltaplane.geometry.face_depth import aligned_face_points, interior_vertices
 from deltaplane.geometry.lips import mouth_shape
 from deltaplane.preprocess.align import invert_affine
-from deltaplane.structs import Conditions, FrameBatch
+from deltaplane.structs import Conditions, FrameBatch, LipFrames
 
 BACKGROUND_LABEL = 0
 LOWER_FACE_LABEL = 5
@@ -235,6 +235,12 @@ def audio_context(features: Float[Tensor, "frames 16 dim"], indices: Int[Tensor,
     valid = (positions >= 0) & (positions < features.shape[0])
     gathered = features[positions.clamp(0, features.shape[0] - 1)]  # [B, context, 16, D]
     return gathered * valid[..., None, None].to(gathered.dtype)
+
+
+def lip_frames(clip: ClipData, positions: Int[Tensor, " batch"]) -> LipFrames:
+    """The lip regression's view of frames `positions` of `clip`: audio windows and tracked mouth shapes."""
+    indices = clip.indices[positions]
+    return LipFrames(indices, audio_context(clip.audio_features, indices), clip.mouth_shapes[positions])
 
 
 def to_signed(images: UInt8[Tensor, "batch 3 height width"]) -> Float[Tensor, "batch 3 height width"]:

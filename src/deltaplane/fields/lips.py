@@ -57,12 +57,19 @@ class LipConfig:
     renderer draws those as doubled lips and streaks, run 10). docs/lip-motion.md "Run 10"."""
     bank_size: int = 2048
     """Training frames kept for `snap` (evenly spaced over the split when it has more: 82 s at 25 fps)."""
+    regressions: int = 1
+    """Independent audio → lip vector regressions (an audio encoder and a head each, each from its own init and
+    frames) whose raw lip vectors are averaged. Regressed from 18–50 s of speech, one regression's test-split lip
+    correlation swings with its seed (0.41–0.81 on macron_fr_50s); the mean of four is steadier and better
+    (docs/lip-motion.md "Run 13")."""
 
     def __post_init__(self) -> None:
         if self.snap is not None and not self.snap > 0:
             raise ValueError(f"LipConfig.snap must be > 0 (a bandwidth factor) or None, got {self.snap}")
         if self.bank_size < 2:
             raise ValueError(f"LipConfig.bank_size must be at least 2, got {self.bank_size}")
+        if self.regressions < 1:
+            raise ValueError(f"LipConfig.regressions must be at least 1, got {self.regressions}")
 
 
 def frame_spacing(points: Float[Tensor, "frames dim"], skip: int = 2) -> float:
@@ -112,6 +119,8 @@ class LipVector(nn.Module):
             self.register_buffer("bank_valid", torch.zeros(config.bank_size, dtype=torch.bool))
             self.register_buffer("bandwidth", torch.tensor(1.0))
         self.head = nn.Linear(code_dim, config.dim)
+        # the other regressions' heads (none by default: older checkpoints keep their tensors)
+        self.more_heads = nn.ModuleList(nn.Linear(code_dim, config.dim) for _ in range(config.regressions - 1))
         self.embed = nn.Sequential(nn.Linear(config.dim, config.hidden), nn.ReLU(), nn.Linear(config.hidden, token_dim))
 
     @torch.no_grad()
@@ -159,6 +168,11 @@ class LipVector(nn.Module):
         for _ in range(CALIBRATION_ROUNDS if self.config.snap is not None else 0):
             ratio, _ = pooled_spread(self.calibrated(predicted.float()), target.float(), weights)
             self.gain.mul_(ratio).clamp_(max=MAX_GAIN)
+
+    @property
+    def heads(self) -> list[nn.Linear]:
+        """One audio code → lip vector head per regression (`LipConfig.regressions`)."""
+        return [self.head, *self.more_heads]
 
     def predict(self, audio_code: Float[Tensor, "batch code_dim"], calibrated: bool = True
                 ) -> Float[Tensor, "batch dim"]:

@@ -19,6 +19,7 @@ from the video (`data.background`), a textured plane behind the head that novel 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -43,7 +44,7 @@ from deltaplane.geometry.solid import SolidConfig, choose_rays, empty_points, in
 from deltaplane.render.plate import (blend_plate, over_plate, pixel_coordinates, plane_coordinates, sample_plate,
                                      unwarp_coordinates)
 from deltaplane.render.volume import VolumeRenderConfig, render_rays
-from deltaplane.structs import Conditions, FrameBatch, RenderOutput
+from deltaplane.structs import Conditions, FrameBatch, LipFrames, RenderOutput
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,9 @@ class TriplaneTalker(nn.Module):
         self.audio_encoder = AudioEncoder(config.audio)
         self.lips = (LipVector(config.lips, config.audio.code_dim, config.conditions.token_dim)
                      if config.audio_token == "lips" else None)
+        # lip mode: the other regressions' audio encoders (`LipConfig.regressions`; none by default)
+        self.more_audio_encoders = nn.ModuleList(
+            AudioEncoder(config.audio) for _ in range(config.lips.regressions - 1 if self.lips is not None else 0))
         self.condition_encoder = ConditionEncoder(config.conditions)
         self.predictor = DeltaplanePredictor(config.deltaplane)
         if config.mouth_planes:
@@ -262,10 +266,32 @@ class TriplaneTalker(nn.Module):
         """Replace the identity planes, e.g. with the output of a personalised generator."""
         self.identity_planes.copy_(planes.to(self.identity_planes))
 
+    def lip_regressions(self) -> list[tuple[AudioEncoder, nn.Linear]]:
+        """The audio → lip vector regressions (lip mode only): audio encoder and head, `LipConfig.regressions` of
+        them; the first is `audio_encoder` and `lips.head`."""
+        assert self.lips is not None, "lip_regressions needs audio_token='lips'"
+        return list(zip([self.audio_encoder, *self.more_audio_encoders], self.lips.heads))
+
     def predicted_lips(self, audio: Float[Tensor, "B 8 16 D"], calibrated: bool = True) -> Float[Tensor, "B L"]:
-        """The audio encoder's lip vector (lip mode only; `fields.lips.LipVector.predict`)."""
-        assert self.lips is not None, "predicted_lips needs audio_token='lips'"
-        return self.lips.predict(self.audio_encoder(audio), calibrated)
+        """The regressions' mean lip vector (lip mode only), `calibrated` as `fields.lips.LipVector.predict`."""
+        raw = torch.stack([head(encoder(audio)) for encoder, head in self.lip_regressions()]).mean(0)
+        return self.lips.calibrated(raw) if calibrated else raw
+
+    def lip_regression_error(self, frames: Sequence[LipFrames]) -> Tensor:
+        """Mean squared error (whitened units) of each regression's lip vectors against the tracked ones, over the
+        frames outside the calibration blocks, which the gain is fitted on; regression k learns from `frames[k]`
+        (one entry: all from the same frames). Each regression learns on its own; their mean drives the mouth."""
+        regressions = self.lip_regressions()
+        frames = list(frames) * len(regressions) if len(frames) == 1 else list(frames)
+        if len(frames) != len(regressions):
+            raise ValueError(f"{len(frames)} sets of lip frames for {len(regressions)} regressions")
+        errors = []
+        for (encoder, head), part in zip(regressions, frames):
+            target = self.lips.coefficients(part.mouth_shape)
+            fitted = (~self.lips.held_out(part.indices)).float()
+            error = (head(encoder(part.audio)).float() - target).square().mean(-1)
+            errors.append((error * fitted).sum() / fitted.sum().clamp_min(1))
+        return torch.stack(errors).mean()
 
     def audio_codes(self, audio: Float[Tensor, "B 8 16 D"]) -> Float[Tensor, "B 64"]:
         """The audio token's content driven by audio: the audio code, or in lip mode the predicted lip vector's."""
@@ -373,10 +399,11 @@ class TriplaneTalker(nn.Module):
         return self.render(planes, cameras, generator, self._isolated(lower_face), plate_warp), delta
 
     def loss_terms(self, output: RenderOutput, delta: Float[Tensor, "B 3 C H W"], batch: FrameBatch,
-                   perceptual: nn.Module | None = None, generator: torch.Generator | None = None
-                   ) -> dict[str, Tensor]:
+                   perceptual: nn.Module | None = None, generator: torch.Generator | None = None,
+                   lip_frames: Sequence[LipFrames] | None = None) -> dict[str, Tensor]:
         """Named weighted terms; their sum is the training loss. `generator` (CPU) draws the novel cameras of the
-        pseudo multi-view terms (None: torch's global generator)."""
+        pseudo multi-view terms (None: torch's global generator); `lip_frames` are the lip regressions' frames, one
+        set per regression or one for all (`TrainConfig.lip_batch`; None: the batch's own)."""
         weights = self.config.loss
         terms = {
             "l1_raw": weights.l1_raw * losses.l1(output.rgb_raw, batch.images_raw),
@@ -402,11 +429,8 @@ class TriplaneTalker(nn.Module):
         if weights.mouth_box > 0:
             terms["mouth_box"] = weights.mouth_box * losses.masked_l1(output.rgb, batch.images, batch.mouth_box)
         if self.lips is not None:
-            target = self.lips.coefficients(batch.mouth_shape)
-            predicted = self.predicted_lips(batch.conditions.audio, calibrated=False).float()
-            fitted = (~self.lips.held_out(batch.indices)).float()  # the calibration blocks stay unseen
-            error = (predicted - target).square().mean(-1)
-            terms["lips"] = weights.lips * (error * fitted).sum() / fitted.sum().clamp_min(1)
+            frames = lip_frames or [LipFrames(batch.indices, batch.conditions.audio, batch.mouth_shape)]
+            terms["lips"] = weights.lips * self.lip_regression_error(frames)
         if weights.novel_depth > 0 or weights.novel_color > 0 or weights.solid > 0 or weights.behind > 0:
             planes = self.identity_planes[None] + delta.to(self.identity_planes.dtype)  # those `forward` rendered
             terms.update(self.novel_view_terms(planes, output, batch, generator))

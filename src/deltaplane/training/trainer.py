@@ -16,7 +16,7 @@ from deltaplane import checkpoint
 from deltaplane.config_io import from_dict, to_dict
 from deltaplane.audio.features import normalize_utterance
 from deltaplane.data.background import background_plate
-from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_batch
+from deltaplane.data.dataset import ClipData, audio_context, lip_frames, load_clip, make_batch
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.errors import InputError
 from deltaplane.metrics.image import psnr
@@ -54,7 +54,8 @@ def _param_groups(model: TriplaneTalker, config: TrainConfig) -> list[dict]:
         return [*groups, {"params": [*predictor, *model.audio_encoder.parameters()], "lr": config.lr_predictor,
                           "name": "predictor"}]
     # Lip mode: the audio → lip vector regression has its own target and needs no warm-up.
-    audio = [*model.audio_encoder.parameters(), *model.lips.head.parameters()]
+    audio = [parameter for encoder, head in model.lip_regressions()
+             for parameter in (*encoder.parameters(), *head.parameters())]
     return [*groups, {"params": [*predictor, *model.lips.embed.parameters()], "lr": config.lr_predictor,
                       "name": "predictor"},
             {"params": audio, "lr": config.lr_audio, "name": "audio"}]
@@ -245,11 +246,16 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                     with torch.no_grad():
                         predicted = model.lips.shapes(model.predicted_lips(batch.conditions.audio))
                     mouth_shape = torch.where(sampled[:, None], predicted.to(mouth_shape.dtype), mouth_shape)
+            regression = None
+            if model.lips is not None and train_config.lip_batch > 0:  # the same audio version as the batch's
+                regression = [lip_frames(clip, torch.randint(len(clip), (train_config.lip_batch,),
+                                                             generator=generator).to(device))
+                              for _ in range(model.lips.config.regressions)]  # each regression its own frames
             corners = adversary.corners(batch) if adversary is not None else None
             with autocast(precision, device):  # type: ignore[arg-type]
                 output, delta = model(batch.cameras, batch.conditions, mouth_shape=mouth_shape,
                                       lower_face=batch.lower_face, plate_warp=batch.plate_warp)
-                terms = model.loss_terms(output, delta, batch, perceptual)
+                terms = model.loss_terms(output, delta, batch, perceptual, lip_frames=regression)
                 if use_sync:
                     terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)
                 if adversary is not None and step >= train_config.adversarial.start:
