@@ -24,7 +24,7 @@ class TrainConfig:
     lr_predictor: float = 5e-4
     """Adam learning rate of the deltaplane predictor and the condition encoders (Talk3D: 5e-4)."""
     lr_audio: float = 5e-4
-    """Adam learning rate of the audio encoder and its lip-vector head in lip mode (their own regression target;
+    """Adam learning rate of the audio encoders and their lip-vector heads in lip mode (their own regression target;
     no warm-up)."""
     lip_batch: int = 32
     """Lip mode: frames per step of each audio → lip vector regression, drawn apart from the rendered batch (the
