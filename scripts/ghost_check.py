@@ -9,7 +9,10 @@ trained run, with the field emptied outside the triplane's box and without (`Tri
 * the frontal PSNR of the test split;
 * with --sheet, the view sheet of `render_views.py` (RGB rows without, then with the box, then the depth with it).
 
-    python scripts/ghost_check.py RUN DATASET [--sheet OUT.png] > ghost.json
+With --xy-only the box is emptied only where a point leaves it sideways or vertically (x or y), keeping the space
+behind it, where a whole-frame run's backdrop lies (docs/novel-views.md "Run 13": tried, not kept).
+
+    python scripts/ghost_check.py RUN DATASET [--sheet OUT.png] [--xy-only] > ghost.json
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import deltaplane.fields.triplane as triplane
 from deltaplane.data.dataset import ClipData, load_clip, make_batch
 from deltaplane.geometry.cameras import Cameras, orbit_cam2world, project
 from deltaplane.geometry.rays import pixel_rays
@@ -96,12 +100,21 @@ def test_psnr(model: TriplaneTalker, clip: ClipData) -> float:
     return (-10 * torch.log10(torch.cat(errors))).mean().item()
 
 
+def empty_outside_xy(points: torch.Tensor, density: torch.Tensor, box_warp: float) -> torch.Tensor:
+    """`fields.triplane.empty_outside_box` on x and y only."""
+    inside = (points[..., :2].abs() <= box_warp / 2).all(dim=-1, keepdim=True)
+    return torch.where(inside, density, density.new_full((), triplane.OUTSIDE_DENSITY))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--sheet", type=Path, help="also write the view sheets without and with the box")
+    parser.add_argument("--xy-only", action="store_true", help="empty the box only along x and y")
     args = parser.parse_args()
+    if args.xy_only:  # the field calls the module's function: measure the variant without a field option for it
+        triplane.empty_outside_box = empty_outside_xy
     model, _, _ = load_run(args.run, torch.device("cpu"))
     _, clip = load_clip(args.dataset, "test", size=model.config.output_resolution,
                         normalize_audio=model.config.audio.normalize)
