@@ -27,6 +27,8 @@ nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 20 >
 smi=$!
 pids=()
 for variant in $variants; do
+    # a new training replaces what an earlier call on the warm machine left under the same name
+    case " $* " in *" --stage render "*) ;; *) rm -rf "/tmp/work/${variant//+/_}" /tmp/out_$variant ;; esac
     (
         mkdir -p /tmp/out_$variant
         OUT=/tmp/out_$variant timeout $((${AB_DEADLINE:-570} - (SECONDS - started))) python3 scripts/gpu_lip_motion.py \

@@ -64,7 +64,8 @@ def variant_configs(name: str, preset: str = "fast"):
     term at weight N, docs/novel-views.md "A solid head"; solidnomouth: not in the mouth box), behindN (the
     empty-behind term at weight N, docs/novel-views.md "Run 12"), spreadN (the
     depth-spread weight N), snapH (the calibrated lip vector pulled among the training frames' mouths, bandwidth H,
-    `LipConfig.snap`), resN (N² rays, the super-resolution upsampling the rest of the way to the same output:
+    `LipConfig.snap`), tsnapP (the renderer taught with snapped vectors on a share P of frames,
+    `LipConfig.teacher_snap`), resN (N² rays, the super-resolution upsampling the rest of the way to the same output:
     res256 = one ×2 block; the `fast` preset's since run 12, res128 = the earlier two blocks), marchN (N coarse + N
     importance samples per ray). `solid`, `snap`, `res256`, `lipbatch32` and `regs4` are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
@@ -121,6 +122,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, behind=float(part[6:])))
         elif part.startswith("novcolor"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_color=float(part[8:])))
+        elif part.startswith("tsnap"):
+            model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, teacher_snap=float(part[5:])))
         elif part.startswith("snap"):
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, snap=float(part[4:])))
         elif part.startswith("res"):  # rendering resolution N with the super-resolution making up the rest to 512²
@@ -142,7 +145,7 @@ def variant_configs(name: str, preset: str = "fast"):
 def unsnapped(model):
     """The model's lip vectors as they would be without `LipConfig.snap` (same weights, same gain)."""
     config = model.lips.config
-    model.lips.config = dataclasses.replace(config, snap=None)
+    model.lips.config = dataclasses.replace(config, snap=None, teacher_snap=0.0)
     try:
         yield
     finally:

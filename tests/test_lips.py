@@ -347,3 +347,38 @@ def test_each_lip_regression_learns_from_its_own_frames_and_their_mean_drives_th
         weight * model.lip_regression_error(own).item())
     with pytest.raises(ValueError, match="regressions"):
         LipConfig(regressions=0)
+
+
+def test_teacher_snap_teaches_the_renderer_the_snapped_vectors_it_is_driven_with() -> None:
+    """`LipConfig.teacher_snap`: the renderer's training vectors (`LipVector.taught`) are the tracked ones plus the
+    teacher noise, and for that share of the batch also snapped, as at inference. The snapped vectors of a cloud of
+    eight independent components are shorter than the tracked ones (why the renderer must see them). Off, `taught`
+    draws exactly the noise it always drew, so runs without it keep their random stream."""
+    torch.manual_seed(0)
+    shapes = torch.randn(800, 40)
+    config = LipConfig(snap=1.0, teacher_noise=0.0)
+    always, half, never = (LipVector(dataclasses.replace(config, teacher_snap=share), code_dim=4, token_dim=8)
+                           for share in (1.0, 0.5, 0.0))
+    for lips in (always, half, never):
+        lips.fit(shapes)
+    tracked = always.coefficients(shapes[:400])
+    snapped = always.snapped(tracked)
+    torch.testing.assert_close(always.taught(tracked), snapped)
+    assert snapped.norm(dim=1).median() < 0.8 * tracked.norm(dim=1).median()
+    taught = half.taught(tracked)
+    chosen = torch.isclose(taught, snapped).all(1)
+    assert torch.equal(chosen, ~torch.isclose(taught, tracked).all(1))  # each row one or the other
+    assert 150 < int(chosen.sum()) < 250
+    torch.testing.assert_close(never.taught(tracked), tracked)
+    noisy = LipVector(LipConfig(snap=1.0), code_dim=4, token_dim=8)
+    noisy.fit(shapes)
+    torch.manual_seed(1)
+    expected = tracked + noisy.config.teacher_noise * torch.randn_like(tracked)
+    follow = torch.rand(1)
+    torch.manual_seed(1)
+    torch.testing.assert_close(noisy.taught(tracked), expected)
+    assert torch.equal(torch.rand(1), follow)
+    with pytest.raises(ValueError, match="teacher_snap"):
+        LipConfig(teacher_snap=0.5)  # nothing to snap to without `snap`
+    with pytest.raises(ValueError, match="teacher_snap"):
+        LipConfig(snap=1.0, teacher_snap=1.5)

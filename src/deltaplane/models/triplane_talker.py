@@ -300,10 +300,9 @@ class TriplaneTalker(nn.Module):
     def tokens(self, conditions: Conditions, audio_code: Float[Tensor, "B 64"] | None = None,
                mouth_shape: Float[Tensor, "B 40"] | None = None) -> Float[Tensor, "B 5 64"]:
         """The 5 condition tokens; pass `audio_code` to override the audio (e.g. a smoothed code). In lip mode a
-        tracked `mouth_shape` (training) replaces the audio: its lip vector, with the teacher noise."""
+        tracked `mouth_shape` (training) replaces the audio: its lip vector as taught (`LipVector.taught`)."""
         if audio_code is None and mouth_shape is not None and self.lips is not None:
-            lips = self.lips.coefficients(mouth_shape)
-            audio_code = self.lips(lips + self.config.lips.teacher_noise * torch.randn_like(lips))
+            audio_code = self.lips(self.lips.taught(self.lips.coefficients(mouth_shape)))
         elif audio_code is None:
             audio_code = self.audio_codes(conditions.audio)
         return self.condition_encoder(audio_code, conditions.eye, conditions.angles, conditions.landmarks)
