@@ -58,7 +58,9 @@ def variant_configs(name: str, preset: str = "fast"):
     (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), sampleP (scheduled sampling of
     the predicted lip vector on a share P of frames), mplanesK (K audio-mixed
     mouth planes), lapN (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the
-    renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), nowarm (no deltaplane warm-up),
+    renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), boxaudio (the audio token
+    reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz (no mouth planes on the xz
+    plane, `TriplaneTalkerConfig.mouth_planes_on`), nowarm (no deltaplane warm-up),
     plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
     term at weight N, docs/novel-views.md "A solid head"; solidnomouth: not in the mouth box), behindN (the
@@ -91,6 +93,10 @@ def variant_configs(name: str, preset: str = "fast"):
             train_config = dataclasses.replace(train_config, speaker_augment=augment)
         elif part.startswith("mplanes"):
             model = dataclasses.replace(model, mouth_planes=int(part[7:]))
+        elif part == "noxz":
+            model = dataclasses.replace(model, mouth_planes_on=(0, 2))
+        elif part == "boxaudio":
+            model = dataclasses.replace(model, audio_in_mouth_box=True)
         elif part == "nobox":
             model = dataclasses.replace(model, mouth_box=None)
         elif part.startswith("isolate"):
@@ -160,7 +166,8 @@ def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, flo
     batch = make_batch(clip, positions, model.config.render_resolution)
     tokens = model.tokens(batch.conditions)
     encoded = model.predictor.encode(model.identity_planes[None])
-    delta, attention = model.predictor.decode(encoded.expand(tokens.shape[0]), tokens, return_attention=True)
+    delta, attention = model.predictor.decode(encoded.expand(tokens.shape[0]), model.heard(tokens),
+                                              return_attention=True)
     identity_rms = model.identity_planes.float().square().mean().sqrt().item()
     shares = attention.float().mean(dim=(0, 1, 2, 3))  # [tokens]
     planes = model.planes(tokens)[0]

@@ -35,7 +35,7 @@ def attention_maps(model: TriplaneTalker, conditions: Conditions, batch_size: in
     for start in range(0, conditions.eye.shape[0], batch_size):
         part = Conditions(*(getattr(conditions, name)[start:start + batch_size].to(device)
                             for name in ("audio", "eye", "angles", "landmarks")))
-        _, attention = model.predictor.decode(encoded, model.tokens(part), return_attention=True)
+        _, attention = model.predictor.decode(encoded, model.heard(model.tokens(part)), return_attention=True)
         maps.append(attention.unflatten(3, (grid, grid)).cpu())  # [B, L, 3, g, g, T]; token index = row·g + col
     return torch.cat(maps)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 
 import pytest
 import torch
@@ -118,6 +119,64 @@ def test_mouth_planes_start_at_zero_and_let_the_audio_move_the_render(model: Tri
     outside = box_weights(talker.config.mouth_box, talker.config.plane_resolution, talker.config.box_warp,
                           MOUTH_BOX_EDGE) == 0
     assert outside.float().mean() > 0.5 and heard.masked_select(outside[None].expand_as(heard)).abs().max() == 0
+
+
+def test_audio_in_mouth_box_moves_nothing_outside_the_box(model: TriplaneTalker) -> None:
+    """`audio_in_mouth_box`: the deltaplane predictor hears a zero audio token, so two audio codes give planes that
+    differ only where the mouth planes act; without it the predictor's deltaplane differs everywhere (the torso that
+    moves with the lips in plate mode). The other tokens still reach the predictor."""
+    torch.manual_seed(0)
+    codes = torch.randn(2, 64, generator=torch.Generator().manual_seed(3))
+    conditions = _conditions(2, 0)
+    outside = box_weights(model.config.mouth_box, model.config.plane_resolution, model.config.box_warp,
+                          MOUTH_BOX_EDGE)[None] == 0  # [1, 3, 1, H, W]
+    changes = {}
+    for boxed in (False, True):
+        torch.manual_seed(1)
+        talker = TriplaneTalker(dataclasses.replace(model.config, mouth_planes=3, audio_in_mouth_box=boxed))
+        with torch.no_grad():  # a trained-looking model: neither the deltaplane nor the mouth planes zero
+            for parameter in [*talker.predictor.parameters(), *talker.mouth_planes]:
+                parameter.add_(0.1 * torch.randn_like(parameter))
+            same = talker.tokens(conditions, audio_code=codes[:1].expand(2, -1))
+            planes, _ = talker.planes(talker.tokens(conditions, audio_code=codes))
+            one_code, _ = talker.planes(same)
+            if boxed:  # the other tokens still reach the predictor: another eye changes the planes everywhere
+                assert talker.heard(same)[:, 0].abs().max() == 0
+                blink = talker.tokens(replace(conditions, eye=conditions.eye.flip(0)),
+                                      audio_code=codes[:1].expand(2, -1))
+                assert (talker.planes(blink)[0] - one_code).abs().masked_select(outside.expand_as(one_code)).max() > 0
+        change = (planes[1] - one_code[1]).abs()  # frame 1 with its own code against frame 0's
+        changes[boxed] = (change.masked_select(outside[0].expand_as(change)).max().item(),
+                          change.masked_select(~outside[0].expand_as(change)).mean().item())
+    assert changes[True][0] == 0 and changes[True][1] > 0
+    assert changes[False][0] > 0
+    with pytest.raises(ValueError, match="audio_in_mouth_box"):
+        dataclasses.replace(model.config, audio_in_mouth_box=True)  # no mouth planes: the audio would not be heard
+
+
+def test_mouth_planes_left_off_the_xz_plane_do_not_reach_below_the_box(model: TriplaneTalker) -> None:
+    """`mouth_planes_on`: a plane's texels reach every point projecting onto them, so mouth planes on all three
+    planes also act below the mouth box, in the xz plane's prism (here a point on the chest, in front of the body,
+    under the mouth); left off the xz plane they store nothing there and act only at the box's heights. The mouth
+    itself still hears them."""
+    from deltaplane.fields.triplane import sample_triplane
+
+    chest, mouth = torch.tensor([[[0.0, -0.5, 0.2]]]), torch.tensor([[[0.0, -0.1, 0.2]]])
+    reach = {}
+    for planes_on in ((0, 1, 2), (0, 2)):
+        talker = TriplaneTalker(dataclasses.replace(model.config, mouth_planes=2, mouth_planes_on=planes_on))
+        with torch.no_grad():
+            for stored in talker.mouth_planes:
+                stored.copy_(torch.randn(stored.shape, generator=torch.Generator().manual_seed(0)))
+            delta = talker.mouth_delta(torch.ones(1, 2))
+        reach[planes_on] = [sample_triplane(delta, point, talker.config.box_warp).abs().max().item()
+                            for point in (chest, mouth)]
+        assert [tuple(p.shape[2:]) == (0, 0) for p in talker.mouth_planes] == [plane not in planes_on
+                                                                              for plane in range(3)]
+    assert reach[(0, 1, 2)][0] > 0 and reach[(0, 2)][0] == 0
+    assert reach[(0, 2)][1] > 0
+    with pytest.raises(ValueError, match="mouth_planes_on"):
+        dataclasses.replace(model.config, mouth_planes_on=(3,))
 
 
 def test_mouth_planes_stored_in_the_box_equal_full_planes_times_the_box(model: TriplaneTalker) -> None:

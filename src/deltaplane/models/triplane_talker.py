@@ -169,6 +169,17 @@ class TriplaneTalkerConfig:
     mouth and jaw (docs/conventions.md: the face template's mouth corners sit at (±0.04, −0.075, 0.2), its chin at
     y = −0.16), fading out over `MOUTH_BOX_EDGE`; None lets them act everywhere. Without it the audio can also
     change the background and torso, which costs held-out PSNR."""
+    mouth_planes_on: tuple[int, ...] = (0, 1, 2)
+    """The planes that hold mouth planes (`fields.triplane.PLANE_AXES`: 0 = xy, 1 = xz, 2 = zy). A plane's texels
+    reach every point that projects onto them, so a mouth plane on the xy plane acts in the prism of the box's
+    (x, y) over all depths, and one on the xz plane in the prism of its (x, z) at every height: down the chin, the
+    collar and the tie (docs/background.md "Where the torso moves"). Leaving out plane 1 keeps the audio above the
+    mouth box's lower edge."""
+    audio_in_mouth_box: bool = False
+    """The audio token reaches only the mouth planes (which act inside `mouth_box`); the deltaplane predictor sees
+    a zero audio token, so only what the mouth planes reach moves with the audio (`mouth_planes_on`). Without it the
+    lip vector can move anything through the deltaplane; on the CPU that was a small part of what moves the torso
+    in plate mode (docs/background.md "Where the torso moves"). Needs `mouth_planes` and `mouth_box`."""
     isolate_lower_face: int | None = None
     """In training, the identity planes get no gradient from the rays of the lower-face mask dilated by this many
     rendering pixels (None = off), so only the deltaplane, i.e. the tokens, can explain what the mouth does. Without
@@ -184,6 +195,10 @@ class TriplaneTalkerConfig:
             raise ValueError("superres.input_resolution must equal render_resolution")
         if self.decoder.feature_channels != self.plane_channels:
             raise ValueError("decoder.feature_channels must equal plane_channels")
+        if not self.mouth_planes_on or not set(self.mouth_planes_on) <= {0, 1, 2}:
+            raise ValueError(f"mouth_planes_on must name planes among 0, 1, 2, got {self.mouth_planes_on}")
+        if self.audio_in_mouth_box and not (self.mouth_planes and self.mouth_box is not None):
+            raise ValueError("audio_in_mouth_box needs mouth_planes > 0 and a mouth_box (the audio's only way in)")
 
 
 MOUTH_BOX_EDGE = 0.02
@@ -211,7 +226,9 @@ class TriplaneTalker(nn.Module):
                         else torch.ones(3, 1, config.plane_resolution, config.plane_resolution))
             # Only the texels the box reaches are stored (~8 % of each plane for the default box: 16 MB instead of
             # 200 MB for 8 planes of the fast preset), and zero: the deltaplane stays exactly 0 at init.
-            self.mouth_rectangles = support_rectangles(mask)
+            # planes left out store nothing (an empty rectangle) and add nothing
+            self.mouth_rectangles = [rectangle if plane in config.mouth_planes_on else (0, 0, 0, 0)
+                                     for plane, rectangle in enumerate(support_rectangles(mask))]
             self.mouth_planes = nn.ParameterList(
                 nn.Parameter(torch.zeros(config.mouth_planes, config.plane_channels, r1 - r0, c1 - c0))
                 for r0, r1, c0, c1 in self.mouth_rectangles)
@@ -314,10 +331,17 @@ class TriplaneTalker(nn.Module):
         identity = self.identity_planes[None].expand(batch, -1, -1, -1, -1)
         if encoded_identity is None:
             encoded_identity = self.predictor.encode(identity)
-        delta = self.predictor.decode(encoded_identity, tokens)
+        delta = self.predictor.decode(encoded_identity, self.heard(tokens))
         if self.config.mouth_planes:
             delta = delta + self.mouth_delta(self.mouth_mix(tokens[:, 0])).to(delta.dtype)  # mixed by the audio token
         return identity + delta.to(identity.dtype), delta
+
+    def heard(self, tokens: Float[Tensor, "B 5 64"]) -> Float[Tensor, "B 5 64"]:
+        """The tokens the deltaplane predictor attends to: all five, or with `audio_in_mouth_box` the audio token
+        zeroed (key and value 0: the audio reaches the planes only through the mouth planes)."""
+        if not self.config.audio_in_mouth_box:
+            return tokens
+        return torch.cat((torch.zeros_like(tokens[:, :1]), tokens[:, 1:]), dim=1)
 
     def mouth_delta(self, weights: Float[Tensor, "B K"]) -> Float[Tensor, "B 3 C H W"]:
         """The mouth planes mixed by `weights`, inside the mouth box, zero elsewhere on the full planes."""

@@ -1,0 +1,49 @@
+"""Mouth crops of every test frame of a gpu_lip_motion run, its videos row under row, to look for seams and doubled
+lips that the mouth metrics average away (docs/lip-motion.md "Run 14").
+
+    python scripts/mouth_sheet.py DATASET RUN_DIR -o sheet.png [--videos test_gt test test_teacher test_teacher_snapped]
+
+Each crop is centred on the ground truth's tracked mouth of that frame (the dataset's aligned landmarks: the renders
+share the aligned frame), so the rows differ only in what was rendered. Rows hold `--columns` frames; the videos of
+one stretch of frames follow each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from deltaplane.evaluation.face import mouth_crop
+from deltaplane.evaluation.report import contact_sheet
+from deltaplane.media.video import iter_frames
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--videos", nargs="+", default=["test_gt", "test", "test_teacher", "test_teacher_snapped"])
+    parser.add_argument("--columns", type=int, default=20)
+    parser.add_argument("--size", type=int, default=80, help="side of each crop in pixels")
+    args = parser.parse_args()
+    test = json.loads((args.dataset / "manifest.json").read_text())["splits"]["test"]
+    landmarks = np.load(args.dataset / "tracks.npz")["landmarks_aligned"][test]
+    videos = {name: [mouth_crop(rgb, points, args.size) for rgb, points in zip(iter_frames(args.run / f"{name}.mp4"),
+                                                                                 landmarks)]
+              for name in args.videos}
+    rows = []
+    for start in range(0, len(test), args.columns):
+        for name, crops in videos.items():
+            rows.append((f"{name} {start}", tuple(enumerate(crops[start:start + args.columns], start))))
+    sheet = contact_sheet([(label, crops) for label, crops in rows if crops])
+    cv2.imwrite(str(args.output), sheet[..., ::-1])
+    print(f"wrote {args.output} ({len(test)} frames, {', '.join(videos)})")
+
+
+if __name__ == "__main__":
+    main()
