@@ -62,7 +62,6 @@ class LipConfig:
     frames) whose raw lip vectors are averaged. Regressed from 18–50 s of speech, one regression's test-split lip
     correlation swings with its seed (0.41–0.81 on macron_fr_50s); the mean of four is steadier and better
     (docs/lip-motion.md "Run 13")."""
-
     teacher_snap: float = 0.0
     """Share of the training frames whose tracked lip vector (with its `teacher_noise`) is also snapped (`snap`)
     before it drives the renderer. At inference every lip vector is snapped, and a kernel mean of neighbouring
@@ -187,9 +186,10 @@ class LipVector(nn.Module):
 
     def predict(self, audio_code: Float[Tensor, "batch code_dim"], calibrated: bool = True
                 ) -> Float[Tensor, "batch dim"]:
-        """Audio code → lip vector (`calibrated`: times the gain of `calibrate` and kept inside the training frames'
-        range, and among the training frames' mouths with `snap`, so an unfamiliar voice cannot ask for a mouth the
-        renderer never saw; the regression loss uses the raw output)."""
+        """Audio code → lip vector of one regression, the first head's (`calibrated`: times the gain of `calibrate`
+        and kept inside the training frames' range, and among the training frames' mouths with `snap`, so an
+        unfamiliar voice cannot ask for a mouth the renderer never saw; the regression loss uses the raw output).
+        The model averages all its regressions' heads (`TriplaneTalker.predicted_lips`)."""
         lips = self.head(audio_code)
         return self.calibrated(lips) if calibrated else lips
 
