@@ -57,10 +57,10 @@ def variant_configs(name: str, preset: str = "fast"):
     `LipConfig.regressions`), augN (N speaker-augmented audio copies), isolateN
     (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), sampleP (scheduled sampling of
     the predicted lip vector on a share P of frames), mplanesK (K audio-mixed
-    mouth planes), lapN (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the
+    mouth planes), dtvN (total variation of the deltaplane at weight N, `LossWeights.delta_tv`), lapN (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the
     renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), boxaudio (the audio token
     reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz (no mouth planes on the xz
-    plane, `TriplaneTalkerConfig.mouth_planes_on`), nowarm (no deltaplane warm-up),
+    plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane), nowarm (no deltaplane warm-up),
     plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
     term at weight N, docs/novel-views.md "A solid head"; solidnomouth: not in the mouth box), behindN (the
@@ -95,12 +95,16 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, mouth_planes=int(part[7:]))
         elif part == "noxz":
             model = dataclasses.replace(model, mouth_planes_on=(0, 2))
+        elif part == "xyonly":
+            model = dataclasses.replace(model, mouth_planes_on=(0,))
         elif part == "boxaudio":
             model = dataclasses.replace(model, audio_in_mouth_box=True)
         elif part == "nobox":
             model = dataclasses.replace(model, mouth_box=None)
         elif part.startswith("isolate"):
             model = dataclasses.replace(model, isolate_lower_face=int(part[7:]))
+        elif part.startswith("dtv"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, delta_tv=float(part[3:])))
         elif part.startswith("lap"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, laplacian=float(part[3:])))
         elif part.startswith("advstart"):

@@ -3,8 +3,8 @@ lips that the mouth metrics average away (docs/lip-motion.md "Run 14").
 
     python scripts/mouth_sheet.py DATASET RUN_DIR -o sheet.png [--videos test_gt test test_teacher test_teacher_snapped]
 
-Each crop is centred on the ground truth's tracked mouth of that frame (the dataset's aligned landmarks: the renders
-share the aligned frame), so the rows differ only in what was rendered. Rows hold `--columns` frames; the videos of
+Each crop is centred on the ground truth's tracked mouth of that frame (the dataset's aligned landmarks, scaled to
+the render's size: the renders share the aligned frame), so the rows differ only in what was rendered. Rows hold `--columns` frames; the videos of
 one stretch of frames follow each other.
 """
 
@@ -31,11 +31,16 @@ def main() -> None:
     parser.add_argument("--columns", type=int, default=20)
     parser.add_argument("--size", type=int, default=80, help="side of each crop in pixels")
     args = parser.parse_args()
-    test = json.loads((args.dataset / "manifest.json").read_text())["splits"]["test"]
-    landmarks = np.load(args.dataset / "tracks.npz")["landmarks_aligned"][test]
-    videos = {name: [mouth_crop(rgb, points, args.size) for rgb, points in zip(iter_frames(args.run / f"{name}.mp4"),
-                                                                                 landmarks)]
-              for name in args.videos}
+    manifest = json.loads((args.dataset / "manifest.json").read_text())
+    test = manifest["splits"]["test"]
+    landmarks = np.load(args.dataset / "tracks.npz")["landmarks_aligned"][test]  # pixels of the dataset's frames
+
+    def crops(name: str) -> list[np.ndarray]:
+        # the renders may be smaller than the dataset's frames (the tiny preset's 128²): same frame, other scale
+        return [mouth_crop(rgb, points * (rgb.shape[1] / manifest["image_size"]), args.size)
+                for rgb, points in zip(iter_frames(args.run / f"{name}.mp4"), landmarks)]
+
+    videos = {name: crops(name) for name in args.videos}
     rows = []
     for start in range(0, len(test), args.columns):
         for name, crops in videos.items():

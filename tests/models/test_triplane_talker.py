@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
+from deltaplane import losses
+from deltaplane.data.dataset import load_clip, make_batch
 from deltaplane.geometry.cameras import orbit_cameras
 from deltaplane.fields.triplane import box_weights
 from deltaplane.models.triplane_talker import MOUTH_BOX_EDGE, TriplaneTalker
@@ -195,3 +198,37 @@ def test_mouth_planes_stored_in_the_box_equal_full_planes_times_the_box(model: T
     mask = box_weights(talker.config.mouth_box, size, talker.config.box_warp, MOUTH_BOX_EDGE)  # [3, 1, H, W]
     reference = torch.einsum("bk,kpchw->bpchw", weights, full) * mask
     torch.testing.assert_close(talker.mouth_delta(weights), reference)
+
+
+def test_delta_tv_smooths_the_mouth_planes_for_mixes_it_never_saw(model: TriplaneTalker,
+                                                                   synthetic_dataset: Path) -> None:
+    """`LossWeights.delta_tv`: rough blendshapes (texel noise) under a data term that pins only each taught mix's
+    mean stay rough without the term; with it the mouth planes themselves turn smooth, so a mix never taught (a
+    snapped lip vector at inference) is smooth too, at the amplitude the data asks for. Off at weight 0."""
+    _, clip = load_clip(synthetic_dataset, "train", size=model.config.output_resolution)
+    batch = make_batch(clip, torch.tensor([0, 5]), model.config.render_resolution)
+    output, _ = model(batch.cameras, batch.conditions)  # the frame terms: only the deltaplane matters here
+    taught = torch.randn(4, 3, generator=torch.Generator().manual_seed(1))  # spans the three blendshapes
+    unseen = torch.randn(1, 3, generator=torch.Generator().manual_seed(2))
+    roughness = {}
+    for weight in (0.0, 100.0):
+        loss = dataclasses.replace(model.config.loss, delta_tv=weight)
+        # 128² texels: the box spans tens of them, as in the `fast` preset (at 64² its faded rim is most of it)
+        talker = TriplaneTalker(dataclasses.replace(model.config, plane_resolution=128, mouth_planes=3, loss=loss))
+        with torch.no_grad():
+            for stored in talker.mouth_planes:
+                stored.copy_(torch.randn(stored.shape, generator=torch.Generator().manual_seed(0)))
+        optimizer = torch.optim.Adam(talker.mouth_planes.parameters(), lr=0.1)
+        for _ in range(60):
+            delta = talker.mouth_delta(taught)
+            data = (delta.mean(dim=(1, 2, 3, 4)) - 0.01 * taught[:, 0]).square().sum() * 1e4
+            optimizer.zero_grad()
+            (data + talker.loss_terms(output, delta, batch).get("delta_tv", 0.0)).backward()
+            optimizer.step()
+        with torch.no_grad():
+            mixed = talker.mouth_delta(unseen)
+        assert data.item() < 0.01
+        # total variation per unit of amplitude: ~2.9 for texel noise, far less for a smooth field
+        roughness[weight] = (losses.plane_total_variation(mixed) / mixed.abs().mean()).item()
+    assert roughness[0.0] > 2.5 and roughness[100.0] < 0.5 * roughness[0.0], roughness
+    assert "delta_tv" not in model.loss_terms(output, delta.detach(), batch)

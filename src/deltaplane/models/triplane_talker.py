@@ -79,6 +79,11 @@ class LossWeights:
     """Left–right symmetry of the identity planes (plausible unseen cheek)."""
     delta_l1: float = 0.0
     """L1 of the deltaplane (sparsity; Talk3D uses none)."""
+    delta_tv: float = 0.0
+    """Total variation of the batch's deltaplane, mouth planes included: what the tokens add stays smooth at texel
+    scale (edges allowed, grids not). The mouth planes are full-resolution blendshapes with nothing else keeping
+    their texels smooth, and mixes the renderer was not taught with (snapped lip vectors) drew grids of white
+    flecks over the teeth and a seam across the chin (docs/lip-motion.md "Run 15"; 0 = off)."""
     face_depth: float = 10.0
     """Shift-invariant L1 (world units) between the rendered depth at the face-mesh vertices and the mesh's own
     relative depth: the face keeps its 3D shape where the video shows only near-frontal views."""
@@ -463,6 +468,8 @@ class TriplaneTalker(nn.Module):
                 terms["behind"] = weights.behind * self.behind_term(planes, output, batch, generator)
         if weights.delta_l1 > 0:
             terms["delta_l1"] = weights.delta_l1 * delta.float().abs().mean()
+        if weights.delta_tv > 0:
+            terms["delta_tv"] = weights.delta_tv * losses.plane_total_variation(delta)
         if perceptual is not None:
             terms["lpips"] = weights.lpips * (perceptual(output.rgb_raw, batch.images_raw).mean()
                                               + perceptual(output.rgb, batch.images).mean())
