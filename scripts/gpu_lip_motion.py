@@ -60,7 +60,8 @@ def variant_configs(name: str, preset: str = "fast"):
     mouth planes), dtvN (total variation of the deltaplane at weight N, `LossWeights.delta_tv`), lapN (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the
     renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), boxaudio (the audio token
     reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz (no mouth planes on the xz
-    plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane), nowarm (no deltaplane warm-up),
+    plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane), confine (the mouth planes confined to
+    their 3D box, `TriplaneTalkerConfig.mouth_confined`), nowarm (no deltaplane warm-up),
     plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
     term at weight N, docs/novel-views.md "A solid head"; solidnomouth: not in the mouth box), behindN (the
@@ -97,6 +98,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, mouth_planes_on=(0, 2))
         elif part == "xyonly":
             model = dataclasses.replace(model, mouth_planes_on=(0,))
+        elif part == "confine":
+            model = dataclasses.replace(model, mouth_confined=True)
         elif part == "boxaudio":
             model = dataclasses.replace(model, audio_in_mouth_box=True)
         elif part == "nobox":

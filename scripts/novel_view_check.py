@@ -33,7 +33,7 @@ def novel_view_errors(model, dataset: Path, seed: int = 0, chunk: int = 8) -> di
     for start in range(0, len(test), chunk):
         batch = make_batch(test, torch.arange(start, min(start + chunk, len(test))), model.config.render_resolution)
         output, delta = model(batch.cameras, batch.conditions)
-        for name, value in model.novel_view_terms(model.identity_planes[None] + delta, output, batch,
+        for name, value in model.novel_view_terms(model.with_identity(delta), output, batch,
                                                   generator).items():
             values[name].append(value.item())
     return {f"test/{name}": sum(v) / len(v) for name, v in values.items()}

@@ -36,13 +36,15 @@ def _needs_cuda() -> None:
 
 
 def _tiny_model(device: torch.device, jitter: bool = True, background: str = "field",
-                lips: bool = False, upsamplings: int = 2) -> TriplaneTalker:
+                lips: bool = False, upsamplings: int = 2, confined: bool = False) -> TriplaneTalker:
     """The tiny preset with several ray chunks (32² rays, chunks of 300) and every weight perturbed, so the zero-
     initialised deltaplane and ToRGB layers take part; in plate mode, a random plate seen from a camera off the
     frontal one; `lips`: the `fast` preset's lip vector (snapped among random mouths) and mouth planes;
-    `upsamplings` 1: 64² rays and a one-block super-resolution to the same 128² output."""
+    `upsamplings` 1: 64² rays and a one-block super-resolution to the same 128² output; `confined`: the mouth planes
+    confined to their box (`TriplaneTalkerConfig.mouth_confined`)."""
     config, _ = get_preset("tiny")
-    lip_mode = {"audio_token": "lips", "mouth_planes": 2, "lips": LipConfig(snap=1.0)} if lips else {}
+    lip_mode = ({"audio_token": "lips", "mouth_planes": 2, "lips": LipConfig(snap=1.0), "mouth_confined": confined}
+                if lips else {})
     render = config.output_resolution // 2 ** upsamplings
     config = dataclasses.replace(config, ray_chunk=300, volume=dataclasses.replace(config.volume, jitter=jitter),
                                  background=background, render_resolution=render, **lip_mode,
@@ -129,6 +131,18 @@ def test_fp32_fast_path_gives_the_reference_frames(jitter: bool, background: str
     assert rgb.shape == rgb_ref.shape == (5, 3, 128, 128) and not renderer.captured
     torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
+
+
+def test_fast_path_renders_confined_mouth_planes_as_the_reference_does() -> None:
+    """`mouth_confined` planes carry a second channel set: the fast path's torch field confines it as the reference
+    does, and a Triton field (which reads one set) is replaced by the torch one, with a warning."""
+    model = _tiny_model(CPU, lips=True, confined=True)
+    (rgb_ref, depth_ref), (rgb, depth), _ = _both(model, FastRenderConfig.for_device(CPU))
+    torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
+    with pytest.warns(UserWarning, match="mouth_confined"):
+        renderer = FastRenderer(model, 2, dataclasses.replace(FastRenderConfig.for_device(CPU), field="triton"))
+    assert renderer.config.field == "torch"
 
 
 def test_fast_path_empties_the_space_outside_the_box_as_the_reference_does() -> None:

@@ -23,6 +23,7 @@ maths (measurements in docs/performance.md):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib.util
 import warnings
 from collections.abc import Iterator
@@ -203,6 +204,11 @@ class FastRenderer:
     def __init__(self, model: TriplaneTalker, batch_size: int, config: FastRenderConfig | None = None) -> None:
         self.device = model.identity_planes.device
         self.config = config or FastRenderConfig.for_device(self.device)
+        if self.config.field == "triton" and model.field.confined is not None:
+            # the kernel reads the C channels of one plane set; confined mouth planes are a second set
+            warnings.warn("the model's mouth planes are confined to their box (TriplaneTalkerConfig.mouth_confined): "
+                          "the fast path samples its planes through torch, not the Triton kernel", stacklevel=2)
+            self.config = dataclasses.replace(self.config, field="torch")
         if self.config.cuda_graph and self.device.type != "cuda":
             raise ValueError("cuda_graph needs a CUDA model")
         if self.config.cuda_graph and self.config.compile_mode == "none":
@@ -271,7 +277,7 @@ class FastRenderer:
                 decoded, density = torch.ops.deltaplane.triplane_field(planes, points, mlp[0].weight, mlp[0].bias,
                                                                        mlp[2].weight, mlp[2].bias, box_warp)
             else:
-                features = sample_triplane_channels_last(planes, points, box_warp)  # [B, N, C]
+                features = self.model.field.features(sample_triplane_channels_last(planes, points, box_warp), points)
                 with autocast(self.config.precision, self.device):
                     decoded, density = self.model.field.decoder(features)
                 decoded, density = decoded.float(), density.float()

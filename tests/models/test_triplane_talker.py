@@ -182,6 +182,36 @@ def test_mouth_planes_left_off_the_xz_plane_do_not_reach_below_the_box(model: Tr
         dataclasses.replace(model.config, mouth_planes_on=(3,))
 
 
+def test_confined_mouth_planes_act_inside_the_box_and_nowhere_else(model: TriplaneTalker) -> None:
+    """`mouth_confined`: the mouth planes travel as a second channel set that each point weights by its 3D box
+    weight. Beside the face at the mouth's height and depth (outside the box, inside the zy plane's prism) the
+    field is what it is without mouth planes; unconfined, the zy plane's mouth planes reach it (the face-wide line
+    of docs/lip-motion.md "Run 15"). At the mouth, confined and unconfined agree."""
+    from deltaplane.fields.triplane import sample_triplane
+
+    points = torch.tensor([[[0.4, -0.1, 0.2], [0.0, -0.1, 0.2]]])  # beside the face; the mouth
+    codes = torch.randn(1, 64, generator=torch.Generator().manual_seed(3))
+
+    def features(confined: bool, silent: bool = False) -> torch.Tensor:
+        torch.manual_seed(0)  # the same weights whatever the option: it adds no parameter
+        talker = TriplaneTalker(dataclasses.replace(model.config, mouth_planes=2, mouth_confined=confined))
+        with torch.no_grad():
+            for stored in talker.mouth_planes:
+                stored.copy_(torch.zeros(stored.shape) if silent
+                             else torch.randn(stored.shape, generator=torch.Generator().manual_seed(0)))
+            planes, delta = talker.planes(talker.tokens(_conditions(1, 0), audio_code=codes))
+            assert planes.shape[2] == delta.shape[2] == talker.config.plane_channels * (2 if confined else 1)
+            return talker.field.features(sample_triplane(planes, points, talker.config.box_warp), points)[0]
+
+    silent, free, confined = features(False, silent=True), features(False), features(True)
+    assert (free[0] - silent[0]).abs().max() > 0.1
+    torch.testing.assert_close(confined[0], silent[0])
+    torch.testing.assert_close(confined[1], free[1])
+    assert (confined[1] - silent[1]).abs().max() > 0.1
+    with pytest.raises(ValueError, match="mouth_confined"):
+        dataclasses.replace(model.config, mouth_confined=True)  # no mouth planes to confine
+
+
 def test_mouth_planes_stored_in_the_box_equal_full_planes_times_the_box(model: TriplaneTalker) -> None:
     """The cropped storage is exact: padding the stored texels back into full planes and masking them with the full
     box weights gives the same deltaplane (the reference of `TriplaneTalker.mouth_delta`)."""

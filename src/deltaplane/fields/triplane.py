@@ -56,14 +56,36 @@ def sample_triplane(planes: Float[Tensor, "batch 3 channels height width"], poin
     return sampled.mean(dim=1).transpose(1, 2)  # [B, N, C]
 
 
+def _ramp(coordinates: Tensor, low: float, high: float, edge: float) -> Tensor:
+    """1 inside [low, high], falling linearly to 0 over `edge` outside it."""
+    return ((coordinates - low + edge) / edge).clamp(0, 1) * ((high + edge - coordinates) / edge).clamp(0, 1)
+
+
 def box_weights(box: tuple[float, float, float, float, float, float], resolution: int, box_warp: float,
                 edge: float) -> Float[Tensor, "3 1 resolution resolution"]:
     """Per-plane texel weights in [0, 1] for a world box (x0, x1, y0, y1, z0, z1): 1 where the texel centre's two
     world coordinates lie inside it, ramping linearly to 0 over `edge` outside it."""
     centres = ((torch.arange(resolution) + 0.5) / resolution * 2 - 1) * box_warp / 2  # align_corners=False
-    ramps = [((centres - box[2 * axis] + edge) / edge).clamp(0, 1)
-             * ((box[2 * axis + 1] + edge - centres) / edge).clamp(0, 1) for axis in range(3)]
+    ramps = [_ramp(centres, box[2 * axis], box[2 * axis + 1], edge) for axis in range(3)]
     return torch.stack([ramps[v][:, None] * ramps[u][None, :] for u, v in PLANE_AXES])[:, None]  # v rows, u cols
+
+
+def point_box_weights(points: Float[Tensor, "batch points 3"], box: tuple[float, float, float, float, float, float],
+                      edge: float) -> Float[Tensor, "batch points 1"]:
+    """The weight of `box_weights` at world points, in all three axes: 1 inside the box, 0 beyond `edge` of it."""
+    weights = [_ramp(points[..., axis], box[2 * axis], box[2 * axis + 1], edge) for axis in range(3)]
+    return (weights[0] * weights[1] * weights[2])[..., None]
+
+
+def confine_to_box(sampled: Float[Tensor, "batch points twice_channels"], points: Float[Tensor, "batch points 3"],
+                   box: tuple[float, float, float, float, float, float], edge: float
+                   ) -> Float[Tensor, "batch points channels"]:
+    """Features of planes that carry two sets of C channels: the first everywhere, the second weighted by each
+    point's `point_box_weights`. A plane's texels act on every point that projects onto them (the whole prism of
+    the texel along the plane's missing axis); this weight confines the second set to the box itself."""
+    channels = sampled.shape[-1] // 2
+    weights = point_box_weights(points, box, edge).to(sampled.dtype)
+    return sampled[..., :channels] + weights * sampled[..., channels:]
 
 
 def support_rectangles(weights: Float[Tensor, "3 1 height width"]) -> list[tuple[int, int, int, int]]:
@@ -146,20 +168,30 @@ class TriplaneField(nn.Module):
     model owns or generates them); this module owns only the decoder."""
 
     def __init__(self, config: OSGDecoderConfig = OSGDecoderConfig(), box_warp: float = 1.0,
-                 empty_outside: bool = False) -> None:
+                 empty_outside: bool = False,
+                 confined: tuple[tuple[float, float, float, float, float, float], float] | None = None) -> None:
         super().__init__()
         self.box_warp = box_warp
         self.empty_outside = empty_outside
         """No density outside the box (`empty_outside_box`)."""
+        self.confined = confined
+        """(box, edge): the planes carry 2C channels, the second C acting only inside the box (`confine_to_box`)."""
         self.decoder = OSGDecoder(config)
+
+    def features(self, sampled: Float[Tensor, "batch points sampled_channels"], points: Float[Tensor, "batch points 3"]
+                 ) -> Float[Tensor, "batch points channels"]:
+        """The decoder's input from the sampled plane features: unchanged, or the two sets of `confined` planes
+        combined."""
+        return sampled if self.confined is None else confine_to_box(sampled, points, *self.confined)
 
     def forward(self, planes: Float[Tensor, "batch 3 channels height width"], points: Float[Tensor, "batch points 3"],
                 stopped: tuple[Float[Tensor, "batch 3 channels height width"], Bool[Tensor, "batch points"]]
                 | None = None
                 ) -> tuple[Float[Tensor, "batch points out_channels"], Float[Tensor, "batch points 1"]]:
         """(features in [-0.001, 1.001], raw density) at the world points. `stopped` = (planes S, mask): S is a
-        summand of `planes` that gets no gradient from the masked points (the values are unchanged)."""
-        features = sample_triplane(planes, points, self.box_warp)
+        summand of `planes` (of their first C channels when `confined`) that gets no gradient from the masked points
+        (the values are unchanged)."""
+        features = self.features(sample_triplane(planes, points, self.box_warp), points)
         if stopped is not None:
             summand, mask = stopped
             sampled = sample_triplane(summand, points, self.box_warp)

@@ -180,6 +180,13 @@ class TriplaneTalkerConfig:
     (x, y) over all depths, and one on the xz plane in the prism of its (x, z) at every height: down the chin, the
     collar and the tie (docs/background.md "Where the torso moves"). Leaving out plane 1 keeps the audio above the
     mouth box's lower edge."""
+    mouth_confined: bool = False
+    """The mouth planes act only inside the 3D `mouth_box`: they travel as a second set of C plane channels, and each
+    sampled point weights that set by its box weight (`fields.triplane.confine_to_box`), so no plane carries them
+    along its missing axis (`mouth_planes_on` only chooses which of those prisms to accept). Without it the zy
+    plane's mouth planes draw a line across the whole face at the lip's height (docs/lip-motion.md "Run 15"). The
+    fast path then samples through torch, not the Triton kernel (which reads C channels). Needs `mouth_planes` and
+    `mouth_box`."""
     audio_in_mouth_box: bool = False
     """The audio token reaches only the mouth planes (which act inside `mouth_box`); the deltaplane predictor sees
     a zero audio token, so only what the mouth planes reach moves with the audio (`mouth_planes_on`). Without it the
@@ -202,6 +209,8 @@ class TriplaneTalkerConfig:
             raise ValueError("decoder.feature_channels must equal plane_channels")
         if not self.mouth_planes_on or not set(self.mouth_planes_on) <= {0, 1, 2}:
             raise ValueError(f"mouth_planes_on must name planes among 0, 1, 2, got {self.mouth_planes_on}")
+        if self.mouth_confined and not (self.mouth_planes and self.mouth_box is not None):
+            raise ValueError("mouth_confined needs mouth_planes > 0 and a mouth_box (where they are confined)")
         if self.audio_in_mouth_box and not (self.mouth_planes and self.mouth_box is not None):
             raise ValueError("audio_in_mouth_box needs mouth_planes > 0 and a mouth_box (the audio's only way in)")
 
@@ -241,7 +250,8 @@ class TriplaneTalker(nn.Module):
                 self.register_buffer(f"mouth_mask_{plane}", mask[plane, :, r0:r1, c0:c1], persistent=False)
             self.mouth_mix = nn.Linear(config.conditions.token_dim, config.mouth_planes, bias=False)
         self.field = TriplaneField(config.decoder, box_warp=config.box_warp,
-                                   empty_outside=config.background == "plate")
+                                   empty_outside=config.background == "plate",
+                                   confined=(config.mouth_box, MOUTH_BOX_EDGE) if config.mouth_confined else None)
         self.superres = SuperResolution(config.superres)
         if config.background == "plate":  # saved with the weights, so render needs no dataset
             size = config.output_resolution
@@ -331,15 +341,25 @@ class TriplaneTalker(nn.Module):
 
     def planes(self, tokens: Float[Tensor, "B 5 64"], encoded_identity: object | None = None
                ) -> tuple[Float[Tensor, "B 3 C H W"], Float[Tensor, "B 3 C H W"]]:
-        """(identity + deltaplane, deltaplane). `encoded_identity` is a cached `predictor.encode` result."""
-        batch = tokens.shape[0]
-        identity = self.identity_planes[None].expand(batch, -1, -1, -1, -1)
+        """(identity + deltaplane, deltaplane). `encoded_identity` is a cached `predictor.encode` result. With
+        `mouth_confined` both carry 2C channels, the mouth planes in the second C (`with_identity`)."""
         if encoded_identity is None:
-            encoded_identity = self.predictor.encode(identity)
+            encoded_identity = self.predictor.encode(self.identity_planes[None].expand(tokens.shape[0], -1, -1, -1, -1))
         delta = self.predictor.decode(encoded_identity, self.heard(tokens))
         if self.config.mouth_planes:
-            delta = delta + self.mouth_delta(self.mouth_mix(tokens[:, 0])).to(delta.dtype)  # mixed by the audio token
-        return identity + delta.to(identity.dtype), delta
+            mouth = self.mouth_delta(self.mouth_mix(tokens[:, 0])).to(delta.dtype)  # mixed by the audio token
+            delta = torch.cat((delta, mouth), dim=2) if self.config.mouth_confined else delta + mouth
+        return self.with_identity(delta), delta
+
+    def with_identity(self, delta: Float[Tensor, "B 3 D H W"]) -> Float[Tensor, "B 3 D H W"]:
+        """The planes that `delta` (of `planes`) renders: the identity planes added to its first C channels; the
+        mouth planes of `mouth_confined` (channels C to 2C) stay apart for the field to confine."""
+        identity = self.identity_planes[None]
+        delta = delta.to(identity.dtype)
+        channels = identity.shape[2]
+        if delta.shape[2] == channels:
+            return identity + delta
+        return torch.cat((identity + delta[:, :, :channels], delta[:, :, channels:]), dim=2)
 
     def heard(self, tokens: Float[Tensor, "B 5 64"]) -> Float[Tensor, "B 5 64"]:
         """The tokens the deltaplane predictor attends to: all five, or with `audio_in_mouth_box` the audio token
@@ -460,7 +480,7 @@ class TriplaneTalker(nn.Module):
             frames = lip_frames or [LipFrames(batch.indices, batch.conditions.audio, batch.mouth_shape)]
             terms["lips"] = weights.lips * self.lip_regression_error(frames)
         if weights.novel_depth > 0 or weights.novel_color > 0 or weights.solid > 0 or weights.behind > 0:
-            planes = self.identity_planes[None] + delta.to(self.identity_planes.dtype)  # those `forward` rendered
+            planes = self.with_identity(delta)  # those `forward` rendered
             terms.update(self.novel_view_terms(planes, output, batch, generator))
             if weights.solid > 0:
                 terms["solid"] = weights.solid * self.solid_term(planes, output, batch, generator)
