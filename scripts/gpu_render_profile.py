@@ -111,10 +111,10 @@ def fast_stages(model, batch: int) -> dict[str, float]:
     weights = (mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias)
     if renderer.config.field == "triton":
         def field() -> object:
-            return torch.ops.deltaplane.triplane_field(planes, points, *weights, box_warp)
+            return torch.ops.deltaplane.triplane_field(planes, points, *weights, box_warp, renderer.confined)
     else:
-        compiled = torch.compile(lambda planes_cl, points_: renderer.model.field.decoder(
-            sample_triplane_channels_last(planes_cl, points_, box_warp)), dynamic=False)
+        compiled = torch.compile(lambda planes_cl, points_: renderer.model.field.decoder(renderer.model.field.features(
+            sample_triplane_channels_last(planes_cl, points_, box_warp), points_)), dynamic=False)
 
         def field() -> object:
             with torch.autocast("cuda", dtype=torch.bfloat16):

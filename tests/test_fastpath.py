@@ -20,10 +20,10 @@ from deltaplane.errors import InputError
 from deltaplane.fastpath import (FastRenderConfig, FastRenderer, sample_triplane_channels_last,
                                  triplane_field_reference)
 from deltaplane.fields.lips import LipConfig
-from deltaplane.fields.triplane import OSGDecoder, sample_triplane
+from deltaplane.fields.triplane import OSGDecoder, confine_to_box, sample_triplane
 from deltaplane.geometry.cameras import orbit_cam2world, orbit_cameras, talk3d_orbit_angles
 from deltaplane.inference import render_clip
-from deltaplane.models.triplane_talker import TriplaneTalker
+from deltaplane.models.triplane_talker import MOUTH_BOX_EDGE, TriplaneTalker
 from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions
 
@@ -135,14 +135,12 @@ def test_fp32_fast_path_gives_the_reference_frames(jitter: bool, background: str
 
 def test_fast_path_renders_confined_mouth_planes_as_the_reference_does() -> None:
     """`mouth_confined` planes carry a second channel set: the fast path's torch field confines it as the reference
-    does, and a Triton field (which reads one set) is replaced by the torch one, with a warning."""
+    does (the Triton field: `test_triton_field_matches_the_reference_values_and_gradients`)."""
     model = _tiny_model(CPU, lips=True, confined=True)
-    (rgb_ref, depth_ref), (rgb, depth), _ = _both(model, FastRenderConfig.for_device(CPU))
+    (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(CPU))
     torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
-    with pytest.warns(UserWarning, match="mouth_confined"):
-        renderer = FastRenderer(model, 2, dataclasses.replace(FastRenderConfig.for_device(CPU), field="triton"))
-    assert renderer.config.field == "torch"
+    assert renderer.confined == [*model.config.mouth_box, MOUTH_BOX_EDGE]
 
 
 def test_fast_path_empties_the_space_outside_the_box_as_the_reference_does() -> None:
@@ -184,11 +182,19 @@ def test_config_checks() -> None:
     assert cuda.cuda_graph and cuda.precision == "bf16-mixed" and cuda.compile_mode != "none"
 
 
-def test_field_reference_is_the_lookup_and_the_osg_decoder() -> None:
-    """`triplane_field_reference` (the fused kernel's reference) against `OSGDecoder(sample_triplane(...))`."""
-    planes, points, decoder = _field_inputs(CPU, torch.float64)
-    reference = triplane_field_reference(planes.permute(0, 1, 3, 4, 2), points, *_decoder_weights(decoder), 1.0)
-    expected = decoder(sample_triplane(planes, points))
+CONFINED = [-0.2, 0.2, -0.3, 0.1, -0.1, 0.3, 0.05]
+"""A box (x0, x1, y0, y1, z0, z1) and edge holding some of `_field_inputs`' points, for `confined` planes."""
+
+
+@pytest.mark.parametrize("confined", [[], CONFINED])
+def test_field_reference_is_the_lookup_and_the_osg_decoder(confined: list[float]) -> None:
+    """`triplane_field_reference` (the fused kernel's reference) against `OSGDecoder(sample_triplane(...))`, with
+    `confined` planes through `TriplaneField.features`'s `confine_to_box`."""
+    planes, points, decoder = _field_inputs(CPU, torch.float64, confined=bool(confined))
+    reference = triplane_field_reference(planes.permute(0, 1, 3, 4, 2), points, *_decoder_weights(decoder), 1.0,
+                                         confined)
+    sampled = sample_triplane(planes, points)
+    expected = decoder(confine_to_box(sampled, points, tuple(confined[:6]), confined[6]) if confined else sampled)
     for value, other in zip(reference, expected):
         torch.testing.assert_close(value, other, rtol=1e-10, atol=1e-12)
     grads = torch.autograd.grad(sum(v.sum() for v in reference), (planes, points))
@@ -197,10 +203,12 @@ def test_field_reference_is_the_lookup_and_the_osg_decoder() -> None:
         torch.testing.assert_close(grad, other, rtol=1e-9, atol=1e-11)
 
 
-def _field_inputs(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, OSGDecoder]:
-    """Planes [2, 3, 32, 10, 12] (H ≠ W), points partly outside the box, a decoder with every weight perturbed."""
+def _field_inputs(device: torch.device, dtype: torch.dtype, confined: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor, OSGDecoder]:
+    """Planes [2, 3, 32, 10, 12] (H ≠ W; 64 channels when `confined`), points partly outside the box, a decoder with
+    every weight perturbed."""
     generator = torch.Generator().manual_seed(0)
-    planes = torch.randn(2, 3, 32, 10, 12, dtype=dtype, generator=generator)
+    planes = torch.randn(2, 3, 64 if confined else 32, 10, 12, dtype=dtype, generator=generator)
     points = (torch.rand(2, 300, 3, dtype=dtype, generator=generator) - 0.5) * 1.3
     decoder = OSGDecoder().to(dtype)
     with torch.no_grad():
@@ -225,23 +233,24 @@ def _triton_device() -> torch.device:
 
 
 @pytest.mark.cuda
-def test_triton_field_matches_the_reference_values_and_gradients() -> None:
+@pytest.mark.parametrize("confined", [[], CONFINED])
+def test_triton_field_matches_the_reference_values_and_gradients(confined: list[float]) -> None:
     device = _triton_device()
     from deltaplane.triton_field import triplane_field
 
-    planes, points, decoder = _field_inputs(device, torch.float32)
+    planes, points, decoder = _field_inputs(device, torch.float32, confined=bool(confined))
     planes_cl = planes.permute(0, 1, 3, 4, 2).contiguous()
     weights = _decoder_weights(decoder)
-    expected = triplane_field_reference(planes_cl, points, *weights, 1.0)
+    expected = triplane_field_reference(planes_cl, points, *weights, 1.0, confined)
     for plane_dtype, tolerance in ((torch.float32, 5e-3), (torch.bfloat16, 2e-2)):  # TF32 products; bf16 planes
         with torch.no_grad():
-            values = triplane_field(planes_cl.to(plane_dtype), points, *weights, 1.0)
+            values = triplane_field(planes_cl.to(plane_dtype), points, *weights, 1.0, confined)
         for value, other in zip(values, expected):
             assert value.dtype == torch.float32 and value.shape == other.shape
             assert (value - other).abs().max().item() < tolerance * other.abs().max().item()
     inputs = [tensor.detach().double().requires_grad_() for tensor in (planes_cl, points, *weights)]
-    outputs = triplane_field(*inputs, 1.0)
-    outputs_reference = triplane_field_reference(*inputs, 1.0)
+    outputs = triplane_field(*inputs, 1.0, confined)
+    outputs_reference = triplane_field_reference(*inputs, 1.0, confined)
     head = [torch.randn_like(value) for value in outputs_reference]
     grads = torch.autograd.grad(outputs, inputs, head)
     grads_reference = torch.autograd.grad(outputs_reference, inputs, head)
@@ -256,15 +265,17 @@ def test_cuda_lookup_matches_grid_sample_values_and_gradients() -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize(("background", "warped", "lips", "upsamplings"),
-                         [("field", False, False, 2), ("plate", False, False, 2), ("plate", True, False, 2),
-                          ("field", False, True, 2), ("plate", True, True, 1)])
+@pytest.mark.parametrize(("background", "warped", "lips", "upsamplings", "confined"),
+                         [("field", False, False, 2, False), ("plate", False, False, 2, False),
+                          ("plate", True, False, 2, False), ("field", False, True, 2, False),
+                          ("plate", True, True, 1, False), ("field", False, True, 2, True)])
 def test_cuda_fast_path_matches_the_reference_within_bf16(background: str, warped: bool, lips: bool,
-                                                          upsamplings: int) -> None:
+                                                          upsamplings: int, confined: bool) -> None:
     """The default CUDA configuration: bf16, channels-last, torch.compile, one CUDA graph (in plate mode with the
-    field emptied outside the box)."""
+    field emptied outside the box; `confined`: the mouth planes confined to their box)."""
     _needs_cuda()
-    model = _tiny_model(torch.device("cuda"), background=background, lips=lips, upsamplings=upsamplings)
+    model = _tiny_model(torch.device("cuda"), background=background, lips=lips, upsamplings=upsamplings,
+                        confined=confined)
     (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(torch.device("cuda")),
                                                          warped=warped)
     assert renderer.captured

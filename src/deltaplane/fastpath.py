@@ -23,10 +23,9 @@ maths (measurements in docs/performance.md):
 from __future__ import annotations
 
 import copy
-import dataclasses
 import importlib.util
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,7 +35,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from deltaplane.audio.encoder import ema_smooth
-from deltaplane.fields.triplane import PLANE_AXES, empty_outside_box
+from deltaplane.fields.triplane import PLANE_AXES, confine_to_box, empty_outside_box
 from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world
 from deltaplane.geometry.rays import pixel_rays
 from deltaplane.models.triplane_talker import TriplaneTalker
@@ -108,12 +107,16 @@ def sample_triplane_channels_last(planes: Float[Tensor, "batch 3 height width ch
 def triplane_field_reference(planes: Float[Tensor, "batch 3 height width channels"],
                              points: Float[Tensor, "batch points 3"], weight1: Float[Tensor, "hidden channels"],
                              bias1: Float[Tensor, " hidden"], weight2: Float[Tensor, "out1 hidden"],
-                             bias2: Float[Tensor, " out1"], box_warp: float
+                             bias2: Float[Tensor, " out1"], box_warp: float, confined: Sequence[float] = ()
                              ) -> tuple[Float[Tensor, "batch points out"], Float[Tensor, "batch points 1"]]:
     """The fused field's maths in torch, float32 or wider: the lookup, then the OSG decoder (Linear → Softplus →
-    Linear; features sigmoid·1.002 − 0.001, raw density) with `fields.triplane.OSGDecoder`'s weights."""
+    Linear; features sigmoid·1.002 − 0.001, raw density) with `fields.triplane.OSGDecoder`'s weights. `confined`
+    = (x0, x1, y0, y1, z0, z1, edge): the planes carry 2C channels, the second C confined to that box
+    (`fields.triplane.confine_to_box`); empty: C channels."""
     dtype = torch.promote_types(points.dtype, torch.float32)
-    sampled = sample_triplane_channels_last(planes.to(dtype), points.to(dtype), box_warp)  # [B, N, C]
+    sampled = sample_triplane_channels_last(planes.to(dtype), points.to(dtype), box_warp)  # [B, N, C or 2C]
+    if confined:
+        sampled = confine_to_box(sampled, points.to(dtype), tuple(confined[:6]), confined[6])  # [B, N, C]
     hidden = F.softplus(F.linear(sampled, weight1.to(dtype), bias1.to(dtype)))
     output = F.linear(hidden, weight2.to(dtype), bias2.to(dtype))  # [B, N, 1 + out]
     return torch.sigmoid(output[..., 1:]) * (1 + 2 * 0.001) - 0.001, output[..., :1]
@@ -204,11 +207,6 @@ class FastRenderer:
     def __init__(self, model: TriplaneTalker, batch_size: int, config: FastRenderConfig | None = None) -> None:
         self.device = model.identity_planes.device
         self.config = config or FastRenderConfig.for_device(self.device)
-        if self.config.field == "triton" and model.field.confined is not None:
-            # the kernel reads the C channels of one plane set; confined mouth planes are a second set
-            warnings.warn("the model's mouth planes are confined to their box (TriplaneTalkerConfig.mouth_confined): "
-                          "the fast path samples its planes through torch, not the Triton kernel", stacklevel=2)
-            self.config = dataclasses.replace(self.config, field="torch")
         if self.config.cuda_graph and self.device.type != "cuda":
             raise ValueError("cuda_graph needs a CUDA model")
         if self.config.cuda_graph and self.config.compile_mode == "none":
@@ -228,6 +226,9 @@ class FastRenderer:
         self.uniforms = RayUniforms(model_config.volume, render * render, model_config.ray_chunk)
         self.plane_dtype = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16,
                             "16-mixed": torch.float16}[self.config.precision]
+        confined = self.model.field.confined
+        self.confined = [] if confined is None else [*confined[0], confined[1]]
+        """The Triton field's `confined` argument: the mouth box and its edge, or empty."""
         if self.config.field == "triton":
             import deltaplane.triton_field  # noqa: F401 -- registers torch.ops.deltaplane.triplane_field
         stages = (self._planes, self._features, self._superres)
@@ -275,7 +276,8 @@ class FastRenderer:
             box_warp, mlp = self.model.field.box_warp, self.model.field.decoder.net
             if self.config.field == "triton":
                 decoded, density = torch.ops.deltaplane.triplane_field(planes, points, mlp[0].weight, mlp[0].bias,
-                                                                       mlp[2].weight, mlp[2].bias, box_warp)
+                                                                       mlp[2].weight, mlp[2].bias, box_warp,
+                                                                       self.confined)
             else:
                 features = self.model.field.features(sample_triplane_channels_last(planes, points, box_warp), points)
                 with autocast(self.config.precision, self.device):

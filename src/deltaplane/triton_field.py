@@ -1,5 +1,6 @@
 """The tri-plane field of the fast path as one Triton kernel: bilinear lookup in the 3 channels-last planes, plane
-mean, and EG3D's OSG decoder MLP (Linear → Softplus → Linear; raw density, features sigmoid·1.002 − 0.001).
+mean (with a second channel set confined to a box, `fields.triplane.confine_to_box`, for confined mouth planes),
+and EG3D's OSG decoder MLP (Linear → Softplus → Linear; raw density, features sigmoid·1.002 − 0.001).
 
 Reference: `fastpath.triplane_field_reference` (the channels-last lookup + the decoder maths of
 `fields.triplane.OSGDecoder`). Nothing between the lookup and the outputs touches device memory: per point the kernel
@@ -25,17 +26,29 @@ BLOCK_POINTS = 128
 
 
 @triton.jit
+def _ramp(coordinate, low, high, edge):
+    """`fields.triplane._ramp`: 1 inside [low, high], falling linearly to 0 over `edge` outside it."""
+    return (tl.minimum(tl.maximum((coordinate - low + edge) / edge, 0.0), 1.0)
+            * tl.minimum(tl.maximum((high + edge - coordinate) / edge, 0.0), 1.0))
+
+
+@triton.jit
 def _triplane_field_kernel(planes_ptr, points_ptr, weight1_ptr, bias1_ptr, weight2_ptr, bias2_ptr, features_ptr,
                            density_ptr, num_points, points_per_batch, height, width, scale,
-                           CHANNELS: tl.constexpr, HIDDEN: tl.constexpr, OUT: tl.constexpr, BLOCK: tl.constexpr):
+                           box_x0, box_x1, box_y0, box_y1, box_z0, box_z1, box_edge,
+                           CHANNELS: tl.constexpr, HIDDEN: tl.constexpr, OUT: tl.constexpr, BLOCK: tl.constexpr,
+                           CONFINED: tl.constexpr):
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # flat point index b·N + n
     valid = rows < num_points
     channels = tl.arange(0, CHANNELS)
-    px = tl.load(points_ptr + rows * 3 + 0, mask=valid, other=0.0) * scale
-    py = tl.load(points_ptr + rows * 3 + 1, mask=valid, other=0.0) * scale
-    pz = tl.load(points_ptr + rows * 3 + 2, mask=valid, other=0.0) * scale
+    stride = CHANNELS * 2 if CONFINED else CHANNELS  # confined: a second set of C channels per texel
+    wx = tl.load(points_ptr + rows * 3 + 0, mask=valid, other=0.0)  # world units
+    wy = tl.load(points_ptr + rows * 3 + 1, mask=valid, other=0.0)
+    wz = tl.load(points_ptr + rows * 3 + 2, mask=valid, other=0.0)
+    px, py, pz = wx * scale, wy * scale, wz * scale
     first_texel = (rows // points_per_batch).to(tl.int64) * 3 * height * width
     total = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
+    confined_total = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
     for plane in tl.static_range(3):  # PLANE_AXES: (x, y), (x, z), (z, y)
         if plane == 0:
             u, v = px, py
@@ -59,9 +72,17 @@ def _triplane_field_kernel(planes_ptr, points_ptr, weight1_ptr, bias1_ptr, weigh
                 y_index, y_weight = y0 + 1.0, fy
             inside = valid & (x_index >= 0) & (x_index < width) & (y_index >= 0) & (y_index < height)
             texel = plane_texel + y_index.to(tl.int64) * width + x_index.to(tl.int64)  # zero padding via the mask
-            values = tl.load(planes_ptr + texel[:, None] * CHANNELS + channels[None, :], mask=inside[:, None],
+            values = tl.load(planes_ptr + texel[:, None] * stride + channels[None, :], mask=inside[:, None],
                              other=0.0)  # [BLOCK, C]: C contiguous values per corner
             total += values.to(tl.float32) * (x_weight * y_weight)[:, None]
+            if CONFINED:
+                values = tl.load(planes_ptr + texel[:, None] * stride + CHANNELS + channels[None, :],
+                                 mask=inside[:, None], other=0.0)
+                confined_total += values.to(tl.float32) * (x_weight * y_weight)[:, None]
+    if CONFINED:  # `fields.triplane.confine_to_box`: the second set weighted by the point's 3D box weight
+        box_weight = (_ramp(wx, box_x0, box_x1, box_edge) * _ramp(wy, box_y0, box_y1, box_edge)
+                      * _ramp(wz, box_z0, box_z1, box_edge))
+        total += confined_total * box_weight[:, None]
     features = total / 3.0
     hidden_index, out_index = tl.arange(0, HIDDEN), tl.arange(0, OUT)
     weight1 = tl.load(weight1_ptr + hidden_index[None, :] * CHANNELS + channels[:, None])  # [C, HIDDEN] = W1ᵀ
@@ -81,10 +102,13 @@ def _is_power_of_two_at_least_16(size: int) -> bool:
 
 @torch.library.custom_op("deltaplane::triplane_field", mutates_args=())
 def triplane_field(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tensor, weight2: Tensor, bias2: Tensor,
-                   box_warp: float) -> tuple[Tensor, Tensor]:
-    """`triplane_field_reference` in one Triton kernel: planes [B, 3, H, W, C] (any float dtype), points [B, N, 3],
-    the decoder's weights; returns float32 (features [B, N, out], density [B, N, 1])."""
+                   box_warp: float, confined: list[float]) -> tuple[Tensor, Tensor]:
+    """`triplane_field_reference` in one Triton kernel: planes [B, 3, H, W, C] (any float dtype; 2C channels when
+    `confined` = (x0, x1, y0, y1, z0, z1, edge) is given, else empty), points [B, N, 3], the decoder's weights;
+    returns float32 (features [B, N, out], density [B, N, 1])."""
     batch, num_planes, height, width, channels = planes.shape
+    if confined:
+        channels //= 2
     hidden, out = weight1.shape[0], weight2.shape[0] - 1
     if num_planes != 3 or not all(_is_power_of_two_at_least_16(size) for size in (channels, hidden, out)):
         raise ValueError(f"the Triton field needs 3 planes and power-of-two widths ≥ 16, got planes "
@@ -96,13 +120,14 @@ def triplane_field(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tenso
     _triplane_field_kernel[grid](planes.contiguous(), points.float().contiguous(), weight1.float().contiguous(),
                                  bias1.float().contiguous(), weight2.float().contiguous(), bias2.float().contiguous(),
                                  features, density, batch * num_points, num_points, height, width, 2.0 / box_warp,
-                                 CHANNELS=channels, HIDDEN=hidden, OUT=out, BLOCK=BLOCK_POINTS)
+                                 *(confined or [0.0] * 6 + [1.0]), CHANNELS=channels, HIDDEN=hidden, OUT=out,
+                                 BLOCK=BLOCK_POINTS, CONFINED=bool(confined))
     return features, density
 
 
 @triplane_field.register_fake
 def _(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tensor, weight2: Tensor, bias2: Tensor,
-      box_warp: float) -> tuple[Tensor, Tensor]:
+      box_warp: float, confined: list[float]) -> tuple[Tensor, Tensor]:
     batch, num_points = points.shape[:2]
     return (points.new_empty(batch, num_points, weight2.shape[0] - 1, dtype=torch.float32),
             points.new_empty(batch, num_points, 1, dtype=torch.float32))
@@ -110,17 +135,17 @@ def _(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tensor, weight2: T
 
 def _setup_context(ctx, inputs: tuple, output: tuple) -> None:  # noqa: ANN001 -- torch.library's signature
     ctx.save_for_backward(*inputs[:6])
-    ctx.box_warp = inputs[6]
+    ctx.box_warp, ctx.confined = inputs[6], inputs[7]
 
 
 def _backward(ctx, grad_features: Tensor, grad_density: Tensor) -> tuple:  # noqa: ANN001
     inputs = [tensor.detach().requires_grad_(needed) for tensor, needed in zip(ctx.saved_tensors,
                                                                                ctx.needs_input_grad)]
     with torch.enable_grad():
-        outputs = triplane_field_reference(*inputs, ctx.box_warp)
+        outputs = triplane_field_reference(*inputs, ctx.box_warp, ctx.confined)
         wanted = [tensor for tensor in inputs if tensor.requires_grad]
         grads = iter(torch.autograd.grad(outputs, wanted, (grad_features, grad_density)) if wanted else ())
-    return (*(next(grads).to(tensor.dtype) if tensor.requires_grad else None for tensor in inputs), None)
+    return (*(next(grads).to(tensor.dtype) if tensor.requires_grad else None for tensor in inputs), None, None)
 
 
 triplane_field.register_autograd(_backward, setup_context=_setup_context)

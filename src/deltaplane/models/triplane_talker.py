@@ -184,8 +184,8 @@ class TriplaneTalkerConfig:
     """The mouth planes act only inside the 3D `mouth_box`: they travel as a second set of C plane channels, and each
     sampled point weights that set by its box weight (`fields.triplane.confine_to_box`), so no plane carries them
     along its missing axis (`mouth_planes_on` only chooses which of those prisms to accept). Without it the zy
-    plane's mouth planes draw a line across the whole face at the lip's height (docs/lip-motion.md "Run 15"). The
-    fast path then samples through torch, not the Triton kernel (which reads C channels). Needs `mouth_planes` and
+    plane's mouth planes draw a line across the whole face at the lip's height (docs/lip-motion.md "Run 15"). Costs
+    a second channel set in every plane lookup, also in the fast path's Triton kernel. Needs `mouth_planes` and
     `mouth_box`."""
     audio_in_mouth_box: bool = False
     """The audio token reaches only the mouth planes (which act inside `mouth_box`); the deltaplane predictor sees
