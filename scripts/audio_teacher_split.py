@@ -4,7 +4,10 @@ each against the ground truth, over the backdrop, torso, head (hair, ears, neck)
 whole frame, and a fixed lower-face window (LOWER_FACE). Reads test.mp4, test_teacher.mp4, test_gt.mp4 and, when
 there, test_teacher_snapped.mp4 of `scripts/gpu_lip_motion.py`.
 
-    python scripts/audio_teacher_split.py RENDER_DIR DATASET > split.json
+    python scripts/audio_teacher_split.py RENDER_DIR DATASET [--difference diff.png] > split.json
+
+`--difference` also writes the mean |audio − teacher| image over the test frames (and beside it the mean |snapped
+teacher − teacher| when that render exists), grey levels × DIFFERENCE_GAIN: where the audio moves the frame.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from deltaplane.media.video import iter_frames
 
 REGIONS = {"backdrop": (0,), "torso": (1,), "head": (2,), "face": (3, 4, 5)}
 """Parsing labels of each region (docs/dataset.md)."""
+DIFFERENCE_GAIN = 12
+"""Brightness gain of the `--difference` image (a mean difference of 21 grey levels saturates it)."""
 LOWER_FACE = (0.55, 0.85, 0.30, 0.70)
 """(top, bottom, left, right) of the lower-face window, as fractions of the frame: the aligned frames put mouth and
 chin there."""
@@ -30,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("renders", type=Path)
     parser.add_argument("dataset", type=Path)
+    parser.add_argument("--difference", type=Path, help="PNG of the mean |audio − teacher| image")
     args = parser.parse_args()
     names = ["test", "test_teacher", "test_gt"] + (["test_teacher_snapped"]
                                                    if (args.renders / "test_teacher_snapped.mp4").exists() else [])
@@ -53,6 +59,11 @@ def main() -> None:
                           **{f"psnr_{name}": 10 * np.log10(255 ** 2 / error[mask].mean())
                              for name, error in squared.items()}}
     print(json.dumps(report, indent=1))
+    if args.difference is not None:
+        panels = [np.abs(videos[name] - videos["test_teacher"]).mean(axis=(0, 3))
+                  for name in ("test", "test_teacher_snapped") if name in videos]
+        image = np.clip(np.concatenate(panels, axis=1) * DIFFERENCE_GAIN, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(args.difference), image)
 
 
 if __name__ == "__main__":

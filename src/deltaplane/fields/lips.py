@@ -66,8 +66,10 @@ class LipConfig:
     """Share of the training frames whose tracked lip vector (with its `teacher_noise`) is also snapped (`snap`)
     before it drives the renderer. At inference every lip vector is snapped, and a kernel mean of neighbouring
     mouths is shorter than any tracked vector (its minor components average out: median norm 1.3–1.8 against
-    2.5–2.7 on the reference clips); taught only with tracked vectors, the renderer draws seams across the chin and
-    doubled lips for some of them (docs/lip-motion.md "Run 14"). 0: taught with tracked vectors only."""
+    2.5–2.7 on the reference clips), so the renderer meets them only at inference (docs/lip-motion.md "Run 14"). At
+    0.5 on the GPU it did not close the gap that snapping costs (LMD +0.15 / +0.37, run 15): the seams are texel-scale
+    artefacts of the mouth planes (`LossWeights.delta_tv`, `TriplaneTalkerConfig.mouth_confined`). 0: taught with
+    tracked vectors only."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.teacher_snap <= 1.0:

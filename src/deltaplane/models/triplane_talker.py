@@ -83,7 +83,7 @@ class LossWeights:
     """Total variation of the batch's deltaplane, mouth planes included: what the tokens add stays smooth at texel
     scale (edges allowed, grids not). The mouth planes are full-resolution blendshapes with nothing else keeping
     their texels smooth, and mixes the renderer was not taught with (snapped lip vectors) drew grids of white
-    flecks over the teeth and a seam across the chin (docs/lip-motion.md "Run 15"; 0 = off)."""
+    flecks over the teeth; at 0.05 the grid was gone (docs/lip-motion.md "Run 15"; 0 = off)."""
     face_depth: float = 10.0
     """Shift-invariant L1 (world units) between the rendered depth at the face-mesh vertices and the mesh's own
     relative depth: the face keeps its 3D shape where the video shows only near-frontal views."""
