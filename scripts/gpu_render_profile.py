@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from deltaplane.bench import REFERENCE, bench_inputs, format_report, random_weights_model, run_bench, synthetic_driving
-from deltaplane.fastpath import FastRenderConfig, FastRenderer, sample_triplane_channels_last
+from deltaplane.fastpath import FastRenderConfig, FastRenderer, field_features_channels_last
 from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal
 from deltaplane.geometry.rays import pixel_rays
 from deltaplane.render.volume import render_rays
@@ -113,8 +113,8 @@ def fast_stages(model, batch: int) -> dict[str, float]:
         def field() -> object:
             return torch.ops.deltaplane.triplane_field(planes, points, *weights, box_warp, renderer.confined)
     else:
-        compiled = torch.compile(lambda planes_cl, points_: renderer.model.field.decoder(renderer.model.field.features(
-            sample_triplane_channels_last(planes_cl, points_, box_warp), points_)), dynamic=False)
+        compiled = torch.compile(lambda planes_cl, points_: renderer.model.field.decoder(field_features_channels_last(
+            planes_cl, points_, box_warp, renderer.confined)), dynamic=False)
 
         def field() -> object:
             with torch.autocast("cuda", dtype=torch.bfloat16):

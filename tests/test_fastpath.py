@@ -20,7 +20,7 @@ from deltaplane.errors import InputError
 from deltaplane.fastpath import (FastRenderConfig, FastRenderer, sample_triplane_channels_last,
                                  triplane_field_reference)
 from deltaplane.fields.lips import LipConfig
-from deltaplane.fields.triplane import OSGDecoder, confine_to_box, sample_triplane
+from deltaplane.fields.triplane import Confinement, OSGDecoder, TriplaneField, sample_triplane
 from deltaplane.geometry.cameras import orbit_cam2world, orbit_cameras, talk3d_orbit_angles
 from deltaplane.inference import render_clip
 from deltaplane.models.triplane_talker import MOUTH_BOX_EDGE, TriplaneTalker
@@ -36,15 +36,16 @@ def _needs_cuda() -> None:
 
 
 def _tiny_model(device: torch.device, jitter: bool = True, background: str = "field",
-                lips: bool = False, upsamplings: int = 2, confined: bool = False) -> TriplaneTalker:
+                lips: bool = False, upsamplings: int = 2, confined: tuple[int, ...] = ()) -> TriplaneTalker:
     """The tiny preset with several ray chunks (32² rays, chunks of 300) and every weight perturbed, so the zero-
     initialised deltaplane and ToRGB layers take part; in plate mode, a random plate seen from a camera off the
     frontal one; `lips`: the `fast` preset's lip vector (snapped among random mouths) and mouth planes;
-    `upsamplings` 1: 64² rays and a one-block super-resolution to the same 128² output; `confined`: the mouth planes
-    confined to their box (`TriplaneTalkerConfig.mouth_confined`)."""
+    `upsamplings` 1: 64² rays and a one-block super-resolution to the same 128² output; `confined`: the planes of
+    mouth planes confined to their box (`TriplaneTalkerConfig.mouth_confined`, `mouth_planes_on`; none: unconfined
+    mouth planes on all three)."""
     config, _ = get_preset("tiny")
-    lip_mode = ({"audio_token": "lips", "mouth_planes": 2, "lips": LipConfig(snap=1.0), "mouth_confined": confined}
-                if lips else {})
+    lip_mode = ({"audio_token": "lips", "mouth_planes": 2, "lips": LipConfig(snap=1.0),
+                 "mouth_confined": bool(confined), "mouth_planes_on": confined or (0, 1, 2)} if lips else {})
     render = config.output_resolution // 2 ** upsamplings
     config = dataclasses.replace(config, ray_chunk=300, volume=dataclasses.replace(config.volume, jitter=jitter),
                                  background=background, render_resolution=render, **lip_mode,
@@ -133,14 +134,16 @@ def test_fp32_fast_path_gives_the_reference_frames(jitter: bool, background: str
     torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
 
 
-def test_fast_path_renders_confined_mouth_planes_as_the_reference_does() -> None:
+@pytest.mark.parametrize("planes_on", [(0, 1, 2), (0,)])
+def test_fast_path_renders_confined_mouth_planes_as_the_reference_does(planes_on: tuple[int, ...]) -> None:
     """`mouth_confined` planes carry a second channel set: the fast path's torch field confines it as the reference
-    does (the Triton field: `test_triton_field_matches_the_reference_values_and_gradients`)."""
-    model = _tiny_model(CPU, lips=True, confined=True)
+    (`TriplaneField.sample`, which reads it only on `planes_on`) does (the Triton field:
+    `test_triton_field_matches_the_reference_values_and_gradients`)."""
+    model = _tiny_model(CPU, lips=True, confined=planes_on)
     (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(CPU))
     torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
-    assert renderer.confined == [*model.config.mouth_box, MOUTH_BOX_EDGE]
+    assert renderer.confined == [*model.config.mouth_box, MOUTH_BOX_EDGE, *map(float, planes_on)]
 
 
 def test_fast_path_empties_the_space_outside_the_box_as_the_reference_does() -> None:
@@ -182,19 +185,22 @@ def test_config_checks() -> None:
     assert cuda.cuda_graph and cuda.precision == "bf16-mixed" and cuda.compile_mode != "none"
 
 
-CONFINED = [-0.2, 0.2, -0.3, 0.1, -0.1, 0.3, 0.05]
+BOX = [-0.2, 0.2, -0.3, 0.1, -0.1, 0.3, 0.05]
 """A box (x0, x1, y0, y1, z0, z1) and edge holding some of `_field_inputs`' points, for `confined` planes."""
+CONFINED = [[], [*BOX, 0.0, 1.0, 2.0], [*BOX, 0.0], [*BOX, 2.0, 1.0]]
+"""`Confinement.arguments`: none, the box's second set on all three planes, on the xy plane, on the zy and xz."""
 
 
-@pytest.mark.parametrize("confined", [[], CONFINED])
+@pytest.mark.parametrize("confined", CONFINED)
 def test_field_reference_is_the_lookup_and_the_osg_decoder(confined: list[float]) -> None:
     """`triplane_field_reference` (the fused kernel's reference) against `OSGDecoder(sample_triplane(...))`, with
-    `confined` planes through `TriplaneField.features`'s `confine_to_box`."""
+    `confined` planes through `TriplaneField.sample` (which samples the second set only on the confined planes,
+    where the reference samples both sets everywhere and zeroes the others' second set)."""
     planes, points, decoder = _field_inputs(CPU, torch.float64, confined=bool(confined))
     reference = triplane_field_reference(planes.permute(0, 1, 3, 4, 2), points, *_decoder_weights(decoder), 1.0,
                                          confined)
-    sampled = sample_triplane(planes, points)
-    expected = decoder(confine_to_box(sampled, points, tuple(confined[:6]), confined[6]) if confined else sampled)
+    field = TriplaneField(box_warp=1.0, confined=Confinement.from_arguments(confined) if confined else None)
+    expected = decoder(field.sample(planes, points))
     for value, other in zip(reference, expected):
         torch.testing.assert_close(value, other, rtol=1e-10, atol=1e-12)
     grads = torch.autograd.grad(sum(v.sum() for v in reference), (planes, points))
@@ -233,7 +239,7 @@ def _triton_device() -> torch.device:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("confined", [[], CONFINED])
+@pytest.mark.parametrize("confined", CONFINED)
 def test_triton_field_matches_the_reference_values_and_gradients(confined: list[float]) -> None:
     device = _triton_device()
     from deltaplane.triton_field import triplane_field
@@ -266,13 +272,14 @@ def test_cuda_lookup_matches_grid_sample_values_and_gradients() -> None:
 
 @pytest.mark.cuda
 @pytest.mark.parametrize(("background", "warped", "lips", "upsamplings", "confined"),
-                         [("field", False, False, 2, False), ("plate", False, False, 2, False),
-                          ("plate", True, False, 2, False), ("field", False, True, 2, False),
-                          ("plate", True, True, 1, False), ("field", False, True, 2, True)])
+                         [("field", False, False, 2, ()), ("plate", False, False, 2, ()),
+                          ("plate", True, False, 2, ()), ("field", False, True, 2, ()),
+                          ("plate", True, True, 1, ()), ("field", False, True, 2, (0, 1, 2)),
+                          ("field", False, True, 2, (0,))])
 def test_cuda_fast_path_matches_the_reference_within_bf16(background: str, warped: bool, lips: bool,
-                                                          upsamplings: int, confined: bool) -> None:
+                                                          upsamplings: int, confined: tuple[int, ...]) -> None:
     """The default CUDA configuration: bf16, channels-last, torch.compile, one CUDA graph (in plate mode with the
-    field emptied outside the box; `confined`: the mouth planes confined to their box)."""
+    field emptied outside the box; `confined`: the planes whose mouth planes are confined to their box)."""
     _needs_cuda()
     model = _tiny_model(torch.device("cuda"), background=background, lips=lips, upsamplings=upsamplings,
                         confined=confined)

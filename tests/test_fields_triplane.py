@@ -3,11 +3,12 @@ values and gradients, the OSG decoder / TriplaneField, and the field emptied out
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import torch.nn.functional as F
 
-from deltaplane.fields.triplane import (OUTSIDE_DENSITY, OSGDecoder, OSGDecoderConfig, TriplaneField,
+from deltaplane.fields.triplane import (OUTSIDE_DENSITY, Confinement, OSGDecoder, OSGDecoderConfig, TriplaneField,
                                         sample_triplane, sample_triplane_reference)
 
 
@@ -138,3 +139,27 @@ def test_the_field_emptied_outside_the_box_keeps_the_inside_and_renders_nothing_
         assert (F.softplus(density_emptied[:, 2:].to(dtype) - 1.0) == 0).all()
     gradient, = torch.autograd.grad(density_emptied[:, 2:].sum(), planes, allow_unused=True)
     assert gradient is None or gradient.abs().sum() == 0
+
+
+def test_a_subset_of_planes_samples_as_the_three_with_the_others_zero() -> None:
+    """`sample_triplane(..., plane_ids)`: the planes named, each at its own axes, and the left-out ones counting as
+    zero in the mean over three (what `TriplaneField.sample` relies on to read confined sets on some planes only)."""
+    generator = torch.Generator().manual_seed(0)
+    planes = torch.randn(2, 3, 4, 6, 9, generator=generator)
+    points = (torch.rand(2, 50, 3, generator=generator) - 0.5) * 1.2
+    for plane_ids in ((0,), (2, 1), (0, 1, 2)):
+        zeroed = torch.zeros_like(planes)
+        zeroed[:, list(plane_ids)] = planes[:, list(plane_ids)]
+        torch.testing.assert_close(sample_triplane(planes[:, list(plane_ids)], points, plane_ids=plane_ids),
+                                   sample_triplane(zeroed, points))
+    with pytest.raises(ValueError, match="plane ids"):
+        sample_triplane(planes, points, plane_ids=(0,))
+
+
+def test_confinement_arguments_round_trip_and_name_real_planes() -> None:
+    confinement = Confinement((-0.1, 0.1, -0.2, 0.0, 0.0, 0.3), 0.02, (0, 2))
+    assert confinement.arguments == [-0.1, 0.1, -0.2, 0.0, 0.0, 0.3, 0.02, 0.0, 2.0]
+    assert Confinement.from_arguments(confinement.arguments) == confinement
+    for planes in ((), (3,), (0, 0)):
+        with pytest.raises(ValueError, match="distinct planes"):
+            Confinement(confinement.box, 0.02, planes)

@@ -35,7 +35,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from deltaplane.audio.encoder import ema_smooth
-from deltaplane.fields.triplane import PLANE_AXES, confine_to_box, empty_outside_box
+from deltaplane.fields.triplane import (PLANE_AXES, Confinement, confine_to_box, empty_outside_box,
+                                       without_unconfined_sets)
 from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world
 from deltaplane.geometry.rays import pixel_rays
 from deltaplane.models.triplane_talker import TriplaneTalker
@@ -104,19 +105,30 @@ def sample_triplane_channels_last(planes: Float[Tensor, "batch 3 height width ch
     return (total.sum(dim=1) / num_planes).to(planes.dtype)  # [B, N, C]
 
 
+def field_features_channels_last(planes: Float[Tensor, "batch 3 height width sampled_channels"],
+                                 points: Float[Tensor, "batch points 3"], box_warp: float, confined: Sequence[float]
+                                 ) -> Float[Tensor, "batch points channels"]:
+    """The decoder's input from channels-last planes: `sample_triplane_channels_last`, and for `confined`
+    (`fields.triplane.Confinement.arguments`) its second channel set weighted by each point's box weight, on the
+    confined planes only (`fields.triplane.TriplaneField.sample`, by the full lookup of both sets)."""
+    if not confined:
+        return sample_triplane_channels_last(planes, points, box_warp)
+    confinement = Confinement.from_arguments(confined)
+    planes = without_unconfined_sets(planes, confinement, channel_dim=-1)
+    return confine_to_box(sample_triplane_channels_last(planes, points, box_warp), points, confinement)
+
+
 def triplane_field_reference(planes: Float[Tensor, "batch 3 height width channels"],
                              points: Float[Tensor, "batch points 3"], weight1: Float[Tensor, "hidden channels"],
                              bias1: Float[Tensor, " hidden"], weight2: Float[Tensor, "out1 hidden"],
                              bias2: Float[Tensor, " out1"], box_warp: float, confined: Sequence[float] = ()
                              ) -> tuple[Float[Tensor, "batch points out"], Float[Tensor, "batch points 1"]]:
     """The fused field's maths in torch, float32 or wider: the lookup, then the OSG decoder (Linear → Softplus →
-    Linear; features sigmoid·1.002 − 0.001, raw density) with `fields.triplane.OSGDecoder`'s weights. `confined`
-    = (x0, x1, y0, y1, z0, z1, edge): the planes carry 2C channels, the second C confined to that box
-    (`fields.triplane.confine_to_box`); empty: C channels."""
+    Linear; features sigmoid·1.002 − 0.001, raw density) with `fields.triplane.OSGDecoder`'s weights. `confined`:
+    `fields.triplane.Confinement.arguments` (the planes carry 2C channels, the second C confined to a box) or empty
+    (C channels)."""
     dtype = torch.promote_types(points.dtype, torch.float32)
-    sampled = sample_triplane_channels_last(planes.to(dtype), points.to(dtype), box_warp)  # [B, N, C or 2C]
-    if confined:
-        sampled = confine_to_box(sampled, points.to(dtype), tuple(confined[:6]), confined[6])  # [B, N, C]
+    sampled = field_features_channels_last(planes.to(dtype), points.to(dtype), box_warp, confined)  # [B, N, C]
     hidden = F.softplus(F.linear(sampled, weight1.to(dtype), bias1.to(dtype)))
     output = F.linear(hidden, weight2.to(dtype), bias2.to(dtype))  # [B, N, 1 + out]
     return torch.sigmoid(output[..., 1:]) * (1 + 2 * 0.001) - 0.001, output[..., :1]
@@ -227,8 +239,8 @@ class FastRenderer:
         self.plane_dtype = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16,
                             "16-mixed": torch.float16}[self.config.precision]
         confined = self.model.field.confined
-        self.confined = [] if confined is None else [*confined[0], confined[1]]
-        """The Triton field's `confined` argument: the mouth box and its edge, or empty."""
+        self.confined = [] if confined is None else confined.arguments
+        """The Triton field's `confined` argument: `Confinement.arguments` of the mouth planes, or empty."""
         if self.config.field == "triton":
             import deltaplane.triton_field  # noqa: F401 -- registers torch.ops.deltaplane.triplane_field
         stages = (self._planes, self._features, self._superres)
@@ -279,7 +291,7 @@ class FastRenderer:
                                                                        mlp[2].weight, mlp[2].bias, box_warp,
                                                                        self.confined)
             else:
-                features = self.model.field.features(sample_triplane_channels_last(planes, points, box_warp), points)
+                features = field_features_channels_last(planes, points, box_warp, self.confined)
                 with autocast(self.config.precision, self.device):
                     decoded, density = self.model.field.decoder(features)
                 decoded, density = decoded.float(), density.float()

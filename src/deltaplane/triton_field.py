@@ -1,5 +1,6 @@
 """The tri-plane field of the fast path as one Triton kernel: bilinear lookup in the 3 channels-last planes, plane
-mean (with a second channel set confined to a box, `fields.triplane.confine_to_box`, for confined mouth planes),
+mean (with a second channel set confined to a box on some planes, `fields.triplane.Confinement`, for confined
+mouth planes),
 and EG3D's OSG decoder MLP (Linear → Softplus → Linear; raw density, features sigmoid·1.002 − 0.001).
 
 Reference: `fastpath.triplane_field_reference` (the channels-last lookup + the decoder maths of
@@ -37,11 +38,12 @@ def _triplane_field_kernel(planes_ptr, points_ptr, weight1_ptr, bias1_ptr, weigh
                            density_ptr, num_points, points_per_batch, height, width, scale,
                            box_x0, box_x1, box_y0, box_y1, box_z0, box_z1, box_edge,
                            CHANNELS: tl.constexpr, HIDDEN: tl.constexpr, OUT: tl.constexpr, BLOCK: tl.constexpr,
-                           CONFINED: tl.constexpr):
+                           CONFINED_PLANES: tl.constexpr):
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # flat point index b·N + n
     valid = rows < num_points
     channels = tl.arange(0, CHANNELS)
-    stride = CHANNELS * 2 if CONFINED else CHANNELS  # confined: a second set of C channels per texel
+    # CONFINED_PLANES: bit k set = plane k's second set of C channels per texel counts (0: one set, not confined)
+    stride = CHANNELS * 2 if CONFINED_PLANES else CHANNELS
     wx = tl.load(points_ptr + rows * 3 + 0, mask=valid, other=0.0)  # world units
     wy = tl.load(points_ptr + rows * 3 + 1, mask=valid, other=0.0)
     wz = tl.load(points_ptr + rows * 3 + 2, mask=valid, other=0.0)
@@ -75,11 +77,11 @@ def _triplane_field_kernel(planes_ptr, points_ptr, weight1_ptr, bias1_ptr, weigh
             values = tl.load(planes_ptr + texel[:, None] * stride + channels[None, :], mask=inside[:, None],
                              other=0.0)  # [BLOCK, C]: C contiguous values per corner
             total += values.to(tl.float32) * (x_weight * y_weight)[:, None]
-            if CONFINED:
+            if (CONFINED_PLANES >> plane) & 1:  # the others' second set is never read
                 values = tl.load(planes_ptr + texel[:, None] * stride + CHANNELS + channels[None, :],
                                  mask=inside[:, None], other=0.0)
                 confined_total += values.to(tl.float32) * (x_weight * y_weight)[:, None]
-    if CONFINED:  # `fields.triplane.confine_to_box`: the second set weighted by the point's 3D box weight
+    if CONFINED_PLANES:  # `fields.triplane.confine_to_box`: the second set weighted by the point's 3D box weight
         box_weight = (_ramp(wx, box_x0, box_x1, box_edge) * _ramp(wy, box_y0, box_y1, box_edge)
                       * _ramp(wz, box_z0, box_z1, box_edge))
         total += confined_total * box_weight[:, None]
@@ -104,10 +106,12 @@ def _is_power_of_two_at_least_16(size: int) -> bool:
 def triplane_field(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tensor, weight2: Tensor, bias2: Tensor,
                    box_warp: float, confined: list[float]) -> tuple[Tensor, Tensor]:
     """`triplane_field_reference` in one Triton kernel: planes [B, 3, H, W, C] (any float dtype; 2C channels when
-    `confined` = (x0, x1, y0, y1, z0, z1, edge) is given, else empty), points [B, N, 3], the decoder's weights;
-    returns float32 (features [B, N, out], density [B, N, 1])."""
+    `confined` = `fields.triplane.Confinement.arguments` is given, else empty), points [B, N, 3], the decoder's
+    weights; returns float32 (features [B, N, out], density [B, N, 1])."""
     batch, num_planes, height, width, channels = planes.shape
     if confined:
+        if len(confined) < 8:
+            raise ValueError(f"confined must be Confinement.arguments (box, edge, planes), got {confined}")
         channels //= 2
     hidden, out = weight1.shape[0], weight2.shape[0] - 1
     if num_planes != 3 or not all(_is_power_of_two_at_least_16(size) for size in (channels, hidden, out)):
@@ -120,8 +124,9 @@ def triplane_field(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tenso
     _triplane_field_kernel[grid](planes.contiguous(), points.float().contiguous(), weight1.float().contiguous(),
                                  bias1.float().contiguous(), weight2.float().contiguous(), bias2.float().contiguous(),
                                  features, density, batch * num_points, num_points, height, width, 2.0 / box_warp,
-                                 *(confined or [0.0] * 6 + [1.0]), CHANNELS=channels, HIDDEN=hidden, OUT=out,
-                                 BLOCK=BLOCK_POINTS, CONFINED=bool(confined))
+                                 *(confined[:7] if confined else [0.0] * 6 + [1.0]), CHANNELS=channels,
+                                 HIDDEN=hidden, OUT=out, BLOCK=BLOCK_POINTS,
+                                 CONFINED_PLANES=sum(1 << int(plane) for plane in confined[7:]))
     return features, density
 
 

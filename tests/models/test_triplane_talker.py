@@ -187,7 +187,6 @@ def test_confined_mouth_planes_act_inside_the_box_and_nowhere_else(model: Tripla
     weight. Beside the face at the mouth's height and depth (outside the box, inside the zy plane's prism) the
     field is what it is without mouth planes; unconfined, the zy plane's mouth planes reach it (the face-wide line
     of docs/lip-motion.md "Run 15"). At the mouth, confined and unconfined agree."""
-    from deltaplane.fields.triplane import sample_triplane
 
     points = torch.tensor([[[0.4, -0.1, 0.2], [0.0, -0.1, 0.2]]])  # beside the face; the mouth
     codes = torch.randn(1, 64, generator=torch.Generator().manual_seed(3))
@@ -201,7 +200,7 @@ def test_confined_mouth_planes_act_inside_the_box_and_nowhere_else(model: Tripla
                              else torch.randn(stored.shape, generator=torch.Generator().manual_seed(0)))
             planes, delta = talker.planes(talker.tokens(_conditions(1, 0), audio_code=codes))
             assert planes.shape[2] == delta.shape[2] == talker.config.plane_channels * (2 if confined else 1)
-            return talker.field.features(sample_triplane(planes, points, talker.config.box_warp), points)[0]
+            return talker.field.sample(planes, points)[0]
 
     silent, free, confined = features(False, silent=True), features(False), features(True)
     assert (free[0] - silent[0]).abs().max() > 0.1

@@ -14,6 +14,7 @@ training ray looks and a side camera does (the ghost beside the head, docs/novel
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -36,24 +37,28 @@ def empty_outside_box(points: Float[Tensor, "batch points 3"], density: Float[Te
     return torch.where(inside, density, density.new_full((), OUTSIDE_DENSITY))
 
 
-def _plane_coordinates(points: Float[Tensor, "batch points 3"], box_warp: float
-                       ) -> Float[Tensor, "batch 3 points 2"]:
-    """Normalised (u, v) of every point on each plane."""
+def _plane_coordinates(points: Float[Tensor, "batch points 3"], box_warp: float,
+                       plane_ids: Sequence[int] = (0, 1, 2)) -> Float[Tensor, "batch planes points 2"]:
+    """Normalised (u, v) of every point on each of the planes `plane_ids`."""
     scaled = points * (2.0 / box_warp)
-    return torch.stack([scaled[..., list(axes)] for axes in PLANE_AXES], dim=1)  # [B, 3, N, 2]
+    return torch.stack([scaled[..., list(PLANE_AXES[plane])] for plane in plane_ids], dim=1)  # [B, P, N, 2]
 
 
-def sample_triplane(planes: Float[Tensor, "batch 3 channels height width"], points: Float[Tensor, "batch points 3"],
-                    box_warp: float = 1.0) -> Float[Tensor, "batch points channels"]:
-    """Mean over the three planes of the bilinearly sampled features at each point (float32 or wider)."""
+def sample_triplane(planes: Float[Tensor, "batch planes channels height width"],
+                    points: Float[Tensor, "batch points 3"], box_warp: float = 1.0,
+                    plane_ids: Sequence[int] = (0, 1, 2)) -> Float[Tensor, "batch points channels"]:
+    """Mean over the three planes of the bilinearly sampled features at each point (float32 or wider). `planes`
+    holds the planes `plane_ids` (`PLANE_AXES` indices, one each); a plane left out counts as zero in the mean."""
     batch, num_planes, channels, height, width = planes.shape
+    if num_planes != len(plane_ids):
+        raise ValueError(f"{num_planes} planes given for plane ids {tuple(plane_ids)}")
     dtype = torch.promote_types(torch.promote_types(planes.dtype, points.dtype), torch.float32)
-    grid = _plane_coordinates(points.to(dtype), box_warp)  # [B, 3, N, 2]
-    grid = grid.reshape(batch * num_planes, 1, -1, 2)  # [B·3, 1, N, 2]
-    flat_planes = planes.to(dtype).reshape(batch * num_planes, channels, height, width)  # [B·3, C, H, W]
+    grid = _plane_coordinates(points.to(dtype), box_warp, plane_ids)  # [B, P, N, 2]
+    grid = grid.reshape(batch * num_planes, 1, -1, 2)  # [B·P, 1, N, 2]
+    flat_planes = planes.to(dtype).reshape(batch * num_planes, channels, height, width)  # [B·P, C, H, W]
     sampled = F.grid_sample(flat_planes, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    sampled = sampled.reshape(batch, num_planes, channels, -1)  # [B, 3, C, N]
-    return sampled.mean(dim=1).transpose(1, 2)  # [B, N, C]
+    sampled = sampled.reshape(batch, num_planes, channels, -1)  # [B, P, C, N]
+    return (sampled.sum(dim=1) / len(PLANE_AXES)).transpose(1, 2)  # [B, N, C]
 
 
 def _ramp(coordinates: Tensor, low: float, high: float, edge: float) -> Tensor:
@@ -77,15 +82,57 @@ def point_box_weights(points: Float[Tensor, "batch points 3"], box: tuple[float,
     return (weights[0] * weights[1] * weights[2])[..., None]
 
 
+@dataclass(frozen=True)
+class Confinement:
+    """Planes that carry two sets of C channels: the first acts everywhere, the second only inside a 3D box. A
+    plane's texels act on every point that projects onto them (the whole prism of the texel along the plane's
+    missing axis); each point weights the second set by its `point_box_weights`, which confines it to the box
+    itself (`confine_to_box`)."""
+
+    box: tuple[float, float, float, float, float, float]
+    """(x0, x1, y0, y1, z0, z1) in world units."""
+    edge: float
+    """The box weight falls linearly to 0 over this distance outside the box."""
+    planes: tuple[int, ...] = (0, 1, 2)
+    """The planes (`PLANE_AXES` indices) whose second set counts; the others' second set is ignored, and the fast
+    lookups (`TriplaneField.sample`, the Triton field) never read it."""
+
+    def __post_init__(self) -> None:
+        if not self.planes or not set(self.planes) <= {0, 1, 2} or len(set(self.planes)) != len(self.planes):
+            raise ValueError(f"Confinement.planes must name distinct planes among 0, 1, 2, got {self.planes}")
+
+    @property
+    def arguments(self) -> list[float]:
+        """The flat form the Triton field takes: (x0, x1, y0, y1, z0, z1, edge, *planes)."""
+        return [*self.box, self.edge, *map(float, self.planes)]
+
+    @classmethod
+    def from_arguments(cls, arguments: Sequence[float]) -> Confinement:
+        return cls(tuple(arguments[:6]), arguments[6], tuple(int(plane) for plane in arguments[7:]))
+
+
 def confine_to_box(sampled: Float[Tensor, "batch points twice_channels"], points: Float[Tensor, "batch points 3"],
-                   box: tuple[float, float, float, float, float, float], edge: float
-                   ) -> Float[Tensor, "batch points channels"]:
-    """Features of planes that carry two sets of C channels: the first everywhere, the second weighted by each
-    point's `point_box_weights`. A plane's texels act on every point that projects onto them (the whole prism of
-    the texel along the plane's missing axis); this weight confines the second set to the box itself."""
+                   confinement: Confinement) -> Float[Tensor, "batch points channels"]:
+    """Features of `confinement`'s planes from both channel sets sampled together (`sample_triplane` of the 2C
+    channels, in which the second set of a plane that `confinement.planes` leaves out must be zero): the first set
+    everywhere, the second weighted by each point's box weight."""
     channels = sampled.shape[-1] // 2
-    weights = point_box_weights(points, box, edge).to(sampled.dtype)
+    weights = point_box_weights(points, confinement.box, confinement.edge).to(sampled.dtype)
     return sampled[..., :channels] + weights * sampled[..., channels:]
+
+
+def without_unconfined_sets(planes: Float[Tensor, "batch 3 *plane"], confinement: Confinement, channel_dim: int
+                            ) -> Float[Tensor, "batch 3 *plane"]:
+    """`planes` with the second channel set zeroed on the planes `confinement.planes` leaves out: what
+    `confine_to_box` of the full sampling needs to give `Confinement`'s meaning."""
+    if len(confinement.planes) == len(PLANE_AXES):
+        return planes
+    keep = torch.ones(len(PLANE_AXES), 2, dtype=planes.dtype, device=planes.device)
+    keep[[plane for plane in range(len(PLANE_AXES)) if plane not in confinement.planes], 1] = 0
+    keep = keep.repeat_interleave(planes.shape[channel_dim] // 2, dim=1)  # [3, 2C]
+    shape = [1] * planes.dim()
+    shape[1], shape[channel_dim] = len(PLANE_AXES), planes.shape[channel_dim]
+    return planes * keep.reshape(shape)
 
 
 def support_rectangles(weights: Float[Tensor, "3 1 height width"]) -> list[tuple[int, int, int, int]]:
@@ -168,21 +215,28 @@ class TriplaneField(nn.Module):
     model owns or generates them); this module owns only the decoder."""
 
     def __init__(self, config: OSGDecoderConfig = OSGDecoderConfig(), box_warp: float = 1.0,
-                 empty_outside: bool = False,
-                 confined: tuple[tuple[float, float, float, float, float, float], float] | None = None) -> None:
+                 empty_outside: bool = False, confined: Confinement | None = None) -> None:
         super().__init__()
         self.box_warp = box_warp
         self.empty_outside = empty_outside
         """No density outside the box (`empty_outside_box`)."""
         self.confined = confined
-        """(box, edge): the planes carry 2C channels, the second C acting only inside the box (`confine_to_box`)."""
+        """The planes carry 2C channels, the second C acting only inside a box (None: C channels)."""
         self.decoder = OSGDecoder(config)
 
-    def features(self, sampled: Float[Tensor, "batch points sampled_channels"], points: Float[Tensor, "batch points 3"]
-                 ) -> Float[Tensor, "batch points channels"]:
-        """The decoder's input from the sampled plane features: unchanged, or the two sets of `confined` planes
-        combined."""
-        return sampled if self.confined is None else confine_to_box(sampled, points, *self.confined)
+    def sample(self, planes: Float[Tensor, "batch 3 sampled_channels height width"],
+               points: Float[Tensor, "batch points 3"]) -> Float[Tensor, "batch points channels"]:
+        """The decoder's input at the points: `sample_triplane`, or for `confined` planes the first set on every
+        plane plus the box-weighted second set on the confined planes only (reference: `confine_to_box` of the
+        full 2C sampling of `without_unconfined_sets`; sampling only the planes that hold a second set saves a
+        full lookup per plane left out)."""
+        if self.confined is None:
+            return sample_triplane(planes, points, self.box_warp)
+        channels, confined = planes.shape[2] // 2, list(self.confined.planes)
+        first = sample_triplane(planes[:, :, :channels], points, self.box_warp)
+        second = sample_triplane(planes[:, confined, channels:], points, self.box_warp, confined)
+        weights = point_box_weights(points, self.confined.box, self.confined.edge).to(second.dtype)
+        return first + weights * second
 
     def forward(self, planes: Float[Tensor, "batch 3 channels height width"], points: Float[Tensor, "batch points 3"],
                 stopped: tuple[Float[Tensor, "batch 3 channels height width"], Bool[Tensor, "batch points"]]
@@ -191,7 +245,7 @@ class TriplaneField(nn.Module):
         """(features in [-0.001, 1.001], raw density) at the world points. `stopped` = (planes S, mask): S is a
         summand of `planes` (of their first C channels when `confined`) that gets no gradient from the masked points
         (the values are unchanged)."""
-        features = self.features(sample_triplane(planes, points, self.box_warp), points)
+        features = self.sample(planes, points)
         if stopped is not None:
             summand, mask = stopped
             sampled = sample_triplane(summand, points, self.box_warp)
