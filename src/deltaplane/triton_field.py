@@ -1,7 +1,7 @@
 """The tri-plane field of the fast path as one Triton kernel: bilinear lookup in the 3 channels-last planes, plane
 mean (with a second channel set confined to a box on some planes, `fields.triplane.Confinement`, for confined
-mouth planes),
-and EG3D's OSG decoder MLP (Linear → Softplus → Linear; raw density, features sigmoid·1.002 − 0.001).
+mouth planes), and EG3D's OSG decoder MLP (Linear → Softplus → Linear; raw density, features sigmoid·1.002 −
+0.001).
 
 Reference: `fastpath.triplane_field_reference` (the channels-last lookup + the decoder maths of
 `fields.triplane.OSGDecoder`). Nothing between the lookup and the outputs touches device memory: per point the kernel
