@@ -72,14 +72,14 @@ class BenchReport:
 
 
 def random_weights_model(preset: str, device: torch.device, seed: int = 0,
-                         background: Literal["field", "plate"] = "field") -> TriplaneTalker:
+                         background: Literal["field", "plate"] = "field", **changes: object) -> TriplaneTalker:
     """A preset-sized model: default initialisation plus N(0, 0.02²) on every parameter, so that no part (the
     zero-initialised last deltaplane conv and ToRGB layers) is exactly zero and the comparison sees every part.
-    `background="plate"` adds a random background plate (its compositing is part of the timing). In lip mode the lip
-    basis is fitted to random mouths, as many as the snap's bank holds, so that the snap costs what it does in a
-    trained model."""
+    `background="plate"` adds a random background plate (its compositing is part of the timing); `changes` are
+    further `TriplaneTalkerConfig` fields. In lip mode the lip basis is fitted to random mouths, as many as the
+    snap's bank holds, so that the snap costs what it does in a trained model."""
     torch.manual_seed(seed)
-    model = TriplaneTalker(replace(get_preset(preset)[0], background=background))
+    model = TriplaneTalker(replace(get_preset(preset)[0], background=background, **changes))
     generator = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for parameter in model.parameters():
