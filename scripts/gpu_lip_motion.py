@@ -57,8 +57,9 @@ def variant_configs(name: str, preset: str = "fast"):
     `LipConfig.regressions`), augN (N speaker-augmented audio copies), isolateN
     (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), sampleP (scheduled sampling of
     the predicted lip vector on a share P of frames), mplanesK (K audio-mixed
-    mouth planes), dtvN (total variation of the deltaplane at weight N, `LossWeights.delta_tv`), lapN (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the
-    renderer gets it from step K), nobox (mouth planes everywhere, as in run 5), boxaudio (the audio token
+    mouth planes), dtvN (total variation of the deltaplane at weight N, `LossWeights.delta_tv`), lapN
+    (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the renderer gets it from
+    step K), nobox (mouth planes everywhere, as in run 5), boxaudio (the audio token
     reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz (no mouth planes on the xz
     plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane), confine (the mouth planes confined to
     their 3D box, `TriplaneTalkerConfig.mouth_confined`), nowarm (no deltaplane warm-up),

@@ -4,8 +4,8 @@ lips that the mouth metrics average away (docs/lip-motion.md "Run 14").
     python scripts/mouth_sheet.py DATASET RUN_DIR -o sheet.png [--videos test_gt test test_teacher test_teacher_snapped]
 
 Each crop is centred on the ground truth's tracked mouth of that frame (the dataset's aligned landmarks, scaled to
-the render's size: the renders share the aligned frame), so the rows differ only in what was rendered. Rows hold `--columns` frames; the videos of
-one stretch of frames follow each other.
+the render's size: the renders share the aligned frame), so the rows differ only in what was rendered. Rows hold
+`--columns` frames; the videos of one stretch of frames follow each other.
 """
 
 from __future__ import annotations

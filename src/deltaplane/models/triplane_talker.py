@@ -189,7 +189,8 @@ class TriplaneTalkerConfig:
     confined, that line ends at the box, and the xz plane's draw one down the midline from lip to chin (run 16):
     within the box each plane still acts along its missing axis. Costs a lookup of the second set on every plane
     in `mouth_planes_on`, also in the fast path's Triton kernel (all three planes, run 16: 27–30 % fewer training
-    steps a minute, fast path 205 against 258 frames/s). Needs `mouth_planes` and `mouth_box`."""
+    steps a minute, fast path 208 against 254 frames/s; on the xy plane alone 245). Needs `mouth_planes` and
+    `mouth_box`."""
     audio_in_mouth_box: bool = False
     """The audio token reaches only the mouth planes (which act inside `mouth_box`); the deltaplane predictor sees
     a zero audio token, so only what the mouth planes reach moves with the audio (`mouth_planes_on`). Without it the
