@@ -12,7 +12,8 @@ with its own audio and tokens from each novel camera of `deltaplane evaluate`'s 
 sheet of scripts/render_views.py) and prints the diagnostics as one JSON line. With the lip snap on (`LipConfig.snap`:
 the `fast` preset's default, or a variant part `snapH`) it also writes, from the same weights with the snap switched
 off, test_unsnapped.mp4 and plain_NAME.mp4 (as still_NAME.mp4), in VARIANT_plain.tar, so the A/B of the snap needs
-no second training run, and test_teacher_snapped.mp4 (the tracked lips snapped). A training that collapses for good
+no second training run, test_teacher_snapped.mp4 (the tracked lips snapped) and, with `--snap-widths W,...`,
+test_snapW.mp4 (snapped at another bandwidth, the gain recalibrated). A training that collapses for good
 (`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss terms, opacity and deltaplane size.
 `--stage train` then `--stage render` split the training and the measuring into two device calls (the machine
 keeps WORK while it stays warm), so the training can have a whole 10-minute call.
@@ -45,7 +46,7 @@ from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions, NeutralTokens
 from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.guard import TrainingDiverged
-from deltaplane.training.trainer import TrainResult, train
+from deltaplane.training.trainer import TrainResult, calibrate_lips, train
 from render_views import view_rows
 
 
@@ -61,8 +62,9 @@ def variant_configs(name: str, preset: str = "fast"):
     (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the renderer gets it from
     step K), nobox (mouth planes everywhere, as in run 5), boxaudio (the audio token
     reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz (no mouth planes on the xz
-    plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane), confine (the mouth planes confined to
-    their 3D box, `TriplaneTalkerConfig.mouth_confined`), nowarm (no deltaplane warm-up),
+    plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane; allplanes: on all three), confine
+    (the mouth planes confined to their 3D box, `TriplaneTalkerConfig.mouth_confined`; noconfine: not confined),
+    nowarm (no deltaplane warm-up),
     plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
     term at weight N, docs/novel-views.md "A solid head"; solidnomouth: not in the mouth box), behindN (the
@@ -71,7 +73,8 @@ def variant_configs(name: str, preset: str = "fast"):
     `LipConfig.snap`), tsnapP (the renderer taught with snapped vectors on a share P of frames,
     `LipConfig.teacher_snap`), resN (N² rays, the super-resolution upsampling the rest of the way to the same output:
     res256 = one ×2 block; the `fast` preset's since run 12, res128 = the earlier two blocks), marchN (N coarse + N
-    importance samples per ray). `solid`, `snap`, `res256`, `lipbatch32` and `regs4` are on in today's `fast` preset."""
+    importance samples per ray). `solid`, `snap`, `res256`, `lipbatch32`, `regs4`, `xyonly`, `confine` and `dtv0.05`
+    are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -99,8 +102,12 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, mouth_planes_on=(0, 2))
         elif part == "xyonly":
             model = dataclasses.replace(model, mouth_planes_on=(0,))
+        elif part == "allplanes":
+            model = dataclasses.replace(model, mouth_planes_on=(0, 1, 2))
         elif part == "confine":
             model = dataclasses.replace(model, mouth_confined=True)
+        elif part == "noconfine":
+            model = dataclasses.replace(model, mouth_confined=False)
         elif part == "boxaudio":
             model = dataclasses.replace(model, audio_in_mouth_box=True)
         elif part == "nobox":
@@ -164,6 +171,25 @@ def unsnapped(model):
         yield
     finally:
         model.lips.config = config
+
+
+@contextlib.contextmanager
+def snapped_at(model, clip: ClipData, width: float):
+    """The model's lip vectors snapped with a bandwidth of `width` frame spacings (`LipConfig.snap`) instead of its
+    own, the gain recalibrated on `clip` (the training split) as training ends: what a run trained with `snapW`
+    draws, from the same weights (the snap changes no weight unless `teacher_snap` or `TrainConfig.lip_sampling`
+    uses it, both off in the `fast` preset)."""
+    lips = model.lips
+    config, bandwidth, gain = lips.config, lips.bandwidth.clone(), lips.gain.clone()
+    lips.config = dataclasses.replace(config, snap=width)
+    lips.bandwidth.mul_(width / config.snap)
+    calibrate_lips(model, clip)
+    try:
+        yield
+    finally:
+        lips.config = config
+        lips.bandwidth.copy_(bandwidth)
+        lips.gain.copy_(gain)
 
 
 @torch.no_grad()
@@ -236,6 +262,10 @@ def main() -> None:
     parser.add_argument("--plain", action=argparse.BooleanOptionalAction, default=True,
                         help="with the lip snap on, also render every file from one camera without it (plain_NAME.mp4); "
                              "--no-plain halves the cross-driven rendering time")
+    parser.add_argument("--snap-widths", type=lambda text: [float(width) for width in text.split(",")], default=[],
+                        help="with the lip snap on, also render the test split with the lip vectors snapped at each of "
+                             "these bandwidths (comma-separated, in frame spacings; the gain recalibrated for each): "
+                             "test_snapW.mp4")
     parser.add_argument("--views", action="store_true",
                         help="also render the test split from the novel cameras of `deltaplane evaluate` "
                              "(view_NAME.mp4; scored by scripts/score_lip_renders.py) and the view sheet views.png")
@@ -291,6 +321,12 @@ def main() -> None:
             write_video(run_dir / "test_unsnapped.mp4", (to_uint8(rgb) for rgb, _ in render_clip(
                 model, conditions, test.cam2world, plate_warp=test.plate_warps)), fps, samples)
         videos["test_unsnapped"] = "test_unsnapped.mp4"
+        for width in args.snap_widths:
+            with snapped_at(model, train_clip, width):
+                report[f"lips/gain_snap{width:g}"] = model.lips.gain[0].item()
+                write_video(run_dir / f"test_snap{width:g}.mp4", (to_uint8(rgb) for rgb, _ in render_clip(
+                    model, conditions, test.cam2world, plate_warp=test.plate_warps)), fps, samples)
+            videos[f"test_snap{width:g}"] = f"test_snap{width:g}.mp4"
     write_video(run_dir / "test_gt.mp4", (frame.permute(1, 2, 0).cpu().numpy() for frame in test.frames), fps,
                 samples)
     videos.update(test="test.mp4", test_gt="test_gt.mp4")

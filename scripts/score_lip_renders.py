@@ -35,7 +35,8 @@ from deltaplane.media.video import iter_frames, probe_video
 FPS = 25.0
 RENDERS = ("test", "test_still_tokens", "test_teacher", "test_teacher_snapped", "test_unsnapped")
 """Renders of the test split by scripts/gpu_lip_motion.py: own tokens, eye/landmark tokens held still, tracked
-lips, and with the lip snap on the tracked lips snapped and the audio's lips with the snap switched off."""
+lips, and with the lip snap on the tracked lips snapped and the audio's lips with the snap switched off (also
+scored: every test_snapW.mp4, the audio's lips snapped at another bandwidth)."""
 VIEW_IDENTITY_EVERY = 5
 """Frames between identity descriptors of the novel views (dlib, ~95 ms a face on the 2-core CPU)."""
 CROSS = ("cross", "still", "plain")
@@ -79,7 +80,8 @@ def score(directory: Path, replay: Replay | None, background: np.ndarray | None)
     embedder = IdentityEmbedder()
     samples = load_audio(directory / "test_gt.mp4")
     row = {}
-    for name in RENDERS:  # the test split rendered each way, against its ground truth
+    widths = sorted(path.stem for path in directory.glob("test_snap*.mp4"))  # gpu_lip_motion.py --snap-widths
+    for name in (*RENDERS, *widths):  # the test split rendered each way, against its ground truth
         if not (directory / f"{name}.mp4").is_file():
             continue
         (test, count), (truth, _) = frames(directory / f"{name}.mp4"), frames(directory / "test_gt.mp4")

@@ -31,9 +31,9 @@ FAST = (
     TriplaneTalkerConfig(render_resolution=256, superres=SuperResolutionConfig(input_resolution=256, upsamplings=1),
                          volume=VolumeRenderConfig(num_coarse=24, num_importance=24),
                          deltaplane=DeltaplaneConfig(block_norm="group"), audio_token="lips",
-                         audio=AudioEncoderConfig(normalize=True), mouth_planes=8,
-                         lips=LipConfig(snap=1.0, regressions=4),
-                         loss=LossWeights(adversarial=0.1, solid=5.0)),
+                         audio=AudioEncoderConfig(normalize=True), mouth_planes=8, mouth_planes_on=(0,),
+                         mouth_confined=True, lips=LipConfig(snap=1.0, regressions=4),
+                         loss=LossWeights(adversarial=0.1, solid=5.0, delta_tv=0.05)),
     TrainConfig(steps=6000, batch_size=4, lr_identity=5e-3, eval_every=500, eval_frames=16,
                 checkpoint_every=1000, sample_every=1000, warmup_delta_steps=500,
                 speaker_augment=SpeakerAugmentConfig(copies=2)),
@@ -48,8 +48,11 @@ surface (BENCHMARKS.md run 11). The volume is rendered at 256² and one ×2 supe
 output: on obama_20s, LMD 2.67 → 1.91 and no seam on the mouth, at 0.6× the training steps per minute and 255
 instead of 396 frames/s on the fast path (BENCHMARKS.md run 12). The lip vector is the mean of four audio
 regressions, each drawing 32 frames a step (`LipConfig.regressions`, `TrainConfig.lip_batch`: test-split lip
-correlation 0.51 → 0.69 on macron_fr_50s, 0.79 → 0.80 on obama_20s, CPU, docs/lip-motion.md run 13). Talk3D's
-audio token (`full`) replays the training mouths from the camera and barely moves the lips for new audio."""
+correlation 0.51 → 0.69 on macron_fr_50s, 0.79 → 0.80 on obama_20s, CPU, docs/lip-motion.md run 13). The mouth
+planes sit on the xy plane alone, confined to the mouth box in depth, and the deltaplane's total variation (0.05)
+keeps their texels smooth: no line across the face, no prism down the chin, no fleck grid over the teeth (runs
+15–17; macron_fr_50s LMD 2.03 → 1.95). Talk3D's audio token (`full`) replays the training mouths from the camera and
+barely moves the lips for new audio."""
 
 FULL = (TriplaneTalkerConfig(), TrainConfig(warmup_delta_steps=2000))
 """Talk3D's sizes: 48 + 48 samples per ray, 80 k steps."""

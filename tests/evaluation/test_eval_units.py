@@ -20,7 +20,7 @@ from deltaplane.evaluation.face import (DETAIL_CROP_SIZE, detail_crops, face_mas
                                         mouth_motion, mouth_opening)
 from deltaplane.evaluation.fid import InceptionSampler, fid_metrics
 from deltaplane.evaluation.keys import KEYS, describe
-from deltaplane.evaluation.pixels import detail_scores, frame_scores, laplacian_variance, ssim_map
+from deltaplane.evaluation.pixels import detail_gain, detail_scores, frame_scores, laplacian_variance, ssim_map
 from deltaplane.evaluation.report import ReportData, contact_sheet, render_html
 from deltaplane.evaluation.run import parse_views
 from deltaplane.evaluation.scoring import VideoTrack, identity_metrics, sharpness_metrics
@@ -263,6 +263,18 @@ def test_blur_cannot_win_the_detail_scores_and_noise_cannot_win_them_either() ->
     half_sharp = detail_scores(softened, target, face)
     for band in ("detail_psnr_1", "detail_psnr_2"):  # … but only matching detail has a small band error
         assert half_sharp[band] > blurred[band] and half_sharp[band] > noisy[band]
+    # the gain says which side of a blur a render is on: an empty band scores 0 dB, wrong detail below it
+    flat = detail_scores(np.full_like(target, 128), target, face)
+    assert flat["detail_gain_1"] == pytest.approx(0.0) and flat["detail_gain_2"] == pytest.approx(0.0)
+    other_texture, _ = _textured_face(seed=2)
+    misplaced = detail_scores(other_texture, target, face)
+    assert misplaced["sharpness_ratio"] == pytest.approx(1.0, abs=0.1)  # as sharp as the truth, but wrong
+    for band in ("detail_gain_1", "detail_gain_2"):
+        assert misplaced[band] < -1.0 < 0.0 < blurred[band] < half_sharp[band]
+        assert math.isinf(same[band])
+    inside = np.ones((4, 4), bool)  # a flat truth has no detail to gain on: no score rather than ±inf
+    assert detail_gain(np.ones((4, 4)), np.zeros((4, 4)), inside) is None
+    assert detail_gain(2 * np.eye(4), np.eye(4), inside) == pytest.approx(0.0)  # twice the detail errs by all of it
     assert detail_scores(target, target, None) == {} and detail_scores(target, target, ~np.ones_like(face)) == {}
 
 

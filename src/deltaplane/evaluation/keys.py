@@ -56,6 +56,10 @@ KEYS: dict[str, tuple[str, str]] = {
                            "truth's face hull: only matching detail scores well (blur leaves the band empty, noise "
                            "adds to it)"),
     "detail_psnr_2": ("↑", "the same for the next octave (half resolution)"),
+    "detail_gain_1": ("↑", "the ground truth's energy in the finest Laplacian-pyramid band over the render's error "
+                           "there, in dB (inside its face hull): 0 = no better than a blur, which leaves the band "
+                           "empty; below 0 = the render's detail is wrong (noise, misplaced texture)"),
+    "detail_gain_2": ("↑", "the same for the next octave (half resolution)"),
     "background/view_change": ("↓", "mean |render − the split's frontal render of the same frame| in grey levels over "
                                      "the ground truth's background at least 10 % of the side from the person "
                                      "(128² grey): a static backdrop scores ~0, a background smeared by the view high"),

@@ -151,12 +151,27 @@ def laplacian_bands(gray: Float[ndarray, "H W"], levels: int) -> list[Float[ndar
     return bands
 
 
+def detail_gain(predicted: Float[ndarray, "h w"], truth: Float[ndarray, "h w"], inside: Bool[ndarray, "h w"]
+                ) -> float | None:
+    """The truth's energy in one band over the band error, in dB, over the `inside` pixels: 0 for an empty band (a
+    blur), above 0 for detail nearer the truth than none, inf for an exact match; None when the truth's band is
+    empty there."""
+    energy = float(np.square(truth)[inside].sum())
+    if energy == 0:
+        return None
+    error = float(np.square(predicted - truth)[inside].sum())
+    return math.inf if error == 0 else 10.0 * math.log10(energy / error)
+
+
 def detail_scores(prediction: UInt8[ndarray, "H W 3"], target: UInt8[ndarray, "H W 3"],
                   face: Bool[ndarray, "H W"] | None) -> dict[str, float]:
-    """sharpness_ratio (Laplacian variance of the prediction over the target's, inside the face mask) and
+    """sharpness_ratio (Laplacian variance of the prediction over the target's, inside the face mask),
     detail_psnr_K: PSNR (peak 255) between the grey images' Laplacian-pyramid band K inside the face mask (band K
-    is at 1/2^(K−1) resolution; the mask is shrunk with it). A blurred prediction has empty bands, so its error is
-    the target's whole detail energy; added noise raises the error too: only matching detail scores well."""
+    is at 1/2^(K−1) resolution; the mask is shrunk with it), and detail_gain_K: the target's band energy over that
+    band error, in dB. A blurred prediction has empty bands, so its error is the target's whole detail energy: its
+    gain is 0 dB. Added noise raises the error too: only matching detail scores above 0. The PSNR alone does not
+    tell a blur from wrong detail (a blurred render can out-score a sharp one whose detail is misplaced); the gain
+    says which side of the blur a render is on."""
     if face is None or not face.any():
         return {}
     scores = {}
@@ -169,6 +184,9 @@ def detail_scores(prediction: UInt8[ndarray, "H W 3"], target: UInt8[ndarray, "H
         inside = cv2.resize(mask, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_AREA) > 0.5
         if inside.any():
             scores[f"detail_psnr_{band}"] = _psnr(float(np.square(predicted - truth)[inside].sum()), int(inside.sum()))
+            gain = detail_gain(predicted, truth, inside)
+            if gain is not None:
+                scores[f"detail_gain_{band}"] = gain
     return scores
 
 

@@ -297,13 +297,13 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             if step % train_config.sample_every == 0:
                 _write_sample(run_dir, model, test_clip or train_clip, step, logger)
             if step % train_config.checkpoint_every == 0:
-                _calibrate_lips(model, train_clip)
+                calibrate_lips(model, train_clip)
                 _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics, adversary,
                             guard)
     finally:
         bar.close()
     evaluated_now = train_config.eval_every and step % train_config.eval_every == 0 and step > start_step
-    _calibrate_lips(model, train_clip)
+    calibrate_lips(model, train_clip)
     if test_clip is not None and not evaluated_now:
         metrics = _evaluate(model, test_clip, train_config, logger, step, started, device)
     if step % train_config.sample_every:
@@ -333,7 +333,7 @@ def _audio_versions(dataset_dir: Path, manifest, clip: ClipData, config: TrainCo
 
 
 @torch.no_grad()
-def _calibrate_lips(model: TriplaneTalker, clip: ClipData) -> None:
+def calibrate_lips(model: TriplaneTalker, clip: ClipData) -> None:
     """Lip mode: fit the lip vector's gain (`fields.lips.LipVector.calibrate`) on the training frames the audio
     regression never saw (on all of them when the clip is too short to hold any out)."""
     if model.lips is None:
