@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import record_function
 from tqdm import tqdm
 
 from deltaplane import checkpoint
@@ -241,18 +242,19 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             # Scheduled sampling (TrainConfig.lip_sampling); drawn even at 0, so that runs that differ only in it
             # share their random stream.
             if model.lips is not None:
-                sampled = (torch.rand(len(positions), generator=generator) < train_config.lip_sampling).to(device)
-                if sampled.any():
+                sampled = torch.rand(len(positions), generator=generator) < train_config.lip_sampling
+                if sampled.any():  # on the host: asking the device would wait for the previous step
                     with torch.no_grad():
                         predicted = model.lips.shapes(model.predicted_lips(batch.conditions.audio))
-                    mouth_shape = torch.where(sampled[:, None], predicted.to(mouth_shape.dtype), mouth_shape)
+                    mouth_shape = torch.where(sampled.to(device)[:, None], predicted.to(mouth_shape.dtype),
+                                              mouth_shape)
             regression = None
             if model.lips is not None and train_config.lip_batch > 0:  # the same audio version as the batch's
                 regression = [lip_frames(clip, torch.randint(len(clip), (train_config.lip_batch,),
                                                              generator=generator).to(device))
                               for _ in range(model.lips.config.regressions)]  # each regression its own frames
             corners = adversary.corners(batch) if adversary is not None else None
-            with autocast(precision, device):  # type: ignore[arg-type]
+            with autocast(precision, device), record_function("train/forward"):  # type: ignore[arg-type]
                 output, delta = model(batch.cameras, batch.conditions, mouth_shape=mouth_shape,
                                       lower_face=batch.lower_face, plate_warp=batch.plate_warp)
                 terms = model.loss_terms(output, delta, batch, perceptual, lip_frames=regression)
@@ -262,11 +264,19 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                     terms["adversarial"] = model_config.loss.adversarial * adversary.generator_loss(output.rgb, corners)
             loss = sum(terms.values())
             # one device → host transfer a step for the guard (and the log): loss, PSNR, mean opacity, deltaplane size
-            loss_value, train_psnr, opacity, delta_rms = torch.stack([
+            watched = torch.stack([
                 loss.detach().float(), psnr(output.rgb.detach(), batch.images).mean().float(),
-                output.accumulation.detach().float().mean(), delta.detach().float().square().mean().sqrt()]).tolist()
+                output.accumulation.detach().float().mean(), delta.detach().float().square().mean().sqrt()])
+            # the backward is queued before the transfer waits for the forward, so the device never runs dry here;
+            # a step the guard rejects has its gradients dropped unused
+            with record_function("train/backward"):
+                optimizer.zero_grad(set_to_none=True)
+                (scaler.scale(loss) if scaler else loss).backward()
+            with record_function("train/wait"):
+                loss_value, train_psnr, opacity, delta_rms = watched.tolist()
             reason = (guard.collapsed(train_psnr, opacity) if math.isfinite(loss_value) else f"loss {loss_value}")
             if reason is not None:
+                optimizer.zero_grad(set_to_none=True)
                 snapshot = guard.rollback(step, reason)
                 _load_snapshot(model, optimizer, names, adversary, snapshot.tensors)
                 LOG.warning("training collapsed at step %d (%s): back to step %d with the learning rates ×%g", step,
@@ -275,15 +285,15 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 step = snapshot.step
                 bar.n = step
                 continue
-            optimizer.zero_grad(set_to_none=True)
-            (scaler.scale(loss) if scaler else loss).backward()
-            _drop_inactive_gradients(optimizer, train_config, step)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            critic = adversary.step(output.rgb, batch.images, corners) if adversary is not None else {}
+            with record_function("train/optimizer"):
+                _drop_inactive_gradients(optimizer, train_config, step)
+                if scaler:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+            with record_function("train/discriminator"):
+                critic = adversary.step(output.rgb, batch.images, corners) if adversary is not None else {}
             step += 1
             bar.update(1)
             if step % train_config.log_every == 0 or step == train_config.steps:

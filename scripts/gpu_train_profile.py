@@ -1,0 +1,104 @@
+"""Where a training step's time goes (docs/performance.md "Training"): train a variant of scripts/gpu_lip_motion.py
+for WARMUP steps (compilation, allocator, caches), then STEPS more under torch.profiler, resumed from the warm-up's
+checkpoint, and print per step: the host and device time of the trainer's scopes (`train/forward`, `train/backward`,
+`train/wait`: the host waiting for the forward's results, `train/optimizer`, `train/discriminator`), the wall time,
+the share of it in which the device ran a kernel, and the kernels that take the most device time.
+
+    python scripts/gpu_train_profile.py DATASET WORK [--variant base+advstart0+nowarm] [--warmup 60] [--steps 30]
+
+The default variant switches on, from the first step, what the `fast` preset starts later (the adversarial term at
+step 1000, the deltaplane after its warm-up), so that the profiled steps hold every term. With $OUT set, the table
+also goes to $OUT/train_profile.txt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from pathlib import Path
+
+import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
+
+from deltaplane.training.trainer import train
+from gpu_lip_motion import variant_configs
+
+SCOPES = ("train/forward", "train/backward", "train/wait", "train/optimizer", "train/discriminator")
+"""The trainer's `record_function` scopes, in step order."""
+TOP_KERNELS = 15
+"""Kernels listed by their device time."""
+
+
+def busy_share(intervals: list[tuple[float, float]], start: float, end: float) -> float:
+    """The share of [start, end] covered by the union of `intervals` (µs), clipped to it."""
+    covered, reach = 0.0, start
+    for low, high in sorted(intervals):
+        low, high = max(low, reach), min(high, end)
+        if high > low:
+            covered += high - low
+            reach = high
+    return covered / max(end - start, 1e-9)
+
+
+def report(prof: profile, steps: int) -> str:
+    """The table of one profiled stretch of `steps` training steps."""
+    events = prof.events()
+    scopes = [event for event in events if event.name in SCOPES and event.device_type == DeviceType.CPU]
+    start = min(event.time_range.start for event in scopes if event.name == "train/forward")
+    end = max(event.time_range.end for event in scopes if event.name == "train/discriminator")
+    kernels = [event for event in events if event.device_type == DeviceType.CUDA and event.name not in SCOPES]
+    lines = [f"{steps} profiled steps: {(end - start) / 1e3 / steps:.1f} ms wall per step (first forward to last "
+             "discriminator step)"]
+    if kernels:
+        share = busy_share([(k.time_range.start, k.time_range.end) for k in kernels], start, end)
+        lines.append(f"device busy {100 * share:.0f} % of that wall time")
+    averages = {average.key: average for average in prof.key_averages()}
+    lines.append(f"{'scope':22s} {'host ms':>9s} {'device ms':>10s}   (per step)")
+    for name in SCOPES:
+        if name in averages:
+            average = averages[name]
+            lines.append(f"{name:22s} {average.cpu_time_total / 1e3 / steps:9.2f} "
+                         f"{average.device_time_total / 1e3 / steps:10.2f}")
+    if kernels:
+        totals: dict[str, float] = {}
+        for kernel in kernels:
+            totals[kernel.name] = totals.get(kernel.name, 0.0) + kernel.time_range.elapsed_us()
+        lines.append(f"top kernels (device ms per step; all kernels {sum(totals.values()) / 1e3 / steps:.1f})")
+        for name, total in sorted(totals.items(), key=lambda item: -item[1])[:TOP_KERNELS]:
+            lines.append(f"  {total / 1e3 / steps:8.2f}  {name[:110]}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("work", type=Path)
+    parser.add_argument("--variant", default="base+advstart0+nowarm")
+    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--warmup", type=int, default=60, help="steps before the profiler starts")
+    parser.add_argument("--steps", type=int, default=30, help="profiled steps")
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    model_config, train_config = variant_configs(args.variant, args.preset)
+    # no evaluation, sample or checkpoint inside the profiled steps (the warm-up's end writes the one to resume)
+    far = args.warmup + args.steps + 1
+    train_config = dataclasses.replace(train_config, eval_every=far, sample_every=far, checkpoint_every=far,
+                                       log_every=far)
+    run_dir = args.work / args.variant.replace("+", "_")
+    train(args.dataset, run_dir, model_config, train_config, args.preset, device, progress=False,
+          until_step=args.warmup)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        train(args.dataset, run_dir, model_config, train_config, args.preset, device, resume=True, progress=False,
+              until_step=args.warmup + args.steps)
+    table = report(prof, args.steps)
+    print(table)
+    if "OUT" in os.environ:
+        (Path(os.environ["OUT"]) / "train_profile.txt").write_text(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
