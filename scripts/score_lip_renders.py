@@ -1,8 +1,8 @@
 """Score the videos of scripts/gpu_lip_motion.py on the CPU machine, as `deltaplane evaluate` would: the test split
-against its ground truth (mouth motion, LMD, sync, PSNR; also its renders with still tokens or tracked lips), and every
-cross-driven video (cross_NAME.mp4: replayed training cameras, still_NAME.mp4: one fixed camera) against the split's
-frames (mouth motion, sync), and every novel view (view_NAME.mp4: identity, faces found, sharpness against test.mp4,
-and with --dataset the background's change from test.mp4 and flicker).
+against its ground truth (mouth motion, LMD, sync, PSNR, sharpness, detail gain; also its renders with still tokens
+or tracked lips), and every cross-driven video (cross_NAME.mp4: replayed training cameras, still_NAME.mp4: one
+fixed camera) against the split's frames (mouth motion, sync), and every novel view (view_NAME.mp4: identity, faces
+found, sharpness against test.mp4, and with --dataset the background's change from test.mp4 and flicker).
 
 With --dataset, each cross-driven video also gets the replay check: does its mouth follow the new audio, or the
 training frames whose cameras it replays (`inference.DrivingTracks.replay`, forward and backward)? It adds the
@@ -43,7 +43,8 @@ CROSS = ("cross", "still", "plain")
 """Prefixes of the cross-driven renders: replayed training cameras, one fixed camera, one fixed camera with the lip
 snap switched off."""
 KEEP = ("psnr", "psnr_face", "lmd", "mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction",
-        "mouth/open_fraction_reference", "sync/correlation", "sync/offset_frames")
+        "mouth/open_fraction_reference", "sync/correlation", "sync/offset_frames", "sharpness_ratio", "detail_gain_1",
+        "detail_gain_2")
 
 
 class Replay:
