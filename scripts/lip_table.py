@@ -1,0 +1,67 @@
+"""A compact table of scripts/score_lip_renders.py's JSON, one block per scored run: the test renders (PSNR / face,
+LMD, opening spread and mean ratios, open fraction against the ground truth's, sync and offset, sharpness, detail
+gain), each cross-driven prefix (spread range, files in issue 9's 0.7–1.4 band, sync floor and mean, offsets, then
+one line per file) and the novel views (identity distance, sharpness against the frontal render, frames without a
+face).
+
+    python scripts/lip_table.py score.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from score_lip_renders import CROSS, RENDERS
+
+BAND = (0.7, 1.4)
+"""Issue 9's cross-driven target for the opening's spread ratio."""
+
+
+def test_line(name: str, row: dict) -> str:
+    """One test render's scores ('-' where a score is missing)."""
+    def get(key: str, spec: str = ".2f") -> str:
+        value = row.get(f"{name}/{key}")
+        return "-" if value is None else format(value, spec)
+    return (f"{name:22s} psnr {get('psnr')}/{get('psnr_face')} lmd {get('lmd')} std {get('mouth/opening_std_ratio')} "
+            f"mean {get('mouth/opening_mean_ratio')} open {get('mouth/open_fraction')}/"
+            f"{get('mouth/open_fraction_reference')} sync {get('sync/correlation')} ({get('sync/offset_frames', 'd')}) "
+            f"sharp {get('sharpness_ratio')} gain {get('detail_gain_1')}/{get('detail_gain_2')}")
+
+
+def block(row: dict) -> list[str]:
+    """The lines of one scored run."""
+    widths = sorted({key.split("/")[0] for key in row if key.startswith("test_snap")})
+    lines = [test_line(name, row) for name in (*RENDERS, *widths) if f"{name}/psnr" in row]
+    if "test/gt/sync/correlation" in row:
+        lines.append(f"ground truth sync {row['test/gt/sync/correlation']:.2f} ({row['test/gt/sync/offset_frames']})")
+    for prefix in CROSS:
+        names = sorted({key.split("/")[1] for key in row if key.startswith(f"{prefix}/")})
+        if not names:
+            continue
+        spread = [row[f"{prefix}/{name}/mouth/opening_std_ratio"] for name in names]
+        sync = [row[f"{prefix}/{name}/sync/correlation"] for name in names]
+        offsets = [row[f"{prefix}/{name}/sync/offset_frames"] for name in names]
+        inside = sum(BAND[0] <= value <= BAND[1] for value in spread)
+        lines.append(f"{prefix}: spread {min(spread):.2f}–{max(spread):.2f}, {inside} of {len(names)} in the band; "
+                     f"sync min {min(sync):.2f} mean {sum(sync) / len(sync):.2f}; offsets {offsets}")
+        lines += [f"   {name:20s} spread {value:.2f} sync {correlation:.2f} ({offset})"
+                  for name, value, correlation, offset in zip(names, spread, sync, offsets)]
+    for name in sorted({key.split("/")[1] for key in row if key.startswith("view/")}):
+        lines.append(f"view {name:9s} identity {row[f'view/{name}/id_distance']:.3f} sharpness "
+                     f"{row[f'view/{name}/sharpness_ratio']:.2f} without a face {row[f'view/{name}/faces/missing']}")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scores", type=Path, help="score_lip_renders.py's output")
+    args = parser.parse_args()
+    for run, row in json.loads(args.scores.read_text()).items():
+        print(f"== {run}")
+        print("\n".join(block(row)))
+
+
+if __name__ == "__main__":
+    main()
