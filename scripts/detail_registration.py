@@ -18,11 +18,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, UInt8
 from numpy import ndarray
 
 from deltaplane.evaluation.face import face_mask
-from deltaplane.evaluation.pixels import DETAIL_BANDS, detail_gain, laplacian_bands
+from deltaplane.evaluation.pixels import detail_scores
 from deltaplane.media.video import iter_frames
 from deltaplane.preprocess.landmarks import FaceTracker
 
@@ -30,19 +30,20 @@ MAX_SHIFT = 2.0
 """Largest shift tried along each axis, in output pixels."""
 SHIFT_STEP = 0.5
 """Spacing of the tried shifts (bicubic resampling)."""
+BANDS = ("detail_gain_1", "detail_gain_2")
+"""The scores of `evaluation.pixels.detail_scores` compared; the best shift is the last one's."""
 
 
-def band_gains(gray: Float[ndarray, "H W"], truth: list[Float[ndarray, "h w"]],
-               inside: list[Bool[ndarray, "h w"]]) -> list[float]:
-    """`deltaplane evaluate`'s detail_gain_K of a grey image against the truth's bands (NaN where a band is empty)."""
-    gains = (detail_gain(band, target, mask)
-             for band, target, mask in zip(laplacian_bands(gray, DETAIL_BANDS), truth, inside))
-    return [math.nan if gain is None else gain for gain in gains]
-
-
-def shifted(gray: Float[ndarray, "H W"], dx: float, dy: float) -> Float[ndarray, "H W"]:
-    return cv2.warpAffine(gray, np.float32([[1, 0, dx], [0, 1, dy]]), gray.shape[::-1], flags=cv2.INTER_CUBIC,
+def shifted(image: UInt8[ndarray, "H W 3"], dx: float, dy: float) -> UInt8[ndarray, "H W 3"]:
+    return cv2.warpAffine(image, np.float32([[1, 0, dx], [0, 1, dy]]), image.shape[1::-1], flags=cv2.INTER_CUBIC,
                           borderMode=cv2.BORDER_REFLECT)
+
+
+def gains(render: UInt8[ndarray, "H W 3"], truth: UInt8[ndarray, "H W 3"], face: Bool[ndarray, "H W"]
+          ) -> list[float]:
+    """`deltaplane evaluate`'s detail_gain_1/2 of one frame (NaN where the truth's band is empty)."""
+    scores = detail_scores(render, truth, face)
+    return [scores.get(band, math.nan) for band in BANDS]
 
 
 def main() -> None:
@@ -60,13 +61,10 @@ def main() -> None:
                 continue
             if render.shape != truth.shape:
                 render = cv2.resize(render, truth.shape[1::-1], interpolation=cv2.INTER_AREA)
-            face = face_mask(observation.landmarks68, *truth.shape[:2]).astype(np.float32)
-            bands = laplacian_bands(cv2.cvtColor(truth, cv2.COLOR_RGB2GRAY).astype(np.float64), DETAIL_BANDS)
-            inside = [cv2.resize(face, band.shape[::-1], interpolation=cv2.INTER_AREA) > 0.5 for band in bands]
-            gray = cv2.cvtColor(render, cv2.COLOR_RGB2GRAY).astype(np.float64)
-            best = max(((band_gains(shifted(gray, dx, dy), bands, inside), dx, dy) for dx in steps for dy in steps),
+            face = face_mask(observation.landmarks68, *truth.shape[:2])
+            best = max(((gains(shifted(render, dx, dy), truth, face), dx, dy) for dx in steps for dy in steps),
                        key=lambda candidate: candidate[0][-1])
-            rows.append([*band_gains(gray, bands, inside), *best[0], abs(best[1]), abs(best[2])])
+            rows.append([*gains(render, truth, face), *best[0], abs(best[1]), abs(best[2])])
     table = np.nanmean(np.array(rows), axis=0)
     print(f"frames {len(rows)} | unshifted gain 1 / 2: {table[0]:.2f} / {table[1]:.2f} dB | at the best shift: "
           f"{table[2]:.2f} / {table[3]:.2f} dB | mean |shift| x / y: {table[4]:.2f} / {table[5]:.2f} px")

@@ -272,9 +272,9 @@ def test_blur_cannot_win_the_detail_scores_and_noise_cannot_win_them_either() ->
     for band in ("detail_gain_1", "detail_gain_2"):
         assert misplaced[band] < -1.0 < 0.0 < blurred[band] < half_sharp[band]
         assert math.isinf(same[band])
-    inside = np.ones((4, 4), bool)  # a flat truth has no detail to gain on: no score rather than ±inf
-    assert detail_gain(np.ones((4, 4)), np.zeros((4, 4)), inside) is None
-    assert detail_gain(2 * np.eye(4), np.eye(4), inside) == pytest.approx(0.0)  # twice the detail errs by all of it
+    assert detail_gain(error=16.0, energy=0.0) is None  # a flat truth has no detail to gain on: no score, not ±inf
+    assert detail_gain(error=4.0, energy=4.0) == pytest.approx(0.0)  # twice the detail errs by all of it
+    assert detail_gain(error=0.4, energy=4.0) == pytest.approx(10.0)
     assert detail_scores(target, target, None) == {} and detail_scores(target, target, ~np.ones_like(face)) == {}
 
 

@@ -151,15 +151,12 @@ def laplacian_bands(gray: Float[ndarray, "H W"], levels: int) -> list[Float[ndar
     return bands
 
 
-def detail_gain(predicted: Float[ndarray, "h w"], truth: Float[ndarray, "h w"], inside: Bool[ndarray, "h w"]
-                ) -> float | None:
-    """The truth's energy in one band over the band error, in dB, over the `inside` pixels: 0 for an empty band (a
-    blur), above 0 for detail nearer the truth than none, inf for an exact match; None when the truth's band is
-    empty there."""
-    energy = float(np.square(truth)[inside].sum())
+def detail_gain(error: float, energy: float) -> float | None:
+    """A band's gain in dB from the sums of its squared error and of the truth's squared band: 0 for an empty
+    predicted band (a blur: the error is the truth's whole energy), above 0 for detail nearer the truth than none,
+    inf for an exact match; None when the truth's band is empty."""
     if energy == 0:
         return None
-    error = float(np.square(predicted - truth)[inside].sum())
     return math.inf if error == 0 else 10.0 * math.log10(energy / error)
 
 
@@ -183,8 +180,9 @@ def detail_scores(prediction: UInt8[ndarray, "H W 3"], target: UInt8[ndarray, "H
                                                   laplacian_bands(_gray(target), DETAIL_BANDS)), start=1):
         inside = cv2.resize(mask, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_AREA) > 0.5
         if inside.any():
-            scores[f"detail_psnr_{band}"] = _psnr(float(np.square(predicted - truth)[inside].sum()), int(inside.sum()))
-            gain = detail_gain(predicted, truth, inside)
+            error = float(np.square(predicted - truth)[inside].sum())
+            scores[f"detail_psnr_{band}"] = _psnr(error, int(inside.sum()))
+            gain = detail_gain(error, float(np.square(truth)[inside].sum()))
             if gain is not None:
                 scores[f"detail_gain_{band}"] = gain
     return scores
