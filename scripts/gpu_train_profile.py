@@ -1,14 +1,16 @@
 """Where a training step's time goes (docs/performance.md "Training"): train a variant of scripts/gpu_lip_motion.py
 for WARMUP steps (compilation, allocator, caches), then STEPS more under torch.profiler, resumed from the warm-up's
-checkpoint, and print per step: the host and device time of the trainer's scopes (`train/forward`, `train/backward`,
+checkpoint, and print per step: the host time of the trainer's scopes (`train/forward`, `train/backward`,
 `train/wait`: the host waiting for the forward's results, `train/optimizer`, `train/discriminator`), the wall time,
 the share of it in which the device ran a kernel, and the kernels that take the most device time.
 
     python scripts/gpu_train_profile.py DATASET WORK [--variant base+advstart0+nowarm] [--warmup 60] [--steps 30]
+                                        [--sync-steps 3]
 
 The default variant switches on, from the first step, what the `fast` preset starts later (the adversarial term at
 step 1000, the deltaplane after its warm-up), so that the profiled steps hold every term. With $OUT set, the table
-also goes to $OUT/train_profile.txt.
+also goes to $OUT/train_profile.txt. Then SYNC_STEPS more steps run under `torch.cuda.set_sync_debug_mode("warn")`,
+and the lines that made the host wait for the device are listed with their count per step.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -54,13 +58,10 @@ def report(prof: profile, steps: int) -> str:
     if kernels:
         share = busy_share([(k.time_range.start, k.time_range.end) for k in kernels], start, end)
         lines.append(f"device busy {100 * share:.0f} % of that wall time")
-    averages = {average.key: average for average in prof.key_averages()}
-    lines.append(f"{'scope':22s} {'host ms':>9s} {'device ms':>10s}   (per step)")
+    lines.append(f"{'scope':22s} {'host ms':>9s}   (per step: the host's time inside the scope)")
     for name in SCOPES:
-        if name in averages:
-            average = averages[name]
-            lines.append(f"{name:22s} {average.cpu_time_total / 1e3 / steps:9.2f} "
-                         f"{average.device_time_total / 1e3 / steps:10.2f}")
+        host = sum(event.time_range.elapsed_us() for event in scopes if event.name == name)
+        lines.append(f"{name:22s} {host / 1e3 / steps:9.2f}")
     if kernels:
         totals: dict[str, float] = {}
         for kernel in kernels:
@@ -68,6 +69,25 @@ def report(prof: profile, steps: int) -> str:
         lines.append(f"top kernels (device ms per step; all kernels {sum(totals.values()) / 1e3 / steps:.1f})")
         for name, total in sorted(totals.items(), key=lambda item: -item[1])[:TOP_KERNELS]:
             lines.append(f"  {total / 1e3 / steps:8.2f}  {name[:110]}")
+    return "\n".join(lines)
+
+
+def synchronizations(dataset: Path, run_dir: Path, model_config, train_config, preset: str,  # noqa: ANN001
+                     device: torch.device, start: int, steps: int) -> str:
+    """The code lines at which the host waited for the device in `steps` training steps after `start` (resumed from
+    its checkpoint), counted per step: `torch.cuda.set_sync_debug_mode` warns at each."""
+    train_config = dataclasses.replace(train_config, checkpoint_every=start + steps + 1)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            train(dataset, run_dir, model_config, train_config, preset, device, resume=True, progress=False,
+                  until_step=start + steps)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    counts = Counter(f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message))
+    lines = [f"host waits for the device, per step ({steps} steps, the final evaluation and checkpoint included)"]
+    lines += [f"  {count / steps:6.1f}  {where}" for where, count in counts.most_common()]
     return "\n".join(lines)
 
 
@@ -79,6 +99,7 @@ def main() -> None:
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--warmup", type=int, default=60, help="steps before the profiler starts")
     parser.add_argument("--steps", type=int, default=30, help="profiled steps")
+    parser.add_argument("--sync-steps", type=int, default=3, help="steps run to list the host's waits (0: none)")
     parser.add_argument("--device", default="cuda")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -95,6 +116,9 @@ def main() -> None:
         train(args.dataset, run_dir, model_config, train_config, args.preset, device, resume=True, progress=False,
               until_step=args.warmup + args.steps)
     table = report(prof, args.steps)
+    if args.sync_steps and device.type == "cuda":
+        table += "\n" + synchronizations(args.dataset, run_dir, model_config, train_config, args.preset, device,
+                                         args.warmup + args.steps, args.sync_steps)
     print(table)
     if "OUT" in os.environ:
         (Path(os.environ["OUT"]) / "train_profile.txt").write_text(table + "\n")

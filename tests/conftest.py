@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -85,3 +87,15 @@ def tiny_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) 
     run_dir = tmp_path_factory.mktemp("tiny-run") / "run"
     train(synthetic_dataset, run_dir, model_config, train_config, "tiny", torch.device("cpu"), progress=False)
     return run_dir
+
+
+@pytest.fixture
+def triton_device() -> torch.device:
+    """CUDA, or the CPU under Triton's interpreter (`TRITON_INTERPRET=1`); otherwise the test is skipped."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("needs Triton")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return torch.device("cpu")
+    pytest.skip("needs CUDA (or TRITON_INTERPRET=1 to run the kernel on the CPU)")

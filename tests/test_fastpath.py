@@ -5,9 +5,7 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -227,21 +225,11 @@ def _decoder_weights(decoder: OSGDecoder) -> tuple[torch.Tensor, ...]:
     return decoder.net[0].weight, decoder.net[0].bias, decoder.net[2].weight, decoder.net[2].bias
 
 
-def _triton_device() -> torch.device:
-    """CUDA, or the CPU under Triton's interpreter (`TRITON_INTERPRET=1`); otherwise skip."""
-    if importlib.util.find_spec("triton") is None:
-        pytest.skip("needs Triton")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        return CPU
-    pytest.skip("needs CUDA (or TRITON_INTERPRET=1 to run the kernel on the CPU)")
-
-
 @pytest.mark.cuda
 @pytest.mark.parametrize("confined", CONFINED)
-def test_triton_field_matches_the_reference_values_and_gradients(confined: list[float]) -> None:
-    device = _triton_device()
+def test_triton_field_matches_the_reference_values_and_gradients(confined: list[float],
+                                                                 triton_device: torch.device) -> None:
+    device = triton_device
     from deltaplane.triton_field import triplane_field
 
     planes, points, decoder = _field_inputs(device, torch.float32, confined=bool(confined))

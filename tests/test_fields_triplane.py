@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from deltaplane.fields.triplane import (OUTSIDE_DENSITY, Confinement, OSGDecoder, OSGDecoderConfig, TriplaneField,
-                                        sample_triplane, sample_triplane_reference)
+                                        sample_triplane, sample_triplane_grid, sample_triplane_reference)
 
 
 def _coordinate_planes(height: int, width: int) -> torch.Tensor:
@@ -163,3 +163,30 @@ def test_confinement_arguments_round_trip_and_name_real_planes() -> None:
     for planes in ((), (3,), (0, 0)):
         with pytest.raises(ValueError, match="distinct planes"):
             Confinement(confinement.box, 0.02, planes)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("plane_ids", [(0, 1, 2), (0,), (2, 1)])
+def test_triton_lookup_matches_grid_sample_values_and_gradients(plane_ids: tuple[int, ...],
+                                                                triton_device: torch.device) -> None:
+    """The training lookup against `grid_sample`, on non-square planes, with points beyond the box (zero padding)
+    and texels hit by many points (the backward's atomics add up)."""
+    device = triton_device
+    from deltaplane.fields.triplane_triton import triplane_lookup
+
+    generator = torch.Generator().manual_seed(0)
+    planes = torch.randn(2, len(plane_ids), 16, 6, 10, generator=generator).to(device).requires_grad_()
+    points = (1.4 * torch.rand(2, 300, 3, generator=generator) - 0.7).to(device)
+    expected = sample_triplane_grid(planes, points, 0.9, plane_ids)
+    channels_last = planes.permute(0, 1, 3, 4, 2).contiguous()
+    values = triplane_lookup(channels_last, points, 0.9, list(plane_ids))
+    torch.testing.assert_close(values, expected, rtol=1e-5, atol=1e-6)
+    head = torch.randn_like(expected)
+    (grad,) = torch.autograd.grad((values * head).sum(), planes)
+    (grad_expected,) = torch.autograd.grad((expected * head).sum(), planes)
+    torch.testing.assert_close(grad, grad_expected, rtol=1e-5, atol=1e-5)
+    assert grad.abs().sum() > 0
+    with pytest.raises(NotImplementedError, match="no gradient to the points"):
+        points_with_grad = points.clone().requires_grad_()
+        torch.autograd.grad(triplane_lookup(channels_last, points_with_grad, 0.9, list(plane_ids)).sum(),
+                            points_with_grad)

@@ -21,6 +21,7 @@ import triton.language as tl
 from torch import Tensor
 
 from deltaplane.fastpath import triplane_field_reference
+from deltaplane.fields.triplane_triton import bilinear_corner, plane_uv
 
 BLOCK_POINTS = 128
 """Points per Triton program."""
@@ -51,36 +52,19 @@ def _triplane_field_kernel(planes_ptr, points_ptr, weight1_ptr, bias1_ptr, weigh
     first_texel = (rows // points_per_batch).to(tl.int64) * 3 * height * width
     total = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
     confined_total = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
-    for plane in tl.static_range(3):  # PLANE_AXES: (x, y), (x, z), (z, y)
-        if plane == 0:
-            u, v = px, py
-        elif plane == 1:
-            u, v = px, pz
-        else:
-            u, v = pz, py
-        x = ((u + 1.0) * width - 1.0) * 0.5  # texel units, align_corners=False
-        y = ((v + 1.0) * height - 1.0) * 0.5
-        x0, y0 = tl.floor(x), tl.floor(y)
-        fx, fy = x - x0, y - y0
+    for plane in tl.static_range(3):
+        u, v = plane_uv(px, py, pz, plane)
         plane_texel = first_texel + plane * height * width
         for corner in tl.static_range(4):
-            if corner % 2 == 0:
-                x_index, x_weight = x0, 1.0 - fx
-            else:
-                x_index, x_weight = x0 + 1.0, fx
-            if corner // 2 == 0:
-                y_index, y_weight = y0, 1.0 - fy
-            else:
-                y_index, y_weight = y0 + 1.0, fy
-            inside = valid & (x_index >= 0) & (x_index < width) & (y_index >= 0) & (y_index < height)
-            texel = plane_texel + y_index.to(tl.int64) * width + x_index.to(tl.int64)  # zero padding via the mask
+            texel, weight, inside = bilinear_corner(u, v, width, height, valid, corner)
+            texel += plane_texel
             values = tl.load(planes_ptr + texel[:, None] * stride + channels[None, :], mask=inside[:, None],
                              other=0.0)  # [BLOCK, C]: C contiguous values per corner
-            total += values.to(tl.float32) * (x_weight * y_weight)[:, None]
+            total += values.to(tl.float32) * weight[:, None]
             if (CONFINED_PLANES >> plane) & 1:  # the others' second set is never read
                 values = tl.load(planes_ptr + texel[:, None] * stride + CHANNELS + channels[None, :],
                                  mask=inside[:, None], other=0.0)
-                confined_total += values.to(tl.float32) * (x_weight * y_weight)[:, None]
+                confined_total += values.to(tl.float32) * weight[:, None]
     if CONFINED_PLANES:  # `fields.triplane.confine_to_box`: the second set weighted by the point's 3D box weight
         box_weight = (_ramp(wx, box_x0, box_x1, box_edge) * _ramp(wy, box_y0, box_y1, box_edge)
                       * _ramp(wz, box_z0, box_z1, box_edge))

@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from deltaplane.devices import host_to_device
+
 NUM_PLANES = 3
 LEAKY_SLOPE = 0.01
 """Negative slope of the conv blocks' LeakyReLU (torch's default, as in the official blocks)."""
@@ -48,7 +50,7 @@ def roll_out(planes: Float[Tensor, "batch 3 channels size size"]) -> Float[Tenso
 
 def _binomial_kernel(x: Tensor, gain: float) -> Tensor:
     """The separable [1,3,3,1] ⊗ [1,3,3,1] / 64 low-pass filter times `gain`, one copy per channel: [C, 1, 4, 4]."""
-    taps = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype, device=x.device)
+    taps = host_to_device(torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype), x.device)
     kernel = torch.outer(taps, taps) * (gain / 64.0)
     return kernel.expand(x.shape[1], 1, 4, 4)
 

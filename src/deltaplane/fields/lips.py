@@ -130,6 +130,10 @@ class LipVector(nn.Module):
             self.register_buffer("bank", torch.zeros(config.bank_size, config.dim))
             self.register_buffer("bank_valid", torch.zeros(config.bank_size, dtype=torch.bool))
             self.register_buffer("bandwidth", torch.tensor(1.0))
+        self._has_bank: bool | None = None
+        """`bank_valid.any()`, asked of the device once (a wait) and forgotten whenever `fit` or a state dict
+        changes the buffers."""
+        self.register_load_state_dict_post_hook(LipVector._forget_bank)
         self.head = nn.Linear(code_dim, config.dim)
         # the other regressions' heads (none by default: older checkpoints keep their tensors)
         self.more_heads = nn.ModuleList(nn.Linear(code_dim, config.dim) for _ in range(config.regressions - 1))
@@ -154,6 +158,7 @@ class LipVector(nn.Module):
             self.bank.zero_()
             self.bank[:count] = kept
             self.bank_valid.copy_(torch.arange(self.config.bank_size) < count)
+            self._has_bank = None
             # distances in mouth-shape space, where the renderer's mouths differ (not in whitened units)
             self.bandwidth.fill_(self.config.snap * frame_spacing(kept * self.scale.float()))
 
@@ -199,10 +204,18 @@ class LipVector(nn.Module):
         """The regression's raw lip vectors with the gain, the training range and `snap` applied."""
         return self.snapped(torch.minimum(torch.maximum(lips * self.gain, self.low), self.high))
 
+    @staticmethod
+    def _forget_bank(module: LipVector, incompatible_keys: object) -> None:
+        module._has_bank = None
+
     def snapped(self, lips: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch dim"]:
         """Lip vectors pulled among the training frames' (`snap_to_frames`); unchanged without `snap`, and before
         `fit` has stored any frame (a model that has seen no video: the kernel mean of no frames is undefined)."""
-        if self.config.snap is None or not bool(self.bank_valid.any()):
+        if self.config.snap is None:
+            return lips
+        if self._has_bank is None:
+            self._has_bank = bool(self.bank_valid.any())
+        if not self._has_bank:
             return lips
         scale = self.scale.float()
         return snap_to_frames(lips * scale, self.bank * scale, self.bank_valid, self.bandwidth) / scale

@@ -42,9 +42,9 @@ class Cameras:
 
     def resized(self, height: int, width: int) -> Cameras:
         """The same cameras for an image of another resolution (intrinsics scaled, pixel centres kept consistent)."""
-        scale = torch.tensor([width / self.width, height / self.height, 1.0], dtype=self.intrinsics.dtype,
-                             device=self.intrinsics.device)
-        return Cameras(self.cam2world, self.intrinsics * scale[:, None], height, width)
+        rows = self.intrinsics.unbind(-2)  # scalars, not a tensor built on the host: no copy to the device
+        intrinsics = torch.stack((rows[0] * (width / self.width), rows[1] * (height / self.height), rows[2]), -2)
+        return Cameras(self.cam2world, intrinsics, height, width)
 
     def __getitem__(self, index: slice | Tensor | int) -> Cameras:
         if isinstance(index, int):

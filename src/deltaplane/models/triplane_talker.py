@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from deltaplane import losses
 from deltaplane.audio.encoder import AudioEncoder, AudioEncoderConfig
+from deltaplane.devices import host_to_device
 from deltaplane.fields.conditions import ConditionEncoder, ConditionEncoderConfig
 from deltaplane.fields.deltaplane import DeltaplaneConfig, DeltaplanePredictor
 from deltaplane.fields.lips import LipConfig, LipVector
@@ -576,9 +577,9 @@ class TriplaneTalker(nn.Module):
         if skip_mouth:  # the mouth box at the rendering resolution: any of its output pixels
             opaque &= F.adaptive_max_pool2d(batch.mouth_box.float(), size) == 0
         opaque = opaque.flatten(1)
-        uniform = torch.rand(opaque.shape, generator=generator).to(opaque.device)
+        uniform = host_to_device(torch.rand(opaque.shape, generator=generator), opaque.device)
         chosen, valid = choose_rays(opaque, uniform, min(self.config.solid.rays, opaque.shape[1]))
-        along = torch.rand(chosen.shape, generator=generator).to(opaque.device)
+        along = host_to_device(torch.rand(chosen.shape, generator=generator), opaque.device)
         return origins, directions, output.depth.flatten(1).float(), chosen, valid, along
 
     def _sample_optical_depth(self, planes: Float[Tensor, "B 3 C H W"], points: Float[Tensor, "B K 3"],

@@ -22,6 +22,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from deltaplane import checkpoint, losses
+from deltaplane.devices import host_to_device
 from deltaplane.fields.discriminator import PatchDiscriminator, PatchDiscriminatorConfig
 from deltaplane.structs import FrameBatch
 
@@ -76,7 +77,7 @@ def crop_corners(bounds: Int[Tensor, "B K 4"], size: int, image_size: int, gener
     """Top-left (x, y) of a size² crop drawn uniformly among those inside each (x0, y0, x1, y1) box; along an axis
     where the box is narrower than the crop, the crop is centred on it. Crops are kept inside the image."""
     low, high = bounds[..., :2], bounds[..., 2:] - size  # [B, K, 2]: range of the corner
-    uniform = torch.rand(low.shape, generator=generator, dtype=torch.float64).to(bounds.device)
+    uniform = host_to_device(torch.rand(low.shape, generator=generator, dtype=torch.float64), bounds.device)
     drawn = low + (uniform * (high - low + 1)).long()
     centred = torch.div(bounds[..., :2] + bounds[..., 2:] - size, 2, rounding_mode="floor")
     return torch.where(high >= low, drawn, centred).clamp(0, image_size - size)

@@ -19,6 +19,7 @@ from deltaplane.audio.features import normalize_utterance
 from deltaplane.data.background import background_plate
 from deltaplane.data.dataset import ClipData, audio_context, lip_frames, load_clip, make_batch
 from deltaplane.data.schema import AUDIO_WAV
+from deltaplane.devices import host_to_device
 from deltaplane.errors import InputError
 from deltaplane.metrics.image import psnr
 from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
@@ -229,7 +230,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             if use_sync:
                 positions, starts = sync.sample(train_config.batch_size, generator)
             else:
-                positions = torch.randint(len(train_clip), (train_config.batch_size,), generator=generator).to(device)
+                positions = host_to_device(torch.randint(len(train_clip), (train_config.batch_size,),
+                                                         generator=generator), device)
             clip = train_clip
             if audio_versions is not None:  # the original audio or one of its speaker-augmented copies
                 version = int(torch.randint(audio_versions.shape[0], (1,), generator=generator))
@@ -237,7 +239,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             batch = make_batch(clip, positions, model_config.render_resolution)
             if train_config.token_dropout > 0:
                 dropped = torch.rand(len(positions), generator=generator) < train_config.token_dropout
-                batch = replace(batch, conditions=batch.conditions.neutralized(dropped.to(device), neutral))
+                batch = replace(batch, conditions=batch.conditions.neutralized(host_to_device(dropped, device), neutral))
             mouth_shape = batch.mouth_shape
             # Scheduled sampling (TrainConfig.lip_sampling); drawn even at 0, so that runs that differ only in it
             # share their random stream.
@@ -246,12 +248,12 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 if sampled.any():  # on the host: asking the device would wait for the previous step
                     with torch.no_grad():
                         predicted = model.lips.shapes(model.predicted_lips(batch.conditions.audio))
-                    mouth_shape = torch.where(sampled.to(device)[:, None], predicted.to(mouth_shape.dtype),
+                    mouth_shape = torch.where(host_to_device(sampled, device)[:, None], predicted.to(mouth_shape.dtype),
                                               mouth_shape)
             regression = None
             if model.lips is not None and train_config.lip_batch > 0:  # the same audio version as the batch's
-                regression = [lip_frames(clip, torch.randint(len(clip), (train_config.lip_batch,),
-                                                             generator=generator).to(device))
+                regression = [lip_frames(clip, host_to_device(torch.randint(len(clip), (train_config.lip_batch,),
+                                                                            generator=generator), device))
                               for _ in range(model.lips.config.regressions)]  # each regression its own frames
             corners = adversary.corners(batch) if adversary is not None else None
             with autocast(precision, device), record_function("train/forward"):  # type: ignore[arg-type]
