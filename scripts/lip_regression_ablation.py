@@ -11,12 +11,17 @@ augmentation, and score the mouth opening it predicts (no renderer involved):
 A variant is "+"-joined parts: norm (per-utterance normalisation), augN (N speaker-augmented copies), phones
 (pocketsphinx phones appended to the features; needs pocketsphinx), snapH (`LipConfig.snap` = H: the calibrated lip
 vector pulled among the training frames' mouths), emaA (the calibrated lip vectors smoothed over time as `deltaplane
-render --lip-smoothing A` smooths the audio token).
+render --lip-smoothing A` smooths the audio token), shapeloss (the regression's squared error weighted by each
+component's variance in mouth-shape space, as the landmarks see it, instead of equally in whitened units).
 
 Next to the opening and sync, how far the predicted mouths lie from the mouths the renderer was taught
 (`nearest_frame`: mean distance of a lip vector to its nearest training frame in mouth-shape space, in units of the
 training frames' own spacing, `fields.lips.frame_spacing`; the tracked test frames give `tracked_nearest_frame`) and
-how much they jitter (`jitter_ratio`: mean frame-to-frame change of the opening over the tracked one's).
+how much they jitter (`jitter_ratio`: mean frame-to-frame change of the opening over the tracked one's), and
+the regression's own landmark distance (`shape_lmd`: mean distance of the predicted mouth's 20 points to the
+tracked ones, each shape centred on its mean point as the mouth LMD centres its landmarks, in % of the eye-corner
+distance; `tracked_basis_lmd`: the same for the tracked shapes' 8-component reconstructions, the basis' floor;
+`still_mouth_lmd`: for the training frames' mean mouth on every frame, what a regression must beat).
 
 `--ensemble K` drives the lips by the mean of K regressions (`LipConfig.regressions`; each its own seed and frames,
 as training draws them), `--select-every N` keeps the step whose regression fits the held-out calibration blocks
@@ -62,6 +67,13 @@ def nearest_frame(vectors: torch.Tensor, frames: torch.Tensor, scale: torch.Tens
     return distances.mean().item() / frame_spacing(frames * scale)
 
 
+def shape_lmd(shapes: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean distance (% of the eye-corner distance) of mouth points to the reference's, both centred per frame."""
+    points, truth = shapes.reshape(-1, 20, 2), reference.reshape(-1, 20, 2)
+    points, truth = points - points.mean(1, keepdim=True), truth - truth.mean(1, keepdim=True)
+    return 100 * (points - truth).norm(dim=-1).mean().item()
+
+
 def jitter(opening_series: np.ndarray) -> float:
     return float(np.abs(np.diff(opening_series)).mean())
 
@@ -97,6 +109,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         test_features = test_clip.audio_features
     snap = next((float(part[4:]) for part in parts if part.startswith("snap")), None)
     ema = next((float(part[3:]) for part in parts if part.startswith("ema")), 0.0)
+    shape_loss = "shapeloss" in parts
     smooth = (lambda vectors: ema_smooth(vectors, alpha=ema)) if ema else (lambda vectors: vectors)
     members, best_steps = [], []
     for member in range(ensemble):  # member 0 is the single regression of seed `seed`
@@ -106,6 +119,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         lips = LipVector(LipConfig(calibration_every=calibration_every, snap=snap), code_dim=64, token_dim=64)
         lips.fit(train_clip.mouth_shapes)
         targets = lips.coefficients(train_clip.mouth_shapes)
+        component_weights = lips.scale.square() / lips.scale.square().mean()
         calibration = lips.held_out(train_clip.indices)  # as training: never fitted, used for the gain
         fitted = torch.nonzero(~calibration)[:, 0]
         calibration = calibration if calibration.any() else ~calibration
@@ -118,7 +132,9 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
             version = versions[int(torch.randint(len(versions), (1,), generator=generator))]
             predicted = lips.predict(encoder(audio_context(version, train_clip.indices[positions])),
                                      calibrated=False)
-            loss = (predicted - targets[positions]).square().mean()
+            squared = (predicted - targets[positions]).square()
+            # shapeloss: component k weighted by its variance in mouth-shape space (mean weight 1)
+            loss = (squared * component_weights).mean() if shape_loss else squared.mean()
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -154,7 +170,11 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
                "test/opening_mean_ratio": float(test_opening.mean() / reference.mean()),
                "test/jitter_ratio": jitter(test_opening) / jitter(reference),
                "test/nearest_frame": nearest_frame(test_predicted, targets, lips.scale),
-               "test/tracked_nearest_frame": nearest_frame(tracked_test, targets, lips.scale)}
+               "test/tracked_nearest_frame": nearest_frame(tracked_test, targets, lips.scale),
+               "test/shape_lmd": shape_lmd(lips.shapes(test_predicted), test_clip.mouth_shapes),
+               "test/tracked_basis_lmd": shape_lmd(lips.shapes(tracked_test), test_clip.mouth_shapes),
+               "test/still_mouth_lmd": shape_lmd(lips.mean.float().expand_as(test_clip.mouth_shapes),
+                                                 test_clip.mouth_shapes)}
         for name, path in audio_files(audio_dir).items():
             samples = load_audio(path)
             count = int(len(samples) / 16000 * manifest.fps)
