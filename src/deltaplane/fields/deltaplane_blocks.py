@@ -15,8 +15,6 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from deltaplane.devices import host_to_device
-
 NUM_PLANES = 3
 LEAKY_SLOPE = 0.01
 """Negative slope of the conv blocks' LeakyReLU (torch's default, as in the official blocks)."""
@@ -48,16 +46,23 @@ def roll_out(planes: Float[Tensor, "batch 3 channels size size"]) -> Float[Tenso
                         torch.cat((a[0], b[1], own[2]), dim=1)), dim=1)
 
 
-def _binomial_kernel(x: Tensor, gain: float) -> Tensor:
-    """The separable [1,3,3,1] ⊗ [1,3,3,1] / 64 low-pass filter times `gain`, one copy per channel: [C, 1, 4, 4]."""
-    taps = host_to_device(torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=x.dtype), x.device)
-    kernel = torch.outer(taps, taps) * (gain / 64.0)
-    return kernel.expand(x.shape[1], 1, 4, 4)
-
-
 def downsample2x(x: Float[Tensor, "batch channels height width"]) -> Float[Tensor, "batch channels half_h half_w"]:
-    """upfirdn2d.downsample2d with the [1,3,3,1] filter (gain 1): pad 1, filter, keep every second sample."""
-    return F.conv2d(x, _binomial_kernel(x, 1.0), stride=2, padding=1, groups=x.shape[1])
+    """upfirdn2d.downsample2d with the [1,3,3,1] filter (gain 1): pad 1, filter, keep every second sample.
+
+    Per axis y[m] = (x[2m−1] + 3·x[2m] + 3·x[2m+1] + x[2m+2]) / 8 with zeros outside, computed with strided slices
+    as `upsample2x` is: no filter tensor to build (building one on the host made every training step wait for the
+    device), and elementwise work that fuses under torch.compile.
+    """
+    return _downsample2x_axis(_downsample2x_axis(x, -2), -1)
+
+
+def _downsample2x_axis(x: Tensor, dim: int) -> Tensor:
+    """The [1,3,3,1] / 8 filter and ×2 decimation along `dim` (−1 or −2), zero padded by 1 on each side."""
+    padded = F.pad(x, (1, 1) if dim == -1 else (0, 0, 1, 1))
+    length = (x.shape[dim] - 2) // 2 + 1  # conv2d's output size for kernel 4, stride 2, padding 1
+    every_second = (slice(None),) * (padded.dim() + dim) + (slice(None, None, 2),)
+    taps = [padded.narrow(dim, start, 2 * length - 1)[every_second] for start in range(4)]
+    return (taps[0] + 3 * taps[1] + 3 * taps[2] + taps[3]) / 8
 
 
 def upsample2x(x: Float[Tensor, "batch channels height width"]) -> Float[Tensor, "batch channels double_h double_w"]:
