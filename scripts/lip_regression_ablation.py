@@ -9,10 +9,12 @@ augmentation, and score the mouth opening it predicts (no renderer involved):
     python scripts/lip_regression_ablation.py DATASET AUDIO_DIR --variants plain,norm,aug8,norm+aug8 --steps 3000
 
 A variant is "+"-joined parts: norm (per-utterance normalisation), augN (N speaker-augmented copies), phones
-(pocketsphinx phones appended to the features; needs pocketsphinx), snapH (`LipConfig.snap` = H: the calibrated lip
-vector pulled among the training frames' mouths), emaA (the calibrated lip vectors smoothed over time as `deltaplane
-render --lip-smoothing A` smooths the audio token), shapeloss (the regression's squared error weighted by each
-component's variance in mouth-shape space, as the landmarks see it, instead of equally in whitened units).
+(pocketsphinx phones appended to the features; needs pocketsphinx), strat (the copies' perturbations stratified over
+their ranges, `SpeakerAugmentConfig.stratified`), snrL (the copies' lowest signal-to-noise ratio, dB), snapH
+(`LipConfig.snap` = H: the calibrated lip vector pulled among the training frames' mouths), emaA (the calibrated lip
+vectors smoothed over time as `deltaplane render --lip-smoothing A` smooths the audio token), shapeloss (the
+regression's squared error weighted by each component's variance in mouth-shape space, as the landmarks see it,
+instead of equally in whitened units).
 
 Next to the opening and sync, how far the predicted mouths lie from the mouths the renderer was taught
 (`nearest_frame`: mean distance of a lip vector to its nearest training frame in mouth-shape space, in units of the
@@ -93,12 +95,15 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
     parts = variant.split("+")
     normalize = "norm" in parts
     copies = next((int(part[3:]) for part in parts if part.startswith("aug")), 0)
+    snr_floor = next((float(part[3:]) for part in parts if part.startswith("snr")),
+                     SpeakerAugmentConfig.snr_range_db[0])
     manifest, train_clip = load_clip(dataset, "train", size=64, normalize_audio=normalize)
     _, test_clip = load_clip(dataset, "test", size=64, normalize_audio=normalize)
     versions = [train_clip.audio_features]
     if copies:
         extra = augmented_windows(load_audio(dataset / AUDIO_WAV), manifest.num_frames, manifest.fps,
-                                  SpeakerAugmentConfig(copies=copies, seed=seed))
+                                  SpeakerAugmentConfig(copies=copies, seed=seed, stratified="strat" in parts,
+                                                       snr_range_db=(snr_floor, SpeakerAugmentConfig.snr_range_db[1])))
         versions += [torch.from_numpy(normalize_utterance(c) if normalize else c) for c in extra]
     phones = "phones" in parts
     if phones:  # a voice change keeps the phones: the augmented copies share the clip's phone track

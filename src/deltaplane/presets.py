@@ -36,7 +36,7 @@ FAST = (
                          loss=LossWeights(adversarial=0.1, solid=5.0, delta_tv=0.05)),
     TrainConfig(steps=6000, batch_size=4, lr_identity=5e-3, eval_every=500, eval_frames=16,
                 checkpoint_every=1000, sample_every=1000, warmup_delta_steps=500,
-                speaker_augment=SpeakerAugmentConfig(copies=2)),
+                speaker_augment=SpeakerAugmentConfig(copies=6, stratified=True)),
 )
 """Talk3D's architecture at half the ray samples, with per-plane GroupNorm in the deltaplane blocks (4-frame
 batches make BatchNorm statistics noisy and open a train/eval gap), trained in minutes on one GPU, with what made

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from deltaplane.audio.augment import SpeakerAugmentConfig, augmented_windows, pink_noise
+from deltaplane.audio.augment import SpeakerAugmentConfig, augmented_windows, pink_noise, stratified_perturbations
 from deltaplane.audio.features import log_mel
 from deltaplane.presets import get_preset
 from deltaplane.synthetic import synthetic_speech
@@ -45,6 +45,18 @@ def test_copies_are_frame_aligned_and_differ_from_the_original() -> None:
 
     original = frame_windows(log_mel(speech), 50, 25.0)[:, 8].mean(-1)
     assert np.corrcoef(original, copies[0][:, 8].mean(-1))[0, 1] > 0.8
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_stratified_copies_cover_each_range_once_per_slice(seed: int) -> None:
+    config = SpeakerAugmentConfig(copies=4, seed=seed, stratified=True)
+    drawn = np.array(stratified_perturbations(config, np.random.default_rng(seed)))
+    for column, (low, high) in enumerate((config.warp_range, config.snr_range_db)):
+        slices = np.floor((drawn[:, column] - low) / (high - low) * config.copies)
+        assert sorted(slices) == [0, 1, 2, 3]  # one copy in every quarter of the range, whatever the seed
+    # warp and noise are not tied: over the seeds, the lowest warp does not always get the same noise slice
+    assert len({int(np.argmin(np.array(stratified_perturbations(config, np.random.default_rng(s)))[:, 1]))
+                for s in range(8)}) > 1
 
 
 def test_training_draws_from_the_copies(synthetic_dataset: Path, tmp_path: Path) -> None:
