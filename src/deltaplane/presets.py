@@ -41,7 +41,7 @@ FAST = (
 """Talk3D's architecture at half the ray samples, with per-plane GroupNorm in the deltaplane blocks (4-frame
 batches make BatchNorm statistics noisy and open a train/eval gap), trained in minutes on one GPU, with what made
 the lips follow the audio (docs/lip-motion.md, BENCHMARKS.md run 8): the audio token carries a lip vector regressed
-from per-utterance-normalised log-mels of the clip and two speaker-warped copies, 8 audio-mixed mouth planes, and
+from per-utterance-normalised log-mels of the clip and six speaker-warped copies, 8 audio-mixed mouth planes, and
 the adversarial patch term at 0.1, which also lets the renderer draw the whole opening. The lip vectors snap among
 the training frames' mouths (bandwidth 1 spacing) and the solid-body term (weight 5) fills the head behind its
 surface (BENCHMARKS.md run 11). The volume is rendered at 256² and one ×2 super-resolution block makes the 512²
@@ -51,8 +51,11 @@ regressions, each drawing 32 frames a step (`LipConfig.regressions`, `TrainConfi
 correlation 0.51 → 0.69 on macron_fr_50s, 0.79 → 0.80 on obama_20s, CPU, docs/lip-motion.md run 13). The mouth
 planes sit on the xy plane alone, confined to the mouth box in depth, and the deltaplane's total variation (0.05)
 keeps their texels smooth: no line across the face, no prism down the chin, no fleck grid over the teeth (runs
-15–17; macron_fr_50s LMD 2.03 → 1.95). Talk3D's audio token (`full`) replays the training mouths from the camera and
-barely moves the lips for new audio."""
+15–17; macron_fr_50s LMD 2.03 → 1.95). The six speaker-augmented copies are stratified over the
+warp and noise ranges (`SpeakerAugmentConfig.stratified`): with two drawn at random, the draw moved the regression's
+landmark distance by 20 % (CPU); on the GPU, macron_fr_50s LMD 2.04 → 1.93 and 6 instead of 3 of 9 cross-driven
+files in the spread band (BENCHMARKS.md run 19). Talk3D's audio token (`full`) replays the training mouths from the
+camera and barely moves the lips for new audio."""
 
 FULL = (TriplaneTalkerConfig(), TrainConfig(warmup_delta_steps=2000))
 """Talk3D's sizes: 48 + 48 samples per ray, 80 k steps."""
