@@ -51,11 +51,11 @@ regressions, each drawing 32 frames a step (`LipConfig.regressions`, `TrainConfi
 correlation 0.51 → 0.69 on macron_fr_50s, 0.79 → 0.80 on obama_20s, CPU, docs/lip-motion.md run 13). The mouth
 planes sit on the xy plane alone, confined to the mouth box in depth, and the deltaplane's total variation (0.05)
 keeps their texels smooth: no line across the face, no prism down the chin, no fleck grid over the teeth (runs
-15–17; macron_fr_50s LMD 2.03 → 1.95). The six speaker-augmented copies are stratified over the
-warp and noise ranges (`SpeakerAugmentConfig.stratified`): with two drawn at random, the draw moved the regression's
-landmark distance by 20 % (CPU); on the GPU, macron_fr_50s LMD 2.04 → 1.93 and 6 instead of 3 of 9 cross-driven
-files in the spread band (BENCHMARKS.md run 19). Talk3D's audio token (`full`) replays the training mouths from the
-camera and barely moves the lips for new audio."""
+15–17; macron_fr_50s LMD 2.03 → 1.95). Six speaker-augmented copies instead of two: with two, their random
+draw moved the regression's landmark distance by 20 % (CPU); six, stratified over the warp and noise ranges
+(`SpeakerAugmentConfig.stratified`), gave macron_fr_50s LMD 2.04 → 1.93 and 6 instead of 3 of 9 cross-driven
+files in the spread band on the GPU (BENCHMARKS.md run 19). Talk3D's audio token (`full`) replays the training
+mouths from the camera and barely moves the lips for new audio."""
 
 FULL = (TriplaneTalkerConfig(), TrainConfig(warmup_delta_steps=2000))
 """Talk3D's sizes: 48 + 48 samples per ray, 80 k steps."""

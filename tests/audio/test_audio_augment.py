@@ -54,7 +54,7 @@ def test_stratified_copies_cover_each_range_once_per_slice(seed: int) -> None:
     for column, (low, high) in enumerate((config.warp_range, config.snr_range_db)):
         slices = np.floor((drawn[:, column] - low) / (high - low) * config.copies)
         assert sorted(slices) == [0, 1, 2, 3]  # one copy in every quarter of the range, whatever the seed
-    # warp and noise are not tied: over the seeds, the lowest warp does not always get the same noise slice
+    # warp and noise are not tied: over the seeds, the noisiest copy is not always the same warp slice
     assert len({int(np.argmin(np.array(stratified_perturbations(config, np.random.default_rng(s)))[:, 1]))
                 for s in range(8)}) > 1
 
