@@ -14,7 +14,12 @@ their ranges, `SpeakerAugmentConfig.stratified`), snrL (the copies' lowest signa
 (`LipConfig.snap` = H: the calibrated lip vector pulled among the training frames' mouths), emaA (the calibrated lip
 vectors smoothed over time as `deltaplane render --lip-smoothing A` smooths the audio token), shapeloss (the
 regression's squared error weighted by each component's variance in mouth-shape space, as the landmarks see it,
-instead of equally in whitened units).
+instead of equally in whitened units), gate (where the audio's level says the speaker pauses, `speech_activity`,
+the raw lip vector is drawn to the mean lip vector of the training frames' pauses), ctxN (N per-frame audio windows
+around each frame, `AudioEncoderConfig.num_windows` and `data.dataset.AUDIO_CONTEXT`: 8 by default).
+
+`test/pause_opening_ratio`: the predicted mean opening over the test split's pauses (`speech_activity` 0) over the
+tracked one's (None with fewer than 3 pause frames).
 
 Next to the opening and sync, how far the predicted mouths lie from the mouths the renderer was taught
 (`nearest_frame`: mean distance of a lip vector to its nearest training frame in mouth-shape space, in units of the
@@ -44,11 +49,27 @@ from deltaplane.audio.encoder import AudioEncoder, AudioEncoderConfig, ema_smoot
 from deltaplane.audio.features import (FEATURE_RATE, LogMelExtractor, frame_windows, normalize_utterance,
                                        phone_track)
 from deltaplane.audio.io import audio_files, load_audio
-from deltaplane.data.dataset import audio_context, load_clip
+from deltaplane.data.dataset import AUDIO_CONTEXT, audio_context, load_clip
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
 from deltaplane.fields.lips import LipConfig, LipVector, frame_spacing, pooled_spread
 from deltaplane.geometry.lips import MOUTH_POINTS
+
+
+PAUSE_DB, SPEECH_DB = -40.0, -30.0
+"""Speech activity (`speech_activity`) is 0 this far under the clip's loud level (dB) and 1 from `SPEECH_DB` up."""
+
+
+def speech_activity(samples: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
+    """Per-frame speech activity in [0, 1] from the level alone: the RMS (dB) of one frame period of samples around
+    each frame's time, relative to the 95th percentile of the frames' levels, ramped linearly from `PAUSE_DB` to
+    `SPEECH_DB`. A steady noise floor (the café file) reads as speech throughout."""
+    energy = np.concatenate([[0.0], np.cumsum(np.asarray(samples, np.float64) ** 2)])
+    centres, half = np.arange(num_frames) * 16000 / fps, 16000 / fps / 2
+    starts, stops = (np.clip(np.round(centres + side).astype(np.int64), 0, len(samples)) for side in (-half, half))
+    levels = 10 * np.log10(np.maximum((energy[stops] - energy[starts]) / np.maximum(stops - starts, 1), 1e-12))
+    relative = levels - np.quantile(levels[levels > -120], 0.95)
+    return np.clip((relative - PAUSE_DB) / (SPEECH_DB - PAUSE_DB), 0.0, 1.0)
 
 
 INNER_PAIRS = ((61, 67), (62, 66), (63, 65))
@@ -74,6 +95,13 @@ def shape_lmd(shapes: torch.Tensor, reference: torch.Tensor) -> float:
     points, truth = shapes.reshape(-1, 20, 2), reference.reshape(-1, 20, 2)
     points, truth = points - points.mean(1, keepdim=True), truth - truth.mean(1, keepdim=True)
     return 100 * (points - truth).norm(dim=-1).mean().item()
+
+
+def pause_ratio(predicted: np.ndarray, tracked: np.ndarray, activity: torch.Tensor) -> float | None:
+    """Mean opening over the pauses (`audio.activity.speech_activity` 0) of the prediction over the tracked one's;
+    None with fewer than 3 pause frames."""
+    pauses = (activity == 0).numpy()
+    return float(predicted[pauses].mean() / tracked[pauses].mean()) if pauses.sum() >= 3 else None
 
 
 def jitter(opening_series: np.ndarray) -> float:
@@ -115,12 +143,18 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
     snap = next((float(part[4:]) for part in parts if part.startswith("snap")), None)
     ema = next((float(part[3:]) for part in parts if part.startswith("ema")), 0.0)
     shape_loss = "shapeloss" in parts
+    gate = "gate" in parts
+    activity = torch.from_numpy(speech_activity(load_audio(dataset / AUDIO_WAV), manifest.num_frames, manifest.fps))
+    context = next((int(part[3:]) for part in parts if part.startswith("ctx")), AUDIO_CONTEXT)
+    def windows_at(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        return audio_context(features, indices, context)
+
     smooth = (lambda vectors: ema_smooth(vectors, alpha=ema)) if ema else (lambda vectors: vectors)
     members, best_steps = [], []
     for member in range(ensemble):  # member 0 is the single regression of seed `seed`
         member_seed = seed + 1000 * member
         torch.manual_seed(member_seed)
-        encoder = AudioEncoder(AudioEncoderConfig(feature_dim=versions[0].shape[-1]))
+        encoder = AudioEncoder(AudioEncoderConfig(feature_dim=versions[0].shape[-1], num_windows=context))
         lips = LipVector(LipConfig(calibration_every=calibration_every, snap=snap), code_dim=64, token_dim=64)
         lips.fit(train_clip.mouth_shapes)
         targets = lips.coefficients(train_clip.mouth_shapes)
@@ -130,12 +164,12 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         calibration = calibration if calibration.any() else ~calibration
         optimizer = torch.optim.Adam([*encoder.parameters(), *lips.head.parameters()], lr=lr)
         generator = torch.Generator().manual_seed(member_seed)
-        held_audio = audio_context(versions[0], train_clip.indices[calibration])
+        held_audio = windows_at(versions[0], train_clip.indices[calibration])
         best, best_error, best_step = None, float("inf"), steps
         for step in range(steps):
             positions = fitted[torch.randint(len(fitted), (batch,), generator=generator)]
             version = versions[int(torch.randint(len(versions), (1,), generator=generator))]
-            predicted = lips.predict(encoder(audio_context(version, train_clip.indices[positions])),
+            predicted = lips.predict(encoder(windows_at(version, train_clip.indices[positions])),
                                      calibrated=False)
             squared = (predicted - targets[positions]).square()
             # shapeloss: component k weighted by its variance in mouth-shape space (mean weight 1)
@@ -160,11 +194,19 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         """The members' mean raw lip vector."""
         return torch.stack([member.predict(encoder(audio), calibrated=False) for encoder, member in members]).mean(0)
 
+    def gated(vectors: torch.Tensor, speech: torch.Tensor) -> torch.Tensor:
+        """gate: raw lip vectors drawn towards the training pauses' mouth (before the gain) where speech stops."""
+        if not gate:
+            return vectors
+        rest = targets[activity[train_clip.indices] == 0].mean(0) / lips.gain
+        return rest + speech.float()[:, None] * (vectors - rest)
+
     with torch.no_grad():
-        held_out = raw(audio_context(versions[0], train_clip.indices[calibration]))
+        held_out = raw(windows_at(versions[0], train_clip.indices[calibration]))
         spread, correlation = pooled_spread(held_out, targets[calibration], lips.scale.square())
         lips.calibrate(held_out, targets[calibration])
-        test_predicted = smooth(lips.calibrated(raw(audio_context(test_features, test_clip.indices))))
+        test_predicted = smooth(lips.calibrated(gated(raw(windows_at(test_features, test_clip.indices)),
+                                                        activity[test_clip.indices])))
         tracked_test = lips.coefficients(test_clip.mouth_shapes)
         reference, test_opening = opening(test_clip.mouth_shapes), opening(lips.shapes(test_predicted))
         row = {**{f"gain/{k}": float(g) for k, g in enumerate(lips.gain)},
@@ -173,6 +215,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
                "test/lip_correlation": float(np.corrcoef(test_predicted[:, 0], tracked_test[:, 0])[0, 1]),
                "test/opening_std_ratio": float(test_opening.std() / reference.std()),
                "test/opening_mean_ratio": float(test_opening.mean() / reference.mean()),
+               "test/pause_opening_ratio": pause_ratio(test_opening, reference, activity[test_clip.indices]),
                "test/jitter_ratio": jitter(test_opening) / jitter(reference),
                "test/nearest_frame": nearest_frame(test_predicted, targets, lips.scale),
                "test/tracked_nearest_frame": nearest_frame(tracked_test, targets, lips.scale),
@@ -186,7 +229,8 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
             windows = frame_windows(LogMelExtractor()(samples), count, manifest.fps)
             windows = normalize_utterance(windows) if normalize else windows
             features = torch.from_numpy(with_phones(samples, windows, manifest.fps) if phones else windows)
-            vectors = smooth(lips.calibrated(raw(audio_context(features, torch.arange(count)))))
+            speech = torch.from_numpy(speech_activity(samples, count, manifest.fps))
+            vectors = smooth(lips.calibrated(gated(raw(windows_at(features, torch.arange(count))), speech)))
             predicted = opening(lips.shapes(vectors))
             score = landmark_sync(predicted, speech_envelope(samples, count, manifest.fps), 10)
             row[f"cross/{name}/opening_std_ratio"] = float(predicted.std() / reference.std())
