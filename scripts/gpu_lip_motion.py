@@ -38,6 +38,7 @@ import torch
 from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.checkpoint import latest_checkpoint, load_checkpoint
 from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_batch
+from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.run import DEFAULT_VIEWS, _split_audio, parse_views
 from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, plate_warp_path,
                                   render_clip, to_uint8)
@@ -47,6 +48,7 @@ from deltaplane.structs import Conditions, NeutralTokens
 from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.guard import TrainingDiverged
 from deltaplane.training.trainer import TrainResult, calibrate_lips, train
+from lip_regression_ablation import opening, speech_activity
 from render_views import view_rows
 
 
@@ -216,6 +218,29 @@ def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, flo
 
 
 @torch.no_grad()
+def pause_openings(model, clip: ClipData, activity: np.ndarray) -> dict[str, float]:
+    """Mean inner-lip opening of the lip vectors (through the mouth-shape basis, no rendering) over the split's
+    pauses (`speech_activity` 0) and over its speech, each over the tracked mouths' own: the audio's vectors
+    unsnapped (with the gain and range) and snapped, and the tracked vectors snapped. Where the rendered mouth
+    opens in a pause, this says whether the lip vector asked for it."""
+    pauses = torch.from_numpy(activity[clip.indices.cpu().numpy()] == 0)
+    if pauses.sum() < 3 or (~pauses).sum() < 3:
+        return {}
+    audio = audio_context(clip.audio_features, clip.indices)
+    with unsnapped(model):
+        unsnapped_vectors = model.predicted_lips(audio)
+    vectors = {"audio_unsnapped": unsnapped_vectors, "audio": model.predicted_lips(audio),
+               "tracked_snapped": model.lips.snapped(model.lips.coefficients(clip.mouth_shapes))}
+    tracked = opening(clip.mouth_shapes.float().cpu())
+    report = {}
+    for name, lip_vectors in vectors.items():
+        openings = opening(model.lips.shapes(lip_vectors).cpu())
+        for part, chosen in (("pause", pauses), ("speech", ~pauses)):
+            report[f"lips/{name}/{part}_opening_ratio"] = float(openings[chosen].mean() / tracked[chosen].mean())
+    return report
+
+
+@torch.no_grad()
 def teacher_frames(model, clip: ClipData, snapped: bool = False):
     """The test split rendered from the tracked mouth shapes' lip vectors instead of the audio's (`snapped`: pulled
     among the training frames' as the audio's are, so that the snap's blending shows apart from the regression)."""
@@ -306,6 +331,9 @@ def main() -> None:
               **{key.replace("test/", "train/"): value for key, value in
                  evaluate_clip(model, train_clip, spaced(train_clip)).items()},
               **diagnostics(model, test, spaced(test))}
+    if model.lips is not None:
+        activity = speech_activity(load_audio(args.dataset / AUDIO_WAV), manifest.num_frames, manifest.fps)
+        report.update(pause_openings(model, test, activity))
     (run_dir / "diagnostics.json").write_text(json.dumps(report, indent=1))  # kept if the rendering runs out of time
     fps = manifest.fps
     videos = {}
