@@ -48,7 +48,7 @@ from deltaplane.structs import Conditions, NeutralTokens
 from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.guard import TrainingDiverged
 from deltaplane.training.trainer import TrainResult, calibrate_lips, train
-from lip_regression_ablation import opening, speech_activity
+from lip_regression_ablation import opening, opening_ratio, speech_activity
 from render_views import view_rows
 
 
@@ -218,14 +218,12 @@ def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, flo
 
 
 @torch.no_grad()
-def pause_openings(model, clip: ClipData, activity: np.ndarray) -> dict[str, float]:
+def pause_openings(model, clip: ClipData, activity: np.ndarray) -> dict[str, float | None]:
     """Mean inner-lip opening of the lip vectors (through the mouth-shape basis, no rendering) over the split's
     pauses (`speech_activity` 0) and over its speech, each over the tracked mouths' own: the audio's vectors
     unsnapped (with the gain and range) and snapped, and the tracked vectors snapped. Where the rendered mouth
-    opens in a pause, this says whether the lip vector asked for it."""
-    pauses = torch.from_numpy(activity[clip.indices.cpu().numpy()] == 0)
-    if pauses.sum() < 3 or (~pauses).sum() < 3:
-        return {}
+    opens in a pause, this says whether the lip vector asked for it. None where fewer than 3 frames are chosen."""
+    pauses = activity[clip.indices.cpu().numpy()] == 0
     audio = audio_context(clip.audio_features, clip.indices)
     with unsnapped(model):
         unsnapped_vectors = model.predicted_lips(audio)
@@ -236,7 +234,7 @@ def pause_openings(model, clip: ClipData, activity: np.ndarray) -> dict[str, flo
     for name, lip_vectors in vectors.items():
         openings = opening(model.lips.shapes(lip_vectors).cpu())
         for part, chosen in (("pause", pauses), ("speech", ~pauses)):
-            report[f"lips/{name}/{part}_opening_ratio"] = float(openings[chosen].mean() / tracked[chosen].mean())
+            report[f"lips/{name}/{part}_opening_ratio"] = opening_ratio(openings, tracked, chosen)
     return report
 
 

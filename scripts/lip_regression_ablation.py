@@ -46,7 +46,7 @@ import torch
 
 from deltaplane.audio.augment import SpeakerAugmentConfig, augmented_windows
 from deltaplane.audio.encoder import AudioEncoder, AudioEncoderConfig, ema_smooth
-from deltaplane.audio.features import (FEATURE_RATE, LogMelExtractor, frame_windows, normalize_utterance,
+from deltaplane.audio.features import (FEATURE_RATE, SAMPLE_RATE, LogMelExtractor, frame_windows, normalize_utterance,
                                        phone_track)
 from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.data.dataset import AUDIO_CONTEXT, audio_context, load_clip
@@ -63,12 +63,15 @@ PAUSE_DB, SPEECH_DB = -40.0, -30.0
 def speech_activity(samples: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
     """Per-frame speech activity in [0, 1] from the level alone: the RMS (dB) of one frame period of samples around
     each frame's time, relative to the 95th percentile of the frames' levels, ramped linearly from `PAUSE_DB` to
-    `SPEECH_DB`. A steady noise floor (the café file) reads as speech throughout."""
+    `SPEECH_DB`. A steady noise floor (the café file) reads as speech throughout; a silent signal is all pause."""
     energy = np.concatenate([[0.0], np.cumsum(np.asarray(samples, np.float64) ** 2)])
-    centres, half = np.arange(num_frames) * 16000 / fps, 16000 / fps / 2
+    centres, half = np.arange(num_frames) * SAMPLE_RATE / fps, SAMPLE_RATE / fps / 2
     starts, stops = (np.clip(np.round(centres + side).astype(np.int64), 0, len(samples)) for side in (-half, half))
     levels = 10 * np.log10(np.maximum((energy[stops] - energy[starts]) / np.maximum(stops - starts, 1), 1e-12))
-    relative = levels - np.quantile(levels[levels > -120], 0.95)
+    audible = levels[levels > -120]
+    if audible.size == 0:
+        return np.zeros(num_frames)
+    relative = levels - np.quantile(audible, 0.95)
     return np.clip((relative - PAUSE_DB) / (SPEECH_DB - PAUSE_DB), 0.0, 1.0)
 
 
@@ -97,11 +100,10 @@ def shape_lmd(shapes: torch.Tensor, reference: torch.Tensor) -> float:
     return 100 * (points - truth).norm(dim=-1).mean().item()
 
 
-def pause_ratio(predicted: np.ndarray, tracked: np.ndarray, activity: torch.Tensor) -> float | None:
-    """Mean opening over the pauses (`audio.activity.speech_activity` 0) of the prediction over the tracked one's;
-    None with fewer than 3 pause frames."""
-    pauses = (activity == 0).numpy()
-    return float(predicted[pauses].mean() / tracked[pauses].mean()) if pauses.sum() >= 3 else None
+def opening_ratio(predicted: np.ndarray, tracked: np.ndarray, chosen: np.ndarray) -> float | None:
+    """Mean opening over the `chosen` frames (e.g. the pauses: `speech_activity` 0) of the prediction over the
+    tracked one's; None with fewer than 3 chosen frames."""
+    return float(predicted[chosen].mean() / tracked[chosen].mean()) if chosen.sum() >= 3 else None
 
 
 def jitter(opening_series: np.ndarray) -> float:
@@ -146,6 +148,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
     gate = "gate" in parts
     activity = torch.from_numpy(speech_activity(load_audio(dataset / AUDIO_WAV), manifest.num_frames, manifest.fps))
     context = next((int(part[3:]) for part in parts if part.startswith("ctx")), AUDIO_CONTEXT)
+
     def windows_at(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return audio_context(features, indices, context)
 
@@ -215,7 +218,8 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
                "test/lip_correlation": float(np.corrcoef(test_predicted[:, 0], tracked_test[:, 0])[0, 1]),
                "test/opening_std_ratio": float(test_opening.std() / reference.std()),
                "test/opening_mean_ratio": float(test_opening.mean() / reference.mean()),
-               "test/pause_opening_ratio": pause_ratio(test_opening, reference, activity[test_clip.indices]),
+               "test/pause_opening_ratio": opening_ratio(test_opening, reference,
+                                                        (activity[test_clip.indices] == 0).numpy()),
                "test/jitter_ratio": jitter(test_opening) / jitter(reference),
                "test/nearest_frame": nearest_frame(test_predicted, targets, lips.scale),
                "test/tracked_nearest_frame": nearest_frame(tracked_test, targets, lips.scale),
