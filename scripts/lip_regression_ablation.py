@@ -19,7 +19,9 @@ the raw lip vector is drawn to the mean lip vector of the training frames' pause
 around each frame, `AudioEncoderConfig.num_windows` and `data.dataset.AUDIO_CONTEXT`: 8 by default).
 
 `test/pause_opening_ratio`: the predicted mean opening over the test split's pauses (`speech_activity` 0) over the
-tracked one's (None with fewer than 3 pause frames).
+tracked one's (None with fewer than 3 pause frames). `test/{pause,speech}_blend_spread` (with snapH): how far apart
+the training mouths are that the snap blends into one lip vector (`blend_spread`), for the audio's vectors and, as
+`test/tracked_…`, for the tracked ones.
 
 Next to the opening and sync, how far the predicted mouths lie from the mouths the renderer was taught
 (`nearest_frame`: mean distance of a lip vector to its nearest training frame in mouth-shape space, in units of the
@@ -104,6 +106,22 @@ def opening_ratio(predicted: np.ndarray, tracked: np.ndarray, chosen: np.ndarray
     """Mean opening over the `chosen` frames (e.g. the pauses: `speech_activity` 0) of the prediction over the
     tracked one's; None with fewer than 3 chosen frames."""
     return float(predicted[chosen].mean() / tracked[chosen].mean()) if chosen.sum() >= 3 else None
+
+
+def blend_spread(vectors: torch.Tensor, lips: LipVector, chosen: np.ndarray) -> float | None:
+    """Mean over the `chosen` frames of how far apart the mouths are that the snap blends into each lip vector: the
+    std of the bank frames' openings under the vector's kernel weights (`snap_to_frames`), over the mean bank
+    opening. A blend of closed and open mouths renders as a ghost of both (a half-open mouth with streaks of teeth,
+    run 21). `vectors` are unsnapped (gain and range applied); None without `snap` or with fewer than 3 frames."""
+    if lips.config.snap is None or chosen.sum() < 3:
+        return None
+    scale = lips.scale.float()
+    squared = torch.cdist(vectors[torch.from_numpy(chosen)] * scale, lips.bank * scale).square()
+    weights = torch.softmax((-squared / (2 * lips.bandwidth.square())).masked_fill(~lips.bank_valid, -torch.inf), -1)
+    bank_opening = torch.from_numpy(opening(lips.shapes(lips.bank))).float()
+    mean = weights @ bank_opening
+    spread = (weights @ bank_opening.square() - mean.square()).clamp_min(0).sqrt()
+    return float(spread.mean() / bank_opening[lips.bank_valid].mean())
 
 
 def jitter(opening_series: np.ndarray) -> float:
@@ -208,8 +226,10 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         held_out = raw(windows_at(versions[0], train_clip.indices[calibration]))
         spread, correlation = pooled_spread(held_out, targets[calibration], lips.scale.square())
         lips.calibrate(held_out, targets[calibration])
-        test_predicted = smooth(lips.calibrated(gated(raw(windows_at(test_features, test_clip.indices)),
-                                                        activity[test_clip.indices])))
+        test_raw = gated(raw(windows_at(test_features, test_clip.indices)), activity[test_clip.indices])
+        test_predicted = smooth(lips.calibrated(test_raw))
+        test_unsnapped = torch.minimum(torch.maximum(test_raw * lips.gain, lips.low), lips.high)
+        pauses = (activity[test_clip.indices] == 0).numpy()
         tracked_test = lips.coefficients(test_clip.mouth_shapes)
         reference, test_opening = opening(test_clip.mouth_shapes), opening(lips.shapes(test_predicted))
         row = {**{f"gain/{k}": float(g) for k, g in enumerate(lips.gain)},
@@ -218,8 +238,11 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
                "test/lip_correlation": float(np.corrcoef(test_predicted[:, 0], tracked_test[:, 0])[0, 1]),
                "test/opening_std_ratio": float(test_opening.std() / reference.std()),
                "test/opening_mean_ratio": float(test_opening.mean() / reference.mean()),
-               "test/pause_opening_ratio": opening_ratio(test_opening, reference,
-                                                        (activity[test_clip.indices] == 0).numpy()),
+               "test/pause_opening_ratio": opening_ratio(test_opening, reference, pauses),
+               "test/pause_blend_spread": blend_spread(test_unsnapped, lips, pauses),
+               "test/speech_blend_spread": blend_spread(test_unsnapped, lips, ~pauses),
+               "test/tracked_pause_blend_spread": blend_spread(tracked_test, lips, pauses),
+               "test/tracked_speech_blend_spread": blend_spread(tracked_test, lips, ~pauses),
                "test/jitter_ratio": jitter(test_opening) / jitter(reference),
                "test/nearest_frame": nearest_frame(test_predicted, targets, lips.scale),
                "test/tracked_nearest_frame": nearest_frame(tracked_test, targets, lips.scale),

@@ -13,7 +13,7 @@ import torch
 from deltaplane.audio.features import WINDOW, normalize_utterance
 from deltaplane.config_io import from_dict, to_dict
 from deltaplane.data.dataset import load_clip
-from deltaplane.fields.lips import MAX_GAIN, LipConfig, LipVector, frame_spacing, pooled_spread, snap_to_frames
+from deltaplane.fields.lips import MAX_GAIN, NEIGHBOURS, LipConfig, LipVector, frame_spacing, pooled_spread, snap_to_frames
 from deltaplane.geometry.lips import mouth_shape
 from deltaplane.inference import load_run
 from deltaplane.models.triplane_talker import TriplaneTalkerConfig
@@ -351,9 +351,10 @@ def test_each_lip_regression_learns_from_its_own_frames_and_their_mean_drives_th
 
 def test_teacher_snap_teaches_the_renderer_the_snapped_vectors_it_is_driven_with() -> None:
     """`LipConfig.teacher_snap`: the renderer's training vectors (`LipVector.taught`) are the tracked ones plus the
-    teacher noise, and for that share of the batch also snapped, as at inference. The snapped vectors of a cloud of
-    eight independent components are shorter than the tracked ones (why the renderer must see them). Off, `taught`
-    draws exactly the noise it always drew, so runs without it keep their random stream."""
+    teacher noise, and for that share of the batch snapped among the *other* training frames (the frame and its
+    `NEIGHBOURS` on each side, near-copies of it, left out), as a new frame is at inference. The snapped vectors of
+    a cloud of eight independent components are shorter than the tracked ones (why the renderer must see them).
+    Off, `taught` draws exactly the noise it always drew, so runs without it keep their random stream."""
     torch.manual_seed(0)
     shapes = torch.randn(800, 40)
     config = LipConfig(snap=1.0, teacher_noise=0.0)
@@ -362,9 +363,18 @@ def test_teacher_snap_teaches_the_renderer_the_snapped_vectors_it_is_driven_with
     for lips in (always, half, never):
         lips.fit(shapes)
     tracked = always.coefficients(shapes[:400])
-    snapped = always.snapped(tracked)
+    snapped = always.snapped(tracked, leave_out=True)
     torch.testing.assert_close(always.taught(tracked), snapped)
     assert snapped.norm(dim=1).median() < 0.8 * tracked.norm(dim=1).median()
+    scale, bank = always.scale, always.bank
+    position = torch.arange(len(bank))
+    for frame in (0, 1, 200, 399):
+        others = always.bank_valid & ((position - frame).abs() > NEIGHBOURS)
+        expected = snap_to_frames(tracked[frame:frame + 1] * scale, bank * scale, others, always.bandwidth) / scale
+        torch.testing.assert_close(snapped[frame:frame + 1], expected)
+    tiny = LipVector(dataclasses.replace(config, bank_size=3), code_dim=4, token_dim=8)
+    tiny.fit(shapes)  # a bank no larger than a frame's neighbourhood: it keeps them all
+    torch.testing.assert_close(tiny.snapped(tracked, leave_out=True), tiny.snapped(tracked))
     taught = half.taught(tracked)
     chosen = torch.isclose(taught, snapped).all(1)
     assert torch.equal(chosen, ~torch.isclose(taught, tracked).all(1))  # each row one or the other

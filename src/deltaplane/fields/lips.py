@@ -63,13 +63,12 @@ class LipConfig:
     correlation swings with its seed (0.41–0.81 on macron_fr_50s); the mean of four is steadier and better
     (docs/lip-motion.md "Run 13")."""
     teacher_snap: float = 0.0
-    """Share of the training frames whose tracked lip vector (with its `teacher_noise`) is also snapped (`snap`)
-    before it drives the renderer. At inference every lip vector is snapped, and a kernel mean of neighbouring
-    mouths is shorter than any tracked vector (its minor components average out: median norm 1.3–1.8 against
-    2.5–2.7 on the reference clips), so the renderer meets them only at inference (docs/lip-motion.md "Run 14"). At
-    0.5 on the GPU it did not close the gap that snapping costs (LMD +0.15 / +0.37, run 15): the seams are texel-scale
-    artefacts of the mouth planes (`LossWeights.delta_tv`, `TriplaneTalkerConfig.mouth_confined`). 0: taught with
-    tracked vectors only."""
+    """Share of the training frames whose tracked lip vector is replaced by its snap among the other training
+    frames (`snap`, `LipVector.snapped(leave_out=True)`; then its `teacher_noise`) before it drives the renderer. At
+    inference every lip vector is snapped, and a kernel mean of neighbouring mouths is shorter than any tracked
+    vector (its minor components average out: median norm 1.3–1.8 against 2.5–2.7 on the reference clips), so
+    without it the renderer meets them only at inference (docs/lip-motion.md "Run 14"), and draws them half open
+    where the speaker pauses (run 20). 0: taught with tracked vectors only."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.teacher_snap <= 1.0:
@@ -84,7 +83,12 @@ class LipConfig:
             raise ValueError(f"LipConfig.regressions must be at least 1, got {self.regressions}")
 
 
-def frame_spacing(points: Float[Tensor, "frames dim"], skip: int = 2) -> float:
+NEIGHBOURS = 2
+"""Frames on each side of a frame that are near-copies of it (consecutive frames): left out wherever a frame must be
+compared with, or snapped among, the *other* frames (`frame_spacing`, `LipVector.taught`)."""
+
+
+def frame_spacing(points: Float[Tensor, "frames dim"], skip: int = NEIGHBOURS) -> float:
     """Median distance from a frame to its nearest frame that is more than `skip` frames away (consecutive frames
     are near-copies; they would make every spacing tiny)."""
     distances = torch.cdist(points, points)
@@ -94,9 +98,10 @@ def frame_spacing(points: Float[Tensor, "frames dim"], skip: int = 2) -> float:
 
 
 def snap_to_frames(vectors: Float[Tensor, "batch dim"], frames: Float[Tensor, "bank dim"],
-                   valid: Bool[Tensor, " bank"], bandwidth: float | Tensor) -> Float[Tensor, "batch dim"]:
-    """Nadaraya–Watson: each vector becomes the mean of the valid `frames`, weighted by a Gaussian kernel of its
-    distance to them (`bandwidth` its std). Near a frame it is that frame; between frames, their blend."""
+                   valid: Bool[Tensor, "*batch bank"], bandwidth: float | Tensor) -> Float[Tensor, "batch dim"]:
+    """Nadaraya–Watson: each vector becomes the mean of the valid `frames` (`valid` per bank frame, or per vector
+    and bank frame), weighted by a Gaussian kernel of its distance to them (`bandwidth` its std). Near a frame it is
+    that frame; between frames, their blend."""
     squared = torch.cdist(vectors.float(), frames.float()).square()
     logits = (-squared / (2 * torch.as_tensor(bandwidth).square())).masked_fill(~valid, -torch.inf)
     return torch.softmax(logits, dim=-1) @ frames.float()
@@ -208,9 +213,13 @@ class LipVector(nn.Module):
     def _forget_bank(module: LipVector, incompatible_keys: object) -> None:
         module._has_bank = None
 
-    def snapped(self, lips: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch dim"]:
+    def snapped(self, lips: Float[Tensor, "batch dim"], leave_out: bool = False) -> Float[Tensor, "batch dim"]:
         """Lip vectors pulled among the training frames' (`snap_to_frames`); unchanged without `snap`, and before
-        `fit` has stored any frame (a model that has seen no video: the kernel mean of no frames is undefined)."""
+        `fit` has stored any frame (a model that has seen no video: the kernel mean of no frames is undefined).
+        `leave_out`: for the training frames' own vectors, the bank frame nearest each and its `NEIGHBOURS` on
+        each side are left out, so that a training frame is snapped among the *other* frames, as a new frame is at
+        inference (with itself in the bank, its snapped vector stays near it: median norm 1.5–1.8 against 1.3 for
+        new frames, docs/lip-motion.md "Run 14")."""
         if self.config.snap is None:
             return lips
         if self._has_bank is None:
@@ -218,16 +227,24 @@ class LipVector(nn.Module):
         if not self._has_bank:
             return lips
         scale = self.scale.float()
-        return snap_to_frames(lips * scale, self.bank * scale, self.bank_valid, self.bandwidth) / scale
+        valid = self.bank_valid
+        if leave_out:
+            distances = torch.cdist(lips.float() * scale, self.bank * scale).masked_fill(~valid, torch.inf)
+            position = torch.arange(len(valid), device=lips.device)
+            nearest = distances.argmin(1, keepdim=True)
+            others = valid & ((position - nearest).abs() > NEIGHBOURS)
+            valid = torch.where(others.any(1, keepdim=True), others, valid)  # a bank of a few frames keeps them all
+        return snap_to_frames(lips * scale, self.bank * scale, valid, self.bandwidth) / scale
 
     def taught(self, lips: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch dim"]:
         """The lip vectors the renderer is taught with in place of tracked ones (`lips`): plus `teacher_noise`, and
-        for a `teacher_snap` share of the batch also snapped, as every lip vector is at inference."""
+        for a `teacher_snap` share of the batch snapped among the other training frames (`snapped(leave_out=True)`,
+        the noise added after), as every lip vector is at inference."""
         noisy = lips + self.config.teacher_noise * torch.randn_like(lips)
         if self.config.teacher_snap == 0:  # no draw: runs without it keep their random stream
             return noisy
         chosen = torch.rand(lips.shape[0], device=lips.device) < self.config.teacher_snap
-        return torch.where(chosen[:, None], self.snapped(noisy), noisy)
+        return torch.where(chosen[:, None], self.snapped(lips, leave_out=True) + (noisy - lips), noisy)
 
     def held_out(self, indices: Int[Tensor, " frames"]) -> Bool[Tensor, " frames"]:
         """Frames (dataset frame indices) kept out of the audio → lip regression for calibration: one block of
