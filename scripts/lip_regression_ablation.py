@@ -16,7 +16,8 @@ vectors smoothed over time as `deltaplane render --lip-smoothing A` smooths the 
 regression's squared error weighted by each component's variance in mouth-shape space, as the landmarks see it,
 instead of equally in whitened units), gate (where the audio's level says the speaker pauses, `speech_activity`,
 the raw lip vector is drawn to the mean lip vector of the training frames' pauses), ctxN (N per-frame audio windows
-around each frame, `AudioEncoderConfig.num_windows` and `data.dataset.AUDIO_CONTEXT`: 8 by default).
+around each frame, `AudioEncoderConfig.num_windows` and `data.dataset.AUDIO_CONTEXT`: 8 by default), gainX (the
+calibrated lip gain times X: how the landmark distance trades against the spread).
 
 `test/pause_opening_ratio`: the predicted mean opening over the test split's pauses (`speech_activity` 0) over the
 tracked one's (None with fewer than 3 pause frames). `test/{pause,speech}_blend_spread` (with snapH): how far apart
@@ -166,6 +167,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
     gate = "gate" in parts
     activity = torch.from_numpy(speech_activity(load_audio(dataset / AUDIO_WAV), manifest.num_frames, manifest.fps))
     context = next((int(part[3:]) for part in parts if part.startswith("ctx")), AUDIO_CONTEXT)
+    gain_factor = next((float(part[4:]) for part in parts if part.startswith("gain")), 1.0)
 
     def windows_at(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return audio_context(features, indices, context)
@@ -226,6 +228,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         held_out = raw(windows_at(versions[0], train_clip.indices[calibration]))
         spread, correlation = pooled_spread(held_out, targets[calibration], lips.scale.square())
         lips.calibrate(held_out, targets[calibration])
+        lips.gain.mul_(gain_factor)
         test_raw = gated(raw(windows_at(test_features, test_clip.indices)), activity[test_clip.indices])
         test_predicted = smooth(lips.calibrated(test_raw))
         test_unsnapped = torch.minimum(torch.maximum(test_raw * lips.gain, lips.low), lips.high)
