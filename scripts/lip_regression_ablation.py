@@ -17,7 +17,8 @@ regression's squared error weighted by each component's variance in mouth-shape 
 instead of equally in whitened units), gate (where the audio's level says the speaker pauses, `speech_activity`,
 the raw lip vector is drawn to the mean lip vector of the training frames' pauses), ctxN (N per-frame audio windows
 around each frame, `AudioEncoderConfig.num_windows` and `data.dataset.AUDIO_CONTEXT`: 8 by default), gainX (the
-calibrated lip gain times X: how the landmark distance trades against the spread).
+calibrated lip gain times X: how the landmark distance trades against the spread), calopen (the gain refined so
+that the snapped held-out vectors' inner-lip opening, not their pooled spread, moves as much as the tracked one).
 
 `test/pause_opening_ratio`: the predicted mean opening over the test split's pauses (`speech_activity` 0) over the
 tracked one's (None with fewer than 3 pause frames). `test/{pause,speech}_blend_spread` (with snapH): how far apart
@@ -229,6 +230,9 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         spread, correlation = pooled_spread(held_out, targets[calibration], lips.scale.square())
         lips.calibrate(held_out, targets[calibration])
         lips.gain.mul_(gain_factor)
+        for _ in range(3 if "calopen" in parts else 0):
+            moving = opening(lips.shapes(lips.calibrated(held_out))).std()
+            lips.gain.mul_(float(opening(lips.shapes(targets[calibration])).std() / max(moving, 1e-9)))
         test_raw = gated(raw(windows_at(test_features, test_clip.indices)), activity[test_clip.indices])
         test_predicted = smooth(lips.calibrated(test_raw))
         test_unsnapped = torch.minimum(torch.maximum(test_raw * lips.gain, lips.low), lips.high)
