@@ -56,7 +56,7 @@ from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.data.dataset import AUDIO_CONTEXT, audio_context, load_clip
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
-from deltaplane.fields.lips import LipConfig, LipVector, frame_spacing, pooled_spread
+from deltaplane.fields.lips import LipConfig, LipVector, frame_spacing, pooled_spread, snap_weights
 from deltaplane.geometry.lips import MOUTH_POINTS
 
 
@@ -112,14 +112,15 @@ def opening_ratio(predicted: np.ndarray, tracked: np.ndarray, chosen: np.ndarray
 
 def blend_spread(vectors: torch.Tensor, lips: LipVector, chosen: np.ndarray) -> float | None:
     """Mean over the `chosen` frames of how far apart the mouths are that the snap blends into each lip vector: the
-    std of the bank frames' openings under the vector's kernel weights (`snap_to_frames`), over the mean bank
-    opening. A blend of closed and open mouths renders as a ghost of both (a half-open mouth with streaks of teeth,
-    run 21). `vectors` are unsnapped (gain and range applied); None without `snap` or with fewer than 3 frames."""
+    std of the bank frames' openings under the vector's kernel weights (`fields.lips.snap_weights`), over the mean
+    bank opening. A blend of closed and open mouths could render as a ghost of both; run 21 found it no larger for
+    the audio's pause vectors than for the tracked ones. `vectors` are unsnapped (gain and range applied); None
+    without `snap` or with fewer than 3 frames."""
     if lips.config.snap is None or chosen.sum() < 3:
         return None
     scale = lips.scale.float()
-    squared = torch.cdist(vectors[torch.from_numpy(chosen)] * scale, lips.bank * scale).square()
-    weights = torch.softmax((-squared / (2 * lips.bandwidth.square())).masked_fill(~lips.bank_valid, -torch.inf), -1)
+    weights = snap_weights(vectors[torch.from_numpy(chosen)] * scale, lips.bank * scale, lips.bank_valid,
+                           lips.bandwidth)
     bank_opening = torch.from_numpy(opening(lips.shapes(lips.bank))).float()
     mean = weights @ bank_opening
     spread = (weights @ bank_opening.square() - mean.square()).clamp_min(0).sqrt()

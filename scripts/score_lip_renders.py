@@ -7,7 +7,9 @@ found, sharpness against test.mp4, and with --dataset the background's change fr
 With --dataset, each cross-driven video also gets the replay check: does its mouth follow the new audio, or the
 training frames whose cameras it replays (`inference.DrivingTracks.replay`, forward and backward)? It adds the
 landmark sync with the *training* audio at the replayed frames (`sync_replayed/correlation`) and the correlation with
-the tracked opening of the replayed training frames (`replayed_opening_correlation`).
+the tracked opening of the replayed training frames (`replayed_opening_correlation`), and each test render gets its
+mouth opening over the ground truth's in the test split's pauses and in its speech (`mouth/pause_opening_ratio`,
+`mouth/speech_opening_ratio`; a pause as in scripts/lip_regression_ablation.py's `speech_activity`).
 
     python scripts/score_lip_renders.py [--dataset DATASET] VARIANT_DIR [VARIANT_DIR ...] > table.json
 """
@@ -31,6 +33,7 @@ from deltaplane.evaluation.scoring import (EvaluationConfig, identity_metrics, l
                                            observe_video, pair_metrics, score_pair, sharpness_metrics, sync_metrics)
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
 from deltaplane.media.video import iter_frames, probe_video
+from lip_regression_ablation import opening_ratio, speech_activity
 
 FPS = 25.0
 RENDERS = ("test", "test_still_tokens", "test_teacher", "test_teacher_snapped", "test_unsnapped")
@@ -44,7 +47,7 @@ CROSS = ("cross", "still", "plain")
 snap switched off."""
 KEEP = ("psnr", "psnr_face", "lmd", "mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction",
         "mouth/open_fraction_reference", "sync/correlation", "sync/offset_frames", "sharpness_ratio", "detail_gain_1",
-        "detail_gain_2")
+        "detail_gain_2", "mouth/pause_opening_ratio", "mouth/speech_opening_ratio")
 
 
 class Replay:
@@ -75,7 +78,25 @@ def frames(path: Path):
     return iter_frames(path, FPS), probe_video(path).num_frames_estimate
 
 
-def score(directory: Path, replay: Replay | None, background: np.ndarray | None) -> dict:
+def test_pauses(dataset: Path) -> np.ndarray:
+    """The test split's frames where the speaker pauses (`speech_activity` 0)."""
+    manifest = read_manifest(dataset)
+    activity = speech_activity(load_audio(dataset / AUDIO_WAV), manifest.num_frames, manifest.fps)
+    return activity[manifest.splits["test"]] == 0
+
+
+def phase_openings(result, pauses: np.ndarray) -> dict[str, float | None]:
+    """A test render's mouth opening over the ground truth's, in the pauses and in the speech (frames where both
+    show a face)."""
+    predicted = np.asarray(result.prediction.per_frame(mouth_opening), dtype=float)
+    truth = np.asarray(result.target.per_frame(mouth_opening), dtype=float)
+    found = np.isfinite(predicted) & np.isfinite(truth)
+    return {f"mouth/{phase}_opening_ratio": opening_ratio(predicted, truth, chosen & found)
+            for phase, chosen in (("pause", pauses), ("speech", ~pauses))}
+
+
+def score(directory: Path, replay: Replay | None, background: np.ndarray | None,
+          pauses: np.ndarray | None = None) -> dict:
     config = EvaluationConfig(identity_every=1000)
     experts = load_experts(config, torch.device("cpu"))
     embedder = IdentityEmbedder()
@@ -89,6 +110,8 @@ def score(directory: Path, replay: Replay | None, background: np.ndarray | None)
         result = score_pair(test, truth, count, config, experts, embedder)
         table, _ = pair_metrics(result, config)
         table.update(sync_metrics(result.prediction, samples, FPS, config, None)[0])
+        if pauses is not None:
+            table.update(phase_openings(result, pauses))
         row.update({f"{name}/{key}": table[key] for key in KEEP if key in table})
     row.update({f"test/gt/{key}": value for key, value in
                 sync_metrics(result.target, samples, FPS, config, None)[0].items()})
@@ -138,12 +161,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("directories", type=Path, nargs="+")
     parser.add_argument("--dataset", type=Path,
-                        help="the training dataset: adds the replay check and the views' background measures")
+                        help="the training dataset: adds the replay check, the pause and speech openings and the "
+                             "views' background measures")
     args = parser.parse_args()
     replay = Replay(args.dataset) if args.dataset else None
     background = split_far_background(load_clip(args.dataset, "test")[1]) if args.dataset else None
-    print(json.dumps({directory.name: score(directory, replay, background) for directory in args.directories},
-                     indent=1))
+    pauses = test_pauses(args.dataset) if args.dataset else None
+    print(json.dumps({directory.name: score(directory, replay, background, pauses)
+                      for directory in args.directories}, indent=1))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ import torch
 from deltaplane.audio.features import WINDOW, normalize_utterance
 from deltaplane.config_io import from_dict, to_dict
 from deltaplane.data.dataset import load_clip
-from deltaplane.fields.lips import MAX_GAIN, NEIGHBOURS, LipConfig, LipVector, frame_spacing, pooled_spread, snap_to_frames
+from deltaplane.fields.lips import (MAX_GAIN, NEIGHBOURS, LipConfig, LipVector, frame_spacing, pooled_spread,
+                                   snap_to_frames)
 from deltaplane.geometry.lips import mouth_shape
 from deltaplane.inference import load_run
 from deltaplane.models.triplane_talker import TriplaneTalkerConfig

@@ -58,8 +58,8 @@ files in the spread band on the GPU (BENCHMARKS.md run 19). The renderer is taug
 training frame's snapped among the other frames (`LipConfig.teacher_snap`), as it is driven at inference: on
 obama_20s the mouth no longer holds half open through the speaker's pauses (rendered pause opening 1.68 → 1.17 of
 the truth's), LMD 2.60 → 2.37 and all 9 cross-driven files in the spread band; on macron_fr_50s the spread rose to
-0.79–0.87 and 7–8 of 9 files are in the band, at 0.7 dB of face PSNR (BENCHMARKS.md run 21). Talk3D's audio token (`full`) replays the training
-mouths from the camera and barely moves the lips for new audio."""
+0.79–0.87 and 7–8 of 9 files are in the band, at 0.7 dB of face PSNR (BENCHMARKS.md run 21). Talk3D's audio token
+(`full`) replays the training mouths from the camera and barely moves the lips for new audio."""
 
 FULL = (TriplaneTalkerConfig(), TrainConfig(warmup_delta_steps=2000))
 """Talk3D's sizes: 48 + 48 samples per ray, 80 k steps."""
