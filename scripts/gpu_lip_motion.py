@@ -13,8 +13,9 @@ sheet of scripts/render_views.py) and prints the diagnostics as one JSON line. W
 the `fast` preset's default, or a variant part `snapH`) it also writes, from the same weights with the snap switched
 off, test_unsnapped.mp4 and plain_NAME.mp4 (as still_NAME.mp4), in VARIANT_plain.tar, so the A/B of the snap needs
 no second training run, test_teacher_snapped.mp4 (the tracked lips snapped) and, with `--snap-widths W,...`,
-test_snapW.mp4 (snapped at another bandwidth, the gain recalibrated). A training that collapses for good
-(`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss terms, opacity and deltaplane size.
+test_snapW.mp4 (snapped at another bandwidth, the gain recalibrated), and with `LipConfig.per_utterance`
+test_calibrated.mp4 (the test split driven with the calibrated gain instead of its own). A training that collapses
+for good (`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss terms, opacity and deltaplane size.
 `--stage train` then `--stage render` split the training and the measuring into two device calls (the machine
 keeps WORK while it stays warm), so the training can have a whole 10-minute call.
 """
@@ -73,10 +74,11 @@ def variant_configs(name: str, preset: str = "fast"):
     empty-behind term at weight N, docs/novel-views.md "Run 12"), spreadN (the
     depth-spread weight N), snapH (the calibrated lip vector pulled among the training frames' mouths, bandwidth H,
     `LipConfig.snap`), tsnapP (the renderer taught with snapped vectors on a share P of frames,
-    `LipConfig.teacher_snap`), resN (N² rays, the super-resolution upsampling the rest of the way to the same output:
-    res256 = one ×2 block; the `fast` preset's since run 12, res128 = the earlier two blocks), marchN (N coarse + N
-    importance samples per ray). `solid`, `snap`, `res256`, `lipbatch32`, `regs4`, `xyonly`, `confine` and `dtv0.05`
-    are on in today's `fast` preset."""
+    `LipConfig.teacher_snap`), utt (each driving clip with its own lip gain, `LipConfig.per_utterance`), resN (N²
+    rays, the super-resolution upsampling the rest of the way to the same output: res256 = one ×2 block; the `fast`
+    preset's since run 12, res128 = the earlier two blocks), marchN (N coarse + N importance samples per ray).
+    `solid`, `snap`, `res256`, `lipbatch32`, `regs4`, `xyonly`, `confine`, `dtv0.05`, `tsnap1` and `utt` are on in
+    today's `fast` preset."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -145,6 +147,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, behind=float(part[6:])))
         elif part.startswith("novcolor"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_color=float(part[8:])))
+        elif part == "utt":
+            model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, per_utterance=True))
         elif part.startswith("tsnap"):
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, teacher_snap=float(part[5:])))
         elif part.startswith("snap"):
@@ -165,14 +169,20 @@ def variant_configs(name: str, preset: str = "fast"):
 
 
 @contextlib.contextmanager
-def unsnapped(model):
-    """The model's lip vectors as they would be without `LipConfig.snap` (same weights, same gain)."""
+def lip_config(model, **changes):
+    """The model's lip vectors as they would be with `changes` to its `LipConfig` (same weights, same gain):
+    `snap=None, teacher_snap=0.0` without the snap, `per_utterance=False` with the calibrated gain on every clip."""
     config = model.lips.config
-    model.lips.config = dataclasses.replace(config, snap=None, teacher_snap=0.0)
+    model.lips.config = dataclasses.replace(config, **changes)
     try:
         yield
     finally:
         model.lips.config = config
+
+
+def unsnapped(model):
+    """`lip_config` without `LipConfig.snap`."""
+    return lip_config(model, snap=None, teacher_snap=0.0)
 
 
 @contextlib.contextmanager
@@ -338,6 +348,10 @@ def main() -> None:
     conditions = Conditions(audio=audio_context(test.audio_features, test.indices), eye=test.eye, angles=test.angles,
                             landmarks=test.landmarks)
     samples = _split_audio(args.dataset, test.indices.tolist(), fps)
+    if model.lips is not None:  # the gain the test passage is driven with (`LipConfig.per_utterance`)
+        with torch.no_grad():
+            raw = model.predicted_lips(conditions.audio.to(model.identity_planes.device), calibrated=False)
+            report["lips/test_utterance_gain"] = model.lips.utterance_gain(raw)[0].item()
     write_video(run_dir / "test.mp4", (to_uint8(rgb) for rgb, _ in render_clip(model, conditions, test.cam2world,
                                                                                plate_warp=test.plate_warps)),
                 fps, samples)
@@ -364,6 +378,11 @@ def main() -> None:
                 (to_uint8(rgb) for rgb, _ in render_clip(model, still, test.cam2world, plate_warp=test.plate_warps)),
                 fps, samples)
     videos["test_still_tokens"] = "test_still_tokens.mp4"
+    if model.lips is not None and model.lips.config.per_utterance:  # the clip's own gain against the calibrated one
+        with lip_config(model, per_utterance=False):
+            write_video(run_dir / "test_calibrated.mp4", (to_uint8(rgb) for rgb, _ in render_clip(
+                model, conditions, test.cam2world, plate_warp=test.plate_warps)), fps, samples)
+        videos["test_calibrated"] = "test_calibrated.mp4"
     if model.lips is not None and args.teacher:  # the renderer told the tracked mouth shapes: does it draw them?
         write_video(run_dir / "test_teacher.mp4", teacher_frames(model, test), fps, samples)
         videos["test_teacher"] = "test_teacher.mp4"

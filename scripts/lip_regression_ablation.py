@@ -18,7 +18,9 @@ instead of equally in whitened units), gate (where the audio's level says the sp
 the raw lip vector is drawn to the mean lip vector of the training frames' pauses), ctxN (N per-frame audio windows
 around each frame, `AudioEncoderConfig.num_windows` and `data.dataset.AUDIO_CONTEXT`: 8 by default), gainX (the
 calibrated lip gain times X: how the landmark distance trades against the spread), calopen (the gain refined so
-that the snapped held-out vectors' inner-lip opening, not their pooled spread, moves as much as the tracked one).
+that the snapped held-out vectors' inner-lip opening, not their pooled spread, moves as much as the tracked one),
+uttA (per driving utterance, the gain times (held-out raw spread / the utterance's raw spread)^A: A = 1 makes every
+utterance's raw lip vectors move as much as the held-out blocks', whatever the voice; A = 0 is the calibrated gain).
 
 `test/pause_opening_ratio`: the predicted mean opening over the test split's pauses (`speech_activity` 0) over the
 tracked one's (None with fewer than 3 pause frames). `test/{pause,speech}_blend_spread` (with snapH): how far apart
@@ -170,6 +172,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
     activity = torch.from_numpy(speech_activity(load_audio(dataset / AUDIO_WAV), manifest.num_frames, manifest.fps))
     context = next((int(part[3:]) for part in parts if part.startswith("ctx")), AUDIO_CONTEXT)
     gain_factor = next((float(part[4:]) for part in parts if part.startswith("gain")), 1.0)
+    utterance_power = next((float(part[3:]) for part in parts if part.startswith("utt")), 0.0)
 
     def windows_at(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return audio_context(features, indices, context)
@@ -234,13 +237,24 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         for _ in range(3 if "calopen" in parts else 0):
             moving = opening(lips.shapes(lips.calibrated(held_out))).std()
             lips.gain.mul_(float(opening(lips.shapes(targets[calibration])).std() / max(moving, 1e-9)))
+        calibrated_gain = lips.gain.clone()
+        held_spread = (held_out - held_out.mean(0)).square().mul(lips.scale.square()).sum(1).mean().sqrt()
+
+        def for_utterance(vectors: torch.Tensor) -> torch.Tensor:
+            """uttA: the gain for this utterance (its raw spread against the held-out blocks')."""
+            spread = (vectors - vectors.mean(0)).square().mul(lips.scale.square()).sum(1).mean().sqrt()
+            factor = float(held_spread / spread.clamp_min(1e-9)) ** utterance_power
+            lips.gain.copy_((calibrated_gain * factor).clamp(max=3.0))
+            return vectors
+
         test_raw = gated(raw(windows_at(test_features, test_clip.indices)), activity[test_clip.indices])
+        test_raw = for_utterance(test_raw)
         test_predicted = smooth(lips.calibrated(test_raw))
         test_unsnapped = torch.minimum(torch.maximum(test_raw * lips.gain, lips.low), lips.high)
         pauses = (activity[test_clip.indices] == 0).numpy()
         tracked_test = lips.coefficients(test_clip.mouth_shapes)
         reference, test_opening = opening(test_clip.mouth_shapes), opening(lips.shapes(test_predicted))
-        row = {**{f"gain/{k}": float(g) for k, g in enumerate(lips.gain)},
+        row = {**{f"gain/{k}": float(g) for k, g in enumerate(calibrated_gain)}, "test/gain": float(lips.gain[0]),
                "calibration/spread_ratio": spread, "calibration/correlation": correlation,
                "selected_step": float(np.mean(best_steps)),
                "test/lip_correlation": float(np.corrcoef(test_predicted[:, 0], tracked_test[:, 0])[0, 1]),
@@ -265,7 +279,8 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
             windows = normalize_utterance(windows) if normalize else windows
             features = torch.from_numpy(with_phones(samples, windows, manifest.fps) if phones else windows)
             speech = torch.from_numpy(speech_activity(samples, count, manifest.fps))
-            vectors = smooth(lips.calibrated(gated(raw(windows_at(features, torch.arange(count))), speech)))
+            vectors = for_utterance(gated(raw(windows_at(features, torch.arange(count))), speech))
+            vectors = smooth(lips.calibrated(vectors))
             predicted = opening(lips.shapes(vectors))
             score = landmark_sync(predicted, speech_envelope(samples, count, manifest.fps), 10)
             row[f"cross/{name}/opening_std_ratio"] = float(predicted.std() / reference.std())

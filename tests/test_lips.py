@@ -74,6 +74,29 @@ def test_calibration_restores_the_spread_of_what_the_audio_predicts() -> None:
     assert pooled_spread(torch.ones(10, 3), target[:10], lips.scale.square())[1] == 0.0  # constant: no NaN
 
 
+def test_a_driving_clip_moves_as_much_as_the_held_out_blocks() -> None:
+    """`LipConfig.per_utterance`: a clip's raw lip vectors get the calibrated gain times the held-out blocks' raw
+    spread over the clip's, whatever the clip's level; short clips and uncorrelated regressions keep the
+    calibrated gain, and without the option nothing changes (no buffer: older checkpoints load)."""
+    lips = LipVector(LipConfig(dim=3, per_utterance=True), code_dim=8, token_dim=8)
+    lips.scale.copy_(torch.tensor([2.0, 1.0, 0.5]))
+    target = torch.randn(2000, 3, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(lips.utterance_gain(0.3 * target), lips.gain)  # not calibrated yet
+    lips.calibrate(0.5 * target, target)  # gain 2 for raw vectors that swing as far as 0.5 · target
+    torch.testing.assert_close(lips.gain, torch.full((3,), 2.0))
+    torch.testing.assert_close(lips.utterance_gain(0.5 * target), lips.gain)
+    torch.testing.assert_close(lips.utterance_gain(0.625 * target), lips.gain / 1.25)  # swings 1.25× as far
+    torch.testing.assert_close(lips.utterance_gain(0.625 * target + 3.0), lips.gain / 1.25)  # about its own mean
+    torch.testing.assert_close(lips.utterance_gain(0.25 * target), torch.full((3,), MAX_GAIN))
+    assert torch.equal(lips.utterance_gain(0.625 * target[:lips.config.calibration_block - 1]), lips.gain)
+    lips.calibrate(-0.5 * target, target)  # anti-correlated: the raw regression on every clip
+    assert torch.equal(lips.utterance_gain(0.625 * target), torch.ones(3))
+    plain = LipVector(LipConfig(dim=3), code_dim=8, token_dim=8)
+    plain.calibrate(0.5 * target, target)
+    assert torch.equal(plain.utterance_gain(0.625 * target), plain.gain)
+    assert "held_out_spread" not in plain.state_dict() and "held_out_spread" in lips.state_dict()
+
+
 def test_calibration_blocks_are_whole_seconds_spread_over_the_clip() -> None:
     lips = LipVector(LipConfig(dim=3, calibration_block=25, calibration_every=10), code_dim=8, token_dim=8)
     held = lips.held_out(torch.arange(1000))
@@ -99,7 +122,8 @@ def lip_run(synthetic_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -
     model_config, train_config = get_preset("tiny")
     model_config = dataclasses.replace(model_config, audio_token="lips", mouth_planes=2,  # as the fast preset
                                        audio=dataclasses.replace(model_config.audio, normalize=True),
-                                       lips=dataclasses.replace(model_config.lips, snap=1.0, regressions=2))
+                                       lips=dataclasses.replace(model_config.lips, snap=1.0, regressions=2,
+                                                                per_utterance=True))
     train_config = dataclasses.replace(train_config, steps=120, eval_every=40, checkpoint_every=1000,
                                        sample_every=1000, lr_audio=2e-3)
     run_dir = tmp_path_factory.mktemp("lip-run") / "run"
@@ -128,6 +152,17 @@ def test_lip_run_reloads_with_its_basis_and_gain(lip_run: Path) -> None:
     audio = torch.randn(3, 8, 16, model.config.audio.feature_dim)
     tokens = model.tokens(dataclasses.replace(_conditions(3), audio=audio))
     torch.testing.assert_close(tokens[:, 0], model.lips(model.predicted_lips(audio)))
+    # A whole driving clip is driven with its own gain, however it is chunked; a clip shorter than a calibration
+    # block with the calibrated one.
+    assert model.lips.held_out_spread > 0
+    clip = torch.randn(40, 8, 16, model.config.audio.feature_dim)
+    with torch.no_grad():
+        codes = model.clip_audio_codes(clip)
+        torch.testing.assert_close(model.clip_audio_codes(clip, chunk=16), codes)
+        raw = model.predicted_lips(clip, calibrated=False)
+        torch.testing.assert_close(codes, model.lips(model.lips.calibrated(raw, model.lips.utterance_gain(raw))))
+        assert not torch.equal(model.lips.utterance_gain(raw), model.lips.gain)
+        torch.testing.assert_close(model.clip_audio_codes(audio), model.audio_codes(audio))
     # The snap's bank of training mouths comes back: every training frame (fewer than `bank_size`), and the lip
     # vectors of random audio land among them.
     _, train_clip = load_clip(Path(config["dataset"]), "train", size=32)

@@ -400,8 +400,7 @@ class FastRenderer:
                     ) -> Iterator[tuple[Float[Tensor, "3 H W"], Float[Tensor, "1 h w"]]]:
         """`inference.render_clip` (same audio codes, same random numbers) at this renderer's batch size."""
         num_frames = cam2world.shape[0]
-        audio_codes = torch.cat([self.model.audio_codes(conditions.audio[i:i + 64].to(self.device))
-                                 for i in range(0, num_frames, 64)])  # float32, as the reference
+        audio_codes = self.model.clip_audio_codes(conditions.audio)  # float32, as the reference
         if lip_smoothing > 0:
             audio_codes = ema_smooth(audio_codes, alpha=lip_smoothing)
         generator = torch.Generator(device=self.device).manual_seed(seed)

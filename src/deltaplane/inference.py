@@ -164,8 +164,7 @@ def render_clip(model: TriplaneTalker, conditions: Conditions, cam2world: Float[
     device = model.identity_planes.device
     size = model.config.output_resolution
     num_frames = cam2world.shape[0]
-    audio_codes = torch.cat([model.audio_codes(conditions.audio[i:i + 64].to(device))
-                             for i in range(0, num_frames, 64)])
+    audio_codes = model.clip_audio_codes(conditions.audio)
     if lip_smoothing > 0:
         audio_codes = ema_smooth(audio_codes, alpha=lip_smoothing)
     encoded = model.predictor.encode(model.identity_planes[None])

@@ -32,7 +32,8 @@ FAST = (
                          volume=VolumeRenderConfig(num_coarse=24, num_importance=24),
                          deltaplane=DeltaplaneConfig(block_norm="group"), audio_token="lips",
                          audio=AudioEncoderConfig(normalize=True), mouth_planes=8, mouth_planes_on=(0,),
-                         mouth_confined=True, lips=LipConfig(snap=1.0, regressions=4, teacher_snap=1.0),
+                         mouth_confined=True,
+                         lips=LipConfig(snap=1.0, regressions=4, teacher_snap=1.0, per_utterance=True),
                          loss=LossWeights(adversarial=0.1, solid=5.0, delta_tv=0.05)),
     TrainConfig(steps=6000, batch_size=4, lr_identity=5e-3, eval_every=500, eval_frames=16,
                 checkpoint_every=1000, sample_every=1000, warmup_delta_steps=500,
@@ -58,7 +59,10 @@ files in the spread band on the GPU (BENCHMARKS.md run 19). The renderer is taug
 training frame's snapped among the other frames (`LipConfig.teacher_snap`), as it is driven at inference: on
 obama_20s the mouth no longer holds half open through the speaker's pauses (rendered pause opening 1.68 → 1.17 of
 the truth's), LMD 2.60 → 2.37 and all 9 cross-driven files in the spread band; on macron_fr_50s the spread rose to
-0.79–0.87 and 7–8 of 9 files are in the band, at 0.7 dB of face PSNR (BENCHMARKS.md run 21). Talk3D's audio token
+0.79–0.87 and 7–8 of 9 files are in the band, at 0.7 dB of face PSNR (BENCHMARKS.md run 21). Each driving clip
+gets its own lip gain (`LipConfig.per_utterance`: its raw lip vectors move as much as the held-out blocks'): obama_20s
+test spread 1.39 → 0.92 and LMD 2.37 → 2.18, macron_fr_50s LMD 1.98–2.07 → 1.88 and all 9 cross-driven files in the
+band (BENCHMARKS.md run 22). Talk3D's audio token
 (`full`) replays the training mouths from the camera and barely moves the lips for new audio."""
 
 FULL = (TriplaneTalkerConfig(), TrainConfig(warmup_delta_steps=2000))

@@ -11,7 +11,9 @@ vector): the whitened principal components of the tracked mouth shape (`geometry
 * At inference the audio encoder's lip vector drives the renderer.
 * A regression fitted on seconds of audio over-fits: on the frames it was fitted on it looks better than on new
   speech. Its gain is therefore calibrated on held-out blocks of training frames that the regression never sees
-  (`LipVector.held_out`, `LipVector.calibrate`).
+  (`LipVector.held_out`, `LipVector.calibrate`). With `LipConfig.per_utterance`, a whole driving clip is then
+  scaled to move as much as those blocks (`LipVector.utterance_gain`): how far the regression swings depends on the
+  voice and the passage, how far this person's mouth moves does not.
 
 The eye, head-angle and landmark tokens keep driving the upper face and the pose.
 """
@@ -69,6 +71,12 @@ class LipConfig:
     vector (its minor components average out: median norm 1.3–1.8 against 2.5–2.7 on the reference clips), so
     without it the renderer meets them only at inference (docs/lip-motion.md "Run 14"), and draws them half open
     where the speaker pauses (run 20). 0: taught with tracked vectors only."""
+    per_utterance: bool = False
+    """Drive a whole clip with the gain times the held-out blocks' raw spread over the clip's raw spread
+    (`LipVector.utterance_gain`): every driving clip's raw lip vectors then move as much as the held-out blocks'. The
+    regression's swing differs between passages of the same voice (on obama_20s its test passage swings 1.55× its
+    held-out block, whose tracked mouth moves as much) and between voices; a person's mouth motion does not
+    (docs/lip-motion.md "Run 22")."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.teacher_snap <= 1.0:
@@ -113,6 +121,12 @@ def snap_to_frames(vectors: Float[Tensor, "batch dim"], frames: Float[Tensor, "b
     return snap_weights(vectors, frames, valid, bandwidth) @ frames.float()
 
 
+def shape_spread(vectors: Float[Tensor, "frames dim"], weights: Float[Tensor, " dim"]) -> Tensor:
+    """Std of a series of vectors about their mean, all components together, component k weighted by `weights[k]`
+    (its variance in shape space): how much the mouth they stand for moves."""
+    return ((vectors - vectors.mean(0)).square() * weights).sum(1).mean().sqrt()
+
+
 def pooled_spread(predicted: Float[Tensor, "frames dim"], target: Float[Tensor, "frames dim"],
                   weights: Float[Tensor, " dim"]) -> tuple[float, float]:
     """Spread ratio (target over predicted: the std of all weighted components together) and pooled Pearson
@@ -141,6 +155,8 @@ class LipVector(nn.Module):
             self.register_buffer("bank", torch.zeros(config.bank_size, config.dim))
             self.register_buffer("bank_valid", torch.zeros(config.bank_size, dtype=torch.bool))
             self.register_buffer("bandwidth", torch.tensor(1.0))
+        if config.per_utterance:
+            self.register_buffer("held_out_spread", torch.tensor(0.0))  # 0: not calibrated, no per-clip gain
         self._has_bank: bool | None = None
         """`bank_valid.any()`, asked of the device once (a wait) and forgotten whenever `fit` or a state dict
         changes the buffers."""
@@ -186,9 +202,11 @@ class LipVector(nn.Module):
         them). Only a prediction uncorrelated with the mouth (correlation ≤ 0) keeps the raw regression (gain 1).
         With `snap` the spread is that of the snapped vectors (the kernel mean moves vectors towards where the
         frames are dense, mostly inwards: the gains of the CPU ablation rose by 0.2–0.7): the gain is refined a
-        few times on them."""
+        few times on them. With `per_utterance` the raw held-out spread is kept for `utterance_gain`."""
         weights = self.scale.float().square()
         ratio, correlation = pooled_spread(predicted.float(), target.float(), weights)
+        if self.config.per_utterance:
+            self.held_out_spread.fill_(shape_spread(predicted.float(), weights) if correlation > 0 else 0.0)
         if correlation <= 0:
             self.gain.fill_(1.0)
             return
@@ -211,9 +229,25 @@ class LipVector(nn.Module):
         lips = self.head(audio_code)
         return self.calibrated(lips) if calibrated else lips
 
-    def calibrated(self, lips: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch dim"]:
-        """The regression's raw lip vectors with the gain, the training range and `snap` applied."""
-        return self.snapped(torch.minimum(torch.maximum(lips * self.gain, self.low), self.high))
+    def calibrated(self, lips: Float[Tensor, "batch dim"], gain: Float[Tensor, " dim"] | None = None
+                   ) -> Float[Tensor, "batch dim"]:
+        """The regression's raw lip vectors with the gain (`gain`, e.g. a clip's `utterance_gain`, or the
+        calibrated one), the training range and `snap` applied."""
+        gain = self.gain if gain is None else gain
+        return self.snapped(torch.minimum(torch.maximum(lips * gain, self.low), self.high))
+
+    def utterance_gain(self, lips: Float[Tensor, "frames dim"]) -> Float[Tensor, " dim"]:
+        """The gain for a whole driving clip's raw lip vectors (`LipConfig.per_utterance`): the calibrated gain
+        times the held-out blocks' raw spread over the clip's (`shape_spread`), at most MAX_GAIN. The calibrated
+        gain alone without `per_utterance`, before `calibrate`, for an uncorrelated regression, and for a clip
+        shorter than a calibration block (too few frames to measure its spread)."""
+        if not self.config.per_utterance or len(lips) < self.config.calibration_block:
+            return self.gain
+        reference = self.held_out_spread.float()
+        if reference <= 0:
+            return self.gain
+        spread = shape_spread(lips.float(), self.scale.float().square())
+        return (self.gain * reference / spread.clamp_min(1e-9)).clamp(max=MAX_GAIN)
 
     @staticmethod
     def _forget_bank(module: LipVector, incompatible_keys: object) -> None:

@@ -335,6 +335,16 @@ class TriplaneTalker(nn.Module):
         """The audio token's content driven by audio: the audio code, or in lip mode the predicted lip vector's."""
         return self.audio_encoder(audio) if self.lips is None else self.lips(self.predicted_lips(audio))
 
+    def clip_audio_codes(self, audio: Float[Tensor, "frames 8 16 D"], chunk: int = 64) -> Float[Tensor, "frames 64"]:
+        """`audio_codes` of a whole driving clip (on the CPU or the model's device; encoded `chunk` frames at a
+        time): in lip mode with the clip's own gain (`fields.lips.LipVector.utterance_gain`)."""
+        device = self.identity_planes.device
+        parts = [audio[start:start + chunk].to(device) for start in range(0, audio.shape[0], chunk)]
+        if self.lips is None:
+            return torch.cat([self.audio_encoder(part) for part in parts])
+        raw = torch.cat([self.predicted_lips(part, calibrated=False) for part in parts])
+        return self.lips(self.lips.calibrated(raw, self.lips.utterance_gain(raw)))
+
     def tokens(self, conditions: Conditions, audio_code: Float[Tensor, "B 64"] | None = None,
                mouth_shape: Float[Tensor, "B 40"] | None = None) -> Float[Tensor, "B 5 64"]:
         """The 5 condition tokens; pass `audio_code` to override the audio (e.g. a smoothed code). In lip mode a
