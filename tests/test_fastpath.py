@@ -15,7 +15,7 @@ from deltaplane import api
 from deltaplane.bench import random_weights_model
 from deltaplane.cli import main
 from deltaplane.errors import InputError
-from deltaplane.fastpath import (FastRenderConfig, FastRenderer, sample_triplane_channels_last,
+from deltaplane.fastpath import (FastRenderConfig, FastRenderer, composite_merged, sample_triplane_channels_last,
                                  triplane_field_reference)
 from deltaplane.fields.lips import LipConfig
 from deltaplane.fields.triplane import Confinement, OSGDecoder, TriplaneField, sample_triplane
@@ -23,6 +23,7 @@ from deltaplane.geometry.cameras import orbit_cam2world, orbit_cameras, talk3d_o
 from deltaplane.inference import render_clip
 from deltaplane.models.triplane_talker import MOUTH_BOX_EDGE, TriplaneTalker
 from deltaplane.presets import get_preset
+from deltaplane.render.volume import composite
 from deltaplane.structs import Conditions
 
 CPU = torch.device("cpu")
@@ -113,6 +114,23 @@ def _assert_sampler_matches(device: torch.device) -> None:
     grads_fast = torch.autograd.grad((fast * weights).sum(), (planes, points))
     for grad_fast, grad_reference in zip(grads_fast, grads_reference):
         torch.testing.assert_close(grad_fast, grad_reference, rtol=1e-9, atol=1e-11)
+
+
+def test_merged_composite_is_the_composite_of_the_samples_in_depth_order() -> None:
+    """`composite_merged` sorts only densities and depths, and weights each set's features where they lie: the same
+    features, depth, weights and opacity as gathering everything into depth order (float64), ties included."""
+    generator = torch.Generator().manual_seed(0)
+    sizes = (5, 7)
+    colors = [torch.rand(2, 3, size, 4, generator=generator, dtype=torch.float64) for size in sizes]
+    densities = [torch.randn(2, 3, size, 1, generator=generator, dtype=torch.float64) * 3 for size in sizes]
+    depths = [torch.rand(2, 3, size, 1, generator=generator, dtype=torch.float64) * 2 + 1 for size in sizes]
+    depths[1][0, 0, 2] = depths[0][0, 0, 1]  # a fine sample at a coarse one's depth
+    merged = composite_merged(colors, densities, depths, -1.0)
+    depths_all, order = torch.sort(torch.cat(depths, dim=-2), dim=-2)
+    reference = composite(torch.cat(colors, dim=-2).gather(-2, order.expand(-1, -1, -1, 4)),
+                          torch.cat(densities, dim=-2).gather(-2, order), depths_all, -1.0)
+    for value, other in zip(merged, reference):
+        torch.testing.assert_close(value, other, rtol=1e-12, atol=1e-14)
 
 
 def test_channels_last_lookup_matches_grid_sample_values_and_gradients() -> None:

@@ -161,11 +161,27 @@ def render_rays_given_uniforms(field_fn: FieldFn, origins: Float[Tensor, "batch 
         return coarse
     depths_fine = _importance_depths(depths_coarse, coarse.weights, uniforms)  # [B, R, S_f, 1]
     colors_fine, densities_fine = _query(field_fn, origins, directions, depths_fine)
-    depths_all, order = torch.sort(torch.cat((depths_coarse, depths_fine), dim=-2), dim=-2)  # [B, R, S, 1]
-    colors_all = torch.cat((colors_coarse, colors_fine), dim=-2)
-    colors_all = colors_all.gather(-2, order.expand(-1, -1, -1, colors_all.shape[-1]))  # [B, R, S, C]
-    densities_all = torch.cat((densities_coarse, densities_fine), dim=-2).gather(-2, order)  # [B, R, S, 1]
-    return composite(colors_all, densities_all, depths_all, config.density_bias)
+    return composite_merged((colors_coarse, colors_fine), (densities_coarse, densities_fine),
+                            (depths_coarse, depths_fine), config.density_bias)
+
+
+def composite_merged(colors: Sequence[Float[Tensor, "batch rays _ channels"]],
+                     densities: Sequence[Float[Tensor, "batch rays _ 1"]],
+                     depths: Sequence[Float[Tensor, "batch rays _ 1"]], density_bias: float) -> Composited:
+    """`render.volume.composite` of sample sets merged by depth (the coarse and the fine samples), without moving
+    their C feature channels into depth order: only the densities and depths are sorted. The midpoint rule gives the
+    j-th sample in depth order half the weight of each interval it bounds, (w_{j−1} + w_j) / 2; those weights go
+    back to the samples' own places and each set's features are summed where they lie. Gathering [B, R, S, C]
+    features by the sort order took 0.93 ms of a 3.7 ms step at 256² (docs/performance.md)."""
+    depths_all, order = torch.sort(torch.cat(tuple(depths), dim=-2), dim=-2)  # [B, R, S, 1]
+    densities_all = torch.cat(tuple(densities), dim=-2).gather(-2, order)
+    scalars = composite(depths_all, densities_all, depths_all, density_bias)  # its features are not used
+    weights = scalars.weights  # [B, R, S − 1, 1]
+    per_sample = (F.pad(weights, (0, 0, 1, 0)) + F.pad(weights, (0, 0, 0, 1))) / 2  # [B, R, S, 1], depth order
+    in_place = torch.empty_like(per_sample).scatter_(-2, order, per_sample)  # the samples' own order
+    features = sum((part * colors_part).sum(dim=-2) for part, colors_part
+                   in zip(in_place.split([c.shape[-2] for c in colors], dim=-2), colors))
+    return scalars._replace(features=features)
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,11 @@ def _triplane_field_kernel(planes_ptr, points_ptr, weight1_ptr, bias1_ptr, weigh
     first_texel = (rows // points_per_batch).to(tl.int64) * 3 * height * width
     total = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
     confined_total = tl.zeros((BLOCK, CHANNELS), dtype=tl.float32)
+    # `fields.triplane.confine_to_box`: the second set weighted by the point's 3D box weight; the many points outside
+    # the box (weight 0) do not read it
+    box_weight = (_ramp(wx, box_x0, box_x1, box_edge) * _ramp(wy, box_y0, box_y1, box_edge)
+                  * _ramp(wz, box_z0, box_z1, box_edge))
+    in_box = box_weight > 0
     for plane in tl.static_range(3):
         u, v = plane_uv(px, py, pz, plane)
         plane_texel = first_texel + plane * height * width
@@ -63,11 +68,9 @@ def _triplane_field_kernel(planes_ptr, points_ptr, weight1_ptr, bias1_ptr, weigh
             total += values.to(tl.float32) * weight[:, None]
             if (CONFINED_PLANES >> plane) & 1:  # the others' second set is never read
                 values = tl.load(planes_ptr + texel[:, None] * stride + CHANNELS + channels[None, :],
-                                 mask=inside[:, None], other=0.0)
+                                 mask=(inside & in_box)[:, None], other=0.0)
                 confined_total += values.to(tl.float32) * weight[:, None]
-    if CONFINED_PLANES:  # `fields.triplane.confine_to_box`: the second set weighted by the point's 3D box weight
-        box_weight = (_ramp(wx, box_x0, box_x1, box_edge) * _ramp(wy, box_y0, box_y1, box_edge)
-                      * _ramp(wz, box_z0, box_z1, box_edge))
+    if CONFINED_PLANES:
         total += confined_total * box_weight[:, None]
     features = total / 3.0
     hidden_index, out_index = tl.arange(0, HIDDEN), tl.arange(0, OUT)
