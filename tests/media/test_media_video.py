@@ -191,6 +191,20 @@ def test_writer_leaves_nothing_when_interrupted(tmp_path: Path) -> None:
         VideoWriter(tmp_path / "out.mp4", metadata={"my_tag": "x"})
 
 
+def test_writer_leaves_nothing_when_interrupted_while_opening(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SIGTERM or Ctrl-C that lands after the temporary file exists but before the container is open (no
+    `__exit__` runs for a `with` whose `__enter__` raised) still deletes it."""
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(av, "open", interrupted)
+    with pytest.raises(KeyboardInterrupt) as caught, VideoWriter(tmp_path / "out.mp4"):
+        pass
+    # checked while the traceback still holds the writer, as the CLI's directory cleanup runs while the interrupt
+    # unwinds (a collected writer would also delete it, too late for that cleanup)
+    assert caught.tb is not None and list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.shared_data
 def test_real_clips(shared_data: Path) -> None:
     katie = shared_data / "clips" / "katie_8s.mp4"

@@ -284,9 +284,15 @@ class VideoWriter:
 
     def __enter__(self) -> Self:
         tmp = self._exit_stack.enter_context(atomic_path(self.path))
-        # faststart puts the index first, so the mp4 plays while it downloads.
-        self._container = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
-        self._container.metadata.update(self.metadata)
+        try:
+            # faststart puts the index first, so the mp4 plays while it downloads.
+            self._container = av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+            self._container.metadata.update(self.metadata)
+        except BaseException:  # e.g. Ctrl-C or SIGTERM while opening: `__exit__` will not run, so delete it here
+            if self._container is not None:
+                self._container.close()
+            self._exit_stack.__exit__(*sys.exc_info())
+            raise
         return self
 
     def _add_streams(self, height: int, width: int) -> None:
