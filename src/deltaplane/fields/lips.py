@@ -73,10 +73,11 @@ class LipConfig:
     where the speaker pauses (run 20). 0: taught with tracked vectors only."""
     per_utterance: bool = False
     """Drive a whole clip with the gain times the held-out blocks' raw spread over the clip's raw spread
-    (`LipVector.utterance_gain`): every driving clip's raw lip vectors then move as much as the held-out blocks'. The
-    regression's swing differs between passages of the same voice (on obama_20s its test passage swings 1.55× its
-    held-out block, whose tracked mouth moves as much) and between voices; a person's mouth motion does not
-    (docs/lip-motion.md "Run 22")."""
+    (`LipVector.utterance_gain`, `TriplaneTalker.clip_audio_codes`): every driving clip's raw lip vectors then move
+    as much as the held-out blocks'. The regression's swing differs between passages of the same voice (on
+    obama_20s it swings 1.55–1.93× as far on the test passage as on the held-out block, while the tracked mouth
+    moves as much on both) and between voices; a person's mouth motion does not (docs/lip-motion.md "Run 22").
+    Single frames (training, its periodic evaluation) keep the calibrated gain."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.teacher_snap <= 1.0:
