@@ -183,7 +183,8 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         member_seed = seed + 1000 * member
         torch.manual_seed(member_seed)
         encoder = AudioEncoder(AudioEncoderConfig(feature_dim=versions[0].shape[-1], num_windows=context))
-        lips = LipVector(LipConfig(calibration_every=calibration_every, snap=snap), code_dim=64, token_dim=64)
+        lips = LipVector(LipConfig(calibration_every=calibration_every, snap=snap,
+                                   per_utterance=utterance_power > 0), code_dim=64, token_dim=64)
         lips.fit(train_clip.mouth_shapes)
         targets = lips.coefficients(train_clip.mouth_shapes)
         component_weights = lips.scale.square() / lips.scale.square().mean()
@@ -237,24 +238,19 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         for _ in range(3 if "calopen" in parts else 0):
             moving = opening(lips.shapes(lips.calibrated(held_out))).std()
             lips.gain.mul_(float(opening(lips.shapes(targets[calibration])).std() / max(moving, 1e-9)))
-        calibrated_gain = lips.gain.clone()
-        held_spread = (held_out - held_out.mean(0)).square().mul(lips.scale.square()).sum(1).mean().sqrt()
 
-        def for_utterance(vectors: torch.Tensor) -> torch.Tensor:
-            """uttA: the gain for this utterance (its raw spread against the held-out blocks')."""
-            spread = (vectors - vectors.mean(0)).square().mul(lips.scale.square()).sum(1).mean().sqrt()
-            factor = float(held_spread / spread.clamp_min(1e-9)) ** utterance_power
-            lips.gain.copy_((calibrated_gain * factor).clamp(max=3.0))
-            return vectors
+        def gain_for(vectors: torch.Tensor) -> torch.Tensor:
+            """uttA: the gain for this utterance's raw vectors (`LipVector.utterance_gain` at A = 1)."""
+            return lips.gain * (lips.utterance_gain(vectors) / lips.gain) ** utterance_power
 
         test_raw = gated(raw(windows_at(test_features, test_clip.indices)), activity[test_clip.indices])
-        test_raw = for_utterance(test_raw)
-        test_predicted = smooth(lips.calibrated(test_raw))
-        test_unsnapped = torch.minimum(torch.maximum(test_raw * lips.gain, lips.low), lips.high)
+        test_gain = gain_for(test_raw)
+        test_predicted = smooth(lips.calibrated(test_raw, test_gain))
+        test_unsnapped = torch.minimum(torch.maximum(test_raw * test_gain, lips.low), lips.high)
         pauses = (activity[test_clip.indices] == 0).numpy()
         tracked_test = lips.coefficients(test_clip.mouth_shapes)
         reference, test_opening = opening(test_clip.mouth_shapes), opening(lips.shapes(test_predicted))
-        row = {**{f"gain/{k}": float(g) for k, g in enumerate(calibrated_gain)}, "test/gain": float(lips.gain[0]),
+        row = {**{f"gain/{k}": float(g) for k, g in enumerate(lips.gain)}, "test/gain": float(test_gain[0]),
                "calibration/spread_ratio": spread, "calibration/correlation": correlation,
                "selected_step": float(np.mean(best_steps)),
                "test/lip_correlation": float(np.corrcoef(test_predicted[:, 0], tracked_test[:, 0])[0, 1]),
@@ -279,8 +275,8 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
             windows = normalize_utterance(windows) if normalize else windows
             features = torch.from_numpy(with_phones(samples, windows, manifest.fps) if phones else windows)
             speech = torch.from_numpy(speech_activity(samples, count, manifest.fps))
-            vectors = for_utterance(gated(raw(windows_at(features, torch.arange(count))), speech))
-            vectors = smooth(lips.calibrated(vectors))
+            vectors = gated(raw(windows_at(features, torch.arange(count))), speech)
+            vectors = smooth(lips.calibrated(vectors, gain_for(vectors)))
             predicted = opening(lips.shapes(vectors))
             score = landmark_sync(predicted, speech_envelope(samples, count, manifest.fps), 10)
             row[f"cross/{name}/opening_std_ratio"] = float(predicted.std() / reference.std())
