@@ -48,6 +48,7 @@ from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions, NeutralTokens
 from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.guard import TrainingDiverged
+from deltaplane.training.registration import SHIFTS
 from deltaplane.training.trainer import TrainResult, calibrate_lips, train
 from lip_regression_ablation import opening, opening_ratio, speech_activity
 from render_views import view_rows
@@ -76,7 +77,9 @@ def variant_configs(name: str, preset: str = "fast"):
     `LipConfig.snap`), tsnapP (the renderer taught with snapped vectors on a share P of frames,
     `LipConfig.teacher_snap`), utt (each driving clip with its own lip gain, `LipConfig.per_utterance`), resN (N²
     rays, the super-resolution upsampling the rest of the way to the same output: res256 = one ×2 block; the `fast`
-    preset's since run 12, res128 = the earlier two blocks), marchN (N coarse + N importance samples per ray).
+    preset's since run 12, res128 = the earlier two blocks), marchN (N coarse + N importance samples per ray), regN
+    (per-frame shifts of the renders up to N px, `TrainConfig.registration`, docs/sharpness.md "Registration"),
+    keepK (the snap leaves the K leading lip components as they are, `LipConfig.snap_keep`).
     `solid`, `snap`, `res256`, `lipbatch32`, `regs4`, `xyonly`, `confine`, `dtv0.05`, `tsnap1` and `utt` are on in
     today's `fast` preset."""
     model, train_config = get_preset(preset)
@@ -161,6 +164,9 @@ def variant_configs(name: str, preset: str = "fast"):
         elif part.startswith("march"):
             model = dataclasses.replace(model, volume=dataclasses.replace(model.volume, num_coarse=int(part[5:]),
                                                                           num_importance=int(part[5:])))
+        elif part.startswith("reg"):
+            registration = dataclasses.replace(train_config.registration, max_shift=float(part[3:]))
+            train_config = dataclasses.replace(train_config, registration=registration)
         elif part == "nowarm":
             train_config = dataclasses.replace(train_config, warmup_delta_steps=0)
         elif part != "base":
@@ -343,6 +349,9 @@ def main() -> None:
         activity = speech_activity(load_audio(args.dataset / AUDIO_WAV), manifest.num_frames, manifest.fps)
         report.update(pause_openings(model, test, activity))
     (run_dir / "diagnostics.json").write_text(json.dumps(report, indent=1))  # kept if the rendering runs out of time
+    state = load_checkpoint(latest_checkpoint(run_dir)).training_state
+    if SHIFTS in state:  # the learned per-frame shifts, by training frame (the checkpoints stay on the device)
+        np.save(run_dir / "registration_shifts.npy", state[SHIFTS].numpy())
     fps = manifest.fps
     videos = {}
     conditions = Conditions(audio=audio_context(test.audio_features, test.indices), eye=test.eye, angles=test.angles,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from deltaplane.audio.augment import SpeakerAugmentConfig
 from deltaplane.training.adversarial import AdversarialConfig
 from deltaplane.training.guard import CollapseGuardConfig
+from deltaplane.training.registration import RegistrationConfig
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class TrainConfig:
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     """The patch discriminator, its crops, optimiser and start step, used while `LossWeights.adversarial` > 0 (here
     and not in the model config: it shapes training only, never the saved model or rendering)."""
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    """Per-frame sub-pixel shifts of the renders, learned with them, that take up the frames' alignment jitter
+    (`training.registration`; off while `max_shift` is 0)."""
     collapse_guard: CollapseGuardConfig = field(default_factory=CollapseGuardConfig)
     """Roll back to an in-memory snapshot at a lower learning rate when the training PSNR collapses or the loss is
     not finite (`training.guard`)."""

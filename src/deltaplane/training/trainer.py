@@ -31,6 +31,7 @@ from deltaplane.training.evaluation import evaluate_clip, sample_image
 from deltaplane.training.guard import CollapseGuard
 from deltaplane.training.logging import RunLogger
 from deltaplane.training.precision import autocast, default_precision, grad_scaler
+from deltaplane.training.registration import FrameRegistration
 
 METHOD = "triplane"
 LOG = logging.getLogger(__name__)
@@ -125,44 +126,51 @@ ROLLBACKS = "guard.rollbacks"
 """Training-state name of the collapse guard's rollback count (its learning-rate factor survives a resume)."""
 
 
+Companion = PatchAdversary | FrameRegistration
+"""Training machinery beside the model with its own state (`state_tensors` / `load_state_tensors`): checkpoints,
+resumes and rollbacks carry it; rendering never reads it."""
+
+
 def _optimiser_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str],
-                       adversary: PatchAdversary | None) -> dict[str, torch.Tensor]:
-    """The Adam moments and the discriminator's state, by checkpoint name."""
-    return {**checkpoint.optimizer_to_tensors(optimizer, names),
-            **(adversary.state_tensors() if adversary is not None else {})}
+                       companions: list[Companion]) -> dict[str, torch.Tensor]:
+    """The Adam moments and the companions' states, by checkpoint name."""
+    tensors = checkpoint.optimizer_to_tensors(optimizer, names)
+    for companion in companions:
+        tensors.update(companion.state_tensors())
+    return tensors
 
 
-def _load_optimisers(optimizer: torch.optim.Optimizer, names: dict[int, str], adversary: PatchAdversary | None,
+def _load_optimisers(optimizer: torch.optim.Optimizer, names: dict[int, str], companions: list[Companion],
                      tensors: dict[str, torch.Tensor]) -> None:
     checkpoint.optimizer_from_tensors(optimizer, names, tensors)
-    if adversary is not None:
-        adversary.load_state_tensors(tensors)
+    for companion in companions:
+        companion.load_state_tensors(tensors)
 
 
 def _snapshot_tensors(model: TriplaneTalker, optimizer: torch.optim.Optimizer, names: dict[int, str],
-                      adversary: PatchAdversary | None) -> dict[str, torch.Tensor]:
-    """What a rollback restores: the model's weights (`model.` names), the Adam moments and the discriminator."""
+                      companions: list[Companion]) -> dict[str, torch.Tensor]:
+    """What a rollback restores: the model's weights (`model.` names), the Adam moments and the companions."""
     return {**{f"model.{name}": value for name, value in model.state_dict().items()},
-            **_optimiser_tensors(optimizer, names, adversary)}
+            **_optimiser_tensors(optimizer, names, companions)}
 
 
 def _load_snapshot(model: TriplaneTalker, optimizer: torch.optim.Optimizer, names: dict[int, str],
-                   adversary: PatchAdversary | None, tensors: dict[str, torch.Tensor]) -> None:
+                   companions: list[Companion], tensors: dict[str, torch.Tensor]) -> None:
     model.load_state_dict({name[len("model."):]: value for name, value in tensors.items()
                            if name.startswith("model.")})
     optimizer.state.clear()  # parameters without saved moments start afresh, as they had at the snapshot
-    _load_optimisers(optimizer, names, adversary, tensors)
+    _load_optimisers(optimizer, names, companions, tensors)
 
 
 def _restore(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-             names: dict[int, str], device: torch.device, adversary: PatchAdversary | None,
+             names: dict[int, str], device: torch.device, companions: list[Companion],
              guard: CollapseGuard) -> tuple[int, float]:
     latest = checkpoint.latest_checkpoint(run_dir)
     if latest is None:
         return 0, 0.0
     loaded = checkpoint.load_checkpoint(latest)
     model.load_state_dict(loaded.model_state)
-    _load_optimisers(optimizer, names, adversary, loaded.training_state)
+    _load_optimisers(optimizer, names, companions, loaded.training_state)
     if ROLLBACKS in loaded.training_state:
         guard.rollbacks = int(loaded.training_state[ROLLBACKS])
     generator.set_state(loaded.training_state["rng.sampler"])
@@ -201,8 +209,11 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     generator = torch.Generator().manual_seed(train_config.seed)
     adversary = (PatchAdversary(train_config.adversarial, device, train_config.seed)
                  if model_config.loss.adversarial > 0 else None)
+    registration = (FrameRegistration(train_config.registration, len(train_clip), device)
+                    if train_config.registration.max_shift > 0 else None)
+    companions = [c for c in (adversary, registration) if c is not None]
     guard = CollapseGuard(train_config.collapse_guard)
-    start_step, train_seconds = (_restore(run_dir, model, optimizer, generator, names, device, adversary, guard)
+    start_step, train_seconds = (_restore(run_dir, model, optimizer, generator, names, device, companions, guard)
                                  if resume else (0, 0.0))
     precision = train_config.precision or default_precision(device)
     scaler = grad_scaler(precision, device)  # type: ignore[arg-type]
@@ -224,7 +235,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             if train_config.max_minutes is not None and time.perf_counter() - started > 60 * train_config.max_minutes:
                 break
             if guard.due(step):
-                guard.snapshot(step, _snapshot_tensors(model, optimizer, names, adversary))
+                guard.snapshot(step, _snapshot_tensors(model, optimizer, names, companions))
             _set_learning_rates(optimizer, train_config, step, guard.lr_scale)
             use_sync = sync is not None and step >= train_config.sync_start_fraction * train_config.steps
             if use_sync:
@@ -259,6 +270,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             with autocast(precision, device), record_function("train/forward"):  # type: ignore[arg-type]
                 output, delta = model(batch.cameras, batch.conditions, mouth_shape=mouth_shape,
                                       lower_face=batch.lower_face, plate_warp=batch.plate_warp)
+                if registration is not None and registration.active(step):
+                    output = registration.shifted(output, positions)
                 terms = model.loss_terms(output, delta, batch, perceptual, lip_frames=regression)
                 if use_sync:
                     terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)
@@ -279,8 +292,10 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             reason = (guard.collapsed(train_psnr, opacity) if math.isfinite(loss_value) else f"loss {loss_value}")
             if reason is not None:
                 optimizer.zero_grad(set_to_none=True)
+                if registration is not None:
+                    registration.optimizer.zero_grad(set_to_none=True)
                 snapshot = guard.rollback(step, reason)
-                _load_snapshot(model, optimizer, names, adversary, snapshot.tensors)
+                _load_snapshot(model, optimizer, names, companions, snapshot.tensors)
                 LOG.warning("training collapsed at step %d (%s): back to step %d with the learning rates ×%g", step,
                             reason, snapshot.step, guard.lr_scale)
                 logger.scalars(step, {"guard/rollback_to": snapshot.step, "guard/lr_scale": guard.lr_scale})
@@ -291,9 +306,12 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 _drop_inactive_gradients(optimizer, train_config, step)
                 if scaler:
                     scaler.step(optimizer)
-                    scaler.update()
                 else:
                     optimizer.step()
+                if registration is not None:
+                    registration.step(scaler)
+                if scaler:
+                    scaler.update()
             with record_function("train/discriminator"):
                 critic = adversary.step(output.rgb, batch.images, corners) if adversary is not None else {}
             step += 1
@@ -301,7 +319,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             if step % train_config.log_every == 0 or step == train_config.steps:
                 scalars = {"loss": loss_value, "train/psnr": train_psnr, "train/opacity": opacity,
                            "train/delta_rms": delta_rms, **{k: v.item() for k, v in critic.items()},
-                           **{f"loss/{k}": v.item() for k, v in terms.items()}}
+                           **{f"loss/{k}": v.item() for k, v in terms.items()},
+                           **({k: v.item() for k, v in registration.scalars().items()} if registration else {})}
                 logger.scalars(step, {**scalars, "train_seconds": time.perf_counter() - started})
                 bar.set_postfix(loss=f"{loss_value:.3f}", psnr=f"{train_psnr:.2f}")
             if test_clip is not None and train_config.eval_every and step % train_config.eval_every == 0:
@@ -310,7 +329,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 _write_sample(run_dir, model, test_clip or train_clip, step, logger)
             if step % train_config.checkpoint_every == 0:
                 calibrate_lips(model, train_clip)
-                _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics, adversary,
+                _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics, companions,
                             guard)
     finally:
         bar.close()
@@ -320,7 +339,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         metrics = _evaluate(model, test_clip, train_config, logger, step, started, device)
     if step % train_config.sample_every:
         _write_sample(run_dir, model, test_clip or train_clip, step, logger)
-    _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics, adversary, guard)
+    _checkpoint(run_dir, model, optimizer, generator, names, device, step, started, metrics, companions, guard)
     logger.close()
     return TrainResult(run_dir, step, metrics)
 
@@ -379,8 +398,8 @@ def _write_sample(run_dir: Path, model: TriplaneTalker, clip: ClipData, step: in
 
 def _checkpoint(run_dir: Path, model: TriplaneTalker, optimizer: torch.optim.Optimizer, generator: torch.Generator,
                 names: dict[int, str], device: torch.device, step: int, started: float,
-                metrics: dict[str, float], adversary: PatchAdversary | None, guard: CollapseGuard) -> None:
-    training_state = {**_optimiser_tensors(optimizer, names, adversary), **_rng_state(generator, device),
+                metrics: dict[str, float], companions: list[Companion], guard: CollapseGuard) -> None:
+    training_state = {**_optimiser_tensors(optimizer, names, companions), **_rng_state(generator, device),
                       ROLLBACKS: torch.tensor(guard.rollbacks)}
     meta = {"train_seconds": time.perf_counter() - started,
             "metrics": {k: v for k, v in metrics.items() if math.isfinite(v)}}
