@@ -150,6 +150,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, behind=float(part[6:])))
         elif part.startswith("novcolor"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_color=float(part[8:])))
+        elif part.startswith("keep"):
+            model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, snap_keep=int(part[4:])))
         elif part == "utt":
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, per_utterance=True))
         elif part.startswith("tsnap"):

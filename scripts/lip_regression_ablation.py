@@ -20,7 +20,8 @@ around each frame, `AudioEncoderConfig.num_windows` and `data.dataset.AUDIO_CONT
 calibrated lip gain times X: how the landmark distance trades against the spread), calopen (the gain refined so
 that the snapped held-out vectors' inner-lip opening, not their pooled spread, moves as much as the tracked one),
 uttA (per driving utterance, the gain times (held-out raw spread / the utterance's raw spread)^A: A = 1 makes every
-utterance's raw lip vectors move as much as the held-out blocks', whatever the voice; A = 0 is the calibrated gain).
+utterance's raw lip vectors move as much as the held-out blocks', whatever the voice; A = 0 is the calibrated gain),
+keepK (with snapH: the K leading components left unsnapped, `LipConfig.snap_keep`).
 
 `test/pause_opening_ratio`: the predicted mean opening over the test split's pauses (`speech_activity` 0) over the
 tracked one's (None with fewer than 3 pause frames). `test/{pause,speech}_blend_spread` (with snapH): how far apart
@@ -173,6 +174,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
     context = next((int(part[3:]) for part in parts if part.startswith("ctx")), AUDIO_CONTEXT)
     gain_factor = next((float(part[4:]) for part in parts if part.startswith("gain")), 1.0)
     utterance_power = next((float(part[3:]) for part in parts if part.startswith("utt")), 0.0)
+    snap_keep = next((int(part[4:]) for part in parts if part.startswith("keep")), 0)
 
     def windows_at(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return audio_context(features, indices, context)
@@ -183,7 +185,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         member_seed = seed + 1000 * member
         torch.manual_seed(member_seed)
         encoder = AudioEncoder(AudioEncoderConfig(feature_dim=versions[0].shape[-1], num_windows=context))
-        lips = LipVector(LipConfig(calibration_every=calibration_every, snap=snap,
+        lips = LipVector(LipConfig(calibration_every=calibration_every, snap=snap, snap_keep=snap_keep,
                                    per_utterance=utterance_power > 0), code_dim=64, token_dim=64)
         lips.fit(train_clip.mouth_shapes)
         targets = lips.coefficients(train_clip.mouth_shapes)

@@ -319,9 +319,25 @@ def test_snapped_calibration_gives_the_tracked_spread_back_and_bad_settings_are_
     once.fit(shapes)
     once.gain.fill_(min(pooled_spread(predicted, target, weights)[0], MAX_GAIN))  # the unrefined gain
     assert abs(pooled_spread(once.calibrated(predicted), target, weights)[0] - 1.0) > 0.02
-    for bad in ({"snap": 0.0}, {"snap": -1.0}, {"bank_size": 1}):
+    for bad in ({"snap": 0.0}, {"snap": -1.0}, {"bank_size": 1}, {"snap_keep": -1}, {"snap_keep": 9}):
         with pytest.raises(ValueError):
             LipConfig(**bad)
+
+
+def test_snap_keep_leaves_the_leading_components_as_they_are() -> None:
+    """`LipConfig.snap_keep`: the first components pass the snap unchanged, the others are those of the full snap
+    (the kernel weights still come from every component), for inference and the renderer's teacher alike."""
+    torch.manual_seed(0)
+    shapes = torch.randn(400, 2) @ torch.randn(2, 40) + 0.02 * torch.randn(400, 40)
+    full, keeping = (LipVector(LipConfig(snap=1.0, snap_keep=keep), code_dim=4, token_dim=8) for keep in (0, 1))
+    for lips in (full, keeping):
+        lips.fit(shapes)
+    vectors = 2 * torch.randn(64, 8)
+    for leave_out in (False, True):
+        snapped, kept = full.snapped(vectors, leave_out), keeping.snapped(vectors, leave_out)
+        torch.testing.assert_close(kept[:, 0], vectors[:, 0])
+        torch.testing.assert_close(kept[:, 1:], snapped[:, 1:])
+        assert (snapped[:, 0] - vectors[:, 0]).abs().mean() > 0.1  # the full snap moves the leading component
 
 
 def test_each_lip_regression_learns_from_its_own_frames_and_their_mean_drives_the_mouth(

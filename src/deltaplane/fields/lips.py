@@ -59,6 +59,10 @@ class LipConfig:
     renderer draws those as doubled lips and streaks, run 10). docs/lip-motion.md "Run 10"."""
     bank_size: int = 2048
     """Training frames kept for `snap` (evenly spaced over the split when it has more: 82 s at 25 fps)."""
+    snap_keep: int = 0
+    """Leading components (largest variance first; the first is the jaw's opening) that `snap` leaves as they are:
+    the snap pulls the minor components, which draw the artefacts, among the training frames' mouths, and the
+    kernel mean no longer shortens the opening (0: every component snapped)."""
     regressions: int = 1
     """Independent audio → lip vector regressions (an audio encoder and a head each, each from its own init and
     frames) whose raw lip vectors are averaged. Regressed from 18–50 s of speech, one regression's test-split lip
@@ -86,6 +90,8 @@ class LipConfig:
             raise ValueError("LipConfig.teacher_snap needs LipConfig.snap (the snap it teaches the renderer)")
         if self.snap is not None and not self.snap > 0:
             raise ValueError(f"LipConfig.snap must be > 0 (a bandwidth factor) or None, got {self.snap}")
+        if not 0 <= self.snap_keep <= self.dim:
+            raise ValueError(f"LipConfig.snap_keep must lie in [0, dim = {self.dim}], got {self.snap_keep}")
         if self.bank_size < 2:
             raise ValueError(f"LipConfig.bank_size must be at least 2, got {self.bank_size}")
         if self.regressions < 1:
@@ -275,7 +281,9 @@ class LipVector(nn.Module):
             nearest = distances.argmin(1, keepdim=True)
             others = valid & ((position - nearest).abs() > NEIGHBOURS)
             valid = torch.where(others.any(1, keepdim=True), others, valid)  # a bank of a few frames keeps them all
-        return snap_to_frames(lips * scale, self.bank * scale, valid, self.bandwidth) / scale
+        moved = snap_to_frames(lips * scale, self.bank * scale, valid, self.bandwidth) / scale
+        keep = self.config.snap_keep
+        return torch.cat((lips[:, :keep].to(moved.dtype), moved[:, keep:]), dim=1) if keep else moved
 
     def taught(self, lips: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch dim"]:
         """The lip vectors the renderer is taught with in place of tracked ones (`lips`): plus `teacher_noise`, and
