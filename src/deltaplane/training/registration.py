@@ -106,6 +106,7 @@ class FrameRegistration:
             return
         with torch.no_grad():
             self.shifts.copy_(tensors[SHIFTS])
+        self.optimizer.state.clear()  # a rollback to a snapshot taken before any step leaves no moments behind
         checkpoint.optimizer_from_tensors(self.optimizer, {id(self.shifts): SHIFTS}, tensors)
         state = self.optimizer.state.get(self.shifts)
         if state and "step" in state:  # sparse Adam counts in a Python int: its bias correction in double precision
