@@ -8,7 +8,9 @@ Phase correlation (`cv2.phaseCorrelate`, Hann window) of each aligned frame's ey
 
 Prints the mean frame-to-frame displacement and the standard deviation of what a Gaussian over SMOOTH frames does not
 explain; with RUN_DIR (holding `registration_shifts.npy` from `scripts/gpu_lip_motion.py` and `driving_tracks.npz`),
-the correlation of the learned shifts with the displacement of the same training frames, per axis.
+the correlation of the learned shifts with the displacement of the same training frames, and with their mouth's
+opening (`evaluation.face.mouth_opening` of the tracked landmarks: a shift that took up the mouth's motion would
+follow it), per axis.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from scipy.ndimage import gaussian_filter1d
 
 from deltaplane.checkpoint import DRIVING_TRACKS
 from deltaplane.data.schema import FRAMES_VIDEO, TRACKS
+from deltaplane.evaluation.face import mouth_opening
 from deltaplane.media.video import iter_frames
 
 MAX_SHIFT = 6.0
@@ -59,9 +62,13 @@ def main() -> None:
         learned = np.load(args.run_dir / "registration_shifts.npy")
         indices = np.load(args.run_dir / DRIVING_TRACKS)["indices"]
         ok = valid[indices]
+        landmarks = np.load(args.dataset / TRACKS)["landmarks_aligned"][indices]
+        openings = np.array([mouth_opening(points) for points in landmarks])
         correlation = [np.corrcoef(moved[indices][ok, axis], learned[ok, axis])[0, 1] for axis in range(2)]
+        with_mouth = [np.corrcoef(openings, learned[:, axis])[0, 1] for axis in range(2)]
         print(f"learned shifts: RMS x/y {np.sqrt(np.square(learned).mean(0)).round(2)} px; correlation with the "
-              f"displacement x {correlation[0]:.2f}, y {correlation[1]:.2f}")
+              f"displacement x {correlation[0]:.2f}, y {correlation[1]:.2f}; with the mouth's opening "
+              f"x {with_mouth[0]:.2f}, y {with_mouth[1]:.2f}")
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from safetensors import safe_open
 
 from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.checkpoint import latest_checkpoint, load_checkpoint
@@ -351,9 +352,9 @@ def main() -> None:
         activity = speech_activity(load_audio(args.dataset / AUDIO_WAV), manifest.num_frames, manifest.fps)
         report.update(pause_openings(model, test, activity))
     (run_dir / "diagnostics.json").write_text(json.dumps(report, indent=1))  # kept if the rendering runs out of time
-    state = load_checkpoint(latest_checkpoint(run_dir)).training_state
-    if SHIFTS in state:  # the learned per-frame shifts, by training frame (the checkpoints stay on the device)
-        np.save(run_dir / "registration_shifts.npy", state[SHIFTS].numpy())
+    with safe_open(str(latest_checkpoint(run_dir) / "training_state.safetensors"), "pt") as state:
+        if SHIFTS in state.keys():  # the learned per-frame shifts, by training frame (checkpoints stay on the device)
+            np.save(run_dir / "registration_shifts.npy", state.get_tensor(SHIFTS).numpy())
     fps = manifest.fps
     videos = {}
     conditions = Conditions(audio=audio_context(test.audio_features, test.indices), eye=test.eye, angles=test.angles,

@@ -3,8 +3,8 @@ frame, by which the render is moved before it is compared with the frame.
 
 The frames are aligned by a similarity fitted to detected landmarks and smoothed over time (`preprocess.align`),
 and the cameras follow smoothed head angles. That leaves the face jittering by about a pixel from frame to frame
-(docs/sharpness.md "Registration": the aligned eye–nose region against the clip's median frame, high-passed in
-time, moves 0.6–1.2 px a frame on obama_20s and macron_fr_50s). A field fitted to frames that jitter by a pixel draws
+(docs/sharpness.md "Registration": the aligned eye–nose region, against the clip's median frame, moves 0.6–1.2 px
+from one frame to the next on obama_20s and macron_fr_50s). A field fitted to frames that jitter by a pixel draws
 their average, a face blurred by about that much (the truth blurred by σ = 1 px keeps 0.32 of its sharpness). Here
 each training frame's render is translated by its own shift (x, y), learned with the renderer, exactly (a phase ramp
 in the Fourier domain, no interpolation blur). Rendering never uses the shifts: the field learns the face where the
