@@ -2,7 +2,9 @@
 for WARMUP steps (compilation, allocator, caches), then STEPS more under torch.profiler, resumed from the warm-up's
 checkpoint, and print per step: the host time of the trainer's scopes (`train/forward`, `train/backward`,
 `train/wait`: the host waiting for the forward's results, `train/optimizer`, `train/discriminator`), the wall time,
-the share of it in which the device ran a kernel, and the kernels that take the most device time.
+the share of it in which the device ran a kernel, the operations the trainer's code issued that took the most host
+time (counted, with their total: many cheap calls or a few dear ones; `scripts/train_op_count.py` says where a
+step's operations come from), and the kernels that take the most device time.
 
     python scripts/gpu_train_profile.py DATASET WORK [--variant base+advstart0+nowarm] [--warmup 60] [--steps 30]
                                         [--sync-steps 3]
@@ -33,6 +35,8 @@ SCOPES = ("train/forward", "train/backward", "train/wait", "train/optimizer", "t
 """The trainer's `record_function` scopes, in step order."""
 TOP_KERNELS = 15
 """Kernels listed by their device time."""
+TOP_OPERATIONS = 15
+"""Host operations listed by their host time."""
 
 
 def busy_share(intervals: list[tuple[float, float]], start: float, end: float) -> float:
@@ -62,6 +66,21 @@ def report(prof: profile, steps: int) -> str:
     for name in SCOPES:
         host = sum(event.time_range.elapsed_us() for event in scopes if event.name == name)
         lines.append(f"{name:22s} {host / 1e3 / steps:9.2f}")
+    # outermost operations: those the trainer's own code called (their parent is one of its scopes) and the
+    # backward's nodes (the autograd engine's thread, no parent): what the host spends a step issuing, so whether it
+    # is many cheap calls or a few dear ones
+    issued = [event for event in events if event.device_type == DeviceType.CPU and event.name not in SCOPES
+              and (event.cpu_parent is None or event.cpu_parent.name in SCOPES)
+              and start <= event.time_range.start <= end]
+    if issued:
+        host: dict[str, list[float]] = {}
+        for event in issued:
+            host.setdefault(event.name, []).append(event.time_range.elapsed_us())
+        total = sum(sum(times) for times in host.values())
+        lines.append(f"top host operations ({len(issued) / steps:.0f} a step, {total / 1e3 / steps:.1f} host ms, "
+                     f"{total / max(len(issued), 1):.1f} µs each; per step: count, host ms)")
+        for name, times in sorted(host.items(), key=lambda item: -sum(item[1]))[:TOP_OPERATIONS]:
+            lines.append(f"  {len(times) / steps:6.0f}  {sum(times) / 1e3 / steps:8.2f}  {name[:90]}")
     if kernels:
         totals: dict[str, float] = {}
         for kernel in kernels:

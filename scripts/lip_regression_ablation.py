@@ -21,7 +21,8 @@ calibrated lip gain times X: how the landmark distance trades against the spread
 that the snapped held-out vectors' inner-lip opening, not their pooled spread, moves as much as the tracked one),
 uttA (per driving utterance, the gain times (held-out raw spread / the utterance's raw spread)^A: A = 1 makes every
 utterance's raw lip vectors move as much as the held-out blocks', whatever the voice; A = 0 is the calibrated gain),
-keepK (with snapH: the K leading components left unsnapped, `LipConfig.snap_keep`).
+keepK (with snapH: the K leading components left unsnapped, `LipConfig.snap_keep`), uttopen (with uttA: the
+utterance's spread measured on the inner-lip opening of its raw vectors' mouths instead of the pooled shape spread).
 
 `test/pause_opening_ratio`: the predicted mean opening over the test split's pauses (`speech_activity` 0) over the
 tracked one's (None with fewer than 3 pause frames). `test/{pause,speech}_blend_spread` (with snapH): how far apart
@@ -59,7 +60,7 @@ from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.data.dataset import AUDIO_CONTEXT, audio_context, load_clip
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
-from deltaplane.fields.lips import LipConfig, LipVector, frame_spacing, pooled_spread, snap_weights
+from deltaplane.fields.lips import MAX_GAIN, LipConfig, LipVector, frame_spacing, pooled_spread, snap_weights
 from deltaplane.geometry.lips import MOUTH_POINTS
 
 
@@ -173,7 +174,8 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
     activity = torch.from_numpy(speech_activity(load_audio(dataset / AUDIO_WAV), manifest.num_frames, manifest.fps))
     context = next((int(part[3:]) for part in parts if part.startswith("ctx")), AUDIO_CONTEXT)
     gain_factor = next((float(part[4:]) for part in parts if part.startswith("gain")), 1.0)
-    utterance_power = next((float(part[3:]) for part in parts if part.startswith("utt")), 0.0)
+    utterance_power = next((float(part[3:]) for part in parts if part.startswith("utt") and part != "uttopen"), 0.0)
+    utterance_opening = "uttopen" in parts
     snap_keep = next((int(part[4:]) for part in parts if part.startswith("keep")), 0)
 
     def windows_at(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -241,8 +243,14 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
             moving = opening(lips.shapes(lips.calibrated(held_out))).std()
             lips.gain.mul_(float(opening(lips.shapes(targets[calibration])).std() / max(moving, 1e-9)))
 
+        held_out_opening = float(opening(lips.shapes(held_out)).std())
+
         def gain_for(vectors: torch.Tensor) -> torch.Tensor:
-            """uttA: the gain for this utterance's raw vectors (`LipVector.utterance_gain` at A = 1)."""
+            """uttA: the gain for this utterance's raw vectors (`LipVector.utterance_gain` at A = 1; uttopen: the
+            held-out blocks' opening spread over the utterance's)."""
+            if utterance_opening:
+                ratio = held_out_opening / max(float(opening(lips.shapes(vectors)).std()), 1e-9)
+                return (lips.gain * ratio ** utterance_power).clamp(max=MAX_GAIN)
             return lips.gain * (lips.utterance_gain(vectors) / lips.gain) ** utterance_power
 
         test_raw = gated(raw(windows_at(test_features, test_clip.indices)), activity[test_clip.indices])
