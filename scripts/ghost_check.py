@@ -10,14 +10,18 @@ trained run, with the field emptied outside the triplane's box and without (`Tri
 * with --sheet, the view sheet of `render_views.py` (RGB rows without, then with the box, then the depth with it).
 
 With --xy-only the box is emptied only where a point leaves it sideways or vertically (x or y), keeping the space
-behind it, where a whole-frame run's backdrop lies (docs/novel-views.md "Run 13": tried, not kept).
+behind it, where a whole-frame run's backdrop lies (docs/novel-views.md "Run 13": tried, not kept). With --fill a
+whole-frame run is rendered with the box emptied over the dataset's background plate, as plate mode composites
+(`data.background.background_plate`, `TriplaneTalker.render`): what the field leaves empty beside the head at side
+views shows the backdrop instead of black (docs/novel-views.md "Run 24").
 
-    python scripts/ghost_check.py RUN DATASET [--sheet OUT.png] [--xy-only] > ghost.json
+    python scripts/ghost_check.py RUN DATASET [--sheet OUT.png] [--xy-only] [--fill] > ghost.json
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -28,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import deltaplane.fields.triplane as triplane
+from deltaplane.data.background import background_plate
 from deltaplane.data.dataset import ClipData, load_clip, make_batch
 from deltaplane.geometry.cameras import Cameras, orbit_cam2world, project
 from deltaplane.geometry.rays import pixel_rays
@@ -112,15 +117,25 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("--sheet", type=Path, help="also write the view sheets without and with the box")
     parser.add_argument("--xy-only", action="store_true", help="empty the box only along x and y")
+    parser.add_argument("--fill", action="store_true", help="with the box emptied, composite over the plate")
     args = parser.parse_args()
     if args.xy_only:  # the field calls the module's function: measure the variant without a field option for it
         triplane.empty_outside_box = empty_outside_xy
     model, _, _ = load_run(args.run, torch.device("cpu"))
     _, clip = load_clip(args.dataset, "test", size=model.config.output_resolution,
                         normalize_audio=model.config.audio.normalize)
+    whole_frame = model.config
+    if args.fill:
+        plated = TriplaneTalker(dataclasses.replace(whole_frame, background="plate"))
+        plate_buffers = {name: getattr(plated, name) for name in ("plate", "plate_cam2world", "plate_intrinsics")}
+        for name, value in plate_buffers.items():
+            model.register_buffer(name, value)
+        _, train_clip = load_clip(args.dataset, "train", size=model.config.output_resolution)
+        model.load_background_plate(*background_plate(args.dataset, train_clip))
     report, rows, size = {}, [], model.config.output_resolution
     for empty in (False, True):
         model.field.empty_outside = empty
+        model.config = dataclasses.replace(whole_frame, background="plate") if empty and args.fill else whole_frame
         report["box" if empty else "no_box"] = {"opacity_behind_surface": opacity_profile(model, clip),
                                                 "side_ray_ends": ray_ends(model, clip),
                                                 "test_psnr": test_psnr(model, clip)}
