@@ -70,7 +70,8 @@ def variant_configs(name: str, preset: str = "fast"):
     plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane; allplanes: on all three), confine
     (the mouth planes confined to their 3D box, `TriplaneTalkerConfig.mouth_confined`; noconfine: not confined),
     nowarm (no deltaplane warm-up),
-    plate (head and torso over the background plate, docs/background.md), alphaN (its opacity loss weight N),
+    plate (head and torso over the background plate, docs/background.md), fill (the whole frame, over the plate
+    where the field leaves a ray empty, docs/novel-views.md "Run 24"), alphaN (its opacity loss weight N),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
     term at weight N, docs/novel-views.md "A solid head"; solidnomouth: not in the mouth box), behindN (the
     empty-behind term at weight N, docs/novel-views.md "Run 12"), spreadN (the
@@ -135,8 +136,8 @@ def variant_configs(name: str, preset: str = "fast"):
             train_config = dataclasses.replace(train_config, lip_sampling=float(part[6:]))
         elif part.startswith("drop"):
             train_config = dataclasses.replace(train_config, token_dropout=float(part[4:]))
-        elif part == "plate":
-            model = dataclasses.replace(model, background="plate")
+        elif part in ("plate", "fill"):
+            model = dataclasses.replace(model, background=part)
         elif part.startswith("alpha"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, alpha=float(part[5:])))
         elif part.startswith("novdepth"):

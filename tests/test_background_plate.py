@@ -154,10 +154,10 @@ def test_the_depth_spread_sharpens_the_person_only(synthetic_dataset: Path) -> N
     batch = make_batch(clip, torch.tensor([0, 5]), config.render_resolution)
     backdrop, person = batch.person == 0, batch.person > 0.5
     assert backdrop.any() and person.any()
-    for mode in ("plate", "field"):
+    for mode in ("plate", "field", "fill"):  # fill: the whole frame's losses over the plate
         torch.manual_seed(0)
         model = TriplaneTalker(dataclasses.replace(config, background=mode))
-        if mode == "plate":
+        if mode != "field":
             model.load_background_plate(torch.rand(3, config.output_resolution, config.output_resolution) * 2 - 1,
                                         _anchor(config.output_resolution))
         output, delta = model(batch.cameras, batch.conditions, plate_warp=batch.plate_warp)
@@ -166,6 +166,32 @@ def test_the_depth_spread_sharpens_the_person_only(synthetic_dataset: Path) -> N
         gradient = output.depth_spread.grad
         assert (gradient[person] > 0).all()
         assert (gradient[backdrop] == 0).all() if mode == "plate" else (gradient[backdrop] > 0).all()
+
+
+def test_fill_mode_trains_the_whole_frame_and_shows_the_plate_where_the_field_leaves_a_ray_empty(
+        synthetic_dataset: Path, tmp_path: Path) -> None:
+    """"fill": the field empty outside the box over the plate, as plate mode renders, trained with the whole frame's
+    losses (the backdrop pushed behind the head, no opacity target): a 2-step run checkpoints the plate, and where
+    its field is emptied only the plate shows, from the training camera and from a side view."""
+    run_dir = api.train(synthetic_dataset, tmp_path / "run", preset="tiny", steps=2, device="cpu", progress=False,
+                        background="fill")
+    terms = [record for record in read_log(run_dir) if "loss" in record][-1]
+    assert "loss/background_depth" in terms and "loss/alpha" not in terms
+    model, _, _ = load_run(run_dir, CPU)
+    assert model.config.background == "fill" and model.field.empty_outside and model.plate.abs().sum() > 0
+    _empty_field(model)
+    size = model.config.output_resolution
+    _, clip = load_clip(synthetic_dataset, "train", size=size)
+    yaw, pitch, roll = clip.angles.mean(dim=0)
+    anchor = Cameras(orbit_cam2world(yaw, pitch, roll)[None], clip.intrinsics[:1], size, size)
+    novel = orbit_cameras(torch.tensor([math.radians(30)]), torch.tensor([0.0]), size, size)
+    with torch.no_grad():
+        for cameras in (anchor, novel):
+            output, _ = model(cameras, _conditions(model, 1))
+            origins, directions = pixel_rays(cameras)
+            coordinates = plane_coordinates(origins, directions, anchor, model.config.background_depth)
+            expected = sample_plate(model.plate[None], coordinates, size, size)
+            torch.testing.assert_close(output.rgb, expected, rtol=0, atol=1e-4)
 
 
 def test_runs_of_older_versions_load_in_whole_frame_mode() -> None:
@@ -226,7 +252,7 @@ def test_train_takes_the_background_for_a_new_run_and_refuses_another_on_resume(
               "--resume", "--background", "field"])
     assert exit_info.value.code == 2 and "'plate' background" in capsys.readouterr().err
     assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == before  # nothing trained or lost
-    with pytest.raises(InputError, match="'field' or 'plate'"):  # the one-command run checks it before any work
+    with pytest.raises(InputError, match="'field', 'plate' or 'fill'"):  # the one-command run checks it before any work
         api.run(tmp_path / "talk.mp4", tmp_path / "work", background="sky")
     assert not (tmp_path / "work").exists()
 

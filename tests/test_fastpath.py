@@ -58,7 +58,7 @@ def _tiny_model(device: torch.device, jitter: bool = True, background: str = "fi
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
-    if background == "plate":
+    if background != "field":
         size = config.output_resolution
         camera = orbit_cameras(torch.tensor([0.05]), torch.tensor([-0.03]), size, size)
         model.load_background_plate(2 * torch.rand(3, size, size, generator=generator) - 1, camera)
@@ -140,7 +140,8 @@ def test_channels_last_lookup_matches_grid_sample_values_and_gradients() -> None
 @pytest.mark.parametrize(("jitter", "background", "warped", "lips", "upsamplings"),
                          [(True, "field", False, False, 2), (False, "field", False, False, 2),
                           (True, "plate", False, False, 2), (True, "plate", True, False, 2),
-                          (True, "field", False, True, 2), (True, "plate", True, True, 1)])
+                          (True, "field", False, True, 2), (True, "plate", True, True, 1),
+                          (True, "fill", True, False, 2)])
 def test_fp32_fast_path_gives_the_reference_frames(jitter: bool, background: str, warped: bool, lips: bool,
                                                    upsamplings: int) -> None:
     model = _tiny_model(CPU, jitter, background, lips, upsamplings)

@@ -54,8 +54,8 @@ def _check_background(background: str, resumed: Path | None) -> None:
     """A known background mode, and the one a resumed run (`resumed`: its directory) was trained with."""
     from deltaplane.checkpoint import CONFIG, read_run_config
 
-    if background not in ("field", "plate"):
-        raise InputError(f"background must be 'field' or 'plate', got {background!r}")
+    if background not in ("field", "plate", "fill"):
+        raise InputError(f"background must be 'field', 'plate' or 'fill', got {background!r}")
     if resumed is not None and (resumed / CONFIG).is_file():
         trained = read_run_config(resumed)["model"].get("background", "field")
         if trained != background:
@@ -75,8 +75,9 @@ def train(dataset: str | Path, output: str | Path, preset: str | None = None, st
           minutes: float | None = None, resume: bool = False, device: str | None = None,
           lpips_weights: str | Path | None = None, syncnet: str | Path | None = None, tensorboard: bool = False,
           seed: int = 0, progress: bool = True, background: str | None = None) -> Path:
-    """Train a talking portrait on a preprocessed dataset; returns the run directory. `background` ("field" or
-    "plate", `TriplaneTalkerConfig.background`) replaces the preset's for a new run; a resumed run keeps its own."""
+    """Train a talking portrait on a preprocessed dataset; returns the run directory. `background` ("field",
+    "plate" or "fill", `TriplaneTalkerConfig.background`) replaces the preset's for a new run; a resumed run keeps
+    its own."""
     from deltaplane.presets import get_preset
     from deltaplane.training.trainer import train as train_loop
 

@@ -318,7 +318,7 @@ class FastRenderer:
         result = render_rays_given_uniforms(field_fn, origins, directions, self.model.config.volume, offsets, uniforms)
         feature_image = (result.features * 2.0 - 1.0).reshape(batch, size, size, -1).permute(0, 3, 1, 2)  # EG3D ×2 − 1
         alpha = result.accumulation.reshape(batch, 1, size, size)
-        if self.model.config.background == "plate":
+        if self.model.config.uses_plate:
             feature_image = over_plate(feature_image, alpha, self._plate(cam2world, plate_warp, warped, size))
         memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
         return feature_image.contiguous(memory_format=memory_format), result.depth.reshape(batch, 1, size, size), alpha
@@ -329,7 +329,7 @@ class FastRenderer:
                   ) -> Float[Tensor, "batch 3 out out"]:
         with autocast(self.config.precision, self.device):
             rgb = self.model.superres(feature_image[:, :3], feature_image)
-        if self.model.config.background == "plate":
+        if self.model.config.uses_plate:
             plate = self._plate(cam2world, plate_warp, warped, self.model.config.output_resolution)
             return blend_plate(rgb, alpha, plate)
         return rgb.float()

@@ -43,10 +43,12 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_background(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--background", choices=("field", "plate"), default=None,
+    p.add_argument("--background", choices=("field", "plate", "fill"), default=None,
                    help="field: Talk3D's whole frame volume-rendered (the presets' default); plate: the person over "
                         "a static background plate recovered from the video, clean from any camera "
-                        "(docs/background.md; trains on the GPU, but the audio still moves the torso with it)")
+                        "(docs/background.md; trains on the GPU, but the audio still moves the torso with it); "
+                        "fill: the whole frame, with the plate where side views see past the field "
+                        "(docs/novel-views.md \"Run 24\"; not yet measured on the GPU)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

@@ -139,14 +139,17 @@ class TriplaneTalkerConfig:
     """Where the backdrop is: in whole-frame mode the ray depth that background pixels are pushed behind (the head
     box ends at about 3.2 on the central ray); in plate mode the camera depth of the plate's plane in front of the
     plate's camera, which sets the parallax novel views see."""
-    background: Literal["field", "plate"] = "field"
+    background: Literal["field", "plate", "fill"] = "field"
     """What draws the background: "field" = the triplane volume renders the whole frame (Talk3D); "plate" = it
     renders head and torso only, composited over a static plate recovered from the training frames
     (`data.background`), so that novel views show the backdrop, with parallax, instead of what the field guesses.
     In plate mode the field is also empty outside the triplane's box (`fields.triplane.empty_outside_box`): the
     person lies inside it, and outside it the zero-padded planes extrude matter where no near-frontal frame looks
     and side views do (docs/novel-views.md "Where the ghost is"). The whole frame keeps EG3D's field, whose
-    backdrop reaches past the box."""
+    backdrop reaches past the box. "fill" = the whole frame's field and losses, empty outside the box and
+    composited over the plate as in plate mode: the field draws what it sees in the frames, backdrop included, and
+    the plate shows only where it leaves a ray empty, as it does beside the head at side views (docs/novel-views.md
+    "Run 24"; not yet measured on the GPU)."""
     ray_chunk: int = 1 << 15
     """Rays rendered at once (memory bound; does not change results)."""
     volume: VolumeRenderConfig = field(default_factory=VolumeRenderConfig)
@@ -207,6 +210,11 @@ class TriplaneTalkerConfig:
     def output_resolution(self) -> int:
         return self.superres.scale * self.render_resolution
 
+    @property
+    def uses_plate(self) -> bool:
+        """Composited over the background plate, with the field empty outside the box ("plate" and "fill")."""
+        return self.background != "field"
+
     def __post_init__(self) -> None:
         if self.superres.input_resolution != self.render_resolution:
             raise ValueError("superres.input_resolution must equal render_resolution")
@@ -255,11 +263,11 @@ class TriplaneTalker(nn.Module):
                 self.register_buffer(f"mouth_mask_{plane}", mask[plane, :, r0:r1, c0:c1], persistent=False)
             self.mouth_mix = nn.Linear(config.conditions.token_dim, config.mouth_planes, bias=False)
         self.field = TriplaneField(config.decoder, box_warp=config.box_warp,
-                                   empty_outside=config.background == "plate",
+                                   empty_outside=config.uses_plate,
                                    confined=Confinement(config.mouth_box, MOUTH_BOX_EDGE, config.mouth_planes_on)
                                    if config.mouth_confined else None)
         self.superres = SuperResolution(config.superres)
-        if config.background == "plate":  # saved with the weights, so render needs no dataset
+        if config.uses_plate:  # saved with the weights, so render needs no dataset
             size = config.output_resolution
             self.register_buffer("plate", torch.zeros(3, size, size))
             self.register_buffer("plate_cam2world", orbit_cam2world(*torch.zeros(2)))
@@ -413,11 +421,11 @@ class TriplaneTalker(nn.Module):
             return values.permute(0, 2, 1).reshape(batch, 1, size, size)
 
         alpha = image(accumulation)
-        if self.config.background == "plate":  # the SR sees the plate in its input RGB: its features for the backdrop
+        if self.config.uses_plate:  # the SR sees the plate in its input RGB: its features for the backdrop
             feature_image = over_plate(feature_image, alpha, self.plate_image(cameras, size, plate_warp))
         rgb_raw = feature_image[:, :3]
         rgb = self.superres(rgb_raw, feature_image)
-        if self.config.background == "plate":
+        if self.config.uses_plate:
             output_size = self.config.output_resolution
             rgb = blend_plate(rgb, alpha, self.plate_image(cameras, output_size, plate_warp))
         return RenderOutput(rgb=rgb, rgb_raw=rgb_raw, depth=image(depth), accumulation=alpha,

@@ -200,7 +200,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     _save_driving_tracks(run_dir, train_clip)
     torch.manual_seed(train_config.seed)
     model = TriplaneTalker(model_config).to(device)
-    if model_config.background == "plate":
+    if model_config.uses_plate:
         model.load_background_plate(*background_plate(dataset_dir, train_clip))
     if model.lips is not None:  # the basis is a function of the training frames; a resumed run reloads the same
         model.lips.fit(train_clip.mouth_shapes.to(device))
