@@ -282,11 +282,11 @@ def test_cuda_lookup_matches_grid_sample_values_and_gradients() -> None:
                          [("field", False, False, 2, ()), ("plate", False, False, 2, ()),
                           ("plate", True, False, 2, ()), ("field", False, True, 2, ()),
                           ("plate", True, True, 1, ()), ("field", False, True, 2, (0, 1, 2)),
-                          ("field", False, True, 2, (0,))])
+                          ("field", False, True, 2, (0,)), ("fill", True, False, 2, ())])
 def test_cuda_fast_path_matches_the_reference_within_bf16(background: str, warped: bool, lips: bool,
                                                           upsamplings: int, confined: tuple[int, ...]) -> None:
-    """The default CUDA configuration: bf16, channels-last, torch.compile, one CUDA graph (in plate mode with the
-    field emptied outside the box; `confined`: the planes whose mouth planes are confined to their box)."""
+    """The default CUDA configuration: bf16, channels-last, torch.compile, one CUDA graph (in plate and fill mode
+    with the field emptied outside the box; `confined`: the planes whose mouth planes are confined to their box)."""
     _needs_cuda()
     model = _tiny_model(torch.device("cuda"), background=background, lips=lips, upsamplings=upsamplings,
                         confined=confined)
