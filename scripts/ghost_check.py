@@ -124,18 +124,17 @@ def main() -> None:
     model, _, _ = load_run(args.run, torch.device("cpu"))
     _, clip = load_clip(args.dataset, "test", size=model.config.output_resolution,
                         normalize_audio=model.config.audio.normalize)
-    whole_frame = model.config
-    if args.fill:
-        plated = TriplaneTalker(dataclasses.replace(whole_frame, background="plate"))
-        plate_buffers = {name: getattr(plated, name) for name in ("plate", "plate_cam2world", "plate_intrinsics")}
-        for name, value in plate_buffers.items():
-            model.register_buffer(name, value)
+    if args.fill:  # the same weights in fill mode (`TriplaneTalkerConfig.background`): only the plate is new
+        filled = TriplaneTalker(dataclasses.replace(model.config, background="fill")).eval()
+        missing, unexpected = filled.load_state_dict(model.state_dict(), strict=False)
+        assert not unexpected and all(name.startswith("plate") for name in missing), (missing, unexpected)
         _, train_clip = load_clip(args.dataset, "train", size=model.config.output_resolution)
-        model.load_background_plate(*background_plate(args.dataset, train_clip))
+        filled.load_background_plate(*background_plate(args.dataset, train_clip))
     report, rows, size = {}, [], model.config.output_resolution
     for empty in (False, True):
         model.field.empty_outside = empty
-        model.config = dataclasses.replace(whole_frame, background="plate") if empty and args.fill else whole_frame
+        if empty and args.fill:
+            model = filled
         report["box" if empty else "no_box"] = {"opacity_behind_surface": opacity_profile(model, clip),
                                                 "side_ray_ends": ray_ends(model, clip),
                                                 "test_psnr": test_psnr(model, clip)}
