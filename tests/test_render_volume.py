@@ -112,6 +112,20 @@ def test_composite_gradcheck_float64() -> None:
     assert torch.autograd.gradcheck(outputs, (colors, densities, depths))
 
 
+def test_weights_match_eg3d_cumprod_transmittance() -> None:
+    """The log-space transmittance is EG3D's Π (1 − α + 1e-10), from empty to opaque rays."""
+    generator = torch.Generator().manual_seed(0)
+    densities = torch.randn(3, 64, 48, 1, generator=generator).mul(8).add(torch.tensor([-10.0, 0.0, 6.0])[:, None,
+                                                                                                  None, None])
+    depths = torch.linspace(NEAR, FAR, 48).reshape(1, 1, 48, 1).expand(3, 64, -1, -1)
+    result = composite(torch.rand(3, 64, 48, 3, generator=generator), densities, depths)
+    mid = (densities[:, :, 1:] + densities[:, :, :-1]) / 2
+    alpha = 1 - torch.exp(-torch.nn.functional.softplus(mid - 1.0) * (depths[:, :, 1:] - depths[:, :, :-1]))
+    eg3d = torch.cumprod(torch.cat((torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10), dim=-2), dim=-2)
+    torch.testing.assert_close(result.weights, alpha * eg3d[:, :, :-1], atol=2e-6, rtol=1e-4)
+    assert result.accumulation.min() < 0.05 and result.accumulation.max() > 0.999  # empty and opaque rays both seen
+
+
 def test_low_precision_inputs_composite_in_float32() -> None:
     depths = torch.linspace(NEAR, FAR, 10).reshape(1, 1, 10, 1)
     result = composite(torch.rand(1, 1, 10, 3).bfloat16(), torch.randn(1, 1, 10, 1).bfloat16(), depths)

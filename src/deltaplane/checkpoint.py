@@ -155,11 +155,13 @@ def optimizer_to_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str]
 
 def optimizer_from_tensors(optimizer: torch.optim.Optimizer, names: dict[int, str],
                            tensors: dict[str, torch.Tensor]) -> None:
-    """Inverse of `optimizer_to_tensors` (tensors are moved to each parameter's device)."""
+    """Inverse of `optimizer_to_tensors` (tensors are moved to each parameter's device; Adam's step count too when
+    the optimizer is fused or capturable, which keep it there)."""
     for group in optimizer.param_groups:
+        step_on_device = bool(group.get("fused") or group.get("capturable"))
         for param in group["params"]:
             prefix = f"optim.{names[id(param)]}."
             state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
             if state:
-                optimizer.state[param] = {key: value.to(param.device) if key != "step" else value
+                optimizer.state[param] = {key: value.to(param.device) if key != "step" or step_on_device else value
                                           for key, value in state.items()}

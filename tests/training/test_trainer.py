@@ -53,14 +53,21 @@ def test_checkpoint_round_trip_gives_identical_renders(synthetic_dataset: Path, 
     assert evaluate_clip(again, clip, positions) == first
 
 
-def test_resume_continues_the_same_loss_curve(synthetic_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_resume_continues_the_same_loss_curve(synthetic_dataset: Path, tmp_path: Path, device: str) -> None:
+    """On CUDA the optimizer is fused and keeps its step counts on the device, where the resumed ones must go too;
+    its bf16 kernels are not bitwise deterministic (atomic adds), hence the looser tolerance there."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
     model_config, straight = _tiny(6, log_every=1, checkpoint_every=3, eval_every=0, sample_every=1000)
-    train(synthetic_dataset, tmp_path / "a", model_config, straight, "tiny", CPU, progress=False)
-    train(synthetic_dataset, tmp_path / "b", model_config, straight, "tiny", CPU, progress=False, until_step=3)
-    train(synthetic_dataset, tmp_path / "b", model_config, straight, "tiny", CPU, resume=True, progress=False)
+    where = torch.device(device)
+    train(synthetic_dataset, tmp_path / "a", model_config, straight, "tiny", where, progress=False)
+    train(synthetic_dataset, tmp_path / "b", model_config, straight, "tiny", where, progress=False, until_step=3)
+    train(synthetic_dataset, tmp_path / "b", model_config, straight, "tiny", where, resume=True, progress=False)
     losses = {run: [r["loss"] for r in read_log(tmp_path / run) if "loss" in r] for run in ("a", "b")}
     assert len(losses["a"]) == 6 and len(losses["b"]) == 6
-    torch.testing.assert_close(torch.tensor(losses["b"]), torch.tensor(losses["a"]), rtol=1e-5, atol=1e-6)
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if device == "cpu" else {"rtol": 1e-2, "atol": 1e-3}
+    torch.testing.assert_close(torch.tensor(losses["b"]), torch.tensor(losses["a"]), **tolerance)
     assert latest_checkpoint(tmp_path / "b").name == "step_0000006"
 
 

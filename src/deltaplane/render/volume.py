@@ -4,7 +4,7 @@ Nothing here owns parameters or imports `fields`/`models`: the model passes a `f
 density)` closure to `render_rays`. The compositor returns features in the field's own range (EG3D's decoder
 gives [-0.001, 1.001]); EG3D's final `×2 − 1` to [-1, 1] is done by the model, not here.
 
-Precision: the density activation, the transmittance `cumprod` and the compositing run in (at least) float32
+Precision: the density activation, the transmittance and the compositing run in (at least) float32
 whatever the input dtype, so the functions are safe under bf16 autocast; float64 inputs stay float64 (gradcheck).
 Random numbers come from `generator` when given; it must live on the rays' device.
 
@@ -143,8 +143,12 @@ def composite(colors: Float[Tensor, "batch rays samples channels"], densities: F
     """EG3D MipRayMarcher2 (midpoint rule) on samples sorted by depth.
 
     δ_i = z_{i+1} − z_i; colours, densities and depths are averaged between neighbours; σ_i = softplus(σ_mid +
-    density_bias); α_i = 1 − exp(−σ_i·δ_i); T_i = Π_{j<i} (1 − α_j + 1e-10); w_i = T_i·α_i. The features are NOT
+    density_bias); α_i = 1 − exp(−σ_i·δ_i); T_i = exp(−Σ_{j<i} σ_j·δ_j); w_i = T_i·α_i. The features are NOT
     rescaled: the caller applies EG3D's `×2 − 1`.
+
+    T_i is EG3D's Π_{j<i} (1 − α_j + 1e-10) without the 1e-10 (at most 1e-10 per sample apart), summed in log space:
+    `cumprod`'s backward checks its input for zeros, a device→host sync that cost 10 ms of host time per call in a
+    training step (docs/performance.md), and its gradient divides by the factors where this one has none.
 
     α is computed as −expm1(−σδ): for a faint sample (σδ < 6e-8) `1 − exp` rounds to 0 while its gradient does not,
     and the spread's division by that zero accumulation (clamped to 1e-10) then turned a gradient of 1e-4 into
@@ -156,9 +160,10 @@ def composite(colors: Float[Tensor, "batch rays samples channels"], densities: F
     colors_mid = (colors[:, :, :-1] + colors[:, :, 1:]) / 2  # [B, R, S − 1, C]
     densities_mid = (densities[:, :, :-1] + densities[:, :, 1:]) / 2
     depths_mid = (depths[:, :, :-1] + depths[:, :, 1:]) / 2
-    alpha = -torch.expm1(-F.softplus(densities_mid + density_bias) * deltas)
-    transmittance = torch.cumprod(torch.cat((torch.ones_like(alpha[:, :, :1]), 1 - alpha + 1e-10), dim=-2), dim=-2)
-    weights = alpha * transmittance[:, :, :-1]  # [B, R, S − 1, 1]
+    optical_depth = F.softplus(densities_mid + density_bias) * deltas  # σ_i·δ_i, [B, R, S − 1, 1]
+    alpha = -torch.expm1(-optical_depth)
+    transmittance = torch.exp(-torch.cumsum(F.pad(optical_depth[:, :, :-1], (0, 0, 1, 0)), dim=-2))  # exclusive sum
+    weights = alpha * transmittance  # [B, R, S − 1, 1]
     features = (weights * colors_mid).sum(dim=-2)  # [B, R, C]
     accumulation = weights.sum(dim=-2)  # [B, R, 1]
     expected = (weights * depths_mid).sum(dim=-2) / accumulation.clamp_min(1e-10)  # [B, R, 1]

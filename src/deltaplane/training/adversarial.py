@@ -103,7 +103,8 @@ class PatchAdversary:
         self.config = config
         with torch.random.fork_rng(devices=[]):  # the training's random stream stays that of a run without it
             self.discriminator = PatchDiscriminator(config.discriminator).to(device)
-        self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas)
+        self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas,
+                                          fused=device.type == "cuda")
         self.generator = torch.Generator().manual_seed(seed + 1)  # its own stream: the frame sampler's is untouched
         self.names = {id(p): PREFIX + name for name, p in self.discriminator.named_parameters()}
 
