@@ -1,7 +1,7 @@
 """Where a training step's time goes (docs/performance.md "Training"): train a variant of scripts/gpu_lip_motion.py
 for WARMUP steps (compilation, allocator, caches), then STEPS more under torch.profiler, resumed from the warm-up's
 checkpoint, and print per step: the host time of the trainer's scopes (`train/forward`, `train/backward`,
-`train/wait`: the host waiting for the forward's results, `train/optimizer`, `train/discriminator`), the wall time,
+`train/optimizer`, `train/discriminator`, `train/wait`: the host waiting for the forward's results), the wall time,
 the share of it in which the device ran a kernel, the operations the trainer's code issued that took the most host
 time (counted, with their total: many cheap calls or a few dear ones; `scripts/train_op_count.py` says where a
 step's operations come from), and the kernels that take the most device time.
@@ -31,7 +31,7 @@ from torch.profiler import ProfilerActivity, profile
 from deltaplane.training.trainer import train
 from gpu_lip_motion import variant_configs
 
-SCOPES = ("train/forward", "train/backward", "train/wait", "train/optimizer", "train/discriminator")
+SCOPES = ("train/forward", "train/backward", "train/optimizer", "train/discriminator", "train/wait")
 """The trainer's `record_function` scopes, in step order."""
 TOP_KERNELS = 15
 """Kernels listed by their device time."""
@@ -55,10 +55,10 @@ def report(prof: profile, steps: int) -> str:
     events = prof.events()
     scopes = [event for event in events if event.name in SCOPES and event.device_type == DeviceType.CPU]
     start = min(event.time_range.start for event in scopes if event.name == "train/forward")
-    end = max(event.time_range.end for event in scopes if event.name == "train/discriminator")
+    end = max(event.time_range.end for event in scopes if event.name == SCOPES[-1])
     kernels = [event for event in events if event.device_type == DeviceType.CUDA and event.name not in SCOPES]
     lines = [f"{steps} profiled steps: {(end - start) / 1e3 / steps:.1f} ms wall per step (first forward to last "
-             "discriminator step)"]
+             "wait for its results)"]
     if kernels:
         share = busy_share([(k.time_range.start, k.time_range.end) for k in kernels], start, end)
         lines.append(f"device busy {100 * share:.0f} % of that wall time")

@@ -284,26 +284,12 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             watched = torch.stack([
                 loss.detach().float(), psnr(output.rgb.detach(), batch.images).mean().float(),
                 output.accumulation.detach().float().mean(), delta.detach().float().square().mean().sqrt()])
-            # the backward is queued before the transfer waits for the forward, so the device never runs dry here;
-            # a step the guard rejects has its gradients dropped unused
+            # the backward, the updates and the discriminator's step are all queued before the transfer waits for
+            # the forward, so the host issues them while the device catches up (docs/performance.md); a step the
+            # guard rejects is undone by the rollback, which reloads the snapshot's weights and moments
             with record_function("train/backward"):
                 optimizer.zero_grad(set_to_none=True)
                 (scaler.scale(loss) if scaler else loss).backward()
-            with record_function("train/wait"):
-                loss_value, train_psnr, opacity, delta_rms = watched.tolist()
-            reason = (guard.collapsed(train_psnr, opacity) if math.isfinite(loss_value) else f"loss {loss_value}")
-            if reason is not None:
-                optimizer.zero_grad(set_to_none=True)
-                if registration is not None:
-                    registration.optimizer.zero_grad(set_to_none=True)
-                snapshot = guard.rollback(step, reason)
-                _load_snapshot(model, optimizer, names, companions, snapshot.tensors)
-                LOG.warning("training collapsed at step %d (%s): back to step %d with the learning rates ×%g", step,
-                            reason, snapshot.step, guard.lr_scale)
-                logger.scalars(step, {"guard/rollback_to": snapshot.step, "guard/lr_scale": guard.lr_scale})
-                step = snapshot.step
-                bar.n = step
-                continue
             with record_function("train/optimizer"):
                 _drop_inactive_gradients(optimizer, train_config, step)
                 if scaler:
@@ -316,6 +302,18 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                     scaler.update()
             with record_function("train/discriminator"):
                 critic = adversary.step(output.rgb, batch.images, corners) if adversary is not None else {}
+            with record_function("train/wait"):
+                loss_value, train_psnr, opacity, delta_rms = watched.tolist()
+            reason = (guard.collapsed(train_psnr, opacity) if math.isfinite(loss_value) else f"loss {loss_value}")
+            if reason is not None:
+                snapshot = guard.rollback(step, reason)
+                _load_snapshot(model, optimizer, names, companions, snapshot.tensors)
+                LOG.warning("training collapsed at step %d (%s): back to step %d with the learning rates ×%g", step,
+                            reason, snapshot.step, guard.lr_scale)
+                logger.scalars(step, {"guard/rollback_to": snapshot.step, "guard/lr_scale": guard.lr_scale})
+                step = snapshot.step
+                bar.n = step
+                continue
             step += 1
             bar.update(1)
             if step % train_config.log_every == 0 or step == train_config.steps:
