@@ -5,7 +5,8 @@ trained run, with the field emptied outside the triplane's box and without (`Tri
   pixels (8 test frames, `SolidConfig.rays` rays each);
 * for yaw ±30° views of one test frame, where each opaque ray (accumulation > 0.5) ends, seen from the frame's own
   camera: in front of its rendered surface, on it (±0.1), 0.1–0.3 / 0.3–0.5 / farther behind, or over the frame's
-  backdrop (segmentation person < 0.5 there, or outside its image), with the share of the last class outside the box;
+  backdrop (segmentation person < 0.5 there, or outside its image), with the share of the last class outside the box
+  (with --ends, an image of the side views with that class tinted red);
 * the frontal PSNR of the test split;
 * with --sheet, the view sheet of `render_views.py` (RGB rows without, then with the box, then the depth with it).
 
@@ -15,7 +16,7 @@ whole-frame run is rendered with the box emptied over the dataset's background p
 (`data.background.background_plate`, `TriplaneTalker.render`): what the field leaves empty beside the head at side
 views shows the backdrop instead of black (docs/novel-views.md "Run 24").
 
-    python scripts/ghost_check.py RUN DATASET [--sheet OUT.png] [--xy-only] [--fill] > ghost.json
+    python scripts/ghost_check.py RUN DATASET [--sheet OUT.png] [--ends ENDS.png] [--xy-only] [--fill] > ghost.json
 """
 
 from __future__ import annotations
@@ -65,13 +66,16 @@ def opacity_profile(model: TriplaneTalker, clip: ClipData) -> dict[str, float]:
 
 
 @torch.no_grad()
-def ray_ends(model: TriplaneTalker, clip: ClipData, position: int = 10) -> dict[str, dict[str, float]]:
+def ray_ends(model: TriplaneTalker, clip: ClipData, position: int = 10
+             ) -> tuple[dict[str, dict[str, float]], np.ndarray]:
+    """The classes of the side views' ray ends, and an image of the two side views (raw RGB at the rendering
+    resolution) beside the same with the backdrop class tinted red: where that matter is."""
     size = model.config.render_resolution
     batch = make_batch(clip, torch.tensor([position]), size)
     planes = model.planes(model.tokens(batch.conditions))[0]
     front = model.render(planes, batch.cameras, plate_warp=batch.plate_warp)
     frame = batch.cameras.resized(size, size)
-    result = {}
+    result, tiles = {}, []
     for yaw in (-30, 30):
         cameras = Cameras(orbit_cam2world(torch.tensor([math.radians(yaw)]), torch.tensor([0.0])),
                           batch.cameras.intrinsics, batch.cameras.height, batch.cameras.width)
@@ -91,7 +95,12 @@ def ray_ends(model: TriplaneTalker, clip: ClipData, position: int = 10) -> dict[
         result[f"yaw{yaw:+d}"] = {**{name: count / max(opaque.sum().item(), 1) for name, count in zip(CLASSES, counts)},
                                   "opaque_share": opaque.float().mean().item(),
                                   "backdrop_outside_box": (backdrop & outside).sum().item() / max(counts[-1], 1)}
-    return result
+        rgb = ((side.rgb_raw[0].permute(1, 2, 0).float().clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
+        tinted = rgb.copy()
+        marked = backdrop.reshape(size, size).numpy()
+        tinted[marked] = (tinted[marked] // 2 + np.array([127, 0, 0], dtype=np.uint8))
+        tiles += [rgb, tinted]
+    return result, np.concatenate(tiles, axis=1)
 
 
 @torch.no_grad()
@@ -118,6 +127,8 @@ def main() -> None:
     parser.add_argument("--sheet", type=Path, help="also write the view sheets without and with the box")
     parser.add_argument("--xy-only", action="store_true", help="empty the box only along x and y")
     parser.add_argument("--fill", action="store_true", help="with the box emptied, composite over the plate")
+    parser.add_argument("--ends", type=Path, help="also write the side views with their backdrop class tinted red "
+                                                  "(rows: without, then with the box; 4× nearest-neighbour)")
     args = parser.parse_args()
     if args.xy_only:  # the field calls the module's function: measure the variant without a field option for it
         triplane.empty_outside_box = empty_outside_xy
@@ -130,19 +141,22 @@ def main() -> None:
         assert not unexpected and all(name.startswith("plate") for name in missing), (missing, unexpected)
         _, train_clip = load_clip(args.dataset, "train", size=model.config.output_resolution)
         filled.load_background_plate(*background_plate(args.dataset, train_clip))
-    report, rows, size = {}, [], model.config.output_resolution
+    report, rows, ends, size = {}, [], [], model.config.output_resolution
     for empty in (False, True):
         model.field.empty_outside = empty
         if empty and args.fill:
             model = filled
+        classes, image = ray_ends(model, clip)
+        ends.append(image)
         report["box" if empty else "no_box"] = {"opacity_behind_surface": opacity_profile(model, clip),
-                                                "side_ray_ends": ray_ends(model, clip),
-                                                "test_psnr": test_psnr(model, clip)}
+                                                "side_ray_ends": classes, "test_psnr": test_psnr(model, clip)}
         if args.sheet:
             sheet = view_rows(model, clip, 10)
             rows += [sheet[:size]] + ([sheet[2 * size:]] if empty else [])
     if args.sheet:
         cv2.imwrite(str(args.sheet), np.concatenate(rows, axis=0)[..., ::-1])
+    if args.ends:
+        cv2.imwrite(str(args.ends), np.concatenate(ends, axis=0).repeat(4, axis=0).repeat(4, axis=1)[..., ::-1])
     print(json.dumps(report, indent=1))
 
 
