@@ -50,8 +50,9 @@ def block(row: dict) -> list[str]:
         lines += [f"   {name:20s} spread {value:.2f} sync {correlation:.2f} ({offset})"
                   for name, value, correlation, offset in zip(names, spread, sync, offsets)]
     for name in sorted({key.split("/")[1] for key in row if key.startswith("view/")}):
-        identity, sharpness = (row.get(f"view/{name}/{key}", float("nan")) for key in ("id_distance", "sharpness_ratio"))
-        lines.append(f"view {name:9s} identity {identity:.3f} sharpness {sharpness:.2f} "  # nan: no face found
+        identity, sharpness = (row.get(f"view/{name}/{key}", float("nan"))  # nan: no face found
+                               for key in ("id_distance", "sharpness_ratio"))
+        lines.append(f"view {name:9s} identity {identity:.3f} sharpness {sharpness:.2f} "
                      f"without a face {row[f'view/{name}/faces/missing']}")
     return lines
 

@@ -48,7 +48,7 @@ def _add_background(p: argparse.ArgumentParser) -> None:
                         "a static background plate recovered from the video, clean from any camera "
                         "(docs/background.md; trains on the GPU, but the audio still moves the torso with it); "
                         "fill: the whole frame, with the plate where side views see past the field "
-                        "(docs/novel-views.md \"Run 24\"; not yet measured on the GPU)")
+                        "(docs/novel-views.md \"Run 25\": a cleaner frontal frame, side views no better)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

@@ -149,7 +149,7 @@ class TriplaneTalkerConfig:
     backdrop reaches past the box. "fill" = the whole frame's field and losses, empty outside the box and
     composited over the plate as in plate mode: the field draws what it sees in the frames, backdrop included, and
     the plate shows only where it leaves a ray empty, as it does beside the head at side views (docs/novel-views.md
-    "Run 24"; not yet measured on the GPU)."""
+    "Run 24"; on the GPU, run 25, a cleaner frontal frame and backdrop, the head's side views no better)."""
     ray_chunk: int = 1 << 15
     """Rays rendered at once (memory bound; does not change results)."""
     volume: VolumeRenderConfig = field(default_factory=VolumeRenderConfig)
