@@ -53,8 +53,8 @@ def opacity_profile(model: TriplaneTalker, clip: ClipData) -> dict[str, float]:
                        model.config.render_resolution)
     planes = model.planes(model.tokens(batch.conditions))[0]
     output = model.render(planes, batch.cameras, plate_warp=batch.plate_warp)
-    origins, directions, depth, chosen, valid, along, _ = model._surface_rays(output, batch, False, 0.0,
-                                                                              torch.Generator().manual_seed(0))
+    origins, directions, depth, chosen, valid, along = model._surface_rays(output, batch, False,
+                                                                           torch.Generator().manual_seed(0))
     volume = model.config.volume
     profile = {}
     for offset in OFFSETS:

@@ -74,8 +74,7 @@ def variant_configs(name: str, preset: str = "fast"):
     where the field leaves a ray empty, docs/novel-views.md "Run 24"), alphaN (its opacity loss weight N),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
     term at weight N, docs/novel-views.md "A solid head"; solidnomouth: not in the mouth box; thickD: solid to D
-    behind the surface, `SolidConfig.thickness`, with `body_depth` at least D; roundR: the body round near the
-    silhouette's outline, radius R, `SolidConfig.round_radius`), behindN (the
+    behind the surface, `SolidConfig.thickness`, with `body_depth` at least D), behindN (the
     empty-behind term at weight N, docs/novel-views.md "Run 12"), spreadN (the
     depth-spread weight N), snapH (the calibrated lip vector pulled among the training frames' mouths, bandwidth H,
     `LipConfig.snap`), tsnapP (the renderer taught with snapped vectors on a share P of frames,
@@ -148,8 +147,6 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, depth_spread=float(part[6:])))
         elif part == "solidnomouth":
             model = dataclasses.replace(model, solid=dataclasses.replace(model.solid, skip_mouth=True))
-        elif part.startswith("round"):
-            model = dataclasses.replace(model, solid=dataclasses.replace(model.solid, round_radius=float(part[5:])))
         elif part.startswith("thick"):
             depth = float(part[5:])
             model = dataclasses.replace(model, solid=dataclasses.replace(

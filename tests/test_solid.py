@@ -14,8 +14,7 @@ import torch
 from deltaplane.data.dataset import load_clip, make_batch
 from deltaplane.geometry.cameras import orbit_cameras
 from deltaplane.geometry.rays import pixel_rays
-from deltaplane.geometry.solid import (SolidConfig, choose_rays, empty_points, interior_points, outline_distance,
-                                       round_depth)
+from deltaplane.geometry.solid import SolidConfig, choose_rays, empty_points, interior_points
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.presets import get_preset
 from deltaplane.training.logging import read_log
@@ -41,8 +40,7 @@ def test_interior_points_lie_on_their_rays_between_margin_and_thickness_behind_t
     depth = 2.4 + 0.2 * torch.rand(2, 256)
     chosen = torch.randint(256, (2, 30))
     config = SolidConfig(margin=0.05, thickness=0.25)
-    points, inside = interior_points(origins, directions, depth, chosen, torch.rand(2, 30), config)
-    assert inside.all()
+    points = interior_points(origins, directions, depth, chosen, torch.rand(2, 30), config)
     offset = points - origins.gather(1, chosen[..., None].expand(-1, -1, 3))
     along = (offset * directions.gather(1, chosen[..., None].expand(-1, -1, 3))).sum(-1)
     torch.testing.assert_close(offset.norm(dim=-1), along)  # on the ray, in front of the camera
@@ -64,59 +62,9 @@ def test_empty_points_lie_between_the_body_depth_and_the_backdrop() -> None:
     assert (along[valid] >= surface[valid] + 0.5 - 1e-5).all() and (along[valid] <= 3.1 + 1e-5).all()
 
 
-def test_round_depth_is_the_chord_of_a_circle() -> None:
-    """A ray parallel to a circle's diameter, `inset` inside its outline, crosses 2√(R² − (R − d)²) of it: 0 at the
-    outline, 2R through the middle and beyond (the chord, by the Pythagorean theorem, not the formula's algebra)."""
-    radius = 0.2
-    inset = torch.linspace(0.0, 0.3, 31, dtype=torch.float64)
-    offset = (radius - inset).clamp_min(0.0)  # the ray's distance from the centre
-    torch.testing.assert_close(round_depth(inset, radius), 2 * (radius**2 - offset**2).sqrt())
-    assert round_depth(torch.tensor(0.0), radius) == 0 and round_depth(torch.tensor(0.25), radius) == 2 * radius
-    band = torch.tensor(SolidConfig(round_radius=radius).round_band(0.25), dtype=torch.float64)
-    torch.testing.assert_close(round_depth(band, radius), torch.tensor(0.25, dtype=torch.float64))
-    assert SolidConfig(round_radius=radius).round_band(0.5) == radius and SolidConfig().round_band(0.25) == 0.0
-
-
-def test_outline_distance_counts_pixels_to_the_outline_but_not_to_the_image_border() -> None:
-    """Inside a rectangle the chessboard distance to its outside is the distance to its nearest side; a side on
-    the image's border is no outline; past `limit` pixels the count stops; outside it is 0."""
-    mask = torch.zeros(1, 20, 30, dtype=torch.bool)
-    mask[0, 4:16, 0:25] = True  # touches the left border
-    distance = outline_distance(mask, limit=50)[0]
-    rows, columns = torch.meshgrid(torch.arange(20), torch.arange(30), indexing="ij")
-    expected = torch.minimum(torch.minimum(rows - 4, 15 - rows), 24 - columns) + 0.5
-    assert torch.equal(distance[mask[0]], expected[mask[0]].float())
-    assert (distance[~mask[0]] == 0).all()
-    capped = outline_distance(mask, limit=3)[0]
-    assert torch.equal(capped, distance.clamp_max(2.5))
-
-
-def test_a_round_body_is_thin_at_its_outline() -> None:
-    """With a body depth per ray, interior points lie between the margin and that depth (at most the thickness),
-    rays whose body does not reach past the margin are flagged, and the empty stretch starts at the body's depth
-    (at least the margin, at most `body_depth`)."""
-    cameras = orbit_cameras(torch.tensor([0.2, -0.1]), torch.tensor([0.05, 0.1]), 16, 16)
-    origins, directions = pixel_rays(cameras)
-    depth = torch.full((2, 256), 2.5)
-    chosen = torch.randint(256, (2, 40))
-    body = torch.linspace(0.0, 0.6, 40).expand(2, 40)
-    config = SolidConfig(margin=0.05, thickness=0.25, body_depth=0.5, round_radius=0.3)
-
-    def behind(points: torch.Tensor) -> torch.Tensor:
-        offset = points - origins.gather(1, chosen[..., None].expand(-1, -1, 3))
-        return (offset * directions.gather(1, chosen[..., None].expand(-1, -1, 3))).sum(-1) - 2.5
-
-    points, inside = interior_points(origins, directions, depth, chosen, torch.rand(2, 40), config, body)
-    assert torch.equal(inside, body > 0.05)
-    assert (behind(points) >= 0.05 - 1e-5).all() and (behind(points) <= body.clamp(0.05, 0.25) + 1e-5).all()
-    points, valid = empty_points(origins, directions, depth, chosen, torch.rand(2, 40), config, 3.1, body)
-    assert valid.all() and (behind(points) >= body.clamp(0.05, 0.5) - 1e-5).all()
-    assert (behind(points) <= 0.6 + 1e-5).all()
-
-
 def test_bad_settings_are_refused() -> None:
     for bad in ({"rays": 0}, {"margin": -0.1}, {"margin": 0.3, "thickness": 0.25},
-                {"thickness": 0.25, "body_depth": 0.2}, {"round_radius": -0.1}):
+                {"thickness": 0.25, "body_depth": 0.2}):
         with pytest.raises(ValueError):
             SolidConfig(**bad)
 
@@ -189,26 +137,6 @@ def test_skip_mouth_leaves_the_mouth_box_alone(synthetic_dataset: Path) -> None:
     quarter[..., :quarter.shape[-2] // 2, :quarter.shape[-1] // 2] = True
     assert term(True, everywhere) == 0.0 and term(False, everywhere) > 0
     assert term(True, quarter) != term(False, quarter)
-
-
-def test_a_round_body_follows_the_person_outline(synthetic_dataset: Path) -> None:
-    """With `round_radius` the body behind each ray comes from its distance inside the segmentation's outline: a
-    body too thin to reach past the margin anywhere (2R < margin) leaves no point (term 0); a head-sized one draws
-    the same rays as the flat body and places the points near the outline shallower (another value)."""
-    flat = _model()
-    batch, _, delta, surface = _opaque_scene(flat, synthetic_dataset)
-    planes = flat.identity_planes[None] + delta.detach()
-
-    def term(radius: float) -> float:
-        model = TriplaneTalker(dataclasses.replace(
-            flat.config, solid=dataclasses.replace(flat.config.solid, round_radius=radius)))
-        model.load_state_dict(flat.state_dict())
-        return model.solid_term(planes, surface, batch, torch.Generator().manual_seed(1)).item()
-
-    assert term(0.02) == 0.0
-    assert term(0.2) > 0 and term(0.2) != term(0.0)
-    person = batch.person[:, 0] >= 0.5
-    assert (outline_distance(person, 4)[person] < 3).any()  # the frames have an outline
 
 
 def test_training_logs_the_term(synthetic_dataset: Path, tmp_path: Path) -> None:

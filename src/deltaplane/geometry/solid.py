@@ -13,11 +13,9 @@ points where `TriplaneTalker.behind_term` asks for no density.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
@@ -39,47 +37,13 @@ class SolidConfig:
     0.2 in front of the head's centre, so the back of the head is about 0.4–0.5 behind it). The empty-behind term
     (`LossWeights.behind`) asks for no density from here to the backdrop (plate mode: to the far end of the rays;
     whole-frame mode: to `TriplaneTalkerConfig.background_depth`, where the field's backdrop starts)."""
-    round_radius: float = 0.0
-    """0: the body is `thickness` deep behind every opaque pixel. Otherwise the body is round near its outline, as a
-    head or a shoulder is: a ray entering it d inside the person's silhouette (world units at the surface) crosses
-    the chord 2√(d(2R − d)) of a circle of this radius R (`round_depth`), and the body behind that pixel is the
-    chord, at most `thickness` (and at most `body_depth` for the empty-behind term). A body as deep behind its
-    outline as behind its middle is a slab that side views show beside the head (docs/novel-views.md "Run 26")."""
     skip_mouth: bool = False
     """Leave the mouth box's rays out: matter filled in behind closed lips, coloured like them, is what an opening
     mouth must then carve away (the renderer drew less of the tracked opening once the term was on, run 11)."""
 
     def __post_init__(self) -> None:
-        if self.rays < 1 or not 0 <= self.margin < self.thickness <= self.body_depth or self.round_radius < 0:
-            raise ValueError(f"SolidConfig needs rays ≥ 1, 0 ≤ margin < thickness ≤ body_depth and round_radius ≥ 0, "
-                             f"got {self}")
-
-    def round_band(self, depth: float) -> float:
-        """How far inside the outline (world units) the round body's chord reaches `depth`: farther in, a body
-        `depth` deep is the same round or flat (0 when not round)."""
-        radius = self.round_radius
-        if radius == 0:
-            return 0.0
-        return radius - math.sqrt(max(radius**2 - (depth / 2) ** 2, 0.0))
-
-
-def round_depth(inset: Float[Tensor, "*rays"], radius: float) -> Float[Tensor, "*rays"]:
-    """The depth a ray crosses of a round body of `radius` (world units), entering it `inset` inside its outline:
-    the chord 2√(d(2R − d)) of the circle, 2R from d = R on."""
-    inset = inset.clamp(0.0, radius)
-    return 2.0 * torch.sqrt(inset * (2.0 * radius - inset))
-
-
-def outline_distance(mask: Bool[Tensor, "batch height width"], limit: int) -> Float[Tensor, "batch height width"]:
-    """Distance in pixels from each pixel of `mask` to the nearest pixel outside it (chessboard metric, pixel
-    centre to the outline's edge: 0.5 next to it), 0 outside, at most `limit` − 0.5. The image's border is not an
-    outline: a torso cut by the frame goes on beyond it."""
-    inside = mask[:, None].float()
-    count = torch.zeros_like(inside)
-    for _ in range(limit):
-        count += inside
-        inside = -F.max_pool2d(-inside, 3, stride=1, padding=1)  # erosion; the padding never wins the max
-    return (count[:, 0] - 0.5).clamp_min(0.0)
+        if self.rays < 1 or not 0 <= self.margin < self.thickness <= self.body_depth:
+            raise ValueError(f"SolidConfig needs rays ≥ 1 and 0 ≤ margin < thickness ≤ body_depth, got {self}")
 
 
 def choose_rays(mask: Bool[Tensor, "batch rays"], uniform: Float[Tensor, "batch rays"], count: int
@@ -103,29 +67,19 @@ def points_behind(origins: Float[Tensor, "batch rays 3"], directions: Float[Tens
 
 def interior_points(origins: Float[Tensor, "batch rays 3"], directions: Float[Tensor, "batch rays 3"],
                     depth: Float[Tensor, "batch rays"], chosen: Int[Tensor, "batch count"],
-                    uniform: Float[Tensor, "batch count"], config: SolidConfig,
-                    body: Float[Tensor, "batch count"] | None = None
-                    ) -> tuple[Float[Tensor, "batch count 3"], Bool[Tensor, "batch count"]]:
-    """Points inside the body: uniform in [depth + margin, depth + thickness] on each chosen ray, or up to the
-    body's depth behind it where `body` (world units, `round_depth`) is shallower; and whether the body reaches
-    past the margin there (False near a round body's outline)."""
-    if body is None:
-        return (points_behind(origins, directions, depth, chosen, uniform, config.margin, config.thickness),
-                torch.ones_like(chosen, dtype=torch.bool))
-    stop = body.clamp(config.margin, config.thickness)
-    return points_behind(origins, directions, depth, chosen, uniform, config.margin, stop), body > config.margin
+                    uniform: Float[Tensor, "batch count"], config: SolidConfig) -> Float[Tensor, "batch count 3"]:
+    """Points inside the body: uniform in [depth + margin, depth + thickness] on each chosen ray."""
+    return points_behind(origins, directions, depth, chosen, uniform, config.margin, config.thickness)
 
 
 def empty_points(origins: Float[Tensor, "batch rays 3"], directions: Float[Tensor, "batch rays 3"],
                  depth: Float[Tensor, "batch rays"], chosen: Int[Tensor, "batch count"],
-                 uniform: Float[Tensor, "batch count"], config: SolidConfig, limit: float,
-                 body: Float[Tensor, "batch count"] | None = None
+                 uniform: Float[Tensor, "batch count"], config: SolidConfig, limit: float
                  ) -> tuple[Float[Tensor, "batch count 3"], Bool[Tensor, "batch count"]]:
     """Points behind the body, where nothing is: uniform in [depth + body_depth, limit] on each chosen ray (`limit`:
     a distance along the ray, where the backdrop starts), and whether that stretch exists (False where the surface
-    lies within `body_depth` of `limit`). Where `body` (world units, `round_depth`) is shallower, the stretch starts
-    at the body's depth behind the surface, at least `margin`."""
-    start = config.body_depth if body is None else body.clamp(config.margin, config.body_depth)
+    lies within `body_depth` of `limit`)."""
     stop = limit - depth.gather(1, chosen)
-    points = points_behind(origins, directions, depth, chosen, uniform, start, stop.clamp_min(start))
-    return points, stop > start
+    points = points_behind(origins, directions, depth, chosen, uniform, config.body_depth,
+                           stop.clamp_min(config.body_depth))
+    return points, stop > config.body_depth

@@ -19,7 +19,6 @@ from the video (`data.background`), a textured plane behind the head that novel 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -43,8 +42,7 @@ from deltaplane.geometry.face_depth import camera_depth, sample_pixels
 from deltaplane.geometry.novel_view import (NovelViewConfig, lift_face_points, point_rays, random_offsets,
                                             rotate_about_origin, visible_points)
 from deltaplane.geometry.rays import pixel_rays
-from deltaplane.geometry.solid import (SolidConfig, choose_rays, empty_points, interior_points, outline_distance,
-                                       round_depth)
+from deltaplane.geometry.solid import SolidConfig, choose_rays, empty_points, interior_points
 from deltaplane.render.plate import (blend_plate, over_plate, pixel_coordinates, plane_coordinates, sample_plate,
                                      unwarp_coordinates)
 from deltaplane.render.volume import VolumeRenderConfig, render_rays
@@ -563,10 +561,9 @@ class TriplaneTalker(nn.Module):
         rendering."""
         config = self.config.solid
         with torch.no_grad(), torch.autocast(planes.device.type, enabled=False):
-            origins, directions, depth, chosen, valid, along, body = self._surface_rays(
-                output, batch, config.skip_mouth, config.thickness, generator)
-            points, inside = interior_points(origins, directions, depth, chosen, along, config, body)
-            valid &= inside
+            origins, directions, depth, chosen, valid, along = self._surface_rays(output, batch, config.skip_mouth,
+                                                                                  generator)
+            points = interior_points(origins, directions, depth, chosen, along, config)
             colour = batch.images_raw.flatten(2).float().gather(2, chosen[:, None].expand(-1, 3, -1))  # [B, 3, K]
         features, optical = self._sample_optical_depth(planes, points, chosen, batch)
         error = (features[..., :3].float().transpose(1, 2) * 2.0 - 1.0 - colour).abs().mean(1)  # [B, K]
@@ -580,25 +577,20 @@ class TriplaneTalker(nn.Module):
         config, volume = self.config.solid, self.config.volume
         limit = volume.far if self.config.background == "plate" else self.config.background_depth
         with torch.no_grad(), torch.autocast(planes.device.type, enabled=False):
-            origins, directions, depth, chosen, valid, along, body = self._surface_rays(
-                output, batch, False, config.body_depth, generator)
-            points, stretch = empty_points(origins, directions, depth, chosen, along, config, limit, body)
+            origins, directions, depth, chosen, valid, along = self._surface_rays(output, batch, False, generator)
+            points, stretch = empty_points(origins, directions, depth, chosen, along, config, limit)
             valid &= stretch
         _, optical = self._sample_optical_depth(planes, points, chosen, batch)
         return (-torch.expm1(-optical) * valid).sum() / valid.sum().clamp_min(1)
 
-    def _surface_rays(self, output: RenderOutput, batch: FrameBatch, skip_mouth: bool, reach: float,
+    def _surface_rays(self, output: RenderOutput, batch: FrameBatch, skip_mouth: bool,
                       generator: torch.Generator | None):
         """Rays (at the rendering resolution) of `SolidConfig.rays` pixels drawn among the person's opaque ones
         (segmentation `person` ≥ 0.99, rendered opacity > 0.5; `skip_mouth`: not under the mouth box): origins,
-        unit directions, rendered depths [B, R], the chosen rays [B, K], whether each is such a pixel, one
-        U(0, 1) number per chosen ray for placing its point, and with `SolidConfig.round_radius` the round body's
-        depth behind each chosen ray (`geometry.solid.round_depth` of its distance inside the segmentation's
-        person outline, `person` ≥ 0.5; None otherwise), exact up to `reach` (world units; deeper where the
-        distance was not counted to the end). `generator` (CPU) draws them."""
+        unit directions, rendered depths [B, R], the chosen rays [B, K], whether each is such a pixel, and one
+        U(0, 1) number per chosen ray for placing its point. `generator` (CPU) draws them."""
         size = self.config.render_resolution
-        cameras = batch.cameras.resized(size, size)
-        origins, directions = pixel_rays(cameras)
+        origins, directions = pixel_rays(batch.cameras.resized(size, size))
         opaque = (batch.person >= 0.99) & (output.accumulation > 0.5)
         if skip_mouth:  # the mouth box at the rendering resolution: any of its output pixels
             opaque &= F.adaptive_max_pool2d(batch.mouth_box.float(), size) == 0
@@ -606,15 +598,7 @@ class TriplaneTalker(nn.Module):
         uniform = host_to_device(torch.rand(opaque.shape, generator=generator), opaque.device)
         chosen, valid = choose_rays(opaque, uniform, min(self.config.solid.rays, opaque.shape[1]))
         along = host_to_device(torch.rand(chosen.shape, generator=generator), opaque.device)
-        depth = output.depth.flatten(1).float()
-        config, body = self.config.solid, None
-        if config.round_radius > 0:
-            # pixels to count: the band where the chord is shallower than `reach`, seen from the nearest depth
-            limit = math.ceil(config.round_band(reach) * DEFAULT_FOCAL * size / self.config.volume.near) + 1
-            inset = outline_distance(batch.person[:, 0] >= 0.5, limit).flatten(1).gather(1, chosen)
-            pixel = depth.gather(1, chosen) / cameras.intrinsics[:, :1, 0]  # world units per pixel at the surface
-            body = round_depth(inset * pixel, config.round_radius)
-        return origins, directions, depth, chosen, valid, along, body
+        return origins, directions, output.depth.flatten(1).float(), chosen, valid, along
 
     def _sample_optical_depth(self, planes: Float[Tensor, "B 3 C H W"], points: Float[Tensor, "B K 3"],
                               chosen: Int[Tensor, "B K"], batch: FrameBatch
