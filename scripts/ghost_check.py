@@ -6,7 +6,7 @@ trained run, with the field emptied outside the triplane's box and without (`Tri
 * for yaw ±30° views of one test frame, where each opaque ray (accumulation > 0.5) ends, seen from the frame's own
   camera: in front of its rendered surface, on it (±0.1), 0.1–0.3 / 0.3–0.5 / farther behind, or over the frame's
   backdrop (segmentation person < 0.5 there, or outside its image), with the share of the last class outside the box
-  (with --ends, an image of the side views with that class tinted red);
+  (with --ends, an image of the side views with every class tinted: `CLASS_COLOURS`);
 * the frontal PSNR of the test split;
 * with --sheet, the view sheet of `render_views.py` (RGB rows without, then with the box, then the depth with it).
 
@@ -45,6 +45,9 @@ from render_views import view_rows
 OFFSETS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 """Distances behind the rendered surface (world units) of the opacity profile."""
 CLASSES = ("front", "surface", "behind 0.1-0.3", "behind 0.3-0.5", "behind >0.5", "backdrop")
+CLASS_COLOURS = np.array([[0, 0, 255], [0, 200, 0], [255, 255, 0], [255, 128, 0], [255, 0, 255], [255, 0, 0]],
+                         dtype=np.uint8)
+"""RGB tints of `CLASSES` in the --ends image: blue, green, yellow, orange, magenta, red."""
 
 
 @torch.no_grad()
@@ -69,7 +72,7 @@ def opacity_profile(model: TriplaneTalker, clip: ClipData) -> dict[str, float]:
 def ray_ends(model: TriplaneTalker, clip: ClipData, position: int = 10
              ) -> tuple[dict[str, dict[str, float]], np.ndarray]:
     """The classes of the side views' ray ends, and an image of the two side views (raw RGB at the rendering
-    resolution) beside the same with the backdrop class tinted red: where that matter is."""
+    resolution) above the same with each opaque ray tinted by its class (`CLASS_COLOURS`): where that matter is."""
     size = model.config.render_resolution
     batch = make_batch(clip, torch.tensor([position]), size)
     planes = model.planes(model.tokens(batch.conditions))[0]
@@ -88,18 +91,21 @@ def ray_ends(model: TriplaneTalker, clip: ClipData, position: int = 10
         behind = (ends[0] - frame.cam2world[0, :3, 3]).norm(dim=-1) - sample(front.depth)
         opaque = side.accumulation.flatten() > 0.5
         backdrop = opaque & (sample(batch.person) < 0.5)  # zero padding: outside the frame's image counts too
-        classes = [behind < -0.1, behind.abs() <= 0.1, (behind > 0.1) & (behind <= 0.3),
-                   (behind > 0.3) & (behind <= 0.5), behind > 0.5]
-        counts = [(opaque & ~backdrop & mask).sum().item() for mask in classes] + [backdrop.sum().item()]
+        classes = [opaque & ~backdrop & mask for mask in (behind < -0.1, behind.abs() <= 0.1,
+                                                           (behind > 0.1) & (behind <= 0.3),
+                                                           (behind > 0.3) & (behind <= 0.5), behind > 0.5)]
+        classes.append(backdrop)
+        counts = [mask.sum().item() for mask in classes]
         outside = (ends[0].abs() > model.config.box_warp / 2).any(-1)
         result[f"yaw{yaw:+d}"] = {**{name: count / max(opaque.sum().item(), 1) for name, count in zip(CLASSES, counts)},
                                   "opaque_share": opaque.float().mean().item(),
                                   "backdrop_outside_box": (backdrop & outside).sum().item() / max(counts[-1], 1)}
         rgb = ((side.rgb_raw[0].permute(1, 2, 0).float().clamp(-1, 1) + 1) * 127.5).round().byte().numpy()
         tinted = rgb.copy()
-        marked = backdrop.reshape(size, size).numpy()
-        tinted[marked] = (tinted[marked] // 2 + np.array([127, 0, 0], dtype=np.uint8))
-        tiles += [rgb, tinted]
+        for mask, colour in zip(classes, CLASS_COLOURS):
+            marked = mask.reshape(size, size).numpy()
+            tinted[marked] = rgb[marked] // 2 + colour // 2
+        tiles.append(np.concatenate((rgb, tinted), axis=0))
     return result, np.concatenate(tiles, axis=1)
 
 
@@ -127,8 +133,9 @@ def main() -> None:
     parser.add_argument("--sheet", type=Path, help="also write the view sheets without and with the box")
     parser.add_argument("--xy-only", action="store_true", help="empty the box only along x and y")
     parser.add_argument("--fill", action="store_true", help="with the box emptied, composite over the plate")
-    parser.add_argument("--ends", type=Path, help="also write the side views with their backdrop class tinted red "
-                                                  "(rows: without, then with the box; 4× nearest-neighbour)")
+    parser.add_argument("--ends", type=Path, help="also write the side views with their rays tinted by class "
+                                                  "(yaw −30° | +30°; rows: the views, then tinted, without the box, "
+                                                  "then both with it; 4× nearest-neighbour)")
     args = parser.parse_args()
     if args.xy_only:  # the field calls the module's function: measure the variant without a field option for it
         triplane.empty_outside_box = empty_outside_xy
