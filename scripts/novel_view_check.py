@@ -4,7 +4,10 @@ measure both terms (at weight 1, the same random novel cameras for every run) on
     python scripts/novel_view_check.py DATASET WORK --variants lips+norm,lips+norm+novdepth5+novcolor4 --steps 400
     python scripts/novel_view_check.py DATASET WORK --variants lips+norm+solid5,lips+norm --steps 400 --seed 1
 
-Variants are those of scripts/gpu_lip_motion.py; prints one JSON line per variant.
+Variants are those of scripts/gpu_lip_motion.py; prints one JSON line per variant. With --runs, no training: the
+same errors for runs trained elsewhere (e.g. by `gpu_lip_motion.py --stage train`), one JSON line per run.
+
+    python scripts/novel_view_check.py DATASET --runs RUN [RUN ...]
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ def novel_view_errors(model, dataset: Path, seed: int = 0, chunk: int = 8) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path)
-    parser.add_argument("work", type=Path)
+    parser.add_argument("work", type=Path, nargs="?", help="folder for the trained runs (not with --runs)")
+    parser.add_argument("--runs", type=Path, nargs="+", help="measure these trained runs instead of training")
     parser.add_argument("--variants", default="lips+norm,lips+norm+novdepth5+novcolor4")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--preset", default="tiny")
@@ -50,6 +54,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="training seed (runs go to WORK/VARIANT_sSEED)")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.runs:
+        for run_dir in args.runs:
+            model, _, _ = load_run(run_dir, device)
+            print(json.dumps({"run": str(run_dir), **novel_view_errors(model, args.dataset)}), flush=True)
+        return
+    if args.work is None:
+        parser.error("WORK is needed unless --runs is given")
     for variant in args.variants.split(","):
         model_config, train_config = variant_configs(variant, args.preset)
         run_dir = args.work / f"{variant.replace('+', '_')}_s{args.seed}"

@@ -5,7 +5,9 @@ dataset this prints: the correlation of the mouth opening with camera yaw, pitch
 of the opening from the six camera parameters (angles and position), raw and after removing a σ = 5-frame trend;
 the correlation of the opening with a pitch read from the upper face alone (forehead 10/151 → nasion 168/6 of the
 mediapipe mesh: real nodding, not an alignment artefact); and the frame-to-frame jitter of the alignment's
-similarity (std after removing a σ = 3-frame trend: scale in %, rotation in degrees, shift in pixels).
+similarity (std after removing a σ = 3-frame trend: scale in %, rotation in degrees, shift in pixels); and the range
+of the head's yaw, pitch and roll over all frames (minimum, 5th and 95th percentiles, maximum; degrees): how far the
+video turns, against the views rendered off axis (docs/novel-views.md).
 
     python scripts/pose_mouth_check.py DATASET [DATASET ...]
 """
@@ -54,6 +56,10 @@ def check(dataset: Path) -> dict[str, float]:
                jitter_scale_percent=float(100 * detrended(scale, 3).std() / scale.mean()),
                jitter_rotation_degrees=float(np.degrees(detrended(rotation, 3).std())),
                jitter_shift_pixels=float(detrended(affine[:, :, 2], 3).std()))
+    for i, name in enumerate(("yaw", "pitch", "roll")):
+        degrees = np.degrees(angles[:, i])
+        row.update({f"{name}_{label}_degrees": float(value) for label, value in
+                    zip(("min", "p5", "p95", "max"), (degrees.min(), *np.percentile(degrees, [5, 95]), degrees.max()))})
     return row
 
 
