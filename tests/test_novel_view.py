@@ -110,6 +110,22 @@ def test_terms_are_finite_reach_the_identity_planes_and_vanish_at_weight_zero(sy
     assert torch.equal(torch.get_rng_state(), state)  # off draws nothing: the random streams are untouched
 
 
+def test_colour_term_reads_only_the_colour_vertices(synthetic_dataset: Path) -> None:
+    model = _model(novel_depth=1.0, novel_color=1.0)
+    _, clip = load_clip(synthetic_dataset, "train", size=model.config.output_resolution)
+    batch = make_batch(clip, torch.tensor([0, 7]), model.config.render_resolution)
+    output, delta = model(batch.cameras, batch.conditions, lower_face=batch.lower_face)
+    planes = model.with_identity(delta)
+    torch.manual_seed(1)  # the samples' jitter
+    terms = model.novel_view_terms(planes, output, batch, torch.Generator().manual_seed(0))
+    # the eyes' and mouth opening's vertices left out: the same depth term, no colour term without any vertex
+    blind = dataclasses.replace(batch, face_point_colour=torch.zeros_like(batch.face_point_colour))
+    torch.manual_seed(1)
+    without = model.novel_view_terms(planes, output, blind, torch.Generator().manual_seed(0))
+    assert terms["novel_color"] > 0 and without["novel_color"] == 0
+    torch.testing.assert_close(without["novel_depth"], terms["novel_depth"])
+
+
 def test_training_logs_the_terms(synthetic_dataset: Path, tmp_path: Path) -> None:
     model_config, train_config = get_preset("tiny")
     model_config = dataclasses.replace(model_config, loss=dataclasses.replace(model_config.loss, novel_depth=1.0,

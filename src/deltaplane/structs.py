@@ -84,6 +84,9 @@ class FrameBatch:
     """Face-mesh vertices: (x, y) in pixels of `images`, relative depth (see `geometry.face_depth`)."""
     face_point_valid: Bool[Tensor, "batch 468"]
     """Vertices the depth prior may use (interior of the face, frame with a detected face)."""
+    face_point_colour: Bool[Tensor, "batch 468"]
+    """Valid vertices whose frame colour is a surface colour (not at the eyes or the mouth opening): the pseudo
+    multi-view colour term's."""
     mouth_box: Bool[Tensor, "batch 1 height width"]
     """Square box around the mouth at the output resolution (`data.dataset.mouth_boxes`)."""
     face_box: Bool[Tensor, "batch 1 height width"]

@@ -24,6 +24,7 @@ from deltaplane.data.schema import (AUDIO_FEATURES, FRAMES_VIDEO, TRACK_ARRAYS, 
 from deltaplane.errors import InputError
 from deltaplane.geometry.cameras import Cameras
 from deltaplane.geometry.face_depth import aligned_face_points, interior_vertices
+from deltaplane.geometry.face_regions import near_features
 from deltaplane.geometry.lips import mouth_shape
 from deltaplane.preprocess.align import invert_affine
 from deltaplane.structs import Conditions, FrameBatch, LipFrames
@@ -63,6 +64,9 @@ class ClipData:
     """Face-mesh vertices in `size`² pixels + relative depth (`geometry.face_depth.aligned_face_points`)."""
     face_point_valid: Bool[Tensor, "frames 468"]
     """Interior vertices of frames whose face was detected (not interpolated over a gap)."""
+    face_point_colour: Bool[Tensor, "frames 468"]
+    """Valid vertices whose frame colour is their surface's: away from the eyes and the mouth opening
+    (`geometry.face_regions.near_features`)."""
     mouth_shapes: Float[Tensor, "frames 40"]
     """Mouth shape of each frame (`geometry.lips.mouth_shape` of the aligned 68 landmarks)."""
     plate_warps: Float[Tensor, "frames 2 3"]
@@ -186,12 +190,15 @@ def _read_tables(dataset_dir: Path, manifest: Manifest
 
 
 def _face_points(tracks: dict[str, np.ndarray], select: np.ndarray, scale: float) -> dict[str, Tensor]:
-    """The depth prior's vertices: aligned mesh points scaled to the loaded size, and which of them to use."""
+    """The depth prior's vertices: aligned mesh points scaled to the loaded size, which of them to use, and which of
+    those show a surface colour."""
     points = aligned_face_points(tracks["mesh_original"][select], tracks["affine"][select],
                                  tracks["intrinsics"][select, 0, 0])
     points[..., :2] *= scale
     valid = interior_vertices(points[..., :2]) & tracks["face_detected"][select, None]
-    return {"face_points": torch.from_numpy(points), "face_point_valid": torch.from_numpy(valid)}
+    colour = valid & ~near_features(points[..., :2], tracks["landmarks_aligned"][select] * scale)
+    return {"face_points": torch.from_numpy(points), "face_point_valid": torch.from_numpy(valid),
+            "face_point_colour": torch.from_numpy(colour)}
 
 
 def square_boxes(landmarks: Float[np.ndarray, "frames 68 2"]) -> Float[np.ndarray, "frames 4"]:
@@ -269,7 +276,8 @@ def make_batch(clip: ClipData, positions: Int[Tensor, " batch"], raw_size: int) 
     return FrameBatch(indices=clip.indices[positions], images=images, images_raw=images_raw, lower_face=lower_raw,
                       background=background > 0.999, person=1 - background, plate_warp=clip.plate_warps[positions],
                       face_points=clip.face_points[positions],
-                      face_point_valid=clip.face_point_valid[positions], mouth_shape=clip.mouth_shapes[positions],
+                      face_point_valid=clip.face_point_valid[positions],
+                      face_point_colour=clip.face_point_colour[positions], mouth_shape=clip.mouth_shapes[positions],
                       mouth_box=box_mask(clip.mouth_boxes[positions], size),
                       face_box=box_mask(clip.face_boxes[positions], size),
                       cameras=cameras, conditions=conditions)

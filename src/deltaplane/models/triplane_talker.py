@@ -107,11 +107,12 @@ class LossWeights:
     rendered face's own distance, are seen from a random novel camera (`TriplaneTalkerConfig.novel_view`: the frame's
     camera turned about the head by up to ±30° yaw, ±20° pitch); shift-invariant L1 (world units) between the
     distance rendered along each visible vertex's ray and the vertex's own distance. Shapes the head at angles the
-    video never shows (issue 11); off until measured on the GPU."""
+    video never shows (issue 11); off by default (docs/novel-views.md "Run 27")."""
     novel_color: float = 0.0
     """Pseudo multi-view colour: L1 (rgb_raw units) between the colour rendered along a vertex's novel ray and the
     vertex's colour in the frame, over vertices both cameras see (Lambertian: both views see the same surface
-    point). Stops the novel view from showing a ghost of the frontal face; off until measured on the GPU."""
+    point) and away from the eyes and the mouth opening, whose vertices sit on moving edges (`FrameBatch.
+    face_point_colour`). Stops the novel view from showing a ghost of the frontal face; off by default."""
     solid: float = 0.0
     """Solid body (docs/novel-views.md "A solid head"): at points a little behind the rendered surface of the
     person's opaque pixels (`TriplaneTalkerConfig.solid`), the field's transparency over one coarse sampling
@@ -545,7 +546,9 @@ class TriplaneTalker(nn.Module):
         if weights.novel_color > 0:
             with torch.no_grad(), torch.autocast(planes.device.type, enabled=False):
                 target = sample_pixels(batch.images_raw, pixels, cameras.width)  # [B, 3, P], colour in the frame
-                shown = seen & visible_points(points, cameras, config.cell, config.margin)  # the frame sees it too
+                # the frame sees it too, and its colour there is the surface's (an eyelid's margin is lid one frame
+                # and sclera the next: averaged, it paints pale flecks over the eyes and the lips)
+                shown = seen & batch.face_point_colour & visible_points(points, cameras, config.cell, config.margin)
             colour = features[..., :3].transpose(1, 2) * 2.0 - 1.0  # rgb_raw's convention, [B, 3, P]
             terms["novel_color"] = weights.novel_color * losses.masked_l1(colour[..., None], target[..., None],
                                                                           shown[:, None, :, None])
