@@ -46,9 +46,10 @@ VIEW_IDENTITY_EVERY = 5
 CROSS = ("cross", "still", "plain")
 """Prefixes of the cross-driven renders: replayed training cameras, one fixed camera, one fixed camera with the lip
 snap switched off."""
-KEEP = ("psnr", "psnr_face", "lmd", "mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction",
-        "mouth/open_fraction_reference", "sync/correlation", "sync/offset_frames", "sharpness_ratio", "detail_gain_1",
-        "detail_gain_2", "mouth/pause_opening_ratio", "mouth/speech_opening_ratio")
+KEEP = ("psnr", "psnr_face", "psnr_eyes", "bias_eyes", "psnr_mouth", "bias_mouth", "lmd", "mouth/opening_std_ratio",
+        "mouth/opening_mean_ratio", "mouth/open_fraction", "mouth/open_fraction_reference", "sync/correlation",
+        "sync/offset_frames", "sharpness_ratio", "detail_gain_1", "detail_gain_2", "mouth/pause_opening_ratio",
+        "mouth/speech_opening_ratio")
 
 
 class Replay:
@@ -168,8 +169,10 @@ def main() -> None:
     replay = Replay(args.dataset) if args.dataset else None
     background = split_far_background(load_clip(args.dataset, "test")[1]) if args.dataset else None
     pauses = test_pauses(args.dataset) if args.dataset else None
-    print(json.dumps({directory.name: score(directory, replay, background, pauses)
-                      for directory in args.directories}, indent=1))
+    names = [directory.name for directory in args.directories]  # the variant's name, or the path where two share it
+    keys = names if len(set(names)) == len(names) else [str(directory) for directory in args.directories]
+    print(json.dumps({key: score(directory, replay, background, pauses)
+                      for key, directory in zip(keys, args.directories)}, indent=1))
 
 
 if __name__ == "__main__":

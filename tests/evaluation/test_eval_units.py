@@ -17,10 +17,11 @@ from skimage.metrics import structural_similarity
 import deltaplane.evaluation.fid as evaluation_fid
 from deltaplane.errors import InputError
 from deltaplane.evaluation.face import (DETAIL_CROP_SIZE, detail_crops, face_mask, mouth_crop, mouth_landmark_distance,
-                                        mouth_motion, mouth_opening)
+                                        mouth_motion, mouth_opening, region_masks)
 from deltaplane.evaluation.fid import InceptionSampler, fid_metrics
 from deltaplane.evaluation.keys import KEYS, describe
-from deltaplane.evaluation.pixels import detail_gain, detail_scores, frame_scores, laplacian_variance, ssim_map
+from deltaplane.evaluation.pixels import (detail_gain, detail_scores, frame_scores, laplacian_variance, region_scores,
+                                         ssim_map)
 from deltaplane.evaluation.report import ReportData, contact_sheet, render_html
 from deltaplane.evaluation.run import parse_views
 from deltaplane.evaluation.scoring import VideoTrack, identity_metrics, sharpness_metrics
@@ -63,6 +64,44 @@ def test_identical_frames_score_perfectly() -> None:
     scores = frame_scores(target, target, np.ones(target.shape[:2], bool))
     assert math.isinf(scores["psnr"]) and math.isinf(scores["psnr_face"])
     assert scores["ssim"] == pytest.approx(1.0, abs=1e-6) and scores["ssim_face"] == pytest.approx(1.0, abs=1e-6)
+
+
+def _schematic_face() -> np.ndarray:
+    """68 landmarks 200 px wide (jaw ends at x = 50 and 250): eyes as 6-gons around (110, 100) and (190, 100), the
+    lips as 12-gons (outer) and 8-gons (inner) around (150, 200), every other point at the nose (150, 150)."""
+    points = np.full((68, 2), 150.0, np.float32)
+    points[0], points[16] = (50.0, 150.0), (250.0, 150.0)
+    ring = lambda count, radii: np.stack([np.cos(np.arange(count) * 2 * np.pi / count),
+                                          np.sin(np.arange(count) * 2 * np.pi / count)], -1) * radii
+    points[36:42], points[42:48] = ring(6, (15.0, 6.0)) + (110.0, 100.0), ring(6, (15.0, 6.0)) + (190.0, 100.0)
+    points[48:60], points[60:68] = ring(12, (30.0, 12.0)) + (150.0, 200.0), ring(8, (20.0, 3.0)) + (150.0, 200.0)
+    return points
+
+
+def test_region_masks_grow_the_eye_and_lip_outlines_by_their_margins() -> None:
+    regions = region_masks(_schematic_face(), 300, 300)
+    eyes, mouth = regions["eyes"], regions["mouth"]
+    assert eyes[100, 110] and eyes[100, 190] and mouth[200, 150]  # the outlines' insides
+    # the eyes grow by 0.06 × 200 = 12 px beyond the lower lid (y ≈ 105), the mouth by 6 px beyond the lips (212)
+    assert eyes[105 + 11, 110] and not eyes[105 + 14, 110]
+    assert mouth[212 + 5, 150] and not mouth[212 + 8, 150]
+    assert not eyes[150, 150] and not mouth[150, 150] and not (eyes & mouth).any()
+
+
+def test_region_scores_give_psnr_and_the_signed_brightness() -> None:
+    _, target = _frames()
+    regions = {"eyes": np.zeros(target.shape[:2], bool), "mouth": np.zeros(target.shape[:2], bool)}
+    regions["eyes"][10:30, 10:70] = True
+    regions["mouth"][60:80, 20:60] = True
+    paler = target.copy()
+    paler[regions["eyes"]] = np.minimum(target[regions["eyes"]].astype(np.int16) + 10, 255).astype(np.uint8)
+    scores = region_scores(paler, target, regions)
+    raised = paler[regions["eyes"]].astype(np.float32) - target[regions["eyes"]]
+    assert scores["bias_eyes"] == pytest.approx(float(raised.mean())) and scores["bias_eyes"] > 5
+    assert scores["psnr_eyes"] == pytest.approx(10 * math.log10(255**2 / float(np.square(raised).mean())))
+    assert math.isinf(scores["psnr_mouth"]) and scores["bias_mouth"] == 0.0
+    regions["mouth"][:] = False
+    assert "psnr_mouth" not in region_scores(paler, target, regions)  # an empty region gives no score
 
 
 def _landmarks(seed: int = 0) -> np.ndarray:

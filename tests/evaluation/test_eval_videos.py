@@ -67,6 +67,8 @@ def test_identical_videos_score_perfectly(clip_excerpt, lpips_file: Path, tmp_pa
     metrics = evaluate_videos(katie, katie, tmp_path / "out", config, CPU)
     assert metrics["frames"] == 25 and metrics["faces/missing_pred"] == metrics["faces/missing_gt"] == 0
     assert math.isinf(metrics["psnr"]) and math.isinf(metrics["psnr_face"])
+    assert math.isinf(metrics["psnr_eyes"]) and math.isinf(metrics["psnr_mouth"])
+    assert metrics["bias_eyes"] == metrics["bias_mouth"] == 0.0
     assert metrics["ssim"] == pytest.approx(1.0, abs=1e-6) and metrics["ssim_face"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["lmd"] == 0.0 and metrics["blink_error"] == 0.0
     assert metrics["id_distance"] == 0.0 and metrics["id_frames"] == 3  # frames 0, 10, 20

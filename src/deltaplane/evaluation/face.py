@@ -14,6 +14,7 @@ from jaxtyping import Bool, Float, UInt8
 from numpy import ndarray
 
 from deltaplane.errors import MissingDependencyError
+from deltaplane.geometry.face_regions import EYES, OUTER_MOUTH, face_width
 from deltaplane.preprocess.landmarks import dlib_box
 
 MOUTH = slice(48, 68)
@@ -32,6 +33,11 @@ LMD_WIDTH = 512.0
 """LMD is reported in pixels of a frame rescaled to this width (Talk3D resizes both videos to 512², spec §8)."""
 SAME_PERSON_THRESHOLD = 0.6
 """dlib's decision threshold: embeddings closer than this are the same person (99.38 % on LFW)."""
+EYE_REGION_MARGIN = 0.06
+"""The eye region reaches this fraction of the face width (jaw points 0–16) beyond each eye outline: the lids and
+the lashes (about 14 px at 512²)."""
+MOUTH_REGION_MARGIN = 0.03
+"""The mouth region reaches this fraction of the face width beyond the outer lip outline."""
 
 
 def dlib_model_path(name: str) -> str:
@@ -128,6 +134,24 @@ def face_mask(landmarks68: Float[ndarray, "68 2"], height: int, width: int) -> B
     hull = cv2.convexHull(np.round(landmarks68 - 0.5).astype(np.int32))  # pixel-centre → integer pixel grid
     cv2.fillConvexPoly(mask, hull, 1)
     return mask.astype(bool)
+
+
+def region_masks(landmarks68: Float[ndarray, "68 2"], height: int, width: int
+                 ) -> dict[str, Bool[ndarray, "height width"]]:
+    """The eyes (both eye outlines grown by `EYE_REGION_MARGIN` face widths) and the mouth (the outer lip outline
+    grown by `MOUTH_REGION_MARGIN`); where they meet, the pixel is the mouth's."""
+    size = face_width(landmarks68.astype(np.float64))
+
+    def grown(outlines: tuple[tuple[int, ...], ...], margin: float) -> Bool[ndarray, "height width"]:
+        mask = np.zeros((height, width), np.uint8)
+        cv2.fillPoly(mask, [np.round(landmarks68[list(outline)] - 0.5).astype(np.int32) for outline in outlines], 1)
+        radius = int(round(margin * size))
+        if radius > 0:  # a disc's dilation: the pixels within `radius` of the outline
+            mask = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+        return mask.astype(bool)
+
+    mouth = grown((OUTER_MOUTH,), MOUTH_REGION_MARGIN)
+    return {"eyes": grown(EYES, EYE_REGION_MARGIN) & ~mouth, "mouth": mouth}
 
 
 class IdentityEmbedder:

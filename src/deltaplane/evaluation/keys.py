@@ -19,6 +19,12 @@ KEYS: dict[str, tuple[str, str]] = {
     "ssim": ("↑", "SSIM (Gaussian 11×11, σ 1.5) over the whole frame, mean over frames"),
     "psnr_face": ("↑", "PSNR inside the convex hull of the ground truth's 68 landmarks"),
     "ssim_face": ("↑", "SSIM at positions inside that hull"),
+    "psnr_eyes": ("↑", "PSNR over both eyes: the ground truth's 68-landmark eye outlines grown by 0.06 face widths "
+                       "(lids, lashes)"),
+    "bias_eyes": ("→0", "mean render − ground truth over the eyes, grey levels 0–255: positive = paler, negative = "
+                        "darker; a region wrong in one direction (washed-out eyes) shows here, noise does not"),
+    "psnr_mouth": ("↑", "PSNR over the mouth: the outer lip outline grown by 0.03 face widths"),
+    "bias_mouth": ("→0", "mean render − ground truth over the mouth, grey levels (as bias_eyes)"),
     "lpips": ("↓", "LPIPS (AlexNet, user-given weights) over the whole frame"),
     "lpips_every": ("", "LPIPS runs on every k-th frame"),
     "lmd": ("↓", "landmark distance of mouth points 48–67, each set mean-centred, in pixels of a 512-wide frame"),

@@ -105,6 +105,20 @@ def frame_scores(prediction: UInt8[ndarray, "H W 3"], target: UInt8[ndarray, "H 
     return scores
 
 
+def region_scores(prediction: UInt8[ndarray, "H W 3"], target: UInt8[ndarray, "H W 3"],
+                  regions: dict[str, Bool[ndarray, "H W"]]) -> dict[str, float]:
+    """psnr_NAME over each non-empty region's pixels, and bias_NAME: the mean of prediction − target there in grey
+    levels (0–255, all channels), positive for a region rendered paler than it is. The bias tells a region that is
+    wrong in one direction (washed out, darkened) from one that is only noisy."""
+    scores = {}
+    for name, mask in regions.items():
+        if mask.any():
+            difference = prediction[mask].astype(np.float32) - target[mask].astype(np.float32)  # [pixels, 3]
+            scores[f"psnr_{name}"] = _psnr(float(np.square(difference).sum()), difference.size)
+            scores[f"bias_{name}"] = float(difference.mean())
+    return scores
+
+
 def error_map(prediction: UInt8[ndarray, "H W 3"], target: UInt8[ndarray, "H W 3"]) -> UInt8[ndarray, "H W 3"]:
     """4·|error| (mean over channels) through the inferno colour map, as RGB."""
     error = np.abs(prediction.astype(np.float32) - target.astype(np.float32)).mean(axis=2) / 255.0

@@ -17,10 +17,11 @@ from numpy import ndarray
 from tqdm import tqdm
 
 from deltaplane.evaluation.face import (MOUTH_CROP_SIZE, SAME_PERSON_THRESHOLD, IdentityEmbedder, detail_crops,
-                                        face_mask, mouth_crop, mouth_landmark_distance, mouth_motion, mouth_opening)
+                                        face_mask, mouth_crop, mouth_landmark_distance, mouth_motion, mouth_opening,
+                                        region_masks)
 from deltaplane.evaluation.fid import InceptionSampler, fid_metrics
 from deltaplane.evaluation.pixels import (SsimWorkspace, detail_scores, error_map, frame_scores, laplacian_variance,
-                                         lpips_distance)
+                                         lpips_distance, region_scores)
 from deltaplane.evaluation.sync import MIN_SYNC_FRAMES, landmark_sync, speech_envelope, syncnet_crop
 from deltaplane.errors import InputError
 from deltaplane.metrics.arcface import EMBEDDING_DIM, IResNet, align_face, arcface_embeddings, load_arcface
@@ -215,7 +216,8 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
     """Score predicted frames against target frames (zip: the shorter one sets the length); predictions are resized
     to the target's size."""
     shown = strip_indices(num_frames, config.strip_frames)
-    series: dict[str, list[float]] = {name: [] for name in ("psnr", "ssim", "psnr_face", "ssim_face", "lmd",
+    series: dict[str, list[float]] = {name: [] for name in ("psnr", "ssim", "psnr_face", "ssim_face", "psnr_eyes",
+                                                            "bias_eyes", "psnr_mouth", "bias_mouth", "lmd",
                                                             "sharpness_ratio", "detail_psnr_1", "detail_psnr_2",
                                                             "detail_gain_1", "detail_gain_2")}
     details: dict[str, list[tuple[int, ndarray]]] = {}
@@ -236,6 +238,8 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
             if workspace is None or workspace.shape != target.shape:
                 workspace = SsimWorkspace(target.shape)
             scores = {**frame_scores(prediction, target, face, workspace), **detail_scores(prediction, target, face)}
+            if target_points is not None:
+                scores.update(region_scores(prediction, target, region_masks(target_points, *target.shape[:2])))
             if experts.lpips is not None and index % config.lpips_every == 0:
                 scores["lpips"] = lpips_distance(experts.lpips, prediction, target)
             if target_points is not None and prediction_points is not None:
