@@ -7,8 +7,10 @@
 #
 # CARRY is the carried folder (git-ignored): CARRY/*.whl (what the GPU image lacks: av, soundfile, cffi, pycparser;
 # none: /tmp/site from an earlier call on the still-warm machine), CARRY/data/DATASET (a preprocessed dataset),
-# CARRY/audio/ (driving speech; AB_AUDIO names the files used, three by default). Variants share the GPU, so each gets
-# its share of it: compare variants of one call, not across calls. Each variant stops at AB_DEADLINE seconds (570 by
+# CARRY/audio/ (driving speech; AB_AUDIO names the files used, three by default). Variant i runs on GPU i mod (the
+# machine's GPU count): on one GPU the variants share it, each getting its share; on `nvidia-h200-x2` two variants
+# each get a whole GPU, so each trains as a whole call would. Machines differ in speed: compare variants of one call,
+# not across calls. Each variant stops at AB_DEADLINE seconds (570 by
 # default, under the device's 600-second call) and what its run directory holds by then (renders, log, diagnostics;
 # not its checkpoints) is handed back, so a call that runs long still returns what it made. With `--stage train` the
 # run stays in /tmp/work for a second call with `--stage render` on the warm machine.
@@ -25,18 +27,22 @@ audio=/tmp/audio && mkdir -p $audio
 for name in ${AB_AUDIO:-en_male_13s.wav en_tts_33s.mp3 ko_10s.wav}; do cp "$carry/audio/$name" $audio/; done
 nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader -l 20 > /tmp/smi.txt &
 smi=$!
+gpus=$(nvidia-smi -L | wc -l) && [ "$gpus" -gt 0 ] || gpus=1
 pids=()
+index=0
 for variant in $variants; do
     # a new training replaces what an earlier call on the warm machine left under the same name
     case " $* " in *" --stage render "*) ;; *) rm -rf "/tmp/work/${variant//+/_}" /tmp/out_$variant ;; esac
     (
         mkdir -p /tmp/out_$variant
+        export CUDA_VISIBLE_DEVICES=$((index % gpus))
         OUT=/tmp/out_$variant timeout $((${AB_DEADLINE:-570} - (SECONDS - started))) python3 scripts/gpu_lip_motion.py \
             "$carry/data/$dataset" $audio /tmp/work --variant "$variant" --minutes "$minutes" "$@" \
             >> /tmp/out_$variant/stdout.txt 2>&1
         echo "exit $?" >> /tmp/out_$variant/stdout.txt
     ) &
     pids+=($!)
+    index=$((index + 1))
 done
 wait "${pids[@]}"
 kill $smi 2>/dev/null
