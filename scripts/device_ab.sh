@@ -5,8 +5,9 @@
 #
 #   bash scripts/device_ab.sh CARRY DATASET MINUTES "VARIANT_A VARIANT_B ..." [gpu_lip_motion args...]
 #
-# CARRY is the carried folder (git-ignored): CARRY/*.whl (what the GPU image lacks: av, soundfile, cffi, pycparser;
-# none: /tmp/site from an earlier call on the still-warm machine), CARRY/data/DATASET (a preprocessed dataset),
+# CARRY is the carried folder (git-ignored; scripts/make_carry.sh builds it): CARRY/*.whl (what the GPU image lacks:
+# av, soundfile, cffi, pycparser; none: /tmp/site from an earlier call on the still-warm machine), CARRY/data/DATASET
+# (a preprocessed dataset),
 # CARRY/audio/ (driving speech; AB_AUDIO names the files used, three by default). Variant i runs on GPU i mod (the
 # machine's GPU count): on one GPU the variants share it, each getting its share; on `nvidia-h200-x2` two variants
 # each get a whole GPU, so each trains as a whole call would. Machines differ in speed: compare variants of one call,
