@@ -1,20 +1,21 @@
 #!/bin/bash
-# Train and render variants of scripts/gpu_lip_motion.py side by side on one lent GPU, and hand each back as ONE tar
-# ($OUT/VARIANT.tar.partNN holding gpu_lip_motion's tars, its stdout and nvidia-smi's utilisation), since the device returns
-# at most 8 files.
+# Train and render variants of scripts/gpu_lip_motion.py side by side on one lent machine, and hand each back as ONE
+# tar ($OUT/VARIANT.tar.partNN holding gpu_lip_motion's tars, its stdout and nvidia-smi's utilisation), since the
+# device returns at most 8 files.
 #
 #   bash scripts/device_ab.sh CARRY DATASET MINUTES "VARIANT_A VARIANT_B ..." [gpu_lip_motion args...]
 #
-# CARRY is the carried folder (git-ignored; scripts/make_carry.sh builds it): CARRY/*.whl (what the GPU image lacks:
-# av, soundfile, cffi, pycparser; none: /tmp/site from an earlier call on the still-warm machine), CARRY/data/DATASET
-# (a preprocessed dataset),
-# CARRY/audio/ (driving speech; AB_AUDIO names the files used, three by default). Variant i runs on GPU i mod (the
-# machine's GPU count): on one GPU the variants share it, each getting its share; on `nvidia-h200-x2` two variants
-# each get a whole GPU, so each trains as a whole call would. Machines differ in speed: compare variants of one call,
-# not across calls. Each variant stops at AB_DEADLINE seconds (570 by
-# default, under the device's 600-second call) and what its run directory holds by then (renders, log, diagnostics;
-# not its checkpoints) is handed back, so a call that runs long still returns what it made. With `--stage train` the
-# run stays in /tmp/work for a second call with `--stage render` on the warm machine.
+# CARRY is the carried folder (git-ignored; scripts/make_carry.sh builds it):
+# - CARRY/*.whl: what the GPU image lacks (av, soundfile, cffi, pycparser); without them, /tmp/site from an earlier
+#   call on the still-warm machine;
+# - CARRY/data/DATASET: a preprocessed dataset;
+# - CARRY/audio/: driving speech; AB_AUDIO names the files used, three by default.
+# Variant i runs on GPU i mod the machine's GPU count: on one GPU the variants share it, each getting its share; on
+# `nvidia-h200-x2` two variants each get a whole GPU, so each trains as a whole call would. Machines differ in speed:
+# compare variants of one call, not across calls. Each variant stops at AB_DEADLINE seconds (570 by default, under
+# the device's 600-second call), and what its run directory holds by then (renders, log, diagnostics; not its
+# checkpoints) is handed back, so a call that runs long still returns what it made. With `--stage train` the run
+# stays in /tmp/work for a second call with `--stage render` on the warm machine.
 set -u
 started=$SECONDS
 carry=$1 dataset=$2 minutes=$3 variants=$4

@@ -28,5 +28,6 @@ if [ $wheels = 1 ]; then
         --platform manylinux_2_27_x86_64 --platform manylinux1_x86_64 -d "$dest" $pins cffi pycparser
 fi
 size=$(du -sm "$dest" | cut -f1)
-echo "$dest: ${size} MiB ($(ls "$dest" | grep -c '\.whl$' || true) wheels, data/$name, $(ls "$dest/audio" | wc -l) audio files)"
+count=$(ls "$dest" | grep -c '\.whl$' || true)
+echo "$dest: ${size} MiB ($count wheels, data/$name, $(ls "$dest/audio" | wc -l) audio files)"
 [ "$size" -lt 64 ] || echo "over the 64 MiB a call can carry: drop the wheels (--no-wheels) or audio files" >&2
