@@ -1,8 +1,8 @@
 """A compact table of scripts/score_lip_renders.py's JSON, one block per scored run: the test renders (PSNR / face,
 LMD, opening spread and mean ratios, open fraction against the ground truth's, sync and offset, sharpness, detail
-gain, eyes' and mouth's PSNR / brightness bias, opening in the pauses and in the speech), each cross-driven prefix (spread range, files in issue 9's 0.7–1.4
-band, sync floor and mean, offsets, then one line per file) and the novel views (identity distance, sharpness
-against the frontal render, frames without a face).
+gain, eyes' and mouth's PSNR / brightness bias, opening in the pauses and in the speech), each cross-driven prefix
+(spread range, files in issue 9's 0.7–1.4 band, sync floor and mean, offsets, then one line per file) and the novel
+views (identity distance, sharpness against the frontal render, frames without a face).
 
     python scripts/lip_table.py score.json
 """

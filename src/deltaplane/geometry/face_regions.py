@@ -18,6 +18,9 @@ INNER_MOUTH = tuple(range(60, 68))
 """The inner lip outline: the mouth opening (a sliver when closed)."""
 OUTER_MOUTH = tuple(range(48, 60))
 """The outer lip outline."""
+FRAME_CHUNK = 128
+"""`near_features` works through this many frames at a time: a frame's points against an outline's edges take
+~0.3 MB in each of several temporaries, so a 5-minute clip at once would take ~2 GB."""
 FEATURE_MARGIN = 0.03
 """Vertices within this fraction of the face width (jaw points 0–16) of an eye or the mouth opening are near it:
 about 7 px at 512², the width of the lid margin and of the inner lip's edge."""
@@ -51,6 +54,8 @@ def near_features(points: Float[ndarray, "frames points 2"], landmarks: Float[nd
     outline (same pixel units for both inputs)."""
     limit = margin * face_width(landmarks)[:, None]
     near = np.zeros(points.shape[:2], dtype=bool)
-    for outline in (*EYES, INNER_MOUTH):
-        near |= polygon_distance(points, landmarks[:, outline]) <= limit
+    for start in range(0, len(points), FRAME_CHUNK):
+        chunk = slice(start, start + FRAME_CHUNK)
+        for outline in (*EYES, INNER_MOUTH):
+            near[chunk] |= polygon_distance(points[chunk], landmarks[chunk, outline]) <= limit[chunk]
     return near
