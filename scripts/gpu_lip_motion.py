@@ -72,8 +72,7 @@ def variant_configs(name: str, preset: str = "fast"):
     nowarm (no deltaplane warm-up),
     plate (head and torso over the background plate, docs/background.md), fill (the whole frame, over the plate
     where the field leaves a ray empty, docs/novel-views.md "Run 24"), alphaN (its opacity loss weight N),
-    novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), novid (those terms
-    reach the identity planes only, `NovelViewConfig.identity_only`), solidN (the solid-body
+    novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
     term at weight N, docs/novel-views.md "A solid head"; solidnomouth: not in the mouth box; thickD: solid to D
     behind the surface, `SolidConfig.thickness`, with `body_depth` at least D), behindN (the
     empty-behind term at weight N, docs/novel-views.md "Run 12"), spreadN (the
@@ -142,8 +141,6 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, background=part)
         elif part.startswith("alpha"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, alpha=float(part[5:])))
-        elif part == "novid":
-            model = dataclasses.replace(model, novel_view=dataclasses.replace(model.novel_view, identity_only=True))
         elif part.startswith("novdepth"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, novel_depth=float(part[8:])))
         elif part.startswith("spread"):

@@ -110,24 +110,6 @@ def test_terms_are_finite_reach_the_identity_planes_and_vanish_at_weight_zero(sy
     assert torch.equal(torch.get_rng_state(), state)  # off draws nothing: the random streams are untouched
 
 
-@pytest.mark.parametrize("identity_only", [False, True])
-def test_identity_only_keeps_the_terms_off_the_deltaplane(synthetic_dataset: Path, identity_only: bool) -> None:
-    model = _model(novel_depth=1.0, novel_color=1.0)
-    novel_view = dataclasses.replace(model.config.novel_view, identity_only=identity_only)
-    model = TriplaneTalker(dataclasses.replace(model.config, novel_view=novel_view))
-    _, clip = load_clip(synthetic_dataset, "train", size=model.config.output_resolution)
-    batch = make_batch(clip, torch.tensor([0, 7]), model.config.render_resolution)
-    output, delta = model(batch.cameras, batch.conditions, lower_face=batch.lower_face)
-    terms = model.loss_terms(output, delta, batch, generator=torch.Generator().manual_seed(0))
-    novel = terms["novel_depth"] + terms["novel_color"]
-    to_identity, to_delta = torch.autograd.grad(novel, (model.identity_planes, delta), allow_unused=True)
-    assert to_identity is not None and to_identity.abs().sum() > 0
-    if identity_only:
-        assert to_delta is None
-    else:
-        assert to_delta is not None and to_delta.abs().sum() > 0
-
-
 def test_colour_term_reads_only_the_colour_vertices(synthetic_dataset: Path) -> None:
     model = _model(novel_depth=1.0, novel_color=1.0)
     _, clip = load_clip(synthetic_dataset, "train", size=model.config.output_resolution)

@@ -33,10 +33,6 @@ class NovelViewConfig:
     margin: float = 0.01
     """A vertex is visible when its distance is at most (1 + margin) × the nearest distance around its cell; 0.01
     is about 0.03 world units at the orbit radius, a third of the nose's relief."""
-    identity_only: bool = False
-    """The terms reach the identity planes only (the deltaplane detached): the mesh says what the head looks like
-    from elsewhere, not how it moves. Through the deltaplane, the runs with the terms (27, 28) moved their mouths less
-    when driven by other voices (docs/novel-views.md "Run 29")."""
 
 
 def lift_face_points(face_points: Float[Tensor, "batch points 3"], valid: Bool[Tensor, "batch points"],

@@ -506,8 +506,7 @@ class TriplaneTalker(nn.Module):
             terms["lips"] = weights.lips * self.lip_regression_error(frames)
         if weights.novel_depth > 0 or weights.novel_color > 0 or weights.solid > 0 or weights.behind > 0:
             planes = self.with_identity(delta)  # those `forward` rendered
-            novel = self.with_identity(delta.detach()) if self.config.novel_view.identity_only else planes
-            terms.update(self.novel_view_terms(novel, output, batch, generator))
+            terms.update(self.novel_view_terms(planes, output, batch, generator))
             if weights.solid > 0:
                 terms["solid"] = weights.solid * self.solid_term(planes, output, batch, generator)
             if weights.behind > 0:
