@@ -261,25 +261,3 @@ def test_delta_tv_smooths_the_mouth_planes_for_mixes_it_never_saw(model: Triplan
         roughness[weight] = (losses.plane_total_variation(mixed) / mixed.abs().mean()).item()
     assert roughness[0.0] > 2.5 and roughness[100.0] < 0.5 * roughness[0.0], roughness
     assert "delta_tv" not in model.loss_terms(output, delta.detach(), batch)
-
-
-@pytest.mark.parametrize("rendered", [False, True])
-def test_regularise_rendered_puts_tv_and_symmetry_on_identity_plus_deltaplane(model: TriplaneTalker,
-                                                                            synthetic_dataset: Path,
-                                                                            rendered: bool) -> None:
-    """`LossWeights.regularise_rendered`: off, `plane_tv` and `symmetry` read the identity planes only, and the
-    deltaplane escapes them; on, they read identity + deltaplane per frame, equal to the losses of those planes."""
-    talker = TriplaneTalker(dataclasses.replace(model.config, loss=dataclasses.replace(
-        model.config.loss, regularise_rendered=rendered)))
-    _, clip = load_clip(synthetic_dataset, "train", size=talker.config.output_resolution)
-    batch = make_batch(clip, torch.tensor([0, 5]), talker.config.render_resolution)
-    output, _ = talker(batch.cameras, batch.conditions)
-    delta = torch.randn(2, *talker.identity_planes.shape, generator=torch.Generator().manual_seed(3),
-                        requires_grad=True)
-    terms = talker.loss_terms(output, delta, batch)
-    gradient, = torch.autograd.grad(terms["plane_tv"] + terms["symmetry"], delta, allow_unused=True)
-    planes = talker.with_identity(delta) if rendered else talker.identity_planes[None]
-    weights = talker.config.loss
-    torch.testing.assert_close(terms["plane_tv"], weights.plane_tv * losses.plane_total_variation(planes))
-    torch.testing.assert_close(terms["symmetry"], weights.symmetry * losses.plane_symmetry(planes))
-    assert (gradient is not None and gradient.abs().sum() > 0) if rendered else gradient is None

@@ -79,10 +79,6 @@ class LossWeights:
     """Total variation of the identity planes (smooth where unseen)."""
     symmetry: float = 0.01
     """Left–right symmetry of the identity planes (plausible unseen cheek)."""
-    regularise_rendered: bool = False
-    """`plane_tv` and `symmetry` on the planes the field renders (identity + deltaplane, per frame) instead of the
-    identity planes alone. On the identity planes alone they push the head into the unregularised deltaplane, which
-    then carries most of it (RMS 2–6× the identity planes', nearly static; docs/novel-views.md "Runs 28–30")."""
     delta_l1: float = 0.0
     """L1 of the deltaplane (sparsity; Talk3D uses none)."""
     delta_tv: float = 0.0
@@ -482,15 +478,12 @@ class TriplaneTalker(nn.Module):
         pseudo multi-view terms (None: torch's global generator); `lip_frames` are the lip regressions' frames, one
         set per regression or one for all (`TrainConfig.lip_batch`; None: the batch's own)."""
         weights = self.config.loss
-        channels = self.identity_planes.shape[1]  # the mouth planes of `mouth_confined` (beyond) are not the head's
-        regularised = (self.with_identity(delta)[:, :, :channels] if weights.regularise_rendered
-                       else self.identity_planes[None])
         terms = {
             "l1_raw": weights.l1_raw * losses.l1(output.rgb_raw, batch.images_raw),
             "l1_sr": weights.l1_sr * losses.l1(output.rgb, batch.images),
             "mouth": weights.mouth * losses.masked_mse(output.rgb_raw, batch.images_raw, batch.lower_face),
-            "plane_tv": weights.plane_tv * losses.plane_total_variation(regularised),
-            "symmetry": weights.symmetry * losses.plane_symmetry(regularised),
+            "plane_tv": weights.plane_tv * losses.plane_total_variation(self.identity_planes[None]),
+            "symmetry": weights.symmetry * losses.plane_symmetry(self.identity_planes[None]),
         }
         if weights.face_depth > 0:
             terms["face_depth"] = weights.face_depth * self.face_depth_error(output, batch)
