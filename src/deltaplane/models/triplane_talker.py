@@ -112,7 +112,8 @@ class LossWeights:
     """Pseudo multi-view colour: L1 (rgb_raw units) between the colour rendered along a vertex's novel ray and the
     vertex's colour in the frame, over vertices both cameras see (Lambertian: both views see the same surface
     point) and away from the eyes and the mouth opening, whose vertices sit on moving edges (`FrameBatch.
-    face_point_colour`). Stops the novel view from showing a ghost of the frontal face; off by default."""
+    face_point_colour`). Stops the novel view from showing a ghost of the frontal face; 4 in the `fast` preset
+    (BENCHMARKS.md run 31)."""
     solid: float = 0.0
     """Solid body (docs/novel-views.md "A solid head"): at points a little behind the rendered surface of the
     person's opaque pixels (`TriplaneTalkerConfig.solid`), the field's transparency over one coarse sampling
