@@ -54,7 +54,8 @@ def block(row: dict) -> list[str]:
         identity, sharpness = (row.get(f"view/{name}/{key}", float("nan"))  # nan: no face found
                                for key in ("id_distance", "sharpness_ratio"))
         lines.append(f"view {name:9s} identity {identity:.3f} sharpness {sharpness:.2f} "
-                     f"without a face {row[f'view/{name}/faces/missing']}")
+                     f"without a face {row[f'view/{name}/faces/missing']} "
+                     f"detected {row.get(f'view/{name}/faces/detected', float('nan')):.2f}")
     return lines
 
 

@@ -29,8 +29,9 @@ from deltaplane.data.dataset import load_clip
 from deltaplane.evaluation.face import IdentityEmbedder, mouth_opening
 from deltaplane.evaluation.pixels import background_change, background_flicker, small_grey
 from deltaplane.evaluation.run import split_far_background
-from deltaplane.evaluation.scoring import (EvaluationConfig, identity_metrics, load_experts, motion_metrics,
-                                           observe_video, pair_metrics, score_pair, sharpness_metrics, sync_metrics)
+from deltaplane.evaluation.scoring import (EvaluationConfig, face_counts, identity_metrics, load_experts,
+                                           motion_metrics, observe_video, pair_metrics, score_pair, sharpness_metrics,
+                                           sync_metrics)
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
 from deltaplane.media.video import iter_frames, probe_video
 from lip_regression_ablation import opening_ratio, speech_activity
@@ -150,7 +151,7 @@ def score_views(directory: Path, experts, embedder: IdentityEmbedder, background
     for path in paths:
         track = observe_video(*frames(path), config, experts, embedder)
         found = {**identity_metrics(track, truth.embeddings, None, config.identity_every)[0],
-                 **sharpness_metrics(track, frontal)[0], "faces/missing": int((~track.found).sum()),
+                 **sharpness_metrics(track, frontal)[0], **face_counts(track),
                  "faces/frames": int(track.found.size)}
         if background is not None:
             grey = grey_frames(path)

@@ -38,6 +38,7 @@ def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, inception_
                 "view/yaw+30/faces/missing", "cross/speech/faces/missing"):
         assert isinstance(metrics[key], (int, float)), key
     assert metrics["test/faces/missing_gt"] == 0  # the tracker sees the synthetic subject
+    assert all(0 <= metrics[f"{name}/faces/detected"] <= 1 for name in ("view/yaw+30", "cross/speech"))
     # The split is rendered as training evaluates it (same cameras and tokens): the same PSNR / SSIM.
     model, _, _ = load_run(tiny_run, torch.device("cpu"))
     _, clip = load_clip(synthetic_dataset, "test", size=model.config.output_resolution)

@@ -37,7 +37,10 @@ KEYS: dict[str, tuple[str, str]] = {
                         "112² faces, sampled frames as id_distance"),
     "faces/missing_pred": ("↓", "frames of the prediction where no face was found"),
     "faces/missing_gt": ("", "frames of the ground truth where no face was found"),
-    "faces/missing": ("↓", "frames of this render where no face was found"),
+    "faces/missing": ("↓", "frames of this render where the tracker had no face (it follows a face from one detection "
+                           "on, also through frames on which the detector alone would find none)"),
+    "faces/detected": ("↑", "share of frames in which mediapipe's full-range face detector, run on the frame alone, "
+                            "finds the tracked face (score ≥ 0.5): 1 = every frame looks like a face by itself"),
     "sync/correlation": ("↑", "Pearson correlation of inner-lip opening and the 1–4 kHz speech envelope at the best "
                               "offset (no weights needed; 0.2–0.45 on real talking-head clips)"),
     "sync/offset_frames": ("≈gt", "that best offset in frames within ±10 (positive: the mouth lags the sound); real "

@@ -22,9 +22,10 @@ from deltaplane.evaluation.keys import describe
 STRIP_HEIGHT = 256
 """Images in the strips are shown at this height."""
 VIEW_COLUMNS = ("id_distance", "id_same_person", "id_arcface", "fid", "sharpness_ratio", "mouth/opening_std_ratio",
-                "sync/correlation", "sync/offset_frames", "faces/missing", "sync/lse_c", "sync/lse_d")
+                "sync/correlation", "sync/offset_frames", "faces/missing", "faces/detected", "sync/lse_c", "sync/lse_d")
 CROSS_COLUMNS = ("mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction", "sync/correlation",
-                 "sync/offset_frames", "sharpness_ratio", "id_distance", "faces/missing", "sync/lse_c", "sync/lse_d")
+                 "sync/offset_frames", "sharpness_ratio", "id_distance", "faces/missing", "faces/detected",
+                 "sync/lse_c", "sync/lse_d")
 SHEET_LABEL_WIDTH = 150
 """Width of the row labels of the contact sheets, in pixels."""
 

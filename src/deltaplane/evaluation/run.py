@@ -31,9 +31,9 @@ from deltaplane.evaluation.face import IdentityEmbedder
 from deltaplane.evaluation.fid import fid_metrics
 from deltaplane.evaluation.pixels import background_change, background_flicker, far_background, small_grey
 from deltaplane.evaluation.report import ReportData
-from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, PairResult, VideoTrack, identity_metrics,
-                                           load_experts, motion_metrics, observe_video, pair_metrics, prefixed,
-                                           score_pair, sharpness_metrics, sync_metrics)
+from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, PairResult, VideoTrack, face_counts,
+                                           identity_metrics, load_experts, motion_metrics, observe_video, pair_metrics,
+                                           prefixed, score_pair, sharpness_metrics, sync_metrics)
 from deltaplane.evaluation.videos import notes, write_outputs
 from deltaplane.inference import (audio_windows, camera_path, check_camera, depth_to_uint8, driving_conditions,
                                   load_run, plate_warp_path, render_clip, to_uint8)
@@ -162,7 +162,7 @@ def _unpaired_metrics(track: VideoTrack, target: VideoTrack, frontal: VideoTrack
                            motion_metrics(track, target), sharpness_metrics(track, frontal)):
         metrics.update(found)
         skipped.update(reasons)
-    metrics["faces/missing"] = int((~track.found).sum())
+    metrics.update(face_counts(track))
     return metrics, skipped
 
 

@@ -12,7 +12,7 @@ from types import TracebackType
 import cv2
 import numpy as np
 import torch
-from jaxtyping import Float, UInt8
+from jaxtyping import Bool, Float, UInt8
 from numpy import ndarray
 from tqdm import tqdm
 
@@ -119,6 +119,8 @@ class VideoTrack:
     """(frame index, mouth crop) of every k-th frame for the contact sheet (black where there was no face)."""
     sharpness: Float[ndarray, " frames"] | None = None
     """`pixels.laplacian_variance` inside the frame's own face hull (NaN without a face)."""
+    detected: Bool[ndarray, " frames"] | None = None
+    """Whether the face detector, run on the frame alone, finds the tracked face (`observe_video` only)."""
 
     @property
     def found(self) -> np.ndarray:
@@ -134,8 +136,9 @@ class VideoObserver:
     SyncNet crops and Inception features."""
 
     def __init__(self, embedder: IdentityEmbedder, config: EvaluationConfig, experts: Experts,
-                 keep_crops: bool, mouth_every: int = 0) -> None:
+                 keep_crops: bool, mouth_every: int = 0, detect: bool = False) -> None:
         self._tracker = FaceTracker()
+        self._detected: list[bool] | None = [] if detect else None
         self._mouth_every = mouth_every
         self._mouth_crops: list[tuple[int, ndarray]] = []
         self._embedder, self._identity_every, self._keep_crops = embedder, config.identity_every, keep_crops
@@ -166,6 +169,9 @@ class VideoObserver:
             self._inception.observe(rgb)
         if observation is not None:
             self._last_box = observation.box
+        if self._detected is not None:
+            self._detected.append(observation is not None and any(
+                _centre_inside(box, observation.box) for box in self._tracker.detect(rgb)))
         self._sharpness.append(math.nan if observation is None else
                                laplacian_variance(rgb, face_mask(observation.landmarks68, *rgb.shape[:2])))
         if self._mouth_every and index % self._mouth_every == 0:
@@ -182,7 +188,7 @@ class VideoObserver:
                           np.stack(self._arcface) if self._arcface_model is not None else None,
                           np.stack(self._crops) if self._keep_crops else None,
                           None if self._inception is None else self._inception.finish(), tuple(self._mouth_crops),
-                          np.array(self._sharpness))
+                          np.array(self._sharpness), None if self._detected is None else np.array(self._detected, bool))
 
     def __enter__(self) -> VideoObserver:
         return self
@@ -258,14 +264,32 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
                           rows)
 
 
+def _centre_inside(box: Float[ndarray, "4"], other: Float[ndarray, "4"]) -> bool:
+    """Whether the centre of `box` lies in `other` (x0, y0, x1, y1)."""
+    x, y = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    return bool(other[0] <= x <= other[2] and other[1] <= y <= other[3])
+
+
 def observe_video(frames: Iterable[ndarray], num_frames: int, config: EvaluationConfig, experts: Experts,
                   embedder: IdentityEmbedder, progress: bool = False, desc: str = "track") -> VideoTrack:
-    """Track one video without a ground truth (other camera views, other audio)."""
+    """Track one video without a ground truth (other camera views, other audio), and run the face detector on every
+    frame alone (`face_counts`)."""
     with VideoObserver(embedder, config, experts, experts.syncnet is not None,
-                       config.mouth_every(num_frames)) as observer:
+                       config.mouth_every(num_frames), detect=True) as observer:
         for frame in tqdm(frames, total=num_frames, disable=not progress, desc=desc, unit="frame"):
             observer.observe(frame)
         return observer.finish()
+
+
+def face_counts(track: VideoTrack) -> dict[str, int | float]:
+    """faces/missing (frames the tracker has no face in) and, where every frame also went through the detector
+    alone, faces/detected (the share of frames in which it finds the tracked face). The tracker follows a face from
+    one detection on, through frames on which no detector would find it, so the two can differ widely: a render
+    that looks like a face in every frame scores 1 on the second."""
+    counts: dict[str, int | float] = {"faces/missing": int((~track.found).sum())}
+    if track.detected is not None and track.detected.size:
+        counts["faces/detected"] = float(track.detected.mean())
+    return counts
 
 
 def _mean(values: ndarray) -> float | None:

@@ -164,7 +164,7 @@ class FaceTracker:
 
     def _acquire(self, rgb: ndarray) -> None:
         """Run the full-frame detector to count faces, and pick the main face if not tracking one."""
-        faces = self._detect(rgb)
+        faces = self.detect(rgb)
         self._num_faces = len(faces)
         if self._box is not None or not faces:
             return
@@ -174,8 +174,9 @@ class FaceTracker:
             last_box = self._last_box
             self._box = min(faces, key=lambda box: _center_distance(box, last_box))
 
-    def _detect(self, rgb: ndarray) -> list[ndarray]:
-        """Face boxes (x0, y0, x1, y1) from mediapipe's full-range detector, in pixels."""
+    def detect(self, rgb: UInt8[ndarray, "height width 3"]) -> list[Float[ndarray, "4"]]:
+        """Face boxes (x0, y0, x1, y1) in pixels from mediapipe's full-range detector on this frame alone (score ≥
+        `TrackerConfig.detection_confidence`): what (re)acquires a face, without the tracking that follows it."""
         height, width = rgb.shape[:2]
         result = self._detector.process(rgb)
         boxes = []
