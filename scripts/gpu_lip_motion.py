@@ -82,9 +82,10 @@ def variant_configs(name: str, preset: str = "fast"):
     rays, the super-resolution upsampling the rest of the way to the same output: res256 = one ×2 block; the `fast`
     preset's since run 12, res128 = the earlier two blocks), marchN (N coarse + N importance samples per ray), regN
     (per-frame shifts of the renders up to N px, `TrainConfig.registration`, docs/sharpness.md "Registration"),
-    keepK (the snap leaves the K leading lip components as they are, `LipConfig.snap_keep`).
-    `solid`, `snap`, `res256`, `lipbatch32`, `regs4`, `xyonly`, `confine`, `dtv0.05`, `tsnap1` and `utt` are on in
-    today's `fast` preset."""
+    keepK (the snap leaves the K leading lip components as they are, `LipConfig.snap_keep`), head (the depth prior
+    and the pseudo multi-view terms on the head proxy's points too, `TriplaneTalkerConfig.head_proxy`).
+    `solid`, `snap`, `res256`, `lipbatch32`, `regs4`, `xyonly`, `confine`, `dtv0.05`, `tsnap1`, `utt` and
+    `novcolor4` are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
     for part in name.split("+"):
         if part == "lips":
@@ -139,6 +140,8 @@ def variant_configs(name: str, preset: str = "fast"):
             train_config = dataclasses.replace(train_config, token_dropout=float(part[4:]))
         elif part in ("plate", "fill"):
             model = dataclasses.replace(model, background=part)
+        elif part == "head":
+            model = dataclasses.replace(model, head_proxy=True)
         elif part.startswith("alpha"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, alpha=float(part[5:])))
         elif part.startswith("novdepth"):

@@ -27,19 +27,24 @@ from gpu_lip_motion import variant_configs
 
 @torch.no_grad()
 def novel_view_errors(model, dataset: Path, seed: int = 0, chunk: int = 8) -> dict[str, float]:
-    """Mean `novel_depth` and `novel_color` (weight 1) over the test split, novel cameras drawn from `seed`."""
-    model.config = dataclasses.replace(model.config, loss=dataclasses.replace(model.config.loss, novel_depth=1.0,
-                                                                              novel_color=1.0))
+    """Mean `novel_depth` and `novel_color` (weight 1) over the test split, novel cameras drawn from `seed`: on the
+    face mesh's vertices (test/…), and on those and the head proxy's points (test/head_…, `geometry.head_proxy`)."""
     _, test = load_clip(dataset, "test", size=model.config.output_resolution,
                         normalize_audio=model.config.audio.normalize)
-    generator, values = torch.Generator().manual_seed(seed), {"novel_depth": [], "novel_color": []}
-    for start in range(0, len(test), chunk):
-        batch = make_batch(test, torch.arange(start, min(start + chunk, len(test))), model.config.render_resolution)
-        output, delta = model(batch.cameras, batch.conditions)
-        for name, value in model.novel_view_terms(model.with_identity(delta), output, batch,
-                                                  generator).items():
-            values[name].append(value.item())
-    return {f"test/{name}": sum(v) / len(v) for name, v in values.items()}
+    errors = {}
+    for head in (False, True):
+        model.config = dataclasses.replace(model.config, head_proxy=head, loss=dataclasses.replace(
+            model.config.loss, novel_depth=1.0, novel_color=1.0))
+        generator, values = torch.Generator().manual_seed(seed), {"novel_depth": [], "novel_color": []}
+        for start in range(0, len(test), chunk):
+            batch = make_batch(test, torch.arange(start, min(start + chunk, len(test))),
+                               model.config.render_resolution)
+            output, delta = model(batch.cameras, batch.conditions)
+            for name, value in model.novel_view_terms(model.with_identity(delta), output, batch,
+                                                      generator).items():
+                values[name].append(value.item())
+        errors.update({f"test/{'head_' if head else ''}{name}": sum(v) / len(v) for name, v in values.items()})
+    return errors
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from deltaplane.data.dataset import load_clip
-from deltaplane.geometry.face_depth import sample_pixels
+from deltaplane.geometry.face_depth import FACE_VERTICES, sample_pixels
 
 SIZE = 256
 """Frames are read at this size (the vertices' pixels follow)."""
@@ -28,14 +28,14 @@ def vertex_changes(dataset: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     10 such pairs or fewer), and whether the colour term keeps it and whether it is valid, in most frames."""
     _, clip = load_clip(dataset, "train", size=SIZE)
     grey = torch.cat([sample_pixels(clip.frames[start:start + 64].float().mean(1, keepdim=True),
-                                    clip.face_points[start:start + 64, :, :2], SIZE)[:, 0]
+                                    clip.face_points[start:start + 64, :FACE_VERTICES, :2], SIZE)[:, 0]
                       for start in range(0, len(clip), 64)]).numpy()  # [frames, 468], grey levels
-    valid = clip.face_point_valid.numpy()
+    valid = clip.face_point_valid[:, :FACE_VERTICES].numpy()  # the mesh's; the head proxy's points are drawn anew
     pairs = valid[1:] & valid[:-1]
     step = np.abs(np.diff(grey, axis=0))
     change = np.array([step[pairs[:, vertex], vertex].mean() if pairs[:, vertex].sum() > 10 else np.nan
                        for vertex in range(grey.shape[1])])
-    return change, clip.face_point_colour.numpy().mean(0) > 0.5, valid.mean(0) > 0.5
+    return change, clip.face_point_colour[:, :FACE_VERTICES].numpy().mean(0) > 0.5, valid.mean(0) > 0.5
 
 
 def main() -> None:

@@ -80,11 +80,12 @@ class FrameBatch:
     target of the plate mode."""
     plate_warp: Float[Tensor, "batch 2 3"]
     """Where these frames show the background plate (`data.dataset.ClipData.plate_warps`)."""
-    face_points: Float[Tensor, "batch 468 3"]
-    """Face-mesh vertices: (x, y) in pixels of `images`, relative depth (see `geometry.face_depth`)."""
-    face_point_valid: Bool[Tensor, "batch 468"]
-    """Vertices the depth prior may use (interior of the face, frame with a detected face)."""
-    face_point_colour: Bool[Tensor, "batch 468"]
+    face_points: Float[Tensor, "batch points 3"]
+    """The 468 face-mesh vertices, then the head proxy's points: (x, y) in pixels of `images`, relative depth (see
+    `geometry.face_depth`, `geometry.head_proxy`)."""
+    face_point_valid: Bool[Tensor, "batch points"]
+    """Points the depth prior may use (interior of the face, frame with a detected face; drawn head points)."""
+    face_point_colour: Bool[Tensor, "batch points"]
     """Valid vertices whose frame colour is a surface colour (not at the eyes or the mouth opening): the pseudo
     multi-view colour term's."""
     mouth_box: Bool[Tensor, "batch 1 height width"]

@@ -25,6 +25,7 @@ from deltaplane.errors import InputError
 from deltaplane.geometry.cameras import Cameras
 from deltaplane.geometry.face_depth import aligned_face_points, interior_vertices
 from deltaplane.geometry.face_regions import near_features
+from deltaplane.geometry.head_proxy import CHIN, head_points
 from deltaplane.geometry.lips import mouth_shape
 from deltaplane.preprocess.align import invert_affine
 from deltaplane.structs import Conditions, FrameBatch, LipFrames
@@ -60,13 +61,15 @@ class ClipData:
     face_boxes: Float[Tensor, "frames 4"]
     """Square (x0, y0, x1, y1) box around the aligned 68 landmarks, in `size`² pixels (sync-expert and
     discriminator crops)."""
-    face_points: Float[Tensor, "frames 468 3"]
-    """Face-mesh vertices in `size`² pixels + relative depth (`geometry.face_depth.aligned_face_points`)."""
-    face_point_valid: Bool[Tensor, "frames 468"]
-    """Interior vertices of frames whose face was detected (not interpolated over a gap)."""
-    face_point_colour: Bool[Tensor, "frames 468"]
+    face_points: Float[Tensor, "frames points 3"]
+    """The 468 face-mesh vertices, then the head proxy's points, in `size`² pixels + relative depth
+    (`geometry.face_depth.aligned_face_points`, `geometry.head_proxy.head_points`)."""
+    face_point_valid: Bool[Tensor, "frames points"]
+    """Interior vertices of frames whose face was detected (not interpolated over a gap), and the drawn head
+    points."""
+    face_point_colour: Bool[Tensor, "frames points"]
     """Valid vertices whose frame colour is their surface's: away from the eyes and the mouth opening
-    (`geometry.face_regions.near_features`)."""
+    (`geometry.face_regions.near_features`); every valid head point."""
     mouth_shapes: Float[Tensor, "frames 40"]
     """Mouth shape of each frame (`geometry.lips.mouth_shape` of the aligned 68 landmarks)."""
     plate_warps: Float[Tensor, "frames 2 3"]
@@ -150,7 +153,7 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None,
         intrinsics=torch.from_numpy(intrinsics.astype(np.float32)),
         mouth_boxes=torch.from_numpy(mouth_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
         face_boxes=torch.from_numpy(square_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
-        **_face_points(tracks, select, size / manifest.image_size),
+        **_face_points(tracks, select, size / manifest.image_size, parsing, intrinsics[:, 0, 0]),
         mouth_shapes=torch.from_numpy(mouth_shape(tracks["landmarks_aligned"][select])),
         plate_warps=torch.from_numpy(plate_warps(tracks["affine"][select],  # Ā of the training split, any split
                                                  tracks["affine"][manifest.splits["train"]], manifest.image_size)),
@@ -189,16 +192,24 @@ def _read_tables(dataset_dir: Path, manifest: Manifest
     return tracks, features.astype(np.float32)
 
 
-def _face_points(tracks: dict[str, np.ndarray], select: np.ndarray, scale: float) -> dict[str, Tensor]:
-    """The depth prior's vertices: aligned mesh points scaled to the loaded size, which of them to use, and which of
-    those show a surface colour."""
+def _face_points(tracks: dict[str, np.ndarray], select: np.ndarray, scale: float,
+                 parsing: UInt8[np.ndarray, "frames size size"], focal: Float[np.ndarray, " frames"]
+                 ) -> dict[str, Tensor]:
+    """The depth prior's points: aligned mesh vertices scaled to the loaded size, then the head proxy's points
+    (`geometry.head_proxy`, drawn with each frame's number as the seed), which of them to use, and which of those
+    show a surface colour (every valid head point: hair and ears do not move like the eyes and the lips)."""
     points = aligned_face_points(tracks["mesh_original"][select], tracks["affine"][select],
                                  tracks["intrinsics"][select, 0, 0])
     points[..., :2] *= scale
+    landmarks = tracks["landmarks_aligned"][select] * scale
     valid = interior_vertices(points[..., :2]) & tracks["face_detected"][select, None]
-    colour = valid & ~near_features(points[..., :2], tracks["landmarks_aligned"][select] * scale)
-    return {"face_points": torch.from_numpy(points), "face_point_valid": torch.from_numpy(valid),
-            "face_point_colour": torch.from_numpy(colour)}
+    colour = valid & ~near_features(points[..., :2], landmarks)
+    head = [head_points(labels, mesh, ok, chin, f, np.random.default_rng(int(index)))
+            for labels, mesh, ok, chin, f, index in zip(parsing, points, valid, landmarks[:, CHIN, 1], focal, select)]
+    head_xyz, head_valid = np.stack([h[0] for h in head]), np.stack([h[1] for h in head])
+    return {"face_points": torch.from_numpy(np.concatenate([points, head_xyz], 1)),
+            "face_point_valid": torch.from_numpy(np.concatenate([valid, head_valid], 1)),
+            "face_point_colour": torch.from_numpy(np.concatenate([colour, head_valid], 1))}
 
 
 def square_boxes(landmarks: Float[np.ndarray, "frames 68 2"]) -> Float[np.ndarray, "frames 4"]:

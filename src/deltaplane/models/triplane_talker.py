@@ -38,7 +38,7 @@ from deltaplane.fields.superres import SuperResolution, SuperResolutionConfig
 from deltaplane.fields.triplane import (Confinement, OSGDecoderConfig, TriplaneField, box_weights,
                                        support_rectangles)
 from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world
-from deltaplane.geometry.face_depth import camera_depth, sample_pixels
+from deltaplane.geometry.face_depth import FACE_VERTICES, camera_depth, sample_pixels
 from deltaplane.geometry.novel_view import (NovelViewConfig, lift_face_points, point_rays, random_offsets,
                                             rotate_about_origin, visible_points)
 from deltaplane.geometry.rays import pixel_rays
@@ -171,6 +171,11 @@ class TriplaneTalkerConfig:
     `LossWeights.novel_color`)."""
     solid: SolidConfig = field(default_factory=SolidConfig)
     """Where the solid-body term (`LossWeights.solid`) asks for density."""
+    head_proxy: bool = False
+    """The face-depth term and the pseudo multi-view terms also use the head proxy's points (`geometry.head_proxy`:
+    hair and ears on an ellipsoid fitted to the head's silhouette), so that side views meet a round head instead
+    of the face's card, cut off at the far eye (docs/novel-views.md "The head proxy"). Off until measured on the
+    GPU."""
     mouth_planes: int = 0
     """K full-resolution planes (3 × C channels, stored only where `mouth_box` reaches), mixed by a linear map of the
     audio token and added to the deltaplane (0 = off). The deltaplane hears the tokens only in its 32² bottleneck,
@@ -487,7 +492,7 @@ class TriplaneTalker(nn.Module):
             "symmetry": weights.symmetry * losses.plane_symmetry(self.identity_planes[None]),
         }
         if weights.face_depth > 0:
-            terms["face_depth"] = weights.face_depth * self.face_depth_error(output, batch)
+            terms["face_depth"] = weights.face_depth * self.face_depth_error(output, batch, self._prior_points)
         if weights.depth_spread > 0:
             spread = output.depth_spread.float()
             if self.config.background == "plate":
@@ -529,10 +534,12 @@ class TriplaneTalker(nn.Module):
         weights, config = self.config.loss, self.config.novel_view
         if weights.novel_depth == 0 and weights.novel_color == 0:
             return {}
-        cameras, valid, pixels = batch.cameras, batch.face_point_valid, batch.face_points[..., :2]
+        count = self._prior_points
+        cameras, valid, pixels = batch.cameras, batch.face_point_valid[:, :count], batch.face_points[:, :count, :2]
         # float32 geometry even under autocast: the z-buffer compares distances to within 1 %
         with torch.no_grad(), torch.autocast(planes.device.type, enabled=False):
-            points = lift_face_points(batch.face_points.float(), valid, self.face_depths(output, batch)[1], cameras)
+            points = lift_face_points(batch.face_points[:, :count].float(), valid,
+                                      self.face_depths(output, batch, count)[1], cameras)
             yaw, pitch = (angle.to(cameras.cam2world) for angle in random_offsets(len(cameras), config, generator))
             novel = Cameras(rotate_about_origin(cameras.cam2world, yaw, pitch), cameras.intrinsics,
                             cameras.height, cameras.width)
@@ -549,7 +556,8 @@ class TriplaneTalker(nn.Module):
                 target = sample_pixels(batch.images_raw, pixels, cameras.width)  # [B, 3, P], colour in the frame
                 # the frame sees it too, and its colour there is the surface's (an eyelid's margin is lid one frame
                 # and sclera the next: averaged, it paints pale flecks over the eyes and the lips)
-                shown = seen & batch.face_point_colour & visible_points(points, cameras, config.cell, config.margin)
+                shown = seen & batch.face_point_colour[:, :count] & visible_points(points, cameras, config.cell,
+                                                                                    config.margin)
             colour = features[..., :3].transpose(1, 2) * 2.0 - 1.0  # rgb_raw's convention, [B, 3, P]
             terms["novel_color"] = weights.novel_color * losses.masked_l1(colour[..., None], target[..., None],
                                                                           shown[:, None, :, None])
@@ -619,19 +627,28 @@ class TriplaneTalker(nn.Module):
         interval = (volume.far - volume.near) / (volume.num_coarse - 1)
         return features, F.softplus(density[..., 0].float() + volume.density_bias) * interval
 
+    @property
+    def _prior_points(self) -> int | None:
+        """How many of a batch's depth-prior points the terms use: the face mesh's, or all with `head_proxy`."""
+        return None if self.config.head_proxy else FACE_VERTICES
+
     @staticmethod
-    def face_depths(output: RenderOutput, batch: FrameBatch) -> tuple[Float[Tensor, "B P"], Float[Tensor, "B 1"]]:
-        """Rendered camera depths at the face vertices, and their mean over the valid vertices (detached): the
-        face's distance that scales the mesh's relative depths (face_depth module docstring)."""
+    def face_depths(output: RenderOutput, batch: FrameBatch, count: int | None = FACE_VERTICES
+                    ) -> tuple[Float[Tensor, "B P"], Float[Tensor, "B 1"]]:
+        """Rendered camera depths at the first `count` depth-prior points (the face vertices; None: with the head
+        proxy's), and their mean over the valid ones (detached): the face's distance that scales the relative
+        depths (face_depth module docstring)."""
         cameras = batch.cameras
-        depth = camera_depth(output.depth, batch.face_points[..., :2], cameras.intrinsics, cameras.width)
-        valid = batch.face_point_valid
+        depth = camera_depth(output.depth, batch.face_points[:, :count, :2], cameras.intrinsics, cameras.width)
+        valid = batch.face_point_valid[:, :count]
         distance = ((depth * valid).sum(-1, keepdim=True) / valid.sum(-1, keepdim=True).clamp_min(1)).detach()
         return depth, distance
 
     @classmethod
-    def face_depth_error(cls, output: RenderOutput, batch: FrameBatch) -> Float[Tensor, ""]:
-        """`losses.relative_depth_l1` between rendered camera depths at the face vertices and the mesh's relative
-        depths scaled by the rendered face's own mean distance (`face_depths`)."""
-        depth, distance = cls.face_depths(output, batch)
-        return losses.relative_depth_l1(depth, batch.face_points[..., 2] * distance, batch.face_point_valid)
+    def face_depth_error(cls, output: RenderOutput, batch: FrameBatch, count: int | None = FACE_VERTICES
+                         ) -> Float[Tensor, ""]:
+        """`losses.relative_depth_l1` between rendered camera depths at the first `count` depth-prior points (the
+        face vertices) and their relative depths scaled by the rendered face's own mean distance (`face_depths`)."""
+        depth, distance = cls.face_depths(output, batch, count)
+        return losses.relative_depth_l1(depth, batch.face_points[:, :count, 2] * distance,
+                                        batch.face_point_valid[:, :count])

@@ -1,0 +1,109 @@
+"""The head proxy (issue 11): an ellipsoid fitted to the head's silhouette gives hair and ear pixels a depth behind
+the face, anchored on the face mesh, and the model's depth prior and pseudo multi-view terms use those points only
+with `TriplaneTalkerConfig.head_proxy`."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from deltaplane.data.dataset import load_clip, make_batch
+from deltaplane.geometry.face_depth import FACE_VERTICES
+from deltaplane.geometry.head_proxy import HEAD_LABEL, HeadProxyConfig, fit_head_ellipse, head_points
+from deltaplane.models.triplane_talker import TriplaneTalker
+from deltaplane.presets import get_preset
+
+SIZE, FOCAL = 256, 900.0
+CENTRE, AXES = np.array([128.0, 110.0]), np.array([60.0, 80.0])
+
+
+def _parsing() -> np.ndarray:
+    """A head ellipse (label 2) with a face (label 3) inside it, over a torso (label 1) below the chin."""
+    parsing = np.zeros((SIZE, SIZE), np.uint8)
+    parsing[200:] = 1
+    cv2.ellipse(parsing, (128, 110), (60, 80), 0, 0, 360, HEAD_LABEL, -1)
+    cv2.ellipse(parsing, (128, 130), (35, 55), 0, 0, 360, 3, -1)
+    return parsing
+
+
+def _mesh_on_ellipsoid(front: float) -> tuple[np.ndarray, np.ndarray]:
+    """Face vertices on the ellipsoid of the fitted ellipse, its front at relative depth `front`."""
+    ellipse = fit_head_ellipse(_parsing(), 190.0, FOCAL)
+    rng = np.random.default_rng(0)
+    xy = CENTRE + rng.uniform(-30, 30, (FACE_VERTICES, 2))
+    return np.concatenate([xy, (front + ellipse.offset(xy))[:, None]], 1), np.ones(FACE_VERTICES, bool)
+
+
+def test_the_fitted_ellipse_is_the_head_silhouette() -> None:
+    ellipse = fit_head_ellipse(_parsing(), chin_y=SIZE, focal=FOCAL)
+    np.testing.assert_allclose(ellipse.centre, CENTRE + 0.5, atol=1.0)
+    np.testing.assert_allclose(ellipse.axes, AXES, rtol=0.03)
+    assert ellipse.depth == pytest.approx(HeadProxyConfig().depth_ratio * ellipse.axes[0] / FOCAL)
+    # its front surface: the front point, then farther toward the rim, C/f at and beyond it
+    width = ellipse.axes[0]
+    offsets = ellipse.offset(ellipse.centre + np.array([[0, 0], [width / 2, 0], [width, 0], [1.5 * width, 0]]))
+    assert offsets[0] == 0 and 0 < offsets[1] < offsets[2]
+    assert offsets[2] == pytest.approx(ellipse.depth) and offsets[3] == ellipse.depth
+    assert fit_head_ellipse(np.zeros((SIZE, SIZE), np.uint8), SIZE, FOCAL) is None
+
+
+def test_head_points_sit_on_the_ellipsoid_anchored_on_the_mesh() -> None:
+    parsing, chin = _parsing(), 190.0
+    mesh, valid = _mesh_on_ellipsoid(front=0.02)
+    config = HeadProxyConfig(points=64)
+    points, ok = head_points(parsing, mesh, valid, chin, FOCAL, np.random.default_rng(1), config)
+    assert points.shape == (64, 3) and ok.all()
+    ellipse = fit_head_ellipse(parsing, chin, FOCAL)
+    np.testing.assert_allclose(points[:, 2], 0.02 + ellipse.offset(points[:, :2]), atol=1e-6)
+    columns, rows = points[:, 0].astype(int), points[:, 1].astype(int)
+    assert (parsing[rows, columns] == HEAD_LABEL).all() and (points[:, 1] < chin).all()  # hair and ears only
+    inset = int(config.inset * SIZE)
+    person = parsing >= 1
+    assert all(person[r - inset:r + inset + 1, c - inset:c + inset + 1].all() for r, c in zip(rows, columns))
+    # behind the face: the head points' mean depth is farther than the mesh's
+    assert points[:, 2].mean() > mesh[:, 2].mean()
+
+
+def test_no_head_points_without_a_head_or_a_mesh() -> None:
+    mesh, valid = _mesh_on_ellipsoid(front=0.0)
+    face_only = np.where(_parsing() == HEAD_LABEL, 3, _parsing()).astype(np.uint8)
+    for parsing, mesh_valid in ((face_only, valid), (_parsing(), np.zeros_like(valid))):
+        points, ok = head_points(parsing, mesh, mesh_valid, 190.0, FOCAL, np.random.default_rng(0))
+        assert not ok.any() and points.shape == (HeadProxyConfig().points, 3)
+
+
+def test_the_model_uses_the_head_points_only_with_head_proxy(synthetic_dataset: Path) -> None:
+    torch.manual_seed(0)
+    config, _ = get_preset("tiny")
+    config = dataclasses.replace(config, audio=dataclasses.replace(config.audio, feature_dim=80),
+                                 loss=dataclasses.replace(config.loss, face_depth=1.0, novel_depth=1.0,
+                                                          novel_color=1.0))
+    model = TriplaneTalker(config)
+    _, clip = load_clip(synthetic_dataset, "train", size=config.output_resolution)
+    assert clip.face_points.shape[1] == FACE_VERTICES + HeadProxyConfig().points
+    assert clip.face_point_valid[:, FACE_VERTICES:].any(1).all()  # the synthetic subject has hair
+    batch = make_batch(clip, torch.tensor([0, 7]), config.render_resolution)
+    output, delta = model(batch.cameras, batch.conditions, lower_face=batch.lower_face)
+
+    def terms(model: TriplaneTalker, batch) -> dict[str, torch.Tensor]:
+        torch.manual_seed(1)  # the samples' jitter
+        found = model.loss_terms(output, delta, batch, generator=torch.Generator().manual_seed(0))
+        return {name: found[name].detach() for name in ("face_depth", "novel_depth", "novel_color")}
+
+    no_head = dataclasses.replace(batch, face_point_valid=batch.face_point_valid.clone())
+    no_head.face_point_valid[:, FACE_VERTICES:] = False
+    mesh_only = terms(model, batch)
+    for name, value in terms(model, no_head).items():  # without the flag the head points are never read
+        torch.testing.assert_close(value, mesh_only[name])
+    with_head = TriplaneTalker(dataclasses.replace(config, head_proxy=True))
+    with_head.load_state_dict(model.state_dict())
+    head = terms(with_head, batch)
+    assert all(torch.isfinite(value) for value in head.values())
+    assert all(not torch.equal(head[name], mesh_only[name]) for name in head)
+    # with it and no valid head point, the mesh's depth term (the novel ones march more rays, so other jitter)
+    torch.testing.assert_close(terms(with_head, no_head)["face_depth"], mesh_only["face_depth"])
