@@ -30,7 +30,7 @@ def novel_view_errors(model, dataset: Path, seed: int = 0, chunk: int = 8) -> di
     """Mean `novel_depth` and `novel_color` (weight 1) over the test split, novel cameras drawn from `seed`: on the
     face mesh's vertices (test/…), and on those and the head proxy's points (test/head_…, `geometry.head_proxy`)."""
     _, test = load_clip(dataset, "test", size=model.config.output_resolution,
-                        normalize_audio=model.config.audio.normalize)
+                        normalize_audio=model.config.audio.normalize, head_proxy=True)
     errors = {}
     for head in (False, True):
         model.config = dataclasses.replace(model.config, head_proxy=head, loss=dataclasses.replace(

@@ -64,7 +64,7 @@ def main() -> None:
     model_config, train_config = variant_configs(args.variant)
     torch.manual_seed(0)
     manifest, clip = load_clip(args.dataset, "train", size=model_config.output_resolution,
-                        normalize_audio=model_config.audio.normalize)
+                               normalize_audio=model_config.audio.normalize, head_proxy=model_config.head_proxy)
     # as training does: the audio encoder reads the dataset's features
     model_config = replace(model_config, audio=replace(model_config.audio, feature_dim=manifest.audio.dim))
     model = TriplaneTalker(model_config)

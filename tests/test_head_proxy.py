@@ -5,6 +5,7 @@ with `TriplaneTalkerConfig.head_proxy`."""
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,8 @@ from deltaplane.geometry.face_depth import FACE_VERTICES
 from deltaplane.geometry.head_proxy import HEAD_LABEL, HeadProxyConfig, fit_head_ellipse, head_points
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.presets import get_preset
+from deltaplane.training.logging import read_log
+from deltaplane.training.trainer import train
 
 SIZE, FOCAL = 256, 900.0
 CENTRE, AXES = np.array([128.0, 110.0]), np.array([60.0, 80.0])
@@ -84,8 +87,11 @@ def test_the_model_uses_the_head_points_only_with_head_proxy(synthetic_dataset: 
                                  loss=dataclasses.replace(config.loss, face_depth=1.0, novel_depth=1.0,
                                                           novel_color=1.0))
     model = TriplaneTalker(config)
-    _, clip = load_clip(synthetic_dataset, "train", size=config.output_resolution)
+    _, plain = load_clip(synthetic_dataset, "train", size=config.output_resolution)
+    assert plain.face_points.shape[1] == FACE_VERTICES  # only asked for: 7 ms a frame
+    _, clip = load_clip(synthetic_dataset, "train", size=config.output_resolution, head_proxy=True)
     assert clip.face_points.shape[1] == FACE_VERTICES + HeadProxyConfig().points
+    torch.testing.assert_close(clip.face_points[:, :FACE_VERTICES], plain.face_points)
     assert clip.face_point_valid[:, FACE_VERTICES:].any(1).all()  # the synthetic subject has hair
     batch = make_batch(clip, torch.tensor([0, 7]), config.render_resolution)
     output, delta = model(batch.cameras, batch.conditions, lower_face=batch.lower_face)
@@ -107,3 +113,17 @@ def test_the_model_uses_the_head_points_only_with_head_proxy(synthetic_dataset: 
     assert all(not torch.equal(head[name], mesh_only[name]) for name in head)
     # with it and no valid head point, the mesh's depth term (the novel ones march more rays, so other jitter)
     torch.testing.assert_close(terms(with_head, no_head)["face_depth"], mesh_only["face_depth"])
+    mesh_batch = make_batch(plain, torch.tensor([0, 7]), config.render_resolution)
+    with pytest.raises(ValueError, match="head_proxy=True"):  # a clip loaded without them: said, not ignored
+        with_head.loss_terms(output, delta, mesh_batch)
+
+
+def test_training_loads_the_head_points_for_a_head_proxy_model(synthetic_dataset: Path, tmp_path: Path) -> None:
+    model_config, train_config = get_preset("tiny")
+    model_config = dataclasses.replace(model_config, head_proxy=True,
+                                       loss=dataclasses.replace(model_config.loss, novel_color=1.0))
+    train_config = dataclasses.replace(train_config, steps=2, log_every=1, eval_every=0, sample_every=1000)
+    train(synthetic_dataset, tmp_path / "run", model_config, train_config, "tiny", torch.device("cpu"),
+          progress=False)  # a clip without the head points would raise in the first step
+    rows = [row for row in read_log(tmp_path / "run") if "loss" in row]
+    assert len(rows) == 2 and all(math.isfinite(row["loss/novel_color"]) for row in rows)

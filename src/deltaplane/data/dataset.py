@@ -62,8 +62,8 @@ class ClipData:
     """Square (x0, y0, x1, y1) box around the aligned 68 landmarks, in `size`² pixels (sync-expert and
     discriminator crops)."""
     face_points: Float[Tensor, "frames points 3"]
-    """The 468 face-mesh vertices, then the head proxy's points, in `size`² pixels + relative depth
-    (`geometry.face_depth.aligned_face_points`, `geometry.head_proxy.head_points`)."""
+    """The 468 face-mesh vertices, then the head proxy's points if loaded (`load_clip`), in `size`² pixels +
+    relative depth (`geometry.face_depth.aligned_face_points`, `geometry.head_proxy.head_points`)."""
     face_point_valid: Bool[Tensor, "frames points"]
     """Interior vertices of frames whose face was detected (not interpolated over a gap), and the drawn head
     points."""
@@ -118,9 +118,11 @@ def _read_frames(dataset_dir: Path, manifest: Manifest, indices: list[int], size
 
 
 def load_clip(dataset_dir: str | Path, split: str, size: int | None = None,
-              normalize_audio: bool = False) -> tuple[Manifest, ClipData]:
+              normalize_audio: bool = False, head_proxy: bool = False) -> tuple[Manifest, ClipData]:
     """Load `split` ('train', 'test' or 'all') resized to `size`² (default: the dataset's image size);
-    `normalize_audio` standardises the clip's audio features (`audio.features.normalize_utterance`)."""
+    `normalize_audio` standardises the clip's audio features (`audio.features.normalize_utterance`); `head_proxy`
+    appends the head proxy's points to the mesh's (`geometry.head_proxy`, about 7 ms a frame: only a model with
+    `TriplaneTalkerConfig.head_proxy` reads them)."""
     dataset_dir = Path(dataset_dir)
     manifest = read_manifest(dataset_dir)
     if split == "all":
@@ -153,7 +155,8 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None,
         intrinsics=torch.from_numpy(intrinsics.astype(np.float32)),
         mouth_boxes=torch.from_numpy(mouth_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
         face_boxes=torch.from_numpy(square_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
-        **_face_points(tracks, select, size / manifest.image_size, parsing, intrinsics[:, 0, 0]),
+        **_face_points(tracks, select, size / manifest.image_size, parsing if head_proxy else None,
+                       intrinsics[:, 0, 0]),
         mouth_shapes=torch.from_numpy(mouth_shape(tracks["landmarks_aligned"][select])),
         plate_warps=torch.from_numpy(plate_warps(tracks["affine"][select],  # Ā of the training split, any split
                                                  tracks["affine"][manifest.splits["train"]], manifest.image_size)),
@@ -193,17 +196,21 @@ def _read_tables(dataset_dir: Path, manifest: Manifest
 
 
 def _face_points(tracks: dict[str, np.ndarray], select: np.ndarray, scale: float,
-                 parsing: UInt8[np.ndarray, "frames size size"], focal: Float[np.ndarray, " frames"]
+                 parsing: UInt8[np.ndarray, "frames size size"] | None, focal: Float[np.ndarray, " frames"]
                  ) -> dict[str, Tensor]:
-    """The depth prior's points: aligned mesh vertices scaled to the loaded size, then the head proxy's points
-    (`geometry.head_proxy`, drawn with each frame's number as the seed), which of them to use, and which of those
-    show a surface colour (every valid head point: hair and ears do not move like the eyes and the lips)."""
+    """The depth prior's points: aligned mesh vertices scaled to the loaded size, then, given the frames'
+    `parsing`, the head proxy's points (`geometry.head_proxy`, drawn with each frame's number as the seed); which
+    of them to use, and which of those show a surface colour (every valid head point: hair and ears do not move
+    like the eyes and the lips)."""
     points = aligned_face_points(tracks["mesh_original"][select], tracks["affine"][select],
                                  tracks["intrinsics"][select, 0, 0])
     points[..., :2] *= scale
     landmarks = tracks["landmarks_aligned"][select] * scale
     valid = interior_vertices(points[..., :2]) & tracks["face_detected"][select, None]
     colour = valid & ~near_features(points[..., :2], landmarks)
+    if parsing is None:
+        return {"face_points": torch.from_numpy(points), "face_point_valid": torch.from_numpy(valid),
+                "face_point_colour": torch.from_numpy(colour)}
     head = [head_points(labels, mesh, ok, chin, f, np.random.default_rng(int(index)))
             for labels, mesh, ok, chin, f, index in zip(parsing, points, valid, landmarks[:, CHIN, 1], focal, select)]
     head_xyz, head_valid = np.stack([h[0] for h in head]), np.stack([h[1] for h in head])

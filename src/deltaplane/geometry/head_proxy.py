@@ -57,10 +57,10 @@ class HeadEllipse:
     def offset(self, xy: Float[ndarray, "points 2"]) -> Float[ndarray, " points"]:
         """Relative depth of the ellipsoid's front surface at pixels `xy` behind its front point (C/f at the rim
         and beyond)."""
-        radius2 = (((xy - self.centre) / self.axes) ** 2).sum(-1)
-        return self.depth * (1 - np.sqrt(np.clip(1 - radius2, 0, None)))
+        return self.depth * (1 - np.sqrt(np.clip(1 - self.radius(xy) ** 2, 0, None)))
 
     def radius(self, xy: Float[ndarray, "points 2"]) -> Float[ndarray, " points"]:
+        """Normalised radius of pixels `xy` in the silhouette's ellipse (1 on its rim)."""
         return np.sqrt((((xy - self.centre) / self.axes) ** 2).sum(-1))
 
 

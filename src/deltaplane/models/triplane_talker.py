@@ -174,8 +174,8 @@ class TriplaneTalkerConfig:
     head_proxy: bool = False
     """The face-depth term and the pseudo multi-view terms also use the head proxy's points (`geometry.head_proxy`:
     hair and ears on an ellipsoid fitted to the head's silhouette), so that side views meet a round head instead
-    of the face's card, cut off at the far eye (docs/novel-views.md "The head proxy"). Off until measured on the
-    GPU."""
+    of the face's card, cut off at the far eye (docs/novel-views.md "The head proxy"); the trainer loads them
+    (`load_clip(head_proxy=True)`). Off until measured on the GPU."""
     mouth_planes: int = 0
     """K full-resolution planes (3 × C channels, stored only where `mouth_box` reaches), mixed by a linear map of the
     audio token and added to the deltaplane (0 = off). The deltaplane hears the tokens only in its 32² bottleneck,
@@ -492,7 +492,7 @@ class TriplaneTalker(nn.Module):
             "symmetry": weights.symmetry * losses.plane_symmetry(self.identity_planes[None]),
         }
         if weights.face_depth > 0:
-            terms["face_depth"] = weights.face_depth * self.face_depth_error(output, batch, self._prior_points)
+            terms["face_depth"] = weights.face_depth * self.face_depth_error(output, batch, self._prior_points(batch))
         if weights.depth_spread > 0:
             spread = output.depth_spread.float()
             if self.config.background == "plate":
@@ -534,7 +534,7 @@ class TriplaneTalker(nn.Module):
         weights, config = self.config.loss, self.config.novel_view
         if weights.novel_depth == 0 and weights.novel_color == 0:
             return {}
-        count = self._prior_points
+        count = self._prior_points(batch)
         cameras, valid, pixels = batch.cameras, batch.face_point_valid[:, :count], batch.face_points[:, :count, :2]
         # float32 geometry even under autocast: the z-buffer compares distances to within 1 %
         with torch.no_grad(), torch.autocast(planes.device.type, enabled=False):
@@ -627,10 +627,14 @@ class TriplaneTalker(nn.Module):
         interval = (volume.far - volume.near) / (volume.num_coarse - 1)
         return features, F.softplus(density[..., 0].float() + volume.density_bias) * interval
 
-    @property
-    def _prior_points(self) -> int | None:
-        """How many of a batch's depth-prior points the terms use: the face mesh's, or all with `head_proxy`."""
-        return None if self.config.head_proxy else FACE_VERTICES
+    def _prior_points(self, batch: FrameBatch) -> int | None:
+        """How many of `batch`'s depth-prior points the terms use: the face mesh's, or all with `head_proxy`."""
+        if not self.config.head_proxy:
+            return FACE_VERTICES
+        if batch.face_points.shape[1] == FACE_VERTICES:
+            raise ValueError("head_proxy needs the head proxy's points: load the clip with load_clip(..., "
+                             "head_proxy=True)")
+        return None
 
     @staticmethod
     def face_depths(output: RenderOutput, batch: FrameBatch, count: int | None = FACE_VERTICES

@@ -189,11 +189,11 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     `until_step` ends this call early at that step (checkpoint written, schedule unchanged), like an interruption
     that `resume=True` continues; `train_config.max_minutes` does the same by wall time."""
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
-    normalize = model_config.audio.normalize
+    normalize, head = model_config.audio.normalize, model_config.head_proxy
     manifest, train_clip = load_clip(dataset_dir, "train", size=model_config.output_resolution,
-                                     normalize_audio=normalize)
+                                     normalize_audio=normalize, head_proxy=head)
     test_clip = load_clip(dataset_dir, "test", size=model_config.output_resolution,
-                          normalize_audio=normalize)[1] if manifest.splits["test"] else None
+                          normalize_audio=normalize, head_proxy=head)[1] if manifest.splits["test"] else None
     if "sync" not in manifest.stages:  # a lag between sound and lips is learnt and replayed with every voice
         LOG.warning("%s: audio–video offset %s", dataset_dir, describe_offset(manifest))
     model_config = _prepare_run(run_dir, dataset_dir, model_config, train_config, preset, resume, manifest.audio.dim)
