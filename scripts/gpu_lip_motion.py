@@ -14,7 +14,9 @@ the `fast` preset's default, or a variant part `snapH`) it also writes, from the
 off, test_unsnapped.mp4 and plain_NAME.mp4 (as still_NAME.mp4), in VARIANT_plain.tar, so the A/B of the snap needs
 no second training run, test_teacher_snapped.mp4 (the tracked lips snapped) and, with `--snap-widths W,...`,
 test_snapW.mp4 (snapped at another bandwidth, the gain recalibrated), and with `LipConfig.per_utterance`
-test_calibrated.mp4 (the test split driven with the calibrated gain instead of its own). A training that collapses
+test_calibrated.mp4 (the test split driven with the calibrated gain instead of its own). `--sampling` adds the
+same weights rendered with fixed ray samples and with twice the samples (test_fixed.mp4, test_samples2x.mp4 and,
+with --views, view_pitch-20_fixed.mp4 and so on) and the random samples' own noise (`sampling/…`). A training that collapses
 for good (`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss terms, opacity and deltaplane size.
 `--stage train` then `--stage render` split the training and the measuring into two device calls (the machine
 keeps WORK while it stays warm), so the training can have a whole 10-minute call.
@@ -198,6 +200,42 @@ def lip_config(model, **changes):
         model.lips.config = config
 
 
+@contextlib.contextmanager
+def sampling(model, **changes):
+    """The model rendered with `changes` to its `VolumeRenderConfig` (same weights): `jitter=False` for bin
+    midpoints and fixed importance quantiles instead of random ones, more samples per ray."""
+    config = model.config
+    model.config = dataclasses.replace(config, volume=dataclasses.replace(config.volume, **changes))
+    try:
+        yield
+    finally:
+        model.config = config
+
+
+SAMPLINGS = {"fixed": {"jitter": False}, "samples2x": {"factor": 2}}
+"""The renders of `--sampling`: test_NAME.mp4 and view_VIEW_NAME.mp4 for each (`factor` scales both sample counts)."""
+
+
+def sampling_changes(model, changes: dict) -> dict:
+    """`SAMPLINGS` entry → `VolumeRenderConfig` changes."""
+    factor = changes.get("factor")
+    if factor is None:
+        return changes
+    volume = model.config.volume
+    return {"num_coarse": volume.num_coarse * factor, "num_importance": volume.num_importance * factor}
+
+
+@torch.no_grad()
+def sampling_noise(model, conditions: Conditions, cam2world: torch.Tensor) -> dict[str, float]:
+    """What the random ray samples alone change: the same frames rendered with two seeds, in grey levels (0–255) of
+    the 512² output. Sparse speckle (a thin surface some rays miss) shows in the share of pixels that move by more
+    than 32 levels more than in the mean."""
+    first, second = (np.stack([to_uint8(rgb) for rgb, _ in render_clip(model, conditions, cam2world, seed=seed)])
+                     for seed in (0, 1))
+    change = np.abs(first.astype(np.float32) - second.astype(np.float32)).mean(-1)
+    return {"sampling/noise_mean": float(change.mean()), "sampling/speckle_share": float((change > 32).mean())}
+
+
 def unsnapped(model):
     """`lip_config` without `LipConfig.snap`."""
     return lip_config(model, snap=None, teacher_snap=0.0)
@@ -317,6 +355,10 @@ def main() -> None:
                         help="with the lip snap on, also render the test split with the lip vectors snapped at each of "
                              "these bandwidths (comma-separated, in frame spacings; the gain recalibrated for each): "
                              "test_snapW.mp4")
+    parser.add_argument("--sampling", action="store_true",
+                        help="also render the test split (and with --views the pitch −20° and yaw +30° views) with "
+                             "fixed ray samples and with twice the samples (test_fixed.mp4, test_samples2x.mp4, ...), "
+                             "and report the random samples' own noise on 16 test frames (sampling/...)")
     parser.add_argument("--views", action="store_true",
                         help="also render the test split from the novel cameras of `deltaplane evaluate` "
                              "(view_NAME.mp4; scored by scripts/score_lip_renders.py) and the view sheet views.png")
@@ -399,6 +441,15 @@ def main() -> None:
                 (to_uint8(rgb) for rgb, _ in render_clip(model, still, test.cam2world, plate_warp=test.plate_warps)),
                 fps, samples)
     videos["test_still_tokens"] = "test_still_tokens.mp4"
+    if args.sampling:  # is the speckle on thin surfaces the random ray samples'? (docs/novel-views.md, run 32)
+        chosen = spaced(test)
+        report.update(sampling_noise(model, Conditions(*(getattr(conditions, name)[chosen] for name in (
+            "audio", "eye", "angles", "landmarks"))), test.cam2world[chosen]))
+        for name, changes in SAMPLINGS.items():
+            with sampling(model, **sampling_changes(model, changes)):
+                write_video(run_dir / f"test_{name}.mp4", (to_uint8(rgb) for rgb, _ in render_clip(
+                    model, conditions, test.cam2world, plate_warp=test.plate_warps)), fps, samples)
+            videos[f"test_{name}"] = f"test_{name}.mp4"
     if model.lips is not None and model.lips.config.per_utterance:  # the clip's own gain against the calibrated one
         with lip_config(model, per_utterance=False):
             write_video(run_dir / "test_calibrated.mp4", (to_uint8(rgb) for rgb, _ in render_clip(
@@ -418,6 +469,11 @@ def main() -> None:
             write_video(run_dir / f"view_{name}.mp4",
                         (to_uint8(rgb) for rgb, _ in render_clip(model, conditions, cam2world)), fps, samples)
             videos[f"view_{name}"] = f"view_{name}.mp4"
+            for sampled, changes in SAMPLINGS.items() if args.sampling and name in ("pitch-20", "yaw+30") else ():
+                with sampling(model, **sampling_changes(model, changes)):
+                    write_video(run_dir / f"view_{name}_{sampled}.mp4",
+                                (to_uint8(rgb) for rgb, _ in render_clip(model, conditions, cam2world)), fps, samples)
+                videos[f"view_{name}_{sampled}"] = f"view_{name}_{sampled}.mp4"
         sheet = np.concatenate([view_rows(model, test, position) for position in (10, len(test) // 2)], axis=0)
         cv2.imwrite(str(run_dir / "views.png"), sheet[..., ::-1])
         videos["view_sheet"] = "views.png"
