@@ -16,10 +16,10 @@ no second training run, test_teacher_snapped.mp4 (the tracked lips snapped) and,
 test_snapW.mp4 (snapped at another bandwidth, the gain recalibrated), and with `LipConfig.per_utterance`
 test_calibrated.mp4 (the test split driven with the calibrated gain instead of its own). `--sampling` adds the
 same weights rendered with fixed ray samples and with twice the samples (test_fixed.mp4, test_samples2x.mp4 and,
-with --views, view_pitch-20_fixed.mp4 and so on) and the random samples' own noise (`sampling/…`). A training that collapses
-for good (`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss terms, opacity and deltaplane size.
-`--stage train` then `--stage render` split the training and the measuring into two device calls (the machine
-keeps WORK while it stays warm), so the training can have a whole 10-minute call.
+with --views, view_pitch-20_fixed.mp4 and so on) and the random samples' own noise (`sampling/…`). A training
+that collapses for good (`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss terms, opacity
+and deltaplane size. `--stage train` then `--stage render` split the training and the measuring into two device
+calls (the machine keeps WORK while it stays warm), so the training can have a whole 10-minute call.
 """
 
 from __future__ import annotations
