@@ -175,7 +175,8 @@ class TriplaneTalkerConfig:
     """The face-depth term and the pseudo multi-view terms also use the head proxy's points (`geometry.head_proxy`:
     hair and ears on an ellipsoid fitted to the head's silhouette), so that side views meet a round head instead
     of the face's card, cut off at the far eye (docs/novel-views.md "The head proxy"); the trainer loads them
-    (`load_clip(head_proxy=True)`). Off until measured on the GPU."""
+    (`load_clip(head_proxy=True)`). Off in the presets: on the GPU it let the detector find obama's yaw −30° face
+    again (0.04 → 0.84 of the frames) but cost both clips' mouths 0.2–1.3 dB (BENCHMARKS.md run 32)."""
     mouth_planes: int = 0
     """K full-resolution planes (3 × C channels, stored only where `mouth_box` reaches), mixed by a linear map of the
     audio token and added to the deltaplane (0 = off). The deltaplane hears the tokens only in its 32² bottleneck,
