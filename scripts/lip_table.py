@@ -1,8 +1,9 @@
 """A compact table of scripts/score_lip_renders.py's JSON, one block per scored run: the test renders (PSNR / face,
 LMD, opening spread and mean ratios, open fraction against the ground truth's, sync and offset, sharpness, detail
-gain, eyes' and mouth's PSNR / brightness bias, opening in the pauses and in the speech), each cross-driven prefix
-(spread range, files in issue 9's 0.7–1.4 band, sync floor and mean, offsets, then one line per file) and the novel
-views (identity distance, sharpness against the frontal render, frames without a face).
+gain, eyes' and mouth's PSNR / brightness bias, opening in the pauses and in the speech, dark specks in the torso
+band), the random ray samples' own noise (`gpu_lip_motion.py --sampling`), each cross-driven prefix (spread range,
+files in issue 9's 0.7–1.4 band, sync floor and mean, offsets, then one line per file) and the novel views
+(identity distance, sharpness against the frontal render, frames without a face).
 
     python scripts/lip_table.py score.json
 """
@@ -29,7 +30,8 @@ def test_line(name: str, row: dict) -> str:
             f"{get('mouth/open_fraction_reference')} sync {get('sync/correlation')} ({get('sync/offset_frames', 'd')}) "
             f"sharp {get('sharpness_ratio')} gain {get('detail_gain_1')}/{get('detail_gain_2')} "
             f"eyes {get('psnr_eyes')}/{get('bias_eyes', '+.1f')} mouth {get('psnr_mouth')}/{get('bias_mouth', '+.1f')} "
-            f"pause/speech {get('mouth/pause_opening_ratio')}/{get('mouth/speech_opening_ratio')}")
+            f"pause/speech {get('mouth/pause_opening_ratio')}/{get('mouth/speech_opening_ratio')} "
+            f"torso specks {get('torso_speckle', '.5f')}")
 
 
 def block(row: dict) -> list[str]:
@@ -37,7 +39,11 @@ def block(row: dict) -> list[str]:
     widths = sorted({key.split("/")[0] for key in row if key.startswith("test_snap")})
     lines = [test_line(name, row) for name in (*RENDERS, *widths) if f"{name}/psnr" in row]
     if "test/gt/sync/correlation" in row:
-        lines.append(f"ground truth sync {row['test/gt/sync/correlation']:.2f} ({row['test/gt/sync/offset_frames']})")
+        lines.append(f"ground truth sync {row['test/gt/sync/correlation']:.2f} ({row['test/gt/sync/offset_frames']}) "
+                     f"torso specks {row.get('test/gt/torso_speckle', float('nan')):.5f}")
+    if "sampling/noise_mean" in row:
+        lines.append(f"random samples: two seeds differ by {row['sampling/noise_mean']:.2f} grey levels on average, "
+                     f"{row['sampling/speckle_share']:.5f} of the pixels by more than 32")
     for prefix in CROSS:
         names = sorted({key.split("/")[1] for key in row if key.startswith(f"{prefix}/")})
         if not names:
