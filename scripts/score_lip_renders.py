@@ -91,15 +91,20 @@ TORSO_ROWS = 0.6
 """Where the torso band starts, as a share of the frame's height from the top."""
 
 
+def dark_specks(frame: np.ndarray) -> np.ndarray:
+    """Pixels of an RGB frame at least `SPECKLE_LEVELS` darker than their 5 × 5 median (bool, height × width)."""
+    grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
+    return (cv2.medianBlur(grey, 5).astype(np.int16) - grey) >= SPECKLE_LEVELS
+
+
 def torso_speckle(path: Path) -> float:
-    """Mean share of the pixels in a video's torso band (rows from `TORSO_ROWS` down) that are at least
-    `SPECKLE_LEVELS` darker than their 5 × 5 median. Real detail scores too (the ground truth's tie and collar:
-    its own share is about 1e-3 on obama_20s), so compare renders of the same weights: the preset's frontal test
-    frames score 2–4e-4 there, the `front` camera's render of the same frames 1e-5."""
+    """Mean share of the pixels in a video's torso band (rows from `TORSO_ROWS` down) that are `dark_specks`. Real
+    detail scores too (the ground truth's tie and collar: its own share is about 1e-3 on obama_20s), so compare
+    renders of the same weights: the preset's frontal test frames score 2–4e-4 there, the `front` camera's render
+    of the same frames 1e-5."""
     shares = []
     for frame in frames(path)[0]:
-        grey = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2GRAY)
-        specks = (cv2.medianBlur(grey, 5).astype(np.int16) - grey) >= SPECKLE_LEVELS
+        specks = dark_specks(frame)
         shares.append(float(specks[int(TORSO_ROWS * len(specks)):].mean()))
     return float(np.mean(shares))
 

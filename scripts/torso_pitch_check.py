@@ -1,0 +1,132 @@
+"""Why obama's torso speckles on frames pitched down (docs/novel-views.md "Speckle on the torso"): the numbers of
+that section, from a returned run directory and its dataset.
+
+    python scripts/torso_pitch_check.py RUN_DIR DATASET
+
+1. Dark specks (`score_lip_renders.dark_specks`) per frame of the run's test.mp4 in the collar region, against the
+   test frame's tracked pitch: their correlation, the mean share below and above −3°, and the region's PSNR
+   against test_gt.mp4 in both groups.
+2. The collar line in the training frames (the top row where the parsing mask's torso label fills half of the
+   middle 40 % of the width) against the tracked pitch: pixels per degree, and where the line lies in the world at
+   the shirt's depth.
+3. How far a point on the collar line's ray moves per degree of the orbit camera's pitch at several depths: the
+   depth at which a torso holds still while the head's camera pitches.
+4. Where the specked rays end: in views.png's depth tiles (first test frame), pixels at least 30 grey levels nearer
+   than their 5 × 5 median in the shirt region, their depth against their median's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from deltaplane.data.dataset import load_clip
+from deltaplane.data.schema import parsing_path
+from deltaplane.geometry.cameras import (DEFAULT_FOCAL, DEFAULT_RADIUS, intrinsics_from_focal, orbit_cam2world,
+                                        project, unproject)
+from deltaplane.render.volume import VolumeRenderConfig
+from render_views import VIEWS
+from score_lip_renders import dark_specks, frames
+
+COLLAR = (slice(330, 512), slice(130, 400))
+"""Rows and columns of the 512² frame around obama's collar and tie."""
+PITCH_SPLIT = -3.0
+"""Degrees: the frames pitched down, below it, against the others."""
+TORSO_LABEL = 1
+"""`data.schema.PARSING_LABELS`' torso."""
+MIDDLE = (0.3, 0.7)
+"""Columns, as shares of the width, where the collar line is read."""
+SHIRT_DEPTH = 2.63
+"""Ray depth of the shirt at the collar line (the depth tile's median there)."""
+TILE = 512
+
+
+def collar_specks(run: Path, dataset: Path) -> None:
+    _, test = load_clip(dataset, "test", size=TILE)
+    pitch = np.degrees(test.angles[:, 1].numpy())
+    specks, psnr = [], []
+    for render, truth in zip(frames(run / "test.mp4")[0], frames(run / "test_gt.mp4")[0]):
+        specks.append(dark_specks(render)[COLLAR].mean())
+        error = (render[COLLAR].astype(np.float64) - truth[COLLAR]) ** 2
+        psnr.append(10 * math.log10(255**2 / error.mean()))
+    specks, psnr, down = np.array(specks), np.array(psnr), pitch[: len(specks)] < PITCH_SPLIT
+    print(f"collar specks: correlation with pitch {np.corrcoef(specks, pitch[:len(specks)])[0, 1]:+.2f}; share "
+          f"below {PITCH_SPLIT}° ({down.sum()} frames) {specks[down].mean():.2e}, above {specks[~down].mean():.2e}; "
+          f"region PSNR {psnr[down].mean():.2f} / {psnr[~down].mean():.2f} dB")
+
+
+def collar_line(dataset: Path) -> None:
+    _, train = load_clip(dataset, "train", size=TILE)
+    pitch = np.degrees(train.angles[:, 1].numpy())
+    rows = []
+    for index in train.indices.tolist():
+        label = cv2.imread(str(parsing_path(dataset, index)), cv2.IMREAD_UNCHANGED)
+        width = label.shape[1]
+        middle = label[:, int(MIDDLE[0] * width):int(MIDDLE[1] * width)] == TORSO_LABEL
+        filled = np.nonzero(middle.mean(1) > 0.5)[0]
+        rows.append(filled.min() * TILE / label.shape[0] if filled.size else np.nan)
+    rows = np.array(rows)
+    found = ~np.isnan(rows)
+    slope, intercept = np.polyfit(pitch[found], rows[found], 1)
+    residual = rows[found] - (slope * pitch[found] + intercept)
+    camera = orbit_cam2world(torch.tensor(0.0), torch.tensor(0.0))
+    intrinsics = intrinsics_from_focal(DEFAULT_FOCAL, TILE, TILE)[0]
+
+    def world_y(row: float) -> float:
+        return unproject(torch.tensor([[TILE / 2, float(row)]]), torch.tensor([SHIRT_DEPTH]), camera, intrinsics)[0, 1].item()
+
+    median, low = np.median(rows[found]), np.percentile(rows[found], 5)
+    print(f"collar line: {slope:+.2f} px per degree of pitch (correlation "
+          f"{np.corrcoef(pitch[found], rows[found])[0, 1]:.2f}, residual std {residual.std():.1f} px); pitch "
+          f"2nd–98th percentile {np.percentile(pitch, 2):.1f}° to {np.percentile(pitch, 98):.1f}°; median row "
+          f"{median:.0f} (world y {world_y(median):+.3f}), 5th percentile {low:.0f} (y {world_y(low):+.3f})")
+
+
+def parallax() -> None:
+    intrinsics = intrinsics_from_focal(DEFAULT_FOCAL, TILE, TILE)[0]
+    front = orbit_cam2world(torch.tensor(0.0), torch.tensor(0.0))
+    point = unproject(torch.tensor([[TILE / 2, 420.0]]), torch.tensor([DEFAULT_RADIUS]), front, intrinsics)
+    for z in (-0.3, -0.15, 0.0, 0.15, 0.3):
+        moved = point.clone()
+        moved[..., 2] = z
+        rows = [project(moved, orbit_cam2world(torch.tensor(0.0), torch.tensor(math.radians(degrees))),
+                        intrinsics)[0, 1].item() for degrees in (-3.0, 3.0)]
+        print(f"a point on the collar's ray at world z {z:+.2f} moves {(rows[1] - rows[0]) / 6:+.2f} px per degree")
+
+
+def specked_depths(run: Path) -> None:
+    sheet = cv2.imread(str(run / "views.png"), cv2.IMREAD_GRAYSCALE)
+    volume = VolumeRenderConfig()  # the `fast` preset keeps its near and far
+    for column, name in enumerate(VIEWS, start=1):
+        if name not in ("front", "pitch-20"):
+            continue
+        tile = sheet[2 * TILE:3 * TILE, column * TILE:(column + 1) * TILE][380:512, 150:360]  # depth row, shirt
+        median = cv2.medianBlur(tile, 5)
+        nearer = tile.astype(np.int16) - median >= 30
+
+        def depth(grey: np.ndarray) -> float:  # inverse of inference.depth_to_uint8 (near = white)
+            return float(np.median(volume.far - grey / 255 * (volume.far - volume.near)))
+
+        if nearer.any():
+            print(f"{name}: {nearer.mean():.4f} of the shirt's depth pixels end nearer than their median, at "
+                  f"{depth(tile[nearer]):.2f} against {depth(median[nearer]):.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a run directory returned by gpu_lip_motion.py --views")
+    parser.add_argument("dataset", type=Path)
+    args = parser.parse_args()
+    collar_specks(args.run, args.dataset)
+    collar_line(args.dataset)
+    parallax()
+    specked_depths(args.run)
+
+
+if __name__ == "__main__":
+    main()
