@@ -200,29 +200,23 @@ def lip_config(model, **changes):
         model.lips.config = config
 
 
+SAMPLINGS = ("fixed", "samples2x")
+"""The renders of `--sampling`: test_NAME.mp4, and view_VIEW_NAME.mp4 with --views."""
+
+
 @contextlib.contextmanager
-def sampling(model, **changes):
-    """The model rendered with `changes` to its `VolumeRenderConfig` (same weights): `jitter=False` for bin
-    midpoints and fixed importance quantiles instead of random ones, more samples per ray."""
+def sampling(model, name: str):
+    """The model rendered with other ray samples (same weights): "fixed" for bin midpoints and fixed importance
+    quantiles instead of random ones (`VolumeRenderConfig.jitter` off), "samples2x" for twice the samples per ray."""
     config = model.config
-    model.config = dataclasses.replace(config, volume=dataclasses.replace(config.volume, **changes))
+    volume = config.volume
+    changes = ({"jitter": False} if name == "fixed" else
+               {"num_coarse": 2 * volume.num_coarse, "num_importance": 2 * volume.num_importance})
+    model.config = dataclasses.replace(config, volume=dataclasses.replace(volume, **changes))
     try:
         yield
     finally:
         model.config = config
-
-
-SAMPLINGS = {"fixed": {"jitter": False}, "samples2x": {"factor": 2}}
-"""The renders of `--sampling`: test_NAME.mp4 and view_VIEW_NAME.mp4 for each (`factor` scales both sample counts)."""
-
-
-def sampling_changes(model, changes: dict) -> dict:
-    """`SAMPLINGS` entry → `VolumeRenderConfig` changes."""
-    factor = changes.get("factor")
-    if factor is None:
-        return changes
-    volume = model.config.volume
-    return {"num_coarse": volume.num_coarse * factor, "num_importance": volume.num_importance * factor}
 
 
 @torch.no_grad()
@@ -445,8 +439,8 @@ def main() -> None:
         chosen = spaced(test)
         report.update(sampling_noise(model, Conditions(*(getattr(conditions, name)[chosen] for name in (
             "audio", "eye", "angles", "landmarks"))), test.cam2world[chosen]))
-        for name, changes in SAMPLINGS.items():
-            with sampling(model, **sampling_changes(model, changes)):
+        for name in SAMPLINGS:
+            with sampling(model, name):
                 write_video(run_dir / f"test_{name}.mp4", (to_uint8(rgb) for rgb, _ in render_clip(
                     model, conditions, test.cam2world, plate_warp=test.plate_warps)), fps, samples)
             videos[f"test_{name}"] = f"test_{name}.mp4"
@@ -469,8 +463,8 @@ def main() -> None:
             write_video(run_dir / f"view_{name}.mp4",
                         (to_uint8(rgb) for rgb, _ in render_clip(model, conditions, cam2world)), fps, samples)
             videos[f"view_{name}"] = f"view_{name}.mp4"
-            for sampled, changes in SAMPLINGS.items() if args.sampling and name in ("pitch-20", "yaw+30") else ():
-                with sampling(model, **sampling_changes(model, changes)):
+            for sampled in SAMPLINGS if args.sampling and name in ("pitch-20", "yaw+30") else ():
+                with sampling(model, sampled):
                     write_video(run_dir / f"view_{name}_{sampled}.mp4",
                                 (to_uint8(rgb) for rgb, _ in render_clip(model, conditions, cam2world)), fps, samples)
                 videos[f"view_{name}_{sampled}"] = f"view_{name}_{sampled}.mp4"
