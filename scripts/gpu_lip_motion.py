@@ -15,8 +15,9 @@ off, test_unsnapped.mp4 and plain_NAME.mp4 (as still_NAME.mp4), in VARIANT_plain
 no second training run, test_teacher_snapped.mp4 (the tracked lips snapped) and, with `--snap-widths W,...`,
 test_snapW.mp4 (snapped at another bandwidth, the gain recalibrated), and with `LipConfig.per_utterance`
 test_calibrated.mp4 (the test split driven with the calibrated gain instead of its own). `--sampling` adds the
-same weights rendered with fixed ray samples and with twice the samples (test_fixed.mp4, test_samples2x.mp4 and,
-with --views, view_pitch-20_fixed.mp4 and so on) and the random samples' own noise (`sampling/…`). A training
+same weights rendered with random ray samples (as EG3D renders; fixed ones are the default) and with twice the
+samples (test_random.mp4, test_samples2x.mp4 and, with --views, view_pitch-20_random.mp4 and so on) and the random
+samples' own noise (`sampling/…`). A training
 that collapses for good (`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss terms, opacity
 and deltaplane size. `--stage train` then `--stage render` split the training and the measuring into two device
 calls (the machine keeps WORK while it stays warm), so the training can have a whole 10-minute call.
@@ -85,7 +86,8 @@ def variant_configs(name: str, preset: str = "fast"):
     preset's since run 12, res128 = the earlier two blocks), marchN (N coarse + N importance samples per ray), regN
     (per-frame shifts of the renders up to N px, `TrainConfig.registration`, docs/sharpness.md "Registration"),
     keepK (the snap leaves the K leading lip components as they are, `LipConfig.snap_keep`), head (the depth prior
-    and the pseudo multi-view terms on the head proxy's points too, `TriplaneTalkerConfig.head_proxy`).
+    and the pseudo multi-view terms on the head proxy's points too, `TriplaneTalkerConfig.head_proxy`), fixtailP
+    (fixed ray samples for the last share P of the training, `TrainConfig.fixed_samples_from`).
     `solid`, `snap`, `res256`, `lipbatch32`, `regs4`, `xyonly`, `confine`, `dtv0.05`, `tsnap1`, `utt` and
     `novcolor4` are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
@@ -181,6 +183,8 @@ def variant_configs(name: str, preset: str = "fast"):
         elif part.startswith("reg"):
             registration = dataclasses.replace(train_config.registration, max_shift=float(part[3:]))
             train_config = dataclasses.replace(train_config, registration=registration)
+        elif part.startswith("fixtail"):
+            train_config = dataclasses.replace(train_config, fixed_samples_from=1.0 - float(part[7:]))
         elif part == "nowarm":
             train_config = dataclasses.replace(train_config, warmup_delta_steps=0)
         elif part != "base":
@@ -200,17 +204,17 @@ def lip_config(model, **changes):
         model.lips.config = config
 
 
-SAMPLINGS = ("fixed", "samples2x")
+SAMPLINGS = ("random", "samples2x")
 """The renders of `--sampling`: test_NAME.mp4, and view_VIEW_NAME.mp4 with --views."""
 
 
 @contextlib.contextmanager
 def sampling(model, name: str):
-    """The model rendered with other ray samples (same weights): "fixed" for bin midpoints and fixed importance
-    quantiles instead of random ones (`VolumeRenderConfig.jitter` off), "samples2x" for twice the samples per ray."""
+    """The model rendered with other ray samples (same weights): "random" for EG3D's random samples instead of
+    fixed ones (`VolumeRenderConfig.jitter_at_inference`), "samples2x" for twice the samples per ray."""
     config = model.config
     volume = config.volume
-    changes = ({"jitter": False} if name == "fixed" else
+    changes = ({"jitter_at_inference": True} if name == "random" else
                {"num_coarse": 2 * volume.num_coarse, "num_importance": 2 * volume.num_importance})
     model.config = dataclasses.replace(config, volume=dataclasses.replace(volume, **changes))
     try:
@@ -224,8 +228,9 @@ def sampling_noise(model, conditions: Conditions, cam2world: torch.Tensor) -> di
     """What the random ray samples alone change: the same frames rendered with two seeds, in grey levels (0–255) of
     the 512² output. Sparse speckle (a thin surface some rays miss) shows in the share of pixels that move by more
     than 32 levels more than in the mean."""
-    first, second = (np.stack([to_uint8(rgb) for rgb, _ in render_clip(model, conditions, cam2world, seed=seed)])
-                     for seed in (0, 1))
+    with sampling(model, "random"):
+        first, second = (np.stack([to_uint8(rgb) for rgb, _ in render_clip(model, conditions, cam2world, seed=seed)])
+                         for seed in (0, 1))
     change = np.abs(first.astype(np.float32) - second.astype(np.float32)).mean(-1)
     return {"sampling/noise_mean": float(change.mean()), "sampling/speckle_share": float((change > 32).mean())}
 
@@ -351,7 +356,8 @@ def main() -> None:
                              "test_snapW.mp4")
     parser.add_argument("--sampling", action="store_true",
                         help="also render the test split (and with --views the pitch −20° and yaw +30° views) with "
-                             "fixed ray samples and with twice the samples (test_fixed.mp4, test_samples2x.mp4, ...), "
+                             "random ray samples and with twice the samples (test_random.mp4, test_samples2x.mp4, "
+                             "...), "
                              "and report the random samples' own noise on 16 test frames (sampling/...)")
     parser.add_argument("--views", action="store_true",
                         help="also render the test split from the novel cameras of `deltaplane evaluate` "

@@ -4,6 +4,7 @@ and a full coarse + fine render of a sphere."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 
@@ -38,6 +39,14 @@ def test_stratified_bins_and_jitter() -> None:
     again = sample_stratified(origins, directions, 48, NEAR, FAR, jitter=True,
                               generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(jittered, again)
+
+
+def test_sampling_jitters_in_training_and_at_inference_only_when_asked() -> None:
+    config = VolumeRenderConfig()
+    assert config.sampling(training=True).jitter and not config.sampling(training=False).jitter
+    assert replace(config, jitter_at_inference=True).sampling(training=False).jitter
+    assert not replace(config, jitter=False, jitter_at_inference=True).sampling(training=True).jitter
+    assert config.sampling(training=False) == replace(config, jitter=False)
 
 
 def test_constant_density_closed_form_opacity_and_depth() -> None:

@@ -160,7 +160,9 @@ def render_clip(model: TriplaneTalker, conditions: Conditions, cam2world: Float[
                 ) -> Iterator[tuple[Float[Tensor, "3 H W"], Float[Tensor, "1 h w"]]]:
     """Yield (rgb in [-1, 1], depth) per frame. The identity encoder runs once; audio codes are optionally
     EMA-smoothed over time (Talk3D's lip smoothing). `plate_warp` (plate mode, cameras of dataset frames: see
-    `plate_warp_path`) places the plate as training did; without it the plate's plane does."""
+    `plate_warp_path`) places the plate as training did; without it the plate's plane does. `seed` draws the ray
+    samples of a model that samples at random (in training mode, or with `VolumeRenderConfig.jitter_at_inference`);
+    in eval mode they are fixed."""
     device = model.identity_planes.device
     size = model.config.output_resolution
     num_frames = cam2world.shape[0]

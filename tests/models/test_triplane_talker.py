@@ -45,6 +45,23 @@ def test_shapes_and_zero_deltaplane_at_init(model: TriplaneTalker) -> None:
     assert (output.depth >= near - 1e-4).all() and (output.depth <= far + 0.05).all()
 
 
+def test_ray_samples_are_random_in_training_and_fixed_in_eval_mode(model: TriplaneTalker) -> None:
+    """Training jitters the samples (EG3D); a model in eval mode renders the same frame whatever the generator, so a
+    render is reproducible and holds still, unless `VolumeRenderConfig.jitter_at_inference` asks for EG3D's random
+    samples there too."""
+    cameras = orbit_cameras(torch.tensor([0.2]), torch.tensor([-0.1]), 128, 128)
+
+    def depths(talker: TriplaneTalker, seed: int) -> torch.Tensor:
+        with torch.no_grad():
+            return talker(cameras, _conditions(1, 0), generator=torch.Generator().manual_seed(seed))[0].depth
+
+    assert not torch.allclose(depths(model, 1), depths(model, 2))
+    model.eval()
+    torch.testing.assert_close(depths(model, 1), depths(model, 2), rtol=0, atol=0)
+    model.config = replace(model.config, volume=replace(model.config.volume, jitter_at_inference=True))
+    assert not torch.allclose(depths(model, 1), depths(model, 2))
+
+
 def test_every_part_gets_gradients_after_a_step(model: TriplaneTalker) -> None:
     cameras = orbit_cameras(torch.zeros(2), torch.zeros(2), 128, 128)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)

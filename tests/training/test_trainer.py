@@ -71,6 +71,24 @@ def test_resume_continues_the_same_loss_curve(synthetic_dataset: Path, tmp_path:
     assert latest_checkpoint(tmp_path / "b").name == "step_0000006"
 
 
+def test_fixed_samples_take_over_at_their_share_of_the_training(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """`TrainConfig.fixed_samples_from` 0.5: the first half of the steps is the random-sample run's, the second half
+    is not; a resume in the middle switches as the straight run does, and the run config keeps the jitter."""
+    model_config, random = _tiny(6, log_every=1, checkpoint_every=3, eval_every=0, sample_every=1000)
+    fixed = dataclasses.replace(random, fixed_samples_from=0.5)
+    train(synthetic_dataset, tmp_path / "random", model_config, random, "tiny", CPU, progress=False)
+    train(synthetic_dataset, tmp_path / "fixed", model_config, fixed, "tiny", CPU, progress=False)
+    train(synthetic_dataset, tmp_path / "resumed", model_config, fixed, "tiny", CPU, progress=False, until_step=3)
+    train(synthetic_dataset, tmp_path / "resumed", model_config, fixed, "tiny", CPU, resume=True, progress=False)
+    losses = {run: torch.tensor([r["loss"] for r in read_log(tmp_path / run) if "loss" in r])
+              for run in ("random", "fixed", "resumed")}
+    torch.testing.assert_close(losses["fixed"][:3], losses["random"][:3], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(losses["fixed"][3:], losses["random"][3:])
+    torch.testing.assert_close(losses["resumed"], losses["fixed"], rtol=1e-5, atol=1e-6)
+    model, _, _ = load_run(tmp_path / "fixed", CPU)
+    assert model.config.volume.jitter
+
+
 def test_existing_run_is_not_overwritten(synthetic_dataset: Path, tmp_path: Path) -> None:
     model_config, train_config = _tiny(1)
     train(synthetic_dataset, tmp_path / "run", model_config, train_config, "tiny", CPU, progress=False)

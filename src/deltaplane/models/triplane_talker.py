@@ -454,11 +454,12 @@ class TriplaneTalker(nn.Module):
             samples = points.shape[1] // rays.shape[1]  # render_rays orders points ray-major
             return self.field(planes, points, (identity, rays.repeat_interleave(samples, dim=1)))
 
+        volume = self.config.volume.sampling(self.training)
         chunks = []
         for start in range(0, origins.shape[1], self.config.ray_chunk):
             stop = start + self.config.ray_chunk
             chunks.append(render_rays(lambda points: field(points, start, stop), origins[:, start:stop],
-                                      directions[:, start:stop], self.config.volume, generator=generator))
+                                      directions[:, start:stop], volume, generator=generator))
         return tuple(torch.cat([getattr(c, name) for c in chunks], dim=1)  # type: ignore[return-value]
                      for name in ("features", "depth", "accumulation", "spread"))
 

@@ -17,7 +17,7 @@ kept as in EG3D so that an EG3D prior renders as it was trained.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import NamedTuple
 
 import torch
@@ -46,8 +46,17 @@ class VolumeRenderConfig:
     density_bias: float = -1.0
     """Added to the raw density before the softplus: σ_act = softplus(σ + density_bias)."""
     jitter: bool = True
-    """Random stratified jitter and random importance u (EG3D, also at inference); False gives bin midpoints and
-    fixed u, for reproducible evaluation."""
+    """Random stratified jitter and random importance u while the model trains (EG3D); False gives bin midpoints
+    and fixed u (k + ½)/S_f."""
+    jitter_at_inference: bool = False
+    """Jitter in eval mode too, as EG3D does. Off, a render is reproducible and still where the scene is still: the
+    random samples make rays that graze a thin surface miss it now and then, dark specks that flicker from frame to
+    frame (obama_20s's collar: docs/novel-views.md "Speckle on the torso")."""
+
+    def sampling(self, training: bool) -> VolumeRenderConfig:
+        """These settings as a render uses them: `jitter` while training, and in eval mode only with
+        `jitter_at_inference`."""
+        return replace(self, jitter=self.jitter and (training or self.jitter_at_inference))
 
 
 class Composited(NamedTuple):

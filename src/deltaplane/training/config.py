@@ -46,6 +46,12 @@ class TrainConfig:
     the tracked one (scheduled sampling; no gradient flows back into the regression through it). Taught only with
     tracked mouths, the renderer draws the audio's vectors, which are smoother and off the tracked manifold, with
     less motion than it draws the tracked ones (docs/lip-motion.md)."""
+    fixed_samples_from: float = 1.0
+    """Share of the training after which the rays are sampled at fixed depths (bin midpoints and fixed importance
+    quantiles, as a model in eval mode renders: `VolumeRenderConfig.jitter_at_inference`) instead of at random; the
+    share is of `steps` or of `max_minutes`, whichever runs out first. Trained only with random samples, the field and
+    the super-resolution meet the fixed ones first at inference (docs/novel-views.md "Speckle on the torso"). 1:
+    random throughout (EG3D)."""
     lr_decay: float = 0.1
     """Learning rates decay exponentially to this fraction at the last step."""
     warmup_delta_steps: int = 0

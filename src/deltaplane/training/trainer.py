@@ -72,6 +72,12 @@ def _set_learning_rates(optimizer: torch.optim.Optimizer, config: TrainConfig, s
         group["lr"] = base[group["name"]] * factor if _active(group, config, step) else 0.0
 
 
+def _progress(config: TrainConfig, step: int, seconds: float) -> float:
+    """The share of the training done: of `steps`, or of `max_minutes` when that runs out first."""
+    share = step / max(config.steps, 1)
+    return share if config.max_minutes is None else max(share, seconds / (60 * config.max_minutes))
+
+
 def _active(group: dict, config: TrainConfig, step: int) -> bool:
     """Whether a parameter group trains at `step`: all do, except the predictor during the deltaplane warm-up."""
     return group["name"] != "predictor" or step >= config.warmup_delta_steps
@@ -236,6 +242,9 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         while step < min(train_config.steps, until_step or train_config.steps):
             if train_config.max_minutes is not None and time.perf_counter() - started > 60 * train_config.max_minutes:
                 break
+            if model.config.volume.jitter and _progress(train_config, step, time.perf_counter() - started) >= \
+                    train_config.fixed_samples_from:  # the run config keeps the jitter: it is the training's
+                model.config = replace(model.config, volume=replace(model.config.volume, jitter=False))
             if guard.due(step):
                 guard.snapshot(step, _snapshot_tensors(model, optimizer, names, companions))
             _set_learning_rates(optimizer, train_config, step, guard.lr_scale)
