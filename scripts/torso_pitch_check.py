@@ -3,9 +3,9 @@ that section, from a returned run directory and its dataset.
 
     python scripts/torso_pitch_check.py RUN_DIR DATASET
 
-1. Dark specks (`score_lip_renders.dark_specks`) per frame of the run's test.mp4 in the collar region, against the
-   test frame's tracked pitch: their correlation, the mean share below and above −3°, and the region's PSNR
-   against test_gt.mp4 in both groups.
+1. Dark specks (`score_lip_renders.dark_specks`) per frame of the run's test renders (test.mp4, and with
+   `--renders` others such as test_random.mp4) in the collar region, against the test frame's tracked pitch: their
+   correlation, the mean share below and above −3°, and the region's PSNR against test_gt.mp4 in both groups.
 2. The collar line in the training frames (the top row where the parsing mask's torso label fills half of the
    middle 40 % of the width) against the tracked pitch: pixels per degree, and where the line lies in the world at
    the shirt's depth.
@@ -46,16 +46,16 @@ SHIRT_DEPTH = 2.63
 TILE = 512
 
 
-def collar_specks(run: Path, dataset: Path) -> None:
+def collar_specks(run: Path, dataset: Path, render_name: str) -> None:
     _, test = load_clip(dataset, "test", size=TILE)
     pitch = np.degrees(test.angles[:, 1].numpy())
     specks, psnr = [], []
-    for render, truth in zip(frames(run / "test.mp4")[0], frames(run / "test_gt.mp4")[0]):
+    for render, truth in zip(frames(run / f"{render_name}.mp4")[0], frames(run / "test_gt.mp4")[0]):
         specks.append(dark_specks(render)[COLLAR].mean())
         error = (render[COLLAR].astype(np.float64) - truth[COLLAR]) ** 2
         psnr.append(10 * math.log10(255**2 / error.mean()))
     specks, psnr, down = np.array(specks), np.array(psnr), pitch[: len(specks)] < PITCH_SPLIT
-    print(f"collar specks: correlation with pitch {np.corrcoef(specks, pitch[:len(specks)])[0, 1]:+.2f}; share "
+    print(f"{render_name} collar specks: correlation with pitch {np.corrcoef(specks, pitch[:len(specks)])[0, 1]:+.2f}; share "
           f"below {PITCH_SPLIT}° ({down.sum()} frames) {specks[down].mean():.2e}, above {specks[~down].mean():.2e}; "
           f"region PSNR {psnr[down].mean():.2f} / {psnr[~down].mean():.2f} dB")
 
@@ -121,8 +121,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run directory returned by gpu_lip_motion.py --views")
     parser.add_argument("dataset", type=Path)
+    parser.add_argument("--renders", default="test", help="comma-separated test renders of the run (test_random, ...)")
     args = parser.parse_args()
-    collar_specks(args.run, args.dataset)
+    for name in args.renders.split(","):
+        collar_specks(args.run, args.dataset, name)
     collar_line(args.dataset)
     parallax()
     specked_depths(args.run)
