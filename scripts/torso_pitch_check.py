@@ -13,6 +13,9 @@ that section, from a returned run directory and its dataset.
    depth at which a torso holds still while the head's camera pitches.
 4. Where the specked rays end: in views.png's depth tiles (first test frame), pixels at least 30 grey levels nearer
    than their 5 × 5 median in the shirt region, their depth against their median's.
+5. Whether the torso holds still in the original video, as the backdrop does: the training frames' torso masks in
+   the aligned crop and resampled into the background plate's frame (`ClipData.plate_warps`, docs/background.md):
+   the collar line's spread and the masks' overlap with the first frame's, in both.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from deltaplane.data.background import cv2_affine
 from deltaplane.data.dataset import load_clip
 from deltaplane.data.schema import parsing_path
 from deltaplane.geometry.cameras import (DEFAULT_FOCAL, DEFAULT_RADIUS, intrinsics_from_focal, orbit_cam2world,
@@ -60,16 +64,20 @@ def collar_specks(run: Path, dataset: Path, render_name: str) -> None:
           f"region PSNR {psnr[down].mean():.2f} / {psnr[~down].mean():.2f} dB")
 
 
+def collar_row(torso: np.ndarray) -> float:
+    """The top row where the torso mask fills half of the middle columns (NaN: none does)."""
+    width = torso.shape[1]
+    filled = np.nonzero(torso[:, int(MIDDLE[0] * width):int(MIDDLE[1] * width)].mean(1) > 0.5)[0]
+    return float(filled.min()) if filled.size else np.nan
+
+
 def collar_line(dataset: Path) -> None:
     _, train = load_clip(dataset, "train", size=TILE)
     pitch = np.degrees(train.angles[:, 1].numpy())
     rows = []
     for index in train.indices.tolist():
         label = cv2.imread(str(parsing_path(dataset, index)), cv2.IMREAD_UNCHANGED)
-        width = label.shape[1]
-        middle = label[:, int(MIDDLE[0] * width):int(MIDDLE[1] * width)] == TORSO_LABEL
-        filled = np.nonzero(middle.mean(1) > 0.5)[0]
-        rows.append(filled.min() * TILE / label.shape[0] if filled.size else np.nan)
+        rows.append(collar_row(label == TORSO_LABEL) * TILE / label.shape[0])
     rows = np.array(rows)
     found = ~np.isnan(rows)
     slope, intercept = np.polyfit(pitch[found], rows[found], 1)
@@ -117,6 +125,23 @@ def specked_depths(run: Path) -> None:
                   f"{depth(tile[nearer]):.2f} against {depth(median[nearer]):.2f}")
 
 
+def torso_stillness(dataset: Path) -> None:
+    _, train = load_clip(dataset, "train", size=TILE)
+    warps = train.plate_warps.double().numpy()
+    warps[:, :, 2] *= TILE  # units of the side → pixels
+    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+    masks = {"aligned crop": [], "plate frame": []}
+    for index in range(len(train)):
+        torso = (train.parsing[index, 0].numpy() == TORSO_LABEL).astype(np.float32)
+        masks["aligned crop"].append(torso > 0.5)
+        masks["plate frame"].append(cv2.warpAffine(torso, cv2_affine(warps[index]), (TILE, TILE), flags=flags) > 0.5)
+    for name, stack in masks.items():
+        stack = np.stack(stack)
+        overlap = (stack & stack[0]).sum((1, 2)) / np.maximum((stack | stack[0]).sum((1, 2)), 1)
+        print(f"torso in the {name}: collar line std {np.nanstd([collar_row(mask) for mask in stack]):.1f} px, "
+              f"mean IoU with the first frame's {overlap.mean():.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a run directory returned by gpu_lip_motion.py --views")
@@ -128,6 +153,7 @@ def main() -> None:
     collar_line(args.dataset)
     parallax()
     specked_depths(args.run)
+    torso_stillness(args.dataset)
 
 
 if __name__ == "__main__":
