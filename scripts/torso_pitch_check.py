@@ -15,7 +15,8 @@ that section, from a returned run directory and its dataset.
    than their 5 × 5 median in the shirt region, their depth against their median's.
 5. Whether the torso holds still in the original video, as the backdrop does: the training frames' torso masks in
    the aligned crop and resampled into the background plate's frame (`ClipData.plate_warps`, docs/background.md):
-   the collar line's spread and the masks' overlap with the first frame's, in both.
+   the collar line's spread and the masks' overlap with the first frame's, in both; and in the crop, how much of
+   the head's pitch and yaw the torso follows (collar line against pitch, the shoulders' centre against yaw).
 """
 
 from __future__ import annotations
@@ -96,15 +97,23 @@ def collar_line(dataset: Path) -> None:
 
 
 def parallax() -> None:
+    for axis, name in ((1, "pitch"), (0, "yaw")):
+        for z in (-0.3, -0.15, 0.0, 0.15, 0.3):
+            print(f"a point on the collar's ray at world z {z:+.2f} moves {point_motion(z, axis):+.2f} px per degree "
+                  f"of {name}")
+
+
+def point_motion(z: float, axis: int) -> float:
+    """Pixels per degree that a point of the head's frame on the collar line's ray (frontal camera), moved to world
+    depth `z`, moves along image axis `axis` (1: rows, under the orbit camera's pitch; 0: columns, under its yaw)."""
     intrinsics = intrinsics_from_focal(DEFAULT_FOCAL, TILE, TILE)[0]
     front = orbit_cam2world(torch.tensor(0.0), torch.tensor(0.0))
     point = unproject(torch.tensor([[TILE / 2, 420.0]]), torch.tensor([DEFAULT_RADIUS]), front, intrinsics)
-    for z in (-0.3, -0.15, 0.0, 0.15, 0.3):
-        moved = point.clone()
-        moved[..., 2] = z
-        rows = [project(moved, orbit_cam2world(torch.tensor(0.0), torch.tensor(math.radians(degrees))),
-                        intrinsics)[0, 1].item() for degrees in (-3.0, 3.0)]
-        print(f"a point on the collar's ray at world z {z:+.2f} moves {(rows[1] - rows[0]) / 6:+.2f} px per degree")
+    point[..., 2] = z
+    turned = [project(point, orbit_cam2world(*(torch.tensor(math.radians(degrees if i == axis else 0.0))
+                                                 for i in range(2))), intrinsics)[0, axis].item()
+              for degrees in (-3.0, 3.0)]
+    return (turned[1] - turned[0]) / 6
 
 
 def specked_depths(run: Path) -> None:
@@ -140,6 +149,20 @@ def torso_stillness(dataset: Path) -> None:
         overlap = (stack & stack[0]).sum((1, 2)) / np.maximum((stack | stack[0]).sum((1, 2)), 1)
         print(f"torso in the {name}: collar line std {np.nanstd([collar_row(mask) for mask in stack]):.1f} px, "
               f"mean IoU with the first frame's {overlap.mean():.3f}")
+    # How much of the head's turn the torso follows in the aligned crop: its image motion per degree against a
+    # point turning with the head (`point_motion`) at the pivot's depth and 0.15 behind it.
+    crop = np.stack(masks["aligned crop"])
+    rows = np.array([collar_row(mask) for mask in crop])
+    band = crop[:, int(0.85 * TILE):]  # the shoulders' band at the bottom of the frame
+    columns = (band * np.arange(TILE)).sum((1, 2)) / np.maximum(band.sum((1, 2)), 1)
+    degrees = np.degrees(train.angles.numpy())
+    for axis, name, motion in ((1, "pitch", rows), (0, "yaw", columns)):
+        found = np.isfinite(motion)
+        slope = np.polyfit(degrees[found, axis], motion[found], 1)[0]
+        print(f"torso follows {name}: {slope:+.2f} px per degree (correlation "
+              f"{np.corrcoef(degrees[found, axis], motion[found])[0, 1]:+.2f}), "
+              f"{slope / point_motion(0.0, axis):.2f} of a point at z 0 turning with the head, "
+              f"{slope / point_motion(-0.15, axis):.2f} at z −0.15")
 
 
 def main() -> None:
