@@ -87,7 +87,8 @@ def variant_configs(name: str, preset: str = "fast"):
     (per-frame shifts of the renders up to N px, `TrainConfig.registration`, docs/sharpness.md "Registration"),
     keepK (the snap leaves the K leading lip components as they are, `LipConfig.snap_keep`), head (the depth prior
     and the pseudo multi-view terms on the head proxy's points too, `TriplaneTalkerConfig.head_proxy`), fixtailP
-    (fixed ray samples for the last share P of the training, `TrainConfig.fixed_samples_from`).
+    (fixed ray samples for the last share P of the training, `TrainConfig.fixed_samples_from`), torso (a torso of its
+    own that follows 0.1 of the tracked yaw and 0.6 of the pitch, `TriplaneTalkerConfig.torso_follow`).
     `solid`, `snap`, `res256`, `lipbatch32`, `regs4`, `xyonly`, `confine`, `dtv0.05`, `tsnap1`, `utt` and
     `novcolor4` are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
@@ -183,6 +184,8 @@ def variant_configs(name: str, preset: str = "fast"):
         elif part.startswith("reg"):
             registration = dataclasses.replace(train_config.registration, max_shift=float(part[3:]))
             train_config = dataclasses.replace(train_config, registration=registration)
+        elif part == "torso":
+            model = dataclasses.replace(model, torso_follow=(0.1, 0.6))
         elif part.startswith("fixtail"):
             train_config = dataclasses.replace(train_config, fixed_samples_from=1.0 - float(part[7:]))
         elif part == "nowarm":
@@ -272,7 +275,8 @@ def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, flo
     identity_rms = model.identity_planes.float().square().mean().sqrt().item()
     shares = attention.float().mean(dim=(0, 1, 2, 3))  # [tokens]
     planes = model.planes(tokens)[0]
-    output = model.render(planes, batch.cameras, plate_warp=batch.plate_warp)
+    output = model.render(planes, batch.cameras, plate_warp=batch.plate_warp,
+                          torso=model.torso_transforms(batch.conditions.angles))
     behind = model.behind_term(planes, output, batch, torch.Generator().manual_seed(0)).item()
     return {"delta_rms": delta.float().square().mean().sqrt().item(), "identity_rms": identity_rms,
             "delta_temporal_std": delta.float().std(dim=0).mean().item(), "behind_opacity": behind,
@@ -313,7 +317,8 @@ def teacher_frames(model, clip: ClipData, snapped: bool = False):
         tracked = model.lips.coefficients(batch.mouth_shape)
         code = model.lips(model.lips.snapped(tracked) if snapped else tracked)
         tokens = model.tokens(batch.conditions, audio_code=code)
-        output = model.render(model.planes(tokens)[0], batch.cameras, plate_warp=batch.plate_warp)
+        output = model.render(model.planes(tokens)[0], batch.cameras, plate_warp=batch.plate_warp,
+                              torso=model.torso_transforms(batch.conditions.angles))
         yield from (to_uint8(rgb) for rgb in output.rgb)
 
 

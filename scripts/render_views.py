@@ -40,7 +40,8 @@ def view_rows(model: TriplaneTalker, clip: ClipData, position: int) -> np.ndarra
         cam2world = orbit_cam2world(torch.tensor([math.radians(yaw)]), torch.tensor([math.radians(pitch)]))
         cameras = type(batch.cameras)(cam2world.to(device), batch.cameras.intrinsics, batch.cameras.height,
                                       batch.cameras.width)
-        output = model.render(planes, cameras, generator=torch.Generator(device=device).manual_seed(0))
+        output = model.render(planes, cameras, generator=torch.Generator(device=device).manual_seed(0),
+                              torso=model.torso_transforms(batch.conditions.angles))
         rgb.append(to_uint8(output.rgb[0]))
         raw.append(to_uint8(upsample(output.rgb_raw)[0]))
         depth.append(depth_to_uint8(output.depth[0], volume.near, volume.far, size))

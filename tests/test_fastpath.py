@@ -357,3 +357,11 @@ def test_render_engines_write_the_same_video(tiny_run: Path, tmp_path: Path) -> 
     # on CPU the fast path is the reference's fp32 maths (summed in another order: a few pixels round differently)
     difference = np.abs(frames["fast"].astype(int) - frames["reference"].astype(int))
     assert difference.max() <= 2 and (difference > 0).mean() < 1e-3
+
+
+def test_fast_path_refuses_a_torso_of_its_own() -> None:
+    """`TriplaneTalkerConfig.torso_follow` is in the reference path only; `render`'s automatic engine takes that."""
+    config, _ = get_preset("tiny")
+    with pytest.raises(ValueError, match="reference engine"):
+        FastRenderer(TriplaneTalker(dataclasses.replace(config, torso_follow=(0.1, 0.6))), 1,
+                     FastRenderConfig.for_device(CPU))

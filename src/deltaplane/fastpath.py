@@ -239,6 +239,9 @@ class FastRenderer:
             raise ValueError("cuda_graph needs a CUDA model")
         if self.config.cuda_graph and self.config.compile_mode == "none":
             raise ValueError("cuda_graph needs compile_mode other than 'none' (see FastRenderConfig.cuda_graph)")
+        if model.config.torso_follow is not None:
+            raise ValueError("the fast path has no torso of its own (TriplaneTalkerConfig.torso_follow) yet: render "
+                             "with the reference engine")
         self.batch_size = batch_size
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         if self.config.channels_last:

@@ -181,7 +181,8 @@ def render_clip(model: TriplaneTalker, conditions: Conditions, cam2world: Float[
         cameras = Cameras(cam2world[part].to(device), intrinsics_from_focal(DEFAULT_FOCAL, size, size, count,
                                                                             device=device), size, size)
         warp = None if plate_warp is None else plate_warp[part].to(device)
-        output = model.render(planes, cameras, generator=generator, plate_warp=warp)
+        output = model.render(planes, cameras, generator=generator, plate_warp=warp,
+                              torso=model.torso_transforms(chunk.angles))
         for index in range(count):
             yield output.rgb[index], output.depth[index]
 

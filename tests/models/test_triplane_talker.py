@@ -77,6 +77,35 @@ def test_every_part_gets_gradients_after_a_step(model: TriplaneTalker) -> None:
         assert all(g is None or torch.isfinite(g).all() for g in grads), name
 
 
+def test_a_torso_of_its_own_adds_its_planes_in_the_torsos_frame(model: TriplaneTalker) -> None:
+    """`torso_follow`: with its planes at zero the model renders as the head alone; with them, what it renders
+    depends on the angle tokens through the torso's frame (a head-only model's field does not), the torso planes
+    learn, and a render without the frames' torso transforms is refused."""
+    torso = TriplaneTalker(dataclasses.replace(model.config, torso_follow=(0.1, 0.6)))
+    torso.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        torso.torso_planes.zero_()
+    cameras = orbit_cameras(torch.tensor([0.1, -0.2]), torch.zeros(2), 128, 128)
+    model.eval()
+    torso.eval()
+    conditions = _conditions(2, 0)
+    planes, _ = model.planes(model.tokens(conditions))
+    with torch.no_grad():
+        alone = model.render(planes, cameras)
+        torch.testing.assert_close(torso.render(planes, cameras, torso=torso.torso_transforms(conditions.angles)).rgb,
+                                   alone.rgb)
+        torso.torso_planes.normal_(0.0, 0.5)
+        turned = replace(conditions, angles=conditions.angles + torch.tensor([0.2, 0.3, 0.0]))
+        moved = [torso.render(planes, cameras, torso=torso.torso_transforms(c.angles)).rgb for c in (conditions, turned)]
+    assert not torch.allclose(*moved)
+    with pytest.raises(ValueError, match="torso transforms"):
+        torso.render(planes, cameras)
+    torso.train()
+    output, _ = torso(cameras, conditions)
+    output.rgb.mean().backward()
+    assert torso.torso_planes.grad is not None and torso.torso_planes.grad.abs().sum() > 0
+
+
 def test_isolated_lower_face_rays_give_the_identity_planes_no_gradient(model: TriplaneTalker) -> None:
     """`isolate_lower_face`: the render is unchanged, but what the lower-face rays see can only be changed through
     the deltaplane (and the shared decoder), never by storing it in the static identity planes."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -89,6 +90,20 @@ def test_fixed_samples_take_over_at_their_share_of_the_training(synthetic_datase
     assert model.config.volume.jitter
 
 
+def test_a_torso_of_its_own_trains_with_every_term_and_renders(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """`torso_follow` with the `fast` preset's loss terms (the pseudo multi-view, solid and behind terms sample the
+    field too): a few steps train its planes, and the run renders through `render_clip`."""
+    model_config, train_config = _tiny(3, eval_every=0, sample_every=1000)
+    fast, _ = get_preset("fast")
+    model_config = dataclasses.replace(model_config, loss=fast.loss, torso_follow=(0.1, 0.6))
+    train(synthetic_dataset, tmp_path / "run", model_config, train_config, "tiny", CPU, progress=False)
+    model, _, _ = load_run(tmp_path / "run", CPU)
+    assert model.torso_planes.shape == model.identity_planes.shape
+    _, clip = load_clip(synthetic_dataset, "test", size=model.config.output_resolution)
+    scores = evaluate_clip(model, clip, torch.tensor([0, len(clip) - 1]))
+    assert all(math.isfinite(value) for value in scores.values())
+
+
 def test_existing_run_is_not_overwritten(synthetic_dataset: Path, tmp_path: Path) -> None:
     model_config, train_config = _tiny(1)
     train(synthetic_dataset, tmp_path / "run", model_config, train_config, "tiny", CPU, progress=False)
@@ -117,7 +132,7 @@ def test_adam_starts_the_predictor_afresh_after_the_warm_up(synthetic_dataset: P
     assert steps["identity_planes"] == 4
 
 
-@pytest.mark.parametrize("extra", [{}, {"mouth_planes": 2, "audio_token": "lips"}])
+@pytest.mark.parametrize("extra", [{}, {"mouth_planes": 2, "audio_token": "lips"}, {"torso_follow": (0.1, 0.6)}])
 def test_every_parameter_is_optimised_exactly_once(extra: dict) -> None:
     config, train_config = get_preset("tiny")
     model = TriplaneTalker(dataclasses.replace(config, **extra))

@@ -265,12 +265,15 @@ class TriplaneField(nn.Module):
 
     def forward(self, planes: Float[Tensor, "batch 3 channels height width"], points: Float[Tensor, "batch points 3"],
                 stopped: tuple[Float[Tensor, "batch 3 channels height width"], Bool[Tensor, "batch points"]]
-                | None = None
+                | None = None, added: Float[Tensor, "batch points channels"] | None = None
                 ) -> tuple[Float[Tensor, "batch points out_channels"], Float[Tensor, "batch points 1"]]:
         """(features in [-0.001, 1.001], raw density) at the world points. `stopped` = (planes S, mask): S is a
         summand of `planes` (of their first C channels when `confined`) that gets no gradient from the masked points
-        (the values are unchanged)."""
+        (the values are unchanged). `added`: decoder input added to the planes' (another triplane's, sampled
+        elsewhere: the torso's)."""
         features = self.sample(planes, points)
+        if added is not None:
+            features = features + added
         if stopped is not None:
             summand, mask = stopped
             sampled = sample_triplane(summand, points, self.box_warp)

@@ -119,6 +119,19 @@ def cam2world_to_angles(cam2world: Float[Tensor, "*batch 4 4"],
     return torch.stack((yaw, pitch, roll), dim=-1)
 
 
+def torso_frame(angles: Float[Tensor, "batch 3"], follow: tuple[float, float]) -> Float[Tensor, "batch 4 4"]:
+    """World (the head's frame) → the frame of a torso that turns by the fractions `follow` of the head's tracked
+    (yaw, pitch) and with all of its roll (`angles`: yaw, pitch, roll in radians, those of the frames' orbit
+    cameras). The orbit camera stands for the head's motion: a point that holds still before the real camera
+    sits at M(a)·p in the head's frame, M(a) = orbit_cam2world(a)·orbit_cam2world(0)⁻¹, so a torso that follows a
+    share k of the head's turn sits at M((1 − k)·a)·p, and the torso's point for world x is M((1 − k)·a)⁻¹·x.
+    `follow` (1, 1) gives the identity: a torso that turns with the head."""
+    rest = angles[:, :2] * angles.new_tensor([1 - follow[0], 1 - follow[1]])
+    zero = torch.zeros_like(rest[:, 0])
+    motion = orbit_cam2world(rest[:, 0], rest[:, 1]) @ torch.linalg.inv(orbit_cam2world(zero, zero))
+    return torch.linalg.inv(motion)
+
+
 def orbit_cameras(yaw: Float[Tensor, " batch"], pitch: Float[Tensor, " batch"], height: int, width: int,
                   roll: Float[Tensor, " batch"] | None = None, focal: float = DEFAULT_FOCAL) -> Cameras:
     """A batch of orbit cameras with the default radius, pivot and focal."""

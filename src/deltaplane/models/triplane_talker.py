@@ -35,9 +35,9 @@ from deltaplane.fields.conditions import ConditionEncoder, ConditionEncoderConfi
 from deltaplane.fields.deltaplane import DeltaplaneConfig, DeltaplanePredictor
 from deltaplane.fields.lips import LipConfig, LipVector
 from deltaplane.fields.superres import SuperResolution, SuperResolutionConfig
-from deltaplane.fields.triplane import (Confinement, OSGDecoderConfig, TriplaneField, box_weights,
+from deltaplane.fields.triplane import (Confinement, OSGDecoderConfig, TriplaneField, box_weights, sample_triplane,
                                        support_rectangles)
-from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world
+from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world, torso_frame
 from deltaplane.geometry.face_depth import FACE_VERTICES, camera_depth, sample_pixels
 from deltaplane.geometry.novel_view import (NovelViewConfig, lift_face_points, point_rays, random_offsets,
                                             rotate_about_origin, visible_points)
@@ -177,6 +177,14 @@ class TriplaneTalkerConfig:
     of the face's card, cut off at the far eye (docs/novel-views.md "The head proxy"); the trainer loads them
     (`load_clip(head_proxy=True)`). Off in the presets: on the GPU it let the detector find obama's yaw −30° face
     again (0.04 → 0.84 of the frames) but cost both clips' mouths 0.2–1.3 dB (BENCHMARKS.md run 32)."""
+    torso_follow: tuple[float, float] | None = None
+    """A torso of its own (None: off): a second, static triplane whose features add to the head's before the
+    decoder, looked up in the frame of a torso that turns by these shares of the head's tracked (yaw, pitch)
+    (`geometry.cameras.torso_frame`, from the `angles` token, which novel views replay). Through the head's camera
+    alone the torso must sit at the chin's depth to hold still, where the jaw's matter draws over the collar
+    (docs/novel-views.md "What a torso of its own would have to follow": it follows 0.5–0.7 of the pitch and
+    0.05–0.17 of the yaw). With the angle tokens dropped (`TrainConfig.token_dropout`) it follows the neutral
+    angles."""
     mouth_planes: int = 0
     """K full-resolution planes (3 × C channels, stored only where `mouth_box` reaches), mixed by a linear map of the
     audio token and added to the deltaplane (0 = off). The deltaplane hears the tokens only in its 32² bottleneck,
@@ -246,6 +254,8 @@ class TriplaneTalker(nn.Module):
         self.config = config
         shape = (3, config.plane_channels, config.plane_resolution, config.plane_resolution)
         self.identity_planes = nn.Parameter(torch.randn(shape) * config.identity_init_std)
+        if config.torso_follow is not None:
+            self.torso_planes = nn.Parameter(torch.randn(shape) * config.identity_init_std)
         self.audio_encoder = AudioEncoder(config.audio)
         self.lips = (LipVector(config.lips, config.audio.code_dim, config.conditions.token_dim)
                      if config.audio_token == "lips" else None)
@@ -414,15 +424,17 @@ class TriplaneTalker(nn.Module):
 
     def render(self, planes: Float[Tensor, "B 3 C H W"], cameras: Cameras,
                generator: torch.Generator | None = None, isolated: Bool[Tensor, "B 1 r r"] | None = None,
-               plate_warp: Float[Tensor, "B 2 3"] | None = None) -> RenderOutput:
+               plate_warp: Float[Tensor, "B 2 3"] | None = None, torso: Float[Tensor, "B 4 4"] | None = None
+               ) -> RenderOutput:
         """Volume-render the feature image at the rendering resolution and super-resolve it. The identity planes
         get no gradient from the `isolated` rays (`TriplaneTalkerConfig.isolate_lower_face`). In plate mode both
-        resolutions are composited over the plate (`plate_image`; `plate_warp` for dataset frames)."""
+        resolutions are composited over the plate (`plate_image`; `plate_warp` for dataset frames). `torso`: the
+        frames' `torso_transforms` (with `torso_follow`)."""
         size = self.config.render_resolution
         origins, directions = pixel_rays(cameras.resized(size, size))  # [B, R, 3]
         batch = origins.shape[0]
         ray_mask = None if isolated is None else isolated.reshape(batch, -1)  # [B, R], row-major
-        features, depth, accumulation, spread = self._march(planes, origins, directions, ray_mask, generator)
+        features, depth, accumulation, spread = self._march(planes, origins, directions, ray_mask, generator, torso)
         feature_image = features.permute(0, 2, 1).reshape(batch, -1, size, size) * 2.0 - 1.0  # EG3D: [0,1] → [-1,1]
 
         def image(values: Tensor) -> Tensor:  # [B, R, 1] → [B, 1, size, size]
@@ -441,7 +453,8 @@ class TriplaneTalker(nn.Module):
 
     def _march(self, planes: Float[Tensor, "B 3 C H W"], origins: Float[Tensor, "B R 3"],
                directions: Float[Tensor, "B R 3"], ray_mask: Bool[Tensor, "B R"] | None = None,
-               generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+               generator: torch.Generator | None = None, torso: Float[Tensor, "B 4 4"] | None = None
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """`render_rays` in chunks of `ray_chunk` rays: (features, depth, accumulation, spread), each [B, R, ·]. The
         identity planes get no gradient from the rays where `ray_mask` is set."""
         identity = self.identity_planes[None].expand(origins.shape[0], -1, -1, -1, -1)
@@ -449,10 +462,10 @@ class TriplaneTalker(nn.Module):
 
         def field(points: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
             if mask is None:
-                return self.field(planes, points)
+                return self._field(planes, points, torso)
             rays = mask[:, start:stop]
             samples = points.shape[1] // rays.shape[1]  # render_rays orders points ray-major
-            return self.field(planes, points, (identity, rays.repeat_interleave(samples, dim=1)))
+            return self._field(planes, points, torso, (identity, rays.repeat_interleave(samples, dim=1)))
 
         volume = self.config.volume.sampling(self.training)
         chunks = []
@@ -462,6 +475,29 @@ class TriplaneTalker(nn.Module):
                                       directions[:, start:stop], volume, generator=generator))
         return tuple(torch.cat([getattr(c, name) for c in chunks], dim=1)  # type: ignore[return-value]
                      for name in ("features", "depth", "accumulation", "spread"))
+
+    def _field(self, planes: Float[Tensor, "B 3 C H W"], points: Float[Tensor, "B N 3"],
+               torso: Float[Tensor, "B 4 4"] | None,
+               stopped: tuple[Float[Tensor, "B 3 C H W"], Bool[Tensor, "B N"]] | None = None
+               ) -> tuple[Float[Tensor, "B N F"], Float[Tensor, "B N 1"]]:
+        """`self.field` at the world points, with the torso's planes added at the torso's points
+        (`TriplaneTalkerConfig.torso_follow`; `torso`: the frames' `torso_transforms`)."""
+        if self.config.torso_follow is None:
+            return self.field(planes, points, stopped)
+        if torso is None:
+            raise ValueError("a model with torso_follow renders with the frames' torso transforms "
+                             "(TriplaneTalker.torso_transforms of their angle tokens)")
+        moved = points @ torso[:, :3, :3].transpose(1, 2).to(points.dtype) + torso[:, None, :3, 3].to(points.dtype)
+        added = sample_triplane(self.torso_planes[None].expand(len(points), -1, -1, -1, -1), moved,
+                                self.config.box_warp)
+        return self.field(planes, points, stopped, added)
+
+    def torso_transforms(self, angles: Float[Tensor, "B 3"]) -> Float[Tensor, "B 4 4"] | None:
+        """World → torso frame per frame, from the frames' tracked angles (the `angles` token); None without
+        `TriplaneTalkerConfig.torso_follow`."""
+        if self.config.torso_follow is None:
+            return None
+        return torso_frame(angles.float(), self.config.torso_follow)
 
     def _isolated(self, lower_face: Bool[Tensor, "B 1 r r"] | None) -> Bool[Tensor, "B 1 r r"] | None:
         """The rays `TriplaneTalkerConfig.isolate_lower_face` isolates: the lower-face mask dilated (None = off)."""
@@ -477,7 +513,8 @@ class TriplaneTalker(nn.Module):
         (training) is the mask that `TriplaneTalkerConfig.isolate_lower_face` dilates and isolates; `plate_warp`
         (dataset frames, plate mode) places the plate where those frames show the backdrop."""
         planes, delta = self.planes(self.tokens(conditions, mouth_shape=mouth_shape))
-        return self.render(planes, cameras, generator, self._isolated(lower_face), plate_warp), delta
+        return self.render(planes, cameras, generator, self._isolated(lower_face), plate_warp,
+                           self.torso_transforms(conditions.angles)), delta
 
     def loss_terms(self, output: RenderOutput, delta: Float[Tensor, "B 3 C H W"], batch: FrameBatch,
                    perceptual: nn.Module | None = None, generator: torch.Generator | None = None,
@@ -549,7 +586,8 @@ class TriplaneTalker(nn.Module):
             origins, directions, expected = point_rays(points, novel.cam2world)
             isolated = self._isolated(batch.lower_face)  # a vertex on an isolated source ray stays isolated
             ray_mask = None if isolated is None else sample_pixels(isolated, pixels, cameras.width)[:, 0] > 0
-        features, depth, _, _ = self._march(planes, origins, directions, ray_mask)
+        features, depth, _, _ = self._march(planes, origins, directions, ray_mask,
+                                            torso=self.torso_transforms(batch.conditions.angles))
         terms = {}
         if weights.novel_depth > 0:
             terms["novel_depth"] = weights.novel_depth * losses.relative_depth_l1(depth[..., 0], expected, seen)
@@ -625,7 +663,7 @@ class TriplaneTalker(nn.Module):
             stopped = None if isolated is None else (
                 self.identity_planes[None].expand(len(points), -1, -1, -1, -1),
                 isolated.flatten(1).gather(1, chosen).to(planes.dtype))
-        features, density = self.field(planes, points, stopped)
+        features, density = self._field(planes, points, self.torso_transforms(batch.conditions.angles), stopped)
         interval = (volume.far - volume.near) / (volume.num_coarse - 1)
         return features, F.softplus(density[..., 0].float() + volume.density_bias) * interval
 

@@ -48,6 +48,8 @@ def _param_groups(model: TriplaneTalker, config: TrainConfig) -> list[dict]:
     renderer = [*model.field.parameters(), *model.superres.parameters()]
     predictor = [*model.predictor.parameters(), *model.condition_encoder.parameters()]
     planes = [model.identity_planes]
+    if model.config.torso_follow is not None:
+        planes.append(model.torso_planes)
     if model.config.mouth_planes:  # texels like the identity's; their audio mix like the predictor
         planes.extend(model.mouth_planes)
         predictor.extend(model.mouth_mix.parameters())
