@@ -38,8 +38,8 @@ from deltaplane.render.volume import VolumeRenderConfig
 from render_views import VIEWS
 from score_lip_renders import dark_specks, frames
 
-COLLAR = (slice(330, 512), slice(130, 400))
-"""Rows and columns of the 512² frame around obama's collar and tie."""
+COLLAR = ((330, 512), (130, 400))
+"""Rows and columns of the 512² frame around obama's collar and tie (scaled for other sizes: `collar_region`)."""
 PITCH_SPLIT = -3.0
 """Degrees: the frames pitched down, below it, against the others."""
 TORSO_LABEL = 1
@@ -51,16 +51,23 @@ SHIRT_DEPTH = 2.63
 TILE = 512
 
 
+def collar_region(size: int) -> tuple[slice, slice]:
+    """`COLLAR` in a size² frame (the tiny preset's renders are 128²)."""
+    return tuple(slice(int(start * size / TILE), int(stop * size / TILE)) for start, stop in COLLAR)
+
+
 def collar_specks(run: Path, dataset: Path, render_name: str) -> None:
     _, test = load_clip(dataset, "test", size=TILE)
     pitch = np.degrees(test.angles[:, 1].numpy())
     specks, psnr = [], []
     for render, truth in zip(frames(run / f"{render_name}.mp4")[0], frames(run / "test_gt.mp4")[0]):
-        specks.append(dark_specks(render)[COLLAR].mean())
-        error = (render[COLLAR].astype(np.float64) - truth[COLLAR]) ** 2
+        region = collar_region(render.shape[0])
+        specks.append(dark_specks(render)[region].mean())
+        error = (render[region].astype(np.float64) - truth[region]) ** 2
         psnr.append(10 * math.log10(255**2 / error.mean()))
     specks, psnr, down = np.array(specks), np.array(psnr), pitch[: len(specks)] < PITCH_SPLIT
-    print(f"{render_name} collar specks: correlation with pitch {np.corrcoef(specks, pitch[:len(specks)])[0, 1]:+.2f}; share "
+    correlation = np.corrcoef(specks, pitch[:len(specks)])[0, 1] if specks.std() > 0 else float("nan")
+    print(f"{render_name} collar specks: correlation with pitch {correlation:+.2f}; share "
           f"below {PITCH_SPLIT}° ({down.sum()} frames) {specks[down].mean():.2e}, above {specks[~down].mean():.2e}; "
           f"region PSNR {psnr[down].mean():.2f} / {psnr[~down].mean():.2f} dB")
 
@@ -87,7 +94,8 @@ def collar_line(dataset: Path) -> None:
     intrinsics = intrinsics_from_focal(DEFAULT_FOCAL, TILE, TILE)[0]
 
     def world_y(row: float) -> float:
-        return unproject(torch.tensor([[TILE / 2, float(row)]]), torch.tensor([SHIRT_DEPTH]), camera, intrinsics)[0, 1].item()
+        pixel = torch.tensor([[TILE / 2, float(row)]])
+        return unproject(pixel, torch.tensor([SHIRT_DEPTH]), camera, intrinsics)[0, 1].item()
 
     median, low = np.median(rows[found]), np.percentile(rows[found], 5)
     print(f"collar line: {slope:+.2f} px per degree of pitch (correlation "
@@ -117,6 +125,9 @@ def point_motion(z: float, axis: int) -> float:
 
 
 def specked_depths(run: Path) -> None:
+    if not (run / "views.png").exists():
+        print("no views.png (a run without --views): no depth tiles")
+        return
     sheet = cv2.imread(str(run / "views.png"), cv2.IMREAD_GRAYSCALE)
     volume = VolumeRenderConfig()  # the `fast` preset keeps its near and far
     for column, name in enumerate(VIEWS, start=1):

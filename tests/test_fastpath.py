@@ -39,10 +39,10 @@ def _tiny_model(device: torch.device, jitter: bool = True, background: str = "fi
     """The tiny preset with several ray chunks (32² rays, chunks of 300) and every weight perturbed, so the zero-
     initialised deltaplane and ToRGB layers take part; `jitter`: random ray samples at inference too
     (`VolumeRenderConfig.jitter_at_inference`), so that the fast path draws them as the reference does; in plate
-    mode, a random plate seen from a camera off the frontal one; `lips`: the `fast` preset's lip vector (snapped among random mouths) and mouth planes;
-    `upsamplings` 1: 64² rays and a one-block super-resolution to the same 128² output; `confined`: the planes of
-    mouth planes confined to their box (`TriplaneTalkerConfig.mouth_confined`, `mouth_planes_on`; none: unconfined
-    mouth planes on all three)."""
+    mode, a random plate seen from a camera off the frontal one; `lips`: the `fast` preset's lip vector (snapped
+    among random mouths) and mouth planes; `upsamplings` 1: 64² rays and a one-block super-resolution to the same
+    128² output; `confined`: the planes of mouth planes confined to their box (`TriplaneTalkerConfig.mouth_confined`,
+    `mouth_planes_on`; none: unconfined mouth planes on all three)."""
     config, _ = get_preset("tiny")
     lip_mode = ({"audio_token": "lips", "mouth_planes": 2, "lips": LipConfig(snap=1.0),
                  "mouth_confined": bool(confined), "mouth_planes_on": confined or (0, 1, 2)} if lips else {})

@@ -254,7 +254,8 @@ class FastRenderer:
             self.intrinsics = intrinsics  # [1, 3, 3], for the plate (`TriplaneTalker.plate_coordinates`)
             camera = Cameras(torch.eye(4, device=self.device)[None], intrinsics, size, size)
             self.camera_directions = pixel_rays(camera, render, render)[1][0]  # [R, 3]: unit, camera frame
-        self.uniforms = RayUniforms(model_config.volume.sampling(training=False), render * render, model_config.ray_chunk)
+        self.uniforms = RayUniforms(model_config.volume.sampling(training=False), render * render,
+                                    model_config.ray_chunk)  # fixed samples unless `jitter_at_inference`
         self.plane_dtype = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16,
                             "16-mixed": torch.float16}[self.config.precision]
         confined = self.model.field.confined
@@ -318,8 +319,7 @@ class FastRenderer:
                 density = empty_outside_box(points, density, box_warp)
             return decoded, density
 
-        result = render_rays_given_uniforms(field_fn, origins, directions, self.uniforms.volume, offsets,
-                                            uniforms)
+        result = render_rays_given_uniforms(field_fn, origins, directions, self.uniforms.volume, offsets, uniforms)
         feature_image = (result.features * 2.0 - 1.0).reshape(batch, size, size, -1).permute(0, 3, 1, 2)  # EG3D ×2 − 1
         alpha = result.accumulation.reshape(batch, 1, size, size)
         if self.model.config.uses_plate:

@@ -96,7 +96,8 @@ def test_a_torso_of_its_own_adds_its_planes_in_the_torsos_frame(model: TriplaneT
                                    alone.rgb)
         torso.torso_planes.normal_(0.0, 0.5)
         turned = replace(conditions, angles=conditions.angles + torch.tensor([0.2, 0.3, 0.0]))
-        moved = [torso.render(planes, cameras, torso=torso.torso_transforms(c.angles)).rgb for c in (conditions, turned)]
+        moved = [torso.render(planes, cameras, torso=torso.torso_transforms(c.angles)).rgb
+                 for c in (conditions, turned)]
     assert not torch.allclose(*moved)
     with pytest.raises(ValueError, match="torso transforms"):
         torso.render(planes, cameras)
