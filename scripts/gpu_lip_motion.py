@@ -48,6 +48,7 @@ from deltaplane.evaluation.run import DEFAULT_VIEWS, _split_audio, parse_views
 from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, plate_warp_path,
                                   render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
+from deltaplane.models.triplane_talker import TORSO_FOLLOW
 from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions, NeutralTokens
 from deltaplane.training.evaluation import evaluate_clip
@@ -185,7 +186,7 @@ def variant_configs(name: str, preset: str = "fast"):
             registration = dataclasses.replace(train_config.registration, max_shift=float(part[3:]))
             train_config = dataclasses.replace(train_config, registration=registration)
         elif part == "torso":
-            model = dataclasses.replace(model, torso_follow=(0.1, 0.6))
+            model = dataclasses.replace(model, torso_follow=TORSO_FOLLOW)
         elif part.startswith("fixtail"):
             train_config = dataclasses.replace(train_config, fixed_samples_from=1.0 - float(part[7:]))
         elif part == "nowarm":

@@ -34,15 +34,16 @@ def _needs_cuda() -> None:
         pytest.skip("needs CUDA")
 
 
-def _tiny_model(device: torch.device, jitter: bool = True, background: str = "field",
-                lips: bool = False, upsamplings: int = 2, confined: tuple[int, ...] = ()) -> TriplaneTalker:
+def _tiny_model(device: torch.device, jitter: bool = True, background: str = "field", lips: bool = False,
+                upsamplings: int = 2, confined: tuple[int, ...] = (), torso: bool = False) -> TriplaneTalker:
     """The tiny preset with several ray chunks (32² rays, chunks of 300) and every weight perturbed, so the zero-
     initialised deltaplane and ToRGB layers take part; `jitter`: random ray samples at inference too
     (`VolumeRenderConfig.jitter_at_inference`), so that the fast path draws them as the reference does; in plate
     mode, a random plate seen from a camera off the frontal one; `lips`: the `fast` preset's lip vector (snapped
     among random mouths) and mouth planes; `upsamplings` 1: 64² rays and a one-block super-resolution to the same
     128² output; `confined`: the planes of mouth planes confined to their box (`TriplaneTalkerConfig.mouth_confined`,
-    `mouth_planes_on`; none: unconfined mouth planes on all three)."""
+    `mouth_planes_on`; none: unconfined mouth planes on all three); `torso`: a torso of its own
+    (`TriplaneTalkerConfig.torso_follow` (0.1, 0.6))."""
     config, _ = get_preset("tiny")
     lip_mode = ({"audio_token": "lips", "mouth_planes": 2, "lips": LipConfig(snap=1.0),
                  "mouth_confined": bool(confined), "mouth_planes_on": confined or (0, 1, 2)} if lips else {})
@@ -50,6 +51,7 @@ def _tiny_model(device: torch.device, jitter: bool = True, background: str = "fi
     volume = dataclasses.replace(config.volume, jitter=jitter, jitter_at_inference=jitter)
     config = dataclasses.replace(config, ray_chunk=300, volume=volume,
                                  background=background, render_resolution=render, **lip_mode,
+                                 torso_follow=(0.1, 0.6) if torso else None,
                                  superres=dataclasses.replace(config.superres, input_resolution=render,
                                                               upsamplings=upsamplings))
     torch.manual_seed(0)
@@ -60,6 +62,8 @@ def _tiny_model(device: torch.device, jitter: bool = True, background: str = "fi
     with torch.no_grad():
         for parameter in model.parameters():
             parameter.add_(0.02 * torch.randn(parameter.shape, generator=generator))
+        if torso:  # a random model's frames barely follow its planes: make the torso's count
+            model.torso_planes.mul_(20)
     if background != "field":
         size = config.output_resolution
         camera = orbit_cameras(torch.tensor([0.05]), torch.tensor([-0.03]), size, size)
@@ -211,21 +215,33 @@ CONFINED = [[], [*BOX, 0.0, 1.0, 2.0], [*BOX, 0.0], [*BOX, 2.0, 1.0]]
 
 
 @pytest.mark.parametrize("confined", CONFINED)
-def test_field_reference_is_the_lookup_and_the_osg_decoder(confined: list[float]) -> None:
-    """`triplane_field_reference` (the fused kernel's reference) against `OSGDecoder(sample_triplane(...))`, with
-    `confined` planes through `TriplaneField.sample` (which samples the second set only on the confined planes,
-    where the reference samples both sets everywhere and zeroes the others' second set)."""
+@pytest.mark.parametrize("added", [False, True])
+def test_field_reference_is_the_lookup_and_the_osg_decoder(confined: list[float], added: bool) -> None:
+    """`triplane_field_reference` (the fused kernel's reference) against `TriplaneField.forward`, which decodes
+    `sample_triplane` with `OSGDecoder`: `confined` planes through `TriplaneField.sample` (which samples the second
+    set only on the confined planes, where the reference samples both sets everywhere and zeroes the others' second
+    set); `added` features (the torso's) summed before the decoder."""
     planes, points, decoder = _field_inputs(CPU, torch.float64, confined=bool(confined))
+    extra = _added_features(points) if added else None
     reference = triplane_field_reference(planes.permute(0, 1, 3, 4, 2), points, *_decoder_weights(decoder), 1.0,
-                                         confined)
+                                         confined, extra)
     field = TriplaneField(box_warp=1.0, confined=Confinement.from_arguments(confined) if confined else None)
-    expected = decoder(field.sample(planes, points))
+    field.decoder = decoder
+    expected = field(planes, points, added=extra)
     for value, other in zip(reference, expected):
         torch.testing.assert_close(value, other, rtol=1e-10, atol=1e-12)
-    grads = torch.autograd.grad(sum(v.sum() for v in reference), (planes, points))
-    grads_expected = torch.autograd.grad(sum(v.sum() for v in expected), (planes, points))
+    inputs = (planes, points) if extra is None else (planes, points, extra)
+    grads = torch.autograd.grad(sum(v.sum() for v in reference), inputs)
+    grads_expected = torch.autograd.grad(sum(v.sum() for v in expected), inputs)
     for grad, other in zip(grads, grads_expected):
         torch.testing.assert_close(grad, other, rtol=1e-9, atol=1e-11)
+
+
+def _added_features(points: torch.Tensor) -> torch.Tensor:
+    """Decoder inputs [B, N, 32] of the points' dtype and device, as a torso's lookup gives, with gradients."""
+    generator = torch.Generator().manual_seed(5)
+    values = 0.5 * torch.randn(*points.shape[:2], 32, dtype=points.dtype, generator=generator)
+    return values.to(points.device).requires_grad_()
 
 
 def _field_inputs(device: torch.device, dtype: torch.dtype, confined: bool = False
@@ -248,7 +264,8 @@ def _decoder_weights(decoder: OSGDecoder) -> tuple[torch.Tensor, ...]:
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("confined", CONFINED)
-def test_triton_field_matches_the_reference_values_and_gradients(confined: list[float],
+@pytest.mark.parametrize("added", [False, True])
+def test_triton_field_matches_the_reference_values_and_gradients(confined: list[float], added: bool,
                                                                  triton_device: torch.device) -> None:
     device = triton_device
     from deltaplane.triton_field import triplane_field
@@ -256,16 +273,18 @@ def test_triton_field_matches_the_reference_values_and_gradients(confined: list[
     planes, points, decoder = _field_inputs(device, torch.float32, confined=bool(confined))
     planes_cl = planes.permute(0, 1, 3, 4, 2).contiguous()
     weights = _decoder_weights(decoder)
-    expected = triplane_field_reference(planes_cl, points, *weights, 1.0, confined)
+    extra = _added_features(points) if added else None
+    expected = triplane_field_reference(planes_cl, points, *weights, 1.0, confined, extra)
     for plane_dtype, tolerance in ((torch.float32, 5e-3), (torch.bfloat16, 2e-2)):  # TF32 products; bf16 planes
         with torch.no_grad():
-            values = triplane_field(planes_cl.to(plane_dtype), points, *weights, 1.0, confined)
+            values = triplane_field(planes_cl.to(plane_dtype), points, *weights, 1.0, confined, extra)
         for value, other in zip(values, expected):
             assert value.dtype == torch.float32 and value.shape == other.shape
             assert (value - other).abs().max().item() < tolerance * other.abs().max().item()
-    inputs = [tensor.detach().double().requires_grad_() for tensor in (planes_cl, points, *weights)]
-    outputs = triplane_field(*inputs, 1.0, confined)
-    outputs_reference = triplane_field_reference(*inputs, 1.0, confined)
+    tensors = (planes_cl, points, *weights) if extra is None else (planes_cl, points, *weights, extra)
+    inputs = [tensor.detach().double().requires_grad_() for tensor in tensors]
+    outputs = triplane_field(*inputs[:6], 1.0, confined, *inputs[6:])
+    outputs_reference = triplane_field_reference(*inputs[:6], 1.0, confined, *inputs[6:])
     head = [torch.randn_like(value) for value in outputs_reference]
     grads = torch.autograd.grad(outputs, inputs, head)
     grads_reference = torch.autograd.grad(outputs_reference, inputs, head)
@@ -280,18 +299,21 @@ def test_cuda_lookup_matches_grid_sample_values_and_gradients() -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize(("background", "warped", "lips", "upsamplings", "confined"),
-                         [("field", False, False, 2, ()), ("plate", False, False, 2, ()),
-                          ("plate", True, False, 2, ()), ("field", False, True, 2, ()),
-                          ("plate", True, True, 1, ()), ("field", False, True, 2, (0, 1, 2)),
-                          ("field", False, True, 2, (0,)), ("fill", True, False, 2, ())])
+@pytest.mark.parametrize(("background", "warped", "lips", "upsamplings", "confined", "torso"),
+                         [("field", False, False, 2, (), False), ("plate", False, False, 2, (), False),
+                          ("plate", True, False, 2, (), False), ("field", False, True, 2, (), False),
+                          ("plate", True, True, 1, (), False), ("field", False, True, 2, (0, 1, 2), False),
+                          ("field", False, True, 2, (0,), False), ("fill", True, False, 2, (), False),
+                          ("field", False, True, 2, (0,), True), ("fill", True, False, 2, (), True)])
 def test_cuda_fast_path_matches_the_reference_within_bf16(background: str, warped: bool, lips: bool,
-                                                          upsamplings: int, confined: tuple[int, ...]) -> None:
+                                                          upsamplings: int, confined: tuple[int, ...],
+                                                          torso: bool) -> None:
     """The default CUDA configuration: bf16, channels-last, torch.compile, one CUDA graph (in plate and fill mode
-    with the field emptied outside the box; `confined`: the planes whose mouth planes are confined to their box)."""
+    with the field emptied outside the box; `confined`: the planes whose mouth planes are confined to their box;
+    `torso`: a torso of its own)."""
     _needs_cuda()
     model = _tiny_model(torch.device("cuda"), background=background, lips=lips, upsamplings=upsamplings,
-                        confined=confined)
+                        confined=confined, torso=torso)
     (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(torch.device("cuda")),
                                                          warped=warped)
     assert renderer.captured
@@ -339,6 +361,14 @@ def test_bench_times_the_plate_background() -> None:
     assert report.results[1].max_abs_diff < 1e-4  # the fast path composites the plate as the reference does
 
 
+def test_bench_times_a_torso_of_its_own(tiny_run: Path) -> None:
+    report = api.bench(None, batch=(1,), frames=2, device="cpu", preset="tiny", random_weights=True, torso=True)
+    assert "torso" in report.model
+    assert report.results[1].max_abs_diff < 1e-4
+    with pytest.raises(InputError, match="--torso needs --random-weights"):
+        api.bench(tiny_run, device="cpu", torso=True)
+
+
 def test_render_engines_write_the_same_video(tiny_run: Path, tmp_path: Path) -> None:
     import numpy as np
 
@@ -359,9 +389,17 @@ def test_render_engines_write_the_same_video(tiny_run: Path, tmp_path: Path) -> 
     assert difference.max() <= 2 and (difference > 0).mean() < 1e-3
 
 
-def test_fast_path_refuses_a_torso_of_its_own() -> None:
-    """`TriplaneTalkerConfig.torso_follow` is in the reference path only; `render`'s automatic engine takes that."""
-    config, _ = get_preset("tiny")
-    with pytest.raises(ValueError, match="reference engine"):
-        FastRenderer(TriplaneTalker(dataclasses.replace(config, torso_follow=(0.1, 0.6))), 1,
-                     FastRenderConfig.for_device(CPU))
+@pytest.mark.parametrize(("background", "warped"), [("field", False), ("fill", True)])
+def test_fast_path_renders_a_torso_of_its_own_as_the_reference_does(background: str, warped: bool) -> None:
+    """`TriplaneTalkerConfig.torso_follow`: the torso's planes, looked up in each frame's torso frame (from its
+    angle token), add to the head's before the decoder, in the fast path as in the reference; the frames depend
+    on the torso's planes (the Triton field's `added`: `test_triton_field_matches_the_reference_values_and_gradients`,
+    whole clips on CUDA: `test_cuda_fast_path_matches_the_reference_within_bf16`)."""
+    model = _tiny_model(CPU, background=background, torso=True)
+    (rgb_ref, depth_ref), (rgb, depth), _ = _both(model, FastRenderConfig.for_device(CPU), warped=warped)
+    torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
+    with torch.no_grad():
+        model.torso_planes.zero_()
+    _, (without_torso, _), _ = _both(model, FastRenderConfig.for_device(CPU), warped=warped)
+    assert (without_torso - rgb).abs().max() > 1e-2

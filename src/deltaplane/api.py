@@ -148,9 +148,10 @@ def render(run: str | Path, audio: str | Path, output: str | Path, camera: str =
 
 def bench(run: str | Path | None = None, batch: tuple[int, ...] = (1, 4), frames: int = 120,
           device: str | None = None, preset: str = "fast", random_weights: bool = False,
-          json_path: str | Path | None = None, background: str = "field"):
+          json_path: str | Path | None = None, background: str = "field", torso: bool = False):
     """Time the plain fp32 reference rendering path and the fast path side by side on the same weights and inputs
-    (`background`: "field" or "plate", the random-weights model's background mode); returns a
+    (`background`: "field" or "plate", the random-weights model's background mode; `torso`: it has a torso of its
+    own, `TriplaneTalkerConfig.torso_follow`); returns a
     `deltaplane.bench.BenchReport` (`deltaplane.bench.format_report` prints it as a table)."""
     from deltaplane.bench import bench as bench_paths
 
@@ -161,9 +162,11 @@ def bench(run: str | Path | None = None, batch: tuple[int, ...] = (1, 4), frames
     if background not in ("field", "plate") or (run is not None and background != "field"):
         raise InputError(f"--background {background!r} needs --random-weights and is 'field' or 'plate' "
                          "(a run renders the background it was trained with)")
+    if torso and run is not None:
+        raise InputError("--torso needs --random-weights (a run renders the torso it was trained with)")
     check_outputs(files={"--json": json_path})
     report = bench_paths(Path(run) if run is not None else None, _device(device), batch, frames, preset,
-                         background=background)
+                         background=background, torso=torso)
     if json_path is not None:
         write_json(json_path, dataclasses.asdict(report))
     return report

@@ -30,7 +30,7 @@ from deltaplane.fastpath import FastRenderConfig, FastRenderer
 from deltaplane.geometry.cameras import orbit_cam2world, talk3d_orbit_angles
 from deltaplane.geometry.lips import MOUTH_SHAPE_DIM
 from deltaplane.inference import DrivingTracks, camera_path, driving_conditions, load_run, render_clip
-from deltaplane.models.triplane_talker import TriplaneTalker
+from deltaplane.models.triplane_talker import TORSO_FOLLOW, TriplaneTalker
 from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions
 
@@ -206,13 +206,13 @@ def format_report(report: BenchReport) -> str:
 
 def bench(run_dir: Path | None, device: torch.device, batch_sizes: Sequence[int] = (1, 4), num_frames: int = 120,
           preset: str = "fast", seed: int = 0, variants: dict[str, FastRenderConfig] | None = None,
-          background: Literal["field", "plate"] = "field") -> BenchReport:
-    """Load a run (or, with `run_dir` None, build a `preset` model with random weights and `background`) and
-    bench it."""
+          background: Literal["field", "plate"] = "field", torso: bool = False) -> BenchReport:
+    """Load a run (or, with `run_dir` None, build a `preset` model with random weights, `background` and, with
+    `torso`, a torso of its own (`TORSO_FOLLOW`)) and bench it."""
     if run_dir is None:
-        model = random_weights_model(preset, device, seed, background)
+        model = random_weights_model(preset, device, seed, background, torso_follow=TORSO_FOLLOW if torso else None)
         driving = synthetic_driving(max(num_frames, 2))
-        description = f"preset {preset}, random weights, background {background}"
+        description = f"preset {preset}, random weights, background {background}{', torso' if torso else ''}"
     else:
         model, _, driving = load_run(Path(run_dir), device)
         description = f"run {run_dir}"

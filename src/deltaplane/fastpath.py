@@ -17,7 +17,10 @@ maths (measurements in docs/performance.md):
 * the step (tokens → planes → volume render → super-resolution) runs at a fixed batch size (a last partial batch is
   padded), compiled with torch.compile and replayed as one CUDA graph;
 * in plate mode the step takes plate warps and a per-frame flag and computes both placements of the plate (the
-  dataset frames' warps and the plane), keeping the flagged one: one graph serves dataset and novel cameras alike.
+  dataset frames' warps and the plane), keeping the flagged one: one graph serves dataset and novel cameras alike;
+* a torso of its own (`TriplaneTalkerConfig.torso_follow`): the frames' torso transforms (a matrix inverse each)
+  are computed outside the step and passed in; the torso's planes are looked up at the moved points and added to
+  the head's features before the decoder (the Triton field's `added` input).
 """
 
 from __future__ import annotations
@@ -121,14 +124,18 @@ def field_features_channels_last(planes: Float[Tensor, "batch 3 height width sam
 def triplane_field_reference(planes: Float[Tensor, "batch 3 height width channels"],
                              points: Float[Tensor, "batch points 3"], weight1: Float[Tensor, "hidden channels"],
                              bias1: Float[Tensor, " hidden"], weight2: Float[Tensor, "out1 hidden"],
-                             bias2: Float[Tensor, " out1"], box_warp: float, confined: Sequence[float] = ()
+                             bias2: Float[Tensor, " out1"], box_warp: float, confined: Sequence[float] = (),
+                             added: Float[Tensor, "batch points channels"] | None = None
                              ) -> tuple[Float[Tensor, "batch points out"], Float[Tensor, "batch points 1"]]:
     """The fused field's maths in torch, float32 or wider: the lookup, then the OSG decoder (Linear → Softplus →
     Linear; features sigmoid·1.002 − 0.001, raw density) with `fields.triplane.OSGDecoder`'s weights. `confined`:
     `fields.triplane.Confinement.arguments` (the planes carry 2C channels, the second C confined to a box) or empty
-    (C channels)."""
+    (C channels). `added`: decoder input added to the lookup's (`fields.triplane.TriplaneField.forward`: the
+    torso's features)."""
     dtype = torch.promote_types(points.dtype, torch.float32)
     sampled = field_features_channels_last(planes.to(dtype), points.to(dtype), box_warp, confined)  # [B, N, C]
+    if added is not None:
+        sampled = sampled + added.to(dtype)
     hidden = F.softplus(F.linear(sampled, weight1.to(dtype), bias1.to(dtype)))
     output = F.linear(hidden, weight2.to(dtype), bias2.to(dtype))  # [B, N, 1 + out]
     return torch.sigmoid(output[..., 1:]) * (1 + 2 * 0.001) - 0.001, output[..., :1]
@@ -239,9 +246,6 @@ class FastRenderer:
             raise ValueError("cuda_graph needs a CUDA model")
         if self.config.cuda_graph and self.config.compile_mode == "none":
             raise ValueError("cuda_graph needs compile_mode other than 'none' (see FastRenderConfig.cuda_graph)")
-        if model.config.torso_follow is not None:
-            raise ValueError("the fast path has no torso of its own (TriplaneTalkerConfig.torso_follow) yet: render "
-                             "with the reference engine")
         self.batch_size = batch_size
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         if self.config.channels_last:
@@ -258,6 +262,9 @@ class FastRenderer:
                                     model_config.ray_chunk)  # fixed samples unless `jitter_at_inference`
         self.plane_dtype = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16,
                             "16-mixed": torch.float16}[self.config.precision]
+        self.torso_planes = None if self.model.config.torso_follow is None else (
+            self.model.torso_planes.permute(0, 2, 3, 1)[None].to(self.plane_dtype).contiguous())
+        """The torso's planes [1, 3, H, W, C] (`TriplaneTalkerConfig.torso_follow`), or None."""
         confined = self.model.field.confined
         self.confined = [] if confined is None else confined.arguments
         """The Triton field's `confined` argument: `Confinement.arguments` of the mouth planes, or empty."""
@@ -293,25 +300,39 @@ class FastRenderer:
                                   self.model.plate_coordinates(cameras))  # [B, R, 2]
         return self.model.plate_samples(coordinates, size)
 
+    def _torso_features(self, points: Float[Tensor, "batch points 3"], torso: Float[Tensor, "batch 4 4"]
+                        ) -> Float[Tensor, "batch points channels"] | None:
+        """The torso's decoder input at the world points (`TriplaneTalker._field`), float32; None without a torso."""
+        if self.torso_planes is None:
+            return None
+        moved = points @ torso[:, :3, :3].transpose(1, 2) + torso[:, None, :3, 3]  # [B, N, 3]: torso frame
+        # one plane set for every frame: look the batch's points up as one frame's
+        added = sample_triplane_channels_last(self.torso_planes, moved.reshape(1, -1, 3), self.model.field.box_warp)
+        return added.reshape(*points.shape[:2], -1).float()
+
     def _features(self, planes: Float[Tensor, "batch 3 height width channels"], cam2world: Float[Tensor, "batch 4 4"],
                   plate_warp: Float[Tensor, "batch 2 3"], warped: Float[Tensor, " batch"],
-                  offsets: Float[Tensor, "batch rays coarse 1"], uniforms: Float[Tensor, "batch rays fine"]
+                  offsets: Float[Tensor, "batch rays coarse 1"], uniforms: Float[Tensor, "batch rays fine"],
+                  torso: Float[Tensor, "batch 4 4"]
                   ) -> tuple[Float[Tensor, "batch channels size size"], Float[Tensor, "batch 1 size size"],
                              Float[Tensor, "batch 1 size size"]]:
         """Volume rendering: (feature image in [-1, 1], over the plate in plate mode; depth; opacity) at the
-        rendering resolution."""
+        rendering resolution. `torso`: the frames' `TriplaneTalker.torso_transforms` (unused without a torso)."""
         batch, size = planes.shape[0], self.model.config.render_resolution
         directions = F.normalize(self.camera_directions @ cam2world[:, :3, :3].transpose(-1, -2), dim=-1)  # [B, R, 3]
         origins = cam2world[:, None, :3, 3].expand_as(directions)  # [B, R, 3]
 
         def field_fn(points: Float[Tensor, "batch points 3"]) -> tuple[Tensor, Tensor]:
             box_warp, mlp = self.model.field.box_warp, self.model.field.decoder.net
+            added = self._torso_features(points, torso)
             if self.config.field == "triton":
                 decoded, density = torch.ops.deltaplane.triplane_field(planes, points, mlp[0].weight, mlp[0].bias,
                                                                        mlp[2].weight, mlp[2].bias, box_warp,
-                                                                       self.confined)
+                                                                       self.confined, added)
             else:
                 features = field_features_channels_last(planes, points, box_warp, self.confined)
+                if added is not None:
+                    features = features + added.to(features.dtype)
                 with autocast(self.config.precision, self.device):
                     decoded, density = self.model.field.decoder(features)
                 decoded, density = decoded.float(), density.float()
@@ -339,8 +360,8 @@ class FastRenderer:
         return rgb.float()
 
     def _step(self, *inputs: Tensor) -> tuple[Float[Tensor, "batch 3 out out"], Float[Tensor, "batch 1 size size"]]:
-        """(audio codes, eye, angles, landmarks, cam2world, plate warps, warped flags, offsets, uniforms) of a full
-        batch → (rgb, depth)."""
+        """(audio codes, eye, angles, landmarks, cam2world, plate warps, warped flags, offsets, uniforms, torso
+        transforms) of a full batch → (rgb, depth)."""
         planes_stage, features_stage, superres_stage = self.stages
         planes = planes_stage(*inputs[:4])
         feature_image, depth, alpha = features_stage(planes, *inputs[4:])
@@ -360,7 +381,7 @@ class FastRenderer:
                                                                          generator=generator)
         warped = (torch.arange(count, device=self.device) % 2).float()
         return [*conditions, orbit_cam2world(yaw, -0.5 * yaw), warps, warped,
-                *self.uniforms.draw(count, generator, self.device)]
+                *self.uniforms.draw(count, generator, self.device), self._torso_transforms(conditions[2])]
 
     @torch.no_grad()
     def _warm_up(self) -> None:
@@ -385,6 +406,12 @@ class FastRenderer:
             return
         self._graph, self._static_inputs, self._static_outputs = graph, inputs, outputs
 
+    def _torso_transforms(self, angles: Float[Tensor, "count 3"]) -> Float[Tensor, "count 4 4"]:
+        """`TriplaneTalker.torso_transforms`, computed outside the step (a matrix inverse per frame); identities,
+        which the step does not use, without a torso."""
+        torso = self.model.torso_transforms(angles.to(self.device, torch.float32))
+        return torch.eye(4, device=self.device).repeat(angles.shape[0], 1, 1) if torso is None else torso
+
     @property
     def captured(self) -> bool:
         """Whether the step replays a CUDA graph."""
@@ -403,8 +430,9 @@ class FastRenderer:
             raise ValueError(f"a batch holds 1 to {self.batch_size} frames, got {count}")
         offsets, uniforms = self.uniforms.draw(count, generator, self.device)
         warps, warped = _warp_inputs(plate_warp, count, self.device)
-        inputs = [_pad(tensor.to(self.device, torch.float32), self.batch_size)
-                  for tensor in (audio_codes, eye, angles, landmarks, cam2world, warps, warped, offsets, uniforms)]
+        torso = self._torso_transforms(angles)
+        inputs = [_pad(tensor.to(self.device, torch.float32), self.batch_size) for tensor in
+                  (audio_codes, eye, angles, landmarks, cam2world, warps, warped, offsets, uniforms, torso)]
         if self._graph is None:
             rgb, depth = self._step(*inputs)
         else:

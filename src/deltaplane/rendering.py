@@ -33,8 +33,8 @@ def _frames(model: TriplaneTalker, conditions: Conditions, cam2world: torch.Tens
             lip_smoothing: float, engine: Engine, progress: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """The frames of the reference path or of the fast path (`fastpath.FastRenderer`, same frames within bf16)."""
     device = model.identity_planes.device
-    if engine == "auto":  # the fast path has no torso of its own (`TriplaneTalkerConfig.torso_follow`) yet
-        fast = device.type == "cuda" and cam2world.shape[0] >= FAST_MIN_FRAMES and model.config.torso_follow is None
+    if engine == "auto":
+        fast = device.type == "cuda" and cam2world.shape[0] >= FAST_MIN_FRAMES
         engine = "fast" if fast else "reference"
     if engine == "reference":
         return render_clip(model, conditions, cam2world, lip_smoothing=lip_smoothing, plate_warp=plate_warp)

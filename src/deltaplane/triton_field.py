@@ -35,11 +35,11 @@ def _ramp(coordinate, low, high, edge):
 
 
 @triton.jit
-def _triplane_field_kernel(planes_ptr, points_ptr, weight1_ptr, bias1_ptr, weight2_ptr, bias2_ptr, features_ptr,
-                           density_ptr, num_points, points_per_batch, height, width, scale,
+def _triplane_field_kernel(planes_ptr, points_ptr, weight1_ptr, bias1_ptr, weight2_ptr, bias2_ptr, added_ptr,
+                           features_ptr, density_ptr, num_points, points_per_batch, height, width, scale,
                            box_x0, box_x1, box_y0, box_y1, box_z0, box_z1, box_edge,
                            CHANNELS: tl.constexpr, HIDDEN: tl.constexpr, OUT: tl.constexpr, BLOCK: tl.constexpr,
-                           CONFINED_PLANES: tl.constexpr):
+                           CONFINED_PLANES: tl.constexpr, ADDED: tl.constexpr):
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)  # flat point index b·N + n
     valid = rows < num_points
     channels = tl.arange(0, CHANNELS)
@@ -73,6 +73,9 @@ def _triplane_field_kernel(planes_ptr, points_ptr, weight1_ptr, bias1_ptr, weigh
     if CONFINED_PLANES:
         total += confined_total * box_weight[:, None]
     features = total / 3.0
+    if ADDED:  # float32 [num_points, C]: the torso's features, looked up at other points
+        features += tl.load(added_ptr + rows.to(tl.int64)[:, None] * CHANNELS + channels[None, :],
+                            mask=valid[:, None], other=0.0)
     hidden_index, out_index = tl.arange(0, HIDDEN), tl.arange(0, OUT)
     weight1 = tl.load(weight1_ptr + hidden_index[None, :] * CHANNELS + channels[:, None])  # [C, HIDDEN] = W1ᵀ
     hidden = tl.dot(features, weight1) + tl.load(bias1_ptr + hidden_index)[None, :]
@@ -91,10 +94,10 @@ def _is_power_of_two_at_least_16(size: int) -> bool:
 
 @torch.library.custom_op("deltaplane::triplane_field", mutates_args=())
 def triplane_field(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tensor, weight2: Tensor, bias2: Tensor,
-                   box_warp: float, confined: list[float]) -> tuple[Tensor, Tensor]:
+                   box_warp: float, confined: list[float], added: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """`triplane_field_reference` in one Triton kernel: planes [B, 3, H, W, C] (any float dtype; 2C channels when
     `confined` = `fields.triplane.Confinement.arguments` is given, else empty), points [B, N, 3], the decoder's
-    weights; returns float32 (features [B, N, out], density [B, N, 1])."""
+    weights, `added` [B, N, C] or None; returns float32 (features [B, N, out], density [B, N, 1])."""
     batch, num_planes, height, width, channels = planes.shape
     if confined:
         if len(confined) < 8:
@@ -108,36 +111,43 @@ def triplane_field(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tenso
     features = torch.empty(batch, num_points, out, dtype=torch.float32, device=points.device)
     density = torch.empty(batch, num_points, 1, dtype=torch.float32, device=points.device)
     grid = (triton.cdiv(batch * num_points, BLOCK_POINTS),)
-    _triplane_field_kernel[grid](planes.contiguous(), points.float().contiguous(), weight1.float().contiguous(),
+    points = points.float().contiguous()
+    added = points if added is None else added.float().contiguous()  # without `added` the kernel never reads it
+    _triplane_field_kernel[grid](planes.contiguous(), points, weight1.float().contiguous(),
                                  bias1.float().contiguous(), weight2.float().contiguous(), bias2.float().contiguous(),
-                                 features, density, batch * num_points, num_points, height, width, 2.0 / box_warp,
+                                 added, features, density, batch * num_points, num_points, height, width,
+                                 2.0 / box_warp,
                                  *(confined[:7] if confined else [0.0] * 6 + [1.0]), CHANNELS=channels,
                                  HIDDEN=hidden, OUT=out, BLOCK=BLOCK_POINTS,
-                                 CONFINED_PLANES=sum(1 << int(plane) for plane in confined[7:]))
+                                 CONFINED_PLANES=sum(1 << int(plane) for plane in confined[7:]),
+                                 ADDED=added is not points)
     return features, density
 
 
 @triplane_field.register_fake
 def _(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tensor, weight2: Tensor, bias2: Tensor,
-      box_warp: float, confined: list[float]) -> tuple[Tensor, Tensor]:
+      box_warp: float, confined: list[float], added: Tensor | None = None) -> tuple[Tensor, Tensor]:
     batch, num_points = points.shape[:2]
     return (points.new_empty(batch, num_points, weight2.shape[0] - 1, dtype=torch.float32),
             points.new_empty(batch, num_points, 1, dtype=torch.float32))
 
 
 def _setup_context(ctx, inputs: tuple, output: tuple) -> None:  # noqa: ANN001 -- torch.library's signature
-    ctx.save_for_backward(*inputs[:6])
+    ctx.save_for_backward(*inputs[:6], inputs[8] if len(inputs) > 8 else None)  # `added` may be left out
     ctx.box_warp, ctx.confined = inputs[6], inputs[7]
 
 
 def _backward(ctx, grad_features: Tensor, grad_density: Tensor) -> tuple:  # noqa: ANN001
-    inputs = [tensor.detach().requires_grad_(needed) for tensor, needed in zip(ctx.saved_tensors,
-                                                                               ctx.needs_input_grad)]
+    needed = (*ctx.needs_input_grad[:6], *ctx.needs_input_grad[8:], False)
+    inputs = [None if tensor is None else tensor.detach().requires_grad_(need)
+              for tensor, need in zip(ctx.saved_tensors, needed)]
     with torch.enable_grad():
-        outputs = triplane_field_reference(*inputs, ctx.box_warp, ctx.confined)
-        wanted = [tensor for tensor in inputs if tensor.requires_grad]
+        outputs = triplane_field_reference(*inputs[:6], ctx.box_warp, ctx.confined, inputs[6])
+        wanted = [tensor for tensor in inputs if tensor is not None and tensor.requires_grad]
         grads = iter(torch.autograd.grad(outputs, wanted, (grad_features, grad_density)) if wanted else ())
-    return (*(next(grads).to(tensor.dtype) if tensor.requires_grad else None for tensor in inputs), None, None)
+    grad_inputs = [next(grads).to(tensor.dtype) if tensor is not None and tensor.requires_grad else None
+                   for tensor in inputs]
+    return (*grad_inputs[:6], None, None, grad_inputs[6])
 
 
 triplane_field.register_autograd(_backward, setup_context=_setup_context)

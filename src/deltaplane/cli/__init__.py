@@ -151,6 +151,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--background", choices=("field", "plate"), default="field",
                    help="with --random-weights: the whole-frame field (default) or the person over a background "
                         "plate (TriplaneTalkerConfig.background)")
+    p.add_argument("--torso", action="store_true",
+                   help="with --random-weights: a torso of its own (TriplaneTalkerConfig.torso_follow)")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")
 
 
@@ -242,7 +244,7 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         print(format_report(api.bench(args.run, batch=args.batch, frames=args.frames, device=args.device,
                                       preset=args.preset, random_weights=args.random_weights, json_path=args.json,
-                                      background=args.background)))
+                                      background=args.background, torso=args.torso)))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

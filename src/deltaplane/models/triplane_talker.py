@@ -246,6 +246,9 @@ class TriplaneTalkerConfig:
 
 MOUTH_BOX_EDGE = 0.02
 """World units over which the mouth planes fade out at the faces of `TriplaneTalkerConfig.mouth_box`."""
+TORSO_FOLLOW = (0.1, 0.6)
+"""`TriplaneTalkerConfig.torso_follow` to try: the shoulders of the shared clips follow 0.05–0.17 of the tracked yaw
+and 0.5–0.7 of the pitch (docs/novel-views.md "What a torso of its own would have to follow")."""
 
 
 class TriplaneTalker(nn.Module):
