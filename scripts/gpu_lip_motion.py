@@ -89,7 +89,9 @@ def variant_configs(name: str, preset: str = "fast"):
     keepK (the snap leaves the K leading lip components as they are, `LipConfig.snap_keep`), head (the depth prior
     and the pseudo multi-view terms on the head proxy's points too, `TriplaneTalkerConfig.head_proxy`), fixtailP
     (fixed ray samples for the last share P of the training, `TrainConfig.fixed_samples_from`), torso (a torso of its
-    own that follows 0.1 of the tracked yaw and 0.6 of the pitch, `TriplaneTalkerConfig.torso_follow`).
+    own that follows 0.1 of the tracked yaw and 0.6 of the pitch, `TriplaneTalkerConfig.torso_follow`), noangle (the
+    frontal angle token for every frame, `ConditionEncoderConfig.angles`), chunkN (N rays per chunk of the march,
+    `TriplaneTalkerConfig.ray_chunk`).
     `solid`, `snap`, `res256`, `lipbatch32`, `regs4`, `xyonly`, `confine`, `dtv0.05`, `tsnap1`, `utt` and
     `novcolor4` are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
@@ -174,6 +176,10 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, teacher_snap=float(part[5:])))
         elif part.startswith("snap"):
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, snap=float(part[4:])))
+        elif part == "noangle":
+            model = dataclasses.replace(model, conditions=dataclasses.replace(model.conditions, angles=False))
+        elif part.startswith("chunk"):  # rays per chunk of the march
+            model = dataclasses.replace(model, ray_chunk=int(part[5:]))
         elif part.startswith("res"):  # rendering resolution N with the super-resolution making up the rest to 512²
             size = int(part[3:])
             superres = dataclasses.replace(model.superres, input_resolution=size,

@@ -44,6 +44,21 @@ def test_tokens_in_order_and_from_their_own_inputs() -> None:
     torch.testing.assert_close(neutral[:, 3], neutral[:1, 3].expand(4, -1))
 
 
+def test_without_angles_every_frame_gets_the_frontal_angle_token() -> None:
+    """`ConditionEncoderConfig.angles` False: the angle token is the one of angles 0 whatever the frame's angles;
+    the other tokens are those of the encoder with angles."""
+    torch.manual_seed(0)
+    encoder = ConditionEncoder(ConditionEncoderConfig())
+    frontal = ConditionEncoder(ConditionEncoderConfig(angles=False))
+    frontal.load_state_dict(encoder.state_dict())
+    audio_code, eye, landmarks = torch.randn(4, 64), torch.rand(4) * 2, torch.rand(4, 6) * 2 - 1
+    angles = torch.rand(4, 3) - 0.5
+    tokens = frontal(audio_code, eye, angles, landmarks)
+    expected = encoder(audio_code, eye, torch.zeros(4, 3), landmarks)
+    torch.testing.assert_close(tokens, expected)
+    assert not torch.allclose(encoder(audio_code, eye, angles, landmarks)[:, 3], expected[:, 3])
+
+
 def test_null_token_is_a_registered_standard_normal_parameter() -> None:
     torch.manual_seed(0)
     encoder = ConditionEncoder(ConditionEncoderConfig(token_dim=512))

@@ -60,6 +60,10 @@ class ConditionEncoderConfig:
     """Size of the landmark feature: points [30, 45, 36] as (x, y) (docs/conventions.md)."""
     mlp_layers: int = 3
     """Linear layers per condition MLP."""
+    angles: bool = True
+    """False: every frame's angle token is the frontal one (angles 0), so the head's pose reaches the render only
+    through the camera and the deltaplane cannot redraw the head for each pose (docs/novel-views.md "The angle
+    token"). The torso (`TriplaneTalkerConfig.torso_follow`) still follows the tracked angles."""
 
 
 class ConditionEncoder(nn.Module):
@@ -81,6 +85,8 @@ class ConditionEncoder(nn.Module):
         """`eye`: openness (eye aspect ratio); `angles`: camera (yaw, pitch, roll) in radians; `landmarks` in [−1, 1]."""
         config = self.config
         eye_token = self.eye_mlp(frequency_encoding(eye[:, None], config.eye_frequencies))
+        if not config.angles:
+            angles = torch.zeros_like(angles)
         angle_token = self.angle_mlp(frequency_encoding(angles, config.angle_frequencies))
         landmark_token = self.landmark_mlp(frequency_encoding(landmarks, config.landmark_frequencies))
         null_token = self.null_token.expand(audio_code.shape[0], 1, -1)
