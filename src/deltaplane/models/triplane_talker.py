@@ -491,9 +491,9 @@ class TriplaneTalker(nn.Module):
             raise ValueError("a model with torso_follow renders with the frames' torso transforms "
                              "(TriplaneTalker.torso_transforms of their angle tokens)")
         moved = points @ torso[:, :3, :3].transpose(1, 2).to(points.dtype) + torso[:, None, :3, 3].to(points.dtype)
-        added = sample_triplane(self.torso_planes[None].expand(len(points), -1, -1, -1, -1), moved,
-                                self.config.box_warp)
-        return self.field(planes, points, stopped, added)
+        # one plane set for every frame: the batch's points looked up as one frame's (no per-frame copy of the planes)
+        added = sample_triplane(self.torso_planes[None], moved.reshape(1, -1, 3), self.config.box_warp)
+        return self.field(planes, points, stopped, added.reshape(*points.shape[:2], -1))
 
     def torso_transforms(self, angles: Float[Tensor, "B 3"]) -> Float[Tensor, "B 4 4"] | None:
         """World → torso frame per frame, from the frames' tracked angles (the `angles` token); None without
