@@ -88,6 +88,16 @@ def test_region_masks_grow_the_eye_and_lip_outlines_by_their_margins() -> None:
     assert not eyes[150, 150] and not mouth[150, 150] and not (eyes & mouth).any()
 
 
+def test_the_torso_region_lies_below_the_chin_around_the_jaws_centre() -> None:
+    face = _schematic_face()
+    face[8] = (150.0, 240.0)  # the chin, 28 px under the lips
+    torso = region_masks(face, 400, 400)["torso"]
+    # from 0.05 × 200 = 10 px under the chin (rows whose centre is at y ≥ 250), 0.75 × 200 = 150 px either side
+    assert torso[250, 150] and not torso[248, 150] and torso[399, 150]
+    assert torso[300, 1] and torso[300, 299] and not torso[300, 301]
+    assert not torso[:250].any()
+
+
 def test_region_scores_give_psnr_and_the_signed_brightness() -> None:
     _, target = _frames()
     regions = {"eyes": np.zeros(target.shape[:2], bool), "mouth": np.zeros(target.shape[:2], bool)}

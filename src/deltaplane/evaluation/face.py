@@ -38,6 +38,11 @@ EYE_REGION_MARGIN = 0.06
 the lashes (about 14 px at 512²)."""
 MOUTH_REGION_MARGIN = 0.03
 """The mouth region reaches this fraction of the face width beyond the outer lip outline."""
+TORSO_REGION_GAP = 0.05
+"""The torso region starts this fraction of the face width below the chin (landmark 8)."""
+TORSO_REGION_HALF_WIDTH = 0.75
+"""The torso region reaches this fraction of the face width either side of the jaw's centre (points 0 and 16):
+the neck, the collar and the inner shoulders of a head-and-shoulders crop (obama's collar and tie at 512²)."""
 
 
 def dlib_model_path(name: str) -> str:
@@ -138,8 +143,10 @@ def face_mask(landmarks68: Float[ndarray, "68 2"], height: int, width: int) -> B
 
 def region_masks(landmarks68: Float[ndarray, "68 2"], height: int, width: int
                  ) -> dict[str, Bool[ndarray, "height width"]]:
-    """The eyes (both eye outlines grown by `EYE_REGION_MARGIN` face widths) and the mouth (the outer lip outline
-    grown by `MOUTH_REGION_MARGIN`); where they meet, the pixel is the mouth's."""
+    """The eyes (both eye outlines grown by `EYE_REGION_MARGIN` face widths), the mouth (the outer lip outline
+    grown by `MOUTH_REGION_MARGIN`; where they meet, the pixel is the mouth's) and the torso (the rows from
+    `TORSO_REGION_GAP` face widths below the chin to the frame's bottom, within `TORSO_REGION_HALF_WIDTH` face widths
+    of the jaw's centre: whatever the frame shows there, neck, collar and shoulders, or backdrop between them)."""
     size = face_width(landmarks68.astype(np.float64))
 
     def grown(outlines: tuple[tuple[int, ...], ...], margin: float) -> Bool[ndarray, "height width"]:
@@ -151,7 +158,11 @@ def region_masks(landmarks68: Float[ndarray, "68 2"], height: int, width: int
         return mask.astype(bool)
 
     mouth = grown((OUTER_MOUTH,), MOUTH_REGION_MARGIN)
-    return {"eyes": grown(EYES, EYE_REGION_MARGIN) & ~mouth, "mouth": mouth}
+    rows, columns = np.arange(height) + 0.5, np.arange(width) + 0.5  # pixel centres, as the landmarks'
+    centre = float(landmarks68[[0, 16], 0].mean())
+    torso = ((rows >= landmarks68[8, 1] + TORSO_REGION_GAP * size)[:, None]
+             & (np.abs(columns - centre) <= TORSO_REGION_HALF_WIDTH * size)[None, :])
+    return {"eyes": grown(EYES, EYE_REGION_MARGIN) & ~mouth, "mouth": mouth, "torso": torso & ~mouth}
 
 
 class IdentityEmbedder:

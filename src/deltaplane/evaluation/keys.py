@@ -25,6 +25,9 @@ KEYS: dict[str, tuple[str, str]] = {
                         "darker; a region wrong in one direction (washed-out eyes) shows here, noise does not"),
     "psnr_mouth": ("↑", "PSNR over the mouth: the outer lip outline grown by 0.03 face widths"),
     "bias_mouth": ("→0", "mean render − ground truth over the mouth, grey levels (as bias_eyes)"),
+    "psnr_torso": ("↑", "PSNR below the head: the rows from 0.05 face widths under the ground truth's chin to the "
+                        "bottom, within 0.75 face widths of the jaw's centre (neck, collar, shoulders)"),
+    "bias_torso": ("→0", "mean render − ground truth there, grey levels (as bias_eyes)"),
     "lpips": ("↓", "LPIPS (AlexNet, user-given weights) over the whole frame"),
     "lpips_every": ("", "LPIPS runs on every k-th frame"),
     "lmd": ("↓", "landmark distance of mouth points 48–67, each set mean-centred, in pixels of a 512-wide frame"),

@@ -223,7 +223,8 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
     to the target's size."""
     shown = strip_indices(num_frames, config.strip_frames)
     series: dict[str, list[float]] = {name: [] for name in ("psnr", "ssim", "psnr_face", "ssim_face", "psnr_eyes",
-                                                            "bias_eyes", "psnr_mouth", "bias_mouth", "lmd",
+                                                            "bias_eyes", "psnr_mouth", "bias_mouth", "psnr_torso",
+                                                            "bias_torso", "lmd",
                                                             "sharpness_ratio", "detail_psnr_1", "detail_psnr_2",
                                                             "detail_gain_1", "detail_gain_2")}
     details: dict[str, list[tuple[int, ndarray]]] = {}
