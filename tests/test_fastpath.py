@@ -389,6 +389,18 @@ def test_render_engines_write_the_same_video(tiny_run: Path, tmp_path: Path) -> 
     assert difference.max() <= 2 and (difference > 0).mean() < 1e-3
 
 
+@pytest.mark.cuda
+def test_triton_fast_path_renders_a_torso_of_its_own_as_the_reference_does(triton_device: torch.device) -> None:
+    """The Triton field and the Triton lookup of the torso's planes in fp32 (CUDA, or the CPU under
+    `TRITON_INTERPRET=1`): the reference's frames within the kernels' TF32 products."""
+    model = _tiny_model(triton_device, torso=True)
+    config = FastRenderConfig(precision="32-true", channels_last=False, compile_mode="none", field="triton",
+                              cuda_graph=False)
+    (rgb_ref, depth_ref), (rgb, depth), _ = _both(model, config, num_frames=2)
+    _assert_within_bf16(rgb, rgb_ref)
+    assert (depth - depth_ref).abs().median() < 0.01
+
+
 @pytest.mark.parametrize(("background", "warped"), [("field", False), ("fill", True)])
 def test_fast_path_renders_a_torso_of_its_own_as_the_reference_does(background: str, warped: bool) -> None:
     """`TriplaneTalkerConfig.torso_follow`: the torso's planes, looked up in each frame's torso frame (from its

@@ -262,13 +262,15 @@ class FastRenderer:
                                     model_config.ray_chunk)  # fixed samples unless `jitter_at_inference`
         self.plane_dtype = {"32-true": torch.float32, "bf16-mixed": torch.bfloat16,
                             "16-mixed": torch.float16}[self.config.precision]
+        torso_dtype = torch.float32 if self.config.field == "triton" else self.plane_dtype  # the Triton lookup's
         self.torso_planes = None if self.model.config.torso_follow is None else (
-            self.model.torso_planes.permute(0, 2, 3, 1)[None].to(self.plane_dtype).contiguous())
+            self.model.torso_planes.permute(0, 2, 3, 1)[None].to(torso_dtype).contiguous())
         """The torso's planes [1, 3, H, W, C] (`TriplaneTalkerConfig.torso_follow`), or None."""
         confined = self.model.field.confined
         self.confined = [] if confined is None else confined.arguments
         """The Triton field's `confined` argument: `Confinement.arguments` of the mouth planes, or empty."""
         if self.config.field == "triton":
+            import deltaplane.fields.triplane_triton  # noqa: F401 -- registers torch.ops.deltaplane.triplane_lookup
             import deltaplane.triton_field  # noqa: F401 -- registers torch.ops.deltaplane.triplane_field
         stages = (self._planes, self._features, self._superres)
         if self.config.compile_mode != "none":
@@ -306,8 +308,13 @@ class FastRenderer:
         if self.torso_planes is None:
             return None
         moved = points @ torso[:, :3, :3].transpose(1, 2) + torso[:, None, :3, 3]  # [B, N, 3]: torso frame
-        # one plane set for every frame: look the batch's points up as one frame's
-        added = sample_triplane_channels_last(self.torso_planes, moved.reshape(1, -1, 3), self.model.field.box_warp)
+        moved = moved.reshape(1, -1, 3)  # one plane set for every frame: the batch's points as one frame's
+        box_warp = self.model.field.box_warp
+        if self.config.field == "triton":  # `fields.triplane_triton`'s lookup kernel
+            added = torch.ops.deltaplane.triplane_lookup(self.torso_planes, moved.float().contiguous(), box_warp,
+                                                         [0, 1, 2])
+        else:
+            added = sample_triplane_channels_last(self.torso_planes, moved, box_warp)
         return added.reshape(*points.shape[:2], -1).float()
 
     def _features(self, planes: Float[Tensor, "batch 3 height width channels"], cam2world: Float[Tensor, "batch 4 4"],
