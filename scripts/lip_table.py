@@ -31,7 +31,7 @@ def test_line(name: str, row: dict) -> str:
             f"sharp {get('sharpness_ratio')} gain {get('detail_gain_1')}/{get('detail_gain_2')} "
             f"eyes {get('psnr_eyes')}/{get('bias_eyes', '+.1f')} mouth {get('psnr_mouth')}/{get('bias_mouth', '+.1f')} "
             f"pause/speech {get('mouth/pause_opening_ratio')}/{get('mouth/speech_opening_ratio')} "
-            f"torso specks {get('torso_speckle', '.5f')}")
+            f"torso {get('psnr_torso')}/{get('bias_torso', '+.1f')} specks {get('torso_speckle', '.5f')}")
 
 
 def block(row: dict) -> list[str]:

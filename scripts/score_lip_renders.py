@@ -50,10 +50,10 @@ VIEW_IDENTITY_EVERY = 5
 CROSS = ("cross", "still", "plain")
 """Prefixes of the cross-driven renders: replayed training cameras, one fixed camera, one fixed camera with the lip
 snap switched off."""
-KEEP = ("psnr", "psnr_face", "psnr_eyes", "bias_eyes", "psnr_mouth", "bias_mouth", "lmd", "mouth/opening_std_ratio",
-        "mouth/opening_mean_ratio", "mouth/open_fraction", "mouth/open_fraction_reference", "sync/correlation",
-        "sync/offset_frames", "sharpness_ratio", "detail_gain_1", "detail_gain_2", "mouth/pause_opening_ratio",
-        "mouth/speech_opening_ratio")
+KEEP = ("psnr", "psnr_face", "psnr_eyes", "bias_eyes", "psnr_mouth", "bias_mouth", "psnr_torso", "bias_torso", "lmd",
+        "mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction", "mouth/open_fraction_reference",
+        "sync/correlation", "sync/offset_frames", "sharpness_ratio", "detail_gain_1", "detail_gain_2",
+        "mouth/pause_opening_ratio", "mouth/speech_opening_ratio")
 
 
 class Replay:
