@@ -89,7 +89,8 @@ def variant_configs(name: str, preset: str = "fast"):
     keepK (the snap leaves the K leading lip components as they are, `LipConfig.snap_keep`), head (the depth prior
     and the pseudo multi-view terms on the head proxy's points too, `TriplaneTalkerConfig.head_proxy`), fixtailP
     (fixed ray samples for the last share P of the training, `TrainConfig.fixed_samples_from`), torso (a torso of its
-    own that follows 0.1 of the tracked yaw and 0.6 of the pitch, `TriplaneTalkerConfig.torso_follow`), noangle (the
+    own that follows 0.1 of the tracked yaw and 0.6 of the pitch, `TriplaneTalkerConfig.torso_follow`; torsoYxP: shares
+    Y and P), noangle (the
     frontal angle token for every frame, `ConditionEncoderConfig.angles`), chunkN (N rays per chunk of the march,
     `TriplaneTalkerConfig.ray_chunk`).
     `solid`, `snap`, `res256`, `lipbatch32`, `regs4`, `xyonly`, `confine`, `dtv0.05`, `tsnap1`, `utt` and
@@ -191,8 +192,9 @@ def variant_configs(name: str, preset: str = "fast"):
         elif part.startswith("reg"):
             registration = dataclasses.replace(train_config.registration, max_shift=float(part[3:]))
             train_config = dataclasses.replace(train_config, registration=registration)
-        elif part == "torso":
-            model = dataclasses.replace(model, torso_follow=TORSO_FOLLOW)
+        elif part.startswith("torso"):  # torso: TORSO_FOLLOW; torsoYxP: shares Y of the yaw and P of the pitch
+            shares = tuple(float(share) for share in part[5:].split("x")) if part[5:] else TORSO_FOLLOW
+            model = dataclasses.replace(model, torso_follow=shares)
         elif part.startswith("fixtail"):
             train_config = dataclasses.replace(train_config, fixed_samples_from=1.0 - float(part[7:]))
         elif part == "nowarm":
