@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import torch
 
-from deltaplane.geometry.cameras import orbit_cam2world, torso_frame
+from deltaplane.geometry.cameras import orbit_cam2world, torso_frame, transform_points
 
 ANGLES = torch.tensor([[0.3, -0.2, 0.0], [-0.15, 0.1, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
 
 
-def _apply(transform: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    return points @ transform[:, :3, :3].transpose(1, 2) + transform[:, None, :3, 3]
+def test_transform_points_is_the_homogeneous_product() -> None:
+    points = torch.tensor([[0.1, 0.3, 2.6], [-0.2, 0.4, 2.8]], dtype=torch.float64).expand(3, 2, 3)
+    matrices = orbit_cam2world(ANGLES[:, 0], ANGLES[:, 1])
+    homogeneous = torch.cat((points, torch.ones_like(points[..., :1])), dim=-1) @ matrices.transpose(-1, -2)
+    torch.testing.assert_close(transform_points(matrices, points), homogeneous[..., :3])
+    assert transform_points(matrices.float(), points).dtype == torch.float64
 
 
 def test_a_torso_that_turns_with_the_head_is_the_heads_frame() -> None:
@@ -22,8 +26,8 @@ def test_a_torso_that_turns_with_the_head_is_the_heads_frame() -> None:
 def test_a_torso_that_does_not_turn_holds_still_before_the_camera() -> None:
     """Points fixed in each frame's camera coordinates land on the same torso points whatever the angles."""
     in_camera = torch.tensor([[0.1, 0.3, 2.6], [-0.2, 0.4, 2.8]], dtype=torch.float64).expand(3, 2, 3)
-    world = _apply(orbit_cam2world(ANGLES[:, 0], ANGLES[:, 1]), in_camera)
-    torso = _apply(torso_frame(ANGLES, (0.0, 0.0)), world)
+    world = transform_points(orbit_cam2world(ANGLES[:, 0], ANGLES[:, 1]), in_camera)
+    torso = transform_points(torso_frame(ANGLES, (0.0, 0.0)), world)
     torch.testing.assert_close(torso, torso[2:].expand(3, 2, 3))
     assert not torch.allclose(world, world[2:].expand(3, 2, 3))
 

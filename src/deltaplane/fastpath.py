@@ -40,7 +40,8 @@ from torch import Tensor
 from deltaplane.audio.encoder import ema_smooth
 from deltaplane.fields.triplane import (PLANE_AXES, Confinement, confine_to_box, empty_outside_box,
                                        without_unconfined_sets)
-from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world
+from deltaplane.geometry.cameras import (DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world,
+                                        transform_points)
 from deltaplane.geometry.rays import pixel_rays
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.render.plate import blend_plate, over_plate
@@ -307,8 +308,8 @@ class FastRenderer:
         """The torso's decoder input at the world points (`TriplaneTalker._field`), float32; None without a torso."""
         if self.torso_planes is None:
             return None
-        moved = points @ torso[:, :3, :3].transpose(1, 2) + torso[:, None, :3, 3]  # [B, N, 3]: torso frame
-        moved = moved.reshape(1, -1, 3)  # one plane set for every frame: the batch's points as one frame's
+        # one plane set for every frame: the batch's points, in the torso's frame, as one frame's
+        moved = transform_points(torso, points).reshape(1, -1, 3)
         box_warp = self.model.field.box_warp
         if self.config.field == "triton":  # `fields.triplane_triton`'s lookup kernel
             added = torch.ops.deltaplane.triplane_lookup(self.torso_planes, moved.float().contiguous(), box_warp,

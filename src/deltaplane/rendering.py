@@ -34,8 +34,7 @@ def _frames(model: TriplaneTalker, conditions: Conditions, cam2world: torch.Tens
     """The frames of the reference path or of the fast path (`fastpath.FastRenderer`, same frames within bf16)."""
     device = model.identity_planes.device
     if engine == "auto":
-        fast = device.type == "cuda" and cam2world.shape[0] >= FAST_MIN_FRAMES
-        engine = "fast" if fast else "reference"
+        engine = "fast" if device.type == "cuda" and cam2world.shape[0] >= FAST_MIN_FRAMES else "reference"
     if engine == "reference":
         return render_clip(model, conditions, cam2world, lip_smoothing=lip_smoothing, plate_warp=plate_warp)
     from deltaplane.fastpath import FastRenderer

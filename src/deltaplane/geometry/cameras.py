@@ -119,6 +119,13 @@ def cam2world_to_angles(cam2world: Float[Tensor, "*batch 4 4"],
     return torch.stack((yaw, pitch, roll), dim=-1)
 
 
+def transform_points(matrix: Float[Tensor, "*batch 4 4"], points: Float[Tensor, "*batch points 3"]
+                     ) -> Float[Tensor, "*batch points 3"]:
+    """R·p + t of a 4 × 4 `matrix` (cam2world, a torso frame) for row-vector points, in the points' dtype."""
+    matrix = matrix.to(points.dtype)
+    return points @ matrix[..., :3, :3].transpose(-1, -2) + matrix[..., None, :3, 3]
+
+
 def torso_frame(angles: Float[Tensor, "batch 3"], follow: tuple[float, float]) -> Float[Tensor, "batch 4 4"]:
     """World (the head's frame) → the frame of a torso that turns by the fractions `follow` of the head's tracked
     (yaw, pitch) and with all of its roll (`angles`: yaw, pitch, roll in radians, those of the frames' orbit
@@ -156,7 +163,7 @@ def unproject(pixels: Float[Tensor, "*batch points 2"], depth: Float[Tensor, "*b
     focal = intrinsics[..., None, :2, :2].diagonal(dim1=-2, dim2=-1)  # [..., 1, 2]
     normalised = (pixels - intrinsics[..., None, :2, 2]) / focal  # (x/z, y/z)
     camera_points = torch.cat((normalised, torch.ones_like(normalised[..., :1])), dim=-1) * depth[..., None]
-    return camera_points @ cam2world[..., :3, :3].transpose(-1, -2) + cam2world[..., None, :3, 3]
+    return transform_points(cam2world, camera_points)
 
 
 def talk3d_pitch_to_radians(pitch: Tensor) -> Tensor:

@@ -37,7 +37,8 @@ from deltaplane.fields.lips import LipConfig, LipVector
 from deltaplane.fields.superres import SuperResolution, SuperResolutionConfig
 from deltaplane.fields.triplane import (Confinement, OSGDecoderConfig, TriplaneField, box_weights, sample_triplane,
                                        support_rectangles)
-from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world, torso_frame
+from deltaplane.geometry.cameras import (DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world, torso_frame,
+                                        transform_points)
 from deltaplane.geometry.face_depth import FACE_VERTICES, camera_depth, sample_pixels
 from deltaplane.geometry.novel_view import (NovelViewConfig, lift_face_points, point_rays, random_offsets,
                                             rotate_about_origin, visible_points)
@@ -490,7 +491,7 @@ class TriplaneTalker(nn.Module):
         if torso is None:
             raise ValueError("a model with torso_follow renders with the frames' torso transforms "
                              "(TriplaneTalker.torso_transforms of their angle tokens)")
-        moved = points @ torso[:, :3, :3].transpose(1, 2).to(points.dtype) + torso[:, None, :3, 3].to(points.dtype)
+        moved = transform_points(torso, points)
         # one plane set for every frame: the batch's points looked up as one frame's (no per-frame copy of the planes)
         added = sample_triplane(self.torso_planes[None], moved.reshape(1, -1, 3), self.config.box_warp)
         return self.field(planes, points, stopped, added.reshape(*points.shape[:2], -1))
