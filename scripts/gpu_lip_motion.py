@@ -92,7 +92,7 @@ def variant_configs(name: str, preset: str = "fast"):
     own that follows 0.1 of the tracked yaw and 0.6 of the pitch, `TriplaneTalkerConfig.torso_follow`; torsoYxP: shares
     Y and P), noangle (the
     frontal angle token for every frame, `ConditionEncoderConfig.angles`), chunkN (N rays per chunk of the march,
-    `TriplaneTalkerConfig.ray_chunk`).
+    `TriplaneTalkerConfig.ray_chunk`), compile (the training step compiled, `TrainConfig.compile`).
     `solid`, `snap`, `res256`, `lipbatch32`, `regs4`, `xyonly`, `confine`, `dtv0.05`, `tsnap1`, `utt` and
     `novcolor4` are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
@@ -197,6 +197,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, torso_follow=shares)
         elif part.startswith("fixtail"):
             train_config = dataclasses.replace(train_config, fixed_samples_from=1.0 - float(part[7:]))
+        elif part == "compile":
+            train_config = dataclasses.replace(train_config, compile=True)
         elif part == "nowarm":
             train_config = dataclasses.replace(train_config, warmup_delta_steps=0)
         elif part != "base":

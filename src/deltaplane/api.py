@@ -74,10 +74,10 @@ def _check_length(steps: int | None, minutes: float | None) -> None:
 def train(dataset: str | Path, output: str | Path, preset: str | None = None, steps: int | None = None,
           minutes: float | None = None, resume: bool = False, device: str | None = None,
           lpips_weights: str | Path | None = None, syncnet: str | Path | None = None, tensorboard: bool = False,
-          seed: int = 0, progress: bool = True, background: str | None = None) -> Path:
+          seed: int = 0, progress: bool = True, background: str | None = None, compile: bool = False) -> Path:
     """Train a talking portrait on a preprocessed dataset; returns the run directory. `background` ("field",
     "plate" or "fill", `TriplaneTalkerConfig.background`) replaces the preset's for a new run; a resumed run keeps
-    its own."""
+    its own. `compile`: `TrainConfig.compile`."""
     from deltaplane.presets import get_preset
     from deltaplane.training.trainer import train as train_loop
 
@@ -89,7 +89,7 @@ def train(dataset: str | Path, output: str | Path, preset: str | None = None, st
     if background is not None:
         _check_background(background, Path(output) if resume else None)
         model_config = dataclasses.replace(model_config, background=background)
-    overrides = {"seed": seed}
+    overrides = {"seed": seed, "compile": compile}
     if steps is not None:
         overrides["steps"] = steps
     if minutes is not None:

@@ -104,6 +104,23 @@ def test_a_torso_of_its_own_trains_with_every_term_and_renders(synthetic_dataset
     assert all(math.isfinite(value) for value in scores.values())
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile's CPU code needs a C++ compiler")
+def test_compiled_training_follows_the_eager_loss_curve(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """`TrainConfig.compile` with the `fast` preset's loss terms: the same losses as the eager run, step by step, so
+    the compiled step is the eager step's function with its random draws."""
+    model_config, eager = _tiny(3, log_every=1, checkpoint_every=1000, eval_every=0, sample_every=1000)
+    fast, _ = get_preset("fast")
+    model_config = dataclasses.replace(model_config, loss=fast.loss)
+    for run, config in (("eager", eager), ("compiled", dataclasses.replace(eager, compile=True))):
+        train(synthetic_dataset, tmp_path / run, model_config, config, "tiny", CPU, progress=False)
+    losses = {run: torch.tensor([r["loss"] for r in read_log(tmp_path / run) if "loss" in r])
+              for run in ("eager", "compiled")}
+    assert len(losses["compiled"]) == 3
+    torch.testing.assert_close(losses["compiled"], losses["eager"], rtol=1e-3, atol=1e-4)
+
+
 def test_existing_run_is_not_overwritten(synthetic_dataset: Path, tmp_path: Path) -> None:
     model_config, train_config = _tiny(1)
     train(synthetic_dataset, tmp_path / "run", model_config, train_config, "tiny", CPU, progress=False)

@@ -61,6 +61,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="number of training steps (default: the preset's)")
     p.add_argument("--minutes", type=float, help="stop after this many minutes of training (checkpoint kept)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the training step with torch.compile (fewer host operations a step; the first "
+                        "step compiles for minutes; needs a C++ compiler on the CPU)")
     _add_background(p)
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--lpips-weights", type=Path, help="LPIPS weights file (never downloaded)")
@@ -214,7 +217,8 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "train":
         api.train(args.dataset, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
                   resume=args.resume, device=args.device, lpips_weights=args.lpips_weights, syncnet=args.syncnet,
-                  tensorboard=args.tensorboard, seed=args.seed, progress=not args.quiet, background=args.background)
+                  tensorboard=args.tensorboard, seed=args.seed, progress=not args.quiet, background=args.background,
+                  compile=args.compile)
     elif args.command == "render":
         api.render(args.run, args.audio, args.output, camera=args.camera, depth=args.depth, neutral=args.neutral,
                    lip_smoothing=args.lip_smoothing, watermark=not args.no_watermark, device=args.device,

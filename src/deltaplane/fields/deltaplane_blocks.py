@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from deltaplane.fields.resample import downsample2x, upsample2x
+
 NUM_PLANES = 3
 LEAKY_SLOPE = 0.01
 """Negative slope of the conv blocks' LeakyReLU (torch's default, as in the official blocks)."""
@@ -44,44 +46,6 @@ def roll_out(planes: Float[Tensor, "batch 3 channels size size"]) -> Float[Tenso
     return torch.stack((torch.cat((own[0], a[1], b[2]), dim=1),
                         torch.cat((b[0], own[1], a[2]), dim=1),
                         torch.cat((a[0], b[1], own[2]), dim=1)), dim=1)
-
-
-def downsample2x(x: Float[Tensor, "batch channels height width"]) -> Float[Tensor, "batch channels half_h half_w"]:
-    """upfirdn2d.downsample2d with the [1,3,3,1] filter (gain 1): pad 1, filter, keep every second sample.
-
-    Per axis y[m] = (x[2m−1] + 3·x[2m] + 3·x[2m+1] + x[2m+2]) / 8 with zeros outside, computed with strided slices
-    as `upsample2x` is: no filter tensor to build (building one on the host made every training step wait for the
-    device), and elementwise work that fuses under torch.compile.
-    """
-    return _downsample2x_axis(_downsample2x_axis(x, -2), -1)
-
-
-def _downsample2x_axis(x: Tensor, dim: int) -> Tensor:
-    """The [1,3,3,1] / 8 filter and ×2 decimation along `dim` (−1 or −2), zero padded by 1 on each side."""
-    padded = F.pad(x, (1, 1) if dim == -1 else (0, 0, 1, 1))
-    length = (x.shape[dim] - 2) // 2 + 1  # conv2d's output size for kernel 4, stride 2, padding 1
-    every_second = (slice(None),) * (padded.dim() + dim) + (slice(None, None, 2),)
-    taps = [padded.narrow(dim, start, 2 * length - 1)[every_second] for start in range(4)]
-    return (taps[0] + 3 * taps[1] + 3 * taps[2] + taps[3]) / 8
-
-
-def upsample2x(x: Float[Tensor, "batch channels height width"]) -> Float[Tensor, "batch channels double_h double_w"]:
-    """upfirdn2d.upsample2d with the [1,3,3,1] filter (gain 4): zero insertion, pad (2, 1), filter.
-
-    Per axis that is the two-phase sum y[2m] = (x[m−1] + 3·x[m]) / 4, y[2m+1] = (3·x[m] + x[m+1]) / 4 with zeros
-    outside, computed here with shifted slices: elementwise work that fuses under torch.compile, where the
-    equivalent depthwise transposed convolution runs as a slow direct cuDNN kernel (docs/performance.md).
-    """
-    return _upsample2x_axis(_upsample2x_axis(x, -2), -1)
-
-
-def _upsample2x_axis(x: Tensor, dim: int) -> Tensor:
-    """The two-phase ×2 upsampling along `dim` (−1 or −2)."""
-    length = x.shape[dim]
-    padded = F.pad(x, (1, 1) if dim == -1 else (0, 0, 1, 1))
-    before, centre, after = (padded.narrow(dim, start, length) for start in (0, 1, 2))
-    even, odd = 0.25 * before + 0.75 * centre, 0.75 * centre + 0.25 * after
-    return torch.stack((even, odd), dim=dim).flatten(dim - 1, dim)  # interleave: …, y[2m], y[2m+1], …
 
 
 def _plane_norm(kind: BlockNorm, channels: int) -> nn.Module:

@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
+from deltaplane.fields.resample import bilinear_upsample2x
+
 
 @dataclass(frozen=True)
 class SuperResolutionConfig:
@@ -52,10 +54,6 @@ TINY_SUPERRES = SuperResolutionConfig(block0_channels=16, block1_channels=8)
 """A small preset for CPU tests and quick runs."""
 
 
-def _upsample2(image: Float[Tensor, "batch channels height width"]) -> Float[Tensor, "batch channels height2 width2"]:
-    return F.interpolate(image, scale_factor=2.0, mode="bilinear", align_corners=False)
-
-
 class SuperResolutionBlock(nn.Module):
     """×2 bilinear upsample → conv3×3 → LReLU → conv3×3 → LReLU, plus a zero-initialised ToRGB added to the
     upsampled RGB skip."""
@@ -75,9 +73,9 @@ class SuperResolutionBlock(nn.Module):
     def forward(self, features: Float[Tensor, "batch in_channels height width"],
                 rgb: Float[Tensor, "batch 3 height width"]
                 ) -> tuple[Float[Tensor, "batch out_channels height2 width2"], Float[Tensor, "batch 3 height2 width2"]]:
-        hidden = F.leaky_relu(self.conv0(_upsample2(features)), self.negative_slope)
+        hidden = F.leaky_relu(self.conv0(bilinear_upsample2x(features)), self.negative_slope)
         hidden = F.leaky_relu(self.conv1(hidden), self.negative_slope)
-        return hidden, _upsample2(rgb) + self.torgb(hidden)
+        return hidden, bilinear_upsample2x(rgb) + self.torgb(hidden)
 
 
 class SuperResolution(nn.Module):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.profiler import record_function
 from tqdm import tqdm
 
@@ -24,7 +26,7 @@ from deltaplane.errors import InputError
 from deltaplane.metrics.image import psnr
 from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
 from deltaplane.preprocess.av_sync import describe_offset
-from deltaplane.structs import NeutralTokens
+from deltaplane.structs import FrameBatch, LipFrames, NeutralTokens, RenderOutput
 from deltaplane.training.adversarial import PatchAdversary
 from deltaplane.training.config import TrainConfig
 from deltaplane.training.evaluation import evaluate_clip, sample_image
@@ -95,6 +97,17 @@ def _drop_inactive_gradients(optimizer: torch.optim.Optimizer, config: TrainConf
         if not _active(group, config, step):
             for param in group["params"]:
                 param.grad = None
+
+
+def _compiled(function: Callable) -> Callable:
+    """`function` compiled by inductor, with torch's random draws instead of inductor's own (its
+    `fallback_random`), so that the compiled training draws the eager one's ray samples."""
+    compiled = torch.compile(function)
+
+    def call(*args: object) -> object:
+        with torch._inductor.config.patch(fallback_random=True):  # read when a call compiles
+            return compiled(*args)
+    return call
 
 
 def _save_driving_tracks(run_dir: Path, clip: ClipData) -> None:
@@ -236,6 +249,18 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         from deltaplane.training.sync import SyncSupervisor
 
         sync = SyncSupervisor(sync_expert.to(device), train_clip, dataset_dir / "audio.wav", manifest.fps)
+
+    def forward(batch: FrameBatch, mouth_shape: Tensor, regression: list[LipFrames] | None, positions: Tensor,
+                shifted: bool) -> tuple[RenderOutput, Tensor, dict[str, Tensor]]:
+        """The step's render and loss terms (compiled with `TrainConfig.compile`)."""
+        output, delta = model(batch.cameras, batch.conditions, mouth_shape=mouth_shape, lower_face=batch.lower_face,
+                              plate_warp=batch.plate_warp)
+        if shifted:
+            output = registration.shifted(output, positions)
+        return output, delta, model.loss_terms(output, delta, batch, perceptual, lip_frames=regression)
+
+    if train_config.compile:
+        forward = _compiled(forward)
     metrics: dict[str, float] = {}
     step = start_step
     bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress, desc="train", unit="step")
@@ -281,11 +306,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                               for _ in range(model.lips.config.regressions)]  # each regression its own frames
             corners = adversary.corners(batch) if adversary is not None else None
             with autocast(precision, device), record_function("train/forward"):  # type: ignore[arg-type]
-                output, delta = model(batch.cameras, batch.conditions, mouth_shape=mouth_shape,
-                                      lower_face=batch.lower_face, plate_warp=batch.plate_warp)
-                if registration is not None and registration.active(step):
-                    output = registration.shifted(output, positions)
-                terms = model.loss_terms(output, delta, batch, perceptual, lip_frames=regression)
+                shifted = registration is not None and registration.active(step)
+                output, delta, terms = forward(batch, mouth_shape, regression, positions, shifted)
                 if use_sync:
                     terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)
                 if adversary is not None and step >= train_config.adversarial.start:
