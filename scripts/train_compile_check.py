@@ -26,6 +26,7 @@ import torch._inductor.config
 
 from deltaplane.data.dataset import lip_frames, load_clip, make_batch
 from deltaplane.models.triplane_talker import TriplaneTalker
+from deltaplane.training.precision import autocast, default_precision
 from gpu_lip_motion import variant_configs
 
 
@@ -38,6 +39,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4, help="frames per step (the fast preset's 4)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps each way")
     parser.add_argument("--tolerance", type=float, default=1e-2, help="relative gradient difference reported")
+    parser.add_argument("--precision", choices=("32-true", "bf16-mixed", "16-mixed"), default=None,
+                        help="autocast as training has it (default: the trainer's for the device, bf16 on CUDA)")
     args = parser.parse_args()
     device = torch.device(args.device)
     model_config, train_config = variant_configs(args.variant)
@@ -58,10 +61,13 @@ def main() -> None:
     regression = ([lip_frames(clip, torch.randint(len(clip), (train_config.lip_batch,), device=device))
                    for _ in range(model.lips.config.regressions)] if model.lips is not None else None)
 
+    precision = args.precision or default_precision(device)
+
     def step() -> torch.Tensor:
-        output, delta = model(batch.cameras, batch.conditions, mouth_shape=batch.mouth_shape,
-                              lower_face=batch.lower_face, plate_warp=batch.plate_warp)
-        return sum(model.loss_terms(output, delta, batch, None, lip_frames=regression).values())
+        with autocast(precision, device):
+            output, delta = model(batch.cameras, batch.conditions, mouth_shape=batch.mouth_shape,
+                                  lower_face=batch.lower_face, plate_warp=batch.plate_warp)
+            return sum(model.loss_terms(output, delta, batch, None, lip_frames=regression).values())
 
     def timed(function, count: int) -> tuple[float, dict[str, torch.Tensor], list[float]]:
         times = []
@@ -81,7 +87,7 @@ def main() -> None:
     torch._inductor.config.fallback_random = True
     compiled = torch.compile(step, backend=args.backend)
     loss_compiled, grads_compiled, times_compiled = timed(compiled, args.steps + 1)
-    print(f"variant {args.variant}, {device}, backend {args.backend}, batch {args.batch}")
+    print(f"variant {args.variant}, {device}, backend {args.backend}, batch {args.batch}, {precision}")
     print(f"loss eager {loss_eager:.6f}, compiled {loss_compiled:.6f}")
     missing = sorted(set(grads_eager) ^ set(grads_compiled))
     if missing:
