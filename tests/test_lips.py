@@ -240,6 +240,29 @@ def test_scheduled_sampling_feeds_the_renderer_the_audio_lips_but_keeps_the_trac
     assert all(0.0 < record["train/opacity"] <= 1.0 for record in tracked)
 
 
+def test_audio_driven_frames_get_the_lip_vector_inference_gives_them() -> None:
+    """Scheduled sampling (`TriplaneTalker.tokens(audio_driven=…)`): a sampled frame's token is the one the audio
+    gives at inference (calibrated and snapped once, no teacher noise), not that vector taught again (snapped a
+    second time, noise added), and the other frames keep their taught tracked vectors."""
+    from deltaplane.models.triplane_talker import TriplaneTalker
+
+    model_config, _ = get_preset("tiny")
+    lips = dataclasses.replace(model_config.lips, snap=1.0, teacher_snap=1.0)
+    torch.manual_seed(0)
+    model = TriplaneTalker(dataclasses.replace(model_config, audio_token="lips", lips=lips)).train()
+    model.lips.fit(torch.randn(200, 40))
+    conditions = dataclasses.replace(_conditions(6), audio=torch.randn(6, 8, 16, model_config.audio.feature_dim))
+    mouths = torch.randn(6, 40)
+    driven = torch.tensor([True, False, True, True, False, False])
+    with torch.no_grad():
+        inference = model.tokens(conditions)
+        taught = model.tokens(conditions, mouth_shape=mouths)
+        sampled = model.tokens(conditions, mouth_shape=mouths, audio_driven=driven)
+    torch.testing.assert_close(sampled[driven], inference[driven])
+    assert not torch.allclose(sampled[~driven], inference[~driven])
+    assert not torch.allclose(taught[driven], inference[driven])
+
+
 def test_frame_spacing_skips_neighbours_and_snap_blends_only_valid_frames() -> None:
     """`frame_spacing`: frames on a line, each 1 apart, with copies of themselves 2 frames away... the spacing is the
     distance to the nearest frame more than `skip` frames away. `snap_to_frames`: near a frame (small bandwidth) a

@@ -376,11 +376,19 @@ class TriplaneTalker(nn.Module):
         return self.lips(self.lips.calibrated(raw, self.lips.utterance_gain(raw)))
 
     def tokens(self, conditions: Conditions, audio_code: Float[Tensor, "B 64"] | None = None,
-               mouth_shape: Float[Tensor, "B 40"] | None = None) -> Float[Tensor, "B 5 64"]:
+               mouth_shape: Float[Tensor, "B 40"] | None = None, audio_driven: Bool[Tensor, " B"] | None = None
+               ) -> Float[Tensor, "B 5 64"]:
         """The 5 condition tokens; pass `audio_code` to override the audio (e.g. a smoothed code). In lip mode a
-        tracked `mouth_shape` (training) replaces the audio: its lip vector as taught (`LipVector.taught`)."""
+        tracked `mouth_shape` (training) replaces the audio: its lip vector as taught (`LipVector.taught`), except
+        on the `audio_driven` frames, which take the audio's lip vector as inference does (calibrated and snapped,
+        no teacher noise; no gradient into the regressions): scheduled sampling, `TrainConfig.lip_sampling`."""
         if audio_code is None and mouth_shape is not None and self.lips is not None:
-            audio_code = self.lips(self.lips.taught(self.lips.coefficients(mouth_shape)))
+            lips = self.lips.taught(self.lips.coefficients(mouth_shape))  # every frame: one random stream
+            if audio_driven is not None:
+                with torch.no_grad():
+                    predicted = self.predicted_lips(conditions.audio)
+                lips = torch.where(audio_driven[:, None], predicted.to(lips.dtype), lips)
+            audio_code = self.lips(lips)
         elif audio_code is None:
             audio_code = self.audio_codes(conditions.audio)
         return self.condition_encoder(audio_code, conditions.eye, conditions.angles, conditions.landmarks)
@@ -512,11 +520,13 @@ class TriplaneTalker(nn.Module):
 
     def forward(self, cameras: Cameras, conditions: Conditions, generator: torch.Generator | None = None,
                 mouth_shape: Float[Tensor, "B 40"] | None = None, lower_face: Bool[Tensor, "B 1 r r"] | None = None,
-                plate_warp: Float[Tensor, "B 2 3"] | None = None) -> tuple[RenderOutput, Float[Tensor, "B 3 C H W"]]:
-        """Render; `mouth_shape` teaches the lip mode's renderer with tracked mouths (see `tokens`); `lower_face`
-        (training) is the mask that `TriplaneTalkerConfig.isolate_lower_face` dilates and isolates; `plate_warp`
-        (dataset frames, plate mode) places the plate where those frames show the backdrop."""
-        planes, delta = self.planes(self.tokens(conditions, mouth_shape=mouth_shape))
+                plate_warp: Float[Tensor, "B 2 3"] | None = None, audio_driven: Bool[Tensor, " B"] | None = None
+                ) -> tuple[RenderOutput, Float[Tensor, "B 3 C H W"]]:
+        """Render; `mouth_shape` teaches the lip mode's renderer with tracked mouths, but on `audio_driven` frames
+        (see `tokens`); `lower_face` (training) is the mask that `TriplaneTalkerConfig.isolate_lower_face` dilates
+        and isolates; `plate_warp` (dataset frames, plate mode) places the plate where those frames show the
+        backdrop."""
+        planes, delta = self.planes(self.tokens(conditions, mouth_shape=mouth_shape, audio_driven=audio_driven))
         return self.render(planes, cameras, generator, self._isolated(lower_face), plate_warp,
                            self.torso_transforms(conditions.angles)), delta
 

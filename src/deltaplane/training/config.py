@@ -42,8 +42,9 @@ class TrainConfig:
     store every frame's mouth under its pose and leave the audio unused (docs/lip-motion.md); dropped frames must
     be explained from the audio, as new audio is at inference."""
     lip_sampling: float = 0.0
-    """Lip mode: share of training frames whose renderer is driven by the audio's (calibrated) lip vector instead of
-    the tracked one (scheduled sampling; no gradient flows back into the regression through it). Taught only with
+    """Lip mode: share of training frames whose renderer is driven by the audio's lip vector as inference gives it
+    (calibrated and snapped, no teacher noise) instead of the tracked one (scheduled sampling; no gradient flows back
+    into the regression through it; `TriplaneTalker.tokens`). Taught only with
     tracked mouths, the renderer draws the audio's vectors, which are smoother and off the tracked manifold, with
     less motion than it draws the tracked ones (docs/lip-motion.md)."""
     fixed_samples_from: float = 1.0

@@ -250,11 +250,11 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
 
         sync = SyncSupervisor(sync_expert.to(device), train_clip, dataset_dir / "audio.wav", manifest.fps)
 
-    def forward(batch: FrameBatch, mouth_shape: Tensor, regression: list[LipFrames] | None, positions: Tensor,
-                shifted: bool) -> tuple[RenderOutput, Tensor, dict[str, Tensor]]:
+    def forward(batch: FrameBatch, audio_driven: Tensor | None, regression: list[LipFrames] | None,
+                positions: Tensor, shifted: bool) -> tuple[RenderOutput, Tensor, dict[str, Tensor]]:
         """The step's render and loss terms (compiled with `TrainConfig.compile`)."""
-        output, delta = model(batch.cameras, batch.conditions, mouth_shape=mouth_shape, lower_face=batch.lower_face,
-                              plate_warp=batch.plate_warp)
+        output, delta = model(batch.cameras, batch.conditions, mouth_shape=batch.mouth_shape,
+                              lower_face=batch.lower_face, plate_warp=batch.plate_warp, audio_driven=audio_driven)
         if shifted:
             output = registration.shifted(output, positions)
         return output, delta, model.loss_terms(output, delta, batch, perceptual, lip_frames=regression)
@@ -289,16 +289,13 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             if train_config.token_dropout > 0:
                 dropped = torch.rand(len(positions), generator=generator) < train_config.token_dropout
                 batch = replace(batch, conditions=batch.conditions.neutralized(host_to_device(dropped, device), neutral))
-            mouth_shape = batch.mouth_shape
             # Scheduled sampling (TrainConfig.lip_sampling); drawn even at 0, so that runs that differ only in it
             # share their random stream.
+            audio_driven = None
             if model.lips is not None:
                 sampled = torch.rand(len(positions), generator=generator) < train_config.lip_sampling
                 if sampled.any():  # on the host: asking the device would wait for the previous step
-                    with torch.no_grad():
-                        predicted = model.lips.shapes(model.predicted_lips(batch.conditions.audio))
-                    mouth_shape = torch.where(host_to_device(sampled, device)[:, None], predicted.to(mouth_shape.dtype),
-                                              mouth_shape)
+                    audio_driven = host_to_device(sampled, device)
             regression = None
             if model.lips is not None and train_config.lip_batch > 0:  # the same audio version as the batch's
                 regression = [lip_frames(clip, host_to_device(torch.randint(len(clip), (train_config.lip_batch,),
@@ -307,7 +304,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             corners = adversary.corners(batch) if adversary is not None else None
             with autocast(precision, device), record_function("train/forward"):  # type: ignore[arg-type]
                 shifted = registration is not None and registration.active(step)
-                output, delta, terms = forward(batch, mouth_shape, regression, positions, shifted)
+                output, delta, terms = forward(batch, audio_driven, regression, positions, shifted)
                 if use_sync:
                     terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)
                 if adversary is not None and step >= train_config.adversarial.start:
