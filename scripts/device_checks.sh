@@ -7,8 +7,9 @@
 #
 #   bash scripts/device_checks.sh CARRY [DATASET]
 #
-# CARRY as scripts/device_ab.sh's (wheels, data/DATASET; DATASET defaults to obama). Each check stops after
-# CHECK_TIMEOUT seconds (150 by default); the last lines printed are each check's summary.
+# CARRY as scripts/device_ab.sh's (wheels, data/DATASET; DATASET defaults to obama). Each check has a time limit
+# (60 s for the tests and each bench, 200 s for each compile check: 580 s in all, under the device's 600-second
+# call; CHECK_SCALE multiplies them); the last lines printed are each check's summary.
 set -u
 carry=$1 dataset=${2:-obama}
 if compgen -G "$carry/*.whl" >/dev/null; then
@@ -19,18 +20,18 @@ export PYTHONPATH=/tmp/site:$PWD/src:$PWD/scripts PYTHONUNBUFFERED=1
 out=${OUT:-/tmp/checks} && mkdir -p "$out"
 summary=()
 
-check() {  # check NAME LINES COMMAND...: run it, keep its output, remember its last LINES lines
-    local name=$1 lines=$2 started=$SECONDS
-    shift 2
+check() {  # check NAME SECONDS LINES COMMAND...: run it, keep its output, remember its last LINES lines
+    local name=$1 limit=$2 lines=$3 started=$SECONDS
+    shift 3
     echo "+ $*"
-    timeout "${CHECK_TIMEOUT:-150}" "$@" > "$out/$name.txt" 2>&1
+    timeout "$(python3 -c "print(round($limit * ${CHECK_SCALE:-1}))")" "$@" > "$out/$name.txt" 2>&1
     local status=$?
     summary+=("== $name (exit $status, $((SECONDS - started)) s)" "$(grep -v Warning "$out/$name.txt" | tail -n "$lines")")
 }
 
-check tests 3 python3 -m pytest -q -m cuda tests/test_fastpath.py -k "torso or triton"
-check bench 8 python3 -m deltaplane.cli bench --random-weights --preset fast --batch 1,4 --frames 240
-check bench_torso 8 python3 -m deltaplane.cli bench --random-weights --preset fast --batch 1,4 --frames 240 --torso
-check compile_fp32 6 python3 scripts/train_compile_check.py "$carry/data/$dataset" --steps 5 --precision 32-true
-check compile_bf16 6 python3 scripts/train_compile_check.py "$carry/data/$dataset" --steps 10
+check tests 60 3 python3 -m pytest -q -m cuda tests/test_fastpath.py -k "torso or triton"
+check bench 60 8 python3 -m deltaplane.cli bench --random-weights --preset fast --batch 1,4 --frames 240
+check bench_torso 60 8 python3 -m deltaplane.cli bench --random-weights --preset fast --batch 1,4 --frames 240 --torso
+check compile_fp32 200 6 python3 scripts/train_compile_check.py "$carry/data/$dataset" --steps 5 --precision 32-true
+check compile_bf16 200 6 python3 scripts/train_compile_check.py "$carry/data/$dataset" --steps 10
 printf '%s\n' "${summary[@]}"
