@@ -99,10 +99,12 @@ class PatchAdversary:
     discriminator's update. It runs in float32 outside autocast: it is small (a few 64² crops per frame), so its own
     update needs no GradScaler and the spectral norm's power iteration keeps full precision."""
 
-    def __init__(self, config: AdversarialConfig, device: torch.device, seed: int) -> None:
+    def __init__(self, config: AdversarialConfig, device: torch.device, seed: int, compile: bool = False) -> None:
+        """`compile`: score crops with the discriminator compiled (`TrainConfig.compile`)."""
         self.config = config
         with torch.random.fork_rng(devices=[]):  # the training's random stream stays that of a run without it
             self.discriminator = PatchDiscriminator(config.discriminator).to(device)
+        self.score = torch.compile(self.discriminator) if compile else self.discriminator
         self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas,
                                           fused=device.type == "cuda")
         self.generator = torch.Generator().manual_seed(seed + 1)  # its own stream: the frame sampler's is untouched
@@ -119,7 +121,7 @@ class PatchAdversary:
         """The hinge generator term of the rendered crops (unweighted; the discriminator's gradients this leaves
         behind are dropped by its next `step`)."""
         with torch.autocast(rendered.device.type, enabled=False):
-            return losses.hinge_generator(self.discriminator(crop(rendered, corners, self.config.crop_size).float()))
+            return losses.hinge_generator(self.score(crop(rendered, corners, self.config.crop_size).float()))
 
     def step(self, rendered: Float[Tensor, "B 3 H W"], images: Float[Tensor, "B 3 H W"],
              corners: Int[Tensor, "B K 2"]) -> dict[str, Tensor]:
@@ -128,7 +130,7 @@ class PatchAdversary:
         size = self.config.crop_size
         real, fake = crop(images, corners, size).float(), crop(rendered.detach(), corners, size).float()
         with torch.autocast(rendered.device.type, enabled=False):
-            real_scores, fake_scores = self.discriminator(torch.cat([real, fake])).chunk(2)  # one pass, no batch norm
+            real_scores, fake_scores = self.score(torch.cat([real, fake])).chunk(2)  # one pass, no batch norm
             loss = losses.hinge_discriminator(real_scores, fake_scores)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

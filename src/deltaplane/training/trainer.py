@@ -230,7 +230,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     optimizer = torch.optim.Adam([{k: v for k, v in g.items()} for g in _param_groups(model, train_config)],
                                  fused=device.type == "cuda")
     generator = torch.Generator().manual_seed(train_config.seed)
-    adversary = (PatchAdversary(train_config.adversarial, device, train_config.seed)
+    adversary = (PatchAdversary(train_config.adversarial, device, train_config.seed, train_config.compile)
                  if model_config.loss.adversarial > 0 else None)
     registration = (FrameRegistration(train_config.registration, len(train_clip), device)
                     if train_config.registration.max_shift > 0 else None)
