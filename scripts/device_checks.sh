@@ -26,7 +26,8 @@ check() {  # check NAME SECONDS LINES COMMAND...: run it, keep its output, remem
     echo "+ $*"
     timeout "$(python3 -c "print(round($limit * ${CHECK_SCALE:-1}))")" "$@" > "$out/$name.txt" 2>&1
     local status=$?
-    summary+=("== $name (exit $status, $((SECONDS - started)) s)" "$(grep -v Warning "$out/$name.txt" | tail -n "$lines")")
+    summary+=("== $name (exit $status, $((SECONDS - started)) s)"
+              "$(grep -v Warning "$out/$name.txt" | tail -n "$lines")")
 }
 
 check tests 60 3 python3 -m pytest -q -m cuda tests/test_fastpath.py -k "torso or triton"

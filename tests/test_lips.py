@@ -263,6 +263,22 @@ def test_audio_driven_frames_get_the_lip_vector_inference_gives_them() -> None:
     assert not torch.allclose(taught[driven], inference[driven])
 
 
+def test_a_loaded_bank_snaps_as_the_fitted_one_and_an_empty_one_leaves_vectors_alone() -> None:
+    """Whether the bank holds frames is known on the host (no wait, no graph break in a compiled step): `fit` sets
+    it, and loading a state dict reads it from the loaded bank."""
+    torch.manual_seed(0)
+    shapes, config = torch.randn(300, 40), LipConfig(snap=1.0)
+    fitted, empty, loaded = (LipVector(config, code_dim=4, token_dim=8) for _ in range(3))
+    fitted.fit(shapes)
+    vectors = 2 * torch.randn(5, config.dim)
+    torch.testing.assert_close(empty.snapped(vectors), vectors)  # no frames: nothing to snap to
+    loaded.load_state_dict(fitted.state_dict())
+    assert not torch.allclose(loaded.snapped(vectors), vectors)
+    torch.testing.assert_close(loaded.snapped(vectors), fitted.snapped(vectors))
+    loaded.load_state_dict(empty.state_dict())
+    torch.testing.assert_close(loaded.snapped(vectors), vectors)
+
+
 def test_frame_spacing_skips_neighbours_and_snap_blends_only_valid_frames() -> None:
     """`frame_spacing`: frames on a line, each 1 apart, with copies of themselves 2 frames away... the spacing is the
     distance to the nearest frame more than `skip` frames away. `snap_to_frames`: near a frame (small bandwidth) a

@@ -13,7 +13,8 @@ from deltaplane.checkpoint import load_checkpoint
 from deltaplane.presets import get_preset
 from deltaplane.structs import RenderOutput
 from deltaplane.training.logging import read_log
-from deltaplane.training.registration import SHIFTS, FrameRegistration, RegistrationConfig, fourier_shift
+from deltaplane.training.registration import (SHIFTS, FrameRegistration, RegistrationConfig, fourier_shift,
+                                               shift_output)
 from deltaplane.training.trainer import train
 
 CPU = torch.device("cpu")
@@ -56,7 +57,7 @@ def test_the_shifts_recover_a_known_jitter() -> None:
         rendered = picture.expand(len(positions), -1, -1, -1)
         output = RenderOutput(rgb=rendered, rgb_raw=rendered[..., ::2, ::2], depth=rendered[:, :1],
                               accumulation=rendered[:, :1], depth_spread=rendered[:, :1])
-        moved = registration.shifted(output, positions)
+        moved = shift_output(output, registration.lookup(positions))
         (moved.rgb - frames[positions]).abs().mean().backward()
         registration.step()
     torch.testing.assert_close(registration.shifts.detach(), truth, atol=0.1, rtol=0)  # Adam keeps moving ~lr

@@ -19,6 +19,7 @@ from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.presets import get_preset
 from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.logging import read_log
+from deltaplane.training.registration import RegistrationConfig
 from deltaplane.training.trainer import _param_groups, train
 
 CPU = torch.device("cpu")
@@ -108,18 +109,23 @@ def test_a_torso_of_its_own_trains_with_every_term_and_renders(synthetic_dataset
 @pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
                     reason="torch.compile's CPU code needs a C++ compiler")
 def test_compiled_training_follows_the_eager_loss_curve(synthetic_dataset: Path, tmp_path: Path) -> None:
-    """`TrainConfig.compile` with the `fast` preset's loss terms: the same losses as the eager run, step by step, so
-    the compiled step is the eager step's function with its random draws."""
-    model_config, eager = _tiny(3, log_every=1, checkpoint_every=1000, eval_every=0, sample_every=1000)
+    """`TrainConfig.compile` with the `fast` preset's loss terms and lip vector, scheduled sampling and registration
+    shifts from the third step (a second graph; their sparse gradient stays outside it): the same losses and
+    discriminator losses as the eager run, step by step, so the compiled step is the eager step's function with its
+    random draws."""
+    model_config, eager = _tiny(4, log_every=1, checkpoint_every=1000, eval_every=0, sample_every=1000,
+                                lip_sampling=0.5, registration=RegistrationConfig(max_shift=1.0, start=2))
     fast, _ = get_preset("fast")
-    model_config = dataclasses.replace(model_config, loss=fast.loss)
+    model_config = dataclasses.replace(model_config, loss=fast.loss, audio_token="lips",
+                                       lips=dataclasses.replace(model_config.lips, snap=1.0, teacher_snap=1.0))
     for run, config in (("eager", eager), ("compiled", dataclasses.replace(eager, compile=True))):
         train(synthetic_dataset, tmp_path / run, model_config, config, "tiny", CPU, progress=False)
-    for key in ("loss", "loss/discriminator"):  # the discriminator (compiled too) trains from the first step
+    for key in ("loss", "loss/discriminator", "registration/rms_x"):
         losses = {run: torch.tensor([r[key] for r in read_log(tmp_path / run) if key in r])
                   for run in ("eager", "compiled")}
-        assert len(losses["compiled"]) == 3
+        assert len(losses["compiled"]) == 4
         torch.testing.assert_close(losses["compiled"], losses["eager"], rtol=1e-3, atol=1e-4)
+    assert losses["compiled"][-1] > 0  # the shifts moved
 
 
 def test_existing_run_is_not_overwritten(synthetic_dataset: Path, tmp_path: Path) -> None:

@@ -164,10 +164,10 @@ class LipVector(nn.Module):
             self.register_buffer("bandwidth", torch.tensor(1.0))
         if config.per_utterance:
             self.register_buffer("held_out_spread", torch.tensor(0.0))  # 0: not calibrated, no per-clip gain
-        self._has_bank: bool | None = None
-        """`bank_valid.any()`, asked of the device once (a wait) and forgotten whenever `fit` or a state dict
-        changes the buffers."""
-        self.register_load_state_dict_post_hook(LipVector._forget_bank)
+        self._has_bank = False
+        """Whether `fit` or a loaded state dict stored any frame in the bank: kept on the host, so that `snapped`
+        neither waits for the device nor breaks a compiled training step's graph (`TrainConfig.compile`)."""
+        self.register_load_state_dict_post_hook(LipVector._read_bank)
         self.head = nn.Linear(code_dim, config.dim)
         # the other regressions' heads (none by default: older checkpoints keep their tensors)
         self.more_heads = nn.ModuleList(nn.Linear(code_dim, config.dim) for _ in range(config.regressions - 1))
@@ -192,7 +192,7 @@ class LipVector(nn.Module):
             self.bank.zero_()
             self.bank[:count] = kept
             self.bank_valid.copy_(torch.arange(self.config.bank_size) < count)
-            self._has_bank = None
+            self._has_bank = count > 0
             # distances in mouth-shape space, where the renderer's mouths differ (not in whitened units)
             self.bandwidth.fill_(self.config.snap * frame_spacing(kept * self.scale.float()))
 
@@ -257,8 +257,8 @@ class LipVector(nn.Module):
         return (self.gain * reference / spread.clamp_min(1e-9)).clamp(max=MAX_GAIN)
 
     @staticmethod
-    def _forget_bank(module: LipVector, incompatible_keys: object) -> None:
-        module._has_bank = None
+    def _read_bank(module: LipVector, incompatible_keys: object) -> None:
+        module._has_bank = module.config.snap is not None and bool(module.bank_valid.any())  # one wait per load
 
     def snapped(self, lips: Float[Tensor, "batch dim"], leave_out: bool = False) -> Float[Tensor, "batch dim"]:
         """Lip vectors pulled among the training frames' (`snap_to_frames`); unchanged without `snap`, and before
@@ -267,11 +267,7 @@ class LipVector(nn.Module):
         each side are left out, so that a training frame is snapped among the *other* frames, as a new frame is at
         inference (with itself in the bank its snap stays near it: on obama_20s it moves a training frame 1.29,
         a test frame 1.67, a training frame left out 1.70; docs/lip-motion.md "Run 21")."""
-        if self.config.snap is None:
-            return lips
-        if self._has_bank is None:
-            self._has_bank = bool(self.bank_valid.any())
-        if not self._has_bank:
+        if self.config.snap is None or not self._has_bank:
             return lips
         scale = self.scale.float()
         valid = self.bank_valid

@@ -81,10 +81,11 @@ class TrainConfig:
     """Stop (with a checkpoint and a final evaluation) after this much training time."""
     compile: bool = False
     """Compile each step's forward (the model, the registration shifts and the loss terms) and the patch
-    discriminator with torch.compile (inductor). The eager step is bound by the host issuing its ~5,000 operations (docs/performance.md); compiled,
-    the elementwise ones fuse. The first step pays the compilation (minutes; inside `max_minutes`), and again a step
-    where the step's form changes (fixed ray samples, registration shifts starting). Random draws stay torch's own (inductor's `fallback_random`), so a compiled run
-    draws the eager run's samples (tests/training/test_trainer.py)."""
+    discriminator with torch.compile (inductor). The eager step is bound by the host issuing its ~5,000 operations
+    (docs/performance.md); compiled, the elementwise ones fuse. The first step pays the compilation (minutes; inside
+    `max_minutes`), and again a step where the step's form changes (fixed ray samples, registration shifts
+    starting). Random draws stay torch's own (inductor's `fallback_random`), so a
+    compiled run draws the eager run's samples (tests/training/test_trainer.py)."""
     precision: str | None = None
     """'32-true', 'bf16-mixed' or '16-mixed'; None picks bf16 on CUDA, fp32 on CPU."""
     seed: int = 0

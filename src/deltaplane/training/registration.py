@@ -60,6 +60,13 @@ def fourier_shift(images: Float[Tensor, "B C H W"], shifts: Float[Tensor, "B 2"]
     return moved.to(images.dtype)
 
 
+def shift_output(output: RenderOutput, shifts: Float[Tensor, "B 2"]) -> RenderOutput:
+    """`output`'s images (both resolutions) moved by `shifts` (pixels of the output image)."""
+    raw_scale = output.rgb_raw.shape[-1] / output.rgb.shape[-1]
+    return replace(output, rgb=fourier_shift(output.rgb, shifts),
+                   rgb_raw=fourier_shift(output.rgb_raw, shifts * raw_scale))
+
+
 class FrameRegistration:
     """The shift table [frames, 2] (pixels of the output image) with its own sparse Adam."""
 
@@ -71,12 +78,10 @@ class FrameRegistration:
     def active(self, step: int) -> bool:
         return step >= self.config.start
 
-    def shifted(self, output: RenderOutput, positions: Int[Tensor, " B"]) -> RenderOutput:
-        """`output`'s images (both resolutions) moved by the shifts of the training frames at `positions`."""
-        shifts = F.embedding(positions, self.shifts, sparse=True)  # [B, 2]; a gradient for these rows only
-        raw_scale = output.rgb_raw.shape[-1] / output.rgb.shape[-1]
-        return replace(output, rgb=fourier_shift(output.rgb, shifts),
-                       rgb_raw=fourier_shift(output.rgb_raw, shifts * raw_scale))
+    def lookup(self, positions: Int[Tensor, " B"]) -> Float[Tensor, "B 2"]:
+        """The shifts of the training frames at `positions`, whose gradient reaches these rows only (sparse: looked
+        up outside a compiled step, whose backward cannot hold a sparse tensor)."""
+        return F.embedding(positions, self.shifts, sparse=True)
 
     def step(self, scaler: torch.amp.GradScaler | None = None) -> None:
         """One sparse Adam step of the shifts that got a gradient (through `scaler` when the loss was scaled, before

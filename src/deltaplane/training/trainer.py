@@ -33,7 +33,7 @@ from deltaplane.training.evaluation import evaluate_clip, sample_image
 from deltaplane.training.guard import CollapseGuard
 from deltaplane.training.logging import RunLogger
 from deltaplane.training.precision import autocast, default_precision, grad_scaler
-from deltaplane.training.registration import FrameRegistration
+from deltaplane.training.registration import FrameRegistration, shift_output
 
 METHOD = "triplane"
 LOG = logging.getLogger(__name__)
@@ -251,12 +251,13 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         sync = SyncSupervisor(sync_expert.to(device), train_clip, dataset_dir / "audio.wav", manifest.fps)
 
     def forward(batch: FrameBatch, audio_driven: Tensor | None, regression: list[LipFrames] | None,
-                positions: Tensor, shifted: bool) -> tuple[RenderOutput, Tensor, dict[str, Tensor]]:
-        """The step's render and loss terms (compiled with `TrainConfig.compile`)."""
+                shifts: Tensor | None) -> tuple[RenderOutput, Tensor, dict[str, Tensor]]:
+        """The step's render (moved by the frames' registration `shifts`) and loss terms (compiled with
+        `TrainConfig.compile`)."""
         output, delta = model(batch.cameras, batch.conditions, mouth_shape=batch.mouth_shape,
                               lower_face=batch.lower_face, plate_warp=batch.plate_warp, audio_driven=audio_driven)
-        if shifted:
-            output = registration.shifted(output, positions)
+        if shifts is not None:
+            output = shift_output(output, shifts)
         return output, delta, model.loss_terms(output, delta, batch, perceptual, lip_frames=regression)
 
     if train_config.compile:
@@ -294,7 +295,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
             audio_driven = None
             if model.lips is not None:
                 sampled = torch.rand(len(positions), generator=generator) < train_config.lip_sampling
-                if sampled.any():  # on the host: asking the device would wait for the previous step
+                if train_config.lip_sampling > 0:  # a mask every step, sampled or not: one compiled graph
                     audio_driven = host_to_device(sampled, device)
             regression = None
             if model.lips is not None and train_config.lip_batch > 0:  # the same audio version as the batch's
@@ -303,8 +304,10 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                               for _ in range(model.lips.config.regressions)]  # each regression its own frames
             corners = adversary.corners(batch) if adversary is not None else None
             with autocast(precision, device), record_function("train/forward"):  # type: ignore[arg-type]
-                shifted = registration is not None and registration.active(step)
-                output, delta, terms = forward(batch, audio_driven, regression, positions, shifted)
+                shifts = None
+                if registration is not None and registration.active(step):
+                    shifts = registration.lookup(positions)
+                output, delta, terms = forward(batch, audio_driven, regression, shifts)
                 if use_sync:
                     terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)
                 if adversary is not None and step >= train_config.adversarial.start:
