@@ -110,22 +110,24 @@ def test_a_torso_of_its_own_trains_with_every_term_and_renders(synthetic_dataset
                     reason="torch.compile's CPU code needs a C++ compiler")
 def test_compiled_training_follows_the_eager_loss_curve(synthetic_dataset: Path, tmp_path: Path) -> None:
     """`TrainConfig.compile` with the `fast` preset's loss terms and lip vector, scheduled sampling and registration
-    shifts from the third step (a second graph; their sparse gradient stays outside it): the same losses and
-    discriminator losses as the eager run, step by step, so the compiled step is the eager step's function with its
-    random draws."""
+    shifts (their sparse gradient stays outside the compiled step): the same losses, discriminator losses and shifts
+    as the eager run, step by step, so the compiled step is the eager step's function with its random draws. One
+    graph for the step (shifts from the first step), ~3 minutes of compilation on a cold cache."""
     model_config, eager = _tiny(4, log_every=1, checkpoint_every=1000, eval_every=0, sample_every=1000,
-                                lip_sampling=0.5, registration=RegistrationConfig(max_shift=1.0, start=2))
+                                lip_sampling=0.5, registration=RegistrationConfig(max_shift=1.0, start=0))
     fast, _ = get_preset("fast")
     model_config = dataclasses.replace(model_config, loss=fast.loss, audio_token="lips",
                                        lips=dataclasses.replace(model_config.lips, snap=1.0, teacher_snap=1.0))
     for run, config in (("eager", eager), ("compiled", dataclasses.replace(eager, compile=True))):
         train(synthetic_dataset, tmp_path / run, model_config, config, "tiny", CPU, progress=False)
-    for key in ("loss", "loss/discriminator", "registration/rms_x"):
-        losses = {run: torch.tensor([r[key] for r in read_log(tmp_path / run) if key in r])
+    # the shifts' Adam steps are lr·m/(√v + 1e-8): where the near-flat early renders leave a frame's gradient tiny,
+    # a rounding difference moves its step, hence their looser tolerance
+    for key, tolerance in (("loss", 1e-3), ("loss/discriminator", 1e-3), ("registration/rms_x", 5e-2)):
+        values = {run: torch.tensor([r[key] for r in read_log(tmp_path / run) if key in r])
                   for run in ("eager", "compiled")}
-        assert len(losses["compiled"]) == 4
-        torch.testing.assert_close(losses["compiled"], losses["eager"], rtol=1e-3, atol=1e-4)
-    assert losses["compiled"][-1] > 0  # the shifts moved
+        assert len(values["compiled"]) == 4
+        torch.testing.assert_close(values["compiled"], values["eager"], rtol=tolerance, atol=1e-4)
+    assert values["compiled"][-1] > 0  # the shifts moved
 
 
 def test_existing_run_is_not_overwritten(synthetic_dataset: Path, tmp_path: Path) -> None:
