@@ -9,7 +9,8 @@
 #
 # CARRY as scripts/device_ab.sh's (wheels, data/DATASET; DATASET defaults to obama). Each check has a time limit
 # (60 s for the tests and each bench, 200 s for each compile check: 580 s in all, under the device's 600-second
-# call; CHECK_SCALE multiplies them); the last lines printed are each check's summary.
+# call; CHECK_SCALE multiplies them: on a cold machine, session 35, every check ran past them; CHECKS="bench
+# compile_fp32" runs only those); the last lines printed are each check's summary.
 set -u
 carry=$1 dataset=${2:-obama}
 if compgen -G "$carry/*.whl" >/dev/null; then
@@ -23,6 +24,7 @@ summary=()
 check() {  # check NAME SECONDS LINES COMMAND...: run it, keep its output, remember its last LINES lines
     local name=$1 limit=$2 lines=$3 started=$SECONDS
     shift 3
+    case " ${CHECKS:-$name} " in *" $name "*) ;; *) return ;; esac
     echo "+ $*"
     timeout "$(python3 -c "print(round($limit * ${CHECK_SCALE:-1}))")" "$@" > "$out/$name.txt" 2>&1
     local status=$?
