@@ -107,6 +107,20 @@ def test_a_torso_of_its_own_adds_its_planes_in_the_torsos_frame(model: TriplaneT
     assert torso.torso_planes.grad is not None and torso.torso_planes.grad.abs().sum() > 0
 
 
+@pytest.mark.cuda
+def test_torso_transforms_stay_float32_under_cuda_autocast(model: TriplaneTalker) -> None:
+    """The trainer's bf16 autocast (CUDA only: CPU autocast leaves these products in float32) must not reach the
+    torso's camera math: `linalg.inv` has no bf16 kernel (session 36's first torso run on the H200 died on it)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    torso = TriplaneTalker(dataclasses.replace(model.config, torso_follow=(0.1, 0.6))).cuda()
+    angles = torch.tensor([[0.3, -0.2, 0.05], [-0.4, 0.1, 0.0]], device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        autocast = torso.torso_transforms(angles)
+    assert autocast.dtype == torch.float32
+    torch.testing.assert_close(autocast, torso.torso_transforms(angles))
+
+
 def test_isolated_lower_face_rays_give_the_identity_planes_no_gradient(model: TriplaneTalker) -> None:
     """`isolate_lower_face`: the render is unchanged, but what the lower-face rays see can only be changed through
     the deltaplane (and the shared decoder), never by storing it in the static identity planes."""
