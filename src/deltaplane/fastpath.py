@@ -394,7 +394,9 @@ class FastRenderer:
     @torch.no_grad()
     def _warm_up(self) -> None:
         """Compile (two calls: the second one must not recompile), then capture the CUDA graph if asked."""
-        inputs = self.example_inputs()
+        # the graph's static inputs must own their memory: fixed samples are drawn as expanded views, which
+        # `copy_` cannot write into
+        inputs = [tensor.clone(memory_format=torch.contiguous_format) for tensor in self.example_inputs()]
         if not self.config.cuda_graph:
             for _ in range(2):
                 self._step(*inputs)
