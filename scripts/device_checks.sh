@@ -1,6 +1,6 @@
 #!/bin/bash
 # One call of checks on the lent GPU, each with its output kept in $OUT/NAME.txt (docs/performance.md):
-# - the CUDA tests of the fast path with a torso and the Triton field;
+# - the CUDA tests of the fast path with a torso, with fixed samples and the Triton field;
 # - `deltaplane bench` of the `fast` preset's fast path at batch 1 and 4, without and with a torso of its own;
 # - the compiled training step against eager (`scripts/train_compile_check.py`): gradients in float32, then the
 #   step times under the trainer's bf16 autocast.
@@ -32,7 +32,7 @@ check() {  # check NAME SECONDS LINES COMMAND...: run it, keep its output, remem
               "$(grep -v Warning "$out/$name.txt" | tail -n "$lines")")
 }
 
-check tests 60 3 python3 -m pytest -q -m cuda tests/test_fastpath.py tests/models/test_triplane_talker.py -k "torso or triton"
+check tests 60 3 python3 -m pytest -q -m cuda tests/test_fastpath.py tests/models/test_triplane_talker.py -k "torso or triton or fixed_samples"
 check bench 60 8 python3 -m deltaplane.cli bench --random-weights --preset fast --batch 1,4 --frames 240
 check bench_torso 60 8 python3 -m deltaplane.cli bench --random-weights --preset fast --batch 1,4 --frames 240 --torso
 check compile_fp32 200 6 python3 scripts/train_compile_check.py "$carry/data/$dataset" --steps 5 --precision 32-true

@@ -17,7 +17,9 @@ test_snapW.mp4 (snapped at another bandwidth, the gain recalibrated), and with `
 test_calibrated.mp4 (the test split driven with the calibrated gain instead of its own). `--sampling` adds the
 same weights rendered with random ray samples (as EG3D renders; fixed ones are the default) and with twice the
 samples (test_random.mp4, test_samples2x.mp4 and, with --views, view_pitch-20_random.mp4 and so on) and the random
-samples' own noise (`sampling/…`). A training
+samples' own noise (`sampling/…`). `--x-blur` adds the test split with the xy or the xz plane's features blurred along
+x inside the mouth box (test_xblur_xy.mp4, test_xblur_xz.mp4): which plane draws the closed mouths' white streaks. A
+training
 that collapses for good (`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss terms, opacity
 and deltaplane size. `--stage train` then `--stage render` split the training and the measuring into two device
 calls (the machine keeps WORK while it stays warm), so the training can have a whole 10-minute call.
@@ -45,10 +47,11 @@ from deltaplane.checkpoint import latest_checkpoint, load_checkpoint
 from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_batch
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.run import DEFAULT_VIEWS, _split_audio, parse_views
+from deltaplane.fields.triplane import box_weights
 from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, plate_warp_path,
                                   render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
-from deltaplane.models.triplane_talker import TORSO_FOLLOW
+from deltaplane.models.triplane_talker import MOUTH_BOX_EDGE, TORSO_FOLLOW
 from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions, NeutralTokens
 from deltaplane.training.evaluation import evaluate_clip
@@ -237,6 +240,49 @@ def sampling(model, name: str):
         model.config = config
 
 
+X_BLURS = {"xy": 0, "xz": 1}
+"""The planes of `--x-blur` (`PLANE_AXES` indices): the two whose columns are world x; the zy plane is constant
+along x and cannot draw a pattern that varies with it."""
+
+
+def blurred_along_x(planes: torch.Tensor, plane: int, mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """`planes` [B, 3, C, H, W] with plane `plane`'s features blurred along its columns (world x) by a Gaussian of
+    `sigma` texels where `mask` [1, H, W] (weights in [0, 1]) is 1, blended towards the original where it falls to
+    0: thin x-periodic patterns (the white streaks in closed mouths, docs/lip-motion.md) vanish there."""
+    radius = max(1, round(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=planes.dtype, device=planes.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    chosen = planes[:, plane]
+    rows = torch.nn.functional.pad(chosen.reshape(-1, 1, chosen.shape[-1]), (radius, radius), mode="replicate")
+    blurred = torch.nn.functional.conv1d(rows, (kernel / kernel.sum()).view(1, 1, -1)).view_as(chosen)
+    result = planes.clone()
+    result[:, plane] = chosen + mask.to(planes.dtype) * (blurred - chosen)
+    return result
+
+
+@contextlib.contextmanager
+def x_blur(model, plane: int, sigma: float = 2.0):
+    """The model's rendered planes (identity + deltaplane + mouth planes) blurred along x on plane `plane` inside
+    the mouth box's footprint (`blurred_along_x`; same weights). Which plane's blur takes the closed mouths' white
+    streaks away says which plane draws them."""
+    box = model.config.mouth_box
+    if box is None:
+        raise SystemExit("--x-blur needs a model with a mouth box (TriplaneTalkerConfig.mouth_box)")
+    mask = box_weights(box, model.config.plane_resolution, model.config.box_warp, MOUTH_BOX_EDGE)[plane]
+    mask = mask.to(model.identity_planes.device)
+    planes = model.planes
+
+    def blurred_planes(tokens, encoded_identity=None):
+        full, delta = planes(tokens, encoded_identity=encoded_identity)
+        return blurred_along_x(full, plane, mask, sigma), delta
+
+    model.planes = blurred_planes  # an instance attribute over the method, removed below
+    try:
+        yield
+    finally:
+        del model.planes
+
+
 @torch.no_grad()
 def sampling_noise(model, conditions: Conditions, cam2world: torch.Tensor) -> dict[str, float]:
     """What the random ray samples alone change: the same frames rendered with two seeds, in grey levels (0–255) of
@@ -375,6 +421,10 @@ def main() -> None:
                              "random ray samples and with twice the samples (test_random.mp4, test_samples2x.mp4, "
                              "...), "
                              "and report the random samples' own noise on 16 test frames (sampling/...)")
+    parser.add_argument("--x-blur", action="store_true",
+                        help="also render the test split with the xy plane's, then the xz plane's features blurred "
+                             "along x inside the mouth box (test_xblur_xy.mp4, test_xblur_xz.mp4): which one draws "
+                             "the white streaks in closed mouths (docs/lip-motion.md)")
     parser.add_argument("--views", action="store_true",
                         help="also render the test split from the novel cameras of `deltaplane evaluate` "
                              "(view_NAME.mp4; scored by scripts/score_lip_renders.py) and the view sheet views.png")
@@ -466,6 +516,12 @@ def main() -> None:
                 write_video(run_dir / f"test_{name}.mp4", (to_uint8(rgb) for rgb, _ in render_clip(
                     model, conditions, test.cam2world, plate_warp=test.plate_warps)), fps, samples)
             videos[f"test_{name}"] = f"test_{name}.mp4"
+    if args.x_blur:
+        for name, plane in X_BLURS.items():
+            with x_blur(model, plane):
+                write_video(run_dir / f"test_xblur_{name}.mp4", (to_uint8(rgb) for rgb, _ in render_clip(
+                    model, conditions, test.cam2world, plate_warp=test.plate_warps)), fps, samples)
+            videos[f"test_xblur_{name}"] = f"test_xblur_{name}.mp4"
     if model.lips is not None and model.lips.config.per_utterance:  # the clip's own gain against the calibrated one
         with lip_config(model, per_utterance=False):
             write_video(run_dir / "test_calibrated.mp4", (to_uint8(rgb) for rgb, _ in render_clip(
