@@ -181,3 +181,20 @@ def test_a_dataset_older_than_the_sync_check_gets_a_warning(synthetic_dataset: P
     with caplog.at_level("WARNING", logger="deltaplane.training.trainer"):
         train(synthetic_dataset, tmp_path / "new", model_config, train_config, "tiny", CPU, progress=False)
     assert "preprocess" not in caplog.text
+
+
+def test_fast_preset_terms_train_under_bf16_autocast(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """The trainer's CUDA default (bf16 autocast) run on the CPU with every term of the `fast` preset and a torso
+    at tiny sizes: a dtype that autocast changes and an op then refuses fails here
+    rather than only on a GPU."""
+    tiny, _ = get_preset("tiny")
+    fast, fast_train = get_preset("fast")
+    model_config = dataclasses.replace(fast, plane_resolution=tiny.plane_resolution,
+                                       render_resolution=tiny.render_resolution, volume=tiny.volume,
+                                       superres=tiny.superres, deltaplane=tiny.deltaplane, torso_follow=(0.5, 0.5))
+    train_config = dataclasses.replace(fast_train, steps=3, batch_size=2, eval_every=0, checkpoint_every=1000,
+                                       sample_every=1000, log_every=1, precision="bf16-mixed",
+                                       speaker_augment=dataclasses.replace(fast_train.speaker_augment, copies=1))
+    train(synthetic_dataset, tmp_path / "run", model_config, train_config, "fast", CPU, progress=False)
+    losses = [r["loss"] for r in read_log(tmp_path / "run") if "loss" in r]
+    assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses), losses

@@ -2,7 +2,8 @@
 
 Conventions (docs/conventions.md): world y up, face toward +z; camera +x right, +y down, +z forward; the camera
 sits on a sphere of radius 2.7 around the world origin and looks at the pivot [0, 0.05, 0.2]; yaw/pitch/roll are
-radians. Everything here is a pure function of tensors and follows the inputs' device and dtype.
+radians. Everything here is a pure function of tensors and follows the inputs' device and dtype, never autocast's
+(`geometry.precision`: matmuls of camera math stay fp32 under the trainer's bf16 autocast).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from deltaplane.geometry.precision import full_precision
 
 DEFAULT_RADIUS = 2.7
 """Distance of the camera from the world origin (EG3D avg_camera_radius)."""
@@ -92,6 +95,7 @@ def roll_matrix(roll: Float[Tensor, "*batch"]) -> Float[Tensor, "*batch 3 3"]:
                         torch.stack((zero, zero, one), -1)), dim=-2)
 
 
+@full_precision
 def orbit_cam2world(yaw: Float[Tensor, "*batch"], pitch: Float[Tensor, "*batch"],
                     roll: Float[Tensor, "*batch"] | None = None, radius: float = DEFAULT_RADIUS,
                     pivot: tuple[float, float, float] = DEFAULT_PIVOT) -> Float[Tensor, "*batch 4 4"]:
@@ -105,6 +109,7 @@ def orbit_cam2world(yaw: Float[Tensor, "*batch"], pitch: Float[Tensor, "*batch"]
     return matrix
 
 
+@full_precision
 def cam2world_to_angles(cam2world: Float[Tensor, "*batch 4 4"],
                         pivot: tuple[float, float, float] = DEFAULT_PIVOT) -> Float[Tensor, "*batch 3"]:
     """Inverse of `orbit_cam2world` for cameras on an orbit: (yaw, pitch, roll) in radians."""
@@ -119,6 +124,7 @@ def cam2world_to_angles(cam2world: Float[Tensor, "*batch 4 4"],
     return torch.stack((yaw, pitch, roll), dim=-1)
 
 
+@full_precision
 def transform_points(matrix: Float[Tensor, "*batch 4 4"], points: Float[Tensor, "*batch points 3"]
                      ) -> Float[Tensor, "*batch points 3"]:
     """R·p + t of a 4 × 4 `matrix` (cam2world, a torso frame) for row-vector points, in the points' dtype."""
@@ -126,6 +132,7 @@ def transform_points(matrix: Float[Tensor, "*batch 4 4"], points: Float[Tensor, 
     return points @ matrix[..., :3, :3].transpose(-1, -2) + matrix[..., None, :3, 3]
 
 
+@full_precision
 def torso_frame(angles: Float[Tensor, "batch 3"], follow: tuple[float, float]) -> Float[Tensor, "batch 4 4"]:
     """World (the head's frame) → the frame of a torso that turns by the fractions `follow` of the head's tracked
     (yaw, pitch) and with all of its roll (`angles`: yaw, pitch, roll in radians, those of the frames' orbit
@@ -147,6 +154,7 @@ def orbit_cameras(yaw: Float[Tensor, " batch"], pitch: Float[Tensor, " batch"], 
     return Cameras(cam2world, intrinsics, height, width)
 
 
+@full_precision
 def project(points: Float[Tensor, "*batch points 3"], cam2world: Float[Tensor, "*batch 4 4"],
             intrinsics: Float[Tensor, "*batch 3 3"]) -> Float[Tensor, "*batch points 2"]:
     """Project world points to pixel coordinates (x, y) with the pixel-centre convention of docs/conventions.md."""

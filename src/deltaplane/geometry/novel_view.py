@@ -17,6 +17,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from deltaplane.geometry.cameras import Cameras, project, unproject
+from deltaplane.geometry.precision import full_precision
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def orbit_rotation(yaw: Float[Tensor, "*batch"], pitch: Float[Tensor, "*batch"])
                         torch.stack((-sin_y, cos_y * sin_p, cos_y * cos_p), -1)), dim=-2)
 
 
+@full_precision
 def rotate_about_origin(cam2world: Float[Tensor, "*batch 4 4"], yaw: Float[Tensor, "*batch"],
                         pitch: Float[Tensor, "*batch"]) -> Float[Tensor, "*batch 4 4"]:
     """R @ cam2world with R = `orbit_rotation`: the camera moves on its sphere around the world origin and turns
@@ -83,6 +85,7 @@ def point_rays(points: Float[Tensor, "batch points 3"], cam2world: Float[Tensor,
     return origins, offsets / distances[..., None].clamp_min(1e-8), distances
 
 
+@full_precision
 def visible_points(points: Float[Tensor, "batch points 3"], cameras: Cameras, cell: float = NovelViewConfig.cell,
                    margin: float = NovelViewConfig.margin) -> Bool[Tensor, "batch points"]:
     """Which points `cameras` see, with the points themselves as the only occluders: each point's distance is

@@ -14,8 +14,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from deltaplane.geometry.cameras import Cameras
+from deltaplane.geometry.precision import full_precision
 
 
+@full_precision
 def pixel_rays(cameras: Cameras, height: int | None = None, width: int | None = None
                ) -> tuple[Float[Tensor, "batch rays 3"], Float[Tensor, "batch rays 3"]]:
     """World-space rays through every pixel centre, row-major.
@@ -27,7 +29,7 @@ def pixel_rays(cameras: Cameras, height: int | None = None, width: int | None = 
 
     Returns:
         origins [B, height·width, 3] (the camera centres) and unit directions [B, height·width, 3], in the dtype and
-        on the device of `cameras.cam2world`.
+        on the device of `cameras.cam2world`, under autocast too (`geometry.precision`).
     """
     height = cameras.height if height is None else height
     width = cameras.width if width is None else width

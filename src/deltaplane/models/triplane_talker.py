@@ -509,8 +509,7 @@ class TriplaneTalker(nn.Module):
         `TriplaneTalkerConfig.torso_follow`."""
         if self.config.torso_follow is None:
             return None
-        with torch.autocast(angles.device.type, enabled=False):  # camera math in fp32 (linalg.inv has no bf16)
-            return torso_frame(angles.float(), self.config.torso_follow)
+        return torso_frame(angles.float(), self.config.torso_follow)  # fp32 under autocast: linalg.inv has no bf16
 
     def _isolated(self, lower_face: Bool[Tensor, "B 1 r r"] | None) -> Bool[Tensor, "B 1 r r"] | None:
         """The rays `TriplaneTalkerConfig.isolate_lower_face` isolates: the lower-face mask dilated (None = off)."""

@@ -15,11 +15,13 @@ from jaxtyping import Float
 from torch import Tensor
 
 from deltaplane.geometry.cameras import Cameras
+from deltaplane.geometry.precision import full_precision
 
 MIN_FORWARD = 1e-6
 """Smallest forward component of a ray in the anchor's frame (rays parallel to the plane never meet it)."""
 
 
+@full_precision
 def plane_coordinates(origins: Float[Tensor, "batch rays 3"], directions: Float[Tensor, "batch rays 3"],
                       anchor: Cameras, depth: float) -> Float[Tensor, "batch rays 2"]:
     """(u, v) in [0, 1] of the anchor's image where each ray meets the plane at camera depth `depth` in front of
@@ -42,6 +44,7 @@ def pixel_coordinates(cameras: Cameras) -> Float[Tensor, "batch rays 2"]:
     return torch.stack((u, v), dim=-1).reshape(1, -1, 2).expand(len(cameras), -1, -1)
 
 
+@full_precision
 def unwarp_coordinates(coordinates: Float[Tensor, "batch rays 2"], warp: Float[Tensor, "batch 2 3"]
                        ) -> Float[Tensor, "batch rays 2"]:
     """Frame coordinates → plate coordinates, given the 2×3 map `warp` from plate to frame (units of the image
