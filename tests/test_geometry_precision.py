@@ -47,13 +47,16 @@ CASES: dict[str, Callable[[], object]] = {
 }
 
 
+def _as_tuple(value: object) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_geometry_ignores_bf16_autocast(name: str) -> None:
     expected = CASES[name]()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16  # this autocast does cast matmuls
         result = CASES[name]()
-    as_tuple = (lambda value: value if isinstance(value, tuple) else (value,))
-    for got, want in zip(as_tuple(result), as_tuple(expected), strict=True):
+    for got, want in zip(_as_tuple(result), _as_tuple(expected), strict=True):
         assert got.dtype == want.dtype
         torch.testing.assert_close(got, want, rtol=0, atol=0)

@@ -3,8 +3,8 @@
 Under bf16 autocast (the trainer's default on CUDA) every matmul is cast down to bf16, whose 8-bit mantissa moves a
 ray's direction by up to ~2 render pixels sideways at the face and rounds neighbouring pixels' rays alike in runs,
 so the field learns from rays that stripe across the image and that the fp32 renders of evaluation and inference
-never cast (docs/sharpness.md, "Rays in bf16"). Camera matrices, rays and projections are a few small matmuls:
-fp32 costs nothing measurable.
+never cast (docs/sharpness.md, "Rays in bf16"). Camera matrices, rays and projections are a few small matmuls a
+step, so fp32 costs little.
 """
 
 from __future__ import annotations
