@@ -32,7 +32,8 @@ check() {  # check NAME SECONDS LINES COMMAND...: run it, keep its output, remem
               "$(grep -v Warning "$out/$name.txt" | tail -n "$lines")")
 }
 
-check tests 60 3 python3 -m pytest -q -m cuda tests/test_fastpath.py tests/models/test_triplane_talker.py -k "torso or triton or fixed_samples"
+check tests 60 3 python3 -m pytest -q -m cuda tests/test_fastpath.py tests/models/test_triplane_talker.py \
+    tests/test_geometry_precision.py -k "torso or triton or fixed_samples or autocast"
 check bench 60 8 python3 -m deltaplane.cli bench --random-weights --preset fast --batch 1,4 --frames 240
 check bench_torso 60 8 python3 -m deltaplane.cli bench --random-weights --preset fast --batch 1,4 --frames 240 --torso
 check compile_fp32 200 6 python3 scripts/train_compile_check.py "$carry/data/$dataset" --steps 5 --precision 32-true

@@ -109,8 +109,8 @@ def test_a_torso_of_its_own_adds_its_planes_in_the_torsos_frame(model: TriplaneT
 
 @pytest.mark.cuda
 def test_torso_transforms_stay_float32_under_cuda_autocast(model: TriplaneTalker) -> None:
-    """The trainer's bf16 autocast (CUDA only: CPU autocast leaves these products in float32) must not reach the
-    torso's camera math: `linalg.inv` has no bf16 kernel (session 36's first torso run on the H200 died on it)."""
+    """The trainer's bf16 autocast must not reach the torso's camera math: CUDA's `linalg.inv` has no bf16 kernel
+    (session 36's first torso run on the H200 died on it; CPU autocast runs `linalg.inv` in float32)."""
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     torso = TriplaneTalker(dataclasses.replace(model.config, torso_follow=(0.1, 0.6))).cuda()
