@@ -6,7 +6,7 @@ that section, on the CPU.
 A static tri-plane field (256² planes, 32 channels, the OSG decoder; no audio, no super-resolution) is fit by L1 to
 the training frames' pixels inside their face boxes at 256², 4,096 random rays of one frame per step, 24 + 24
 samples as the `fast` preset renders. `--rays bf16` casts the training rays as the trainer's bf16 autocast did
-before session 37 (`pixel_rays.__wrapped__` under CPU bf16 autocast); `fp32` as it does now. Both draw the same
+before session 37 (`bf16_ray_blur.bf16_rays`); `fp32` as it does now. Both draw the same
 frames, rays and samples for one seed. Test frames are then rendered with float32 rays, as evaluation renders
 them, and scored in the face box: PSNR and the Laplacian-energy ratio (`evaluation.pixels.laplacian_variance`) of
 render over truth. The mouth and eyes move and a static field averages them in both runs alike.
@@ -28,6 +28,7 @@ from deltaplane.fields.triplane import OSGDecoderConfig, TriplaneField
 from deltaplane.geometry.cameras import Cameras
 from deltaplane.geometry.rays import pixel_rays
 from deltaplane.render.volume import VolumeRenderConfig, render_rays
+from bf16_ray_blur import bf16_rays
 
 SIZE = 256
 VOLUME = VolumeRenderConfig(num_coarse=24, num_importance=24)
@@ -36,12 +37,7 @@ VOLUME = VolumeRenderConfig(num_coarse=24, num_importance=24)
 def rays(clip, index: int, bf16: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Origins and unit directions [H·W, 3] of frame `index` at SIZE², float32 or as bf16 autocast cast them."""
     cameras = Cameras(clip.cam2world[index:index + 1], clip.intrinsics[index:index + 1], SIZE, SIZE)
-    if not bf16:
-        origins, directions = pixel_rays(cameras)
-    else:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            origins, directions = pixel_rays.__wrapped__(cameras)
-        directions = torch.nn.functional.normalize(directions.float(), dim=-1)
+    origins, directions = bf16_rays(cameras) if bf16 else pixel_rays(cameras)
     return origins[0], directions[0]
 
 
