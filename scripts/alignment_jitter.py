@@ -1,13 +1,18 @@
-"""How much the aligned face jitters from frame to frame (docs/sharpness.md "Registration"), and whether a run's
-learned per-frame shifts (`training.registration`) follow it.
+"""How much the aligned face jitters from frame to frame (docs/sharpness.md "Registration", docs/dataset.md
+"Alignment smoothing"), what that costs a field fitted to the frames, and whether a run's learned per-frame shifts
+(`training.registration`) follow it.
 
-Phase correlation (`cv2.phaseCorrelate`, Hann window) of each aligned frame's eye–nose region (the box of landmarks
-17–47) against the clip's median frame; displacements over MAX_SHIFT px are dropped as failures.
+Phase correlation (`phase_shift`, Hann window) of each aligned frame's eye–nose region (the box of landmarks
+17–47) against the clip's median frame, and against the next frame; displacements over MAX_SHIFT px are dropped as
+failures.
 
     python scripts/alignment_jitter.py DATASET [RUN_DIR]
 
 Prints the mean frame-to-frame displacement and the standard deviation of what a Gaussian over SMOOTH frames does not
-explain; with RUN_DIR (holding `registration_shifts.npy` from `scripts/gpu_lip_motion.py` and `driving_tracks.npz`),
+explain; the consecutive frames' displacement beside the one the cameras predict (the rigid landmarks fitted as one
+3D shape seen by every frame's camera) and the one the rigid landmarks show themselves; and how much of the frames' Laplacian energy (eye–nose box) the mean of
+`KEEP_WINDOWS` consecutive frames keeps: a field draws the mean of what its cameras cannot tell apart, so
+misregistration shows as a loss (the frames' own noise lowers it too, alike for any alignment). With RUN_DIR (holding `registration_shifts.npy` from `scripts/gpu_lip_motion.py` and `driving_tracks.npz`),
 the correlation of the learned shifts with the displacement of the same training frames, and with their mouth's
 opening (`evaluation.face.mouth_opening` of the tracked landmarks: a shift that took up the mouth's motion would
 follow it), per axis.
@@ -20,6 +25,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 from jaxtyping import Float
 from numpy import ndarray
 from scipy.ndimage import gaussian_filter1d
@@ -27,23 +33,97 @@ from scipy.ndimage import gaussian_filter1d
 from deltaplane.checkpoint import DRIVING_TRACKS
 from deltaplane.data.schema import FRAMES_VIDEO, TRACKS
 from deltaplane.evaluation.face import mouth_opening
+from deltaplane.evaluation.pixels import laplacian_variance
+from deltaplane.geometry.cameras import DEFAULT_PIVOT, project, unproject
 from deltaplane.media.video import iter_frames
+from deltaplane.preprocess.align import RIGID_INDICES
 
 MAX_SHIFT = 6.0
 """Larger displacements (px) are taken as failures of the correlation and dropped."""
 SMOOTH = 3.0
 """σ (frames) of the Gaussian whose residual is the jitter."""
+KEEP_WINDOWS = (7, 25)
+"""Consecutive frames averaged for the Laplacian-energy measure."""
 
 
-def displacements(dataset: Path) -> Float[ndarray, "frames 2"]:
-    """(x, y) displacement of each frame's eye–nose region from the clip's median, in pixels."""
-    landmarks = np.load(dataset / TRACKS)["landmarks_aligned"]
-    gray = np.stack([frame.mean(-1).astype(np.float32) for frame in iter_frames(dataset / FRAMES_VIDEO)])
-    points = landmarks[:, 17:48].reshape(-1, 2)
+def eye_nose_box(tracks: dict[str, ndarray]) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the box of landmarks 17–47 over the clip (2nd to 98th percentile)."""
+    points = tracks["landmarks_aligned"][:, 17:48].reshape(-1, 2)
     (x0, y0), (x1, y1) = np.percentile(points, 2, axis=0).astype(int), np.percentile(points, 98, axis=0).astype(int)
-    reference = np.median(gray[:, y0:y1, x0:x1], axis=0).astype(np.float32)
-    window = cv2.createHanningWindow(reference.shape[::-1], cv2.CV_32F)
-    return np.array([cv2.phaseCorrelate(reference, frame[y0:y1, x0:x1].copy(), window)[0] for frame in gray])
+    return x0, y0, x1, y1
+
+
+def phase_shift(reference: Float[ndarray, "H W"], image: Float[ndarray, "H W"], window: Float[ndarray, "H W"]
+                ) -> tuple[float, float]:
+    """(dx, dy) of `image` against `reference`: the peak of their windowed, normalised cross-power spectrum, refined
+    by a parabola through it and its neighbours along each axis (mean error 0.07 / 0.12 px in x / y on blurred
+    noise shifted by up to 2 px, 0.24 px at most). Written out because `cv2.phaseCorrelate` of OpenCV 5.0.0 gives other answers for the same input at some
+    sizes (108 rows: a crop of macron_fr_50s correlated with its median moved by 79 px, then 93 px)."""
+    product = np.fft.fft2(image * window) * np.conj(np.fft.fft2(reference * window))
+    surface = np.fft.ifft2(product / np.maximum(np.abs(product), 1e-12)).real
+    peak = np.unravel_index(np.argmax(surface), surface.shape)
+    shift = []
+    for axis in (1, 0):
+        size = surface.shape[axis]
+        left, centre, right = (surface[tuple((p + step) % surface.shape[a] if a == axis else p
+                                             for a, p in enumerate(peak))] for step in (-1, 0, 1))
+        curvature = left - 2 * centre + right
+        offset = 0.5 * (left - right) / curvature if curvature < 0 else 0.0
+        shift.append(float((peak[axis] + offset + size / 2) % size - size / 2))
+    return shift[0], shift[1]
+
+
+def displacements(gray: Float[ndarray, "frames H W"], box: tuple[int, int, int, int]
+                  ) -> tuple[Float[ndarray, "frames 2"], Float[ndarray, "pairs 2"]]:
+    """(x, y) displacement of each frame's eye–nose region from the clip's median, and from each frame to the
+    next, in pixels."""
+    x0, y0, x1, y1 = box
+    crops = gray[:, y0:y1, x0:x1]
+    reference = np.median(crops, axis=0)
+    window = cv2.createHanningWindow(reference.shape[::-1], cv2.CV_64F)
+    from_median = np.array([phase_shift(reference, crop, window) for crop in crops])
+    consecutive = np.array([phase_shift(crops[i], crops[i + 1], window) for i in range(len(crops) - 1)])
+    return from_median, consecutive
+
+
+def camera_motion(tracks: dict[str, ndarray]) -> Float[ndarray, "pairs 2"]:
+    """From each frame to the next, the mean displacement of the rigid landmarks (`RIGID_INDICES`) that the cameras
+    predict: one 3D shape of those points fitted (least squares, L-BFGS) to be seen where every frame shows them."""
+    seen = torch.from_numpy(tracks["landmarks_aligned"][:, list(RIGID_INDICES)]).double()  # [T, P, 2]
+    cam2world = torch.from_numpy(tracks["cam2world"]).double()
+    intrinsics = torch.from_numpy(tracks["intrinsics"]).double()
+    depth = cam2world[:, :3, 3].norm(dim=-1).mean() - DEFAULT_PIVOT[2]
+    shape = unproject(seen[:1], depth.expand(1, seen.shape[1]), cam2world[:1], intrinsics[:1])[0].requires_grad_()
+    optimizer = torch.optim.LBFGS([shape], max_iter=500, line_search_fn="strong_wolfe")
+
+    def predicted() -> torch.Tensor:
+        return project(shape.expand(len(seen), -1, -1), cam2world, intrinsics)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        error = (predicted() - seen).square().mean()
+        error.backward()
+        return error
+
+    for _ in range(5):
+        optimizer.step(closure)
+    return predicted().detach().mean(1).diff(dim=0).numpy()
+
+
+def mean_keeps(gray: Float[ndarray, "frames H W"], box: tuple[int, int, int, int], window: int) -> float:
+    """Laplacian energy in `box` of the mean of `window` consecutive frames over their own mean energy, averaged
+    over windows starting every 5th frame."""
+    x0, y0, x1, y1 = box
+    mask = np.zeros(gray.shape[1:], dtype=bool)
+    mask[y0:y1, x0:x1] = True
+
+    def energy(image: ndarray) -> float:
+        return laplacian_variance(np.repeat(image.round().clip(0, 255).astype(np.uint8)[..., None], 3, -1), mask)
+
+    ratios = [energy(gray[start:start + window].mean(0)) / np.mean([energy(frame) for frame in
+                                                                     gray[start:start + window]])
+              for start in range(0, len(gray) - window + 1, 5)]
+    return float(np.mean(ratios))
 
 
 def main() -> None:
@@ -51,18 +131,33 @@ def main() -> None:
     parser.add_argument("dataset", type=Path)
     parser.add_argument("run_dir", type=Path, nargs="?")
     args = parser.parse_args()
-    moved = displacements(args.dataset)
+    tracks = dict(np.load(args.dataset / TRACKS))
+    gray = np.stack([frame.mean(-1).astype(np.float32) for frame in iter_frames(args.dataset / FRAMES_VIDEO)])
+    box = eye_nose_box(tracks)
+    moved, consecutive = displacements(gray, box)
     valid = (np.abs(moved) < MAX_SHIFT).all(1)
     kept = moved[valid]
     residual = kept - gaussian_filter1d(kept, SMOOTH, axis=0, mode="nearest")
     print(f"{valid.sum()} of {len(moved)} frames correlated; mean |frame-to-frame| x/y "
           f"{np.abs(np.diff(kept, axis=0)).mean(0).round(2)} px; std not explained by σ = {SMOOTH} frames "
           f"{residual.std(0).round(2)} px")
+    kept = (np.abs(consecutive) < MAX_SHIFT).all(1)
+    predicted = camera_motion(tracks)[kept]
+    print(f"consecutive frames ({kept.sum()} correlated): mean |displacement| x/y "
+          f"{np.abs(consecutive[kept]).mean(0).round(2)} px, predicted by the cameras "
+          f"{np.abs(predicted).mean(0).round(2)} px, unexplained std {(consecutive[kept] - predicted).std(0).round(2)} px")
+    landmarks = tracks["landmarks_aligned"][:, list(RIGID_INDICES)].mean(1)
+    seen = np.diff(landmarks, axis=0)[kept]
+    agreement = [np.corrcoef(seen[:, axis], consecutive[kept, axis])[0, 1] for axis in range(2)]
+    print(f"rigid landmarks' own consecutive displacement: mean |.| x/y {np.abs(seen).mean(0).round(2)} px, "
+          f"correlation with the pixels' x {agreement[0]:.2f}, y {agreement[1]:.2f}")
+    print("eye–nose box, Laplacian energy kept by the mean of " +
+          ", ".join(f"{window} frames {mean_keeps(gray, box, window):.3f}" for window in KEEP_WINDOWS))
     if args.run_dir is not None:
         learned = np.load(args.run_dir / "registration_shifts.npy")
         indices = np.load(args.run_dir / DRIVING_TRACKS)["indices"]
         ok = valid[indices]
-        landmarks = np.load(args.dataset / TRACKS)["landmarks_aligned"][indices]
+        landmarks = tracks["landmarks_aligned"][indices]
         openings = np.array([mouth_opening(points) for points in landmarks])
         correlation = [np.corrcoef(moved[indices][ok, axis], learned[ok, axis])[0, 1] for axis in range(2)]
         with_mouth = [np.corrcoef(openings, learned[:, axis])[0, 1] for axis in range(2)]

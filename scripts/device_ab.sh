@@ -5,6 +5,8 @@
 #
 #   bash scripts/device_ab.sh CARRY DATASET MINUTES "VARIANT_A VARIANT_B ..." [gpu_lip_motion args...]
 #
+# A variant written VARIANT@NAME trains on CARRY/data/NAME instead of DATASET (the same variant on two
+# preprocessings of one clip, say) and comes back as VARIANT_on_NAME.
 # CARRY is the carried folder (git-ignored; scripts/make_carry.sh builds it):
 # - CARRY/*.whl: what the GPU image lacks (av, soundfile, cffi, pycparser); without them, /tmp/site from an earlier
 #   call on the still-warm machine;
@@ -32,27 +34,34 @@ smi=$!
 gpus=$(nvidia-smi -L | wc -l) && [ "$gpus" -gt 0 ] || gpus=1
 pids=()
 index=0
-for variant in $variants; do
+# entry → its variant, dataset, work folder and returned name ('+' and '@' are not allowed in returned names)
+variant_of() { echo "${1%@*}"; }
+data_of() { case $1 in *@*) echo "${1#*@}" ;; *) echo "$dataset" ;; esac; }
+work_of() { case $1 in *@*) echo "/tmp/work/on_${1#*@}" ;; *) echo /tmp/work ;; esac; }
+name_of() { local name=${1//+/_}; echo "${name//@/_on_}"; }
+for entry in $variants; do
+    variant=$(variant_of "$entry") work=$(work_of "$entry") name=$(name_of "$entry")
     # a new training replaces what an earlier call on the warm machine left under the same name
-    case " $* " in *" --stage render "*) ;; *) rm -rf "/tmp/work/${variant//+/_}" /tmp/out_$variant ;; esac
+    case " $* " in *" --stage render "*) ;; *) rm -rf "$work/${variant//+/_}" "/tmp/out_$name" ;; esac
     (
-        mkdir -p /tmp/out_$variant
+        mkdir -p "/tmp/out_$name"
         export CUDA_VISIBLE_DEVICES=$((index % gpus))
-        OUT=/tmp/out_$variant timeout $((${AB_DEADLINE:-570} - (SECONDS - started))) python3 scripts/gpu_lip_motion.py \
-            "$carry/data/$dataset" $audio /tmp/work --variant "$variant" --minutes "$minutes" "$@" \
-            >> /tmp/out_$variant/stdout.txt 2>&1
-        echo "exit $?" >> /tmp/out_$variant/stdout.txt
+        OUT=/tmp/out_$name timeout $((${AB_DEADLINE:-570} - (SECONDS - started))) python3 scripts/gpu_lip_motion.py \
+            "$carry/data/$(data_of "$entry")" $audio "$work" --variant "$variant" --minutes "$minutes" "$@" \
+            >> "/tmp/out_$name/stdout.txt" 2>&1
+        echo "exit $?" >> "/tmp/out_$name/stdout.txt"
     ) &
     pids+=($!)
     index=$((index + 1))
 done
 wait "${pids[@]}"
 kill $smi 2>/dev/null
-for variant in $variants; do
-    name=${variant//+/_}  # '+' is not allowed in returned names
-    cp /tmp/smi.txt /tmp/out_$variant/stdout.txt /tmp/work/$name/
-    # over 15 MB goes back in parts: cat VARIANT.tar.part* | tar x
-    tar cf /tmp/$name.tar -C /tmp/work --exclude=checkpoints --exclude='.*' $name
-    split -b 15M -d /tmp/$name.tar "$OUT/$name.tar.part"
-    tail -c 1500 /tmp/out_$variant/stdout.txt
+for entry in $variants; do
+    run=$(variant_of "$entry") work=$(work_of "$entry") name=$(name_of "$entry")
+    run=${run//+/_}
+    cp /tmp/smi.txt "/tmp/out_$name/stdout.txt" "$work/$run/"
+    # over 15 MB goes back in parts: cat NAME.tar.part* | tar x
+    tar cf "/tmp/$name.tar" -C "$work" --exclude=checkpoints --exclude='.*' --transform "s,^$run,$name," "$run"
+    split -b 15M -d "/tmp/$name.tar" "$OUT/$name.tar.part"
+    tail -c 1500 "/tmp/out_$name/stdout.txt"
 done

@@ -14,7 +14,10 @@ import pytest
 from deltaplane import api
 from deltaplane.data.schema import SCHEMA_VERSION, read_manifest
 from deltaplane.errors import InputError
-from deltaplane.media.video import VideoWriter, probe_video
+from deltaplane.media.video import probe_video
+from deltaplane.preprocess.align import RIGID_INDICES
+from deltaplane.preprocess.geometry_stage import frame_geometry
+from deltaplane.preprocess.stages import PreprocessConfig
 
 
 @pytest.fixture(scope="module")
@@ -128,6 +131,8 @@ def test_bad_options(shared_data: Path, tmp_path: Path) -> None:
         api.preprocess(clip, tmp_path / "ds", fps=0, progress=False)
     with pytest.raises(InputError, match="--test-fraction"):
         api.preprocess(clip, tmp_path / "ds", test_fraction=1.5, progress=False)
+    with pytest.raises(InputError, match="--align-smoothing"):
+        api.preprocess(clip, tmp_path / "ds", align_smoothing=-0.5, progress=False)
 
 
 def test_frames_video_matches_the_aligned_frames_and_old_jpeg_datasets_still_load(katie_dataset: Path,
@@ -146,3 +151,41 @@ def test_frames_video_matches_the_aligned_frames_and_old_jpeg_datasets_still_loa
     (copy / "frames.mp4").unlink()
     _, old = load_clip(copy, "test")
     assert (old.frames.float() - clip.frames.float()).abs().mean() < 1.0  # only JPEG's rounding differs
+
+
+def _aligned_spread(raw: dict[str, np.ndarray], align_smoothing: float) -> float:
+    """RMS over frames and rigid points of the aligned rigid landmarks' distance from their mean (pixels)."""
+    aligned = frame_geometry(raw, 640, 480, 128, 25.0, 0.05, align_smoothing).arrays["landmarks_aligned"]
+    rigid = aligned[:, list(RIGID_INDICES)]
+    return float(np.sqrt(((rigid - rigid.mean(0)) ** 2).sum(-1).mean()))
+
+
+def test_alignment_follows_a_face_that_moves_every_frame(synthetic_dataset: Path) -> None:
+    """A still face filmed by a shaking camera: one frame's tracks, moved by a random 1.5-px translation per frame.
+    Unsmoothed, the aligned face stays exactly still; Talk3D's 2-frame smoothing leaves most of the shake in the
+    aligned frames (which no camera follows); the default keeps well under half of it."""
+    with np.load(synthetic_dataset / ".stages" / "track_raw.npz") as track:
+        landmarks, mesh = track["landmarks68"][0], track["mesh"][0]
+    shake = np.random.default_rng(0).normal(0.0, 1.5, (80, 1, 2)).astype(np.float32)
+    raw = {"landmarks68": landmarks[None] + shake,
+           "mesh": np.concatenate([mesh[None, :, :2] + shake, np.repeat(mesh[None, :, 2:], 80, 0)], -1)}
+    scale = 128 / 512  # shake in source pixels → aligned pixels, about (the synthetic face is ~512 px tall)
+    assert _aligned_spread(raw, 0.0) < 1e-3
+    talk3d, default = _aligned_spread(raw, 2.0), _aligned_spread(raw, PreprocessConfig().align_smoothing)
+    assert talk3d > 0.5 * 1.5 * scale
+    assert default < talk3d / 2
+
+
+def test_align_smoothing_redoes_the_frames_stage_only(synthetic_clip: Path, synthetic_dataset: Path,
+                                                      tmp_path: Path) -> None:
+    copy = tmp_path / "ds"
+    shutil.copytree(synthetic_dataset, copy)
+    before = {name: json.loads((copy / ".stages" / f"{name}.json").read_text()) for name in ("track", "frames")}
+    api.preprocess(synthetic_clip, copy, size=128, test_fraction=0.2, align_smoothing=2.0, progress=False)
+    after = {name: json.loads((copy / ".stages" / f"{name}.json").read_text()) for name in ("track", "frames")}
+    assert after["track"] == before["track"]
+    assert after["frames"]["fingerprint"] != before["frames"]["fingerprint"]
+    assert read_manifest(copy).config["align_smoothing"] == 2.0
+    with np.load(copy / "tracks.npz") as new, np.load(synthetic_dataset / "tracks.npz") as old:
+        assert not np.allclose(new["affine"], old["affine"])
+        np.testing.assert_array_equal(new["landmark_feature"], old["landmark_feature"])  # the token keeps its σ

@@ -39,6 +39,9 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
                    help="'auto' (default): measure how far the sound is off the lips and shift it onto them when "
                         "clear; a whole number of frames to shift by instead (positive: the mouth moves after the "
                         "sound); 0 keeps the audio as it is")
+    p.add_argument("--align-smoothing", type=float, default=0.5,
+                   help="σ in frames of the temporal smoothing of the landmarks that align each frame (default "
+                        "0.5; Talk3D's 2 leaves the head's fast motion in the frames and blurs what is trained)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -213,7 +216,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "preprocess":
         api.preprocess(args.video, args.output, audio=args.audio, fps=args.fps, size=args.size,
                        test_fraction=args.test_fraction, audio_features=args.audio_features, phones=args.phones,
-                       av_offset=args.av_offset, progress=not args.quiet)
+                       av_offset=args.av_offset, align_smoothing=args.align_smoothing, progress=not args.quiet)
     elif args.command == "train":
         api.train(args.dataset, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
                   resume=args.resume, device=args.device, lpips_weights=args.lpips_weights, syncnet=args.syncnet,

@@ -26,9 +26,8 @@ import cv2
 import numpy as np
 
 from deltaplane.atomic import atomic_dir, created_dir, save_npz, write_json
-from deltaplane.data.schema import (AUDIO_FEATURES, AUDIO_WAV, FRAMES_CRF, FRAMES_DIR, FRAMES_VIDEO, MANIFEST,
-                                    MAX_SIZE, PARSING_DIR, STAGES_DIR, TRACKS, AudioInfo, Manifest, SourceInfo,
-                                    split_indices)
+from deltaplane.data.schema import (FRAMES_CRF, FRAMES_DIR, FRAMES_VIDEO, MANIFEST, MAX_SIZE, PARSING_DIR, STAGES_DIR,
+                                    TRACKS, Manifest, SourceInfo, split_indices)
 from deltaplane.errors import InputError
 from deltaplane.media.video import (VideoInfo, VideoWriter, check_complete, iter_frames, output_frame_count,
                                     probe_video)
@@ -37,6 +36,8 @@ from deltaplane.preprocess.av_sync import describe_offset
 from deltaplane.preprocess.geometry_stage import FrameGeometry, frame_geometry
 
 MIN_SECONDS = 2.0
+MAX_ALIGN_SMOOTHING = 25.0
+"""Frames; a wider Gaussian would hold the face still while the head moves."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class PreprocessConfig:
     """Also store a pocketsphinx phone track."""
     max_missing_fraction: float = 0.05
     """Refuse clips whose face is missing in more than this fraction of frames."""
+    align_smoothing: float = 0.5
+    """σ in frames of the temporal Gaussian on the landmarks that place each aligned frame. Talk3D's 2 frames leave
+    the head's fast motion in the aligned frames, about a pixel at 512², which the cameras do not follow, so a
+    field fitted to them blurs (docs/dataset.md "Alignment smoothing"); 0 follows the landmarks' own noise."""
     av_offset: str = "auto"
     """'auto': measure the audio–video offset and shift the sound onto the lips when it is clear
     (`preprocess.av_sync`); an integer: shift by that many frames (positive: the mouth moves after the sound;
@@ -67,6 +72,9 @@ class PreprocessConfig:
             raise InputError(f"--size must be an even number in [64, {MAX_SIZE}], got {self.size}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise InputError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        if not 0.0 <= self.align_smoothing <= MAX_ALIGN_SMOOTHING:
+            raise InputError(f"--align-smoothing must be in [0, {MAX_ALIGN_SMOOTHING:g}] frames, "
+                             f"got {self.align_smoothing}")
         if self.av_offset != "auto" and not re.fullmatch(r"[+-]?\d+", self.av_offset):
             raise InputError(f"--av-offset must be 'auto' or a whole number of frames, got {self.av_offset!r}")
 
@@ -157,13 +165,13 @@ def _run_stages(video: Path, dataset_dir: Path, config: PreprocessConfig, audio:
                                 config.phones, config.av_offset, records, sync_print)
 
     frames_print = _fingerprint("frames", track_print, config.size, config.max_missing_fraction, FRAMES_VIDEO,
-                                FRAMES_CRF)
+                                FRAMES_CRF, config.align_smoothing)
     outputs = [dataset_dir / FRAMES_VIDEO, dataset_dir / PARSING_DIR, dataset_dir / TRACKS]
     if not records.done("frames", frames_print, outputs):
         started = time.perf_counter()
         with np.load(track_path) as raw:
             geometry = frame_geometry(dict(raw), info.width, info.height, config.size, config.fps,
-                                      config.max_missing_fraction)
+                                      config.max_missing_fraction, config.align_smoothing)
         _write_frames(video, dataset_dir, geometry, config, num_frames, progress)
         shutil.rmtree(dataset_dir / FRAMES_DIR, ignore_errors=True)  # JPEGs of an older version of the dataset
         save_npz(dataset_dir / TRACKS, **geometry.arrays)
