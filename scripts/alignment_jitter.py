@@ -10,12 +10,13 @@ failures.
 
 Prints the mean frame-to-frame displacement and the standard deviation of what a Gaussian over SMOOTH frames does not
 explain; the consecutive frames' displacement beside the one the cameras predict (the rigid landmarks fitted as one
-3D shape seen by every frame's camera) and the one the rigid landmarks show themselves; and how much of the frames' Laplacian energy (eye–nose box) the mean of
-`KEEP_WINDOWS` consecutive frames keeps: a field draws the mean of what its cameras cannot tell apart, so
-misregistration shows as a loss (the frames' own noise lowers it too, alike for any alignment). With RUN_DIR (holding `registration_shifts.npy` from `scripts/gpu_lip_motion.py` and `driving_tracks.npz`),
-the correlation of the learned shifts with the displacement of the same training frames, and with their mouth's
-opening (`evaluation.face.mouth_opening` of the tracked landmarks: a shift that took up the mouth's motion would
-follow it), per axis.
+3D shape seen by every frame's camera) and the one the rigid landmarks show themselves; and how much of the frames'
+Laplacian energy the mean of `KEEP_WINDOWS` consecutive frames keeps, in the eye–nose box and in the forehead's above
+the brows: a field draws the mean of what its cameras cannot tell apart, so misregistration shows as a loss (the
+frames' own noise lowers it too, alike for any alignment). With RUN_DIR (holding `registration_shifts.npy` from
+`scripts/gpu_lip_motion.py` and `driving_tracks.npz`), the correlation of the learned shifts with the displacement of
+the same training frames, and with their mouth's opening (`evaluation.face.mouth_opening` of the tracked landmarks:
+a shift that took up the mouth's motion would follow it), per axis.
 """
 
 from __future__ import annotations
@@ -44,13 +45,22 @@ SMOOTH = 3.0
 """σ (frames) of the Gaussian whose residual is the jitter."""
 KEEP_WINDOWS = (7, 25)
 """Consecutive frames averaged for the Laplacian-energy measure."""
+FOREHEAD = 0.12
+"""How far above the brows the forehead box reaches, as a fraction of the frame's side."""
 
 
-def eye_nose_box(tracks: dict[str, ndarray]) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1): the box of landmarks 17–47 over the clip (2nd to 98th percentile)."""
-    points = tracks["landmarks_aligned"][:, 17:48].reshape(-1, 2)
+def landmark_box(tracks: dict[str, ndarray], first: int, last: int) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1): the box of landmarks first..last over the clip (2nd to 98th percentile)."""
+    points = tracks["landmarks_aligned"][:, first:last + 1].reshape(-1, 2)
     (x0, y0), (x1, y1) = np.percentile(points, 2, axis=0).astype(int), np.percentile(points, 98, axis=0).astype(int)
     return x0, y0, x1, y1
+
+
+def forehead_box(tracks: dict[str, ndarray], size: int) -> tuple[int, int, int, int]:
+    """The brows' box (landmarks 17–26) raised to FOREHEAD of the frame above them: a region the phase
+    correlation of the eye–nose box does not see."""
+    x0, y0, x1, y1 = landmark_box(tracks, 17, 26)
+    return x0, max(y0 - round(FOREHEAD * size), 0), x1, y1
 
 
 def phase_shift(reference: Float[ndarray, "H W"], image: Float[ndarray, "H W"], window: Float[ndarray, "H W"]
@@ -133,7 +143,7 @@ def main() -> None:
     args = parser.parse_args()
     tracks = dict(np.load(args.dataset / TRACKS))
     gray = np.stack([frame.mean(-1).astype(np.float32) for frame in iter_frames(args.dataset / FRAMES_VIDEO)])
-    box = eye_nose_box(tracks)
+    box = landmark_box(tracks, 17, 47)
     moved, consecutive = displacements(gray, box)
     valid = (np.abs(moved) < MAX_SHIFT).all(1)
     kept = moved[valid]
@@ -151,8 +161,9 @@ def main() -> None:
     agreement = [np.corrcoef(seen[:, axis], consecutive[kept, axis])[0, 1] for axis in range(2)]
     print(f"rigid landmarks' own consecutive displacement: mean |.| x/y {np.abs(seen).mean(0).round(2)} px, "
           f"correlation with the pixels' x {agreement[0]:.2f}, y {agreement[1]:.2f}")
-    print("eye–nose box, Laplacian energy kept by the mean of " +
-          ", ".join(f"{window} frames {mean_keeps(gray, box, window):.3f}" for window in KEEP_WINDOWS))
+    for name, region in (("eye–nose", box), ("forehead", forehead_box(tracks, gray.shape[1]))):
+        print(f"{name} box, Laplacian energy kept by the mean of " +
+              ", ".join(f"{window} frames {mean_keeps(gray, region, window):.3f}" for window in KEEP_WINDOWS))
     if args.run_dir is not None:
         learned = np.load(args.run_dir / "registration_shifts.npy")
         indices = np.load(args.run_dir / DRIVING_TRACKS)["indices"]
