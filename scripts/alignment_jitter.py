@@ -9,14 +9,17 @@ failures.
     python scripts/alignment_jitter.py DATASET [RUN_DIR]
 
 Prints the mean frame-to-frame displacement and the standard deviation of what a Gaussian over SMOOTH frames does not
-explain; the consecutive frames' displacement beside the one the cameras predict (the rigid landmarks fitted as one
-3D shape seen by every frame's camera) and the one the rigid landmarks show themselves; and how much of the frames'
-Laplacian energy the mean of `KEEP_WINDOWS` consecutive frames keeps, in the eye–nose box and in the forehead's above
-the brows: a field draws the mean of what its cameras cannot tell apart, so misregistration shows as a loss (the
-frames' own noise lowers it too, alike for any alignment). With RUN_DIR (holding `registration_shifts.npy` from
-`scripts/gpu_lip_motion.py` and `driving_tracks.npz`), the correlation of the learned shifts with the displacement of
-the same training frames, and with their mouth's opening (`evaluation.face.mouth_opening` of the tracked landmarks:
-a shift that took up the mouth's motion would follow it), per axis.
+explain; the consecutive frames' displacement beside the one the cameras predict (the rigid landmarks triangulated
+as one 3D shape seen by every frame's camera) and the one the rigid landmarks show themselves; how far the aligned
+rigid landmarks lie from that shape's view, and the scale and turn of the similarity that would close the gap in
+each frame (a scale that follows the pitch is the template alignment's, docs/dataset.md "Alignment smoothing"); and
+how much of the frames' Laplacian energy the mean of `KEEP_WINDOWS` consecutive frames keeps, as they are and with
+the motion the cameras predict taken out, in the eye–nose box and in the forehead's above the brows: a field draws
+the mean of what its cameras cannot tell apart, so misregistration shows as a loss (the frames' own noise lowers it
+too, alike for any alignment). With RUN_DIR (holding `registration_shifts.npy` from `scripts/gpu_lip_motion.py` and
+`driving_tracks.npz`), the correlation of the learned shifts with the displacement of the same training frames, and
+with their mouth's opening (`evaluation.face.mouth_opening` of the tracked landmarks: a shift that took up the
+mouth's motion would follow it), per axis.
 """
 
 from __future__ import annotations
@@ -35,9 +38,9 @@ from deltaplane.checkpoint import DRIVING_TRACKS
 from deltaplane.data.schema import FRAMES_VIDEO, TRACKS
 from deltaplane.evaluation.face import mouth_opening
 from deltaplane.evaluation.pixels import laplacian_variance
-from deltaplane.geometry.cameras import DEFAULT_PIVOT, project, unproject
+from deltaplane.geometry.cameras import project, triangulate
 from deltaplane.media.video import iter_frames
-from deltaplane.preprocess.align import RIGID_INDICES
+from deltaplane.preprocess.align import RIGID_INDICES, cv2_affine, least_squares_similarity
 
 MAX_SHIFT = 6.0
 """Larger displacements (px) are taken as failures of the correlation and dropped."""
@@ -96,33 +99,22 @@ def displacements(gray: Float[ndarray, "frames H W"], box: tuple[int, int, int, 
     return from_median, consecutive
 
 
-def camera_motion(tracks: dict[str, ndarray]) -> Float[ndarray, "pairs 2"]:
-    """From each frame to the next, the mean displacement of the rigid landmarks (`RIGID_INDICES`) that the cameras
-    predict: one 3D shape of those points fitted (least squares, L-BFGS) to be seen where every frame shows them."""
+def camera_view(tracks: dict[str, ndarray]) -> tuple[Float[ndarray, "frames points 2"], Float[ndarray, "frames points 2"]]:
+    """The rigid landmarks (`RIGID_INDICES`) where the aligned frames show them, and where the cameras see the one
+    rigid 3D shape triangulated from them (`geometry.cameras.triangulate`)."""
     seen = torch.from_numpy(tracks["landmarks_aligned"][:, list(RIGID_INDICES)]).double()  # [T, P, 2]
     cam2world = torch.from_numpy(tracks["cam2world"]).double()
     intrinsics = torch.from_numpy(tracks["intrinsics"]).double()
-    depth = cam2world[:, :3, 3].norm(dim=-1).mean() - DEFAULT_PIVOT[2]
-    shape = unproject(seen[:1], depth.expand(1, seen.shape[1]), cam2world[:1], intrinsics[:1])[0].requires_grad_()
-    optimizer = torch.optim.LBFGS([shape], max_iter=500, line_search_fn="strong_wolfe")
-
-    def predicted() -> torch.Tensor:
-        return project(shape.expand(len(seen), -1, -1), cam2world, intrinsics)
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        error = (predicted() - seen).square().mean()
-        error.backward()
-        return error
-
-    for _ in range(5):
-        optimizer.step(closure)
-    return predicted().detach().mean(1).diff(dim=0).numpy()
+    shape = triangulate(seen, cam2world, intrinsics)
+    return seen.numpy(), project(shape.expand(len(seen), -1, -1), cam2world, intrinsics).numpy()
 
 
-def mean_keeps(gray: Float[ndarray, "frames H W"], box: tuple[int, int, int, int], window: int) -> float:
+def mean_keeps(gray: Float[ndarray, "frames H W"], box: tuple[int, int, int, int], window: int,
+               views: Float[ndarray, "frames points 2"] | None = None) -> float:
     """Laplacian energy in `box` of the mean of `window` consecutive frames over their own mean energy, averaged
-    over windows starting every 5th frame."""
+    over windows starting every 5th frame. With `views` (where the cameras see the rigid landmarks, `camera_view`)
+    each frame is first warped (bicubic) onto the window's middle frame by the similarity between the two views:
+    the motion the cameras themselves predict, a rotating head's parallax, no longer counts against the frames."""
     x0, y0, x1, y1 = box
     mask = np.zeros(gray.shape[1:], dtype=bool)
     mask[y0:y1, x0:x1] = True
@@ -130,9 +122,15 @@ def mean_keeps(gray: Float[ndarray, "frames H W"], box: tuple[int, int, int, int
     def energy(image: ndarray) -> float:
         return laplacian_variance(np.repeat(image.round().clip(0, 255).astype(np.uint8)[..., None], 3, -1), mask)
 
-    ratios = [energy(gray[start:start + window].mean(0)) / np.mean([energy(frame) for frame in
-                                                                     gray[start:start + window]])
-              for start in range(0, len(gray) - window + 1, 5)]
+    ratios = []
+    for start in range(0, len(gray) - window + 1, 5):
+        frames = gray[start:start + window]
+        if views is not None:
+            middle = torch.from_numpy(views[start + window // 2]).expand(window, -1, -1)
+            onto = least_squares_similarity(torch.from_numpy(views[start:start + window]), middle).numpy()
+            frames = np.stack([cv2.warpAffine(frame, cv2_affine(matrix), frame.shape[::-1], flags=cv2.INTER_CUBIC,
+                                              borderMode=cv2.BORDER_REPLICATE) for frame, matrix in zip(frames, onto)])
+        ratios.append(energy(frames.mean(0)) / np.mean([energy(frame) for frame in frames]))
     return float(np.mean(ratios))
 
 
@@ -152,18 +150,25 @@ def main() -> None:
           f"{np.abs(np.diff(kept, axis=0)).mean(0).round(2)} px; std not explained by σ = {SMOOTH} frames "
           f"{residual.std(0).round(2)} px")
     kept = (np.abs(consecutive) < MAX_SHIFT).all(1)
-    predicted = camera_motion(tracks)[kept]
+    seen, expected = camera_view(tracks)
+    predicted = np.diff(expected.mean(1), axis=0)[kept]
     print(f"consecutive frames ({kept.sum()} correlated): mean |displacement| x/y "
           f"{np.abs(consecutive[kept]).mean(0).round(2)} px, predicted by the cameras "
           f"{np.abs(predicted).mean(0).round(2)} px, unexplained std {(consecutive[kept] - predicted).std(0).round(2)} px")
-    landmarks = tracks["landmarks_aligned"][:, list(RIGID_INDICES)].mean(1)
-    seen = np.diff(landmarks, axis=0)[kept]
-    agreement = [np.corrcoef(seen[:, axis], consecutive[kept, axis])[0, 1] for axis in range(2)]
-    print(f"rigid landmarks' own consecutive displacement: mean |.| x/y {np.abs(seen).mean(0).round(2)} px, "
+    moved = np.diff(seen.mean(1), axis=0)[kept]
+    agreement = [np.corrcoef(moved[:, axis], consecutive[kept, axis])[0, 1] for axis in range(2)]
+    print(f"rigid landmarks' own consecutive displacement: mean |.| x/y {np.abs(moved).mean(0).round(2)} px, "
           f"correlation with the pixels' x {agreement[0]:.2f}, y {agreement[1]:.2f}")
+    similarity = least_squares_similarity(torch.from_numpy(expected), torch.from_numpy(seen)).numpy()
+    scale = np.sqrt(np.linalg.det(similarity[:, :, :2]))
+    turn = np.degrees(np.arctan2(similarity[:, 1, 0], similarity[:, 0, 0]))
+    print(f"aligned rigid landmarks against the cameras' view, per frame: RMS {np.sqrt(np.square(seen - expected).sum(-1).mean()):.2f} px; "
+          f"best similarity's scale std {scale.std():.4f} (correlation with the pitch "
+          f"{np.corrcoef(scale, tracks['angles'][:, 1])[0, 1]:.2f}), turn std {turn.std():.2f}°")
     for name, region in (("eye–nose", box), ("forehead", forehead_box(tracks, gray.shape[1]))):
         print(f"{name} box, Laplacian energy kept by the mean of " +
-              ", ".join(f"{window} frames {mean_keeps(gray, region, window):.3f}" for window in KEEP_WINDOWS))
+              ", ".join(f"{window} frames {mean_keeps(gray, region, window):.3f} (the cameras' motion taken out "
+                        f"{mean_keeps(gray, region, window, expected):.3f})" for window in KEEP_WINDOWS))
     if args.run_dir is not None:
         learned = np.load(args.run_dir / "registration_shifts.npy")
         indices = np.load(args.run_dir / DRIVING_TRACKS)["indices"]

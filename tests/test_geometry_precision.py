@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from deltaplane.geometry.cameras import (Cameras, cam2world_to_angles, orbit_cam2world, orbit_cameras, project,
-                                         torso_frame, transform_points)
+                                         torso_frame, transform_points, triangulate)
 from deltaplane.geometry.novel_view import rotate_about_origin, visible_points
 from deltaplane.geometry.rays import pixel_rays
 from deltaplane.render.plate import plane_coordinates, unwarp_coordinates
@@ -39,6 +39,12 @@ def _unwarp_coordinates(device: torch.device) -> torch.Tensor:
     return unwarp_coordinates(coordinates, warp)
 
 
+def _triangulate(device: torch.device) -> torch.Tensor:
+    cameras = _cameras(device)
+    pixels = project(_points(device)[:1].expand(2, -1, -1), cameras.cam2world, cameras.intrinsics)
+    return triangulate(pixels, cameras.cam2world, cameras.intrinsics)
+
+
 CASES: dict[str, Callable[[torch.device], object]] = {
     "pixel_rays": lambda device: pixel_rays(_cameras(device)),
     "orbit_cam2world": lambda device: orbit_cam2world(*ANGLES.to(device).unbind(-1)),
@@ -50,6 +56,7 @@ CASES: dict[str, Callable[[torch.device], object]] = {
     "visible_points": lambda device: visible_points(_points(device), _cameras(device)),
     "plane_coordinates": _plane_coordinates,
     "unwarp_coordinates": _unwarp_coordinates,
+    "triangulate": _triangulate,
 }
 
 

@@ -121,12 +121,14 @@ def test_compiled_training_follows_the_eager_loss_curve(synthetic_dataset: Path,
     for run, config in (("eager", eager), ("compiled", dataclasses.replace(eager, compile=True))):
         train(synthetic_dataset, tmp_path / run, model_config, config, "tiny", CPU, progress=False)
     # the shifts' Adam steps are lr·m/(√v + 1e-8): where the near-flat early renders leave a frame's gradient tiny,
-    # a rounding difference moves its step, hence their looser tolerance
-    for key, tolerance in (("loss", 1e-3), ("loss/discriminator", 1e-3), ("registration/rms_x", 5e-2)):
+    # a rounding difference moves its step, hence their looser tolerance (their RMS is about 0.01 px here: steadily
+    # aligned frames give the shifts little to learn, and 0.002 px is far below anything a render shows)
+    for key, tolerance, floor in (("loss", 1e-3, 1e-4), ("loss/discriminator", 1e-3, 1e-4),
+                                  ("registration/rms_x", 5e-2, 2e-3)):
         values = {run: torch.tensor([r[key] for r in read_log(tmp_path / run) if key in r])
                   for run in ("eager", "compiled")}
         assert len(values["compiled"]) == 4
-        torch.testing.assert_close(values["compiled"], values["eager"], rtol=tolerance, atol=1e-4)
+        torch.testing.assert_close(values["compiled"], values["eager"], rtol=tolerance, atol=floor)
     assert values["compiled"][-1] > 0  # the shifts moved
 
 

@@ -164,6 +164,34 @@ def project(points: Float[Tensor, "*batch points 3"], cam2world: Float[Tensor, "
     return pixels[..., :2] / pixels[..., 2:3]
 
 
+@full_precision
+def triangulate(pixels: Float[Tensor, "views points 2"], cam2world: Float[Tensor, "views 4 4"],
+                intrinsics: Float[Tensor, "views 3 3"], prior_weight: float = 1e-6) -> Float[Tensor, "points 3"]:
+    """The world points seen at `pixels` by every view: linear least squares (DLT) per point, each view's two rows
+    divided by the point's depth there so that the error is in pixels. Views that barely differ leave a point's
+    depth along the line of sight unconstrained; a weight of `prior_weight` (per pixel² of error) holds it at the
+    pivot's distance from the mean view instead."""
+    rotation, centre = cam2world[:, :3, :3], cam2world[:, :3, 3]
+    world2cam = torch.cat((rotation.transpose(1, 2), -(rotation.transpose(1, 2) @ centre[..., None])), dim=2)
+    matrices = intrinsics @ world2cam  # [V, 3, 4]: pixel·depth = M (x, y, z, 1)
+    rows = torch.stack((pixels[..., :1] * matrices[:, None, 2] - matrices[:, None, 0],
+                        pixels[..., 1:] * matrices[:, None, 2] - matrices[:, None, 1]), dim=1)  # [V, 2, P, 4]
+    rows = rows.permute(2, 0, 1, 3).reshape(pixels.shape[1], -1, 4)  # [P, 2V, 4]
+    pivot = centre.new_tensor(DEFAULT_PIVOT)
+    distance = (centre - pivot).norm(dim=-1).mean()
+    mean_view = int((centre - centre.mean(0)).norm(dim=-1).argmin())
+    prior = unproject(pixels[mean_view][None], distance.expand(1, pixels.shape[1]), cam2world[mean_view][None],
+                      intrinsics[mean_view][None])[0]  # [P, 3]
+    points = prior
+    for _ in range(2):  # depths from the last estimate (the prior's first)
+        depth = (torch.cat((points, torch.ones_like(points[:, :1])), dim=1) @ matrices[:, 2].T).T  # [V, P]
+        weights = (1.0 / depth).T.repeat_interleave(2, dim=1)[..., None]  # [P, 2V, 1]
+        system, target = rows[..., :3] * weights, -rows[..., 3:] * weights
+        normal = system.transpose(1, 2) @ system + prior_weight * torch.eye(3, dtype=rows.dtype)
+        points = torch.linalg.solve(normal, system.transpose(1, 2) @ target + prior_weight * prior[..., None])[..., 0]
+    return points
+
+
 def unproject(pixels: Float[Tensor, "*batch points 2"], depth: Float[Tensor, "*batch points"],
               cam2world: Float[Tensor, "*batch 4 4"], intrinsics: Float[Tensor, "*batch 3 3"]
               ) -> Float[Tensor, "*batch points 3"]:
