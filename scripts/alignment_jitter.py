@@ -33,6 +33,7 @@ import torch
 from jaxtyping import Float
 from numpy import ndarray
 from scipy.ndimage import gaussian_filter1d
+from torch import Tensor
 
 from deltaplane.checkpoint import DRIVING_TRACKS
 from deltaplane.data.schema import FRAMES_VIDEO, TRACKS
@@ -40,7 +41,7 @@ from deltaplane.evaluation.face import mouth_opening
 from deltaplane.evaluation.pixels import laplacian_variance
 from deltaplane.geometry.cameras import project, triangulate
 from deltaplane.media.video import iter_frames
-from deltaplane.preprocess.align import RIGID_INDICES, cv2_affine, least_squares_similarity
+from deltaplane.preprocess.align import RIGID_INDICES, cv2_affine
 
 MAX_SHIFT = 6.0
 """Larger displacements (px) are taken as failures of the correlation and dropped."""
@@ -97,6 +98,20 @@ def displacements(gray: Float[ndarray, "frames H W"], box: tuple[int, int, int, 
     from_median = np.array([phase_shift(reference, crop, window) for crop in crops])
     consecutive = np.array([phase_shift(crops[i], crops[i + 1], window) for i in range(len(crops) - 1)])
     return from_median, consecutive
+
+
+def least_squares_similarity(source: Float[Tensor, "frames points 2"], target: Float[Tensor, "frames points 2"]
+                             ) -> Float[Tensor, "frames 2 3"]:
+    """Per frame, the similarity mapping `source` onto `target` with the least squared error (closed form:
+    z = Σ conj(s̃)·t̃ / Σ|s̃|² over the centred points as complex numbers), differentiable in both."""
+    source_mean, target_mean = source.mean(1, keepdim=True), target.mean(1, keepdim=True)
+    centred, goal = source - source_mean, target - target_mean
+    norm = centred.square().sum((1, 2))
+    a = (centred * goal).sum((1, 2)) / norm
+    b = (centred[..., 0] * goal[..., 1] - centred[..., 1] * goal[..., 0]).sum(1) / norm
+    linear = torch.stack((torch.stack((a, -b), -1), torch.stack((b, a), -1)), -2)  # [T, 2, 2]
+    shift = target_mean[:, 0] - (source_mean[:, 0, None, :] * linear).sum(-1)  # t̄ − L·s̄
+    return torch.cat((linear, shift[..., None]), dim=-1)
 
 
 def camera_view(tracks: dict[str, ndarray]) -> tuple[Float[ndarray, "frames points 2"], Float[ndarray, "frames points 2"]]:

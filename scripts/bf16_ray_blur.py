@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from deltaplane.data.dataset import load_clip
+from deltaplane.data.dataset import box_mask, load_clip
 from deltaplane.evaluation.pixels import laplacian_variance
 from deltaplane.geometry.cameras import Cameras, orbit_cameras, project
 from deltaplane.geometry.rays import pixel_rays
@@ -106,9 +106,7 @@ def main() -> None:
     for index in range(0, len(test), max(len(test) // 20, 1)):
         image = test.frames[index].permute(1, 2, 0).numpy()
         blurred = cv2.GaussianBlur(image, (0, 0), sigmaX=float(sigma[0]) * scale, sigmaY=float(sigma[1]) * scale)
-        x0, y0, x1, y1 = test.face_boxes[index].round().long().tolist()
-        mask = np.zeros(image.shape[:2], dtype=bool)
-        mask[max(y0, 0):y1, max(x0, 0):x1] = True
+        mask = box_mask(test.face_boxes[index:index + 1], args.output)[0, 0].numpy()
         ratios.append(laplacian_variance(blurred, mask) / laplacian_variance(image, mask))
     print(f"Gaussian σ = ({sigma[0] * scale:.2f}, {sigma[1] * scale:.2f}) output px on {len(ratios)} test frames: "
           f"sharpness ratio {np.mean(ratios):.3f} (min {np.min(ratios):.3f})")

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deltaplane.data.dataset import load_clip
+from deltaplane.data.dataset import box_mask, load_clip
 from deltaplane.evaluation.pixels import laplacian_variance
 from deltaplane.geometry.cameras import DEFAULT_PIVOT
 from deltaplane.models.triplane_talker import TriplaneTalkerConfig
@@ -44,9 +44,7 @@ def main() -> None:
             image = test.frames[index].permute(1, 2, 0).numpy()
             small = cv2.resize(image, None, fx=1 / factor, fy=1 / factor, interpolation=cv2.INTER_AREA)
             drawn = cv2.resize(small, (size, size), interpolation=cv2.INTER_LINEAR)
-            x0, y0, x1, y1 = test.face_boxes[index].round().long().tolist()
-            mask = np.zeros((size, size), dtype=bool)
-            mask[max(y0, 0):y1, max(x0, 0):x1] = True
+            mask = box_mask(test.face_boxes[index:index + 1], size)[0, 0].numpy()
             ratios.append(laplacian_variance(drawn, mask) / laplacian_variance(image, mask))
         print(f"planes {resolution}²: a texel spans {factor:.2f} output px at the face; sharpness ratio "
               f"{np.mean(ratios):.3f} (min {np.min(ratios):.3f}, {len(ratios)} test frames)")

@@ -36,16 +36,14 @@ def _device(name: str | None) -> torch.device:
 
 def preprocess(video: str | Path, output: str | Path, audio: str | Path | None = None, fps: float = 25.0,
                size: int = 512, test_fraction: float = 0.1, audio_features: str = "logmel", phones: bool = False,
-               av_offset: str | int = "auto", align_smoothing: float = 0.5, align_target: str = "template",
-               progress: bool = True) -> Path:
+               av_offset: str | int = "auto", align_smoothing: float = 0.5, progress: bool = True) -> Path:
     """Turn a talking-portrait video into a dataset directory (resumable; see docs/dataset.md). `av_offset`: 'auto'
     shifts the sound onto the lips when it is measurably off (`preprocess.av_sync`), a number of frames shifts by
-    that, 0 keeps it; `align_smoothing`, `align_target`: `PreprocessConfig`'s."""
+    that, 0 keeps it; `align_smoothing`: `PreprocessConfig.align_smoothing`."""
     from deltaplane.preprocess.stages import PreprocessConfig, run_preprocess
 
     config = PreprocessConfig(fps=fps, size=size, test_fraction=test_fraction, audio_features=audio_features,
-                              phones=phones, av_offset=str(av_offset), align_smoothing=align_smoothing,
-                              align_target=align_target)
+                              phones=phones, av_offset=str(av_offset), align_smoothing=align_smoothing)
     check_outputs(dirs={"-o": output}, inputs={"video": video, "--audio": audio})
     require_face_tracking()
     return run_preprocess(Path(video), Path(output), config, audio=Path(audio) if audio else None,

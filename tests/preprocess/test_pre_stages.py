@@ -155,7 +155,7 @@ def test_frames_video_matches_the_aligned_frames_and_old_jpeg_datasets_still_loa
 
 def _aligned_spread(raw: dict[str, np.ndarray], align_smoothing: float) -> float:
     """RMS over frames and rigid points of the aligned rigid landmarks' distance from their mean (pixels)."""
-    aligned = frame_geometry(raw, 640, 480, 128, 25.0, 0.05, align_smoothing, "template").arrays["landmarks_aligned"]
+    aligned = frame_geometry(raw, 640, 480, 128, 25.0, 0.05, align_smoothing).arrays["landmarks_aligned"]
     rigid = aligned[:, list(RIGID_INDICES)]
     return float(np.sqrt(((rigid - rigid.mean(0)) ** 2).sum(-1).mean()))
 

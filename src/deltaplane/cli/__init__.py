@@ -42,9 +42,6 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--align-smoothing", type=float, default=0.5,
                    help="σ in frames of the temporal smoothing of the landmarks that align each frame (default "
                         "0.5; Talk3D's 2 leaves the head's fast motion in the frames and blurs what is trained)")
-    p.add_argument("--align-target", choices=("template", "cameras"), default="template",
-                   help="template (default): one 2D template for every frame (Talk3D); cameras: each frame's rigid "
-                        "landmarks go where its own camera sees them (docs/dataset.md \"Alignment\")")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -219,8 +216,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     if args.command == "preprocess":
         api.preprocess(args.video, args.output, audio=args.audio, fps=args.fps, size=args.size,
                        test_fraction=args.test_fraction, audio_features=args.audio_features, phones=args.phones,
-                       av_offset=args.av_offset, align_smoothing=args.align_smoothing,
-                       align_target=args.align_target, progress=not args.quiet)
+                       av_offset=args.av_offset, align_smoothing=args.align_smoothing, progress=not args.quiet)
     elif args.command == "train":
         api.train(args.dataset, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
                   resume=args.resume, device=args.device, lpips_weights=args.lpips_weights, syncnet=args.syncnet,

@@ -15,11 +15,10 @@ import numpy as np
 import torch
 from jaxtyping import Float, UInt8
 from numpy import ndarray
-from torch import Tensor
 from scipy.ndimage import gaussian_filter1d
 
 from deltaplane.errors import InputError
-from deltaplane.geometry.cameras import DEFAULT_FOCAL, intrinsics_from_focal, orbit_cam2world, project, triangulate
+from deltaplane.geometry.cameras import DEFAULT_FOCAL, intrinsics_from_focal, orbit_cam2world, project
 
 ALIGN_INDICES = (30, 8, 45, 36, 64, 60)
 """The 68-point (iBUG) indices used for alignment: nose tip, chin, outer eye corners, inner mouth corners."""
@@ -43,8 +42,6 @@ The chin and mouth corners of `ALIGN_INDICES` move with every syllable; aligning
 each frame with its mouth opening, and the camera derived from that alignment then predicts the mouth
 (docs/lip-motion.md)."""
 
-CAMERA_ALIGNMENT_STEPS = 200
-"""L-BFGS iterations of `camera_alignment`'s rigid shape (39 numbers)."""
 MAX_DIRECT_DOWNSCALE = 0.5
 """Below this scale the source is first shrunk with area averaging, so that cubic warping does not alias."""
 
@@ -118,62 +115,6 @@ def rigid_alignment(landmarks68: Float[ndarray, "frames 68 2"], size: int) -> Fl
     rigid = landmarks68[:, list(RIGID_INDICES)]
     template = np.mean([transform_points(points, affine) for points, affine in zip(rigid, talk3d)], axis=0)
     return np.stack([similarity_from_points(points, template) for points in rigid])
-
-
-def least_squares_similarity(source: Float[Tensor, "frames points 2"], target: Float[Tensor, "frames points 2"]
-                             ) -> Float[Tensor, "frames 2 3"]:
-    """Per frame, the similarity mapping `source` onto `target` with the least squared error (closed form:
-    z = Σ conj(s̃)·t̃ / Σ|s̃|² over the centred points as complex numbers), differentiable in both."""
-    source_mean, target_mean = source.mean(1, keepdim=True), target.mean(1, keepdim=True)
-    centred, goal = source - source_mean, target - target_mean
-    norm = centred.square().sum((1, 2))
-    a = (centred * goal).sum((1, 2)) / norm
-    b = (centred[..., 0] * goal[..., 1] - centred[..., 1] * goal[..., 0]).sum(1) / norm
-    linear = torch.stack((torch.stack((a, -b), -1), torch.stack((b, a), -1)), -2)  # [T, 2, 2]
-    shift = target_mean[:, 0] - (source_mean[:, 0, None, :] * linear).sum(-1)  # t̄ − L·s̄
-    return torch.cat((linear, shift[..., None]), dim=-1)
-
-
-def camera_alignment(landmarks68: Float[ndarray, "frames 68 2"], affines: Float[ndarray, "frames 2 3"],
-                     cam2world: Float[ndarray, "frames 4 4"], intrinsics: Float[ndarray, "frames 3 3"]
-                     ) -> Float[ndarray, "frames 2 3"]:
-    """Per-frame similarities that put each frame's rigid landmarks (`RIGID_INDICES`) where its own camera sees
-    them. One rigid 3D shape of those points and every frame's similarity are fitted together (the similarities in
-    closed form, `least_squares_similarity`; the shape by L-BFGS), starting from the shape triangulated from the
-    frames as `affines` align them (`rigid_alignment`'s, which framed the clip). The shape keeps that start's
-    centroid and its size across the line of sight (world x and y), which keeps the framing: shrunk, it would fit
-    every frame better in aligned pixels (to a point: with similarities of scale 0), and moved it fits about as well.
-    Its depth is free: the frames' parallax sets it.
-
-    One fixed 2D template cannot be seen from every camera: when the head pitches, the nose moves over the eye line
-    and the template fit rescales the whole frame with it, which the cameras do not do (docs/dataset.md
-    "Alignment")."""
-    rigid = torch.from_numpy(landmarks68[:, list(RIGID_INDICES)].astype(np.float64))
-    cam2world_t, intrinsics_t = torch.from_numpy(cam2world).double(), torch.from_numpy(intrinsics).double()
-    linear, shift = torch.from_numpy(affines[:, :, :2]).double(), torch.from_numpy(affines[:, :, 2]).double()
-    start = triangulate(rigid @ linear.transpose(1, 2) + shift[:, None], cam2world_t, intrinsics_t)
-    centroid = start.mean(0)
-    size = (start - centroid)[:, :2].square().sum(-1).mean().sqrt()  # across the line of sight only
-    free = (start - centroid).clone().requires_grad_()
-    optimizer = torch.optim.LBFGS([free], max_iter=CAMERA_ALIGNMENT_STEPS, line_search_fn="strong_wolfe",
-                                  tolerance_grad=1e-12, tolerance_change=1e-15)
-
-    def fitted() -> tuple[Tensor, Tensor]:
-        centred = free - free.mean(0)
-        shape = centroid + centred * (size / centred[:, :2].square().sum(-1).mean().sqrt())
-        seen = project(shape.expand(len(rigid), -1, -1), cam2world_t, intrinsics_t)
-        similarity = least_squares_similarity(rigid, seen)
-        return similarity, rigid @ similarity[:, :, :2].transpose(1, 2) + similarity[:, None, :, 2] - seen
-
-    def closure() -> Tensor:
-        optimizer.zero_grad()
-        loss = fitted()[1].square().sum(-1).mean()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    with torch.no_grad():
-        return fitted()[0].numpy()
 
 
 def cv2_affine(affine: Float[ndarray, "2 3"]) -> Float[ndarray, "2 3"]:

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deltaplane.preprocess.align import (camera_alignment, invert_affine, rigid_alignment, smooth_track,
-                                        transform_points)
+from deltaplane.preprocess.align import invert_affine, rigid_alignment, smooth_track, transform_points
 from deltaplane.preprocess.head_pose import aligned_angles, aligned_cameras, head_angles, smooth_angles
 from deltaplane.preprocess.landmarks import eye_openness, fill_missing, landmark_feature
 
@@ -24,24 +23,18 @@ class FrameGeometry:
 
 
 def frame_geometry(raw: dict[str, np.ndarray], width: int, height: int, size: int, fps: float,
-                   max_missing_fraction: float, align_smoothing: float, align_target: str) -> FrameGeometry:
+                   max_missing_fraction: float, align_smoothing: float) -> FrameGeometry:
     """Raw tracks (NaN rows where no face was found) → every per-frame array of the dataset; `align_smoothing` is
-    the σ (frames) of the temporal Gaussian on the landmarks that place each aligned frame and `align_target`
-    'template' or 'cameras' (`PreprocessConfig`)."""
+    the σ (frames) of the temporal Gaussian on the landmarks that place each aligned frame
+    (`PreprocessConfig.align_smoothing`)."""
     detected = ~np.isnan(raw["landmarks68"].reshape(len(raw["landmarks68"]), -1)).any(1)
     landmarks, _ = fill_missing(raw["landmarks68"], fps, max_missing_fraction)
     mesh, _ = fill_missing(raw["mesh"], fps, max_missing_fraction)
-    placed = smooth_track(landmarks, align_smoothing)
-    affine = rigid_alignment(placed, size)
-    # The camera's roll is the mesh's less the in-plane turn of the template fit; `camera_alignment` then moves
-    # each frame onto what that camera sees, so the two agree by construction.
-    angles = aligned_angles(smooth_angles(head_angles(mesh), ANGLE_SIGMA), affine).astype(np.float32)
-    cameras = aligned_cameras(angles, size)
-    if align_target == "cameras":
-        affine = camera_alignment(placed, affine, cameras.cam2world.numpy(), cameras.intrinsics.numpy())
-    affine = affine.astype(np.float32)
+    affine = rigid_alignment(smooth_track(landmarks, align_smoothing), size).astype(np.float32)
     inverse = np.stack([invert_affine(matrix) for matrix in affine]).astype(np.float32)
     aligned_points = np.stack([transform_points(points, matrix) for points, matrix in zip(landmarks, affine)])
+    angles = aligned_angles(smooth_angles(head_angles(mesh), ANGLE_SIGMA), affine).astype(np.float32)
+    cameras = aligned_cameras(angles, size)
     arrays = {
         "landmarks_original": landmarks.astype(np.float32),
         "landmarks_aligned": aligned_points.astype(np.float32),

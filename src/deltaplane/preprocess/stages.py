@@ -36,7 +36,6 @@ from deltaplane.preprocess.av_sync import describe_offset
 from deltaplane.preprocess.geometry_stage import FrameGeometry, frame_geometry
 
 MIN_SECONDS = 2.0
-ALIGN_TARGETS = ("cameras", "template")
 MAX_ALIGN_SMOOTHING = 25.0
 """Frames; a wider Gaussian would hold the face still while the head moves."""
 
@@ -61,11 +60,6 @@ class PreprocessConfig:
     """σ in frames of the temporal Gaussian on the landmarks that place each aligned frame. Talk3D's 2 frames leave
     the head's fast motion in the aligned frames, about a pixel at 512², which the cameras do not follow, so a
     field fitted to them blurs (docs/dataset.md "Alignment smoothing"); 0 follows the landmarks' own noise."""
-    align_target: str = "template"
-    """Where each frame's rigid landmarks are placed: 'template', one 2D template for every frame (Talk3D/VIVE3D), or
-    'cameras', where the frame's own camera sees the clip's triangulated rigid landmarks
-    (`preprocess.align.camera_alignment`; the landmarks then agree with the cameras, the pixels no better:
-    docs/dataset.md "Alignment")."""
     av_offset: str = "auto"
     """'auto': measure the audio–video offset and shift the sound onto the lips when it is clear
     (`preprocess.av_sync`); an integer: shift by that many frames (positive: the mouth moves after the sound;
@@ -78,8 +72,6 @@ class PreprocessConfig:
             raise InputError(f"--size must be an even number in [64, {MAX_SIZE}], got {self.size}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise InputError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
-        if self.align_target not in ALIGN_TARGETS:
-            raise InputError(f"--align-target must be one of {', '.join(ALIGN_TARGETS)}, got {self.align_target!r}")
         if not 0.0 <= self.align_smoothing <= MAX_ALIGN_SMOOTHING:
             raise InputError(f"--align-smoothing must be in [0, {MAX_ALIGN_SMOOTHING:g}] frames, "
                              f"got {self.align_smoothing}")
@@ -173,13 +165,13 @@ def _run_stages(video: Path, dataset_dir: Path, config: PreprocessConfig, audio:
                                 config.phones, config.av_offset, records, sync_print)
 
     frames_print = _fingerprint("frames", track_print, config.size, config.max_missing_fraction, FRAMES_VIDEO,
-                                FRAMES_CRF, config.align_smoothing, config.align_target)
+                                FRAMES_CRF, config.align_smoothing)
     outputs = [dataset_dir / FRAMES_VIDEO, dataset_dir / PARSING_DIR, dataset_dir / TRACKS]
     if not records.done("frames", frames_print, outputs):
         started = time.perf_counter()
         with np.load(track_path) as raw:
             geometry = frame_geometry(dict(raw), info.width, info.height, config.size, config.fps,
-                                      config.max_missing_fraction, config.align_smoothing, config.align_target)
+                                      config.max_missing_fraction, config.align_smoothing)
         _write_frames(video, dataset_dir, geometry, config, num_frames, progress)
         shutil.rmtree(dataset_dir / FRAMES_DIR, ignore_errors=True)  # JPEGs of an older version of the dataset
         save_npz(dataset_dir / TRACKS, **geometry.arrays)
