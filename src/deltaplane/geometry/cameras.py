@@ -187,7 +187,7 @@ def triangulate(pixels: Float[Tensor, "views points 2"], cam2world: Float[Tensor
         depth = (torch.cat((points, torch.ones_like(points[:, :1])), dim=1) @ matrices[:, 2].T).T  # [V, P]
         weights = (1.0 / depth).T.repeat_interleave(2, dim=1)[..., None]  # [P, 2V, 1]
         system, target = rows[..., :3] * weights, -rows[..., 3:] * weights
-        normal = system.transpose(1, 2) @ system + prior_weight * torch.eye(3, dtype=rows.dtype)
+        normal = system.transpose(1, 2) @ system + prior_weight * torch.eye(3, dtype=rows.dtype, device=rows.device)
         points = torch.linalg.solve(normal, system.transpose(1, 2) @ target + prior_weight * prior[..., None])[..., 0]
     return points
 
