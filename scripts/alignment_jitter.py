@@ -71,8 +71,9 @@ def phase_shift(reference: Float[ndarray, "H W"], image: Float[ndarray, "H W"], 
                 ) -> tuple[float, float]:
     """(dx, dy) of `image` against `reference`: the peak of their windowed, normalised cross-power spectrum, refined
     by a parabola through it and its neighbours along each axis (mean error 0.07 / 0.12 px in x / y on blurred
-    noise shifted by up to 2 px, 0.24 px at most). Written out because `cv2.phaseCorrelate` of OpenCV 5.0.0 gives other answers for the same input at some
-    sizes (108 rows: a crop of macron_fr_50s correlated with its median moved by 79 px, then 93 px)."""
+    noise shifted by up to 2 px, 0.24 px at most). Written out because `cv2.phaseCorrelate` of OpenCV 5.0.0 gives
+    other answers for the same input at some sizes (108 rows: a crop of macron_fr_50s correlated with its median
+    moved by 79 px, then 93 px)."""
     product = np.fft.fft2(image * window) * np.conj(np.fft.fft2(reference * window))
     surface = np.fft.ifft2(product / np.maximum(np.abs(product), 1e-12)).real
     peak = np.unravel_index(np.argmax(surface), surface.shape)
@@ -114,7 +115,8 @@ def least_squares_similarity(source: Float[Tensor, "frames points 2"], target: F
     return torch.cat((linear, shift[..., None]), dim=-1)
 
 
-def camera_view(tracks: dict[str, ndarray]) -> tuple[Float[ndarray, "frames points 2"], Float[ndarray, "frames points 2"]]:
+def camera_view(tracks: dict[str, ndarray]
+                ) -> tuple[Float[ndarray, "frames points 2"], Float[ndarray, "frames points 2"]]:
     """The rigid landmarks (`RIGID_INDICES`) where the aligned frames show them, and where the cameras see the one
     rigid 3D shape triangulated from them (`geometry.cameras.triangulate`)."""
     seen = torch.from_numpy(tracks["landmarks_aligned"][:, list(RIGID_INDICES)]).double()  # [T, P, 2]
@@ -164,20 +166,21 @@ def main() -> None:
     print(f"{valid.sum()} of {len(moved)} frames correlated; mean |frame-to-frame| x/y "
           f"{np.abs(np.diff(kept, axis=0)).mean(0).round(2)} px; std not explained by σ = {SMOOTH} frames "
           f"{residual.std(0).round(2)} px")
-    kept = (np.abs(consecutive) < MAX_SHIFT).all(1)
+    paired = (np.abs(consecutive) < MAX_SHIFT).all(1)
     seen, expected = camera_view(tracks)
-    predicted = np.diff(expected.mean(1), axis=0)[kept]
-    print(f"consecutive frames ({kept.sum()} correlated): mean |displacement| x/y "
-          f"{np.abs(consecutive[kept]).mean(0).round(2)} px, predicted by the cameras "
-          f"{np.abs(predicted).mean(0).round(2)} px, unexplained std {(consecutive[kept] - predicted).std(0).round(2)} px")
-    moved = np.diff(seen.mean(1), axis=0)[kept]
-    agreement = [np.corrcoef(moved[:, axis], consecutive[kept, axis])[0, 1] for axis in range(2)]
-    print(f"rigid landmarks' own consecutive displacement: mean |.| x/y {np.abs(moved).mean(0).round(2)} px, "
+    step, predicted = consecutive[paired], np.diff(expected.mean(1), axis=0)[paired]
+    print(f"consecutive frames ({paired.sum()} correlated): mean |displacement| x/y {np.abs(step).mean(0).round(2)} "
+          f"px, predicted by the cameras {np.abs(predicted).mean(0).round(2)} px, unexplained std "
+          f"{(step - predicted).std(0).round(2)} px")
+    landmark_step = np.diff(seen.mean(1), axis=0)[paired]
+    agreement = [np.corrcoef(landmark_step[:, axis], step[:, axis])[0, 1] for axis in range(2)]
+    print(f"rigid landmarks' own consecutive displacement: mean |.| x/y {np.abs(landmark_step).mean(0).round(2)} px, "
           f"correlation with the pixels' x {agreement[0]:.2f}, y {agreement[1]:.2f}")
     similarity = least_squares_similarity(torch.from_numpy(expected), torch.from_numpy(seen)).numpy()
     scale = np.sqrt(np.linalg.det(similarity[:, :, :2]))
     turn = np.degrees(np.arctan2(similarity[:, 1, 0], similarity[:, 0, 0]))
-    print(f"aligned rigid landmarks against the cameras' view, per frame: RMS {np.sqrt(np.square(seen - expected).sum(-1).mean()):.2f} px; "
+    misfit = np.sqrt(np.square(seen - expected).sum(-1).mean())
+    print(f"aligned rigid landmarks against the cameras' view, per frame: RMS {misfit:.2f} px; "
           f"best similarity's scale std {scale.std():.4f} (correlation with the pitch "
           f"{np.corrcoef(scale, tracks['angles'][:, 1])[0, 1]:.2f}), turn std {turn.std():.2f}°")
     for name, region in (("eye–nose", box), ("forehead", forehead_box(tracks, gray.shape[1]))):

@@ -143,4 +143,3 @@ def test_rigid_alignment_ignores_the_moving_mouth_and_keeps_the_framing():
     np.testing.assert_allclose(rigid, rigid[:1].repeat(20, 0), atol=1e-6)
     mean_talk3d = np.mean([transform_points(frames[0, list(RIGID_INDICES)], a) for a in talk3d], axis=0)
     np.testing.assert_allclose(transform_points(frames[0, list(RIGID_INDICES)], rigid[0]), mean_talk3d, atol=1e-3)
-
