@@ -7,6 +7,7 @@
 * reference / stages: per-stage times (CUDA events, median) of the reference path (fp32, eager) / of the fast path
   (each stage replayed as its own CUDA graph), plus the fast field alone (lookup + decoder MLP on every sample);
 * kernels: the fast step's kernels by device time (torch.profiler);
+* field_launch: the Triton field's kernel alone at each launch configuration (`triton_field.LAUNCH`);
 * variants: what each step buys at one batch size: bf16 eager, + torch.compile, + Triton field, + CUDA graph.
 Prints tables; writes $OUT/profile.json (or ./profile.json). A part that fails prints its error and is skipped.
 """
@@ -101,14 +102,8 @@ def fast_stages(model, batch: int) -> dict[str, float]:
     planes_stage, features_stage, superres_stage = renderer.stages
     planes = planes_stage(*inputs[:4])
     feature_image, _, alpha = features_stage(planes, *inputs[4:])
-    volume, cam2world = model.config.volume, inputs[4]
-    directions = renderer.camera_directions @ cam2world[:, :3, :3].transpose(-1, -2)  # [B, R, 3]
-    samples = volume.num_coarse + volume.num_importance
-    depths = torch.linspace(volume.near, volume.far, samples, device=planes.device)
-    points = cam2world[:, None, None, :3, 3] + depths[:, None] * directions[:, :, None]  # [B, R, S, 3]
-    points = points.reshape(batch, -1, 3)
-    mlp, box_warp = renderer.model.field.decoder.net, renderer.model.field.box_warp
-    weights = (mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias)
+    points, weights = _field_inputs(renderer, inputs[4])
+    box_warp = renderer.model.field.box_warp
     if renderer.config.field == "triton":
         def field() -> object:
             return torch.ops.deltaplane.triplane_field(planes, points, *weights, box_warp, renderer.confined)
@@ -124,6 +119,48 @@ def fast_stages(model, batch: int) -> dict[str, float]:
             "superres": _median_ms(lambda: superres_stage(feature_image, alpha, *inputs[4:7]), graph=True),
             f"{renderer.config.field} field only (all samples)": _median_ms(field, graph=True),
             "whole step": _median_ms(lambda: renderer._step(*inputs), graph=True)}
+
+
+def _field_inputs(renderer: FastRenderer, cam2world: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+    """Points [B, rays·samples, 3] spread evenly along the renderer's rays (ray-major, as the volume stage asks
+    for them) and the decoder's weights."""
+    volume = renderer.model.config.volume
+    directions = renderer.camera_directions @ cam2world[:, :3, :3].transpose(-1, -2)  # [B, R, 3]
+    samples = volume.num_coarse + volume.num_importance
+    depths = torch.linspace(volume.near, volume.far, samples, device=cam2world.device)
+    points = cam2world[:, None, None, :3, 3] + depths[:, None] * directions[:, :, None]  # [B, R, S, 3]
+    mlp = renderer.model.field.decoder.net
+    return points.reshape(cam2world.shape[0], -1, 3), (mlp[0].weight, mlp[0].bias, mlp[2].weight, mlp[2].bias)
+
+
+@torch.no_grad()
+def field_launches(model, batch: int) -> list[dict]:
+    """The Triton field's kernel alone on a batch's samples at each launch configuration (points per program,
+    warps, pipeline stages; `triton_field.LAUNCH` is the one in use): median ms of a graph replay and the largest
+    difference from the default's outputs."""
+    from deltaplane.triton_field import LAUNCH, launch_field  # imports Triton
+
+    renderer = FastRenderer(model, batch, FastRenderConfig.for_device(model.identity_planes.device))
+    inputs = renderer.example_inputs()
+    planes = renderer.stages[0](*inputs[:4])
+    points, weights = _field_inputs(renderer, inputs[4])
+    box_warp = renderer.model.field.box_warp
+
+    def run(launch: tuple[int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        return launch_field(planes, points, *weights, box_warp, renderer.confined, launch=launch)
+
+    expected = torch.cat(run(LAUNCH), dim=-1)
+    rows = []
+    for launch in [(block, warps, stages) for block in (32, 64, 128, 256) for warps in (2, 4, 8)
+                   for stages in (1, 2, 3)]:
+        try:
+            diff = (torch.cat(run(launch), dim=-1) - expected).abs().max().item()
+            rows.append({"launch": launch, "ms": _median_ms(lambda launch=launch: run(launch), graph=True),
+                         "max_diff": diff})
+        except Exception as error:  # noqa: BLE001 -- a launch that does not fit (registers, shared memory) is skipped
+            rows.append({"launch": launch, "error": str(error).splitlines()[0][:120]})
+        print(rows[-1], flush=True)
+    return rows
 
 
 @torch.no_grad()
@@ -145,7 +182,8 @@ def main() -> None:
     parser.add_argument("--batches", default="1,4", help="batch sizes of the stage breakdown; the first for the rest")
     parser.add_argument("--preset", default="fast")
     parser.add_argument("--parts", default="ceilings,stages,kernels,variants",
-                        help="comma-separated: ceilings, reference (its stages), stages, kernels, variants")
+                        help="comma-separated: ceilings, reference (its stages), stages, field_launch, kernels, "
+                             "variants")
     args = parser.parse_args()
     parts, batches = set(args.parts.split(",")), [int(b) for b in args.batches.split(",")]
     device = torch.device("cuda")
@@ -166,6 +204,8 @@ def main() -> None:
                 traceback.print_exc()
                 continue
             print(key, {k: round(v, 3) for k, v in results[key].items()}, flush=True)
+    if "field_launch" in parts:
+        results["field_launch"] = field_launches(model, batches[0])
     if "kernels" in parts:
         results["kernels"] = top_kernels(model, batches[0])
         print(results["kernels"], flush=True)
