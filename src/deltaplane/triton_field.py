@@ -23,7 +23,7 @@ from torch import Tensor
 from deltaplane.fastpath import triplane_field_reference
 from deltaplane.fields.triplane_triton import bilinear_corner, plane_uv
 
-LAUNCH = (128, 4, 3)
+LAUNCH = (64, 4, 3)
 """(points per Triton program, warps per program, software-pipeline stages) of the kernel's launch;
 `scripts/gpu_render_profile.py --parts field_launch` times the alternatives."""
 
