@@ -16,7 +16,8 @@ each frame (a scale that follows the pitch is the template alignment's, docs/dat
 how much of the frames' Laplacian energy the mean of `KEEP_WINDOWS` consecutive frames keeps, as they are and with
 the motion the cameras predict taken out, in the eye–nose box and in the forehead's above the brows: a field draws
 the mean of what its cameras cannot tell apart, so misregistration shows as a loss (the frames' own noise lowers it
-too, alike for any alignment). With RUN_DIR (holding `registration_shifts.npy` from `scripts/gpu_lip_motion.py` and
+too, alike for any alignment); and the consecutive displacement of the backdrop's top corners and of the torso
+(`OUTSIDE_FACE`), which an alignment that holds the face still moves instead. With RUN_DIR (holding `registration_shifts.npy` from `scripts/gpu_lip_motion.py` and
 `driving_tracks.npz`), the correlation of the learned shifts with the displacement of the same training frames, and
 with their mouth's opening (`evaluation.face.mouth_opening` of the tracked landmarks: a shift that took up the
 mouth's motion would follow it), per axis.
@@ -49,6 +50,10 @@ SMOOTH = 3.0
 """σ (frames) of the Gaussian whose residual is the jitter."""
 KEEP_WINDOWS = (7, 25)
 """Consecutive frames averaged for the Laplacian-energy measure."""
+OUTSIDE_FACE = {"backdrop, top left": (0.0, 0.0, 0.25, 0.375), "backdrop, top right": (0.75, 0.0, 1.0, 0.375),
+                "torso": (0.25, 0.8125, 0.75, 1.0)}
+"""Boxes (x0, y0, x1, y1, fractions of the side) away from the face: an alignment that holds the face still moves
+what does not follow the head, which the cameras of a whole-frame field do not explain either."""
 FOREHEAD = 0.12
 """How far above the brows the forehead box reaches, as a fraction of the frame's side."""
 
@@ -187,6 +192,12 @@ def main() -> None:
         print(f"{name} box, Laplacian energy kept by the mean of " +
               ", ".join(f"{window} frames {mean_keeps(gray, region, window):.3f} (the cameras' motion taken out "
                         f"{mean_keeps(gray, region, window, expected):.3f})" for window in KEEP_WINDOWS))
+    for name, fractions in OUTSIDE_FACE.items():
+        region = tuple(round(fraction * gray.shape[1]) for fraction in fractions)
+        outside = displacements(gray, region)[1]
+        outside = outside[(np.abs(outside) < MAX_SHIFT).all(1)]
+        print(f"{name}: consecutive frames ({len(outside)} correlated), mean |displacement| x/y "
+              f"{np.abs(outside).mean(0).round(2)} px")
     if args.run_dir is not None:
         learned = np.load(args.run_dir / "registration_shifts.npy")
         indices = np.load(args.run_dir / DRIVING_TRACKS)["indices"]
