@@ -70,7 +70,8 @@ def variant_configs(name: str, preset: str = "fast"):
     `LipConfig.regressions`), augN (N speaker-augmented audio copies), isolateN
     (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), sampleP (scheduled sampling of
     the predicted lip vector on a share P of frames), mplanesK (K audio-mixed
-    mouth planes), dtvN (total variation of the deltaplane at weight N, `LossWeights.delta_tv`), lapN
+    mouth planes), dtvN (total variation of the deltaplane at weight N, `LossWeights.delta_tv`), closedxN (the
+    closed mouths' x-variation on the xy plane at weight N, `LossWeights.closed_mouth_x`), lapN
     (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the renderer gets it from
     step K), nobox (mouth planes everywhere, as in run 5), boxaudio (the audio token
     reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz (no mouth planes on the xz
@@ -139,6 +140,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, isolate_lower_face=int(part[7:]))
         elif part.startswith("dtv"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, delta_tv=float(part[3:])))
+        elif part.startswith("closedx"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, closed_mouth_x=float(part[7:])))
         elif part.startswith("lap"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, laplacian=float(part[3:])))
         elif part.startswith("advstart"):

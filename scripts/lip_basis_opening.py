@@ -14,17 +14,8 @@ from pathlib import Path
 import torch
 
 from deltaplane.data.dataset import load_clip
-from deltaplane.evaluation.face import INNER_LIP_PAIRS
 from deltaplane.fields.lips import LipConfig, LipVector
-from deltaplane.geometry.lips import MOUTH_POINTS
-
-
-def opening(shapes: torch.Tensor) -> torch.Tensor:
-    """[frames, 40] mouth shapes (already over the eye-corner distance) → inner-lip gap per frame."""
-    points = shapes.reshape(len(shapes), -1, 2)
-    first = MOUTH_POINTS.start
-    return torch.stack([(points[:, upper - first] - points[:, lower - first]).norm(dim=-1)
-                        for upper, lower in INNER_LIP_PAIRS]).mean(0)
+from deltaplane.geometry.lips import shape_opening as opening
 
 
 def compare(values: torch.Tensor, tracked: torch.Tensor) -> str:

@@ -61,7 +61,7 @@ from deltaplane.data.dataset import AUDIO_CONTEXT, audio_context, load_clip
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
 from deltaplane.fields.lips import MAX_GAIN, LipConfig, LipVector, frame_spacing, pooled_spread, snap_weights
-from deltaplane.geometry.lips import MOUTH_POINTS
+from deltaplane.geometry.lips import MOUTH_SHAPE_DIM, shape_opening
 
 
 PAUSE_DB, SPEECH_DB = -40.0, -30.0
@@ -83,15 +83,9 @@ def speech_activity(samples: np.ndarray, num_frames: int, fps: float) -> np.ndar
     return np.clip((relative - PAUSE_DB) / (SPEECH_DB - PAUSE_DB), 0.0, 1.0)
 
 
-INNER_PAIRS = ((61, 67), (62, 66), (63, 65))
-
-
 def opening(shapes: torch.Tensor) -> np.ndarray:
-    """Inner-lip gap of mouth shapes (already over the eye-corner distance), as `evaluation.face.mouth_opening`."""
-    points = shapes.reshape(-1, 20, 2)
-    first = MOUTH_POINTS.start
-    gaps = [(points[:, upper - first] - points[:, lower - first]).norm(dim=-1) for upper, lower in INNER_PAIRS]
-    return torch.stack(gaps).mean(0).numpy()
+    """`geometry.lips.shape_opening` of mouth shapes, flattened to one value per shape, as a NumPy array."""
+    return shape_opening(shapes.reshape(-1, MOUTH_SHAPE_DIM)).numpy()
 
 
 def nearest_frame(vectors: torch.Tensor, frames: torch.Tensor, scale: torch.Tensor) -> float:

@@ -15,7 +15,8 @@ from deltaplane.config_io import from_dict, to_dict
 from deltaplane.data.dataset import load_clip
 from deltaplane.fields.lips import (MAX_GAIN, NEIGHBOURS, LipConfig, LipVector, frame_spacing, pooled_spread,
                                    snap_to_frames)
-from deltaplane.geometry.lips import mouth_shape
+from deltaplane.evaluation.face import mouth_opening
+from deltaplane.geometry.lips import CLOSED_MOUTH, closed_share, mouth_shape, shape_opening
 from deltaplane.inference import load_run
 from deltaplane.models.triplane_talker import TriplaneTalkerConfig
 from deltaplane.presets import get_preset
@@ -37,6 +38,21 @@ def test_mouth_shape_ignores_head_position_and_size_but_not_the_jaw() -> None:
     opened[55:60, 1] += 20  # the lower lip drops
     assert np.abs(mouth_shape(opened) - mouth_shape(face)).max() > 0.01
     assert mouth_shape(np.stack([face, opened])).shape == (2, 40)
+
+
+def test_shape_opening_measures_the_landmarks_opening_and_closed_share_ramps() -> None:
+    """`shape_opening` of a mouth shape is `evaluation.face.mouth_opening` of its landmarks (both over the
+    outer-eye-corner distance), for any leading shape; `closed_share` is 1 up to the closed opening, 0 from the open
+    one, linear between."""
+    rng = np.random.default_rng(3)
+    faces = np.stack([_face(rng) for _ in range(6)])
+    shapes = torch.from_numpy(mouth_shape(faces)).double()
+    expected = torch.tensor([mouth_opening(face) for face in faces], dtype=torch.float64)
+    torch.testing.assert_close(shape_opening(shapes), expected)
+    assert shape_opening(shapes.view(2, 3, 40)).shape == (2, 3)
+    closed, opened = CLOSED_MOUTH
+    openings = torch.tensor([0.0, closed, (closed + opened) / 2, opened, 0.3])
+    torch.testing.assert_close(closed_share(openings), torch.tensor([1.0, 1.0, 0.5, 0.0, 0.0]))
 
 
 def test_basis_whitens_the_training_shapes_and_round_trips() -> None:

@@ -28,3 +28,22 @@ def test_blur_costs_more_in_the_detail_term_than_in_plain_l1() -> None:
     torch.testing.assert_close(losses.l1(offset, target), losses.l1(blurred, target))
     assert losses.laplacian_l1(offset, target) < 1e-5 < 0.5 * losses.laplacian_l1(blurred, target)
     assert losses.laplacian_l1(target, target) == 0
+
+
+def test_masked_x_variation_sees_stripes_along_x_inside_the_mask_only() -> None:
+    """Columns that alternate (a pattern along x) score their step; rows that alternate (along y) and a constant
+    score 0; stripes outside the mask count for nothing; each frame counts with its weight, over the batch."""
+    columns = torch.arange(16.0) % 2  # 0, 1, 0, 1, … along x (W)
+    along_x = columns.expand(2, 3, 8, 16)
+    along_y = torch.arange(8.0)[:, None].remainder(2).expand(2, 3, 8, 16)
+    mask = torch.zeros(8, 16)
+    mask[2:6, 4:12] = 1
+    both = torch.ones(2)
+    torch.testing.assert_close(losses.masked_x_variation(along_x, mask, both), torch.tensor(1.0))
+    assert losses.masked_x_variation(along_y, mask, both) == 0
+    assert losses.masked_x_variation(torch.full((2, 3, 8, 16), 4.0), mask, both) == 0
+    outside = along_x.clone()
+    outside[..., 4:] = 0  # stripes in the columns left of the mask only
+    assert losses.masked_x_variation(outside, mask, both) == 0
+    weighted = losses.masked_x_variation(along_x, mask, torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(weighted, torch.tensor(0.5))

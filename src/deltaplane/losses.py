@@ -37,6 +37,17 @@ def plane_total_variation(planes: Float[Tensor, "B 3 C H W"]) -> Float[Tensor, "
             + (planes[..., :, 1:] - planes[..., :, :-1]).abs().mean())
 
 
+def masked_x_variation(plane: Float[Tensor, "B C H W"], mask: Float[Tensor, "H W"], weights: Float[Tensor, " B"]
+                       ) -> Float[Tensor, ""]:
+    """Mean absolute difference of texels neighbouring along the plane's columns (W), over channels and the texel
+    pairs `mask` holds (weights in [0, 1], multiplied), per frame; the batch mean of those, each frame scaled by
+    its weight: the x-periodic patterns a frame's plane draws inside a region."""
+    pairs = mask[:, 1:] * mask[:, :-1]
+    plane = plane.float()
+    variation = ((plane[..., 1:] - plane[..., :-1]).abs().mean(1) * pairs).sum((-2, -1)) / pairs.sum().clamp_min(1e-6)
+    return (variation * weights).mean()
+
+
 def plane_symmetry(planes: Float[Tensor, "B 3 C H W"]) -> Float[Tensor, ""]:
     """Left–right symmetry of the scene (x → −x). Plane (x, y) and (x, z) carry x on their width axis; the (z, y)
     plane has no x and is symmetric by construction. A decoder without positional input then decodes mirrored

@@ -322,3 +322,58 @@ def test_delta_tv_smooths_the_mouth_planes_for_mixes_it_never_saw(model: Triplan
         roughness[weight] = (losses.plane_total_variation(mixed) / mixed.abs().mean()).item()
     assert roughness[0.0] > 2.5 and roughness[100.0] < 0.5 * roughness[0.0], roughness
     assert "delta_tv" not in model.loss_terms(output, delta.detach(), batch)
+
+
+@pytest.mark.parametrize("confined", [False, True])
+def test_closed_mouth_x_smooths_the_xy_plane_in_the_mouth_footprint_of_closed_frames(
+        model: TriplaneTalker, synthetic_dataset: Path, confined: bool) -> None:
+    """`LossWeights.closed_mouth_x`: stripes along x on the xy plane inside the mouth planes' footprint (teeth drawn
+    through closed lips), in the identity plane or in the mouth planes (confined or not), cost on frames whose
+    tracked mouth is closed and nothing on open ones; steps on the term smooth them there and touch no identity texel
+    outside the footprint. Off at weight 0; it needs mouth planes on the xy plane."""
+    _, clip = load_clip(synthetic_dataset, "train", size=model.config.output_resolution)
+    batch = make_batch(clip, torch.tensor([0, 5]), model.config.render_resolution)
+    loss = dataclasses.replace(model.config.loss, closed_mouth_x=1.0)
+    talker = TriplaneTalker(dataclasses.replace(model.config, mouth_planes=2, mouth_confined=confined, loss=loss))
+    size = talker.config.plane_resolution
+    stripes = (torch.arange(size) % 2).float() * 0.5  # along x (the xy plane's columns)
+    shapes = batch.mouth_shape.view(2, 20, 2)
+    closed, opened = shapes.clone(), shapes.clone()
+    closed[:, 17:20] = shapes[:, [15, 14, 13]]  # inner lower lip (65, 66, 67) onto the upper (63, 62, 61)
+    opened[:, 17:20, 1] = shapes[:, [15, 14, 13], 1] + 0.3
+    closed, opened = closed.reshape(2, 40), opened.reshape(2, 40)
+
+    def variation(mouths: torch.Tensor) -> torch.Tensor:
+        return talker.closed_mouth_x_variation(talker.planes(talker.tokens(batch.conditions, mouth_shape=mouths))[1],
+                                               mouths)
+
+    with torch.no_grad():
+        plain = variation(closed).item()  # the random identity planes' own
+        talker.mouth_planes[0] += 100 * stripes[-talker.mouth_planes[0].shape[-1]:]  # mixed by small weights at init
+        in_mouth_planes = variation(closed).item()
+        talker.mouth_planes[0].zero_()
+        talker.identity_planes[0] += stripes
+    assert in_mouth_planes > plain + 0.05
+    assert variation(opened).item() == 0
+    before = variation(closed).item()
+    assert before > 0.2
+    identity = talker.identity_planes.detach().clone()
+    optimizer = torch.optim.Adam([talker.identity_planes], lr=0.02)
+    for _ in range(30):
+        optimizer.zero_grad()
+        term = variation(closed)
+        term.backward()
+        optimizer.step()
+    assert term.item() < 0.5 * before
+    r0, r1, c0, c1 = talker.mouth_rectangles[0]
+    moved = (talker.identity_planes.detach() - identity).abs().amax(dim=1)  # [3, H, W]
+    assert moved[0, r0:r1, c0:c1].max() > 0.01
+    moved[0, r0:r1, c0:c1] = 0
+    assert moved.max() == 0  # nothing outside the footprint, nor on the other planes
+    batch = dataclasses.replace(batch, mouth_shape=closed)
+    output, delta = talker(batch.cameras, batch.conditions, mouth_shape=closed)
+    torch.testing.assert_close(talker.loss_terms(output, delta, batch)["closed_mouth_x"],
+                               talker.closed_mouth_x_variation(delta, closed))
+    assert "closed_mouth_x" not in model.loss_terms(*model(batch.cameras, batch.conditions), batch)
+    with pytest.raises(ValueError, match="closed_mouth_x"):
+        dataclasses.replace(model.config, mouth_planes=0, loss=loss)

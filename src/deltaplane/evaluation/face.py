@@ -15,12 +15,11 @@ from numpy import ndarray
 
 from deltaplane.errors import MissingDependencyError
 from deltaplane.geometry.face_regions import EYES, OUTER_MOUTH, face_width
+from deltaplane.geometry.lips import INNER_LIP_PAIRS
 from deltaplane.preprocess.landmarks import dlib_box
 
 MOUTH = slice(48, 68)
 """The 20 mouth points of the 68-point layout (outer lip 48–59, inner lip 60–67)."""
-INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
-"""Upper/lower inner-lip point pairs whose distances measure how open the mouth is."""
 OUTER_EYE_CORNERS = (36, 45)
 MOUTH_CROP_SIZE = 96
 MOUTH_CROP_SPAN = 1.8

@@ -40,6 +40,7 @@ from deltaplane.fields.triplane import (Confinement, OSGDecoderConfig, TriplaneF
 from deltaplane.geometry.cameras import (DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world, torso_frame,
                                         transform_points)
 from deltaplane.geometry.face_depth import FACE_VERTICES, camera_depth, sample_pixels
+from deltaplane.geometry.lips import closed_share, shape_opening
 from deltaplane.geometry.novel_view import (NovelViewConfig, lift_face_points, point_rays, random_offsets,
                                             rotate_about_origin, visible_points)
 from deltaplane.geometry.rays import pixel_rays
@@ -87,6 +88,11 @@ class LossWeights:
     scale (edges allowed, grids not). The mouth planes are full-resolution blendshapes with nothing else keeping
     their texels smooth, and mixes the renderer was not taught with (snapped lip vectors) drew grids of white
     flecks over the teeth; at 0.05 the grid was gone (docs/lip-motion.md "Run 15"; 0 = off)."""
+    closed_mouth_x: float = 0.0
+    """Closed mouths without teeth (docs/lip-motion.md "Run 39"): on the batch's frames whose tracked mouth is closed
+    (`geometry.lips.closed_share` of its opening), the xy plane's x-variation inside the mouth planes' footprint
+    (`losses.masked_x_variation` of identity + deltaplane + mouth planes as the field reads them there). The
+    closed mouths' white streaks are a pattern along x on that plane; 0 = off. Needs mouth planes on the xy plane."""
     face_depth: float = 10.0
     """Shift-invariant L1 (world units) between the rendered depth at the face-mesh vertices and the mesh's own
     relative depth: the face keeps its 3D shape where the video shows only near-frontal views."""
@@ -243,6 +249,10 @@ class TriplaneTalkerConfig:
             raise ValueError("mouth_confined needs mouth_planes > 0 and a mouth_box (where they are confined)")
         if self.audio_in_mouth_box and not (self.mouth_planes and self.mouth_box is not None):
             raise ValueError("audio_in_mouth_box needs mouth_planes > 0 and a mouth_box (the audio's only way in)")
+        if self.loss.closed_mouth_x > 0 and not (self.mouth_planes and self.mouth_box is not None
+                                                 and 0 in self.mouth_planes_on):
+            raise ValueError("loss.closed_mouth_x needs mouth planes on the xy plane (mouth_planes > 0, a mouth_box "
+                             "and 0 in mouth_planes_on): it acts on their footprint")
 
 
 MOUTH_BOX_EDGE = 0.02
@@ -574,10 +584,27 @@ class TriplaneTalker(nn.Module):
             terms["delta_l1"] = weights.delta_l1 * delta.float().abs().mean()
         if weights.delta_tv > 0:
             terms["delta_tv"] = weights.delta_tv * losses.plane_total_variation(delta)
+        if weights.closed_mouth_x > 0:
+            terms["closed_mouth_x"] = weights.closed_mouth_x * self.closed_mouth_x_variation(delta, batch.mouth_shape)
         if perceptual is not None:
             terms["lpips"] = weights.lpips * (perceptual(output.rgb_raw, batch.images_raw).mean()
                                               + perceptual(output.rgb, batch.images).mean())
         return terms
+
+    def closed_mouth_x_variation(self, delta: Float[Tensor, "B 3 D H W"], mouth_shape: Float[Tensor, "B 40"]
+                                 ) -> Float[Tensor, ""]:
+        """`LossWeights.closed_mouth_x` unweighted: the x-variation of the xy plane's features, as the field reads
+        them inside the mouth box (the identity plane, the deltaplane and, confined or not, the mouth planes: all
+        that a point in the box gets from that plane), over the mouth planes' footprint, for the frames
+        `closed_share` of their tracked `mouth_shape` counts closed."""
+        r0, r1, c0, c1 = self.mouth_rectangles[0]
+        channels = self.identity_planes.shape[1]
+        xy = delta[:, 0, :, r0:r1, c0:c1].float()
+        features = self.identity_planes[0, :, r0:r1, c0:c1] + xy[:, :channels]
+        if xy.shape[1] > channels:  # the confined mouth planes, which count fully inside the box
+            features = features + xy[:, channels:]
+        closed = closed_share(shape_opening(mouth_shape.float()))
+        return losses.masked_x_variation(features, self.mouth_mask_0[0], closed)
 
     def novel_view_terms(self, planes: Float[Tensor, "B 3 C H W"], output: RenderOutput, batch: FrameBatch,
                          generator: torch.Generator | None = None) -> dict[str, Tensor]:
