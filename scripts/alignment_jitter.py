@@ -17,10 +17,11 @@ how much of the frames' Laplacian energy the mean of `KEEP_WINDOWS` consecutive 
 the motion the cameras predict taken out, in the eye–nose box and in the forehead's above the brows: a field draws
 the mean of what its cameras cannot tell apart, so misregistration shows as a loss (the frames' own noise lowers it
 too, alike for any alignment); and the consecutive displacement of the backdrop's top corners and of the torso
-(`OUTSIDE_FACE`), which an alignment that holds the face still moves instead. With RUN_DIR (holding `registration_shifts.npy` from `scripts/gpu_lip_motion.py` and
-`driving_tracks.npz`), the correlation of the learned shifts with the displacement of the same training frames, and
-with their mouth's opening (`evaluation.face.mouth_opening` of the tracked landmarks: a shift that took up the
-mouth's motion would follow it), per axis.
+(`OUTSIDE_FACE`), which an alignment that holds the face still moves instead. With RUN_DIR (holding
+`registration_shifts.npy` from `scripts/gpu_lip_motion.py` and `driving_tracks.npz`), the correlation of the
+learned shifts with the displacement of the same training frames, and with their mouth's opening
+(`evaluation.face.mouth_opening` of the tracked landmarks: a shift that took up the mouth's motion would follow
+it), per axis.
 """
 
 from __future__ import annotations
