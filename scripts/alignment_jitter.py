@@ -17,7 +17,8 @@ how much of the frames' Laplacian energy the mean of `KEEP_WINDOWS` consecutive 
 the motion the cameras predict taken out, in the eye–nose box and in the forehead's above the brows: a field draws
 the mean of what its cameras cannot tell apart, so misregistration shows as a loss (the frames' own noise lowers it
 too, alike for any alignment); and the consecutive displacement of the backdrop's top corners and of the torso
-(`OUTSIDE_FACE`), which an alignment that holds the face still moves instead. With RUN_DIR (holding
+(`OUTSIDE_FACE`), which an alignment that holds the face still moves instead, and the PSNR of each frame against
+the mean of the frames around it, in the face's box and outside it (`window_mean_psnr`). With RUN_DIR (holding
 `registration_shifts.npy` from `scripts/gpu_lip_motion.py` and `driving_tracks.npz`), the correlation of the
 learned shifts with the displacement of the same training frames, and with their mouth's opening
 (`evaluation.face.mouth_opening` of the tracked landmarks: a shift that took up the mouth's motion would follow
@@ -32,9 +33,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 from numpy import ndarray
-from scipy.ndimage import gaussian_filter1d
+from scipy.ndimage import gaussian_filter1d, uniform_filter1d
 from torch import Tensor
 
 from deltaplane.checkpoint import DRIVING_TRACKS
@@ -157,6 +158,13 @@ def mean_keeps(gray: Float[ndarray, "frames H W"], box: tuple[int, int, int, int
     return float(np.mean(ratios))
 
 
+def window_mean_psnr(gray: Float[ndarray, "frames H W"], window: int, mask: Bool[ndarray, "H W"]) -> float:
+    """PSNR (dB, grey levels) of each frame against the mean of the `window` frames around it, over the pixels of
+    `mask`: how well one static drawing (what a field without per-frame freedom draws) matches the frames there."""
+    error = np.square(gray - uniform_filter1d(gray, window, axis=0, mode="nearest"))[:, mask].mean()
+    return float(10 * np.log10(255.0**2 / error))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", type=Path)
@@ -199,6 +207,12 @@ def main() -> None:
         outside = outside[(np.abs(outside) < MAX_SHIFT).all(1)]
         print(f"{name}: consecutive frames ({len(outside)} correlated), mean |displacement| x/y "
               f"{np.abs(outside).mean(0).round(2)} px")
+    face = np.zeros(gray.shape[1:], dtype=bool)
+    x0, y0, x1, y1 = landmark_box(tracks, 0, 67)
+    face[y0:y1, x0:x1] = True
+    print("PSNR of each frame against the mean of the frames around it, face box / the rest: " + ", ".join(
+        f"{window} frames {window_mean_psnr(gray, window, face):.2f} / {window_mean_psnr(gray, window, ~face):.2f} dB"
+        for window in KEEP_WINDOWS))
     if args.run_dir is not None:
         learned = np.load(args.run_dir / "registration_shifts.npy")
         indices = np.load(args.run_dir / DRIVING_TRACKS)["indices"]
