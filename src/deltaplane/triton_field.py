@@ -99,7 +99,14 @@ def triplane_field(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tenso
     """`triplane_field_reference` in one Triton kernel: planes [B, 3, H, W, C] (any float dtype; 2C channels when
     `confined` = `fields.triplane.Confinement.arguments` is given, else empty), points [B, N, 3], the decoder's
     weights, `added` [B, N, C] or None; returns float32 (features [B, N, out], density [B, N, 1])."""
-    num_planes, channels = planes.shape[1], planes.shape[-1]
+    return launch_field(planes, points, weight1, bias1, weight2, bias2, box_warp, confined, added)
+
+
+def launch_field(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tensor, weight2: Tensor, bias2: Tensor,
+                 box_warp: float, confined: list[float], added: Tensor | None = None,
+                 launch: tuple[int, int, int] = LAUNCH) -> tuple[Tensor, Tensor]:
+    """`triplane_field` at a given `LAUNCH`-like configuration (`scripts/gpu_render_profile.py` compares them)."""
+    batch, num_planes, height, width, channels = planes.shape
     if confined:
         if len(confined) < 8:
             raise ValueError(f"confined must be Confinement.arguments (box, edge, planes), got {confined}")
@@ -108,17 +115,7 @@ def triplane_field(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tenso
     if num_planes != 3 or not all(_is_power_of_two_at_least_16(size) for size in (channels, hidden, out)):
         raise ValueError(f"the Triton field needs 3 planes and power-of-two widths ≥ 16, got planes "
                          f"{tuple(planes.shape)}, hidden {hidden}, out {out}")
-    return launch_field(planes, points, weight1, bias1, weight2, bias2, box_warp, confined, added)
-
-
-def launch_field(planes: Tensor, points: Tensor, weight1: Tensor, bias1: Tensor, weight2: Tensor, bias2: Tensor,
-                 box_warp: float, confined: list[float], added: Tensor | None = None,
-                 launch: tuple[int, int, int] = LAUNCH) -> tuple[Tensor, Tensor]:
-    """The body of `triplane_field` (shapes checked there) at a given `LAUNCH`-like configuration."""
     block, num_warps, num_stages = launch
-    batch, _, height, width, channels = planes.shape
-    channels //= 2 if confined else 1
-    hidden, out = weight1.shape[0], weight2.shape[0] - 1
     num_points = points.shape[1]
     features = torch.empty(batch, num_points, out, dtype=torch.float32, device=points.device)
     density = torch.empty(batch, num_points, 1, dtype=torch.float32, device=points.device)
