@@ -47,7 +47,7 @@ from deltaplane.checkpoint import latest_checkpoint, load_checkpoint
 from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_batch
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.run import DEFAULT_VIEWS, _split_audio, parse_views
-from deltaplane.fields.triplane import box_weights
+from deltaplane.fields.triplane import blur_along_x, box_weights
 from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, plate_warp_path,
                                   render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
@@ -71,7 +71,8 @@ def variant_configs(name: str, preset: str = "fast"):
     (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), sampleP (scheduled sampling of
     the predicted lip vector on a share P of frames), mplanesK (K audio-mixed
     mouth planes), dtvN (total variation of the deltaplane at weight N, `LossWeights.delta_tv`), closedxN (the
-    closed mouths' x-variation on the xy plane at weight N, `LossWeights.closed_mouth_x`), lapN
+    closed mouths' x-variation on the xy plane at weight N, `LossWeights.closed_mouth_x`), mxblurS (the xy plane
+    blurred along x in the mouth box at σ S texels when rendering, `TriplaneTalkerConfig.mouth_x_blur`), lapN
     (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the renderer gets it from
     step K), nobox (mouth planes everywhere, as in run 5), boxaudio (the audio token
     reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz (no mouth planes on the xz
@@ -142,6 +143,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, delta_tv=float(part[3:])))
         elif part.startswith("closedx"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, closed_mouth_x=float(part[7:])))
+        elif part.startswith("mxblur"):
+            model = dataclasses.replace(model, mouth_x_blur=float(part[6:]))
         elif part.startswith("lap"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, laplacian=float(part[3:])))
         elif part.startswith("advstart"):
@@ -248,36 +251,22 @@ X_BLURS = {"xy": 0, "xz": 1}
 along x and cannot draw a pattern that varies with it."""
 
 
-def blurred_along_x(planes: torch.Tensor, plane: int, mask: torch.Tensor, sigma: float) -> torch.Tensor:
-    """`planes` [B, 3, C, H, W] with plane `plane`'s features blurred along its columns (world x) by a Gaussian of
-    `sigma` texels where `mask` [1, H, W] (weights in [0, 1]) is 1, blended towards the original where it falls to
-    0: thin x-periodic patterns (the white streaks in closed mouths, docs/lip-motion.md) vanish there."""
-    radius = max(1, round(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, dtype=planes.dtype, device=planes.device)
-    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
-    chosen = planes[:, plane]
-    rows = torch.nn.functional.pad(chosen.reshape(-1, 1, chosen.shape[-1]), (radius, radius), mode="replicate")
-    blurred = torch.nn.functional.conv1d(rows, (kernel / kernel.sum()).view(1, 1, -1)).view_as(chosen)
-    result = planes.clone()
-    result[:, plane] = chosen + mask.to(planes.dtype) * (blurred - chosen)
-    return result
-
-
 @contextlib.contextmanager
 def x_blur(model, plane: int, sigma: float = 2.0):
     """The model's rendered planes (identity + deltaplane + mouth planes) blurred along x on plane `plane` inside
-    the mouth box's footprint (`blurred_along_x`; same weights). Which plane's blur takes the closed mouths' white
+    the mouth box's footprint (`fields.triplane.blur_along_x`; same weights; on the xy plane what
+    `TriplaneTalkerConfig.mouth_x_blur` does). Which plane's blur takes the closed mouths' white
     streaks away says which plane draws them."""
     box = model.config.mouth_box
     if box is None:
         raise SystemExit("--x-blur needs a model with a mouth box (TriplaneTalkerConfig.mouth_box)")
-    mask = box_weights(box, model.config.plane_resolution, model.config.box_warp, MOUTH_BOX_EDGE)[plane]
+    mask = box_weights(box, model.config.plane_resolution, model.config.box_warp, MOUTH_BOX_EDGE)[plane, 0]
     mask = mask.to(model.identity_planes.device)
     planes = model.planes
 
     def blurred_planes(tokens, encoded_identity=None):
         full, delta = planes(tokens, encoded_identity=encoded_identity)
-        return blurred_along_x(full, plane, mask, sigma), delta
+        return blur_along_x(full, plane, mask, sigma), delta
 
     model.planes = blurred_planes  # an instance attribute over the method, removed below
     try:

@@ -169,6 +169,18 @@ def test_fast_path_renders_confined_mouth_planes_as_the_reference_does(planes_on
     assert renderer.confined == [*model.config.mouth_box, MOUTH_BOX_EDGE, *map(float, planes_on)]
 
 
+def test_fast_path_renders_the_mouth_x_blur_as_the_reference_does() -> None:
+    """`TriplaneTalkerConfig.mouth_x_blur` acts on the planes both paths take from `TriplaneTalker.planes`: the
+    fast path's frames are the reference's, and differ from the unblurred model's."""
+    model = _tiny_model(CPU, lips=True, confined=(0,))
+    (plain, _), _, _ = _both(model, FastRenderConfig.for_device(CPU))
+    model.config = dataclasses.replace(model.config, mouth_x_blur=2.0)
+    (rgb_ref, depth_ref), (rgb, depth), _ = _both(model, FastRenderConfig.for_device(CPU))
+    torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
+    assert (rgb_ref - plain).abs().max() > 1e-3
+
+
 def test_fast_path_empties_the_space_outside_the_box_as_the_reference_does() -> None:
     """In plate mode the field is empty outside the box, in the fast path as in the reference (the rays here run
     past the box's far side, so the frames differ from those of a field that fills it)."""

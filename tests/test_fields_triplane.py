@@ -156,6 +156,28 @@ def test_a_subset_of_planes_samples_as_the_three_with_the_others_zero() -> None:
         sample_triplane(planes, points, plane_ids=(0,))
 
 
+def test_blur_along_x_removes_x_stripes_inside_the_mask_and_keeps_the_rest() -> None:
+    """`blur_along_x`: on the chosen plane, stripes along x (its columns) fade where the mask is 1 and stay where
+    it is 0; stripes along y (rows), constant rows and the other planes are untouched."""
+    from deltaplane.fields.triplane import blur_along_x
+
+    size = 32
+    x_stripes = (torch.arange(size) % 2).float().expand(size, size)  # varies along x (columns)
+    planes = torch.stack((x_stripes, x_stripes.T, x_stripes))[None, :, None].repeat(2, 1, 3, 1, 1)  # [2, 3, 3, H, W]
+    planes[:, 0, 1] = x_stripes.T  # a channel of stripes along y on the blurred plane
+    planes[:, 0, 2] = 0.7  # and a constant one
+    mask = torch.zeros(size, size)
+    mask[8:24, 8:24] = 1
+    blurred = blur_along_x(planes, 0, mask, sigma=2.0)
+    inside, outside = blurred[:, 0, 0, 8:24, 10:22], blurred[:, 0, 0, :8]
+    assert (inside - 0.5).abs().max() < 0.02  # the stripes' mean
+    torch.testing.assert_close(outside, planes[:, 0, 0, :8])
+    torch.testing.assert_close(blurred[:, 0, 1:], planes[:, 0, 1:])  # y stripes and a constant: nothing along x
+    torch.testing.assert_close(blurred[:, 1:], planes[:, 1:])
+    half = blur_along_x(planes, 0, mask * 0.5, sigma=2.0)  # a mask weight of ½ goes half way
+    torch.testing.assert_close(half[:, 0, 0], (planes[:, 0, 0] + blurred[:, 0, 0]) / 2)
+
+
 def test_confinement_arguments_round_trip_and_name_real_planes() -> None:
     confinement = Confinement((-0.1, 0.1, -0.2, 0.0, 0.0, 0.3), 0.02, (0, 2))
     assert confinement.arguments == [-0.1, 0.1, -0.2, 0.0, 0.0, 0.3, 0.02, 0.0, 2.0]

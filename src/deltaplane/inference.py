@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,14 +49,22 @@ class DrivingTracks:
         return torch.where(phase < length, phase, period - phase)
 
 
-def load_run(run_dir: Path, device: torch.device) -> tuple[TriplaneTalker, dict, DrivingTracks]:
-    """The trained model (eval mode) of the newest checkpoint, the run config and the driving tracks."""
+def load_run(run_dir: Path, device: torch.device, mouth_x_blur: float | None = None
+             ) -> tuple[TriplaneTalker, dict, DrivingTracks]:
+    """The trained model (eval mode) of the newest checkpoint, the run config and the driving tracks.
+    `mouth_x_blur` replaces the run's `TriplaneTalkerConfig.mouth_x_blur` (None keeps it)."""
     run_dir = Path(run_dir)
     config = checkpoint.read_run_config(run_dir)
     latest = checkpoint.latest_checkpoint(run_dir)
     if latest is None:
         raise InputError(f"{run_dir} has no checkpoint yet; train first (`deltaplane train ... -o {run_dir}`)")
-    model = TriplaneTalker(from_dict(TriplaneTalkerConfig, config["model"]))
+    model_config = from_dict(TriplaneTalkerConfig, config["model"])
+    if mouth_x_blur is not None:
+        try:
+            model_config = replace(model_config, mouth_x_blur=mouth_x_blur)
+        except ValueError as exc:  # the config's own check, for a run without a mouth box or a negative σ
+            raise InputError(f"--mouth-x-blur {mouth_x_blur} does not fit {run_dir}: {exc}") from exc
+    model = TriplaneTalker(model_config)
     model.load_state_dict(checkpoint.load_checkpoint(latest, with_training_state=False).model_state)
     tracks_path = run_dir / checkpoint.DRIVING_TRACKS
     if not tracks_path.is_file():

@@ -48,9 +48,11 @@ def _frames(model: TriplaneTalker, conditions: Conditions, cam2world: torch.Tens
 def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, depth_output: Path | None,
                  neutral: bool, lip_smoothing: float, watermark: bool, device: torch.device, progress: bool,
                  tags: dict[str, str], fps: float = 25.0, engine: Engine = "auto", attention_dir: Path | None = None,
-                 attention_every: int = 25, paste: PasteBackOptions | None = None) -> Path:
-    """`paste`: put each frame back into the original video frame it replays (camera "dataset" only)."""
-    model, run_config, driving = load_run(run_dir, device)
+                 attention_every: int = 25, paste: PasteBackOptions | None = None,
+                 mouth_x_blur: float | None = None) -> Path:
+    """`paste`: put each frame back into the original video frame it replays (camera "dataset" only).
+    `mouth_x_blur`: replaces the run's (`inference.load_run`)."""
+    model, run_config, driving = load_run(run_dir, device, mouth_x_blur)
     pasting = open_paste_back(run_dir, run_config, driving, paste) if paste is not None else None
     if pasting is not None:  # the output must never replace the video it reads
         check_outputs(files={"-o": output, "--depth": depth_output}, inputs={"--source": pasting.source})

@@ -84,3 +84,13 @@ def test_evaluate_needs_a_run_or_two_videos(tmp_path: Path, capsys: pytest.Captu
     assert exit_info.value.code == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and "--pred and --gt" in lines[0]
+
+
+def test_load_run_replaces_the_runs_mouth_x_blur(tiny_run: Path) -> None:
+    """`load_run(..., mouth_x_blur=S)` renders the run with the blur at S (`render/evaluate --mouth-x-blur`); None
+    keeps the run's own (0 for the tiny preset)."""
+    kept, _, _ = load_run(tiny_run, torch.device("cpu"))
+    blurred, _, _ = load_run(tiny_run, torch.device("cpu"), mouth_x_blur=2.0)
+    assert kept.config.mouth_x_blur == 0 and blurred.config.mouth_x_blur == 2.0 and not blurred.training
+    for name, value in kept.state_dict().items():
+        torch.testing.assert_close(blurred.state_dict()[name], value)

@@ -12,7 +12,7 @@ import torch
 from deltaplane import losses
 from deltaplane.data.dataset import load_clip, make_batch
 from deltaplane.geometry.cameras import orbit_cameras
-from deltaplane.fields.triplane import box_weights
+from deltaplane.fields.triplane import blur_along_x, box_weights
 from deltaplane.models.triplane_talker import MOUTH_BOX_EDGE, TriplaneTalker
 from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions
@@ -377,3 +377,36 @@ def test_closed_mouth_x_smooths_the_xy_plane_in_the_mouth_footprint_of_closed_fr
     assert "closed_mouth_x" not in model.loss_terms(*model(batch.cameras, batch.conditions), batch)
     with pytest.raises(ValueError, match="closed_mouth_x"):
         dataclasses.replace(model.config, mouth_planes=0, loss=loss)
+
+
+def test_mouth_x_blur_blurs_the_rendered_xy_plane_in_the_mouth_footprint_outside_training(
+        model: TriplaneTalker) -> None:
+    """`TriplaneTalkerConfig.mouth_x_blur`: in eval mode the rendered planes are `blur_along_x` of the xy plane
+    over the mouth box's footprint (texels outside it and the other planes as they were), so the rendered mouth
+    changes; in training mode and at 0 the planes are untouched. It needs a mouth box."""
+    size = model.config.plane_resolution
+    with torch.no_grad():
+        model.identity_planes[0] += (torch.arange(size) % 2).float()  # stripes along x everywhere on the xy plane
+    blurred = TriplaneTalker(dataclasses.replace(model.config, mouth_x_blur=2.0))
+    blurred.load_state_dict(model.state_dict())
+    tokens = model.tokens(_conditions(2, 0))
+    model.eval(), blurred.eval()
+    with torch.no_grad():
+        plain, _ = model.planes(tokens)
+        smoothed, delta = blurred.planes(tokens)
+        footprint = box_weights(model.config.mouth_box, size, model.config.box_warp, MOUTH_BOX_EDGE)[0, 0]
+        torch.testing.assert_close(smoothed, blur_along_x(plain, 0, footprint, 2.0))
+        torch.testing.assert_close(delta, model.planes(tokens)[1])  # the deltaplane itself is not blurred
+        changed = (smoothed - plain).abs().amax(dim=(0, 2))  # [3, H, W]
+        assert changed[0][footprint > 0.5].min() > 0.1 and changed[0][footprint == 0].max() == 0
+        assert changed[1:].max() == 0
+        cameras = orbit_cameras(torch.zeros(2), torch.zeros(2), 128, 128)
+        rgb = [talker.render(planes, cameras, generator=torch.Generator().manual_seed(0)).rgb
+               for talker, planes in ((model, plain), (blurred, smoothed))]
+        assert (rgb[0] - rgb[1]).abs().max() > 1e-3
+        blurred.train()
+        torch.testing.assert_close(blurred.planes(tokens)[0], plain)  # training sees the planes as they are
+    with pytest.raises(ValueError, match="mouth_box"):
+        dataclasses.replace(model.config, mouth_x_blur=1.0, mouth_box=None, mouth_planes=0)
+    with pytest.raises(ValueError, match="≥ 0"):
+        dataclasses.replace(model.config, mouth_x_blur=-1.0)

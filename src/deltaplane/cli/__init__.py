@@ -88,6 +88,9 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lip-smoothing", type=float, default=0.0,
                    help="EMA weight of the previous audio code (Talk3D uses 0.2; 0 = off)")
     p.add_argument("--no-watermark", action="store_true", help="do not embed the invisible watermark")
+    p.add_argument("--mouth-x-blur", type=float, metavar="SIGMA",
+                   help="blur the xy plane's texels along x inside the mouth box by a Gaussian of SIGMA texels "
+                        "(2 takes the specks out of closed mouths; 0 = off; default: the run's)")
     p.add_argument("--engine", choices=("auto", "reference", "fast"), default="auto",
                    help="rendering path: fp32 reference, or fast (bf16, compiled, CUDA graphs; ~1 min to compile); "
                         "auto = fast on CUDA for clips of 100 s or more")
@@ -196,6 +199,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arcface", type=Path,
                    help="insightface arcface_torch backbone.pth (IResNet 18/34/50/100) for id_arcface")
     p.add_argument("--no-videos", action="store_true", help="with RUN: do not save the rendered views as mp4")
+    p.add_argument("--mouth-x-blur", type=float, metavar="SIGMA",
+                   help="with RUN: blur the xy plane's texels along x inside the mouth box by a Gaussian of SIGMA texels "
+                        "(2 takes the specks out of closed mouths; 0 = off; default: the run's)")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -227,13 +233,14 @@ def _dispatch(args: argparse.Namespace) -> None:
                    lip_smoothing=args.lip_smoothing, watermark=not args.no_watermark, device=args.device,
                    progress=not args.quiet, engine=args.engine, attention=args.attention,
                    attention_every=args.attention_every, paste_back=args.paste_back, source=args.source,
-                   dataset=args.dataset)
+                   dataset=args.dataset, mouth_x_blur=args.mouth_x_blur)
     elif args.command == "evaluate":
         api.evaluate(args.output, run=args.run, prediction=args.pred, target=args.gt, dataset=args.dataset,
                      split=args.split, audio=args.audio, views=args.views, identity_every=args.identity_every,
                      lpips_weights=args.lpips_weights, lpips_every=args.lpips_every, syncnet_v2=args.syncnet_v2,
                      inception=args.inception, fid_every=args.fid_every, arcface=args.arcface,
-                     videos=not args.no_videos, device=args.device, progress=not args.quiet)
+                     videos=not args.no_videos, device=args.device, progress=not args.quiet,
+                     mouth_x_blur=args.mouth_x_blur)
         print(f"wrote {args.output / 'metrics.json'} and {args.output / 'report.html'}")
     elif args.command == "detect":
         result = api.detect(args.video)

@@ -98,6 +98,23 @@ def box_weights(box: tuple[float, float, float, float, float, float], resolution
     return torch.stack([ramps[v][:, None] * ramps[u][None, :] for u, v in PLANE_AXES])[:, None]  # v rows, u cols
 
 
+def blur_along_x(planes: Float[Tensor, "B 3 C H W"], plane: int, mask: Float[Tensor, "H W"],
+                 sigma: float) -> Float[Tensor, "B 3 C H W"]:
+    """`planes` with plane `plane`'s features blurred along its columns (world x; planes 0 and 1) by a Gaussian of
+    `sigma` texels where `mask` (weights in [0, 1]) is 1, blended towards the original where it falls to 0, and
+    the other planes as they are: thin x-periodic patterns (the specks in closed mouths, docs/lip-motion.md
+    "Run 39") vanish there. Edges are replicated, so a constant row stays constant."""
+    radius = max(1, round(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=planes.dtype, device=planes.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    chosen = planes[:, plane]
+    rows = F.pad(chosen.reshape(-1, 1, chosen.shape[-1]), (radius, radius), mode="replicate")
+    blurred = F.conv1d(rows, (kernel / kernel.sum()).view(1, 1, -1)).view_as(chosen)
+    result = planes.clone()
+    result[:, plane] = chosen + mask.to(planes.dtype) * (blurred - chosen)
+    return result
+
+
 def point_box_weights(points: Float[Tensor, "batch points 3"], box: tuple[float, float, float, float, float, float],
                       edge: float) -> Float[Tensor, "batch points 1"]:
     """The weight of `box_weights` at world points, in all three axes: 1 inside the box, 0 beyond `edge` of it."""

@@ -35,8 +35,8 @@ from deltaplane.fields.conditions import ConditionEncoder, ConditionEncoderConfi
 from deltaplane.fields.deltaplane import DeltaplaneConfig, DeltaplanePredictor
 from deltaplane.fields.lips import LipConfig, LipVector
 from deltaplane.fields.superres import SuperResolution, SuperResolutionConfig
-from deltaplane.fields.triplane import (Confinement, OSGDecoderConfig, TriplaneField, box_weights, sample_triplane,
-                                       support_rectangles)
+from deltaplane.fields.triplane import (Confinement, OSGDecoderConfig, TriplaneField, blur_along_x, box_weights,
+                                       sample_triplane, support_rectangles)
 from deltaplane.geometry.cameras import (DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world, torso_frame,
                                         transform_points)
 from deltaplane.geometry.face_depth import FACE_VERTICES, camera_depth, sample_pixels
@@ -223,6 +223,14 @@ class TriplaneTalkerConfig:
     a zero audio token, so only what the mouth planes reach moves with the audio (`mouth_planes_on`). Without it the
     lip vector can move anything through the deltaplane; on the CPU that was a small part of what moves the torso
     in plate mode (docs/background.md "Where the torso moves"). Needs `mouth_planes` and `mouth_box`."""
+    mouth_x_blur: float = 0.0
+    """Rendering only (not while training): σ in plane texels of a Gaussian along world x that blurs the xy
+    plane's features (identity, deltaplane and mouth planes) inside the footprint of `mouth_box` (0 = off;
+    `fields.triplane.blur_along_x`). The white specks that trained models draw between closed lips are that plane's
+    x-variation (docs/lip-motion.md "Run 39"); blurring it at σ 2 from the same weights lowered obama_20s's mouth
+    LMD in all five runs measured (2.03–2.21 → 1.68–1.85) with the detail gains up and the face's sharpness 0.01–0.04
+    lower. Stored with the run and set again at rendering time (`deltaplane render --mouth-x-blur`). Needs
+    `mouth_box`."""
     isolate_lower_face: int | None = None
     """In training, the identity planes get no gradient from the rays of the lower-face mask dilated by this many
     rendering pixels (None = off), so only the deltaplane, i.e. the tokens, can explain what the mouth does. Without
@@ -249,6 +257,8 @@ class TriplaneTalkerConfig:
             raise ValueError("mouth_confined needs mouth_planes > 0 and a mouth_box (where they are confined)")
         if self.audio_in_mouth_box and not (self.mouth_planes and self.mouth_box is not None):
             raise ValueError("audio_in_mouth_box needs mouth_planes > 0 and a mouth_box (the audio's only way in)")
+        if self.mouth_x_blur < 0 or (self.mouth_x_blur > 0 and self.mouth_box is None):
+            raise ValueError(f"mouth_x_blur must be ≥ 0 and needs a mouth_box (where it blurs), got {self.mouth_x_blur}")
         if self.loss.closed_mouth_x > 0 and not (self.mouth_planes and self.mouth_box is not None
                                                  and 0 in self.mouth_planes_on):
             raise ValueError("loss.closed_mouth_x needs mouth planes on the xy plane (mouth_planes > 0, a mouth_box "
@@ -278,11 +288,13 @@ class TriplaneTalker(nn.Module):
             AudioEncoder(config.audio) for _ in range(config.lips.regressions - 1 if self.lips is not None else 0))
         self.condition_encoder = ConditionEncoder(config.conditions)
         self.predictor = DeltaplanePredictor(config.deltaplane)
+        with torch.device("cpu"):  # data of the config, also when the model is built on the meta device
+            box = (None if config.mouth_box is None
+                   else box_weights(config.mouth_box, config.plane_resolution, config.box_warp, MOUTH_BOX_EDGE))
+        if box is not None:  # kept whatever `mouth_x_blur` is: rendering may switch it on
+            self.register_buffer("mouth_footprint", box[0, 0], persistent=False)
         if config.mouth_planes:
-            with torch.device("cpu"):  # data of the config, also when the model is built on the meta device
-                mask = (box_weights(config.mouth_box, config.plane_resolution, config.box_warp, MOUTH_BOX_EDGE)
-                        if config.mouth_box is not None
-                        else torch.ones(3, 1, config.plane_resolution, config.plane_resolution))
+            mask = box if box is not None else torch.ones(3, 1, config.plane_resolution, config.plane_resolution)
             # Only the texels the box reaches are stored (~8 % of each plane for the default box: 16 MB instead of
             # 200 MB for 8 planes of the fast preset), and zero: the deltaplane stays exactly 0 at init.
             # planes left out store nothing (an empty rectangle) and add nothing
@@ -406,14 +418,18 @@ class TriplaneTalker(nn.Module):
     def planes(self, tokens: Float[Tensor, "B 5 64"], encoded_identity: object | None = None
                ) -> tuple[Float[Tensor, "B 3 C H W"], Float[Tensor, "B 3 C H W"]]:
         """(identity + deltaplane, deltaplane). `encoded_identity` is a cached `predictor.encode` result. With
-        `mouth_confined` both carry 2C channels, the mouth planes in the second C (`with_identity`)."""
+        `mouth_confined` both carry 2C channels, the mouth planes in the second C (`with_identity`). Outside
+        training the first gets `mouth_x_blur`."""
         if encoded_identity is None:
             encoded_identity = self.predictor.encode(self.identity_planes[None].expand(tokens.shape[0], -1, -1, -1, -1))
         delta = self.predictor.decode(encoded_identity, self.heard(tokens))
         if self.config.mouth_planes:
             mouth = self.mouth_delta(self.mouth_mix(tokens[:, 0])).to(delta.dtype)  # mixed by the audio token
             delta = torch.cat((delta, mouth), dim=2) if self.config.mouth_confined else delta + mouth
-        return self.with_identity(delta), delta
+        full = self.with_identity(delta)
+        if self.config.mouth_x_blur > 0 and not self.training:
+            full = blur_along_x(full, 0, self.mouth_footprint, self.config.mouth_x_blur)
+        return full, delta
 
     def with_identity(self, delta: Float[Tensor, "B 3 D H W"]) -> Float[Tensor, "B 3 D H W"]:
         """The planes that `delta` (of `planes`) renders: the identity planes added to its first C channels; the
