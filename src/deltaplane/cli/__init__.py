@@ -89,8 +89,8 @@ def _add_render(sub: argparse._SubParsersAction) -> None:
                    help="EMA weight of the previous audio code (Talk3D uses 0.2; 0 = off)")
     p.add_argument("--no-watermark", action="store_true", help="do not embed the invisible watermark")
     p.add_argument("--mouth-x-blur", type=float, metavar="SIGMA",
-                   help="blur the xy plane's texels along x inside the mouth box by a Gaussian of SIGMA texels "
-                        "(2 takes the specks out of closed mouths; 0 = off; default: the run's)")
+                   help="blur the xy plane's texels along x in the mouth box by a Gaussian of SIGMA texels (2: no "
+                        "specks between closed lips, but no teeth either; 0 = off; default: the run's)")
     p.add_argument("--engine", choices=("auto", "reference", "fast"), default="auto",
                    help="rendering path: fp32 reference, or fast (bf16, compiled, CUDA graphs; ~1 min to compile); "
                         "auto = fast on CUDA for clips of 100 s or more")
@@ -200,8 +200,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                    help="insightface arcface_torch backbone.pth (IResNet 18/34/50/100) for id_arcface")
     p.add_argument("--no-videos", action="store_true", help="with RUN: do not save the rendered views as mp4")
     p.add_argument("--mouth-x-blur", type=float, metavar="SIGMA",
-                   help="with RUN: blur the xy plane's texels along x inside the mouth box by a Gaussian of SIGMA texels "
-                        "(2 takes the specks out of closed mouths; 0 = off; default: the run's)")
+                   help="with RUN: render with the mouth's texels blurred along x, as `render --mouth-x-blur`")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -228,9 +228,9 @@ class TriplaneTalkerConfig:
     plane's features (identity, deltaplane and mouth planes) inside the footprint of `mouth_box` (0 = off;
     `fields.triplane.blur_along_x`). The white specks that trained models draw between closed lips are that plane's
     x-variation (docs/lip-motion.md "Run 39"); blurring it at σ 2 from the same weights lowered obama_20s's mouth
-    LMD in all five runs measured (2.03–2.21 → 1.68–1.85) with the detail gains up and the face's sharpness 0.01–0.04
-    lower. Stored with the run and set again at rendering time (`deltaplane render --mouth-x-blur`). Needs
-    `mouth_box`."""
+    LMD in all five runs measured (2.03–2.21 → 1.68–1.85) with the detail gains up and the face's sharpness 0.02–0.09
+    lower, but it also takes the teeth out of open mouths (docs/lip-motion.md "Run 40"). Stored with the run and set
+    again at rendering time (`deltaplane render --mouth-x-blur`). Needs `mouth_box`."""
     isolate_lower_face: int | None = None
     """In training, the identity planes get no gradient from the rays of the lower-face mask dilated by this many
     rendering pixels (None = off), so only the deltaplane, i.e. the tokens, can explain what the mouth does. Without
@@ -258,7 +258,8 @@ class TriplaneTalkerConfig:
         if self.audio_in_mouth_box and not (self.mouth_planes and self.mouth_box is not None):
             raise ValueError("audio_in_mouth_box needs mouth_planes > 0 and a mouth_box (the audio's only way in)")
         if self.mouth_x_blur < 0 or (self.mouth_x_blur > 0 and self.mouth_box is None):
-            raise ValueError(f"mouth_x_blur must be ≥ 0 and needs a mouth_box (where it blurs), got {self.mouth_x_blur}")
+            raise ValueError("mouth_x_blur must be ≥ 0 and needs a mouth_box (where it blurs); "
+                             f"got {self.mouth_x_blur}")
         if self.loss.closed_mouth_x > 0 and not (self.mouth_planes and self.mouth_box is not None
                                                  and 0 in self.mouth_planes_on):
             raise ValueError("loss.closed_mouth_x needs mouth planes on the xy plane (mouth_planes > 0, a mouth_box "
