@@ -158,7 +158,8 @@ def test_a_subset_of_planes_samples_as_the_three_with_the_others_zero() -> None:
 
 def test_blur_along_x_removes_x_stripes_inside_the_mask_and_keeps_the_rest() -> None:
     """`blur_along_x`: on the chosen plane, stripes along x (its columns) fade where the mask is 1 and stay where
-    it is 0; stripes along y (rows), constant rows and the other planes are untouched."""
+    it is 0 (one mask for all frames, or one per frame); stripes along y (rows), constant rows and the other planes
+    are untouched."""
     from deltaplane.fields.triplane import blur_along_x
 
     size = 32
@@ -176,6 +177,9 @@ def test_blur_along_x_removes_x_stripes_inside_the_mask_and_keeps_the_rest() -> 
     torch.testing.assert_close(blurred[:, 1:], planes[:, 1:])
     half = blur_along_x(planes, 0, mask * 0.5, sigma=2.0)  # a mask weight of ½ goes half way
     torch.testing.assert_close(half[:, 0, 0], (planes[:, 0, 0] + blurred[:, 0, 0]) / 2)
+    per_frame = blur_along_x(planes, 0, mask * torch.tensor([1.0, 0.0])[:, None, None, None], sigma=2.0)
+    torch.testing.assert_close(per_frame[0], blurred[0])  # a [B, 1, H, W] mask: frame by frame
+    torch.testing.assert_close(per_frame[1], planes[1])
 
 
 def test_confinement_arguments_round_trip_and_name_real_planes() -> None:

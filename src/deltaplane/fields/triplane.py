@@ -98,12 +98,13 @@ def box_weights(box: tuple[float, float, float, float, float, float], resolution
     return torch.stack([ramps[v][:, None] * ramps[u][None, :] for u, v in PLANE_AXES])[:, None]  # v rows, u cols
 
 
-def blur_along_x(planes: Float[Tensor, "B 3 C H W"], plane: int, mask: Float[Tensor, "H W"],
+def blur_along_x(planes: Float[Tensor, "B 3 C H W"], plane: int, mask: Float[Tensor, "*frames H W"],
                  sigma: float) -> Float[Tensor, "B 3 C H W"]:
     """`planes` with plane `plane`'s features blurred along its columns (world x; planes 0 and 1) by a Gaussian of
-    `sigma` texels where `mask` (weights in [0, 1]) is 1, blended towards the original where it falls to 0, and
-    the other planes as they are: thin x-periodic patterns (the specks in closed mouths, docs/lip-motion.md
-    "Run 39") vanish there. Edges are replicated, so a constant row stays constant."""
+    `sigma` texels where `mask` (weights in [0, 1]; [H, W] for every frame, or [B, 1, H, W] per frame) is 1,
+    blended towards the original where it falls to 0, and the other planes as they are: thin x-periodic patterns
+    (the specks in closed mouths, docs/lip-motion.md "Run 39") vanish there. Edges are replicated, so a constant
+    row stays constant."""
     radius = max(1, round(3 * sigma))
     offsets = torch.arange(-radius, radius + 1, dtype=planes.dtype, device=planes.device)
     kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)

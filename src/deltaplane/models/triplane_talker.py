@@ -390,13 +390,20 @@ class TriplaneTalker(nn.Module):
 
     def clip_audio_codes(self, audio: Float[Tensor, "frames 8 16 D"], chunk: int = 64) -> Float[Tensor, "frames 64"]:
         """`audio_codes` of a whole driving clip (on the CPU or the model's device; encoded `chunk` frames at a
-        time): in lip mode with the clip's own gain (`fields.lips.LipVector.utterance_gain`)."""
+        time): in lip mode those of `clip_lip_vectors`."""
+        if self.lips is not None:
+            return self.lips(self.clip_lip_vectors(audio, chunk))
         device = self.identity_planes.device
-        parts = [audio[start:start + chunk].to(device) for start in range(0, audio.shape[0], chunk)]
-        if self.lips is None:
-            return torch.cat([self.audio_encoder(part) for part in parts])
-        raw = torch.cat([self.predicted_lips(part, calibrated=False) for part in parts])
-        return self.lips(self.lips.calibrated(raw, self.lips.utterance_gain(raw)))
+        return torch.cat([self.audio_encoder(audio[start:start + chunk].to(device))
+                          for start in range(0, audio.shape[0], chunk)])
+
+    def clip_lip_vectors(self, audio: Float[Tensor, "frames 8 16 D"], chunk: int = 64) -> Float[Tensor, "frames L"]:
+        """Lip mode: the lip vectors that drive a whole clip (`predicted_lips` `chunk` frames at a time, with the
+        clip's own gain, `fields.lips.LipVector.utterance_gain`, the training range and the snap)."""
+        device = self.identity_planes.device
+        raw = torch.cat([self.predicted_lips(audio[start:start + chunk].to(device), calibrated=False)
+                         for start in range(0, audio.shape[0], chunk)])
+        return self.lips.calibrated(raw, self.lips.utterance_gain(raw))
 
     def tokens(self, conditions: Conditions, audio_code: Float[Tensor, "B 64"] | None = None,
                mouth_shape: Float[Tensor, "B 40"] | None = None, audio_driven: Bool[Tensor, " B"] | None = None
