@@ -15,12 +15,9 @@ from numpy import ndarray
 
 from deltaplane.errors import MissingDependencyError
 from deltaplane.geometry.face_regions import EYES, OUTER_MOUTH, face_width
-from deltaplane.geometry.lips import INNER_LIP_PAIRS
+from deltaplane.geometry.lips import EYE_CORNERS, INNER_LIP_PAIRS, MOUTH_POINTS
 from deltaplane.preprocess.landmarks import dlib_box
 
-MOUTH = slice(48, 68)
-"""The 20 mouth points of the 68-point layout (outer lip 48–59, inner lip 60–67)."""
-OUTER_EYE_CORNERS = (36, 45)
 MOUTH_CROP_SIZE = 96
 MOUTH_CROP_SPAN = 1.8
 """Mouth crops of the report's contact sheet are this many mouth widths wide."""
@@ -60,8 +57,8 @@ def mouth_landmark_distance(prediction: Float[ndarray, "68 2"], target: Float[nd
     """LMD of one frame (spec §8): mouth points 48–67 of each set are mean-centred (translation only), and the mean
     Euclidean distance between corresponding points is returned in units of a `LMD_WIDTH`-wide frame."""
     scale = LMD_WIDTH / width
-    mouth_prediction = prediction[MOUTH].astype(np.float64) * scale  # [20, 2]
-    mouth_target = target[MOUTH].astype(np.float64) * scale
+    mouth_prediction = prediction[MOUTH_POINTS].astype(np.float64) * scale  # [20, 2]
+    mouth_target = target[MOUTH_POINTS].astype(np.float64) * scale
     centred = (mouth_prediction - mouth_prediction.mean(0)) - (mouth_target - mouth_target.mean(0))
     return float(np.linalg.norm(centred, axis=1).mean())
 
@@ -69,7 +66,7 @@ def mouth_landmark_distance(prediction: Float[ndarray, "68 2"], target: Float[nd
 def mouth_opening(landmarks68: Float[ndarray, "68 2"]) -> float:
     """Inner-lip gap (mean of three upper/lower point distances) over the outer-eye-corner distance: scale-free."""
     gap = np.mean([np.linalg.norm(landmarks68[upper] - landmarks68[lower]) for upper, lower in INNER_LIP_PAIRS])
-    eyes = np.linalg.norm(landmarks68[OUTER_EYE_CORNERS[0]] - landmarks68[OUTER_EYE_CORNERS[1]])
+    eyes = np.linalg.norm(landmarks68[EYE_CORNERS[0]] - landmarks68[EYE_CORNERS[1]])
     return float(gap / max(float(eyes), 1e-6))
 
 
@@ -111,7 +108,7 @@ def square_crop(rgb: UInt8[ndarray, "height width 3"], centre: Float[ndarray, "2
 def mouth_crop(rgb: UInt8[ndarray, "height width 3"], landmarks68: Float[ndarray, "68 2"],
                size: int = MOUTH_CROP_SIZE) -> UInt8[ndarray, "size size 3"]:
     """A `size`² crop centred on the mouth, MOUTH_CROP_SPAN mouth widths (corners 48–54) wide, for contact sheets."""
-    mouth = landmarks68[MOUTH].astype(np.float64)
+    mouth = landmarks68[MOUTH_POINTS].astype(np.float64)
     side = MOUTH_CROP_SPAN * max(float(np.linalg.norm(landmarks68[54] - landmarks68[48])), 4.0)
     return square_crop(rgb, mouth.mean(0), side, size)
 
@@ -128,7 +125,7 @@ def detail_crops(rgb: UInt8[ndarray, "height width 3"], landmarks68: Float[ndarr
     eye_distance = max(float(np.linalg.norm(points[45] - points[36])), 4.0)
     brows = points[17:27].mean(0)
     return {"eyes": square_crop(rgb, points[36:48].mean(0), 1.3 * eye_distance, size),
-            "mouth": square_crop(rgb, points[MOUTH].mean(0), eye_distance, size),
+            "mouth": square_crop(rgb, points[MOUTH_POINTS].mean(0), eye_distance, size),
             "hair": square_crop(rgb, brows - [0.0, 0.9 * eye_distance], eye_distance, size)}
 
 

@@ -14,8 +14,10 @@ from numpy import ndarray
 from torch import Tensor
 
 MOUTH_POINTS = slice(48, 68)
+"""The 20 mouth points of the 68-point layout (outer lip 48–59, inner lip 60–67)."""
 NOSE_POINTS = slice(27, 36)
 EYE_CORNERS = (36, 45)
+"""The outer eye corners, whose distance is the scale of every mouth measure."""
 MOUTH_SHAPE_DIM = 40
 """20 points × (x, y)."""
 INNER_LIP_PAIRS = ((61, 67), (62, 66), (63, 65))
