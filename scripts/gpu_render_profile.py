@@ -1,6 +1,7 @@
 """GPU profile of the rendering paths (issue 5; notes in docs/performance.md). Run after `deltaplane bench`:
 
     PYTHONPATH=src python3 scripts/gpu_render_profile.py [--frames 120] [--batches 1,4] [--parts ...]
+        [--background plate]
 
 --parts picks what runs (default all but `reference`):
 * ceilings: the device's two ceilings (bf16 matrix product, device-to-device copy);
@@ -9,7 +10,8 @@
 * kernels: the fast step's kernels by device time (torch.profiler);
 * field_launch: the Triton field's kernel alone at each launch configuration (`triton_field.LAUNCH`);
 * variants: what each step buys at one batch size: bf16 eager, + torch.compile, + Triton field, + CUDA graph.
-Prints tables; writes $OUT/profile.json (or ./profile.json). A part that fails prints its error and is skipped.
+Prints tables; writes $OUT/profile_BACKGROUND.json (or ./profile_BACKGROUND.json). A part that fails prints its error
+and is skipped.
 """
 
 from __future__ import annotations
@@ -181,6 +183,9 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--batches", default="1,4", help="batch sizes of the stage breakdown; the first for the rest")
     parser.add_argument("--preset", default="fast")
+    parser.add_argument("--background", choices=("field", "plate"), default="field",
+                        help="the whole-frame field or the person over a background plate "
+                             "(`bench.random_weights_model`)")
     parser.add_argument("--parts", default="ceilings,stages,kernels,variants",
                         help="comma-separated: ceilings, reference (its stages), stages, field_launch, kernels, "
                              "variants")
@@ -188,11 +193,12 @@ def main() -> None:
     parts, batches = set(args.parts.split(",")), [int(b) for b in args.batches.split(",")]
     device = torch.device("cuda")
     torch._dynamo.config.recompile_limit = 64  # one entry per renderer instance and batch size
-    results: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    results: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                                  "background": args.background}
     if "ceilings" in parts:
         results["ceilings"] = ceilings()
         print("ceilings:", {k: round(v, 1) for k, v in results["ceilings"].items()}, flush=True)
-    model = random_weights_model(args.preset, device)
+    model = random_weights_model(args.preset, device, background=args.background)
     stage_sets = [("reference", reference_stages)] if "reference" in parts else []
     stage_sets += [("fast", fast_stages)] if "stages" in parts else []
     for batch in batches:
@@ -212,7 +218,7 @@ def main() -> None:
     if "variants" in parts:
         results["variants"] = variants(model, args.frames, batches[0], args.preset)
     out = Path(os.environ.get("OUT", "."))
-    (out / "profile.json").write_text(json.dumps(results, indent=2))
+    (out / f"profile_{args.background}.json").write_text(json.dumps(results, indent=2))
 
 
 def variants(model, num_frames: int, batch: int, preset: str) -> list[dict]:

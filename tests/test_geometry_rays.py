@@ -1,11 +1,11 @@
 """Pixel-centre rays: principal ray is +z / the camera forward, OpenCV axes, row-major order, consistency with
-`project`, resolution override."""
+`project`, resolution override; `rows_times`, the small matrix product they use, against `@`."""
 
 from __future__ import annotations
 
 import torch
 
-from deltaplane.geometry.cameras import Cameras, intrinsics_from_focal, orbit_cameras, project
+from deltaplane.geometry.cameras import Cameras, intrinsics_from_focal, orbit_cameras, project, rows_times
 from deltaplane.geometry.rays import pixel_rays
 
 
@@ -63,3 +63,15 @@ def test_float64_and_dtype_follow_the_cameras() -> None:
     cameras = orbit_cameras(torch.tensor([0.1], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64), 3, 3)
     origins, directions = pixel_rays(cameras)
     assert origins.dtype == directions.dtype == torch.float64
+
+
+def test_rows_times_is_the_matrix_product() -> None:
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(2, 50, 3, generator=generator, dtype=torch.float64)
+    matrices = torch.randn(2, 3, 3, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(rows_times(rows, matrices), rows @ matrices)
+    # one set of rows for a batch of matrices (the fast path's camera directions), non-square, unbatched
+    torch.testing.assert_close(rows_times(rows[0], matrices), rows[0] @ matrices)
+    wide = torch.randn(2, 2, 4, generator=generator, dtype=torch.float64)
+    torch.testing.assert_close(rows_times(rows[..., :2], wide), rows[..., :2] @ wide)
+    torch.testing.assert_close(rows_times(rows[0], matrices[0]), rows[0] @ matrices[0])

@@ -41,7 +41,7 @@ from deltaplane.audio.encoder import ema_smooth
 from deltaplane.fields.triplane import (PLANE_AXES, Confinement, confine_to_box, empty_outside_box,
                                        without_unconfined_sets)
 from deltaplane.geometry.cameras import (DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world,
-                                        transform_points)
+                                        rows_times, transform_points)
 from deltaplane.geometry.rays import pixel_rays
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.render.plate import blend_plate, over_plate
@@ -327,7 +327,8 @@ class FastRenderer:
         """Volume rendering: (feature image in [-1, 1], over the plate in plate mode; depth; opacity) at the
         rendering resolution. `torso`: the frames' `TriplaneTalker.torso_transforms` (unused without a torso)."""
         batch, size = planes.shape[0], self.model.config.render_resolution
-        directions = F.normalize(self.camera_directions @ cam2world[:, :3, :3].transpose(-1, -2), dim=-1)  # [B, R, 3]
+        directions = F.normalize(rows_times(self.camera_directions, cam2world[:, :3, :3].transpose(-1, -2)),
+                                 dim=-1)  # [B, R, 3]
         origins = cam2world[:, None, :3, 3].expand_as(directions)  # [B, R, 3]
 
         def field_fn(points: Float[Tensor, "batch points 3"]) -> tuple[Tensor, Tensor]:

@@ -124,12 +124,25 @@ def cam2world_to_angles(cam2world: Float[Tensor, "*batch 4 4"],
     return torch.stack((yaw, pitch, roll), dim=-1)
 
 
+def rows_times(rows: Float[Tensor, "*batch count k"], matrix: Float[Tensor, "*batch k m"]
+               ) -> Float[Tensor, "*batch count m"]:
+    """`rows @ matrix` for a small inner size k (3 × 3 rotations and intrinsics applied to every pixel or sample),
+    written as k broadcast products: under torch.compile they fuse into the elementwise kernels around them, where
+    the matmul is a cuBLAS GEMM of inner size 3 of its own (tens of µs each at 512²; docs/performance.md, "The
+    plate's cost"). `rows @ matrix` is its reference (tests/test_geometry.py)."""
+    matrix = matrix.unsqueeze(-3)  # [*, 1, k, m]: one matrix for all rows
+    result = rows[..., 0, None] * matrix[..., 0, :]
+    for index in range(1, rows.shape[-1]):
+        result = result + rows[..., index, None] * matrix[..., index, :]
+    return result
+
+
 @full_precision
 def transform_points(matrix: Float[Tensor, "*batch 4 4"], points: Float[Tensor, "*batch points 3"]
                      ) -> Float[Tensor, "*batch points 3"]:
     """R·p + t of a 4 × 4 `matrix` (cam2world, a torso frame) for row-vector points, in the points' dtype."""
     matrix = matrix.to(points.dtype)
-    return points @ matrix[..., :3, :3].transpose(-1, -2) + matrix[..., None, :3, 3]
+    return rows_times(points, matrix[..., :3, :3].transpose(-1, -2)) + matrix[..., None, :3, 3]
 
 
 @full_precision

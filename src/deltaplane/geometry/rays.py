@@ -13,7 +13,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from deltaplane.geometry.cameras import Cameras
+from deltaplane.geometry.cameras import Cameras, rows_times
 from deltaplane.geometry.precision import full_precision
 
 
@@ -44,7 +44,7 @@ def pixel_rays(cameras: Cameras, height: int | None = None, width: int | None = 
     cx, cy = intrinsics[:, 0, 2, None], intrinsics[:, 1, 2, None]  # [B, 1]
     x_cam, y_cam = (pixel_u - cx) / fx, (pixel_v - cy) / fy  # [B, H·W]
     directions_cam = torch.stack((x_cam, y_cam, torch.ones_like(x_cam)), dim=-1)  # [B, H·W, 3]
-    directions = directions_cam @ cam2world[:, :3, :3].transpose(-1, -2)  # row vectors: R·d
+    directions = rows_times(directions_cam, cam2world[:, :3, :3].transpose(-1, -2))  # row vectors: R·d
     directions = torch.nn.functional.normalize(directions, dim=-1)
     origins = cam2world[:, None, :3, 3].expand_as(directions).contiguous()  # [B, H·W, 3]
     return origins, directions

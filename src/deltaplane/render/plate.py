@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from deltaplane.geometry.cameras import Cameras
+from deltaplane.geometry.cameras import Cameras, rows_times
 from deltaplane.geometry.precision import full_precision
 
 MIN_FORWARD = 1e-6
@@ -27,11 +27,11 @@ def plane_coordinates(origins: Float[Tensor, "batch rays 3"], directions: Float[
     """(u, v) in [0, 1] of the anchor's image where each ray meets the plane at camera depth `depth` in front of
     the anchor (one anchor camera per batch item; docs/conventions.md, "Background plate")."""
     rotation, centre = anchor.cam2world[:, :3, :3], anchor.cam2world[:, None, :3, 3]  # [B, 3, 3], [B, 1, 3]
-    origins_anchor = (origins - centre) @ rotation  # Rᵀ(o − c) for row vectors, [B, R, 3]
-    directions_anchor = directions @ rotation
+    origins_anchor = rows_times(origins - centre, rotation)  # Rᵀ(o − c) for row vectors, [B, R, 3]
+    directions_anchor = rows_times(directions, rotation)
     forward = directions_anchor[..., 2:].clamp_min(MIN_FORWARD)
     points = origins_anchor + (depth - origins_anchor[..., 2:]) / forward * directions_anchor  # [B, R, 3]
-    pixels = points @ anchor.intrinsics.to(points.dtype).transpose(-1, -2)  # [B, R, 3], z = depth
+    pixels = rows_times(points, anchor.intrinsics.to(points.dtype).transpose(-1, -2))  # [B, R, 3], z = depth
     return torch.stack((pixels[..., 0] / anchor.width, pixels[..., 1] / anchor.height), dim=-1) / pixels[..., 2:]
 
 
@@ -55,7 +55,7 @@ def unwarp_coordinates(coordinates: Float[Tensor, "batch rays 2"], warp: Float[T
     a, b, c, d = linear[:, 0, 0], linear[:, 0, 1], linear[:, 1, 0], linear[:, 1, 1]
     adjugate = torch.stack((torch.stack((d, -b), dim=-1), torch.stack((-c, a), dim=-1)), dim=-2)  # [B, 2, 2]
     inverse = adjugate / (a * d - b * c)[:, None, None]
-    return (coordinates - warp[:, None, :, 2].to(coordinates.dtype)) @ inverse.transpose(-1, -2)
+    return rows_times(coordinates - warp[:, None, :, 2].to(coordinates.dtype), inverse.transpose(-1, -2))
 
 
 def sample_plate(texture: Float[Tensor, "batch 3 tex_height tex_width"], coordinates: Float[Tensor, "batch rays 2"],
