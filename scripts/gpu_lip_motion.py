@@ -18,12 +18,9 @@ test_calibrated.mp4 (the test split driven with the calibrated gain instead of i
 same weights rendered with random ray samples (as EG3D renders; fixed ones are the default) and with twice the
 samples (test_random.mp4, test_samples2x.mp4 and, with --views, view_pitch-20_random.mp4 and so on) and the random
 samples' own noise (`sampling/…`). `--x-blur` adds the test split with the xy or the xz plane's features blurred along
-x inside the mouth box (test_xblur_xy.mp4, test_xblur_xz.mp4): which plane draws the closed mouths' white streaks; in
-lip mode also the xy plane's blur weighted per frame by how closed the driving lip vector's mouth is
-(test_xblur_closed.mp4: the specks go from closed mouths, do the open ones keep their teeth?). A
-training
-that collapses for good (`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss terms, opacity
-and deltaplane size. `--stage train` then `--stage render` split the training and the measuring into two device
+x inside the mouth box (test_xblur_xy.mp4, test_xblur_xz.mp4): which plane draws the closed mouths' white streaks.
+A training that collapses for good (`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss
+terms, opacity and deltaplane size. `--stage train` then `--stage render` split the training and the measuring into two device
 calls (the machine keeps WORK while it stays warm), so the training can have a whole 10-minute call.
 """
 
@@ -50,7 +47,6 @@ from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_bat
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.run import DEFAULT_VIEWS, _split_audio, parse_views
 from deltaplane.fields.triplane import blur_along_x, box_weights
-from deltaplane.geometry.lips import closed_share, shape_opening
 from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, plate_warp_path,
                                   render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
@@ -74,7 +70,8 @@ def variant_configs(name: str, preset: str = "fast"):
     (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), sampleP (scheduled sampling of
     the predicted lip vector on a share P of frames), mplanesK (K audio-mixed
     mouth planes), dtvN (total variation of the deltaplane at weight N, `LossWeights.delta_tv`), closedxN (the
-    closed mouths' x-variation on the xy plane at weight N, `LossWeights.closed_mouth_x`), mxblurS (the xy plane
+    closed mouths' x-variation on the xy plane at weight N, `LossWeights.closed_mouth_x`), cmboxN (the mouth-box
+    L1 of the closed mouths at weight N, `LossWeights.closed_mouth_box`), mxblurS (the xy plane
     blurred along x in the mouth box at σ S texels when rendering, `TriplaneTalkerConfig.mouth_x_blur`), lapN
     (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the renderer gets it from
     step K), nobox (mouth planes everywhere, as in run 5), boxaudio (the audio token
@@ -146,6 +143,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, delta_tv=float(part[3:])))
         elif part.startswith("closedx"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, closed_mouth_x=float(part[7:])))
+        elif part.startswith("cmbox"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, closed_mouth_box=float(part[5:])))
         elif part.startswith("mxblur"):
             model = dataclasses.replace(model, mouth_x_blur=float(part[6:]))
         elif part.startswith("lap"):
@@ -249,48 +248,33 @@ def sampling(model, name: str):
         model.config = config
 
 
-X_BLURS = {"xy": (0, False), "xz": (1, False), "closed": (0, True)}
-"""The renders of `--x-blur`: (plane, closed_only) of `x_blur`. The planes (`PLANE_AXES` indices) are the two whose
-columns are world x; the zy plane is constant along x and cannot draw a pattern that varies with it."""
+X_BLURS = {"xy": 0, "xz": 1}
+"""The renders of `--x-blur`: the plane (`PLANE_AXES` index) of `x_blur`, the two whose columns are world x; the zy
+plane is constant along x and cannot draw a pattern that varies with it."""
 
 
 @contextlib.contextmanager
-def x_blur(model, plane: int, closed_only: bool = False, sigma: float = 2.0):
+def x_blur(model, plane: int, sigma: float = 2.0):
     """The model's rendered planes (identity + deltaplane + mouth planes) blurred along x on plane `plane` inside
     the mouth box's footprint (`fields.triplane.blur_along_x`; same weights; on the xy plane what
     `TriplaneTalkerConfig.mouth_x_blur` does). Which plane's blur takes the closed mouths' white streaks away says
-    which plane draws them. `closed_only` (lip mode, for `inference.render_clip`): each frame's blur weighted by
-    `geometry.lips.closed_share` of its driving lip vector's mouth (`TriplaneTalker.clip_lip_vectors`), recorded
-    when the clip's codes are made and taken batch by batch in the order render_clip draws them."""
+    which plane draws them."""
     box = model.config.mouth_box
     if box is None:
         raise SystemExit("--x-blur needs a model with a mouth box (TriplaneTalkerConfig.mouth_box)")
     mask = box_weights(box, model.config.plane_resolution, model.config.box_warp, MOUTH_BOX_EDGE)[plane, 0]
     mask = mask.to(model.identity_planes.device)
     planes = model.planes
-    closure: list[torch.Tensor] = []  # closed_only: the driving frames' closed shares not yet rendered
-
-    def recorded_codes(audio, chunk=64):
-        lips = model.clip_lip_vectors(audio, chunk)
-        closure[:] = closed_share(shape_opening(model.lips.shapes(lips))).unbind()
-        return model.lips(lips)
 
     def blurred_planes(tokens, encoded_identity=None):
         full, delta = planes(tokens, encoded_identity=encoded_identity)
-        weights = mask
-        if closed_only:
-            weights = mask * torch.stack([closure.pop(0) for _ in range(tokens.shape[0])])[:, None, None, None]
-        return blur_along_x(full, plane, weights, sigma), delta
+        return blur_along_x(full, plane, mask, sigma), delta
 
-    model.planes = blurred_planes  # instance attributes over the methods, removed below
-    if closed_only:
-        model.clip_audio_codes = recorded_codes
+    model.planes = blurred_planes  # an instance attribute over the method, removed below
     try:
         yield
     finally:
         del model.planes
-        if closed_only:
-            del model.clip_audio_codes
 
 
 @torch.no_grad()
@@ -527,10 +511,8 @@ def main() -> None:
                     model, conditions, test.cam2world, plate_warp=test.plate_warps)), fps, samples)
             videos[f"test_{name}"] = f"test_{name}.mp4"
     if args.x_blur:
-        for name, (plane, closed_only) in X_BLURS.items():
-            if closed_only and model.lips is None:
-                continue
-            with x_blur(model, plane, closed_only):
+        for name, plane in X_BLURS.items():
+            with x_blur(model, plane):
                 write_video(run_dir / f"test_xblur_{name}.mp4", (to_uint8(rgb) for rgb, _ in render_clip(
                     model, conditions, test.cam2world, plate_warp=test.plate_warps)), fps, samples)
             videos[f"test_xblur_{name}"] = f"test_xblur_{name}.mp4"

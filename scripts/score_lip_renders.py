@@ -39,14 +39,13 @@ from lip_regression_ablation import opening_ratio, speech_activity
 
 FPS = 25.0
 RENDERS = ("test", "test_still_tokens", "test_teacher", "test_teacher_snapped", "test_unsnapped", "test_calibrated",
-           "test_random", "test_samples2x", "test_xblur_xy", "test_xblur_xz", "test_xblur_closed")
+           "test_random", "test_samples2x", "test_xblur_xy", "test_xblur_xz")
 """Renders of the test split by scripts/gpu_lip_motion.py: own tokens, eye/landmark tokens held still, tracked
 lips, with the lip snap on the tracked lips snapped and the audio's lips with the snap switched off, and with
 `LipConfig.per_utterance` the audio's lips with the calibrated gain instead of the passage's own, and with
 `--sampling` the same weights with random ray samples and with twice the samples, and with `--x-blur` the xy or xz
-plane blurred along x in the mouth box, or the xy plane as far as the frame's driving mouth is closed (also scored:
-every test_snapW.mp4,
-the audio's lips snapped at another bandwidth)."""
+plane blurred along x in the mouth box (also scored: every test_snapW.mp4, the audio's lips snapped at another
+bandwidth)."""
 VIEW_IDENTITY_EVERY = 5
 """Frames between identity descriptors of the novel views (dlib, ~95 ms a face on the 2-core CPU)."""
 CROSS = ("cross", "still", "plain")

@@ -74,9 +74,13 @@ def masked_mean(values: Float[Tensor, "B 1 H W"], mask: Bool[Tensor, "B 1 H W"])
 
 
 def masked_l1(prediction: Float[Tensor, "B C H W"], target: Float[Tensor, "B C H W"],
-              mask: Bool[Tensor, "B 1 H W"]) -> Float[Tensor, ""]:
-    """Mean absolute error over masked pixels and channels; 0 when the mask is empty."""
-    return _masked_channel_mean((prediction.float() - target.float()).abs(), mask)
+              mask: Bool[Tensor, "B 1 H W"], frame_weights: Float[Tensor, " B"] | None = None) -> Float[Tensor, ""]:
+    """Mean absolute error over masked pixels and channels; 0 when the mask is empty. `frame_weights` scale each
+    frame's errors (a frame of weight 0 adds none, and its masked pixels still count in the mean)."""
+    errors = (prediction.float() - target.float()).abs()
+    if frame_weights is not None:
+        errors = errors * frame_weights.float()[:, None, None, None]
+    return _masked_channel_mean(errors, mask)
 
 
 def laplacian_pyramid(images: Float[Tensor, "B C H W"], levels: int) -> list[Float[Tensor, "B C h w"]]:

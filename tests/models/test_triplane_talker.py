@@ -379,6 +379,37 @@ def test_closed_mouth_x_smooths_the_xy_plane_in_the_mouth_footprint_of_closed_fr
         dataclasses.replace(model.config, mouth_planes=0, loss=loss)
 
 
+def test_closed_mouth_box_is_the_mouth_box_l1_of_the_closed_frames(model: TriplaneTalker,
+                                                                     synthetic_dataset: Path) -> None:
+    """`LossWeights.closed_mouth_box`: the mouth-box L1 with each frame's errors weighted by how closed its tracked
+    mouth is: the whole term for a batch of closed mouths, nothing for open ones, half of it when one of two frames
+    is closed (its box pixels still count in the mean). Off at weight 0."""
+    _, clip = load_clip(synthetic_dataset, "train", size=model.config.output_resolution)
+    batch = make_batch(clip, torch.tensor([0, 5]), model.config.render_resolution)
+    shapes = batch.mouth_shape.view(2, 20, 2)
+    closed, opened = shapes.clone(), shapes.clone()
+    closed[:, 17:20] = shapes[:, [15, 14, 13]]  # inner lower lip (65, 66, 67) onto the upper (63, 62, 61)
+    opened[:, 17:20, 1] = shapes[:, [15, 14, 13], 1] + 0.3
+    closed, opened = closed.reshape(2, 40), opened.reshape(2, 40)
+    talker = TriplaneTalker(dataclasses.replace(model.config, loss=dataclasses.replace(
+        model.config.loss, closed_mouth_box=2.0)))
+    with torch.no_grad():
+        output, delta = talker(batch.cameras, batch.conditions)
+
+        def term(mouths: torch.Tensor) -> torch.Tensor:
+            return talker.loss_terms(output, delta, dataclasses.replace(batch, mouth_shape=mouths))["closed_mouth_box"]
+
+        whole = 2.0 * losses.masked_l1(output.rgb, batch.images, batch.mouth_box)
+        assert batch.mouth_box.any() and whole > 0
+        torch.testing.assert_close(term(closed), whole)
+        assert term(opened).item() == 0
+        one_closed = torch.stack((closed[0], opened[1]))
+        expected = 2.0 * (output.rgb[:1] - batch.images[:1]).abs().mul(batch.mouth_box[:1]).sum() / (
+            3 * batch.mouth_box.sum())
+        torch.testing.assert_close(term(one_closed), expected)
+        assert "closed_mouth_box" not in model.loss_terms(output, delta, batch)
+
+
 def test_mouth_x_blur_blurs_the_rendered_xy_plane_in_the_mouth_footprint_outside_training(
         model: TriplaneTalker) -> None:
     """`TriplaneTalkerConfig.mouth_x_blur`: in eval mode the rendered planes are `blur_along_x` of the xy plane

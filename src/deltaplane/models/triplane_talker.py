@@ -64,6 +64,10 @@ class LossWeights:
     mouth_box: float = 0.0
     """L1 of the super-resolved RGB inside the mouth box at the output resolution (the mouth is ~10 px tall at the
     rendering resolution, so the full-frame terms barely see it)."""
+    closed_mouth_box: float = 0.0
+    """L1 of the super-resolved RGB inside the mouth box (`mouth_box`'s term) with each frame's errors weighted by
+    `geometry.lips.closed_share` of its tracked mouth's opening: the closed mouths, which obama's renders draw half
+    open with white specks (docs/lip-motion.md "Run 41"), asked for once more. 0 = off."""
     laplacian: float = 0.0
     """L1 of the Laplacian-pyramid bands (3 octaves) of the super-resolved RGB (`losses.laplacian_l1`): detail
     weighted like the coarse image, which a blurred render cannot satisfy (issue 10; off until measured)."""
@@ -92,7 +96,9 @@ class LossWeights:
     """Closed mouths without teeth (docs/lip-motion.md "Run 39"): on the batch's frames whose tracked mouth is closed
     (`geometry.lips.closed_share` of its opening), the xy plane's x-variation inside the mouth planes' footprint
     (`losses.masked_x_variation` of identity + deltaplane + mouth planes as the field reads them there). The
-    closed mouths' white streaks are a pattern along x on that plane; 0 = off. Needs mouth planes on the xy plane."""
+    closed mouths' white streaks are a pattern along x on that plane; 0 = off. Needs mouth planes on the xy plane.
+    At 1 and at 30 (runs 40 and 41, obama_20s) it left the pause opening and the specks as they were, and at 30 it
+    cost sharpness (0.59 → 0.49): it stays off."""
     face_depth: float = 10.0
     """Shift-invariant L1 (world units) between the rendered depth at the face-mesh vertices and the mesh's own
     relative depth: the face keeps its 3D shape where the video shows only near-frontal views."""
@@ -594,6 +600,10 @@ class TriplaneTalker(nn.Module):
             terms["laplacian"] = weights.laplacian * losses.laplacian_l1(output.rgb, batch.images)
         if weights.mouth_box > 0:
             terms["mouth_box"] = weights.mouth_box * losses.masked_l1(output.rgb, batch.images, batch.mouth_box)
+        if weights.closed_mouth_box > 0:
+            closed = closed_share(shape_opening(batch.mouth_shape.float()))
+            terms["closed_mouth_box"] = weights.closed_mouth_box * losses.masked_l1(output.rgb, batch.images,
+                                                                                  batch.mouth_box, closed)
         if self.lips is not None:
             frames = lip_frames or [LipFrames(batch.indices, batch.conditions.audio, batch.mouth_shape)]
             terms["lips"] = weights.lips * self.lip_regression_error(frames)
