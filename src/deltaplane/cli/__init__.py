@@ -159,7 +159,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                         "on the weights)")
     p.add_argument("--background", choices=("field", "plate"), default="field",
                    help="with --random-weights: the whole-frame field (default) or the person over a background "
-                        "plate (TriplaneTalkerConfig.background)")
+                        "plate (TriplaneTalkerConfig.background; 'fill' renders as 'plate' does)")
     p.add_argument("--torso", action="store_true",
                    help="with --random-weights: a torso of its own (TriplaneTalkerConfig.torso_follow)")
     p.add_argument("--json", type=Path, help="also write the results to this JSON file")

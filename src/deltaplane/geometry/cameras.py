@@ -129,7 +129,7 @@ def rows_times(rows: Float[Tensor, "*batch count k"], matrix: Float[Tensor, "*ba
     """`rows @ matrix` for a small inner size k (3 × 3 rotations and intrinsics applied to every pixel or sample),
     written as k broadcast products: under torch.compile they fuse into the elementwise kernels around them, where
     the matmul is a cuBLAS GEMM of inner size 3 of its own (tens of µs each at 512²; docs/performance.md, "The
-    plate's cost"). `rows @ matrix` is its reference (tests/test_geometry.py)."""
+    plate's cost"). `rows @ matrix` is its reference (tests/test_geometry_rays.py)."""
     matrix = matrix.unsqueeze(-3)  # [*, 1, k, m]: one matrix for all rows
     result = rows[..., 0, None] * matrix[..., 0, :]
     for index in range(1, rows.shape[-1]):
