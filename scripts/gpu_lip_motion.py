@@ -20,8 +20,8 @@ samples (test_random.mp4, test_samples2x.mp4 and, with --views, view_pitch-20_ra
 samples' own noise (`sampling/…`). `--x-blur` adds the test split with the xy or the xz plane's features blurred along
 x inside the mouth box (test_xblur_xy.mp4, test_xblur_xz.mp4): which plane draws the closed mouths' white streaks.
 A training that collapses for good (`TrainingDiverged`) leaves $OUT/VARIANT_log.jsonl: every logged step's loss
-terms, opacity and deltaplane size. `--stage train` then `--stage render` split the training and the measuring into two device
-calls (the machine keeps WORK while it stays warm), so the training can have a whole 10-minute call.
+terms, opacity and deltaplane size. `--stage train` then `--stage render` split the training and the measuring into
+two device calls (the machine keeps WORK while it stays warm), so the training can have a whole 10-minute call.
 """
 
 from __future__ import annotations

@@ -234,9 +234,10 @@ class TriplaneTalkerConfig:
     plane's features (identity, deltaplane and mouth planes) inside the footprint of `mouth_box` (0 = off;
     `fields.triplane.blur_along_x`). The white specks that trained models draw between closed lips are that plane's
     x-variation (docs/lip-motion.md "Run 39"); blurring it at σ 2 from the same weights lowered obama_20s's mouth
-    LMD in all five runs measured (2.03–2.21 → 1.68–1.85) with the detail gains up and the face's sharpness 0.02–0.09
-    lower, but it also takes the teeth out of open mouths (docs/lip-motion.md "Run 40"). Stored with the run and set
-    again at rendering time (`deltaplane render --mouth-x-blur`). Needs `mouth_box`."""
+    LMD in all seven arms measured (2.03–2.21 → 1.68–1.92) with the detail gains up and the face's sharpness
+    0.01–0.09 lower, but it also takes the teeth out of open mouths (docs/lip-motion.md "Run 40"), and on
+    macron_fr_50s, whose closed mouths have no specks, it raised LMD (run 41). Stored with the run and set again at
+    rendering time (`deltaplane render --mouth-x-blur`). Needs `mouth_box`."""
     isolate_lower_face: int | None = None
     """In training, the identity planes get no gradient from the rays of the lower-face mask dilated by this many
     rendering pixels (None = off), so only the deltaplane, i.e. the tokens, can explain what the mouth does. Without
