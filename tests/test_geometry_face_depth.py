@@ -65,6 +65,16 @@ def test_relative_depth_l1_ignores_shifts_and_invalid_points() -> None:
     assert losses.relative_depth_l1(flat, target, torch.zeros_like(valid)).item() == 0.0
 
 
+def test_offset_depth_l1_measures_from_the_given_centres() -> None:
+    """Another set's centres (the face mesh's, for the head proxy's points): a shift of these points alone counts."""
+    target = torch.tensor([[1.0, 1.2, 9.0], [2.0, 2.0, 2.0]])
+    valid = torch.tensor([[True, True, False], [False, False, False]])
+    torch.testing.assert_close(losses.row_mean(target, valid), torch.tensor([[1.1], [0.0]]))
+    centres = (torch.tensor([[0.5], [0.0]]), torch.tensor([[1.0], [0.0]]))
+    assert losses.offset_depth_l1(target - 0.5, target, valid, centres).item() < 1e-6
+    torch.testing.assert_close(losses.offset_depth_l1(target + 0.25, target, valid, centres), torch.tensor(0.75))
+
+
 def test_face_depth_prior_reshapes_the_rendered_face(synthetic_dataset) -> None:
     torch.manual_seed(0)
     config, _ = get_preset("tiny")

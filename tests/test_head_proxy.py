@@ -127,3 +127,49 @@ def test_training_loads_the_head_points_for_a_head_proxy_model(synthetic_dataset
           progress=False)  # a clip without the head points would raise in the first step
     rows = [row for row in read_log(tmp_path / "run") if "loss" in row]
     assert len(rows) == 2 and all(math.isfinite(row["loss/novel_color"]) for row in rows)
+
+
+def _delta_and_identity_gradients(model: TriplaneTalker, batch, delta: torch.Tensor, name: str
+                                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of one loss term with respect to the deltaplane (a leaf here) and the identity planes."""
+    leaf = delta.detach().requires_grad_()
+    model.zero_grad()
+    torch.manual_seed(1)  # the samples' jitter
+    output = model.render(model.with_identity(leaf), batch.cameras, isolated=model._isolated(batch.lower_face))
+    model.loss_terms(output, leaf, batch, generator=torch.Generator().manual_seed(0))[name].backward()
+    return leaf.grad.flatten(), model.identity_planes.grad.flatten().clone()
+
+
+@pytest.mark.parametrize("name", ["face_depth", "novel_depth"])
+def test_the_head_proxy_apart_teaches_the_identity_planes_only(synthetic_dataset: Path, name: str) -> None:
+    """With head_proxy_planes="identity" the head points change the deltaplane's gradient only in scale (their
+    share of the pooled mean), not in direction: they neither reach it nor move the mesh's centring. They do reach
+    the identity planes. With "all" they reach both."""
+    torch.manual_seed(0)
+    config, _ = get_preset("tiny")
+    config = dataclasses.replace(config, audio=dataclasses.replace(config.audio, feature_dim=80), head_proxy=True,
+                                 loss=dataclasses.replace(config.loss, face_depth=1.0, novel_depth=1.0))
+    _, clip = load_clip(synthetic_dataset, "train", size=config.output_resolution, head_proxy=True)
+    batch = make_batch(clip, torch.tensor([0, 7]), config.render_resolution)
+    no_head = dataclasses.replace(batch, face_point_valid=batch.face_point_valid.clone())
+    no_head.face_point_valid[:, FACE_VERTICES:] = False
+    shared = TriplaneTalker(config)
+    with torch.no_grad():
+        delta = shared(batch.cameras, batch.conditions, lower_face=batch.lower_face)[1]
+
+    def cosines(model: TriplaneTalker) -> tuple[float, float]:
+        with_head = _delta_and_identity_gradients(model, batch, delta, name)
+        without = _delta_and_identity_gradients(model, no_head, delta, name)
+        return tuple(torch.cosine_similarity(a, b, dim=0).item() for a, b in zip(with_head, without))
+
+    apart = TriplaneTalker(dataclasses.replace(config, head_proxy_planes="identity"))
+    apart.load_state_dict(shared.state_dict())
+    delta_cosine, identity_cosine = cosines(apart)
+    assert delta_cosine == pytest.approx(1.0, abs=1e-4) and identity_cosine < 0.999
+    assert cosines(shared)[0] < 0.999  # the joint proxy's head points reach the deltaplane
+
+
+def test_head_proxy_planes_needs_the_head_proxy() -> None:
+    config, _ = get_preset("tiny")
+    with pytest.raises(ValueError, match="needs head_proxy"):
+        dataclasses.replace(config, head_proxy_planes="identity")

@@ -57,14 +57,26 @@ def plane_symmetry(planes: Float[Tensor, "B 3 C H W"]) -> Float[Tensor, ""]:
     return (xy - xy.flip(-1)).abs().mean() + (xz - xz.flip(-1)).abs().mean()
 
 
+def row_mean(values: Float[Tensor, "B P"], valid: Bool[Tensor, "B P"]) -> Float[Tensor, "B 1"]:
+    """Each row's mean over its valid entries (0 for a row without any), in float32."""
+    weights = valid.float()
+    return (values.float() * weights).sum(-1, keepdim=True) / weights.sum(-1, keepdim=True).clamp_min(1.0)
+
+
+def offset_depth_l1(predicted: Float[Tensor, "B P"], target: Float[Tensor, "B P"], valid: Bool[Tensor, "B P"],
+                    centres: tuple[Float[Tensor, "B 1"], Float[Tensor, "B 1"]]) -> Float[Tensor, ""]:
+    """L1 of depths measured from a per-frame centre in each (`centres`: predicted's, target's). Mean over all
+    valid points; 0 when there are none."""
+    error = ((predicted.float() - centres[0]) - (target.float() - centres[1])).abs()
+    weights = valid.float()
+    return (error * weights).sum() / weights.sum().clamp_min(1.0)
+
+
 def relative_depth_l1(predicted: Float[Tensor, "B P"], target: Float[Tensor, "B P"], valid: Bool[Tensor, "B P"]
                       ) -> Float[Tensor, ""]:
     """Shift-invariant L1 of depths: each frame's valid points are compared after removing that frame's mean of
     each (the prior knows the shape, not the distance). Mean over all valid points; 0 when there are none."""
-    weights = valid.float()
-    count = weights.sum(-1, keepdim=True).clamp_min(1.0)
-    centred = [(x.float() - (x.float() * weights).sum(-1, keepdim=True) / count) for x in (predicted, target)]
-    return ((centred[0] - centred[1]).abs() * weights).sum() / weights.sum().clamp_min(1.0)
+    return offset_depth_l1(predicted, target, valid, (row_mean(predicted, valid), row_mean(target, valid)))
 
 
 def masked_mean(values: Float[Tensor, "B 1 H W"], mask: Bool[Tensor, "B 1 H W"]) -> Float[Tensor, ""]:

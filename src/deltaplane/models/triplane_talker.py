@@ -67,7 +67,8 @@ class LossWeights:
     closed_mouth_box: float = 0.0
     """L1 of the super-resolved RGB inside the mouth box (`mouth_box`'s term) with each frame's errors weighted by
     `geometry.lips.closed_share` of its tracked mouth's opening: the closed mouths, which obama's renders draw half
-    open with white specks (docs/lip-motion.md "Run 41"), asked for once more. 0 = off."""
+    open with white specks (docs/lip-motion.md "Run 41"), asked for once more. 0 = off; at 20 in one GPU pair (run
+    42) obama's LMD 1.96 → 1.82 and its pauses' opening 1.35 → 1.16 of the truth's, sharpness 0.36 → 0.30."""
     laplacian: float = 0.0
     """L1 of the Laplacian-pyramid bands (3 octaves) of the super-resolved RGB (`losses.laplacian_l1`): detail
     weighted like the coarse image, which a blurred render cannot satisfy (issue 10; off until measured)."""
@@ -190,6 +191,12 @@ class TriplaneTalkerConfig:
     of the face's card, cut off at the far eye (docs/novel-views.md "The head proxy"); the trainer loads them
     (`load_clip(head_proxy=True)`). Off in the presets: on the GPU it let the detector find obama's yaw −30° face
     again (0.04 → 0.84 of the frames) but cost both clips' mouths 0.2–1.3 dB (BENCHMARKS.md run 32)."""
+    head_proxy_planes: Literal["all", "identity"] = "all"
+    """What the head proxy's points teach (with `head_proxy`). "all": the planes that render the frame, and the
+    depth terms centre mesh and head points together (runs 32 and 42, which cost the mouth 1.3–1.4 dB). "identity":
+    the identity planes only, the deltaplane (which draws the mouth) detached on their rays, and their depths are
+    measured from the mesh's mean, so that the crude ellipsoid's errors do not move the mesh's centring either; the
+    head part of the face-depth term marches its own rays from the frame's camera (`head_depth_error`)."""
     torso_follow: tuple[float, float] | None = None
     """A torso of its own (None: off): a second, static triplane whose features add to the head's before the
     decoder, looked up in the frame of a torso that turns by these shares of the head's tracked (yaw, pitch)
@@ -267,6 +274,8 @@ class TriplaneTalkerConfig:
         if self.mouth_x_blur < 0 or (self.mouth_x_blur > 0 and self.mouth_box is None):
             raise ValueError("mouth_x_blur must be ≥ 0 and needs a mouth_box (where it blurs); "
                              f"got {self.mouth_x_blur}")
+        if self.head_proxy_planes != "all" and not self.head_proxy:
+            raise ValueError("head_proxy_planes chooses what the head proxy teaches: it needs head_proxy")
         if self.loss.closed_mouth_x > 0 and not (self.mouth_planes and self.mouth_box is not None
                                                  and 0 in self.mouth_planes_on):
             raise ValueError("loss.closed_mouth_x needs mouth planes on the xy plane (mouth_planes > 0, a mouth_box "
@@ -585,8 +594,11 @@ class TriplaneTalker(nn.Module):
             "plane_tv": weights.plane_tv * losses.plane_total_variation(self.identity_planes[None]),
             "symmetry": weights.symmetry * losses.plane_symmetry(self.identity_planes[None]),
         }
+        static = self.with_identity(delta.detach()) if self.config.head_proxy_planes == "identity" else None
         if weights.face_depth > 0:
-            terms["face_depth"] = weights.face_depth * self.face_depth_error(output, batch, self._prior_points(batch))
+            count = self._prior_points(batch)
+            terms["face_depth"] = weights.face_depth * (self.face_depth_error(output, batch, count) if static is None
+                                                        else self.head_apart_depth_error(static, output, batch))
         if weights.depth_spread > 0:
             spread = output.depth_spread.float()
             if self.config.background == "plate":
@@ -610,7 +622,7 @@ class TriplaneTalker(nn.Module):
             terms["lips"] = weights.lips * self.lip_regression_error(frames)
         if weights.novel_depth > 0 or weights.novel_color > 0 or weights.solid > 0 or weights.behind > 0:
             planes = self.with_identity(delta)  # those `forward` rendered
-            terms.update(self.novel_view_terms(planes, output, batch, generator))
+            terms.update(self.novel_view_terms(planes, output, batch, generator, static))
             if weights.solid > 0:
                 terms["solid"] = weights.solid * self.solid_term(planes, output, batch, generator)
             if weights.behind > 0:
@@ -642,10 +654,12 @@ class TriplaneTalker(nn.Module):
         return losses.masked_x_variation(features, self.mouth_mask_0[0], closed)
 
     def novel_view_terms(self, planes: Float[Tensor, "B 3 C H W"], output: RenderOutput, batch: FrameBatch,
-                         generator: torch.Generator | None = None) -> dict[str, Tensor]:
+                         generator: torch.Generator | None = None, static: Float[Tensor, "B 3 C H W"] | None = None
+                         ) -> dict[str, Tensor]:
         """The pseudo multi-view terms (`LossWeights.novel_depth`, `novel_color`; docs/novel-views.md): one ray per
         face-mesh vertex from a random novel camera per frame, through `planes` (those that rendered `output`).
-        `generator` (CPU) draws the cameras; both weights 0 → no terms and no work."""
+        `generator` (CPU) draws the cameras; both weights 0 → no terms and no work. `static`: the planes that the
+        head proxy's rays march instead, with their depths measured from the mesh's (`head_proxy_planes`)."""
         weights, config = self.config.loss, self.config.novel_view
         if weights.novel_depth == 0 and weights.novel_color == 0:
             return {}
@@ -653,8 +667,7 @@ class TriplaneTalker(nn.Module):
         cameras, valid, pixels = batch.cameras, batch.face_point_valid[:, :count], batch.face_points[:, :count, :2]
         # float32 geometry even under autocast: the z-buffer compares distances to within 1 %
         with torch.no_grad(), torch.autocast(planes.device.type, enabled=False):
-            points = lift_face_points(batch.face_points[:, :count].float(), valid,
-                                      self.face_depths(output, batch, count)[1], cameras)
+            points = self._lifted_prior_points(output, batch, count, apart=static is not None)
             yaw, pitch = (angle.to(cameras.cam2world) for angle in random_offsets(len(cameras), config, generator))
             novel = Cameras(rotate_about_origin(cameras.cam2world, yaw, pitch), cameras.intrinsics,
                             cameras.height, cameras.width)
@@ -662,11 +675,24 @@ class TriplaneTalker(nn.Module):
             origins, directions, expected = point_rays(points, novel.cam2world)
             isolated = self._isolated(batch.lower_face)  # a vertex on an isolated source ray stays isolated
             ray_mask = None if isolated is None else sample_pixels(isolated, pixels, cameras.width)[:, 0] > 0
-        features, depth, _, _ = self._march(planes, origins, directions, ray_mask,
-                                            torso=self.torso_transforms(batch.conditions.angles))
+        torso = self.torso_transforms(batch.conditions.angles)
+        if static is None:
+            features, depth, _, _ = self._march(planes, origins, directions, ray_mask, torso=torso)
+        else:  # the mesh's rays through `planes`, the head's through `static`
+            n, masks = FACE_VERTICES, (None, None) if ray_mask is None else (ray_mask[:, :FACE_VERTICES],
+                                                                              ray_mask[:, FACE_VERTICES:])
+            mesh = self._march(planes, origins[:, :n], directions[:, :n], masks[0], torso=torso)
+            head = self._march(static, origins[:, n:], directions[:, n:], masks[1], torso=torso)
+            features, depth = (torch.cat(pair, dim=1) for pair in zip(mesh[:2], head[:2]))
         terms = {}
         if weights.novel_depth > 0:
-            terms["novel_depth"] = weights.novel_depth * losses.relative_depth_l1(depth[..., 0], expected, seen)
+            if static is None:
+                error = losses.relative_depth_l1(depth[..., 0], expected, seen)
+            else:
+                n = FACE_VERTICES
+                error = self._pooled(losses.relative_depth_l1(depth[:, :n, 0], expected[:, :n], seen[:, :n]),
+                                     self._head_from_mesh(depth[..., 0], expected, seen), seen)
+            terms["novel_depth"] = weights.novel_depth * error
         if weights.novel_color > 0:
             with torch.no_grad(), torch.autocast(planes.device.type, enabled=False):
                 target = sample_pixels(batch.images_raw, pixels, cameras.width)  # [B, 3, P], colour in the frame
@@ -772,3 +798,46 @@ class TriplaneTalker(nn.Module):
         depth, distance = cls.face_depths(output, batch, count)
         return losses.relative_depth_l1(depth, batch.face_points[:, :count, 2] * distance,
                                         batch.face_point_valid[:, :count])
+
+    def head_apart_depth_error(self, static: Float[Tensor, "B 3 C H W"], output: RenderOutput, batch: FrameBatch
+                               ) -> Float[Tensor, ""]:
+        """The face-depth term with the head proxy apart (`head_proxy_planes="identity"`): the mesh's part as
+        `face_depth_error`; the head points' rays from the frame's camera marched through `static` (the planes
+        with the deltaplane detached), their distances measured from the mesh's mean rendered (`output`) and
+        expected distances. Pooled over both sets' valid points, as the joint term is."""
+        n, cameras, valid = FACE_VERTICES, batch.cameras, batch.face_point_valid
+        with torch.no_grad(), torch.autocast(static.device.type, enabled=False):
+            origins, directions, expected = point_rays(self._lifted_prior_points(output, batch, None, apart=True),
+                                                       cameras.cam2world)
+            rendered = sample_pixels(output.depth, batch.face_points[:, :n, :2], cameras.width)[:, 0]
+        _, head, _, _ = self._march(static, origins[:, n:], directions[:, n:],
+                                    torso=self.torso_transforms(batch.conditions.angles))
+        distances = torch.cat((rendered, head[..., 0].float()), dim=1)
+        return self._pooled(self.face_depth_error(output, batch), self._head_from_mesh(distances, expected, valid),
+                            valid)
+
+    def _lifted_prior_points(self, output: RenderOutput, batch: FrameBatch, count: int | None, apart: bool
+                             ) -> Float[Tensor, "B P 3"]:
+        """World points of the first `count` depth-prior points (None: all), at the rendered face's distance
+        (`lift_face_points`); `apart`: the distance and the relative depths' centre are the mesh's alone."""
+        points, valid = batch.face_points[:, :count].float(), batch.face_point_valid[:, :count]
+        if apart:
+            valid = torch.cat((valid[:, :FACE_VERTICES], torch.zeros_like(valid[:, FACE_VERTICES:])), dim=1)
+        distance = self.face_depths(output, batch, FACE_VERTICES if apart else count)[1]
+        return lift_face_points(points, valid, distance, batch.cameras)
+
+    @staticmethod
+    def _head_from_mesh(distances: Float[Tensor, "B P"], expected: Float[Tensor, "B P"], valid: Bool[Tensor, "B P"]
+                        ) -> Float[Tensor, ""]:
+        """L1 of the head points' distances (those after the mesh's) against the expected ones, each measured from
+        the mesh's valid points' mean (the rendered one detached: the head does not move the face)."""
+        n = FACE_VERTICES
+        centres = (losses.row_mean(distances[:, :n].detach(), valid[:, :n]),
+                   losses.row_mean(expected[:, :n], valid[:, :n]))
+        return losses.offset_depth_l1(distances[:, n:], expected[:, n:], valid[:, n:], centres)
+
+    @staticmethod
+    def _pooled(mesh: Float[Tensor, ""], head: Float[Tensor, ""], valid: Bool[Tensor, "B P"]) -> Float[Tensor, ""]:
+        """The mean over all valid points from the mesh's and the head's means (the joint term's weighting)."""
+        counts = valid[:, :FACE_VERTICES].sum().float(), valid[:, FACE_VERTICES:].sum().float()
+        return (mesh * counts[0] + head * counts[1]) / (counts[0] + counts[1]).clamp_min(1.0)
