@@ -135,7 +135,7 @@ def _delta_and_identity_gradients(model: TriplaneTalker, batch, delta: torch.Ten
     leaf = delta.detach().requires_grad_()
     model.zero_grad()
     torch.manual_seed(1)  # the samples' jitter
-    output = model.render(model.with_identity(leaf), batch.cameras, isolated=model._isolated(batch.lower_face))
+    output = model.render(model.with_identity(leaf), batch.cameras)
     model.loss_terms(output, leaf, batch, generator=torch.Generator().manual_seed(0))[name].backward()
     return leaf.grad.flatten(), model.identity_planes.grad.flatten().clone()
 

@@ -196,7 +196,7 @@ class TriplaneTalkerConfig:
     depth terms centre mesh and head points together (runs 32 and 42, which cost the mouth 1.3–1.4 dB). "identity":
     the identity planes only, the deltaplane (which draws the mouth) detached on their rays, and their depths are
     measured from the mesh's mean, so that the crude ellipsoid's errors do not move the mesh's centring either; the
-    head part of the face-depth term marches its own rays from the frame's camera (`head_depth_error`)."""
+    head part of the face-depth term marches its own rays from the frame's camera (`head_apart_depth_error`)."""
     torso_follow: tuple[float, float] | None = None
     """A torso of its own (None: off): a second, static triplane whose features add to the head's before the
     decoder, looked up in the frame of a torso that turns by these shares of the head's tracked (yaw, pitch)
@@ -679,8 +679,8 @@ class TriplaneTalker(nn.Module):
         if static is None:
             features, depth, _, _ = self._march(planes, origins, directions, ray_mask, torso=torso)
         else:  # the mesh's rays through `planes`, the head's through `static`
-            n, masks = FACE_VERTICES, (None, None) if ray_mask is None else (ray_mask[:, :FACE_VERTICES],
-                                                                              ray_mask[:, FACE_VERTICES:])
+            n = FACE_VERTICES
+            masks = (None, None) if ray_mask is None else (ray_mask[:, :n], ray_mask[:, n:])
             mesh = self._march(planes, origins[:, :n], directions[:, :n], masks[0], torso=torso)
             head = self._march(static, origins[:, n:], directions[:, n:], masks[1], torso=torso)
             features, depth = (torch.cat(pair, dim=1) for pair in zip(mesh[:2], head[:2]))
