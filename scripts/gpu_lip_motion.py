@@ -92,8 +92,9 @@ def variant_configs(name: str, preset: str = "fast"):
     preset's since run 12, res128 = the earlier two blocks), marchN (N coarse + N importance samples per ray), regN
     (per-frame shifts of the renders up to N px, `TrainConfig.registration`, docs/sharpness.md "Registration"),
     keepK (the snap leaves the K leading lip components as they are, `LipConfig.snap_keep`), head (the depth prior
-    and the pseudo multi-view terms on the head proxy's points too, `TriplaneTalkerConfig.head_proxy`), headid (the
-    same, teaching the identity planes only, `TriplaneTalkerConfig.head_proxy_planes`), fixtailP
+    and the pseudo multi-view terms on the head proxy's points too, `TriplaneTalkerConfig.head_proxy`), headc and
+    headid (the same, measured from the mesh's centre, and also teaching the identity planes only:
+    `TriplaneTalkerConfig.head_proxy_apart`), fixtailP
     (fixed ray samples for the last share P of the training, `TrainConfig.fixed_samples_from`), torso (a torso of its
     own that follows 0.1 of the tracked yaw and 0.6 of the pitch, `TriplaneTalkerConfig.torso_follow`; torsoYxP: shares
     Y and P), noangle (the
@@ -163,8 +164,9 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, background=part)
         elif part == "head":
             model = dataclasses.replace(model, head_proxy=True)
-        elif part == "headid":  # the head proxy teaching the identity planes only, measured from the mesh
-            model = dataclasses.replace(model, head_proxy=True, head_proxy_planes="identity")
+        elif part in ("headc", "headid"):  # the head proxy apart from the mesh's centring (and the deltaplane)
+            model = dataclasses.replace(model, head_proxy=True,
+                                        head_proxy_apart="centring" if part == "headc" else "planes")
         elif part.startswith("alpha"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, alpha=float(part[5:])))
         elif part.startswith("novdepth"):

@@ -33,8 +33,10 @@ def novel_view_errors(model, dataset: Path, seed: int = 0, chunk: int = 8) -> di
                         normalize_audio=model.config.audio.normalize, head_proxy=True)
     errors = {}
     for head in (False, True):
-        model.config = dataclasses.replace(model.config, head_proxy=head, loss=dataclasses.replace(
-            model.config.loss, novel_depth=1.0, novel_color=1.0))
+        # one measure for every run: the joint centring of mesh and head points, whatever the run trained with
+        model.config = dataclasses.replace(model.config, head_proxy=head, head_proxy_apart="none",
+                                           loss=dataclasses.replace(model.config.loss, novel_depth=1.0,
+                                                                    novel_color=1.0))
         generator, values = torch.Generator().manual_seed(seed), {"novel_depth": [], "novel_color": []}
         for start in range(0, len(test), chunk):
             batch = make_batch(test, torch.arange(start, min(start + chunk, len(test))),

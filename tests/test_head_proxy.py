@@ -141,10 +141,11 @@ def _delta_and_identity_gradients(model: TriplaneTalker, batch, delta: torch.Ten
 
 
 @pytest.mark.parametrize("name", ["face_depth", "novel_depth"])
-def test_the_head_proxy_apart_teaches_the_identity_planes_only(synthetic_dataset: Path, name: str) -> None:
-    """With head_proxy_planes="identity" the head points change the deltaplane's gradient only in scale (their
-    share of the pooled mean), not in direction: they neither reach it nor move the mesh's centring. They do reach
-    the identity planes. With "all" they reach both."""
+def test_the_head_proxy_set_apart(synthetic_dataset: Path, name: str) -> None:
+    """Set apart from the mesh's centring ("centring"), the head points still reach the deltaplane; with "planes"
+    they change its gradient of either depth term only in scale (their share of the pooled mean), not in
+    direction: they neither reach it nor move the mesh's centre, and still reach the identity planes. Joined
+    ("none"), they reach both."""
     torch.manual_seed(0)
     config, _ = get_preset("tiny")
     config = dataclasses.replace(config, audio=dataclasses.replace(config.audio, feature_dim=80), head_proxy=True,
@@ -153,23 +154,23 @@ def test_the_head_proxy_apart_teaches_the_identity_planes_only(synthetic_dataset
     batch = make_batch(clip, torch.tensor([0, 7]), config.render_resolution)
     no_head = dataclasses.replace(batch, face_point_valid=batch.face_point_valid.clone())
     no_head.face_point_valid[:, FACE_VERTICES:] = False
-    shared = TriplaneTalker(config)
+    joint = TriplaneTalker(config)
     with torch.no_grad():
-        delta = shared(batch.cameras, batch.conditions, lower_face=batch.lower_face)[1]
+        delta = joint(batch.cameras, batch.conditions, lower_face=batch.lower_face)[1]
 
-    def cosines(model: TriplaneTalker) -> tuple[float, float]:
+    def cosines(apart: str) -> tuple[float, float]:
+        model = TriplaneTalker(dataclasses.replace(config, head_proxy_apart=apart))
+        model.load_state_dict(joint.state_dict())
         with_head = _delta_and_identity_gradients(model, batch, delta, name)
         without = _delta_and_identity_gradients(model, no_head, delta, name)
         return tuple(torch.cosine_similarity(a, b, dim=0).item() for a, b in zip(with_head, without))
 
-    apart = TriplaneTalker(dataclasses.replace(config, head_proxy_planes="identity"))
-    apart.load_state_dict(shared.state_dict())
-    delta_cosine, identity_cosine = cosines(apart)
+    delta_cosine, identity_cosine = cosines("planes")
     assert delta_cosine == pytest.approx(1.0, abs=1e-4) and identity_cosine < 0.999
-    assert cosines(shared)[0] < 0.999  # the joint proxy's head points reach the deltaplane
+    assert cosines("centring")[0] < 0.999 and cosines("none")[0] < 0.999
 
 
-def test_head_proxy_planes_needs_the_head_proxy() -> None:
+def test_head_proxy_apart_needs_the_head_proxy() -> None:
     config, _ = get_preset("tiny")
     with pytest.raises(ValueError, match="needs head_proxy"):
-        dataclasses.replace(config, head_proxy_planes="identity")
+        dataclasses.replace(config, head_proxy_apart="planes")

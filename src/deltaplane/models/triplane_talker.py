@@ -191,12 +191,14 @@ class TriplaneTalkerConfig:
     of the face's card, cut off at the far eye (docs/novel-views.md "The head proxy"); the trainer loads them
     (`load_clip(head_proxy=True)`). Off in the presets: on the GPU it let the detector find obama's yaw −30° face
     again (0.04 → 0.84 of the frames) but cost both clips' mouths 0.2–1.3 dB (BENCHMARKS.md run 32)."""
-    head_proxy_planes: Literal["all", "identity"] = "all"
-    """What the head proxy's points teach (with `head_proxy`). "all": the planes that render the frame, and the
-    depth terms centre mesh and head points together (runs 32 and 42, which cost the mouth 1.3–1.4 dB). "identity":
-    the identity planes only, the deltaplane (which draws the mouth) detached on their rays, and their depths are
-    measured from the mesh's mean, so that the crude ellipsoid's errors do not move the mesh's centring either; the
-    head part of the face-depth term marches its own rays from the frame's camera (`head_apart_depth_error`)."""
+    head_proxy_apart: Literal["none", "centring", "planes"] = "none"
+    """How far the head proxy's points (with `head_proxy`) stay apart from the face mesh's. "none": the depth terms
+    centre mesh and head points together, and their rays march the planes that render the frame (runs 32 and 42,
+    which cost the mouth 1.3–1.4 dB). "centring": the mesh is centred on itself, as without the proxy, and the head
+    points are measured from the mesh's mean, so that the crude ellipsoid's errors do not move the centre every
+    vertex (the lips' too) is measured from; in the frame's own view the head points march rays of their own
+    (`head_apart_depth_error`). "planes": that, and their rays teach the identity planes only (the deltaplane, which
+    draws the mouth, detached there)."""
     torso_follow: tuple[float, float] | None = None
     """A torso of its own (None: off): a second, static triplane whose features add to the head's before the
     decoder, looked up in the frame of a torso that turns by these shares of the head's tracked (yaw, pitch)
@@ -274,8 +276,8 @@ class TriplaneTalkerConfig:
         if self.mouth_x_blur < 0 or (self.mouth_x_blur > 0 and self.mouth_box is None):
             raise ValueError("mouth_x_blur must be ≥ 0 and needs a mouth_box (where it blurs); "
                              f"got {self.mouth_x_blur}")
-        if self.head_proxy_planes != "all" and not self.head_proxy:
-            raise ValueError("head_proxy_planes chooses what the head proxy teaches: it needs head_proxy")
+        if self.head_proxy_apart != "none" and not self.head_proxy:
+            raise ValueError("head_proxy_apart sets the head proxy's points apart: it needs head_proxy")
         if self.loss.closed_mouth_x > 0 and not (self.mouth_planes and self.mouth_box is not None
                                                  and 0 in self.mouth_planes_on):
             raise ValueError("loss.closed_mouth_x needs mouth planes on the xy plane (mouth_planes > 0, a mouth_box "
@@ -594,7 +596,8 @@ class TriplaneTalker(nn.Module):
             "plane_tv": weights.plane_tv * losses.plane_total_variation(self.identity_planes[None]),
             "symmetry": weights.symmetry * losses.plane_symmetry(self.identity_planes[None]),
         }
-        static = self.with_identity(delta.detach()) if self.config.head_proxy_planes == "identity" else None
+        apart = self.config.head_proxy_apart  # `static`: the planes the head proxy's rays march when set apart
+        static = None if apart == "none" else self.with_identity(delta.detach() if apart == "planes" else delta)
         if weights.face_depth > 0:
             count = self._prior_points(batch)
             terms["face_depth"] = weights.face_depth * (self.face_depth_error(output, batch, count) if static is None
@@ -659,7 +662,7 @@ class TriplaneTalker(nn.Module):
         """The pseudo multi-view terms (`LossWeights.novel_depth`, `novel_color`; docs/novel-views.md): one ray per
         face-mesh vertex from a random novel camera per frame, through `planes` (those that rendered `output`).
         `generator` (CPU) draws the cameras; both weights 0 → no terms and no work. `static`: the planes that the
-        head proxy's rays march instead, with their depths measured from the mesh's (`head_proxy_planes`)."""
+        head proxy's rays march instead, with their depths measured from the mesh's (`head_proxy_apart`)."""
         weights, config = self.config.loss, self.config.novel_view
         if weights.novel_depth == 0 and weights.novel_color == 0:
             return {}
@@ -801,9 +804,9 @@ class TriplaneTalker(nn.Module):
 
     def head_apart_depth_error(self, static: Float[Tensor, "B 3 C H W"], output: RenderOutput, batch: FrameBatch
                                ) -> Float[Tensor, ""]:
-        """The face-depth term with the head proxy apart (`head_proxy_planes="identity"`): the mesh's part as
-        `face_depth_error`; the head points' rays from the frame's camera marched through `static` (the planes
-        with the deltaplane detached), their distances measured from the mesh's mean rendered (`output`) and
+        """The face-depth term with the head proxy apart (`head_proxy_apart`): the mesh's part as
+        `face_depth_error`; the head points' rays from the frame's camera marched through `static` (with "planes"
+        the deltaplane detached in them), their distances measured from the mesh's mean rendered (`output`) and
         expected distances. Pooled over both sets' valid points, as the joint term is."""
         n, cameras, valid = FACE_VERTICES, batch.cameras, batch.face_point_valid
         with torch.no_grad(), torch.autocast(static.device.type, enabled=False):
