@@ -624,7 +624,7 @@ class TriplaneTalker(nn.Module):
             frames = lip_frames or [LipFrames(batch.indices, batch.conditions.audio, batch.mouth_shape)]
             terms["lips"] = weights.lips * self.lip_regression_error(frames)
         if weights.novel_depth > 0 or weights.novel_color > 0 or weights.solid > 0 or weights.behind > 0:
-            planes = self.with_identity(delta)  # those `forward` rendered
+            planes = static if apart == "centring" else self.with_identity(delta)  # those `forward` rendered
             terms.update(self.novel_view_terms(planes, output, batch, generator, static))
             if weights.solid > 0:
                 terms["solid"] = weights.solid * self.solid_term(planes, output, batch, generator)
@@ -679,7 +679,7 @@ class TriplaneTalker(nn.Module):
             isolated = self._isolated(batch.lower_face)  # a vertex on an isolated source ray stays isolated
             ray_mask = None if isolated is None else sample_pixels(isolated, pixels, cameras.width)[:, 0] > 0
         torso = self.torso_transforms(batch.conditions.angles)
-        if static is None:
+        if static is None or static is planes:  # one march; apart, the head's depths are still measured apart
             features, depth, _, _ = self._march(planes, origins, directions, ray_mask, torso=torso)
         else:  # the mesh's rays through `planes`, the head's through `static`
             n = FACE_VERTICES
