@@ -99,7 +99,9 @@ def variant_configs(name: str, preset: str = "fast"):
     own that follows 0.1 of the tracked yaw and 0.6 of the pitch, `TriplaneTalkerConfig.torso_follow`; torsoYxP: shares
     Y and P), noangle (the
     frontal angle token for every frame, `ConditionEncoderConfig.angles`), chunkN (N rays per chunk of the march,
-    `TriplaneTalkerConfig.ray_chunk`), compile (the training step compiled, `TrainConfig.compile`).
+    `TriplaneTalkerConfig.ray_chunk`), compile (the training step compiled, `TrainConfig.compile`), srinN or
+    srinNxC (N residual blocks of C channels, 64 by default, in the super-resolution at the rendering resolution,
+    `SuperResolutionConfig.input_blocks`, docs/sharpness.md).
     `solid`, `snap`, `res256`, `lipbatch32`, `regs4`, `xyonly`, `confine`, `dtv0.05`, `tsnap1`, `utt` and
     `novcolor4` are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
@@ -197,6 +199,11 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, conditions=dataclasses.replace(model.conditions, angles=False))
         elif part.startswith("chunk"):  # rays per chunk of the march
             model = dataclasses.replace(model, ray_chunk=int(part[5:]))
+        elif part.startswith("srin"):  # srinN[xC]: N residual blocks of C channels at the rendering resolution
+            blocks, _, channels = part[4:].partition("x")
+            superres = dataclasses.replace(model.superres, input_blocks=int(blocks),
+                                           input_channels=int(channels or model.superres.input_channels))
+            model = dataclasses.replace(model, superres=superres)
         elif part.startswith("res"):  # rendering resolution N with the super-resolution making up the rest to 512²
             size = int(part[3:])
             superres = dataclasses.replace(model.superres, input_resolution=size,

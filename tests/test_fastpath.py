@@ -35,7 +35,8 @@ def _needs_cuda() -> None:
 
 
 def _tiny_model(device: torch.device, jitter: bool = True, background: str = "field", lips: bool = False,
-                upsamplings: int = 2, confined: tuple[int, ...] = (), torso: bool = False) -> TriplaneTalker:
+                upsamplings: int = 2, confined: tuple[int, ...] = (), torso: bool = False,
+                input_blocks: int = 0) -> TriplaneTalker:
     """The tiny preset with several ray chunks (32² rays, chunks of 300) and every weight perturbed, so the zero-
     initialised deltaplane and ToRGB layers take part; `jitter`: random ray samples at inference too
     (`VolumeRenderConfig.jitter_at_inference`), so that the fast path draws them as the reference does; in plate
@@ -43,7 +44,8 @@ def _tiny_model(device: torch.device, jitter: bool = True, background: str = "fi
     among random mouths) and mouth planes; `upsamplings` 1: 64² rays and a one-block super-resolution to the same
     128² output; `confined`: the planes of mouth planes confined to their box (`TriplaneTalkerConfig.mouth_confined`,
     `mouth_planes_on`; none: unconfined mouth planes on all three); `torso`: a torso of its own
-    (`TriplaneTalkerConfig.torso_follow` (0.1, 0.6))."""
+    (`TriplaneTalkerConfig.torso_follow` (0.1, 0.6)); `input_blocks`: the super-resolution's residual blocks at the
+    rendering resolution (`SuperResolutionConfig.input_blocks`)."""
     config, _ = get_preset("tiny")
     lip_mode = ({"audio_token": "lips", "mouth_planes": 2, "lips": LipConfig(snap=1.0),
                  "mouth_confined": bool(confined), "mouth_planes_on": confined or (0, 1, 2)} if lips else {})
@@ -53,7 +55,8 @@ def _tiny_model(device: torch.device, jitter: bool = True, background: str = "fi
                                  background=background, render_resolution=render, **lip_mode,
                                  torso_follow=(0.1, 0.6) if torso else None,
                                  superres=dataclasses.replace(config.superres, input_resolution=render,
-                                                              upsamplings=upsamplings))
+                                                              upsamplings=upsamplings, input_blocks=input_blocks,
+                                                              input_channels=8))
     torch.manual_seed(0)
     model = TriplaneTalker(config)
     if lips:
@@ -179,6 +182,17 @@ def test_fast_path_renders_the_mouth_x_blur_as_the_reference_does() -> None:
     torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
     assert (rgb_ref - plain).abs().max() > 1e-3
+
+
+def test_fast_path_super_resolves_through_the_input_stack_as_the_reference_does() -> None:
+    """`SuperResolutionConfig.input_blocks`: the fast path's super-resolution (channels-last) is the reference's,
+    stack included, and the stack changes the frames."""
+    model = _tiny_model(CPU, upsamplings=1, input_blocks=2)
+    (rgb_ref, depth_ref), (rgb, depth), _ = _both(model, FastRenderConfig.for_device(CPU))
+    torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
+    (plain, _), _, _ = _both(_tiny_model(CPU, upsamplings=1), FastRenderConfig.for_device(CPU))
+    assert (plain - rgb_ref).abs().max() > 1e-3
 
 
 def test_fast_path_empties_the_space_outside_the_box_as_the_reference_does() -> None:

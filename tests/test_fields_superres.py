@@ -94,3 +94,47 @@ def test_the_model_output_follows_the_superres_scale() -> None:
                                 superres=dataclasses.replace(config.superres, input_resolution=256, upsamplings=1))
     assert sharp.output_resolution == 512
     assert not any(name.startswith("superres.block0") for name in TriplaneTalker(sharp).state_dict())
+
+
+def test_input_stack_starts_as_its_stem_and_learns_context() -> None:
+    """Residual blocks at the input resolution: silent at init (the output is still the raw RGB upsampled), every
+    parameter trained, and each block widens what an output pixel sees by 2 rendered pixels each side."""
+    torch.manual_seed(0)
+    config = SuperResolutionConfig(input_resolution=16, upsamplings=1, block1_channels=4, input_blocks=2,
+                                   input_channels=6)
+    model = SuperResolution(config)
+    assert model.stack.stem.weight.shape == (6, 32, 3, 3) and model.block1.conv0.weight.shape == (4, 6, 3, 3)
+    rgb, features = _inputs(16)
+    with torch.no_grad():
+        torch.testing.assert_close(model(rgb, features), _upsample2(rgb))
+        stem_only = F.leaky_relu(model.stack.stem(features), 0.2)
+        torch.testing.assert_close(model.stack(features), stem_only)  # zero second convs: identity blocks
+    target = torch.rand(2, 3, 32, 32)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):  # ToRGB first, then the convs behind it, then the zero-initialised second convs' inputs
+        optimizer.zero_grad()
+        F.mse_loss(model(rgb, features), target).backward()
+        optimizer.step()
+    assert all(parameter.grad is not None and parameter.grad.abs().sum() > 0 for parameter in model.parameters())
+
+    # each 3×3 conv at the input resolution widens what an output pixel sees by one rendered pixel each side, i.e.
+    # by 4 output pixels in all: the stem's one and each block's two, with every weight non-zero
+    def reach(superres: SuperResolution) -> int:
+        with torch.no_grad():
+            for parameter in superres.parameters():
+                parameter.add_(0.1)
+            poked = features.clone()
+            poked[:, :, 8, 8] += 1.0
+            changed = (superres(rgb, poked) - superres(rgb, features)).abs().amax(dim=(0, 1)) > 1e-7
+        rows = changed.any(dim=1).nonzero().flatten()
+        return int(rows.max() - rows.min()) + 1
+
+    plain = SuperResolution(dataclasses.replace(config, input_blocks=0))
+    assert reach(model) == reach(plain) + 4 * (1 + 2 * config.input_blocks) == 8 + 20
+
+
+def test_input_stack_config_is_checked_and_checkpoints_without_it_load() -> None:
+    with pytest.raises(ValueError, match="input_blocks"):
+        SuperResolutionConfig(input_blocks=-1)
+    plain = SuperResolution(SuperResolutionConfig(input_resolution=16, upsamplings=1, block1_channels=4))
+    assert not any(name.startswith("stack") for name in plain.state_dict())

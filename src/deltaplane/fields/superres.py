@@ -6,6 +6,8 @@ directly and there is no w, so this is the same topology with plain convolutions
 each upsampling its input ×2 (bilinear), applying two 3×3 conv + LeakyReLU(0.2), and adding a 1×1 ToRGB output to an
 RGB skip that starts from the raw RGB and is upsampled ×2 (bilinear, EG3D uses the equivalent [1,3,3,1] filter)
 at every block. The ToRGB convs start at zero, so at init the output is exactly the raw RGB upsampled ×2 twice.
+`SuperResolutionConfig.input_blocks` puts residual convolutions at the input resolution in front of the blocks (an
+option, not EG3D's): with one upsampling the last block's two convolutions see 5 output pixels, 2.5 rendered ones.
 The output is in the range of its input RGB ([-1, 1] once the model has applied EG3D's ×2 − 1) and is not clamped.
 Plain convs and interpolations only, so channels-last inputs stay fast.
 """
@@ -39,10 +41,24 @@ class SuperResolutionConfig:
     """Width of the last block (at the output resolution)."""
     negative_slope: float = 0.2
     """LeakyReLU slope."""
+    input_blocks: int = 0
+    """Residual blocks (3×3 conv → LReLU → 3×3 conv, added to their input) at the input resolution, after a 3×3
+    conv + LReLU from the feature image to `input_channels`, in front of the ×2 blocks: context from which the last
+    block can place detail (its own two convolutions see 5 output pixels). 0: none (EG3D's topology)."""
+    input_channels: int = 64
+    """Width of the input-resolution stack (with `input_blocks` > 0)."""
 
     def __post_init__(self) -> None:
         if self.upsamplings not in (1, 2):
             raise ValueError(f"SuperResolutionConfig.upsamplings must be 1 or 2, got {self.upsamplings}")
+        if self.input_blocks < 0 or self.input_channels < 1:
+            raise ValueError("SuperResolutionConfig.input_blocks must be ≥ 0 and input_channels ≥ 1, got "
+                             f"{self.input_blocks} and {self.input_channels}")
+
+    @property
+    def stack_channels(self) -> int:
+        """Channels the first ×2 block reads: the feature image's, or the input stack's."""
+        return self.input_channels if self.input_blocks else self.feature_channels
 
     @property
     def scale(self) -> int:
@@ -78,6 +94,33 @@ class SuperResolutionBlock(nn.Module):
         return hidden, bilinear_upsample2x(rgb) + self.torgb(hidden)
 
 
+class InputStack(nn.Module):
+    """Feature image → `input_channels` at the same resolution: a 3×3 conv + LReLU, then `input_blocks` residual
+    blocks whose second conv starts at zero (each block starts as the identity, as the ToRGB convs start silent)."""
+
+    def __init__(self, config: SuperResolutionConfig) -> None:
+        super().__init__()
+        self.negative_slope = config.negative_slope
+        self.stem = nn.Conv2d(config.feature_channels, config.input_channels, kernel_size=3, padding=1)
+        self.blocks = nn.ModuleList(
+            nn.ModuleList((nn.Conv2d(config.input_channels, config.input_channels, kernel_size=3, padding=1),
+                           nn.Conv2d(config.input_channels, config.input_channels, kernel_size=3, padding=1)))
+            for _ in range(config.input_blocks))
+        for conv in (self.stem, *(block[0] for block in self.blocks)):
+            nn.init.kaiming_normal_(conv.weight, a=config.negative_slope, nonlinearity="leaky_relu")
+            nn.init.zeros_(conv.bias)
+        for block in self.blocks:
+            nn.init.zeros_(block[1].weight)
+            nn.init.zeros_(block[1].bias)
+
+    def forward(self, features: Float[Tensor, "batch feature_channels height width"]
+                ) -> Float[Tensor, "batch input_channels height width"]:
+        hidden = F.leaky_relu(self.stem(features), self.negative_slope)
+        for conv0, conv1 in self.blocks:
+            hidden = hidden + conv1(F.leaky_relu(conv0(hidden), self.negative_slope))
+        return hidden
+
+
 class SuperResolution(nn.Module):
     """Feature image [B, 32, 128, 128] + raw RGB [B, 3, 128, 128] → RGB [B, 3, 512, 512] (or 256² → 512² with one
     upsampling). `block1` always makes the output, so both shapes keep EG3D's parameter names."""
@@ -85,9 +128,10 @@ class SuperResolution(nn.Module):
     def __init__(self, config: SuperResolutionConfig = SuperResolutionConfig()) -> None:
         super().__init__()
         self.config = config
-        self.block0 = (SuperResolutionBlock(config.feature_channels, config.block0_channels, config.negative_slope)
+        self.stack = InputStack(config) if config.input_blocks else None
+        self.block0 = (SuperResolutionBlock(config.stack_channels, config.block0_channels, config.negative_slope)
                        if config.upsamplings == 2 else None)
-        last_input = config.block0_channels if self.block0 is not None else config.feature_channels
+        last_input = config.block0_channels if self.block0 is not None else config.stack_channels
         self.block1 = SuperResolutionBlock(last_input, config.block1_channels, config.negative_slope)
 
     def forward(self, rgb: Float[Tensor, "batch 3 height width"], features: Float[Tensor, "batch channels height width"]
@@ -98,8 +142,8 @@ class SuperResolution(nn.Module):
             features = F.interpolate(features, size=size, mode="bilinear", align_corners=False, antialias=True)
         if tuple(rgb.shape[-2:]) != size:
             rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=True)
-        hidden = features
+        hidden = features if self.stack is None else self.stack(features)
         if self.block0 is not None:
-            hidden, rgb = self.block0(features, rgb)
+            hidden, rgb = self.block0(hidden, rgb)
         _, rgb = self.block1(hidden, rgb)
         return rgb
