@@ -101,7 +101,8 @@ def variant_configs(name: str, preset: str = "fast"):
     frontal angle token for every frame, `ConditionEncoderConfig.angles`), chunkN (N rays per chunk of the march,
     `TriplaneTalkerConfig.ray_chunk`), compile (the training step compiled, `TrainConfig.compile`), srinN or
     srinNxC (N residual blocks of C channels, 64 by default, in the super-resolution at the rendering resolution,
-    `SuperResolutionConfig.input_blocks`, docs/sharpness.md).
+    `SuperResolutionConfig.input_blocks`, docs/sharpness.md), idx2 (the identity planes at twice the resolution,
+    `TriplaneTalkerConfig.identity_scale`, docs/sharpness.md).
     `solid`, `snap`, `res256`, `lipbatch32`, `regs4`, `xyonly`, `confine`, `dtv0.05`, `tsnap1`, `utt` and
     `novcolor4` are on in today's `fast` preset."""
     model, train_config = get_preset(preset)
@@ -199,6 +200,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, conditions=dataclasses.replace(model.conditions, angles=False))
         elif part.startswith("chunk"):  # rays per chunk of the march
             model = dataclasses.replace(model, ray_chunk=int(part[5:]))
+        elif part == "idx2":  # identity planes at twice the resolution
+            model = dataclasses.replace(model, identity_scale=2)
         elif part.startswith("srin"):  # srinN[xC]: N residual blocks of C channels at the rendering resolution
             blocks, _, channels = part[4:].partition("x")
             superres = dataclasses.replace(model.superres, input_blocks=int(blocks),
@@ -332,7 +335,7 @@ def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, flo
     head) and, in lip mode, the lip vector's calibrated gain."""
     batch = make_batch(clip, positions, model.config.render_resolution)
     tokens = model.tokens(batch.conditions)
-    encoded = model.predictor.encode(model.identity_planes[None])
+    encoded = model.encode_identity()
     delta, attention = model.predictor.decode(encoded.expand(tokens.shape[0]), model.heard(tokens),
                                               return_attention=True)
     identity_rms = model.identity_planes.float().square().mean().sqrt().item()

@@ -77,7 +77,7 @@ def reference_stages(model, batch: int) -> dict[str, float]:
     device, config = model.identity_planes.device, model.config
     renderer = FastRenderer(model, batch, FastRenderConfig.for_device(torch.device("cpu")))  # for its inputs
     codes, eye, angles, landmarks, cam2world, *_ = renderer.example_inputs()
-    encoded = model.predictor.encode(model.identity_planes[None]).expand(batch)
+    encoded = model.encode_identity().expand(batch)
     tokens = model.condition_encoder(codes, eye, angles, landmarks)
     planes, _ = model.planes(tokens, encoded_identity=encoded)
     size = config.output_resolution

@@ -36,7 +36,7 @@ def _needs_cuda() -> None:
 
 def _tiny_model(device: torch.device, jitter: bool = True, background: str = "field", lips: bool = False,
                 upsamplings: int = 2, confined: tuple[int, ...] = (), torso: bool = False,
-                input_blocks: int = 0) -> TriplaneTalker:
+                input_blocks: int = 0, identity_scale: int = 1) -> TriplaneTalker:
     """The tiny preset with several ray chunks (32² rays, chunks of 300) and every weight perturbed, so the zero-
     initialised deltaplane and ToRGB layers take part; `jitter`: random ray samples at inference too
     (`VolumeRenderConfig.jitter_at_inference`), so that the fast path draws them as the reference does; in plate
@@ -45,7 +45,8 @@ def _tiny_model(device: torch.device, jitter: bool = True, background: str = "fi
     128² output; `confined`: the planes of mouth planes confined to their box (`TriplaneTalkerConfig.mouth_confined`,
     `mouth_planes_on`; none: unconfined mouth planes on all three); `torso`: a torso of its own
     (`TriplaneTalkerConfig.torso_follow` (0.1, 0.6)); `input_blocks`: the super-resolution's residual blocks at the
-    rendering resolution (`SuperResolutionConfig.input_blocks`)."""
+    rendering resolution (`SuperResolutionConfig.input_blocks`); `identity_scale` 2: identity planes at twice the
+    resolution (`TriplaneTalkerConfig.identity_scale`)."""
     config, _ = get_preset("tiny")
     lip_mode = ({"audio_token": "lips", "mouth_planes": 2, "lips": LipConfig(snap=1.0),
                  "mouth_confined": bool(confined), "mouth_planes_on": confined or (0, 1, 2)} if lips else {})
@@ -53,6 +54,7 @@ def _tiny_model(device: torch.device, jitter: bool = True, background: str = "fi
     volume = dataclasses.replace(config.volume, jitter=jitter, jitter_at_inference=jitter)
     config = dataclasses.replace(config, ray_chunk=300, volume=volume,
                                  background=background, render_resolution=render, **lip_mode,
+                                 identity_scale=identity_scale,
                                  torso_follow=(0.1, 0.6) if torso else None,
                                  superres=dataclasses.replace(config.superres, input_resolution=render,
                                                               upsamplings=upsamplings, input_blocks=input_blocks,
@@ -193,6 +195,16 @@ def test_fast_path_super_resolves_through_the_input_stack_as_the_reference_does(
     torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
     (plain, _), _, _ = _both(_tiny_model(CPU, upsamplings=1), FastRenderConfig.for_device(CPU))
     assert (plain - rgb_ref).abs().max() > 1e-3
+
+
+def test_fast_path_renders_identity_planes_at_twice_the_resolution_as_the_reference_does() -> None:
+    """`TriplaneTalkerConfig.identity_scale` 2 with confined mouth planes: both paths take the upsampled deltaplane
+    and mouth planes from `TriplaneTalker.planes` and the encoding from `encode_identity`."""
+    model = _tiny_model(CPU, lips=True, confined=(0,), identity_scale=2)
+    assert model.identity_planes.shape[-1] == 2 * model.config.plane_resolution
+    (rgb_ref, depth_ref), (rgb, depth), _ = _both(model, FastRenderConfig.for_device(CPU))
+    torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
 
 
 def test_fast_path_empties_the_space_outside_the_box_as_the_reference_does() -> None:

@@ -29,7 +29,7 @@ def attention_maps(model: TriplaneTalker, conditions: Conditions, batch_size: in
                    ) -> Float[Tensor, "frames layers 3 grid grid tokens"]:
     """Cross-attention weights (heads averaged, summing to 1 over the tokens) for every frame of `conditions`."""
     device = model.identity_planes.device
-    encoded = model.predictor.encode(model.identity_planes[None])
+    encoded = model.encode_identity()
     grid = model.config.deltaplane.grid_resolution
     maps = []
     for start in range(0, conditions.eye.shape[0], batch_size):

@@ -254,7 +254,7 @@ class FastRenderer:
         model_config = self.model.config
         size, render = model_config.output_resolution, model_config.render_resolution
         with torch.no_grad():
-            self.encoded = self.model.predictor.encode(self.model.identity_planes[None])
+            self.encoded = self.model.encode_identity()
             intrinsics = intrinsics_from_focal(DEFAULT_FOCAL, size, size, device=self.device)
             self.intrinsics = intrinsics  # [1, 3, 3], for the plate (`TriplaneTalker.plate_coordinates`)
             camera = Cameras(torch.eye(4, device=self.device)[None], intrinsics, size, size)

@@ -177,7 +177,7 @@ def render_clip(model: TriplaneTalker, conditions: Conditions, cam2world: Float[
     audio_codes = model.clip_audio_codes(conditions.audio)
     if lip_smoothing > 0:
         audio_codes = ema_smooth(audio_codes, alpha=lip_smoothing)
-    encoded = model.predictor.encode(model.identity_planes[None])
+    encoded = model.encode_identity()
     generator = torch.Generator(device=device).manual_seed(seed)
     for start in range(0, num_frames, batch_size):
         part = slice(start, min(start + batch_size, num_frames))

@@ -441,3 +441,48 @@ def test_mouth_x_blur_blurs_the_rendered_xy_plane_in_the_mouth_footprint_outside
         dataclasses.replace(model.config, mouth_x_blur=1.0, mouth_box=None, mouth_planes=0)
     with pytest.raises(ValueError, match="≥ 0"):
         dataclasses.replace(model.config, mouth_x_blur=-1.0)
+
+
+def test_identity_planes_at_twice_the_resolution(model: TriplaneTalker) -> None:
+    """`identity_scale` 2: the identity planes hold 2× the texels a side; the predictor reads them average-pooled
+    (a nearest-neighbour ×2 copy of a model's identity gives that model's deltaplane), the deltaplane and the
+    confined mouth planes are upsampled bilinearly (texel centres, align_corners=False) before the sum, the mouth
+    footprint that `mouth_x_blur` uses is the full planes', and training reaches the fine texels."""
+    lip_mode = {"audio_token": "lips", "mouth_planes": 2, "mouth_confined": True, "mouth_planes_on": (0,)}
+    coarse = TriplaneTalker(dataclasses.replace(model.config, **lip_mode))
+    coarse.lips.fit(torch.randn(50, 40, generator=torch.Generator().manual_seed(3)))
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # a deltaplane and mouth planes that are not zero
+        for parameter in coarse.parameters():
+            parameter.add_(0.05 * torch.randn(parameter.shape, generator=generator))
+    fine = TriplaneTalker(dataclasses.replace(coarse.config, identity_scale=2))
+    size = coarse.config.plane_resolution
+    assert fine.identity_planes.shape == (3, coarse.config.plane_channels, 2 * size, 2 * size)
+    assert fine.mouth_footprint.shape == (2 * size, 2 * size)
+    state = coarse.state_dict()
+    state["identity_planes"] = coarse.identity_planes.detach().repeat_interleave(2, -1).repeat_interleave(2, -2)
+    fine.load_state_dict(state)
+    torch.testing.assert_close(fine.coarse_identity(), coarse.identity_planes, rtol=0, atol=1e-7)
+
+    tokens = coarse.tokens(_conditions(2, 0))
+    with torch.no_grad():
+        full, delta = fine.planes(tokens)
+        _, coarse_delta = coarse.planes(tokens)
+    torch.testing.assert_close(delta, coarse_delta, rtol=0, atol=1e-6)
+    assert delta.shape[-1] == size and delta.abs().amax() > 1e-3
+    channels = coarse.config.plane_channels
+    upsampled = torch.nn.functional.interpolate(delta.flatten(0, 1), scale_factor=2.0, mode="bilinear",
+                                                align_corners=False).unflatten(0, delta.shape[:2])
+    torch.testing.assert_close(full[:, :, :channels], state["identity_planes"] + upsampled[:, :, :channels])
+    torch.testing.assert_close(full[:, :, channels:], upsampled[:, :, channels:])  # the confined mouth planes
+
+    cameras = orbit_cameras(torch.zeros(2), torch.zeros(2), 128, 128)
+    output, _ = fine(cameras, _conditions(2, 0))
+    (output.rgb - 0.3).abs().mean().backward()
+    gradient = fine.identity_planes.grad
+    # the four fine texels of a coarse one get gradients of their own
+    assert (gradient - gradient.reshape(3, channels, size, 2, size, 2).mean((3, 5)).repeat_interleave(
+        2, -1).repeat_interleave(2, -2)).abs().amax() > 1e-3 * gradient.abs().amax()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in fine.predictor.parameters())
+    with pytest.raises(ValueError, match="identity_scale"):
+        dataclasses.replace(model.config, identity_scale=3)

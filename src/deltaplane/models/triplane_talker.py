@@ -34,6 +34,7 @@ from deltaplane.devices import host_to_device
 from deltaplane.fields.conditions import ConditionEncoder, ConditionEncoderConfig
 from deltaplane.fields.deltaplane import DeltaplaneConfig, DeltaplanePredictor
 from deltaplane.fields.lips import LipConfig, LipVector
+from deltaplane.fields.resample import bilinear_upsample2x
 from deltaplane.fields.superres import SuperResolution, SuperResolutionConfig
 from deltaplane.fields.triplane import (Confinement, OSGDecoderConfig, TriplaneField, blur_along_x, box_weights,
                                        sample_triplane, support_rectangles)
@@ -146,6 +147,12 @@ class TriplaneTalkerConfig:
 
     plane_channels: int = 32
     plane_resolution: int = 256
+    identity_scale: Literal[1, 2] = 1
+    """The identity planes at `identity_scale` × `plane_resolution` texels a side (2: four times the texels, an
+    option). The deltaplane, the mouth planes and the torso stay at `plane_resolution`: the deltaplane is upsampled
+    bilinearly to the identity's size before the two are added, and the predictor reads the identity
+    average-pooled to its own. At 256² a texel of the planes spans 2.9 output pixels at the face, which leaves a
+    field that can draw about a sixth of the truth's finest detail (docs/sharpness.md "What the planes can hold")."""
     render_resolution: int = 128
     """Neural-rendering resolution (rays per side); the super-resolution outputs `superres.scale` × this (4×)."""
     box_warp: float = 1.0
@@ -276,6 +283,8 @@ class TriplaneTalkerConfig:
         if self.mouth_x_blur < 0 or (self.mouth_x_blur > 0 and self.mouth_box is None):
             raise ValueError("mouth_x_blur must be ≥ 0 and needs a mouth_box (where it blurs); "
                              f"got {self.mouth_x_blur}")
+        if self.identity_scale not in (1, 2):
+            raise ValueError(f"identity_scale must be 1 or 2, got {self.identity_scale}")
         if self.head_proxy_apart != "none" and not self.head_proxy:
             raise ValueError("head_proxy_apart sets the head proxy's points apart: it needs head_proxy")
         if self.loss.closed_mouth_x > 0 and not (self.mouth_planes and self.mouth_box is not None
@@ -296,7 +305,9 @@ class TriplaneTalker(nn.Module):
         super().__init__()
         self.config = config
         shape = (3, config.plane_channels, config.plane_resolution, config.plane_resolution)
-        self.identity_planes = nn.Parameter(torch.randn(shape) * config.identity_init_std)
+        identity_size = config.plane_resolution * config.identity_scale
+        self.identity_planes = nn.Parameter(torch.randn(*shape[:2], identity_size, identity_size)
+                                            * config.identity_init_std)
         if config.torso_follow is not None:
             self.torso_planes = nn.Parameter(torch.randn(shape) * config.identity_init_std)
         self.audio_encoder = AudioEncoder(config.audio)
@@ -310,8 +321,10 @@ class TriplaneTalker(nn.Module):
         with torch.device("cpu"):  # data of the config, also when the model is built on the meta device
             box = (None if config.mouth_box is None
                    else box_weights(config.mouth_box, config.plane_resolution, config.box_warp, MOUTH_BOX_EDGE))
-        if box is not None:  # kept whatever `mouth_x_blur` is: rendering may switch it on
-            self.register_buffer("mouth_footprint", box[0, 0], persistent=False)
+        if box is not None:  # kept whatever `mouth_x_blur` is: rendering may switch it on; it blurs the full planes
+            footprint = box if config.identity_scale == 1 else box_weights(config.mouth_box, identity_size,
+                                                                           config.box_warp, MOUTH_BOX_EDGE)
+            self.register_buffer("mouth_footprint", footprint[0, 0], persistent=False)
         if config.mouth_planes:
             mask = box if box is not None else torch.ones(3, 1, config.plane_resolution, config.plane_resolution)
             # Only the texels the box reaches are stored (~8 % of each plane for the default box: 16 MB instead of
@@ -372,7 +385,10 @@ class TriplaneTalker(nn.Module):
 
     @torch.no_grad()
     def load_identity_planes(self, planes: Float[Tensor, "3 C H W"]) -> None:
-        """Replace the identity planes, e.g. with the output of a personalised generator."""
+        """Replace the identity planes, e.g. with the output of a personalised generator (planes at
+        `plane_resolution` are upsampled bilinearly to an `identity_scale` 2 model's)."""
+        if planes.shape[-1] * 2 == self.identity_planes.shape[-1]:
+            planes = bilinear_upsample2x(planes)
         self.identity_planes.copy_(planes.to(self.identity_planes))
 
     def lip_regressions(self) -> list[tuple[AudioEncoder, nn.Linear]]:
@@ -443,25 +459,39 @@ class TriplaneTalker(nn.Module):
 
     def planes(self, tokens: Float[Tensor, "B 5 64"], encoded_identity: object | None = None
                ) -> tuple[Float[Tensor, "B 3 C H W"], Float[Tensor, "B 3 C H W"]]:
-        """(identity + deltaplane, deltaplane). `encoded_identity` is a cached `predictor.encode` result. With
+        """(identity + deltaplane, deltaplane). `encoded_identity` is a cached `encode_identity` result. With
         `mouth_confined` both carry 2C channels, the mouth planes in the second C (`with_identity`). Outside
         training the first gets `mouth_x_blur`."""
         if encoded_identity is None:
-            encoded_identity = self.predictor.encode(self.identity_planes[None].expand(tokens.shape[0], -1, -1, -1, -1))
+            encoded_identity = self.encode_identity(tokens.shape[0])
         delta = self.predictor.decode(encoded_identity, self.heard(tokens))
         if self.config.mouth_planes:
             mouth = self.mouth_delta(self.mouth_mix(tokens[:, 0])).to(delta.dtype)  # mixed by the audio token
             delta = torch.cat((delta, mouth), dim=2) if self.config.mouth_confined else delta + mouth
         full = self.with_identity(delta)
-        if self.config.mouth_x_blur > 0 and not self.training:
-            full = blur_along_x(full, 0, self.mouth_footprint, self.config.mouth_x_blur)
+        if self.config.mouth_x_blur > 0 and not self.training:  # σ in the deltaplane's texels
+            full = blur_along_x(full, 0, self.mouth_footprint, self.config.mouth_x_blur * self.config.identity_scale)
         return full, delta
 
-    def with_identity(self, delta: Float[Tensor, "B 3 D H W"]) -> Float[Tensor, "B 3 D H W"]:
+    def coarse_identity(self) -> Float[Tensor, "3 C R R"]:
+        """The identity planes at the deltaplane's `plane_resolution` (average-pooled with `identity_scale` 2)."""
+        if self.config.identity_scale == 1:
+            return self.identity_planes
+        return F.avg_pool2d(self.identity_planes, self.config.identity_scale)
+
+    def encode_identity(self, batch: int = 1) -> object:
+        """The predictor's encoding of the identity planes (at its own resolution) for `batch` frames, which
+        `planes(encoded_identity=...)` reuses while the weights stay the same."""
+        return self.predictor.encode(self.coarse_identity()[None].expand(batch, -1, -1, -1, -1))
+
+    def with_identity(self, delta: Float[Tensor, "B 3 D R R"]) -> Float[Tensor, "B 3 D H W"]:
         """The planes that `delta` (of `planes`) renders: the identity planes added to its first C channels; the
-        mouth planes of `mouth_confined` (channels C to 2C) stay apart for the field to confine."""
+        mouth planes of `mouth_confined` (channels C to 2C) stay apart for the field to confine. With
+        `identity_scale` 2 the deltaplane is upsampled ×2 (bilinear, texel centres as the field samples them)."""
         identity = self.identity_planes[None]
         delta = delta.to(identity.dtype)
+        if delta.shape[-1] != identity.shape[-1]:
+            delta = bilinear_upsample2x(delta.flatten(0, 1)).unflatten(0, delta.shape[:2])
         channels = identity.shape[2]
         if delta.shape[2] == channels:
             return identity + delta
@@ -650,7 +680,7 @@ class TriplaneTalker(nn.Module):
         r0, r1, c0, c1 = self.mouth_rectangles[0]
         channels = self.identity_planes.shape[1]
         xy = delta[:, 0, :, r0:r1, c0:c1].float()
-        features = self.identity_planes[0, :, r0:r1, c0:c1] + xy[:, :channels]
+        features = self.coarse_identity()[0, :, r0:r1, c0:c1] + xy[:, :channels]
         if xy.shape[1] > channels:  # the confined mouth planes, which count fully inside the box
             features = features + xy[:, channels:]
         closed = closed_share(shape_opening(mouth_shape.float()))
