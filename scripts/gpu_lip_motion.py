@@ -425,6 +425,10 @@ def main() -> None:
                         help="with the lip snap on, also render the test split with the lip vectors snapped at each of "
                              "these bandwidths (comma-separated, in frame spacings; the gain recalibrated for each): "
                              "test_snapW.mp4")
+    parser.add_argument("--mouth-scales", type=lambda text: [float(factor) for factor in text.split(",")],
+                        default=[], help="also render the test split and the cross-driven files with the mouth "
+                                         "moving each of these factors as far (comma-separated; `render "
+                                         "--mouth-scale`): test_mouthxF.mp4, crossxF_NAME.mp4")
     parser.add_argument("--sampling", action="store_true",
                         help="also render the test split (and with --views the pitch −20° and yaw +30° views) with "
                              "random ray samples and with twice the samples (test_random.mp4, test_samples2x.mp4, "
@@ -536,6 +540,11 @@ def main() -> None:
             write_video(run_dir / "test_calibrated.mp4", (to_uint8(rgb) for rgb, _ in render_clip(
                 model, conditions, test.cam2world, plate_warp=test.plate_warps)), fps, samples)
         videos["test_calibrated"] = "test_calibrated.mp4"
+    for factor in args.mouth_scales if model.lips is not None else ():
+        with lip_config(model, mouth_scale=factor):
+            write_video(run_dir / f"test_mouthx{factor:g}.mp4", (to_uint8(rgb) for rgb, _ in render_clip(
+                model, conditions, test.cam2world, plate_warp=test.plate_warps)), fps, samples)
+        videos[f"test_mouthx{factor:g}"] = f"test_mouthx{factor:g}.mp4"
     if model.lips is not None and args.teacher:  # the renderer told the tracked mouth shapes: does it draw them?
         write_video(run_dir / "test_teacher.mp4", teacher_frames(model, test), fps, samples)
         videos["test_teacher"] = "test_teacher.mp4"
@@ -566,14 +575,16 @@ def main() -> None:
         cameras, warps = camera_path("dataset", count, driving), plate_warp_path("dataset", count, driving)
         # still_NAME.mp4 holds the first replayed camera: if the mouth follows the replayed *cameras*' training
         # mouths (docs/lip-motion.md), it moves with the driving audio only here
-        paths = {"cross": (cameras, warps)}
+        paths = {"cross": (cameras, warps, contextlib.nullcontext)}
         still = (cameras[:1].expand(count, 4, 4), None if warps is None else warps[:1].expand(count, 2, 3))
         if args.still_camera:
-            paths["still"] = still
+            paths["still"] = (*still, contextlib.nullcontext)
         if snapping and args.plain:
-            paths["plain"] = still
-        for prefix, (cam2world, plate_warp) in paths.items():
-            with unsnapped(model) if prefix == "plain" else contextlib.nullcontext():
+            paths["plain"] = (*still, lambda: unsnapped(model))
+        for factor in args.mouth_scales if model.lips is not None else ():
+            paths[f"crossx{factor:g}"] = (cameras, warps, lambda factor=factor: lip_config(model, mouth_scale=factor))
+        for prefix, (cam2world, plate_warp, setting) in paths.items():
+            with setting():
                 frames = (to_uint8(rgb) for rgb, _ in render_clip(model, driven, cam2world, plate_warp=plate_warp))
                 write_video(run_dir / f"{prefix}_{name}.mp4", frames, fps, speech)
             videos[f"{prefix}_{name}"] = f"{prefix}_{name}.mp4"

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from score_lip_renders import CROSS, RENDERS
+from score_lip_renders import RENDERS, cross_prefixes
 
 BAND = (0.7, 1.4)
 """Issue 9's cross-driven target for the opening's spread ratio."""
@@ -36,7 +36,7 @@ def test_line(name: str, row: dict) -> str:
 
 def block(row: dict) -> list[str]:
     """The lines of one scored run."""
-    widths = sorted({key.split("/")[0] for key in row if key.startswith("test_snap")})
+    widths = sorted({key.split("/")[0] for key in row if key.startswith(("test_snap", "test_mouthx"))})
     lines = [test_line(name, row) for name in (*RENDERS, *widths) if f"{name}/psnr" in row]
     if "test/gt/sync/correlation" in row:
         lines.append(f"ground truth sync {row['test/gt/sync/correlation']:.2f} ({row['test/gt/sync/offset_frames']}) "
@@ -44,8 +44,9 @@ def block(row: dict) -> list[str]:
     if "sampling/noise_mean" in row:
         lines.append(f"random samples: two seeds differ by {row['sampling/noise_mean']:.2f} grey levels on average, "
                      f"{row['sampling/speckle_share']:.5f} of the pixels by more than 32")
-    for prefix in CROSS:
-        names = sorted({key.split("/")[1] for key in row if key.startswith(f"{prefix}/")})
+    for prefix in cross_prefixes(key.split("/")[0] for key in row):
+        names = sorted({key.split("/")[1] for key in row if key.startswith(f"{prefix}/")  # with a mouth found
+                        and key.endswith("/mouth/opening_std_ratio")})
         if not names:
             continue
         spread = [row[f"{prefix}/{name}/mouth/opening_std_ratio"] for name in names]

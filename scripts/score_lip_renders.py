@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -51,6 +53,15 @@ VIEW_IDENTITY_EVERY = 5
 CROSS = ("cross", "still", "plain")
 """Prefixes of the cross-driven renders: replayed training cameras, one fixed camera, one fixed camera with the lip
 snap switched off."""
+
+
+def cross_prefixes(prefixes: Iterable[str]) -> list[str]:
+    """The cross-driven prefixes among `prefixes`: `CROSS`'s, then crossxF (`gpu_lip_motion.py --mouth-scales`)."""
+    found = set(prefixes)
+    return [prefix for prefix in CROSS if prefix in found] + sorted(
+        prefix for prefix in found if re.fullmatch(r"crossx[0-9.]+", prefix))
+
+
 KEEP = ("psnr", "psnr_face", "psnr_eyes", "bias_eyes", "psnr_mouth", "bias_mouth", "psnr_torso", "bias_torso", "lmd",
         "mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction", "mouth/open_fraction_reference",
         "sync/correlation", "sync/offset_frames", "sharpness_ratio", "detail_gain_1", "detail_gain_2",
@@ -134,7 +145,8 @@ def score(directory: Path, replay: Replay | None, background: np.ndarray | None,
     embedder = IdentityEmbedder()
     samples = load_audio(directory / "test_gt.mp4")
     row = {}
-    widths = sorted(path.stem for path in directory.glob("test_snap*.mp4"))  # gpu_lip_motion.py --snap-widths
+    # gpu_lip_motion.py --snap-widths and --mouth-scales
+    widths = sorted(path.stem for pattern in ("test_snap*.mp4", "test_mouthx*.mp4") for path in directory.glob(pattern))
     for name in (*RENDERS, *widths):  # the test split rendered each way, against its ground truth
         if not (directory / f"{name}.mp4").is_file():
             continue
@@ -153,7 +165,7 @@ def score(directory: Path, replay: Replay | None, background: np.ndarray | None,
     if diagnostics.is_file():
         row.update({key: value for key, value in json.loads(diagnostics.read_text()).items()
                     if key.startswith("sampling/")})
-    for prefix in CROSS:
+    for prefix in cross_prefixes(path.name.split("_")[0] for path in directory.glob("*.mp4")):
         for path in sorted(directory.glob(f"{prefix}_*.mp4")):
             video, count = frames(path)
             track = observe_video(video, count, config, experts, embedder)

@@ -13,11 +13,12 @@ import torch
 from deltaplane.audio.features import WINDOW, normalize_utterance
 from deltaplane.config_io import from_dict, to_dict
 from deltaplane.data.dataset import load_clip
+from deltaplane.errors import InputError
 from deltaplane.fields.lips import (MAX_GAIN, NEIGHBOURS, LipConfig, LipVector, frame_spacing, pooled_spread,
-                                   snap_to_frames)
+                                   shape_spread, snap_to_frames)
 from deltaplane.evaluation.face import mouth_opening
 from deltaplane.geometry.lips import CLOSED_MOUTH, closed_share, mouth_shape, shape_opening
-from deltaplane.inference import load_run
+from deltaplane.inference import RenderOverrides, load_run
 from deltaplane.models.triplane_talker import TriplaneTalkerConfig
 from deltaplane.presets import get_preset
 from deltaplane.training.logging import read_log
@@ -189,6 +190,31 @@ def test_lip_run_reloads_with_its_basis_and_gain(lip_run: Path) -> None:
         lips = model.predicted_lips(audio)
     frames = model.lips.bank[model.lips.bank_valid] * model.lips.scale
     assert torch.cdist(lips * model.lips.scale, frames).amin(1).max() < 2 * model.lips.bandwidth
+
+
+def test_mouth_scale_moves_the_driving_mouth_further(lip_run: Path) -> None:
+    """`render --mouth-scale F` (`RenderOverrides`, `LipConfig.mouth_scale`): the same weights drive a clip with F
+    times its own gain, then the training range and the snap: the snapped lip vectors spread wider for F > 1 and
+    narrower for F < 1, and every one stays among the training frames' mouths. Bad factors and runs without a lip
+    vector are refused by name."""
+    clip = torch.randn(60, 8, 16, 80)
+    vectors, spreads = {}, {}
+    for factor in (0.5, 1.0, 1.6):
+        model, _, _ = load_run(lip_run, CPU, RenderOverrides(mouth_scale=None if factor == 1.0 else factor))
+        assert model.lips.config.mouth_scale == factor
+        with torch.no_grad():
+            raw = model.predicted_lips(clip, calibrated=False)
+            vectors[factor] = model.clip_lip_vectors(clip)
+            torch.testing.assert_close(vectors[factor], model.lips.calibrated(raw, model.lips.utterance_gain(raw)
+                                                                              * factor))
+        weights = model.lips.scale.float().square()
+        spreads[factor] = float(shape_spread(vectors[factor], weights))
+    assert spreads[0.5] < 0.9 * spreads[1.0] and spreads[1.6] > 1.1 * spreads[1.0], spreads
+    frames = model.lips.bank[model.lips.bank_valid] * model.lips.scale
+    assert torch.cdist(vectors[1.6] * model.lips.scale, frames).amin(1).max() < 2 * model.lips.bandwidth
+    for factor in (0.0, -1.0, float("inf")):
+        with pytest.raises(InputError, match="--mouth-scale .*positive factor"):
+            load_run(lip_run, CPU, RenderOverrides(mouth_scale=factor))
 
 
 def _conditions(batch: int):

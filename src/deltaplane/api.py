@@ -116,15 +116,16 @@ def render(run: str | Path, audio: str | Path, output: str | Path, camera: str =
            watermark: bool = True, device: str | None = None, progress: bool = True, engine: str = "auto",
            attention: str | Path | None = None, attention_every: int = 25, paste_back: bool = False,
            source: str | Path | None = None, dataset: str | Path | None = None,
-           mouth_x_blur: float | None = None) -> Path:
+           mouth_x_blur: float | None = None, mouth_scale: float | None = None) -> Path:
     """Render the trained portrait of `run` speaking `audio` into an mp4 (H.264 + AAC), watermarked. `engine`:
     "reference" (fp32), "fast" (bf16, compiled, CUDA graphs on CUDA) or "auto" (fast on CUDA for long clips).
     `attention`: a directory for the deltaplane's per-token attention maps of every `attention_every`-th frame.
     `paste_back` (camera "dataset" only): paste each frame's head and neck back into the original video frame it
     replays, at the original size (the depth video stays aligned); `source` / `dataset`: the original video / the run's
     dataset when they were moved. `mouth_x_blur`: σ in plane texels of the blur along x of the xy plane's mouth
-    texels (`TriplaneTalkerConfig.mouth_x_blur`; None keeps the run's)."""
-    from deltaplane.inference import check_camera
+    texels (`TriplaneTalkerConfig.mouth_x_blur`). `mouth_scale`: a factor on how far the mouth moves with the audio
+    (`LipConfig.mouth_scale`; above 1 wider, within the training video's mouths). None keeps the run's."""
+    from deltaplane.inference import RenderOverrides, check_camera
     from deltaplane.paste import PasteBackOptions
     from deltaplane.rendering import render_video
 
@@ -145,7 +146,8 @@ def render(run: str | Path, audio: str | Path, output: str | Path, camera: str =
                         depth_output=Path(depth) if depth else None, neutral=neutral, lip_smoothing=lip_smoothing,
                         watermark=watermark, device=_device(device), progress=progress, tags=SYNTHETIC_TAGS,
                         engine=engine, attention_dir=Path(attention) if attention else None,
-                        attention_every=attention_every, paste=paste, mouth_x_blur=mouth_x_blur)
+                        attention_every=attention_every, paste=paste,
+                        overrides=RenderOverrides(mouth_x_blur=mouth_x_blur, mouth_scale=mouth_scale))
 
 
 def bench(run: str | Path | None = None, batch: tuple[int, ...] = (1, 4), frames: int = 120,
@@ -187,13 +189,13 @@ def evaluate(output: str | Path, run: str | Path | None = None, prediction: str 
              lpips_weights: str | Path | None = None, lpips_every: int = 1, syncnet_v2: str | Path | None = None,
              inception: str | Path | None = None, fid_every: int = 1, arcface: str | Path | None = None,
              videos: bool = True, device: str | None = None, progress: bool = True,
-             mouth_x_blur: float | None = None) -> dict:
+             mouth_x_blur: float | None = None, mouth_scale: float | None = None) -> dict:
     """Score a trained `run` (render the split, other camera views and optionally other `audio`) or any
     `prediction` video against a `target` video; writes metrics.json and report.html into `output` and returns the
     metrics (keys: `deltaplane.evaluation.keys`). Metrics needing weights are skipped, with the reason, unless
     their files are given. With a prediction video, `audio` replaces its own audio for the sync score. With a run,
     each rendered view is also saved as `output/videos/NAME.mp4` (watermarked, labelled synthetic) unless `videos`
-    is off. `mouth_x_blur` (with a run): as `render`'s."""
+    is off. `mouth_x_blur`, `mouth_scale` (with a run): as `render`'s."""
     from deltaplane.evaluation.scoring import EvaluationConfig
 
     if (run is None) == (prediction is None and target is None) or (run is None and None in (prediction, target)):
@@ -201,8 +203,8 @@ def evaluate(output: str | Path, run: str | Path | None = None, prediction: str 
     if min(identity_every, lpips_every, fid_every) < 1:
         raise InputError(f"--identity-every, --lpips-every and --fid-every must be at least 1, got {identity_every}, "
                          f"{lpips_every} and {fid_every}")
-    if run is None and mouth_x_blur is not None:
-        raise InputError("--mouth-x-blur applies to a run's renders, not to --pred videos")
+    if run is None and (mouth_x_blur, mouth_scale) != (None, None):
+        raise InputError("--mouth-x-blur and --mouth-scale apply to a run's renders, not to --pred videos")
     check_outputs(dirs={"-o": output}, inputs={"--pred": prediction, "--gt": target, "--audio": audio})
     require_face_tracking()
     config = EvaluationConfig(identity_every=identity_every, lpips_every=lpips_every,
@@ -216,11 +218,12 @@ def evaluate(output: str | Path, run: str | Path | None = None, prediction: str 
         return evaluate_videos(Path(prediction), Path(target), Path(output), config, _device(device),
                                audio=Path(audio) if audio else None, progress=progress)
     from deltaplane.evaluation.run import DEFAULT_VIEWS, evaluate_run
+    from deltaplane.inference import RenderOverrides
 
     return evaluate_run(Path(run), Path(output), config, _device(device), dataset=Path(dataset) if dataset else None,
                         split=split, audio=Path(audio) if audio else None, views=views or DEFAULT_VIEWS,
                         progress=progress, save_videos=videos, video_tags=SYNTHETIC_TAGS,
-                        mouth_x_blur=mouth_x_blur)
+                        overrides=RenderOverrides(mouth_x_blur=mouth_x_blur, mouth_scale=mouth_scale))
 
 
 def run(video: str | Path, output: str | Path, audio: str | Path | None = None, preset: str | None = None,

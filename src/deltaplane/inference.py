@@ -49,22 +49,46 @@ class DrivingTracks:
         return torch.where(phase < length, phase, period - phase)
 
 
-def load_run(run_dir: Path, device: torch.device, mouth_x_blur: float | None = None
+@dataclass(frozen=True)
+class RenderOverrides:
+    """Rendering settings that replace a trained run's (None keeps the run's)."""
+
+    mouth_x_blur: float | None = None
+    """σ in plane texels of the xy plane's blur along x in the mouth box (`TriplaneTalkerConfig.mouth_x_blur`,
+    `--mouth-x-blur`)."""
+    mouth_scale: float | None = None
+    """Factor on each driving clip's lip gain (`LipConfig.mouth_scale`, `--mouth-scale`): how far the mouth moves;
+    runs with a lip vector only."""
+
+    def apply(self, config: TriplaneTalkerConfig, run_dir: Path) -> TriplaneTalkerConfig:
+        """`config` with these settings; an InputError names the flag that does not fit the run."""
+        try:  # the configs' own checks: a run without a mouth box, a negative σ, a factor ≤ 0
+            if self.mouth_x_blur is not None:
+                config = replace(config, mouth_x_blur=self.mouth_x_blur)
+        except ValueError as exc:
+            raise InputError(f"--mouth-x-blur {self.mouth_x_blur} does not fit {run_dir}: {exc}") from exc
+        if self.mouth_scale is not None:
+            if config.audio_token != "lips":
+                raise InputError(f"--mouth-scale needs a run whose audio drives a lip vector (the fast preset's); "
+                                 f"{run_dir} has audio token {config.audio_token!r}")
+            try:
+                config = replace(config, lips=replace(config.lips, mouth_scale=self.mouth_scale))
+            except ValueError as exc:
+                raise InputError(f"--mouth-scale {self.mouth_scale}: {exc}") from exc
+        return config
+
+
+def load_run(run_dir: Path, device: torch.device, overrides: RenderOverrides | None = None
              ) -> tuple[TriplaneTalker, dict, DrivingTracks]:
-    """The trained model (eval mode) of the newest checkpoint, the run config and the driving tracks.
-    `mouth_x_blur` replaces the run's `TriplaneTalkerConfig.mouth_x_blur` (None keeps it)."""
+    """The trained model (eval mode) of the newest checkpoint, with `overrides` (None: as trained), the run config
+    and the driving tracks."""
     run_dir = Path(run_dir)
     config = checkpoint.read_run_config(run_dir)
     latest = checkpoint.latest_checkpoint(run_dir)
     if latest is None:
         raise InputError(f"{run_dir} has no checkpoint yet; train first (`deltaplane train ... -o {run_dir}`)")
-    model_config = from_dict(TriplaneTalkerConfig, config["model"])
-    if mouth_x_blur is not None:
-        try:
-            model_config = replace(model_config, mouth_x_blur=mouth_x_blur)
-        except ValueError as exc:  # the config's own check, for a run without a mouth box or a negative σ
-            raise InputError(f"--mouth-x-blur {mouth_x_blur} does not fit {run_dir}: {exc}") from exc
-    model = TriplaneTalker(model_config)
+    model = TriplaneTalker((overrides or RenderOverrides()).apply(from_dict(TriplaneTalkerConfig, config["model"]),
+                                                                 run_dir))
     model.load_state_dict(checkpoint.load_checkpoint(latest, with_training_state=False).model_state)
     tracks_path = run_dir / checkpoint.DRIVING_TRACKS
     if not tracks_path.is_file():

@@ -15,8 +15,8 @@ from tqdm import tqdm
 from deltaplane.atomic import check_outputs, created_dir
 from deltaplane.audio.io import load_audio
 from deltaplane.errors import InputError
-from deltaplane.inference import (audio_windows, camera_path, depth_to_uint8, driving_conditions, load_run,
-                                  plate_warp_path, render_clip, to_uint8)
+from deltaplane.inference import (RenderOverrides, audio_windows, camera_path, depth_to_uint8, driving_conditions,
+                                  load_run, plate_warp_path, render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.paste import PasteBackOptions, open_paste_back
@@ -49,10 +49,10 @@ def render_video(run_dir: Path, audio_path: Path, output: Path, camera: str, dep
                  neutral: bool, lip_smoothing: float, watermark: bool, device: torch.device, progress: bool,
                  tags: dict[str, str], fps: float = 25.0, engine: Engine = "auto", attention_dir: Path | None = None,
                  attention_every: int = 25, paste: PasteBackOptions | None = None,
-                 mouth_x_blur: float | None = None) -> Path:
+                 overrides: RenderOverrides | None = None) -> Path:
     """`paste`: put each frame back into the original video frame it replays (camera "dataset" only).
-    `mouth_x_blur`: replaces the run's (`inference.load_run`)."""
-    model, run_config, driving = load_run(run_dir, device, mouth_x_blur)
+    `overrides`: settings that replace the run's (`inference.load_run`)."""
+    model, run_config, driving = load_run(run_dir, device, overrides)
     pasting = open_paste_back(run_dir, run_config, driving, paste) if paste is not None else None
     if pasting is not None:  # the output must never replace the video it reads
         check_outputs(files={"-o": output, "--depth": depth_output}, inputs={"--source": pasting.source})

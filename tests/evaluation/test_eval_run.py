@@ -15,7 +15,7 @@ from deltaplane.cli import main
 from deltaplane.data.dataset import load_clip
 from deltaplane.evaluation.run import evaluate_run
 from deltaplane.evaluation.scoring import EvaluationConfig
-from deltaplane.inference import load_run
+from deltaplane.inference import RenderOverrides, load_run
 from deltaplane.media.video import probe_video, read_video_metadata
 from deltaplane.training.evaluation import evaluate_clip
 
@@ -87,10 +87,10 @@ def test_evaluate_needs_a_run_or_two_videos(tmp_path: Path, capsys: pytest.Captu
 
 
 def test_load_run_replaces_the_runs_mouth_x_blur(tiny_run: Path) -> None:
-    """`load_run(..., mouth_x_blur=S)` renders the run with the blur at S (`render/evaluate --mouth-x-blur`); None
-    keeps the run's own (0 for the tiny preset)."""
+    """`load_run(..., RenderOverrides(mouth_x_blur=S))` renders the run with the blur at S (`render/evaluate
+    --mouth-x-blur`); None keeps the run's own (0 for the tiny preset)."""
     kept, _, _ = load_run(tiny_run, torch.device("cpu"))
-    blurred, _, _ = load_run(tiny_run, torch.device("cpu"), mouth_x_blur=2.0)
+    blurred, _, _ = load_run(tiny_run, torch.device("cpu"), RenderOverrides(mouth_x_blur=2.0))
     assert kept.config.mouth_x_blur == 0 and blurred.config.mouth_x_blur == 2.0 and not blurred.training
     for name, value in kept.state_dict().items():
         torch.testing.assert_close(blurred.state_dict()[name], value)

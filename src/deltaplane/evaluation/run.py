@@ -35,8 +35,8 @@ from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, PairResult
                                            identity_metrics, load_experts, motion_metrics, observe_video, pair_metrics,
                                            prefixed, score_pair, sharpness_metrics, sync_metrics)
 from deltaplane.evaluation.videos import notes, write_outputs
-from deltaplane.inference import (audio_windows, camera_path, check_camera, depth_to_uint8, driving_conditions,
-                                  load_run, plate_warp_path, render_clip, to_uint8)
+from deltaplane.inference import (RenderOverrides, audio_windows, camera_path, check_camera, depth_to_uint8,
+                                  driving_conditions, load_run, plate_warp_path, render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.preprocess.av_sync import describe_offset
@@ -218,11 +218,11 @@ def split_far_background(clip: ClipData) -> Bool[ndarray, "frames s s"]:
 def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, device: torch.device,
                  dataset: Path | None = None, split: str = "test", audio: Path | None = None,
                  views: str = DEFAULT_VIEWS, progress: bool = False, save_videos: bool = True,
-                 video_tags: dict[str, str] | None = None, mouth_x_blur: float | None = None) -> dict:
+                 video_tags: dict[str, str] | None = None, overrides: RenderOverrides | None = None) -> dict:
     """Render and score a trained run; writes metrics.json, report.html and (unless `save_videos` is off)
-    videos/NAME.mp4 into `output_dir`. `mouth_x_blur`: replaces the run's (`inference.load_run`)."""
+    videos/NAME.mp4 into `output_dir`. `overrides`: settings that replace the run's (`inference.load_run`)."""
     view_cameras = parse_views(views)
-    model, run_config, driving = load_run(run_dir, device, mouth_x_blur)
+    model, run_config, driving = load_run(run_dir, device, overrides)
     dataset = Path(dataset or run_config["dataset"])
     driving_audio = _load_driving_audio(audio_files(audio), read_manifest(dataset).fps) if audio else {}
     experts = load_experts(config, device)

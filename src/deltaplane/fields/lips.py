@@ -20,6 +20,7 @@ The eye, head-angle and landmark tokens keep driving the upper face and the pose
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -82,6 +83,10 @@ class LipConfig:
     obama_20s it swings 1.55–1.93× as far on the test passage as on the held-out block, while the tracked mouth
     moves as much on both) and between voices; a person's mouth motion does not (docs/lip-motion.md "Run 22").
     Single frames (training, its periodic evaluation) keep the calibrated gain."""
+    mouth_scale: float = 1.0
+    """Factor on a whole driving clip's gain (`TriplaneTalker.clip_lip_vectors`): above 1 the mouth moves further
+    and opens wider, still inside the training frames' range and, with `snap`, among their mouths; below 1 it moves
+    less. A setting for rendering (`render --mouth-scale`); training never reads it."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.teacher_snap <= 1.0:
@@ -96,6 +101,8 @@ class LipConfig:
             raise ValueError(f"LipConfig.bank_size must be at least 2, got {self.bank_size}")
         if self.regressions < 1:
             raise ValueError(f"LipConfig.regressions must be at least 1, got {self.regressions}")
+        if not 0 < self.mouth_scale < math.inf:
+            raise ValueError(f"LipConfig.mouth_scale must be a positive factor, got {self.mouth_scale}")
 
 
 NEIGHBOURS = 2

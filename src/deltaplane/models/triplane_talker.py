@@ -433,11 +433,12 @@ class TriplaneTalker(nn.Module):
 
     def clip_lip_vectors(self, audio: Float[Tensor, "frames 8 16 D"], chunk: int = 64) -> Float[Tensor, "frames L"]:
         """Lip mode: the lip vectors that drive a whole clip (`predicted_lips` `chunk` frames at a time, with the
-        clip's own gain, `fields.lips.LipVector.utterance_gain`, the training range and the snap)."""
+        clip's own gain, `fields.lips.LipVector.utterance_gain`, times `LipConfig.mouth_scale`, the training range
+        and the snap)."""
         device = self.identity_planes.device
         raw = torch.cat([self.predicted_lips(audio[start:start + chunk].to(device), calibrated=False)
                          for start in range(0, audio.shape[0], chunk)])
-        return self.lips.calibrated(raw, self.lips.utterance_gain(raw))
+        return self.lips.calibrated(raw, self.lips.utterance_gain(raw) * self.lips.config.mouth_scale)
 
     def tokens(self, conditions: Conditions, audio_code: Float[Tensor, "B 64"] | None = None,
                mouth_shape: Float[Tensor, "B 40"] | None = None, audio_driven: Bool[Tensor, " B"] | None = None
