@@ -18,7 +18,7 @@ from deltaplane.fields.lips import (MAX_GAIN, NEIGHBOURS, LipConfig, LipVector, 
                                    shape_spread, snap_to_frames)
 from deltaplane.evaluation.face import mouth_opening
 from deltaplane.geometry.lips import CLOSED_MOUTH, closed_share, mouth_shape, shape_opening
-from deltaplane.inference import RenderOverrides, load_run
+from deltaplane.inference import RenderOverrides, describe_rendering, load_run
 from deltaplane.models.triplane_talker import TriplaneTalkerConfig
 from deltaplane.presets import get_preset
 from deltaplane.training.logging import read_log
@@ -202,6 +202,7 @@ def test_mouth_scale_moves_the_driving_mouth_further(lip_run: Path) -> None:
     for factor in (0.5, 1.0, 1.6):
         model, _, _ = load_run(lip_run, CPU, RenderOverrides(mouth_scale=None if factor == 1.0 else factor))
         assert model.lips.config.mouth_scale == factor
+        assert describe_rendering(model.config).startswith(f"mouth scale {factor:g}, ")  # evaluate's report
         with torch.no_grad():
             raw = model.predicted_lips(clip, calibrated=False)
             vectors[factor] = model.clip_lip_vectors(clip)

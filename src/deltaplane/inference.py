@@ -78,6 +78,12 @@ class RenderOverrides:
         return config
 
 
+def describe_rendering(config: TriplaneTalkerConfig) -> str:
+    """The settings of `RenderOverrides` that a model renders with, for reports."""
+    scale = f"mouth scale {config.lips.mouth_scale:g}, " if config.audio_token == "lips" else ""
+    return f"{scale}mouth x-blur {config.mouth_x_blur:g} texels"
+
+
 def load_run(run_dir: Path, device: torch.device, overrides: RenderOverrides | None = None
              ) -> tuple[TriplaneTalker, dict, DrivingTracks]:
     """The trained model (eval mode) of the newest checkpoint, with `overrides` (None: as trained), the run config

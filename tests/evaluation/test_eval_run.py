@@ -73,9 +73,12 @@ def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, inception_
 
 def test_no_videos_writes_none(tiny_run: Path, tmp_path: Path) -> None:
     evaluate_run(tiny_run, tmp_path / "eval", EvaluationConfig(identity_every=100), torch.device("cpu"),
-                 views="dataset", save_videos=False)
+                 views="dataset", save_videos=False, overrides=RenderOverrides(mouth_x_blur=1.5))
     assert (tmp_path / "eval" / "metrics.json").is_file() and not (tmp_path / "eval" / "videos").exists()
-    assert "Rendered videos" not in (tmp_path / "eval" / "report.html").read_text()
+    page = (tmp_path / "eval" / "report.html").read_text()
+    assert "Rendered videos" not in page
+    # the report names the settings the renders used (the tiny preset has no lip vector, so no mouth scale)
+    assert "<th>rendering</th><td>mouth x-blur 1.5 texels</td>" in page
 
 
 def test_evaluate_needs_a_run_or_two_videos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

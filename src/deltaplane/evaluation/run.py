@@ -36,7 +36,8 @@ from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, PairResult
                                            prefixed, score_pair, sharpness_metrics, sync_metrics)
 from deltaplane.evaluation.videos import notes, write_outputs
 from deltaplane.inference import (RenderOverrides, audio_windows, camera_path, check_camera, depth_to_uint8,
-                                  driving_conditions, load_run, plate_warp_path, render_clip, to_uint8)
+                                  describe_rendering, driving_conditions, load_run, plate_warp_path, render_clip,
+                                  to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.preprocess.av_sync import describe_offset
@@ -273,7 +274,8 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
         report = ReportData(title=f"deltaplane evaluation: {Path(run_dir).name}",
                             inputs={"run": str(run_dir), "dataset": str(dataset), "split": split,
                                     "audio–video offset": describe_offset(read_manifest(dataset)),
-                                    "cross audio": str(audio) if audio else "–", "device": str(device)},
+                                    "cross audio": str(audio) if audio else "–",
+                                    "rendering": describe_rendering(model.config), "device": str(device)},
                             metrics=metrics, skipped=skipped,
                             series={f"{split}/{name}": result.per_frame[name] for name in ("psnr", "psnr_face", "lmd")},
                             strip=result.strip, view_rows=_view_rows(kept, view_cameras),
