@@ -16,8 +16,7 @@ from pathlib import Path
 
 from score_lip_renders import RENDERS, cross_prefixes
 
-BAND = (0.7, 1.4)
-"""Issue 9's cross-driven target for the opening's spread ratio."""
+from deltaplane.evaluation.run import MOUTH_BANDS
 
 
 def test_line(name: str, row: dict) -> str:
@@ -52,7 +51,8 @@ def block(row: dict) -> list[str]:
         spread = [row[f"{prefix}/{name}/mouth/opening_std_ratio"] for name in names]
         sync = [row[f"{prefix}/{name}/sync/correlation"] for name in names]
         offsets = [row[f"{prefix}/{name}/sync/offset_frames"] for name in names]
-        inside = sum(BAND[0] <= value <= BAND[1] for value in spread)
+        low, high = MOUTH_BANDS["cross"]
+        inside = sum(low <= value <= high for value in spread)
         lines.append(f"{prefix}: spread {min(spread):.2f}–{max(spread):.2f}, {inside} of {len(names)} in the band; "
                      f"sync min {min(sync):.2f} mean {sum(sync) / len(sync):.2f}; offsets {offsets}")
         lines += [f"   {name:20s} spread {value:.2f} sync {correlation:.2f} ({offset})"

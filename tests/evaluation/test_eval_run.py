@@ -13,7 +13,7 @@ import torch
 from deltaplane.audio.io import load_audio, write_wav
 from deltaplane.cli import main
 from deltaplane.data.dataset import load_clip
-from deltaplane.evaluation.run import evaluate_run
+from deltaplane.evaluation.run import evaluate_run, mouth_scale_hint
 from deltaplane.evaluation.scoring import EvaluationConfig
 from deltaplane.inference import RenderOverrides, load_run
 from deltaplane.media.video import probe_video, read_video_metadata
@@ -97,3 +97,22 @@ def test_load_run_replaces_the_runs_mouth_x_blur(tiny_run: Path) -> None:
     assert kept.config.mouth_x_blur == 0 and blurred.config.mouth_x_blur == 2.0 and not blurred.training
     for name, value in kept.state_dict().items():
         torch.testing.assert_close(blurred.state_dict()[name], value)
+
+
+def test_mouth_scale_hint_names_the_factor_for_a_mouth_outside_the_band() -> None:
+    """evaluate's report note: the cross-driven files' median opening ratio (else the split's) outside its band →
+    the run's mouth scale over that ratio, rounded, within 0.5–2; inside the band, without a ratio, or when that is
+    the run's own factor → no note."""
+    cross = {f"cross/{name}/mouth/opening_std_ratio": value for name, value in (("a", 0.65), ("b", 0.68), ("c", 0.9))}
+    hint = mouth_scale_hint({**cross, "test/mouth/opening_std_ratio": 1.0}, 1.0)
+    assert "with the other voices" in hint and "0.68×" in hint and "--mouth-scale 1.5 moves it further" in hint
+    assert "--mouth-scale 1.9 moves it further" in mouth_scale_hint(cross, 1.3)  # 1.3 / 0.68, from the run's factor
+    assert mouth_scale_hint({"cross/a/mouth/opening_std_ratio": 0.75}, 1.0) is None  # in the band
+    own = mouth_scale_hint({"test/mouth/opening_std_ratio": 1.6}, 1.0)
+    assert "the split's own audio" in own and "--mouth-scale 0.6 moves it less far" in own
+    assert mouth_scale_hint({"test/mouth/opening_std_ratio": 1.1}, 1.0) is None  # the test band is 0.8–1.25
+    assert "--mouth-scale 2 " in mouth_scale_hint({"cross/a/mouth/opening_std_ratio": 0.2}, 1.0)  # at most 2
+    assert mouth_scale_hint({"cross/a/mouth/opening_std_ratio": 0.2}, 2.0) is None  # nothing further to offer
+    assert mouth_scale_hint({"cross/a/mouth/opening_std_ratio": 0.0}, 1.0) is None  # no mouth found to scale
+    assert mouth_scale_hint({}, 1.0) is None
+

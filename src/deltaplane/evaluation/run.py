@@ -281,8 +281,41 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
                             strip=result.strip, view_rows=_view_rows(kept, view_cameras),
                             mouth_rows=mouth_rows, detail_rows=result.detail_rows,
                             videos={} if videos is None else {name: f"{VIDEOS_DIR}/{name}.mp4" for name in kept.middle},
-                            notes=[*notes(config), "Unprefixed skipped keys apply to every prefix."])
+                            notes=[*notes(config), "Unprefixed skipped keys apply to every prefix.",
+                                   *([hint] if (hint := _mouth_hint(model, metrics)) else [])])
         return write_outputs(output_dir, metrics, skipped, report)
+
+
+MOUTH_BANDS = {"cross": (0.7, 1.4), "test": (0.8, 1.25)}
+"""Where the mouth's opening_std_ratio counts as moving as far as the person's (issue 9): with other voices
+(cross/, against the split's frames), and with the split's own audio (test/, against its frames)."""
+
+
+def mouth_scale_hint(metrics: dict, mouth_scale: float) -> str | None:
+    """A report note when the renders' mouth moves outside `MOUTH_BANDS` (the cross-driven files' median ratio, or
+    the split's without them): the `--mouth-scale` that would bring the ratio to 1 if it were proportional (it is
+    not quite: the snap keeps the mouths among the training video's), from the run's `mouth_scale`, within 0.5–2.
+    None inside the band, or when that factor is the run's."""
+    ratios = [value for key, value in metrics.items()
+              if key.startswith("cross/") and key.endswith("/mouth/opening_std_ratio")]
+    band, where = MOUTH_BANDS["cross"], "with the other voices"
+    if not ratios and "test/mouth/opening_std_ratio" in metrics:
+        ratios = [metrics["test/mouth/opening_std_ratio"]]
+        band, where = MOUTH_BANDS["test"], "with the split's own audio"
+    if not ratios or not min(ratios) > 0:
+        return None
+    ratio = float(np.median(ratios))
+    suggested = min(max(round(mouth_scale / ratio, 1), 0.5), 2.0)
+    if band[0] <= ratio <= band[1] or suggested == mouth_scale:
+        return None
+    return (f"Mouth motion: {where} the mouth moves {ratio:.2f}× as far as the person's (opening_std_ratio, band "
+            f"{band[0]}–{band[1]}); rendering with --mouth-scale {suggested:g} moves it "
+            f"{'further' if suggested > mouth_scale else 'less far'} (the run renders at {mouth_scale:g}).")
+
+
+def _mouth_hint(model: TriplaneTalker, metrics: dict) -> str | None:
+    """`mouth_scale_hint` for a run whose audio drives a lip vector (the only runs `--mouth-scale` applies to)."""
+    return None if model.lips is None else mouth_scale_hint(metrics, model.lips.config.mouth_scale)
 
 
 VIEW_TILE = 192
