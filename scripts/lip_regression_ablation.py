@@ -24,7 +24,9 @@ utterance's raw lip vectors move as much as the held-out blocks', whatever the v
 keepK (with snapH: the K leading components left unsnapped, `LipConfig.snap_keep`), uttopen (with uttA: the
 utterance's spread measured on the inner-lip opening of its raw vectors' mouths instead of the pooled shape spread).
 
-`test/pause_opening_ratio`: the predicted mean opening over the test split's pauses (`speech_activity` 0) over the
+`test/opening_lag`: the shift in frames (within ±5) at which the predicted opening correlates best with the tracked
+one on the test split (`best_lag`; positive: the prediction comes late). `test/pause_opening_ratio`: the predicted
+mean opening over the test split's pauses (`speech_activity` 0) over the
 tracked one's (None with fewer than 3 pause frames). `test/{pause,speech}_blend_spread` (with snapH): how far apart
 the training mouths are that the snap blends into one lip vector (`blend_spread`), for the audio's vectors and, as
 `test/tracked_…`, for the tracked ones.
@@ -123,6 +125,16 @@ def blend_spread(vectors: torch.Tensor, lips: LipVector, chosen: np.ndarray) -> 
     mean = weights @ bank_opening
     spread = (weights @ bank_opening.square() - mean.square()).clamp_min(0).sqrt()
     return float(spread.mean() / bank_opening[lips.bank_valid].mean())
+
+
+def best_lag(predicted: np.ndarray, tracked: np.ndarray, reach: int = 5) -> int:
+    """The shift in frames, within ±`reach`, at which `predicted` correlates best with `tracked`: positive = the
+    prediction comes that many frames late (its frame t + lag matches the tracked frame t)."""
+    def correlation(lag: int) -> float:
+        a, b = (predicted[lag:], tracked[:len(tracked) - lag]) if lag >= 0 else (predicted[:lag], tracked[-lag:])
+        return float(np.corrcoef(a, b)[0, 1])
+
+    return max(range(-reach, reach + 1), key=correlation)
 
 
 def jitter(opening_series: np.ndarray) -> float:
@@ -259,6 +271,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
                "selected_step": float(np.mean(best_steps)),
                "test/lip_correlation": float(np.corrcoef(test_predicted[:, 0], tracked_test[:, 0])[0, 1]),
                "test/opening_std_ratio": float(test_opening.std() / reference.std()),
+               "test/opening_lag": best_lag(test_opening, reference),
                "test/opening_mean_ratio": float(test_opening.mean() / reference.mean()),
                "test/pause_opening_ratio": opening_ratio(test_opening, reference, pauses),
                "test/pause_blend_spread": blend_spread(test_unsnapped, lips, pauses),
