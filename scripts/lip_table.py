@@ -35,8 +35,8 @@ def test_line(name: str, row: dict) -> str:
 
 def block(row: dict) -> list[str]:
     """The lines of one scored run."""
-    widths = sorted({key.split("/")[0] for key in row if key.startswith(("test_snap", "test_mouthx"))})
-    lines = [test_line(name, row) for name in (*RENDERS, *widths) if f"{name}/psnr" in row]
+    settings = sorted({key.split("/")[0] for key in row if key.startswith(("test_snap", "test_mouthx"))})
+    lines = [test_line(name, row) for name in (*RENDERS, *settings) if f"{name}/psnr" in row]
     if "test/gt/sync/correlation" in row:
         lines.append(f"ground truth sync {row['test/gt/sync/correlation']:.2f} ({row['test/gt/sync/offset_frames']}) "
                      f"torso specks {row.get('test/gt/torso_speckle', float('nan')):.5f}")

@@ -146,8 +146,9 @@ def score(directory: Path, replay: Replay | None, background: np.ndarray | None,
     samples = load_audio(directory / "test_gt.mp4")
     row = {}
     # gpu_lip_motion.py --snap-widths and --mouth-scales
-    widths = sorted(path.stem for pattern in ("test_snap*.mp4", "test_mouthx*.mp4") for path in directory.glob(pattern))
-    for name in (*RENDERS, *widths):  # the test split rendered each way, against its ground truth
+    settings = sorted(path.stem for pattern in ("test_snap*.mp4", "test_mouthx*.mp4")
+                      for path in directory.glob(pattern))
+    for name in (*RENDERS, *settings):  # the test split rendered each way, against its ground truth
         if not (directory / f"{name}.mp4").is_file():
             continue
         (test, count), (truth, _) = frames(directory / f"{name}.mp4"), frames(directory / "test_gt.mp4")

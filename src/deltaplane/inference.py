@@ -62,11 +62,11 @@ class RenderOverrides:
 
     def apply(self, config: TriplaneTalkerConfig, run_dir: Path) -> TriplaneTalkerConfig:
         """`config` with these settings; an InputError names the flag that does not fit the run."""
-        try:  # the configs' own checks: a run without a mouth box, a negative σ, a factor ≤ 0
-            if self.mouth_x_blur is not None:
+        if self.mouth_x_blur is not None:
+            try:  # the configs' own checks: a run without a mouth box, a negative σ; below, a factor ≤ 0
                 config = replace(config, mouth_x_blur=self.mouth_x_blur)
-        except ValueError as exc:
-            raise InputError(f"--mouth-x-blur {self.mouth_x_blur} does not fit {run_dir}: {exc}") from exc
+            except ValueError as exc:
+                raise InputError(f"--mouth-x-blur {self.mouth_x_blur} does not fit {run_dir}: {exc}") from exc
         if self.mouth_scale is not None:
             if config.audio_token != "lips":
                 raise InputError(f"--mouth-scale needs a run whose audio drives a lip vector (the fast preset's); "

@@ -282,7 +282,8 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
                             mouth_rows=mouth_rows, detail_rows=result.detail_rows,
                             videos={} if videos is None else {name: f"{VIDEOS_DIR}/{name}.mp4" for name in kept.middle},
                             notes=[*notes(config), "Unprefixed skipped keys apply to every prefix.",
-                                   *([hint] if (hint := _mouth_hint(model, metrics)) else [])])
+                                   *([hint] if (hint := None if model.lips is None else  # lip-vector runs only
+                                                 mouth_scale_hint(metrics, model.lips.config.mouth_scale)) else [])])
         return write_outputs(output_dir, metrics, skipped, report)
 
 
@@ -311,11 +312,6 @@ def mouth_scale_hint(metrics: dict, mouth_scale: float) -> str | None:
     return (f"Mouth motion: {where} the mouth moves {ratio:.2f}× as far as the person's (opening_std_ratio, band "
             f"{band[0]}–{band[1]}); rendering with --mouth-scale {suggested:g} moves it "
             f"{'further' if suggested > mouth_scale else 'less far'} (the run renders at {mouth_scale:g}).")
-
-
-def _mouth_hint(model: TriplaneTalker, metrics: dict) -> str | None:
-    """`mouth_scale_hint` for a run whose audio drives a lip vector (the only runs `--mouth-scale` applies to)."""
-    return None if model.lips is None else mouth_scale_hint(metrics, model.lips.config.mouth_scale)
 
 
 VIEW_TILE = 192
