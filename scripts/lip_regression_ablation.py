@@ -22,7 +22,9 @@ that the snapped held-out vectors' inner-lip opening, not their pooled spread, m
 uttA (per driving utterance, the gain times (held-out raw spread / the utterance's raw spread)^A: A = 1 makes every
 utterance's raw lip vectors move as much as the held-out blocks', whatever the voice; A = 0 is the calibrated gain),
 keepK (with snapH: the K leading components left unsnapped, `LipConfig.snap_keep`), uttopen (with uttA: the
-utterance's spread measured on the inner-lip opening of its raw vectors' mouths instead of the pooled shape spread).
+utterance's spread measured on the inner-lip opening of its raw vectors' mouths instead of the pooled shape spread),
+uttmean (the gain applied about each driving utterance's own mean raw lip vector instead of the training frames'
+mean mouth: a gain above 1 then widens the motion without moving the utterance's mean mouth).
 
 `test/opening_lag`: the shift in frames (within ±5) at which the predicted opening correlates best with the tracked
 one on the test split (`best_lag`; positive: the prediction comes late). `test/pause_opening_ratio`: the predicted
@@ -182,6 +184,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
     gain_factor = next((float(part[4:]) for part in parts if part.startswith("gain")), 1.0)
     utterance_power = next((float(part[3:]) for part in parts if part.startswith("utt") and part != "uttopen"), 0.0)
     utterance_opening = "uttopen" in parts
+    about_mean = "uttmean" in parts
     snap_keep = next((int(part[4:]) for part in parts if part.startswith("keep")), 0)
 
     def windows_at(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -259,10 +262,17 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
                 return (lips.gain * ratio ** utterance_power).clamp(max=MAX_GAIN)
             return lips.gain * (lips.utterance_gain(vectors) / lips.gain) ** utterance_power
 
+        def calibrated(vectors: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+            """`LipVector.calibrated`; uttmean: the gain applied about the utterance's own mean raw vector."""
+            centre = vectors.mean(0) if about_mean else torch.zeros_like(vectors[0])
+            return lips.calibrated(centre / gain + vectors - centre, gain)
+
         test_raw = gated(raw(windows_at(test_features, test_clip.indices)), activity[test_clip.indices])
         test_gain = gain_for(test_raw)
-        test_predicted = smooth(lips.calibrated(test_raw, test_gain))
-        test_unsnapped = torch.minimum(torch.maximum(test_raw * test_gain, lips.low), lips.high)
+        test_predicted = smooth(calibrated(test_raw, test_gain))
+        test_centre = test_raw.mean(0) if about_mean else torch.zeros_like(test_raw[0])
+        test_unsnapped = torch.minimum(torch.maximum(test_centre + (test_raw - test_centre) * test_gain, lips.low),
+                                       lips.high)
         pauses = (activity[test_clip.indices] == 0).numpy()
         tracked_test = lips.coefficients(test_clip.mouth_shapes)
         reference, test_opening = opening(test_clip.mouth_shapes), opening(lips.shapes(test_predicted))
@@ -293,7 +303,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
             features = torch.from_numpy(with_phones(samples, windows, manifest.fps) if phones else windows)
             speech = torch.from_numpy(speech_activity(samples, count, manifest.fps))
             vectors = gated(raw(windows_at(features, torch.arange(count))), speech)
-            vectors = smooth(lips.calibrated(vectors, gain_for(vectors)))
+            vectors = smooth(calibrated(vectors, gain_for(vectors)))
             predicted = opening(lips.shapes(vectors))
             score = landmark_sync(predicted, speech_envelope(samples, count, manifest.fps), 10)
             row[f"cross/{name}/opening_std_ratio"] = float(predicted.std() / reference.std())

@@ -63,7 +63,8 @@ def cross_prefixes(prefixes: Iterable[str]) -> list[str]:
 
 
 KEEP = ("psnr", "psnr_face", "psnr_eyes", "bias_eyes", "psnr_mouth", "bias_mouth", "psnr_torso", "bias_torso", "lmd",
-        "mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction", "mouth/open_fraction_reference",
+        "lmd_offset", "lmd_motion", "mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction",
+        "mouth/open_fraction_reference",
         "sync/correlation", "sync/offset_frames", "sharpness_ratio", "detail_gain_1", "detail_gain_2",
         "mouth/pause_opening_ratio", "mouth/speech_opening_ratio")
 

@@ -17,7 +17,7 @@ from skimage.metrics import structural_similarity
 import deltaplane.evaluation.fid as evaluation_fid
 from deltaplane.errors import InputError
 from deltaplane.evaluation.face import (DETAIL_CROP_SIZE, detail_crops, face_mask, mouth_crop, mouth_landmark_distance,
-                                        mouth_motion, mouth_opening, region_masks)
+                                        mouth_motion, mouth_opening, mouth_shape_offset, region_masks)
 from deltaplane.evaluation.fid import InceptionSampler, fid_metrics
 from deltaplane.evaluation.keys import KEYS, describe
 from deltaplane.evaluation.pixels import (detail_gain, detail_scores, frame_scores, laplacian_variance, region_scores,
@@ -129,6 +129,29 @@ def test_lmd_is_translation_free_mean_distance_in_512_pixel_units() -> None:
     other = target.copy()
     other[:48] += 50.0  # points outside the mouth do not count
     assert mouth_landmark_distance(other, target, 512) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_lmd_splits_into_a_constant_mouth_offset_and_the_motion() -> None:
+    """`mouth_shape_offset`: a mouth that is always 2 px too open (lower lip points 2 px lower in every frame) is all
+    offset; a mouth right on average but wrong frame by frame is all motion; frames without a face are left out."""
+    rng = np.random.default_rng(0)
+    targets = np.stack([_landmarks(seed) for seed in range(6)])
+    lower = [55, 56, 57, 58, 59, 65, 66, 67]  # outer and inner lower lip
+    opened = targets.copy()
+    opened[:, lower, 1] += 2.0
+    opened_offset, motion = mouth_shape_offset(opened, targets, 512)
+    lmd = np.mean([mouth_landmark_distance(p, t, 512) for p, t in zip(opened, targets)])
+    assert opened_offset == pytest.approx(lmd, abs=1e-6) and motion == pytest.approx(0.0, abs=1e-6)
+    wobbling = targets.copy()
+    wobbling[:, 48:68] += rng.normal(0.0, 1.0, (6, 20, 2))
+    wobbling[:, 48:68] -= (wobbling - targets)[:, 48:68].mean(0)  # right on average
+    offset, motion = mouth_shape_offset(wobbling, targets, 512)
+    assert offset == pytest.approx(0.0, abs=1e-4) and motion > 0.5  # float32 landmarks
+    missing = opened.copy()
+    missing[2] = np.nan
+    # the same offset in every frame left, in pixels of a 512-wide frame (half at 1024)
+    assert mouth_shape_offset(missing, targets, 1024)[0] == pytest.approx(0.5 * opened_offset, abs=1e-6)
+    assert mouth_shape_offset(np.full_like(targets, np.nan), targets, 512) is None
 
 
 def test_mouth_opening_and_face_mask() -> None:

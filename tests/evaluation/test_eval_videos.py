@@ -70,7 +70,7 @@ def test_identical_videos_score_perfectly(clip_excerpt, lpips_file: Path, tmp_pa
     assert math.isinf(metrics["psnr_eyes"]) and math.isinf(metrics["psnr_mouth"])
     assert metrics["bias_eyes"] == metrics["bias_mouth"] == 0.0
     assert metrics["ssim"] == pytest.approx(1.0, abs=1e-6) and metrics["ssim_face"] == pytest.approx(1.0, abs=1e-6)
-    assert metrics["lmd"] == 0.0 and metrics["blink_error"] == 0.0
+    assert metrics["lmd"] == metrics["lmd_offset"] == metrics["lmd_motion"] == 0.0 and metrics["blink_error"] == 0.0
     assert metrics["id_distance"] == 0.0 and metrics["id_frames"] == 3  # frames 0, 10, 20
     assert metrics["lpips"] == pytest.approx(0.0, abs=1e-6) and metrics["lpips_every"] == 12
     assert metrics["mouth/opening_std_ratio"] == metrics["mouth/opening_mean_ratio"] == 1.0
@@ -107,6 +107,7 @@ def test_a_pixel_shift_and_another_person_go_the_expected_direction(clip_excerpt
     assert 25.0 < near["psnr"] < math.inf and far["psnr"] < near["psnr"] - 10.0
     assert far["ssim"] < near["ssim"] < 1.0 and far["ssim_face"] < near["ssim_face"] < 1.0
     assert 0.0 < near["lmd"] < 2.0 < far["lmd"]
+    assert far["lmd_offset"] > near["lmd_offset"] and 0.0 < far["lmd_motion"] < far["lmd"]  # another person's mouth
     assert near["blink_error"] < far["blink_error"]
     assert 0.0 < near["lpips"] < far["lpips"]
     assert near["id_distance"] < 0.3 and far["id_distance"] > 0.6  # dlib's same-person threshold is 0.6

@@ -63,6 +63,25 @@ def mouth_landmark_distance(prediction: Float[ndarray, "68 2"], target: Float[nd
     return float(np.linalg.norm(centred, axis=1).mean())
 
 
+def mouth_shape_offset(predictions: Float[ndarray, "frames 68 2"], targets: Float[ndarray, "frames 68 2"],
+                       width: int) -> tuple[float, float] | None:
+    """How much of the clip's LMD a constant mouth-shape error explains: (lmd_offset, lmd_motion). The offset is the
+    mean over frames of the centred mouth points' differences (`mouth_landmark_distance`'s), a mouth that is on
+    average too open, wide or thick; lmd_offset is its mean point length, lmd_motion the LMD left once it is taken
+    from every frame (what the motion gets wrong). Frames without a face on either side are left out; None when
+    none is left. Both in pixels of a `LMD_WIDTH`-wide frame."""
+    def centred(points: ndarray) -> ndarray:
+        mouth = points[:, MOUTH_POINTS].astype(np.float64) * (LMD_WIDTH / width)
+        return mouth - mouth.mean(1, keepdims=True)
+
+    differences = centred(predictions) - centred(targets)  # [frames, 20, 2]
+    differences = differences[np.isfinite(differences).all((1, 2))]
+    if not len(differences):
+        return None
+    offset = differences.mean(0)
+    return float(np.linalg.norm(offset, axis=1).mean()), float(np.linalg.norm(differences - offset, axis=2).mean())
+
+
 def mouth_opening(landmarks68: Float[ndarray, "68 2"]) -> float:
     """Inner-lip gap (mean of three upper/lower point distances) over the outer-eye-corner distance: scale-free."""
     gap = np.mean([np.linalg.norm(landmarks68[upper] - landmarks68[lower]) for upper, lower in INNER_LIP_PAIRS])

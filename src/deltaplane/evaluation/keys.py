@@ -31,6 +31,10 @@ KEYS: dict[str, tuple[str, str]] = {
     "lpips": ("↓", "LPIPS (AlexNet, user-given weights) over the whole frame"),
     "lpips_every": ("", "LPIPS runs on every k-th frame"),
     "lmd": ("↓", "landmark distance of mouth points 48–67, each set mean-centred, in pixels of a 512-wide frame"),
+    "lmd_offset": ("↓", ("the part of lmd a constant mouth-shape error explains: the mean over frames of the "
+                         "centred points' differences (a mouth on average too open, wide or thick), its mean point "
+                         "length")),
+    "lmd_motion": ("↓", "lmd with that constant offset taken from every frame: what the mouth's motion gets wrong"),
     "blink_error": ("↓", "mean |eye aspect ratio (prediction) − eye aspect ratio (ground truth)|"),
     "id_distance": ("↓", "dlib 128-D face descriptor distance (same person below 0.6), sampled frames"),
     "id_same_person": ("↑", "fraction of sampled frames with a descriptor distance below 0.6"),

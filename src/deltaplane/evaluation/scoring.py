@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from deltaplane.evaluation.face import (MOUTH_CROP_SIZE, SAME_PERSON_THRESHOLD, IdentityEmbedder, detail_crops,
                                         face_mask, mouth_crop, mouth_landmark_distance, mouth_motion, mouth_opening,
-                                        region_masks)
+                                        mouth_shape_offset, region_masks)
 from deltaplane.evaluation.fid import InceptionSampler, fid_metrics
 from deltaplane.evaluation.pixels import (SsimWorkspace, detail_scores, error_map, frame_scores, laplacian_variance,
                                          lpips_distance, region_scores)
@@ -210,6 +210,8 @@ class PairResult:
     detail_rows: list[tuple[str, tuple[tuple[int, ndarray], ...]]]
     """Labelled rows of (frame index, crop) of the strip frames: eyes, mouth and hair of the ground truth, each
     above the render's crop at the same place (`face.detail_crops` at the ground truth's landmarks)."""
+    width: int
+    """Width of the ground truth's frames, at which both videos' landmarks are (predictions are resized to it)."""
 
 
 def strip_indices(num_frames: int, count: int) -> set[int]:
@@ -262,7 +264,7 @@ def score_pair(predictions: Iterable[ndarray], targets: Iterable[ndarray], num_f
         rows = [(label, tuple(details[label])) for region in ("eyes", "mouth", "hair")
                 for label in (f"ground truth {region}", f"render {region}") if label in details]
         return PairResult(predicted.finish(), truth.finish(), {k: np.array(v) for k, v in series.items()}, strip,
-                          rows)
+                          rows, 0 if workspace is None else workspace.shape[1])
 
 
 def _centre_inside(box: Float[ndarray, "4"], other: Float[ndarray, "4"]) -> bool:
@@ -351,6 +353,11 @@ def pair_metrics(result: PairResult, config: EvaluationConfig) -> tuple[dict, di
     found, reasons = motion_metrics(result.prediction, result.target)
     metrics.update(found)
     skipped.update(reasons)
+    split = mouth_shape_offset(result.prediction.landmarks, result.target.landmarks, result.width)
+    if split is None:
+        skipped.update(dict.fromkeys(("lmd_offset", "lmd_motion"), "no frame with a face in both videos"))
+    else:
+        metrics["lmd_offset"], metrics["lmd_motion"] = split
     metrics["faces/missing_pred"] = int((~result.prediction.found).sum())
     metrics["faces/missing_gt"] = int((~result.target.found).sum())
     return metrics, skipped
