@@ -24,7 +24,8 @@ def test_line(name: str, row: dict) -> str:
     def get(key: str, spec: str = ".2f") -> str:
         value = row.get(f"{name}/{key}")
         return "-" if value is None else format(value, spec)
-    return (f"{name:22s} psnr {get('psnr')}/{get('psnr_face')} lmd {get('lmd')} ({get('lmd_offset')}+{get('lmd_motion')}) std {get('mouth/opening_std_ratio')} "
+    return (f"{name:22s} psnr {get('psnr')}/{get('psnr_face')} lmd {get('lmd')} [offset {get('lmd_offset')} motion "
+            f"{get('lmd_motion')}] std {get('mouth/opening_std_ratio')} "
             f"mean {get('mouth/opening_mean_ratio')} open {get('mouth/open_fraction')}/"
             f"{get('mouth/open_fraction_reference')} sync {get('sync/correlation')} ({get('sync/offset_frames', 'd')}) "
             f"sharp {get('sharpness_ratio')} gain {get('detail_gain_1')}/{get('detail_gain_2')} "
