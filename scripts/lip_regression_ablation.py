@@ -24,7 +24,9 @@ utterance's raw lip vectors move as much as the held-out blocks', whatever the v
 keepK (with snapH: the K leading components left unsnapped, `LipConfig.snap_keep`), uttopen (with uttA: the
 utterance's spread measured on the inner-lip opening of its raw vectors' mouths instead of the pooled shape spread),
 uttmean (the gain applied about each driving utterance's own mean raw lip vector instead of the training frames'
-mean mouth: a gain above 1 then widens the motion without moving the utterance's mean mouth).
+mean mouth: a gain above 1 then widens the motion without moving the utterance's mean mouth), openmean (each
+utterance's calibrated lip vectors moved along the opening's direction until their mean inner-lip opening is the
+training frames' mean).
 
 `test/opening_lag`: the shift in frames (within ±5) at which the predicted opening correlates best with the tracked
 one on the test split (`best_lag`; positive: the prediction comes late). `test/pause_opening_ratio`: the predicted
@@ -185,6 +187,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
     utterance_power = next((float(part[3:]) for part in parts if part.startswith("utt") and part != "uttopen"), 0.0)
     utterance_opening = "uttopen" in parts
     about_mean = "uttmean" in parts
+    keep_mean_opening = "openmean" in parts
     snap_keep = next((int(part[4:]) for part in parts if part.startswith("keep")), 0)
 
     def windows_at(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
@@ -262,10 +265,24 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
                 return (lips.gain * ratio ** utterance_power).clamp(max=MAX_GAIN)
             return lips.gain * (lips.utterance_gain(vectors) / lips.gain) ** utterance_power
 
+        mean_opening = float(opening(lips.shapes(targets)).mean())
+        with torch.enable_grad():  # the opening's direction in lip-vector space, at the training frames' mean mouth
+            origin = torch.zeros(1, lips.scale.shape[0], requires_grad=True)
+            (direction,) = torch.autograd.grad(shape_opening(lips.shapes(origin)).sum(), origin)
+        direction = direction[0] / direction[0].square().sum()  # a step of 1 along it opens the mouth by about 1
+
         def calibrated(vectors: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-            """`LipVector.calibrated`; uttmean: the gain applied about the utterance's own mean raw vector."""
+            """`LipVector.calibrated`; uttmean: the gain applied about the utterance's own mean raw vector; openmean:
+            the calibrated vectors moved along the opening's direction until their mean opening is the training
+            frames' (three rounds: the range and the snap move it)."""
             centre = vectors.mean(0) if about_mean else torch.zeros_like(vectors[0])
-            return lips.calibrated(centre / gain + vectors - centre, gain)
+            widened = centre / gain + vectors - centre
+            result = lips.calibrated(widened, gain)
+            for _ in range(3 if keep_mean_opening else 0):
+                shift = (mean_opening - float(opening(lips.shapes(result)).mean())) * direction
+                widened = widened + shift / gain
+                result = lips.calibrated(widened, gain)
+            return result
 
         test_raw = gated(raw(windows_at(test_features, test_clip.indices)), activity[test_clip.indices])
         test_gain = gain_for(test_raw)
