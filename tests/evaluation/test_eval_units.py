@@ -152,6 +152,7 @@ def test_lmd_splits_into_a_constant_mouth_offset_and_the_motion() -> None:
     # the same offset in every frame left, in pixels of a 512-wide frame (half at 1024)
     assert mouth_shape_offset(missing, targets, 1024)[0] == pytest.approx(0.5 * opened_offset, abs=1e-6)
     assert mouth_shape_offset(np.full_like(targets, np.nan), targets, 512) is None
+    assert mouth_shape_offset(targets[:0], targets[:0], 0) is None  # no frame at all
 
 
 def test_mouth_opening_and_face_mask() -> None:

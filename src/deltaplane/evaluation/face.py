@@ -71,13 +71,14 @@ def mouth_shape_offset(predictions: Float[ndarray, "frames 68 2"], targets: Floa
     from every frame (what the motion gets wrong). Frames without a face on either side are left out; None when
     none is left. Both in pixels of a `LMD_WIDTH`-wide frame."""
     def centred(points: ndarray) -> ndarray:
-        mouth = points[:, MOUTH_POINTS].astype(np.float64) * (LMD_WIDTH / width)
+        mouth = points[:, MOUTH_POINTS].astype(np.float64)
         return mouth - mouth.mean(1, keepdims=True)
 
     differences = centred(predictions) - centred(targets)  # [frames, 20, 2]
     differences = differences[np.isfinite(differences).all((1, 2))]
     if not len(differences):
         return None
+    differences *= LMD_WIDTH / width
     offset = differences.mean(0)
     return float(np.linalg.norm(offset, axis=1).mean()), float(np.linalg.norm(differences - offset, axis=2).mean())
 
