@@ -4,6 +4,8 @@ test_gt.mp4), for reading `lmd_offset` / `lmd_motion` (docs/evaluation.md):
 * timing: the render's mouth opening correlated with the truth's, and its LMD, with the render shifted by LAG frames
   (positive: the render's frame t + LAG against the truth's frame t, i.e. a render that comes late scores best at a
   positive lag);
+* pauses and speech: the render's `lmd_offset` / `lmd_motion` over the frames where the truth's audio pauses and
+  where it speaks (`lip_regression_ablation.speech_activity`);
 * softness: the truth blurred by a Gaussian of σ px scored against itself: how far dlib's mouth points move on a
   soft mouth alone (`lmd_offset`, the inner-lip gap), next to the blur's sharpness ratio (`laplacian_variance` in
   the truth's face hull) and the render's.
@@ -19,11 +21,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from lip_regression_ablation import speech_activity
 
+from deltaplane.audio.io import load_audio
 from deltaplane.evaluation import face
 from deltaplane.evaluation.pixels import laplacian_variance
 from deltaplane.evaluation.scoring import EvaluationConfig, load_experts, observe_video
-from deltaplane.media.video import iter_frames
+from deltaplane.media.video import iter_frames, probe_video
 
 LAGS = range(-3, 4)
 SIGMAS = (0.5, 1.0, 2.0, 3.0)
@@ -49,7 +53,8 @@ def main() -> None:
     def landmarks(frames: list[np.ndarray]) -> np.ndarray:
         return observe_video(iter(frames), len(frames), config, experts, embedder).landmarks
 
-    truth_frames = list(iter_frames(args.run / f"{args.truth}.mp4"))
+    truth_video = args.run / f"{args.truth}.mp4"
+    truth_frames = list(iter_frames(truth_video))
     render_frames = list(iter_frames(args.run / f"{args.render}.mp4"))
     width = truth_frames[0].shape[1]
     truth, render = landmarks(truth_frames), landmarks(render_frames)
@@ -59,6 +64,12 @@ def main() -> None:
         openings = [np.array([face.mouth_opening(points) for points in side[found]]) for side in (ours, theirs)]
         lmd = np.mean([face.mouth_landmark_distance(p, t, width) for p, t in zip(theirs[found], ours[found])])
         print(f"lag {lag:+d}: opening correlation {np.corrcoef(*openings)[0, 1]:.2f}, LMD {lmd:.3f}")
+
+    count = min(len(truth), len(render))
+    speaking = speech_activity(load_audio(truth_video), count, probe_video(truth_video).fps) > 0
+    for name, chosen in (("pauses", ~speaking), ("speech", speaking)):
+        offset, motion = face.mouth_shape_offset(render[:count][chosen], truth[:count][chosen], width)
+        print(f"{name} ({int(chosen.sum())} frames): offset {offset:.3f}, motion {motion:.3f}")
 
     def gap(points: np.ndarray) -> float:
         return float(np.nanmean(np.linalg.norm(points[:, INNER_GAP[0]] - points[:, INNER_GAP[1]], axis=1)))
