@@ -265,31 +265,33 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
                 return (lips.gain * ratio ** utterance_power).clamp(max=MAX_GAIN)
             return lips.gain * (lips.utterance_gain(vectors) / lips.gain) ** utterance_power
 
-        mean_opening = float(opening(lips.shapes(targets)).mean())
-        with torch.enable_grad():  # the opening's direction in lip-vector space, at the training frames' mean mouth
-            origin = torch.zeros(1, lips.scale.shape[0], requires_grad=True)
-            (direction,) = torch.autograd.grad(shape_opening(lips.shapes(origin)).sum(), origin)
-        direction = direction[0] / direction[0].square().sum()  # a step of 1 along it opens the mouth by about 1
+        if keep_mean_opening:
+            mean_opening = float(opening(lips.shapes(targets)).mean())
+            with torch.enable_grad():  # the opening's direction in lip-vector space, at the training frames' mean
+                origin = torch.zeros(1, lips.scale.shape[0], requires_grad=True)
+                (direction,) = torch.autograd.grad(shape_opening(lips.shapes(origin)).sum(), origin)
+            direction = direction[0] / direction[0].square().sum()  # a step of 1 along it opens the mouth by about 1
+
+        def widened(vectors: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+            """What `LipVector.calibrated` multiplies by `gain`: the raw vectors, or with uttmean the same moved so
+            that the gain widens them about the utterance's own mean raw vector."""
+            centre = vectors.mean(0) if about_mean else torch.zeros_like(vectors[0])
+            return centre / gain + vectors - centre
 
         def calibrated(vectors: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
-            """`LipVector.calibrated`; uttmean: the gain applied about the utterance's own mean raw vector; openmean:
-            the calibrated vectors moved along the opening's direction until their mean opening is the training
-            frames' (three rounds: the range and the snap move it)."""
-            centre = vectors.mean(0) if about_mean else torch.zeros_like(vectors[0])
-            widened = centre / gain + vectors - centre
-            result = lips.calibrated(widened, gain)
+            """`LipVector.calibrated` of `widened`; openmean: the result moved along the opening's direction until
+            its mean opening is the training frames' (three rounds: the range and the snap move it)."""
+            unscaled = widened(vectors, gain)
+            result = lips.calibrated(unscaled, gain)
             for _ in range(3 if keep_mean_opening else 0):
-                shift = (mean_opening - float(opening(lips.shapes(result)).mean())) * direction
-                widened = widened + shift / gain
-                result = lips.calibrated(widened, gain)
+                unscaled = unscaled + (mean_opening - float(opening(lips.shapes(result)).mean())) * direction / gain
+                result = lips.calibrated(unscaled, gain)
             return result
 
         test_raw = gated(raw(windows_at(test_features, test_clip.indices)), activity[test_clip.indices])
         test_gain = gain_for(test_raw)
         test_predicted = smooth(calibrated(test_raw, test_gain))
-        test_centre = test_raw.mean(0) if about_mean else torch.zeros_like(test_raw[0])
-        test_unsnapped = torch.minimum(torch.maximum(test_centre + (test_raw - test_centre) * test_gain, lips.low),
-                                       lips.high)
+        test_unsnapped = torch.minimum(torch.maximum(widened(test_raw, test_gain) * test_gain, lips.low), lips.high)
         pauses = (activity[test_clip.indices] == 0).numpy()
         tracked_test = lips.coefficients(test_clip.mouth_shapes)
         reference, test_opening = opening(test_clip.mouth_shapes), opening(lips.shapes(test_predicted))

@@ -8,9 +8,11 @@ test_gt.mp4), for reading `lmd_offset` / `lmd_motion` (docs/evaluation.md):
   where it speaks (`lip_regression_ablation.speech_activity`);
 * softness: the truth blurred by a Gaussian of σ px scored against itself: how far dlib's mouth points move on a
   soft mouth alone (`lmd_offset`, the inner-lip gap), next to the blur's sharpness ratio (`laplacian_variance` in
-  the truth's face hull) and the render's.
+  the truth's face hull) and the render's;
+* with --dataset: the tracked mean inner-lip opening (`geometry.lips.shape_opening`) of the dataset's training and
+  test splits, i.e. how closed the test passage is against the person's average.
 
-    python scripts/mouth_offset_check.py RUN_DIR [--render test] [--truth test_gt]
+    python scripts/mouth_offset_check.py RUN_DIR [--render test] [--truth test_gt] [--dataset DATASET]
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import torch
 from lip_regression_ablation import speech_activity
 
 from deltaplane.audio.io import load_audio
+from deltaplane.data.dataset import load_clip
 from deltaplane.evaluation import face
 from deltaplane.evaluation.pixels import laplacian_variance
 from deltaplane.evaluation.scoring import EvaluationConfig, load_experts, observe_video
+from deltaplane.geometry.lips import shape_opening
 from deltaplane.media.video import iter_frames, probe_video
 
 LAGS = range(-3, 4)
@@ -46,7 +50,13 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--render", default="test")
     parser.add_argument("--truth", default="test_gt")
+    parser.add_argument("--dataset", type=Path, default=None, help="the run's preprocessed dataset")
     args = parser.parse_args()
+    if args.dataset is not None:
+        means = {split: float(shape_opening(load_clip(args.dataset, split, size=32)[1].mouth_shapes.float()).mean())
+                 for split in ("train", "test")}
+        print(f"tracked mean opening: train {means['train']:.4f}, test {means['test']:.4f} "
+              f"(train / test {means['train'] / means['test']:.2f})")
     config = EvaluationConfig(identity_every=1_000_000)  # landmarks only
     experts, embedder = load_experts(config, torch.device("cpu")), face.IdentityEmbedder()
 

@@ -56,11 +56,14 @@ def mouth_landmark_distance(prediction: Float[ndarray, "68 2"], target: Float[nd
                             width: int) -> float:
     """LMD of one frame (spec §8): mouth points 48–67 of each set are mean-centred (translation only), and the mean
     Euclidean distance between corresponding points is returned in units of a `LMD_WIDTH`-wide frame."""
-    scale = LMD_WIDTH / width
-    mouth_prediction = prediction[MOUTH_POINTS].astype(np.float64) * scale  # [20, 2]
-    mouth_target = target[MOUTH_POINTS].astype(np.float64) * scale
-    centred = (mouth_prediction - mouth_prediction.mean(0)) - (mouth_target - mouth_target.mean(0))
-    return float(np.linalg.norm(centred, axis=1).mean())
+    differences = (_centred_mouth(prediction) - _centred_mouth(target)) * (LMD_WIDTH / width)  # [20, 2]
+    return float(np.linalg.norm(differences, axis=1).mean())
+
+
+def _centred_mouth(points: Float[ndarray, "*frames 68 2"]) -> Float[ndarray, "*frames 20 2"]:
+    """Mouth points 48–67 less their mean point (LMD's translation-free mouth), in float64."""
+    mouth = points[..., MOUTH_POINTS, :].astype(np.float64)
+    return mouth - mouth.mean(-2, keepdims=True)
 
 
 def mouth_shape_offset(predictions: Float[ndarray, "frames 68 2"], targets: Float[ndarray, "frames 68 2"],
@@ -70,11 +73,7 @@ def mouth_shape_offset(predictions: Float[ndarray, "frames 68 2"], targets: Floa
     average too open, wide or thick; lmd_offset is its mean point length, lmd_motion the LMD left once it is taken
     from every frame (what the motion gets wrong). Frames without a face on either side are left out; None when
     none is left. Both in pixels of a `LMD_WIDTH`-wide frame."""
-    def centred(points: ndarray) -> ndarray:
-        mouth = points[:, MOUTH_POINTS].astype(np.float64)
-        return mouth - mouth.mean(1, keepdims=True)
-
-    differences = centred(predictions) - centred(targets)  # [frames, 20, 2]
+    differences = _centred_mouth(predictions) - _centred_mouth(targets)  # [frames, 20, 2]
     differences = differences[np.isfinite(differences).all((1, 2))]
     if not len(differences):
         return None
