@@ -197,15 +197,17 @@ class TriplaneTalkerConfig:
     hair and ears on an ellipsoid fitted to the head's silhouette), so that side views meet a round head instead
     of the face's card, cut off at the far eye (docs/novel-views.md "The head proxy"); the trainer loads them
     (`load_clip(head_proxy=True)`). Off in the presets: on the GPU it let the detector find obama's yaw −30° face
-    again (0.04 → 0.84 of the frames) but cost both clips' mouths 0.2–1.3 dB (BENCHMARKS.md run 32)."""
+    again (0.04 → 0.84 of the frames) but cost both clips' mouths 0.2–1.3 dB (BENCHMARKS.md run 32). In fill mode
+    it brings back the face that fill alone loses at obama's yaw −30° (0 → 0.96 of the frames, run 46)."""
     head_proxy_apart: Literal["none", "centring", "planes"] = "none"
     """How far the head proxy's points (with `head_proxy`) stay apart from the face mesh's. "none": the depth terms
     centre mesh and head points together, and their rays march the planes that render the frame (runs 32 and 42,
     which cost the mouth 1.3–1.4 dB). "centring": the mesh is centred on itself, as without the proxy, and the head
     points are measured from the mesh's mean, so that the crude ellipsoid's errors do not move the centre every
     vertex (the lips' too) is measured from; in the frame's own view the head points march rays of their own
-    (`head_apart_depth_error`). "planes": that, and their rays teach the identity planes only (the deltaplane, which
-    draws the mouth, detached there)."""
+    (`head_apart_depth_error`); on the GPU it gave the mouth back (+0.85 dB) and lost the turned face (0.96 → 0.64
+    of obama's yaw −30° frames, BENCHMARKS.md run 46). "planes": that, and their rays teach the identity planes
+    only (the deltaplane, which draws the mouth, detached there)."""
     torso_follow: tuple[float, float] | None = None
     """A torso of its own (None: off): a second, static triplane whose features add to the head's before the
     decoder, looked up in the frame of a torso that turns by these shares of the head's tracked (yaw, pitch)
