@@ -13,9 +13,13 @@ import numpy as np
 import pytest
 import torch
 
+from deltaplane import api
+from deltaplane.cli import main
 from deltaplane.data.dataset import load_clip, make_batch
+from deltaplane.errors import InputError
 from deltaplane.geometry.face_depth import FACE_VERTICES
 from deltaplane.geometry.head_proxy import HEAD_LABEL, HeadProxyConfig, fit_head_ellipse, head_points
+from deltaplane.inference import load_run
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.presets import get_preset
 from deltaplane.training.logging import read_log
@@ -127,6 +131,24 @@ def test_training_loads_the_head_points_for_a_head_proxy_model(synthetic_dataset
           progress=False)  # a clip without the head points would raise in the first step
     rows = [row for row in read_log(tmp_path / "run") if "loss" in row]
     assert len(rows) == 2 and all(math.isfinite(row["loss/novel_color"]) for row in rows)
+
+
+def test_train_takes_the_head_proxy_for_a_new_run_and_keeps_it_on_resume(
+        synthetic_dataset: Path, tmp_path: Path) -> None:
+    """`--head-proxy` sets it for a new run; a resume without the option keeps it (its clips load the head points:
+    the loss would raise without them), and one that asks for the other refuses before any work."""
+    run_dir = tmp_path / "run"
+    common = [str(synthetic_dataset), "-o", str(run_dir), "--preset", "tiny", "--quiet"]
+    main(["train", *common, "--steps", "1", "--head-proxy"])
+    main(["train", *common, "--steps", "2", "--resume"])
+    model, _, _ = load_run(run_dir, torch.device("cpu"))
+    assert model.config.head_proxy
+    assert [row["step"] for row in read_log(run_dir) if "loss" in row] == [1, 2]
+    before = sorted(path.name for path in (run_dir / "checkpoints").iterdir())
+    with pytest.raises(InputError, match="trained with the head proxy"):
+        api.train(synthetic_dataset, run_dir, preset="tiny", steps=3, resume=True, head_proxy=False,
+                  progress=False)
+    assert sorted(path.name for path in (run_dir / "checkpoints").iterdir()) == before
 
 
 def _delta_and_identity_gradients(model: TriplaneTalker, batch, delta: torch.Tensor, name: str

@@ -50,17 +50,23 @@ def preprocess(video: str | Path, output: str | Path, audio: str | Path | None =
                           progress=progress)
 
 
-def _check_background(background: str, resumed: Path | None) -> None:
-    """A known background mode, and the one a resumed run (`resumed`: its directory) was trained with."""
+def _check_scene(background: str | None, head_proxy: bool | None, resumed: Path | None) -> None:
+    """A known background mode, and the background and head proxy (None: not asked for) that a resumed run
+    (`resumed`: its directory) was trained with."""
     from deltaplane.checkpoint import CONFIG, read_run_config
 
-    if background not in ("field", "plate", "fill"):
+    if background is not None and background not in ("field", "plate", "fill"):
         raise InputError(f"background must be 'field', 'plate' or 'fill', got {background!r}")
-    if resumed is not None and (resumed / CONFIG).is_file():
-        trained = read_run_config(resumed)["model"].get("background", "field")
-        if trained != background:
-            raise InputError(f"{resumed} was trained with the {trained!r} background; a resumed run keeps it "
-                             f"(drop --background, or train a new run with -o elsewhere)")
+    if resumed is None or not (resumed / CONFIG).is_file():
+        return
+    trained = read_run_config(resumed)["model"]
+    keep = "a resumed run keeps it ({}, or train a new run with -o elsewhere)"
+    if background is not None and trained.get("background", "field") != background:
+        raise InputError(f"{resumed} was trained with the {trained.get('background', 'field')!r} background; "
+                         + keep.format("drop --background"))
+    if head_proxy is not None and trained.get("head_proxy", False) != head_proxy:
+        raise InputError(f"{resumed} was trained {'with' if trained.get('head_proxy') else 'without'} the head "
+                         "proxy; " + keep.format("drop --head-proxy"))
 
 
 def _check_length(steps: int | None, minutes: float | None) -> None:
@@ -74,10 +80,12 @@ def _check_length(steps: int | None, minutes: float | None) -> None:
 def train(dataset: str | Path, output: str | Path, preset: str | None = None, steps: int | None = None,
           minutes: float | None = None, resume: bool = False, device: str | None = None,
           lpips_weights: str | Path | None = None, syncnet: str | Path | None = None, tensorboard: bool = False,
-          seed: int = 0, progress: bool = True, background: str | None = None, compile: bool = False) -> Path:
+          seed: int = 0, progress: bool = True, background: str | None = None, head_proxy: bool | None = None,
+          compile: bool = False) -> Path:
     """Train a talking portrait on a preprocessed dataset; returns the run directory. `background` ("field",
-    "plate" or "fill", `TriplaneTalkerConfig.background`) replaces the preset's for a new run; a resumed run keeps
-    its own. `compile`: `TrainConfig.compile`."""
+    "plate" or "fill", `TriplaneTalkerConfig.background`) and `head_proxy` (`TriplaneTalkerConfig.head_proxy`: the
+    depth terms also shape hair and ears, so that side views meet a round head) replace the preset's for a new run
+    (None: the preset's); a resumed run keeps its own. `compile`: `TrainConfig.compile`."""
     from deltaplane.presets import get_preset
     from deltaplane.training.trainer import train as train_loop
 
@@ -86,9 +94,11 @@ def train(dataset: str | Path, output: str | Path, preset: str | None = None, st
     check_outputs(dirs={"-o": output}, inputs={"dataset": dataset})
     preset = preset or ("fast" if torch_device.type == "cuda" else "tiny")
     model_config, train_config = get_preset(preset)
+    _check_scene(background, head_proxy, Path(output) if resume else None)
     if background is not None:
-        _check_background(background, Path(output) if resume else None)
         model_config = dataclasses.replace(model_config, background=background)
+    if head_proxy is not None:
+        model_config = dataclasses.replace(model_config, head_proxy=head_proxy)
     overrides = {"seed": seed, "compile": compile}
     if steps is not None:
         overrides["steps"] = steps
@@ -228,12 +238,13 @@ def evaluate(output: str | Path, run: str | Path | None = None, prediction: str 
 
 def run(video: str | Path, output: str | Path, audio: str | Path | None = None, preset: str | None = None,
         steps: int | None = None, device: str | None = None, progress: bool = True,
-        evaluation: bool = True, background: str | None = None) -> dict[str, Path]:
+        evaluation: bool = True, background: str | None = None, head_proxy: bool | None = None
+        ) -> dict[str, Path]:
     """preprocess + train + render (dataset camera and orbit) + evaluate (the test split and novel views, with
-    the offline metrics, into `output/evaluation`) in one go, resuming finished parts. `background` as `train`'s."""
+    the offline metrics, into `output/evaluation`) in one go, resuming finished parts. `background` and
+    `head_proxy` as `train`'s."""
     _check_length(steps, None)
-    if background is not None:
-        _check_background(background, None)  # before minutes of preprocessing
+    _check_scene(background, head_proxy, None)  # before minutes of preprocessing
     _device(device)
     check_outputs(dirs={"-o": output}, inputs={"video": video, "--audio": audio})
     require_face_tracking()
@@ -246,7 +257,7 @@ def run(video: str | Path, output: str | Path, audio: str | Path | None = None, 
 
     resume = latest_checkpoint(run_dir) is not None
     train(dataset, run_dir, preset=preset, steps=steps, resume=resume, device=device, progress=progress,
-          background=background)
+          background=background, head_proxy=head_proxy)
     driving = Path(audio) if audio else dataset / "audio.wav"
     outputs = {"dataset": dataset, "run": run_dir}
     for camera in ("dataset", "orbit"):

@@ -45,13 +45,18 @@ def _add_preprocess(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _add_background(p: argparse.ArgumentParser) -> None:
+def _add_scene(p: argparse.ArgumentParser) -> None:
     p.add_argument("--background", choices=("field", "plate", "fill"), default=None,
                    help="field: Talk3D's whole frame volume-rendered (the presets' default); plate: the person over "
                         "a static background plate recovered from the video, clean from any camera "
                         "(docs/background.md; trains on the GPU, but the audio still moves the torso with it); "
-                        "fill: the whole frame, with the plate where side views see past the field "
-                        "(docs/novel-views.md \"Run 25\": a cleaner frontal frame, side views no better)")
+                        "fill: the whole frame, with the plate where side views see past the field: a clean, "
+                        "still backdrop and no ghost faces at side views (BENCHMARKS.md runs 40-46; add "
+                        "--head-proxy, or the head's far side can be lost at yaw 30 degrees)")
+    p.add_argument("--head-proxy", action="store_true", default=None,
+                   help="the depth terms also shape hair and ears on an ellipsoid fitted to the head, so that side "
+                        "views meet a round head (docs/novel-views.md \"The head proxy\"; with --background fill it "
+                        "kept obama_20s's turned face in 96 %% of frames; it can cost the mouth up to 1.3 dB)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -67,7 +72,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="compile the training step with torch.compile (fewer host operations a step; the first "
                         "step compiles for minutes; needs a C++ compiler on the CPU)")
-    _add_background(p)
+    _add_scene(p)
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--lpips-weights", type=Path, help="LPIPS weights file (never downloaded)")
     p.add_argument("--syncnet", type=Path, help="lip-sync expert weights for the sync loss (never downloaded)")
@@ -125,7 +130,7 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", choices=PRESET_CHOICES, default=None)
     p.add_argument("--steps", type=int)
     p.add_argument("--no-evaluate", action="store_true", help="skip the final evaluation (metrics + report)")
-    _add_background(p)
+    _add_scene(p)
     p.add_argument("--device")
     p.add_argument("--quiet", action="store_true")
 
@@ -231,7 +236,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         api.train(args.dataset, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
                   resume=args.resume, device=args.device, lpips_weights=args.lpips_weights, syncnet=args.syncnet,
                   tensorboard=args.tensorboard, seed=args.seed, progress=not args.quiet, background=args.background,
-                  compile=args.compile)
+                  head_proxy=args.head_proxy, compile=args.compile)
     elif args.command == "render":
         api.render(args.run, args.audio, args.output, camera=args.camera, depth=args.depth, neutral=args.neutral,
                    lip_smoothing=args.lip_smoothing, watermark=not args.no_watermark, device=args.device,
@@ -254,7 +259,7 @@ def _dispatch(args: argparse.Namespace) -> None:
     elif args.command == "run":
         api.run(args.video, args.output, audio=args.audio, preset=args.preset, steps=args.steps,
                 device=args.device, progress=not args.quiet, evaluation=not args.no_evaluate,
-                background=args.background)
+                background=args.background, head_proxy=args.head_proxy)
     elif args.command == "demo":
         api.demo(args.output, steps=args.steps, device=args.device, progress=not args.quiet)
     elif args.command == "bench":

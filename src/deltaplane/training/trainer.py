@@ -20,7 +20,7 @@ from deltaplane.config_io import from_dict, to_dict
 from deltaplane.audio.features import normalize_utterance
 from deltaplane.data.background import background_plate
 from deltaplane.data.dataset import ClipData, audio_context, lip_frames, load_clip, make_batch
-from deltaplane.data.schema import AUDIO_WAV
+from deltaplane.data.schema import AUDIO_WAV, read_manifest
 from deltaplane.devices import host_to_device
 from deltaplane.errors import InputError
 from deltaplane.metrics.image import psnr
@@ -210,14 +210,16 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     `until_step` ends this call early at that step (checkpoint written, schedule unchanged), like an interruption
     that `resume=True` continues; `train_config.max_minutes` does the same by wall time."""
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
+    manifest = read_manifest(dataset_dir)
+    # before the clips load: a resumed run's own config says what they hold (the head points, the audio's scaling)
+    model_config = _prepare_run(run_dir, dataset_dir, model_config, train_config, preset, resume, manifest.audio.dim)
     normalize, head = model_config.audio.normalize, model_config.head_proxy
-    manifest, train_clip = load_clip(dataset_dir, "train", size=model_config.output_resolution,
-                                     normalize_audio=normalize, head_proxy=head)
+    _, train_clip = load_clip(dataset_dir, "train", size=model_config.output_resolution, normalize_audio=normalize,
+                              head_proxy=head)
     test_clip = load_clip(dataset_dir, "test", size=model_config.output_resolution,
                           normalize_audio=normalize, head_proxy=head)[1] if manifest.splits["test"] else None
     if "sync" not in manifest.stages:  # a lag between sound and lips is learnt and replayed with every voice
         LOG.warning("%s: audio–video offset %s", dataset_dir, describe_offset(manifest))
-    model_config = _prepare_run(run_dir, dataset_dir, model_config, train_config, preset, resume, manifest.audio.dim)
     _save_driving_tracks(run_dir, train_clip)
     torch.manual_seed(train_config.seed)
     model = TriplaneTalker(model_config).to(device)
