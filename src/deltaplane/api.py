@@ -60,13 +60,14 @@ def _check_scene(background: str | None, head_proxy: bool | None, resumed: Path 
     if resumed is None or not (resumed / CONFIG).is_file():
         return
     trained = read_run_config(resumed)["model"]
+    had_background, had_head = trained.get("background", "field"), trained.get("head_proxy", False)
     keep = "a resumed run keeps it ({}, or train a new run with -o elsewhere)"
-    if background is not None and trained.get("background", "field") != background:
-        raise InputError(f"{resumed} was trained with the {trained.get('background', 'field')!r} background; "
+    if background is not None and had_background != background:
+        raise InputError(f"{resumed} was trained with the {had_background!r} background; "
                          + keep.format("drop --background"))
-    if head_proxy is not None and trained.get("head_proxy", False) != head_proxy:
-        raise InputError(f"{resumed} was trained {'with' if trained.get('head_proxy') else 'without'} the head "
-                         "proxy; " + keep.format("drop --head-proxy"))
+    if head_proxy is not None and had_head != head_proxy:
+        raise InputError(f"{resumed} was trained {'with' if had_head else 'without'} the head proxy; "
+                         + keep.format("drop --head-proxy"))
 
 
 def _check_length(steps: int | None, minutes: float | None) -> None:
