@@ -20,7 +20,7 @@ from deltaplane.config_io import from_dict, to_dict
 from deltaplane.audio.features import normalize_utterance
 from deltaplane.data.background import background_plate
 from deltaplane.data.dataset import ClipData, audio_context, lip_frames, load_clip, make_batch
-from deltaplane.data.schema import AUDIO_WAV, read_manifest
+from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.devices import host_to_device
 from deltaplane.errors import InputError
 from deltaplane.metrics.image import psnr
@@ -120,15 +120,22 @@ def _save_driving_tracks(run_dir: Path, clip: ClipData) -> None:
              plate_warps=clip.plate_warps.numpy())
 
 
+def _saved_model_config(run_dir: Path, resume: bool) -> TriplaneTalkerConfig | None:
+    """A resumed run's own model config (its config.json); None for a new run."""
+    if resume and (run_dir / checkpoint.CONFIG).is_file():
+        return from_dict(TriplaneTalkerConfig, checkpoint.read_run_config(run_dir)["model"])
+    return None
+
+
 def _prepare_run(run_dir: Path, dataset_dir: Path, model_config: TriplaneTalkerConfig, train_config: TrainConfig,
                  preset: str, resume: bool, feature_dim: int) -> TriplaneTalkerConfig:
-    """Write config.json for a new run, or check that a resumed run matches it."""
+    """Write config.json for a new run; a resumed run trains with its own (`_saved_model_config`)."""
+    saved = _saved_model_config(run_dir, resume)
+    if saved is not None:
+        return saved
     model_config = replace(model_config, audio=replace(model_config.audio, feature_dim=feature_dim))
     config = {"method": METHOD, "preset": preset, "dataset": str(dataset_dir.resolve()),
               "model": to_dict(model_config), "train": to_dict(train_config)}
-    if resume and (run_dir / checkpoint.CONFIG).is_file():
-        saved = checkpoint.read_run_config(run_dir)
-        return from_dict(TriplaneTalkerConfig, saved["model"])
     if not resume and checkpoint.latest_checkpoint(run_dir) is not None:
         raise InputError(f"{run_dir} already holds a training run; pass --resume to continue it or choose another -o")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -210,16 +217,15 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     `until_step` ends this call early at that step (checkpoint written, schedule unchanged), like an interruption
     that `resume=True` continues; `train_config.max_minutes` does the same by wall time."""
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
-    manifest = read_manifest(dataset_dir)
-    # before the clips load: a resumed run's own config says what they hold (the head points, the audio's scaling)
-    model_config = _prepare_run(run_dir, dataset_dir, model_config, train_config, preset, resume, manifest.audio.dim)
-    normalize, head = model_config.audio.normalize, model_config.head_proxy
-    _, train_clip = load_clip(dataset_dir, "train", size=model_config.output_resolution, normalize_audio=normalize,
-                              head_proxy=head)
-    test_clip = load_clip(dataset_dir, "test", size=model_config.output_resolution,
+    clips = _saved_model_config(run_dir, resume) or model_config  # a resumed run's clips hold what it trains with
+    normalize, head = clips.audio.normalize, clips.head_proxy
+    manifest, train_clip = load_clip(dataset_dir, "train", size=clips.output_resolution, normalize_audio=normalize,
+                                     head_proxy=head)
+    test_clip = load_clip(dataset_dir, "test", size=clips.output_resolution,
                           normalize_audio=normalize, head_proxy=head)[1] if manifest.splits["test"] else None
     if "sync" not in manifest.stages:  # a lag between sound and lips is learnt and replayed with every voice
         LOG.warning("%s: audio–video offset %s", dataset_dir, describe_offset(manifest))
+    model_config = _prepare_run(run_dir, dataset_dir, model_config, train_config, preset, resume, manifest.audio.dim)
     _save_driving_tracks(run_dir, train_clip)
     torch.manual_seed(train_config.seed)
     model = TriplaneTalker(model_config).to(device)
