@@ -129,10 +129,7 @@ def _saved_model_config(run_dir: Path, resume: bool) -> TriplaneTalkerConfig | N
 
 def _prepare_run(run_dir: Path, dataset_dir: Path, model_config: TriplaneTalkerConfig, train_config: TrainConfig,
                  preset: str, resume: bool, feature_dim: int) -> TriplaneTalkerConfig:
-    """Write config.json for a new run; a resumed run trains with its own (`_saved_model_config`)."""
-    saved = _saved_model_config(run_dir, resume)
-    if saved is not None:
-        return saved
+    """Write config.json for a new run (a resumed run trains with its own, `_saved_model_config`)."""
     model_config = replace(model_config, audio=replace(model_config.audio, feature_dim=feature_dim))
     config = {"method": METHOD, "preset": preset, "dataset": str(dataset_dir.resolve()),
               "model": to_dict(model_config), "train": to_dict(train_config)}
@@ -217,7 +214,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     `until_step` ends this call early at that step (checkpoint written, schedule unchanged), like an interruption
     that `resume=True` continues; `train_config.max_minutes` does the same by wall time."""
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
-    clips = _saved_model_config(run_dir, resume) or model_config  # a resumed run's clips hold what it trains with
+    saved = _saved_model_config(run_dir, resume)
+    clips = saved or model_config  # a resumed run's clips hold what it trains with
     normalize, head = clips.audio.normalize, clips.head_proxy
     manifest, train_clip = load_clip(dataset_dir, "train", size=clips.output_resolution, normalize_audio=normalize,
                                      head_proxy=head)
@@ -225,7 +223,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                           normalize_audio=normalize, head_proxy=head)[1] if manifest.splits["test"] else None
     if "sync" not in manifest.stages:  # a lag between sound and lips is learnt and replayed with every voice
         LOG.warning("%s: audio–video offset %s", dataset_dir, describe_offset(manifest))
-    model_config = _prepare_run(run_dir, dataset_dir, model_config, train_config, preset, resume, manifest.audio.dim)
+    model_config = saved or _prepare_run(run_dir, dataset_dir, model_config, train_config, preset, resume,
+                                         manifest.audio.dim)
     _save_driving_tracks(run_dir, train_clip)
     torch.manual_seed(train_config.seed)
     model = TriplaneTalker(model_config).to(device)
