@@ -56,7 +56,7 @@ def _add_scene(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head-proxy", action="store_true", default=None,
                    help="the depth terms also shape hair and ears on an ellipsoid fitted to the head, so that side "
                         "views meet a round head (docs/novel-views.md \"The head proxy\"; with --background fill it "
-                        "kept obama_20s's turned face in 96 %% of frames; it can cost the mouth up to 1.3 dB)")
+                        "kept obama_20s's turned face in 72-96 %% of frames; it cost the mouth 0.9-1.6 dB)")
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

@@ -198,7 +198,8 @@ class TriplaneTalkerConfig:
     of the face's card, cut off at the far eye (docs/novel-views.md "The head proxy"); the trainer loads them
     (`load_clip(head_proxy=True)`). Off in the presets: on the GPU it let the detector find obama's yaw −30° face
     again (0.04 → 0.84 of the frames) but cost both clips' mouths 0.2–1.3 dB (BENCHMARKS.md run 32). In fill mode
-    it brings back the face that fill alone loses there (0 of the frames in run 42; 0.96 with the proxy, run 46)."""
+    it brings back the face that fill alone loses there (0 of the frames in run 42; 0.72–0.96 with the proxy, runs
+    46–47), and against the whole-frame preset it cost the mouth 0.9 dB (obama) and 1.6 dB (macron, run 47)."""
     head_proxy_apart: Literal["none", "centring", "planes"] = "none"
     """How far the head proxy's points (with `head_proxy`) stay apart from the face mesh's. "none": the depth terms
     centre mesh and head points together, and their rays march the planes that render the frame (runs 32 and 42,
