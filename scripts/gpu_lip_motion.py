@@ -39,6 +39,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from lip_regression_ablation import opening, opening_ratio, speech_activity
+from render_views import view_rows
 from safetensors import safe_open
 
 from deltaplane.audio.io import audio_files, load_audio
@@ -47,8 +49,15 @@ from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_bat
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.run import DEFAULT_VIEWS, _split_audio, parse_views
 from deltaplane.fields.triplane import blur_along_x, box_weights
-from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, plate_warp_path,
-                                  render_clip, to_uint8)
+from deltaplane.inference import (
+    audio_windows,
+    camera_path,
+    driving_conditions,
+    load_run,
+    plate_warp_path,
+    render_clip,
+    to_uint8,
+)
 from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.models.triplane_talker import MOUTH_BOX_EDGE, TORSO_FOLLOW
 from deltaplane.presets import get_preset
@@ -57,14 +66,13 @@ from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.guard import TrainingDiverged
 from deltaplane.training.registration import SHIFTS
 from deltaplane.training.trainer import TrainResult, calibrate_lips, train
-from lip_regression_ablation import opening, opening_ratio, speech_activity
-from render_views import view_rows
 
 
 def variant_configs(name: str, preset: str = "fast"):
     """The fast preset with the changes a variant names (joined by '+'): lips, audio (Talk3D's audio token),
     norm (per-utterance feature normalisation), mouthN (mouth loss weight N), mouthboxN (mouth-box L1 weight N),
-    audiolrX (learning rate X of the audio → lip regression), lipbatchN (its
+    audiolrX (learning rate X of the audio → lip regression), prefitN (N steps fitting the regressions alone
+    before the renderer's first, `TrainConfig.lip_prefit_steps`), lipbatchN (its
     frames per step, `TrainConfig.lip_batch`; 0: the rendered batch's), regsN (N averaged regressions,
     `LipConfig.regressions`), augN (N speaker-augmented audio copies), isolateN
     (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), sampleP (scheduled sampling of
@@ -121,6 +129,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, regressions=int(part[4:])))
         elif part.startswith("lipbatch"):
             train_config = dataclasses.replace(train_config, lip_batch=int(part[8:]))
+        elif part.startswith("prefit"):
+            train_config = dataclasses.replace(train_config, lip_prefit_steps=int(part[6:]))
         elif part.startswith("audiolr"):
             train_config = dataclasses.replace(train_config, lr_audio=float(part[7:]))
         elif part.startswith("aug"):

@@ -21,7 +21,9 @@ calibrated lip gain times X: how the landmark distance trades against the spread
 that the snapped held-out vectors' inner-lip opening, not their pooled spread, moves as much as the tracked one),
 uttA (per driving utterance, the gain times (held-out raw spread / the utterance's raw spread)^A: A = 1 makes every
 utterance's raw lip vectors move as much as the held-out blocks', whatever the voice; A = 0 is the calibrated gain),
-keepK (with snapH: the K leading components left unsnapped, `LipConfig.snap_keep`), uttopen (with uttA: the
+keepK (with snapH: the K leading components left unsnapped, `LipConfig.snap_keep`), preN (N steps at the
+prefit's learning rate with an Adam of their own before the `--steps` at `--lr`, as `TrainConfig.lip_prefit_steps`
+fits the regressions before the renderer's training), uttopen (with uttA: the
 utterance's spread measured on the inner-lip opening of its raw vectors' mouths instead of the pooled shape spread),
 uttmean (the gain applied about each driving utterance's own mean raw lip vector instead of the training frames'
 mean mouth: a gain above 1 then widens the motion without moving the utterance's mean mouth), openmean (each
@@ -60,15 +62,21 @@ import torch
 
 from deltaplane.audio.augment import SpeakerAugmentConfig, augmented_windows
 from deltaplane.audio.encoder import AudioEncoder, AudioEncoderConfig, ema_smooth
-from deltaplane.audio.features import (FEATURE_RATE, SAMPLE_RATE, LogMelExtractor, frame_windows, normalize_utterance,
-                                       phone_track)
+from deltaplane.audio.features import (
+    FEATURE_RATE,
+    SAMPLE_RATE,
+    LogMelExtractor,
+    frame_windows,
+    normalize_utterance,
+    phone_track,
+)
 from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.data.dataset import AUDIO_CONTEXT, audio_context, load_clip
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
 from deltaplane.fields.lips import MAX_GAIN, LipConfig, LipVector, frame_spacing, pooled_spread, snap_weights
 from deltaplane.geometry.lips import MOUTH_SHAPE_DIM, shape_opening
-
+from deltaplane.training.config import TrainConfig
 
 PAUSE_DB, SPEECH_DB = -40.0, -30.0
 """Speech activity (`speech_activity`) is 0 this far under the clip's loud level (dB) and 1 from `SPEECH_DB` up."""
@@ -189,6 +197,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
     about_mean = "uttmean" in parts
     keep_mean_opening = "openmean" in parts
     snap_keep = next((int(part[4:]) for part in parts if part.startswith("keep")), 0)
+    prefit = next((int(part[3:]) for part in parts if part.startswith("pre")), 0)
 
     def windows_at(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         return audio_context(features, indices, context)
@@ -207,11 +216,14 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
         calibration = lips.held_out(train_clip.indices)  # as training: never fitted, used for the gain
         fitted = torch.nonzero(~calibration)[:, 0]
         calibration = calibration if calibration.any() else ~calibration
-        optimizer = torch.optim.Adam([*encoder.parameters(), *lips.head.parameters()], lr=lr)
+        parameters = [*encoder.parameters(), *lips.head.parameters()]
+        optimizer = torch.optim.Adam(parameters, lr=TrainConfig.lip_prefit_lr if prefit else lr)
         generator = torch.Generator().manual_seed(member_seed)
         held_audio = windows_at(versions[0], train_clip.indices[calibration])
         best, best_error, best_step = None, float("inf"), steps
-        for step in range(steps):
+        for step in range(-prefit, steps):
+            if prefit and step == 0:  # the training's own optimiser takes over, with fresh moments
+                optimizer = torch.optim.Adam(parameters, lr=lr)
             positions = fitted[torch.randint(len(fitted), (batch,), generator=generator)]
             version = versions[int(torch.randint(len(versions), (1,), generator=generator))]
             predicted = lips.predict(encoder(windows_at(version, train_clip.indices[positions])),

@@ -33,6 +33,13 @@ class TrainConfig:
     alone on the CPU, 4 seeds: 32 frames instead of 4 raised the test-split lip correlation from 0.51 to 0.63 on
     macron_fr_50s and lowered it from 0.79 to 0.75 on the 18-s obama_20s, which over-fits; with four regressions
     (`fields.lips.LipConfig.regressions`) 0.69 and 0.80 (docs/lip-motion.md "Run 13")."""
+    lip_prefit_steps: int = 0
+    """Lip mode: steps that fit the audio → lip vector regressions alone, with an Adam of their own at
+    `lip_prefit_lr`, before the renderer's first step (a new run only; they count towards `max_minutes`). The
+    renderer is taught with tracked mouths, so the regressions matter at inference alone, and in a run of minutes
+    their share of the steps leaves them short of fitted (docs/lip-motion.md "The regressions fitted first")."""
+    lip_prefit_lr: float = 2e-3
+    """Adam learning rate of `lip_prefit_steps`."""
     speaker_augment: SpeakerAugmentConfig = field(default_factory=SpeakerAugmentConfig)
     """Perturbed copies of the training audio (other vocal-tract lengths, noise) that training steps draw from,
     so that the audio encoder learns what the mouth does rather than what this voice sounds like."""

@@ -16,8 +16,8 @@ from torch.profiler import record_function
 from tqdm import tqdm
 
 from deltaplane import checkpoint
-from deltaplane.config_io import from_dict, to_dict
 from deltaplane.audio.features import normalize_utterance
+from deltaplane.config_io import from_dict, to_dict
 from deltaplane.data.background import background_plate
 from deltaplane.data.dataset import ClipData, audio_context, lip_frames, load_clip, make_batch
 from deltaplane.data.schema import AUDIO_WAV
@@ -31,6 +31,7 @@ from deltaplane.training.adversarial import PatchAdversary
 from deltaplane.training.config import TrainConfig
 from deltaplane.training.evaluation import evaluate_clip, sample_image
 from deltaplane.training.guard import CollapseGuard
+from deltaplane.training.lip_prefit import prefit_lips
 from deltaplane.training.logging import RunLogger
 from deltaplane.training.precision import autocast, default_precision, grad_scaler
 from deltaplane.training.registration import FrameRegistration, shift_output
@@ -273,6 +274,14 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     step = start_step
     bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress, desc="train", unit="step")
     started = time.perf_counter() - train_seconds
+    if model.lips is not None and train_config.lip_prefit_steps > 0 and start_step == 0:
+        losses = prefit_lips(model, train_clip, train_config.lip_prefit_steps, train_config.lip_prefit_lr,
+                             train_config.lip_batch or train_config.batch_size, train_config.seed + 1,
+                             audio_versions, progress)
+        calibrate_lips(model, train_clip)
+        tail = losses[-min(len(losses), 100):]  # the last steps' mean: one batch's loss is noisy
+        logger.scalars(0, {"lip_prefit/loss_first": losses[0], "lip_prefit/loss_last": sum(tail) / len(tail),
+                           "lip_prefit/seconds": time.perf_counter() - started})
     try:
         while step < min(train_config.steps, until_step or train_config.steps):
             if train_config.max_minutes is not None and time.perf_counter() - started > 60 * train_config.max_minutes:
