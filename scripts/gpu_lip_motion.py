@@ -39,8 +39,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from lip_regression_ablation import opening, opening_ratio, speech_activity
-from render_views import view_rows
 from safetensors import safe_open
 
 from deltaplane.audio.io import audio_files, load_audio
@@ -49,15 +47,8 @@ from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_bat
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.run import DEFAULT_VIEWS, _split_audio, parse_views
 from deltaplane.fields.triplane import blur_along_x, box_weights
-from deltaplane.inference import (
-    audio_windows,
-    camera_path,
-    driving_conditions,
-    load_run,
-    plate_warp_path,
-    render_clip,
-    to_uint8,
-)
+from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, plate_warp_path,
+                                  render_clip, to_uint8)
 from deltaplane.media.video import VideoWriter, output_frame_count
 from deltaplane.models.triplane_talker import MOUTH_BOX_EDGE, TORSO_FOLLOW
 from deltaplane.presets import get_preset
@@ -66,6 +57,8 @@ from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.guard import TrainingDiverged
 from deltaplane.training.registration import SHIFTS
 from deltaplane.training.trainer import TrainResult, calibrate_lips, train
+from lip_regression_ablation import opening, opening_ratio, speech_activity
+from render_views import view_rows
 
 
 def variant_configs(name: str, preset: str = "fast"):

@@ -62,14 +62,8 @@ import torch
 
 from deltaplane.audio.augment import SpeakerAugmentConfig, augmented_windows
 from deltaplane.audio.encoder import AudioEncoder, AudioEncoderConfig, ema_smooth
-from deltaplane.audio.features import (
-    FEATURE_RATE,
-    SAMPLE_RATE,
-    LogMelExtractor,
-    frame_windows,
-    normalize_utterance,
-    phone_track,
-)
+from deltaplane.audio.features import (FEATURE_RATE, SAMPLE_RATE, LogMelExtractor, frame_windows, normalize_utterance,
+                                       phone_track)
 from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.data.dataset import AUDIO_CONTEXT, audio_context, load_clip
 from deltaplane.data.schema import AUDIO_WAV
@@ -77,6 +71,7 @@ from deltaplane.evaluation.sync import landmark_sync, speech_envelope
 from deltaplane.fields.lips import MAX_GAIN, LipConfig, LipVector, frame_spacing, pooled_spread, snap_weights
 from deltaplane.geometry.lips import MOUTH_SHAPE_DIM, shape_opening
 from deltaplane.training.config import TrainConfig
+
 
 PAUSE_DB, SPEECH_DB = -40.0, -30.0
 """Speech activity (`speech_activity`) is 0 this far under the clip's loud level (dB) and 1 from `SPEECH_DB` up."""
