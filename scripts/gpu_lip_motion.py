@@ -63,7 +63,8 @@ from render_views import view_rows
 
 def variant_configs(name: str, preset: str = "fast"):
     """The fast preset with the changes a variant names (joined by '+'): lips, audio (Talk3D's audio token),
-    norm (per-utterance feature normalisation), mouthN (mouth loss weight N), mouthboxN (mouth-box L1 weight N),
+    norm (per-utterance feature normalisation), concat (the audio's window codes mixed by an MLP over them side by
+    side, `AudioEncoderConfig.mixing`), mouthN (mouth loss weight N), mouthboxN (mouth-box L1 weight N),
     audiolrX (learning rate X of the audio → lip regression), prefitN (N steps fitting the regressions alone
     before the renderer's first, `TrainConfig.lip_prefit_steps`), lipbatchN (its
     frames per step, `TrainConfig.lip_batch`; 0: the rendered batch's), regsN (N averaged regressions,
@@ -114,6 +115,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, audio_token="audio")
         elif part == "norm":
             model = dataclasses.replace(model, audio=dataclasses.replace(model.audio, normalize=True))
+        elif part == "concat":
+            model = dataclasses.replace(model, audio=dataclasses.replace(model.audio, mixing="concat"))
         elif part.startswith("mouthbox"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, mouth_box=float(part[8:])))
         elif part.startswith("mouth"):

@@ -23,7 +23,8 @@ uttA (per driving utterance, the gain times (held-out raw spread / the utterance
 utterance's raw lip vectors move as much as the held-out blocks', whatever the voice; A = 0 is the calibrated gain),
 keepK (with snapH: the K leading components left unsnapped, `LipConfig.snap_keep`), preN (N steps at the
 prefit's learning rate with an Adam of their own before the `--steps` at `--lr`, as `TrainConfig.lip_prefit_steps`
-fits the regressions before the renderer's training), uttopen (with uttA: the
+fits the regressions before the renderer's training), concat (the window codes mixed by an MLP over them side by
+side, `AudioEncoderConfig.mixing`), uttopen (with uttA: the
 utterance's spread measured on the inner-lip opening of its raw vectors' mouths instead of the pooled shape spread),
 uttmean (the gain applied about each driving utterance's own mean raw lip vector instead of the training frames'
 mean mouth: a gain above 1 then widens the motion without moving the utterance's mean mouth), openmean (each
@@ -202,7 +203,8 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
     for member in range(ensemble):  # member 0 is the single regression of seed `seed`
         member_seed = seed + 1000 * member
         torch.manual_seed(member_seed)
-        encoder = AudioEncoder(AudioEncoderConfig(feature_dim=versions[0].shape[-1], num_windows=context))
+        encoder = AudioEncoder(AudioEncoderConfig(feature_dim=versions[0].shape[-1], num_windows=context,
+                                                  mixing="concat" if "concat" in parts else "attention"))
         lips = LipVector(LipConfig(calibration_every=calibration_every, snap=snap, snap_keep=snap_keep,
                                    per_utterance=utterance_power > 0), code_dim=64, token_dim=64)
         lips.fit(train_clip.mouth_shapes)

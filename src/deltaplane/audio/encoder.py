@@ -1,7 +1,8 @@
 """Audio encoder (RAD-NeRF / Talk3D, spec §5.1): 8 per-frame feature windows → one 64-D audio code.
 
 AudioNet encodes every window (16 feature frames × D) into a 64-D code; AudioAttNet then mixes the 8 consecutive
-codes t−4 … t+3 with softmax weights predicted from them. Unlike the official, the whole batch runs at once.
+codes t−4 … t+3 with softmax weights predicted from them (or, with `AudioEncoderConfig.mixing` = "concat", a small
+MLP reads all 8 codes side by side). Unlike the official, the whole batch runs at once.
 `ema_smooth` is the inference-time `--lip_smoothing` filter over the per-frame codes of a clip.
 """
 
@@ -15,6 +16,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 
 LEAKY_SLOPE = 0.02
+CONCAT_HIDDEN = 128
+"""Hidden width of the "concat" mixing's MLP."""
 
 
 @dataclass(frozen=True)
@@ -33,10 +36,16 @@ class AudioEncoderConfig:
     normalize: bool = False
     """Standardise the features per utterance before the encoder (`audio.features.normalize_utterance`): the
     training clip and each driving audio file by their own statistics."""
+    mixing: Literal["attention", "concat"] = "attention"
+    """How the window codes become one: "attention" = AudioAttNet's softmax-weighted mean (Talk3D), which can only
+    average them; "concat" = an MLP over the codes side by side (W·C → `CONCAT_HIDDEN` → C), which can also read
+    how the sound changes from window to window (docs/lip-motion.md "Window codes side by side")."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.window <= 16:
             raise ValueError(f"window must be in [1, 16] (four stride-2 convs reduce it to 1), got {self.window}")
+        if self.mixing not in ("attention", "concat"):
+            raise ValueError(f"mixing must be 'attention' or 'concat', got {self.mixing!r}")
 
 
 class AudioEncoding(NamedTuple):
@@ -44,8 +53,8 @@ class AudioEncoding(NamedTuple):
     """Attention-weighted mix of the window codes."""
     window_codes: Float[Tensor, "batch windows code_dim"]
     """AudioNet's code of every window."""
-    attention: Float[Tensor, "batch windows"]
-    """Softmax weights over the windows (sum to 1)."""
+    attention: Float[Tensor, "batch windows"] | None
+    """Softmax weights over the windows (sum to 1); None with the "concat" mixing, which weighs no window alone."""
 
 
 def _conv(in_channels: int, out_channels: int, stride: int) -> list[nn.Module]:
@@ -61,9 +70,13 @@ class AudioEncoder(nn.Module):
         self.window_net = nn.Sequential(*_conv(config.feature_dim, 32, 2), *_conv(32, 32, 2), *_conv(32, 64, 2),
                                         *_conv(64, 64, 2))  # length 16 → 8 → 4 → 2 → 1
         self.window_fc = nn.Sequential(nn.Linear(64, 64), nn.LeakyReLU(LEAKY_SLOPE), nn.Linear(64, config.code_dim))
-        self.attention_net = nn.Sequential(*_conv(config.code_dim, 16, 1), *_conv(16, 8, 1), *_conv(8, 4, 1),
-                                           *_conv(4, 2, 1), *_conv(2, 1, 1))
-        self.attention_fc = nn.Linear(config.num_windows, config.num_windows)
+        if config.mixing == "concat":
+            self.concat_net = nn.Sequential(nn.Linear(config.num_windows * config.code_dim, CONCAT_HIDDEN),
+                                            nn.LeakyReLU(LEAKY_SLOPE), nn.Linear(CONCAT_HIDDEN, config.code_dim))
+        else:
+            self.attention_net = nn.Sequential(*_conv(config.code_dim, 16, 1), *_conv(16, 8, 1), *_conv(8, 4, 1),
+                                               *_conv(4, 2, 1), *_conv(2, 1, 1))
+            self.attention_fc = nn.Linear(config.num_windows, config.num_windows)
 
     def window_codes(self, windows: Float[Tensor, "batch windows length feature_dim"]
                      ) -> Float[Tensor, "batch windows code_dim"]:
@@ -77,8 +90,11 @@ class AudioEncoder(nn.Module):
         return self.window_fc(x).reshape(batch, num_windows, -1)  # [B, W, code_dim]
 
     def mix(self, window_codes: Float[Tensor, "batch windows code_dim"]
-            ) -> tuple[Float[Tensor, "batch code_dim"], Float[Tensor, "batch windows"]]:
-        """AudioAttNet: softmax weights over the windows from a 1-D conv over them, then the weighted sum."""
+            ) -> tuple[Float[Tensor, "batch code_dim"], Float[Tensor, "batch windows"] | None]:
+        """AudioAttNet: softmax weights over the windows from a 1-D conv over them, then the weighted sum; with the
+        "concat" mixing the MLP over the concatenated codes (and no weights)."""
+        if self.config.mixing == "concat":
+            return self.concat_net(window_codes.flatten(1)), None
         scores = self.attention_net(window_codes.transpose(1, 2)).squeeze(1)  # [B, W]
         attention = self.attention_fc(scores).softmax(dim=-1)  # [B, W]
         return torch.einsum("bw,bwc->bc", attention, window_codes), attention
