@@ -272,7 +272,6 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         forward = _compiled(forward)
     metrics: dict[str, float] = {}
     step = start_step
-    bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress, desc="train", unit="step")
     started = time.perf_counter() - train_seconds
     if model.lips is not None and train_config.lip_prefit_steps > 0 and start_step == 0:
         losses = prefit_lips(model, train_clip, train_config.lip_prefit_steps, train_config.lip_prefit_lr,
@@ -282,6 +281,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         tail = losses[-min(len(losses), 100):]  # the last steps' mean: one batch's loss is noisy
         logger.scalars(0, {"lip_prefit/loss_first": losses[0], "lip_prefit/loss_last": sum(tail) / len(tail),
                            "lip_prefit/seconds": time.perf_counter() - started})
+    bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress, desc="train", unit="step")
     try:
         while step < min(train_config.steps, until_step or train_config.steps):
             if train_config.max_minutes is not None and time.perf_counter() - started > 60 * train_config.max_minutes:
