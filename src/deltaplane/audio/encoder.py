@@ -50,7 +50,7 @@ class AudioEncoderConfig:
 
 class AudioEncoding(NamedTuple):
     code: Float[Tensor, "batch code_dim"]
-    """Attention-weighted mix of the window codes."""
+    """The window codes mixed into one (`AudioEncoder.mix`)."""
     window_codes: Float[Tensor, "batch windows code_dim"]
     """AudioNet's code of every window."""
     attention: Float[Tensor, "batch windows"] | None
