@@ -231,7 +231,7 @@ def run(dataset: Path, audio_dir: Path, variant: str, steps: int, seed: int, bat
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            if select_every and (step + 1) % select_every == 0:  # keep the regression the held-out blocks like best
+            if select_every and step >= 0 and (step + 1) % select_every == 0:  # the best of the held-out blocks
                 with torch.no_grad():
                     error = (lips.predict(encoder(held_audio), False) - targets[calibration]).square().mean().item()
                 if error < best_error:

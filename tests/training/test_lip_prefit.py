@@ -19,9 +19,10 @@ from deltaplane.training.trainer import train
 CPU = torch.device("cpu")
 
 
-def _lip_config(regressions: int = 2):
+def _lip_config():
+    """The tiny preset in lip mode with two regressions."""
     model_config, train_config = get_preset("tiny")
-    lips = dataclasses.replace(model_config.lips, regressions=regressions)
+    lips = dataclasses.replace(model_config.lips, regressions=2)
     return dataclasses.replace(model_config, audio_token="lips", lips=lips), train_config
 
 
@@ -36,9 +37,9 @@ def _fit(model: TriplaneTalker, clip, positions: torch.Tensor | None = None) -> 
     return (predicted - target).square().mean().item(), torch.corrcoef(torch.stack((predicted, target)))[0, 1].item()
 
 
-def _lip_model(dataset: Path, regressions: int = 2):
+def _lip_model(dataset: Path):
     """A tiny lip-mode model with its lip basis fitted on `dataset`'s training frames, and both splits' clips."""
-    model_config, _ = _lip_config(regressions)
+    model_config, _ = _lip_config()
     manifest, train_clip = load_clip(dataset, "train", size=model_config.output_resolution, normalize_audio=True)
     _, test_clip = load_clip(dataset, "test", size=model_config.output_resolution, normalize_audio=True)
     audio = dataclasses.replace(model_config.audio, feature_dim=manifest.audio.dim, normalize=True)

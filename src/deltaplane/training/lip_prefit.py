@@ -3,8 +3,8 @@
 In lip mode the renderer is taught with the tracked mouths, and the regressions, which have a target of their own,
 only drive it at inference. Inside a run of minutes they get the renderer's step count, about 1,200 steps in a
 7-minute call, and on macron_fr_50s that leaves their test-split lip correlation at 0.56 where 3,000 steps more
-reach 0.66 (docs/lip-motion.md "The regressions fitted first"). Here they train alone, at a few milliseconds a step,
-with an Adam of their own, and the training then goes on from the fitted weights.
+reach 0.66 (docs/lip-motion.md "The regressions fitted first"). Here they train alone (no rendering: four small
+audio encoders a step), with an Adam of their own, and the training then goes on from the fitted weights.
 """
 
 from __future__ import annotations
