@@ -29,8 +29,7 @@ def evaluate_clip(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, 
     """Mean PSNR/SSIM of the rendered frames at `positions` vs ground truth (full frame, face region, raw render),
     the face-mesh depth error of their geometry (world units, `TriplaneTalker.face_depth_error`), how much the
     mouth region changes over these frames next to the ground truth (`mouth_pixel_std_ratio`) and, in lip mode,
-    how well the audio predicts the tracked lip vector (`lip_error`: MSE in whitened units, 1 = always the mean;
-    `lip_correlation`: Pearson correlation of the first component, 0 when the prediction is constant)."""
+    how well the audio predicts the tracked lip vector (`lip_fit`)."""
     was_training = model.training
     model.eval()
     values: dict[str, list[Tensor]] = {"psnr": [], "ssim": [], "psnr_face": [], "psnr_raw": [],
@@ -52,13 +51,21 @@ def evaluate_clip(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, 
     metrics["test/mouth_pixel_std_ratio"] = mouth_pixel_std_ratio(torch.cat(renders), torch.cat(truths),
                                                                   torch.cat(masks))
     if model.lips is not None:
-        batch = make_batch(clip, positions, model.config.render_resolution)
-        predicted = model.predicted_lips(batch.conditions.audio).float()
-        target = model.lips.coefficients(batch.mouth_shape)
-        metrics["test/lip_error"] = (predicted - target).square().mean().item()
-        metrics["test/lip_correlation"] = pooled_spread(predicted[:, :1], target[:, :1], predicted.new_ones(1))[1]
+        metrics.update({f"test/{name}": value for name, value in lip_fit(model, clip, positions).items()})
     model.train(was_training)
     return metrics
+
+
+@torch.no_grad()
+def lip_fit(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, " frames"]) -> dict[str, float]:
+    """Lip mode: how well the audio predicts the tracked lip vector at `positions` (`lip_error`: MSE of the
+    calibrated mean regression in whitened units, 1 = always the mean; `lip_correlation`: Pearson correlation of its
+    first component, 0 when the prediction is constant)."""
+    batch = make_batch(clip, positions, model.config.render_resolution)
+    predicted = model.predicted_lips(batch.conditions.audio).float()
+    target = model.lips.coefficients(batch.mouth_shape)
+    return {"lip_error": (predicted - target).square().mean().item(),
+            "lip_correlation": pooled_spread(predicted[:, :1], target[:, :1], predicted.new_ones(1))[1]}
 
 
 def mouth_pixel_std_ratio(renders: Float[Tensor, "frames 3 H W"], truths: Float[Tensor, "frames 3 H W"],

@@ -1,0 +1,103 @@
+"""The trainer's own lip prefit on the CPU, scored as the trainer scores it: does `training.lip_prefit.prefit_lips`
+give what scripts/lip_regression_ablation.py's `preN` promises (docs/lip-motion.md "Run 48")?
+
+Builds a variant of scripts/gpu_lip_motion.py as `training.trainer.train` builds it (its lip basis fitted on the
+training frames, its speaker-augmented audio versions), runs the prefit, calibrates the gain, and optionally goes
+on for `--then` steps of the same error at the preset's `lr_audio` (the regressions' share of a GPU call, without
+the renderer). After each stage it prints, as JSON lines, the trainer's `training.evaluation.lip_fit` (the
+calibrated mean regression against the tracked lip vectors) on the trainer's 16 evaluation frames of the test split,
+on the whole split, on the training frames the regressions learn from and on the held-out calibration blocks, and
+the correlation of the vectors that drive the test split's render (`TriplaneTalker.clip_lip_vectors`: the
+utterance's gain, range and snap).
+
+    python scripts/lip_prefit_check.py DATA/CLIP_a05 [--variant base+prefit3000] [--then 1200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from gpu_lip_motion import variant_configs
+
+from deltaplane.data.dataset import ClipData, audio_context, load_clip
+from deltaplane.models.triplane_talker import TriplaneTalker
+from deltaplane.training.evaluation import lip_fit
+from deltaplane.training.lip_prefit import prefit_lips
+from deltaplane.training.precision import autocast
+from deltaplane.training.trainer import _audio_versions, calibrate_lips
+
+
+@torch.no_grad()
+def scores(model: TriplaneTalker, train_clip: ClipData, test_clip: ClipData, eval_frames: int) -> dict[str, float]:
+    """The trainer's `lip_fit` on the test split's `eval_frames` evenly spaced frames (what log.jsonl and
+    gpu_lip_motion.py's summary report), on the whole test split, on the training frames the regressions learn from
+    and on the held-out calibration blocks; and the correlation of the vectors that drive the test split's render."""
+    held_out = model.lips.held_out(train_clip.indices)
+    device = held_out.device
+    spaced = torch.from_numpy(np.linspace(0, len(test_clip) - 1, eval_frames).round().astype(np.int64)).to(device)
+    parts = {f"test{eval_frames}": (test_clip, spaced),
+             "test": (test_clip, torch.arange(len(test_clip), device=device)),
+             "fitted": (train_clip, torch.nonzero(~held_out)[:, 0]),
+             "held_out": (train_clip, torch.nonzero(held_out)[:, 0])}
+    row = {f"{name}/{key}": value for name, (clip, positions) in parts.items()
+           for key, value in lip_fit(model, clip, positions).items()}
+    driving = model.clip_lip_vectors(audio_context(test_clip.audio_features, test_clip.indices))[:, 0]
+    tracked = model.lips.coefficients(test_clip.mouth_shapes)[:, 0]
+    row["test/driving_correlation"] = torch.corrcoef(torch.stack((driving, tracked)))[0, 1].item()
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("--variant", default="base+prefit3000", help="a variant of scripts/gpu_lip_motion.py")
+    parser.add_argument("--then", type=int, default=0, help="steps at the preset's lr_audio after the prefit")
+    parser.add_argument("--then-precision", choices=("32-true", "bf16-mixed"), default="32-true",
+                        help="autocast of the --then steps: the trainer's steps run in bf16-mixed on a GPU (its "
+                             "prefit in fp32)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seed", type=int, default=None, help="the preset's training seed by default")
+    parser.add_argument("--size", type=int, default=64, help="frame size the clips load at (the regressions read "
+                                                             "no pixels)")
+    args = parser.parse_args()
+    model_config, train_config = variant_configs(args.variant)
+    if model_config.lips is None or model_config.audio_token != "lips":
+        parser.error(f"{args.variant} is not in lip mode")
+    seed = train_config.seed if args.seed is None else args.seed
+    normalize = model_config.audio.normalize
+    manifest, train_clip = load_clip(args.dataset, "train", size=args.size, normalize_audio=normalize)
+    test_clip = load_clip(args.dataset, "test", size=args.size, normalize_audio=normalize)[1]
+    device = torch.device(args.device)
+    train_clip, test_clip = train_clip.to(device), test_clip.to(device)
+    model_config = dataclasses.replace(model_config, audio=dataclasses.replace(model_config.audio,
+                                                                               feature_dim=manifest.audio.dim))
+    torch.manual_seed(seed)  # as the trainer: the same initial weights
+    model = TriplaneTalker(model_config).to(device)
+    model.lips.fit(train_clip.mouth_shapes)
+    versions = _audio_versions(args.dataset, manifest, train_clip, train_config, normalize)
+    batch = train_config.lip_batch or train_config.batch_size
+    stages = [("prefit", train_config.lip_prefit_steps, train_config.lip_prefit_lr, seed + 1),
+              ("then", args.then, train_config.lr_audio, seed + 2)]
+    calibrate_lips(model, train_clip)
+    frames = train_config.eval_frames
+    print(json.dumps({"stage": "start", "steps": 0, **scores(model, train_clip, test_clip, frames)}), flush=True)
+    for stage, steps, lr, stage_seed in stages:
+        if steps == 0:
+            continue
+        started = time.perf_counter()
+        with autocast(args.then_precision if stage == "then" else "32-true", device):
+            losses = prefit_lips(model, train_clip, steps, lr, batch, stage_seed, versions)
+        calibrate_lips(model, train_clip)
+        print(json.dumps({"stage": stage, "steps": steps, "lr": lr, "seconds": time.perf_counter() - started,
+                          "loss_last": sum(losses[-100:]) / len(losses[-100:]),
+                          **scores(model, train_clip, test_clip, frames)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
