@@ -59,8 +59,8 @@ def main() -> None:
     parser.add_argument("--variant", default="base+prefit3000", help="a variant of scripts/gpu_lip_motion.py")
     parser.add_argument("--then", type=int, default=0, help="steps at the preset's lr_audio after the prefit")
     parser.add_argument("--then-precision", choices=("32-true", "bf16-mixed"), default="32-true",
-                        help="autocast of the --then steps: the trainer's steps run in bf16-mixed on a GPU (its "
-                             "prefit in fp32)")
+                        help="autocast of the --then steps, as the trainer's steps on a GPU (bf16-mixed): before "
+                             "`TriplaneTalker.lip_regression_error` ran in full precision, they came apart in it")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=None, help="the preset's training seed by default")
     parser.add_argument("--size", type=int, default=64, help="frame size the clips load at (the regressions read "

@@ -44,6 +44,7 @@ from deltaplane.geometry.face_depth import FACE_VERTICES, camera_depth, sample_p
 from deltaplane.geometry.lips import closed_share, shape_opening
 from deltaplane.geometry.novel_view import (NovelViewConfig, lift_face_points, point_rays, random_offsets,
                                             rotate_about_origin, visible_points)
+from deltaplane.geometry.precision import full_precision
 from deltaplane.geometry.rays import pixel_rays
 from deltaplane.geometry.solid import SolidConfig, choose_rays, empty_points, interior_points
 from deltaplane.render.plate import (blend_plate, over_plate, pixel_coordinates, plane_coordinates, sample_plate,
@@ -400,11 +401,17 @@ class TriplaneTalker(nn.Module):
         assert self.lips is not None, "lip_regressions needs audio_token='lips'"
         return list(zip([self.audio_encoder, *self.more_audio_encoders], self.lips.heads))
 
+    # The regressions run in fp32 under autocast too: taught in bf16 (the trainer's steps on CUDA) and read in fp32
+    # (the prefit, evaluation and inference), a prefitted regression came apart (H100, scripts/lip_prefit_check.py:
+    # obama's test lip correlation 0.23 after 1,200 such steps, 0.86 after fp32 ones; docs/lip-motion.md "Run 48").
+    # Four small encoders a step: fp32 costs little.
+    @full_precision
     def predicted_lips(self, audio: Float[Tensor, "B 8 16 D"], calibrated: bool = True) -> Float[Tensor, "B L"]:
         """The regressions' mean lip vector (lip mode only), `calibrated` as `fields.lips.LipVector.predict`."""
         raw = torch.stack([head(encoder(audio)) for encoder, head in self.lip_regressions()]).mean(0)
         return self.lips.calibrated(raw) if calibrated else raw
 
+    @full_precision
     def lip_regression_error(self, frames: Sequence[LipFrames]) -> Tensor:
         """Mean squared error (whitened units) of each regression's lip vectors against the tracked ones, over the
         frames outside the calibration blocks, which the gain is fitted on; regression k learns from `frames[k]`
@@ -417,7 +424,7 @@ class TriplaneTalker(nn.Module):
         for (encoder, head), part in zip(regressions, frames):
             target = self.lips.coefficients(part.mouth_shape)
             fitted = (~self.lips.held_out(part.indices)).float()
-            error = (head(encoder(part.audio)).float() - target).square().mean(-1)
+            error = (head(encoder(part.audio)) - target).square().mean(-1)
             errors.append((error * fitted).sum() / fitted.sum().clamp_min(1))
         return torch.stack(errors).mean()
 
