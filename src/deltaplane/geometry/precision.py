@@ -4,7 +4,8 @@ Under bf16 autocast (the trainer's default on CUDA) every matmul is cast down to
 ray's direction by up to ~2 render pixels sideways at the face and rounds neighbouring pixels' rays alike in runs,
 so the field learns from rays that stripe across the image and that the fp32 renders of evaluation and inference
 never cast (docs/sharpness.md, "Rays in bf16"). Camera matrices, rays and projections are a few small matmuls a
-step, so fp32 costs little.
+step, so fp32 costs little. The lip mode's audio → lip regressions use it for the same reason
+(`models.triplane_talker.TriplaneTalker.predicted_lips`).
 """
 
 from __future__ import annotations
