@@ -1,5 +1,6 @@
-"""The trainer's own lip prefit on the CPU, scored as the trainer scores it: does `training.lip_prefit.prefit_lips`
-give what scripts/lip_regression_ablation.py's `preN` promises (docs/lip-motion.md "Run 48")?
+"""The trainer's own lip prefit on the CPU (or `--device cuda`), scored as the trainer scores it: does
+`training.lip_prefit.prefit_lips` give what scripts/lip_regression_ablation.py's `preN` promises
+(docs/lip-motion.md "Run 48")?
 
 Builds a variant of scripts/gpu_lip_motion.py as `training.trainer.train` builds it (its lip basis fitted on the
 training frames, its speaker-augmented audio versions), runs the prefit, calibrates the gain, and optionally goes
