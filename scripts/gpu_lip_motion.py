@@ -55,6 +55,7 @@ from deltaplane.presets import get_preset
 from deltaplane.structs import Conditions, NeutralTokens
 from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.guard import TrainingDiverged
+from deltaplane.training.precision import autocast
 from deltaplane.training.registration import SHIFTS
 from deltaplane.training.trainer import TrainResult, calibrate_lips, train
 from lip_regression_ablation import opening, opening_ratio, speech_activity
@@ -358,6 +359,16 @@ def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, flo
             **({} if model.lips is None else {"lips/gain": model.lips.gain[0].item()})}
 
 
+def precision_gap(model, clip: ClipData, positions: torch.Tensor) -> dict[str, float]:
+    """The frames at `positions` rendered under the training's bf16 autocast, less the same in fp32 (evaluation's
+    and inference's): a model that learnt what only bf16 computes scores better under it, as the lip regressions
+    did before they ran in fp32 (docs/lip-motion.md "Run 48")."""
+    exact = evaluate_clip(model, clip, positions)
+    with autocast("bf16-mixed", positions.device):
+        mixed = evaluate_clip(model, clip, positions)
+    return {f"bf16_gap/{key.removeprefix('test/')}": mixed[key] - exact[key] for key in exact}
+
+
 @torch.no_grad()
 def pause_openings(model, clip: ClipData, activity: np.ndarray) -> dict[str, float | None]:
     """Mean inner-lip opening of the lip vectors (through the mouth-shape basis, no rendering) over the split's
@@ -483,7 +494,7 @@ def main() -> None:
     report = {"variant": args.variant, "steps": result.step, **result.metrics,
               **{key.replace("test/", "train/"): value for key, value in
                  evaluate_clip(model, train_clip, spaced(train_clip)).items()},
-              **diagnostics(model, test, spaced(test))}
+              **diagnostics(model, test, spaced(test)), **precision_gap(model, test, spaced(test))}
     if model.lips is not None:
         activity = speech_activity(load_audio(args.dataset / AUDIO_WAV), manifest.num_frames, manifest.fps)
         report.update(pause_openings(model, test, activity))

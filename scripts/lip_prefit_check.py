@@ -6,9 +6,10 @@ Builds a variant of scripts/gpu_lip_motion.py as `training.trainer.train` builds
 training frames, its speaker-augmented audio versions), runs the prefit, calibrates the gain, and optionally goes
 on for `--then` steps of the same error at the preset's `lr_audio` (the regressions' share of a GPU call, without
 the renderer). After each stage it prints, as JSON lines, the trainer's `training.evaluation.lip_fit` (the
-calibrated mean regression against the tracked lip vectors) on the trainer's 16 evaluation frames of the test split,
-on the whole split, on the training frames the regressions learn from and on the held-out calibration blocks, and
-the correlation of the vectors that drive the test split's render (`TriplaneTalker.clip_lip_vectors`: the
+calibrated mean regression against the tracked lip vectors) on the whole test split (what log.jsonl reports), on
+the 16 evenly spaced test frames the trainer renders at each evaluation (what log.jsonl reported up to run 48), on
+the training frames the regressions learn from and on the held-out calibration blocks, and the correlation of the
+vectors that drive the test split's render (`TriplaneTalker.clip_lip_vectors`: the
 utterance's gain, range and snap).
 
     python scripts/lip_prefit_check.py DATA/CLIP_a05 [--variant base+prefit3000] [--then 1200]
@@ -36,9 +37,9 @@ from deltaplane.training.trainer import _audio_versions, calibrate_lips
 
 @torch.no_grad()
 def scores(model: TriplaneTalker, train_clip: ClipData, test_clip: ClipData, eval_frames: int) -> dict[str, float]:
-    """The trainer's `lip_fit` on the test split's `eval_frames` evenly spaced frames (what log.jsonl and
-    gpu_lip_motion.py's summary report), on the whole test split, on the training frames the regressions learn from
-    and on the held-out calibration blocks; and the correlation of the vectors that drive the test split's render."""
+    """The trainer's `lip_fit` on the test split's `eval_frames` evenly spaced frames (what log.jsonl reported up to
+    run 48), on the whole test split, on the training frames the regressions learn from and on the held-out
+    calibration blocks; and the correlation of the vectors that drive the test split's render."""
     held_out = model.lips.held_out(train_clip.indices)
     device = held_out.device
     spaced = torch.from_numpy(np.linspace(0, len(test_clip) - 1, eval_frames).round().astype(np.int64)).to(device)

@@ -530,8 +530,8 @@ def test_teacher_snap_teaches_the_renderer_the_snapped_vectors_it_is_driven_with
 
 def test_the_lip_regressions_run_in_full_precision_under_autocast() -> None:
     """The trainer's steps run under bf16 autocast on CUDA, its prefit, evaluation and inference in fp32: the lip
-    regressions and their training error give the same numbers either way, so what the steps fit is what the
-    renders read (docs/lip-motion.md "Run 48": taught in bf16, a fitted regression came apart in fp32)."""
+    regressions, their training error and the lip basis (targets, taught vectors) give the same numbers either way,
+    so what the steps fit is what the renders read (docs/lip-motion.md "Run 48": taught in bf16, a fitted regression came apart in fp32)."""
     from deltaplane.models.triplane_talker import TriplaneTalker
     from deltaplane.structs import LipFrames
 
@@ -540,11 +540,18 @@ def test_the_lip_regressions_run_in_full_precision_under_autocast() -> None:
     model = TriplaneTalker(dataclasses.replace(model_config, audio_token="lips"))
     model.lips.fit(torch.randn(200, 40))
     audio = torch.randn(6, 8, 16, model_config.audio.feature_dim)
-    frames = [LipFrames(torch.arange(6), audio, torch.randn(6, 40))]
+    mouths = torch.randn(6, 40)
+    frames = [LipFrames(torch.arange(6), audio, mouths)]
+
+    def outputs() -> tuple[torch.Tensor, ...]:
+        coefficients = model.lips.coefficients(mouths)
+        return (model.predicted_lips(audio, calibrated=False), model.lip_regression_error(frames), coefficients,
+                model.lips.shapes(coefficients))
+
     with torch.no_grad():
-        full = model.predicted_lips(audio, calibrated=False), model.lip_regression_error(frames)
+        full = outputs()
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            mixed = model.predicted_lips(audio, calibrated=False), model.lip_regression_error(frames)
+            mixed = outputs()
     for exact, under_autocast in zip(full, mixed):
         assert under_autocast.dtype == torch.float32
         torch.testing.assert_close(under_autocast, exact, rtol=1e-6, atol=1e-6)

@@ -28,6 +28,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from deltaplane.geometry.lips import MOUTH_SHAPE_DIM
+from deltaplane.geometry.precision import full_precision
 
 MAX_GAIN = 3.0
 """Largest calibration gain of the lip vector (a tiny but correlated prediction is not blown up into noise)."""
@@ -306,10 +307,12 @@ class LipVector(nn.Module):
             return torch.zeros_like(indices, dtype=torch.bool)
         return torch.div(indices, self.config.calibration_block, rounding_mode="floor") % every == every - 1
 
+    @full_precision  # the regressions' targets and the renderer's taught vectors: as evaluation computes them
     def coefficients(self, shapes: Float[Tensor, "batch 40"]) -> Float[Tensor, "batch dim"]:
         """Whitened lip vector of tracked mouth shapes."""
         return (shapes.float() - self.mean) @ self.components.T / self.scale
 
+    @full_precision
     def shapes(self, coefficients: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch 40"]:
         """The mouth shape a lip vector stands for (the basis' reconstruction)."""
         return (coefficients.float() * self.scale) @ self.components + self.mean
