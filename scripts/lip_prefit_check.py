@@ -28,6 +28,7 @@ import torch
 from gpu_lip_motion import variant_configs
 
 from deltaplane.data.dataset import ClipData, audio_context, load_clip
+from deltaplane.geometry.lips import shape_opening
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.training.evaluation import lip_fit
 from deltaplane.training.lip_prefit import prefit_lips
@@ -63,6 +64,9 @@ def main() -> None:
     parser.add_argument("--then-precision", choices=("32-true", "bf16-mixed"), default="32-true",
                         help="autocast of the --then steps, as the trainer's steps on a GPU (bf16-mixed): before "
                              "`TriplaneTalker.lip_regression_error` ran in full precision, they came apart in it")
+    parser.add_argument("--openings", type=Path, default=None,
+                        help="write the test split's inner-lip opening per frame (tracked, and of the vectors that "
+                             "drive the render) after the last stage to this .npz")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=None, help="the preset's training seed by default")
     parser.add_argument("--size", type=int, default=64, help="frame size the clips load at (the regressions read "
@@ -99,6 +103,11 @@ def main() -> None:
         print(json.dumps({"stage": stage, "steps": steps, "lr": lr, "seconds": time.perf_counter() - started,
                           "loss_last": sum(losses[-100:]) / len(losses[-100:]),
                           **scores(model, train_clip, test_clip, frames)}), flush=True)
+    if args.openings is not None:
+        with torch.no_grad():
+            driving = model.clip_lip_vectors(audio_context(test_clip.audio_features, test_clip.indices))
+            np.savez(args.openings, tracked=shape_opening(test_clip.mouth_shapes).cpu().numpy(),
+                     driving=shape_opening(model.lips.shapes(driving)).cpu().numpy())
 
 
 if __name__ == "__main__":
