@@ -66,7 +66,11 @@ def main() -> None:
                              "`TriplaneTalker.lip_regression_error` ran in full precision, they came apart in it")
     parser.add_argument("--openings", type=Path, default=None,
                         help="write the test split's inner-lip opening per frame (tracked, and of the vectors that "
-                             "drive the render) after the last stage to this .npz")
+                             "drive the render) after the last stage to this .npz, and print their correlation and "
+                             "their means over each of --passages and over the other frames")
+    parser.add_argument("--passages", type=lambda text: [tuple(map(int, part.split("-"))) for part in text.split(",")],
+                        default=[], help="test frame ranges FIRST-LAST (inclusive, comma-separated), e.g. "
+                                         "43-57,103-118")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=None, help="the preset's training seed by default")
     parser.add_argument("--size", type=int, default=64, help="frame size the clips load at (the regressions read "
@@ -106,8 +110,17 @@ def main() -> None:
     if args.openings is not None:
         with torch.no_grad():
             driving = model.clip_lip_vectors(audio_context(test_clip.audio_features, test_clip.indices))
-            np.savez(args.openings, tracked=shape_opening(test_clip.mouth_shapes).cpu().numpy(),
-                     driving=shape_opening(model.lips.shapes(driving)).cpu().numpy())
+            openings = {"tracked": shape_opening(test_clip.mouth_shapes).cpu().numpy(),
+                        "driving": shape_opening(model.lips.shapes(driving)).cpu().numpy()}
+        np.savez(args.openings, **openings)
+        other = np.ones(len(test_clip), dtype=bool)
+        row = {"correlation": float(np.corrcoef(openings["tracked"], openings["driving"])[0, 1])}
+        for first, last in args.passages:
+            other[first:last + 1] = False
+            row.update({f"{first}-{last}/{name}": float(values[first:last + 1].mean())
+                        for name, values in openings.items()})
+        row.update({f"other/{name}": float(values[other].mean()) for name, values in openings.items()})
+        print(json.dumps({"stage": "openings", **row}), flush=True)
 
 
 if __name__ == "__main__":
