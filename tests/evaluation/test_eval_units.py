@@ -59,6 +59,17 @@ def test_fast_ssim_and_psnr_match_the_tensor_reference() -> None:
     assert scores["ssim_face"] == pytest.approx(float(ssim_map(prediction, target)[15:65, 5:55].mean()), abs=1e-6)
 
 
+def test_ssim_is_computed_in_full_precision_under_autocast() -> None:
+    """Its local variances are differences of two near-equal blurs: in bf16 they cancel to noise, so the trainer's
+    bf16 evaluations would read SSIM far too low."""
+    prediction, target = _frames()
+    exact = ssim(_signed(prediction), _signed(target))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = ssim(_signed(prediction), _signed(target))
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, exact, rtol=1e-6, atol=1e-6)
+
+
 def test_identical_frames_score_perfectly() -> None:
     _, target = _frames()
     scores = frame_scores(target, target, np.ones(target.shape[:2], bool))
