@@ -372,14 +372,16 @@ def precision_gap(model, clip: ClipData, positions: torch.Tensor) -> dict[str, f
 @torch.no_grad()
 def pause_openings(model, clip: ClipData, activity: np.ndarray) -> dict[str, float | None]:
     """Mean inner-lip opening of the lip vectors (through the mouth-shape basis, no rendering) over the split's
-    pauses (`speech_activity` 0) and over its speech, each over the tracked mouths' own: the audio's vectors
-    unsnapped (with the gain and range) and snapped, and the tracked vectors snapped. Where the rendered mouth
-    opens in a pause, this says whether the lip vector asked for it. None where fewer than 3 frames are chosen."""
+    pauses (`speech_activity` 0) and over its speech, each over the tracked mouths' own, and its standard deviation
+    over the whole split over the tracked one's: the audio's vectors as they drive test.mp4 (`clip_lip_vectors`:
+    the split's own gain and the range; up to run 49 the calibrated gain instead), unsnapped and snapped, and the
+    tracked vectors snapped. Where the rendered mouth opens in a pause, this says whether the lip vector asked for
+    it. None where fewer than 3 frames are chosen."""
     pauses = activity[clip.indices.cpu().numpy()] == 0
     audio = audio_context(clip.audio_features, clip.indices)
     with unsnapped(model):
-        unsnapped_vectors = model.predicted_lips(audio)
-    vectors = {"audio_unsnapped": unsnapped_vectors, "audio": model.predicted_lips(audio),
+        unsnapped_vectors = model.clip_lip_vectors(audio)
+    vectors = {"audio_unsnapped": unsnapped_vectors, "audio": model.clip_lip_vectors(audio),
                "tracked_snapped": model.lips.snapped(model.lips.coefficients(clip.mouth_shapes))}
     tracked = opening(clip.mouth_shapes.float().cpu())
     report = {}
@@ -387,6 +389,8 @@ def pause_openings(model, clip: ClipData, activity: np.ndarray) -> dict[str, flo
         openings = opening(model.lips.shapes(lip_vectors).cpu())
         for part, chosen in (("pause", pauses), ("speech", ~pauses)):
             report[f"lips/{name}/{part}_opening_ratio"] = opening_ratio(openings, tracked, chosen)
+        # what the renderer is asked to draw: the render's opening std ratio over this says how much it passes on
+        report[f"lips/{name}/opening_std_ratio"] = float(openings.std() / max(tracked.std(), 1e-9))
     return report
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gpu_lip_motion import variant_configs
+from gpu_lip_motion import unsnapped, variant_configs
 
 from deltaplane.data.dataset import ClipData, audio_context, load_clip
 from deltaplane.geometry.lips import shape_opening
@@ -65,9 +65,10 @@ def main() -> None:
                         help="autocast of the --then steps, as the trainer's steps on a GPU (bf16-mixed): before "
                              "`TriplaneTalker.lip_regression_error` ran in full precision, they came apart in it")
     parser.add_argument("--openings", type=Path, default=None,
-                        help="write the test split's inner-lip opening per frame (tracked, and of the vectors that "
-                             "drive the render) after the last stage to this .npz, and print their correlation and "
-                             "their means over each of --passages and over the other frames")
+                        help="write the test split's inner-lip opening per frame (tracked, of the vectors that drive "
+                             "the render, and of the same unsnapped) after the last stage to this .npz, and print "
+                             "the correlation with the tracked opening and the ratio of the standard deviations, and "
+                             "the means over each of --passages and over the other frames")
     parser.add_argument("--passages", type=lambda text: [tuple(map(int, part.split("-"))) for part in text.split(",")],
                         default=[], help="test frame ranges FIRST-LAST (inclusive, comma-separated), e.g. "
                                          "43-57,103-118")
@@ -108,13 +109,18 @@ def main() -> None:
                           "loss_last": sum(losses[-100:]) / len(losses[-100:]),
                           **scores(model, train_clip, test_clip, frames)}), flush=True)
     if args.openings is not None:
+        audio = audio_context(test_clip.audio_features, test_clip.indices)
         with torch.no_grad():
-            driving = model.clip_lip_vectors(audio_context(test_clip.audio_features, test_clip.indices))
             openings = {"tracked": shape_opening(test_clip.mouth_shapes).cpu().numpy(),
-                        "driving": shape_opening(model.lips.shapes(driving)).cpu().numpy()}
+                        "driving": shape_opening(model.lips.shapes(model.clip_lip_vectors(audio))).cpu().numpy()}
+            with unsnapped(model):
+                vectors = model.clip_lip_vectors(audio)
+            openings["unsnapped"] = shape_opening(model.lips.shapes(vectors)).cpu().numpy()
         np.savez(args.openings, **openings)
         other = np.ones(len(test_clip), dtype=bool)
-        row = {"correlation": float(np.corrcoef(openings["tracked"], openings["driving"])[0, 1])}
+        row = {f"{name}/{measure}": value for name in ("driving", "unsnapped") for measure, value in (
+            ("correlation", float(np.corrcoef(openings["tracked"], openings[name])[0, 1])),
+            ("std_ratio", float(openings[name].std() / openings["tracked"].std())))}
         for first, last in args.passages:
             other[first:last + 1] = False
             row.update({f"{first}-{last}/{name}": float(values[first:last + 1].mean())
