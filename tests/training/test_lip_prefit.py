@@ -10,8 +10,9 @@ import torch
 
 from deltaplane import api
 from deltaplane.data.dataset import audio_context, load_clip
+from deltaplane.errors import InputError
 from deltaplane.models.triplane_talker import TriplaneTalker
-from deltaplane.presets import get_preset
+from deltaplane.presets import PRESETS, get_preset
 from deltaplane.training.lip_prefit import prefit_lips
 from deltaplane.training.logging import read_log
 from deltaplane.training.trainer import train
@@ -95,3 +96,24 @@ def test_training_prefits_a_new_run_once(synthetic_dataset: Path, tmp_path: Path
     assert len(rows) == 1 and rows[0]["step"] == 0
     assert rows[0]["lip_prefit/loss_last"] < rows[0]["lip_prefit/loss_first"]
     assert max(r["step"] for r in read_log(tmp_path / "run")) == 3
+
+
+def test_api_train_prefits_when_asked(synthetic_dataset: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`api.train(lip_prefit=N)` (`deltaplane train --lip-prefit N`) runs the prefit on a lip-mode preset, here the
+    tiny one in lip mode, registered for the test."""
+    monkeypatch.setitem(PRESETS, "tiny-lips", ("the tiny preset in lip mode", _lip_config()))
+    run = api.train(synthetic_dataset, tmp_path / "run", preset="tiny-lips", steps=1, device="cpu", progress=False,
+                    lip_prefit=40)
+    rows = [r for r in read_log(run) if "lip_prefit/loss_first" in r]
+    assert len(rows) == 1 and rows[0]["lip_prefit/loss_last"] < rows[0]["lip_prefit/loss_first"]
+
+
+@pytest.mark.parametrize(("preset", "steps", "message"), [("tiny", 100, "lip vector"), ("fast", -1, "number of steps")])
+def test_api_train_refuses_a_prefit_it_cannot_run(synthetic_dataset: Path, tmp_path: Path, preset: str, steps: int,
+                                                   message: str) -> None:
+    """A prefit for a preset without a lip vector, or a negative one, is a user error before any work."""
+    with pytest.raises(InputError, match=message):
+        api.train(synthetic_dataset, tmp_path / "run", preset=preset, steps=1, device="cpu", progress=False,
+                  lip_prefit=steps)
+    assert not (tmp_path / "run").exists()

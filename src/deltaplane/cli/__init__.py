@@ -72,6 +72,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="compile the training step with torch.compile (fewer host operations a step; the first "
                         "step compiles for minutes; needs a C++ compiler on the CPU)")
+    p.add_argument("--lip-prefit", type=int, metavar="STEPS",
+                   help="fit the audio -> lip regressions alone for STEPS steps before the renderer's first (fast "
+                        "preset, a new run; ~30 s for 3000 on an H100): on a clip whose mouth the audio predicts "
+                        "poorly (log.jsonl's test/lip_correlation about 0.5) the mouth then follows it better, on "
+                        "one it predicts well (0.8) it moves less (docs/lip-motion.md \"Run 49\"); default 0")
     _add_scene(p)
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--lpips-weights", type=Path, help="LPIPS weights file (never downloaded)")
@@ -236,7 +241,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         api.train(args.dataset, args.output, preset=args.preset, steps=args.steps, minutes=args.minutes,
                   resume=args.resume, device=args.device, lpips_weights=args.lpips_weights, syncnet=args.syncnet,
                   tensorboard=args.tensorboard, seed=args.seed, progress=not args.quiet, background=args.background,
-                  head_proxy=args.head_proxy, compile=args.compile)
+                  head_proxy=args.head_proxy, compile=args.compile, lip_prefit=args.lip_prefit)
     elif args.command == "render":
         api.render(args.run, args.audio, args.output, camera=args.camera, depth=args.depth, neutral=args.neutral,
                    lip_smoothing=args.lip_smoothing, watermark=not args.no_watermark, device=args.device,
