@@ -89,7 +89,8 @@ def variant_configs(name: str, preset: str = "fast"):
     behind the surface, `SolidConfig.thickness`, with `body_depth` at least D), behindN (the
     empty-behind term at weight N, docs/novel-views.md "Run 12"), spreadN (the
     depth-spread weight N), snapH (the calibrated lip vector pulled among the training frames' mouths, bandwidth H,
-    `LipConfig.snap`), tsnapP (the renderer taught with snapped vectors on a share P of frames,
+    `LipConfig.snap`; nosnap: no snap, taught and driven with the lip vectors as they are), tsnapP (the renderer
+    taught with snapped vectors on a share P of frames,
     `LipConfig.teacher_snap`), utt (each driving clip with its own lip gain, `LipConfig.per_utterance`), resN (N²
     rays, the super-resolution upsampling the rest of the way to the same output: res256 = one ×2 block; the `fast`
     preset's since run 12, res128 = the earlier two blocks), marchN (N coarse + N importance samples per ray), regN
@@ -199,6 +200,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, snap_keep=int(part[4:])))
         elif part == "utt":
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, per_utterance=True))
+        elif part == "nosnap":
+            model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, snap=None, teacher_snap=0.0))
         elif part.startswith("tsnap"):
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, teacher_snap=float(part[5:])))
         elif part.startswith("snap"):
