@@ -5,7 +5,8 @@ ray's direction by up to ~2 render pixels sideways at the face and rounds neighb
 so the field learns from rays that stripe across the image and that the fp32 renders of evaluation and inference
 never cast (docs/sharpness.md, "Rays in bf16"). Camera matrices, rays and projections are a few small matmuls a
 step, so fp32 costs little. The lip mode's audio → lip regressions use it for the same reason
-(`models.triplane_talker.TriplaneTalker.predicted_lips`).
+(`models.triplane_talker.TriplaneTalker.predicted_lips`), and SSIM (`metrics.image.ssim`), whose local variances
+are differences of near-equal blurs that bf16 rounds to noise.
 """
 
 from __future__ import annotations
