@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from gpu_lip_motion import unsnapped, variant_configs
+from lip_regression_ablation import nearest_frame
 
 from deltaplane.data.dataset import ClipData, audio_context, load_clip
 from deltaplane.geometry.lips import shape_opening
@@ -67,8 +68,10 @@ def main() -> None:
     parser.add_argument("--openings", type=Path, default=None,
                         help="write the test split's inner-lip opening per frame (tracked, of the vectors that drive "
                              "the render, and of the same unsnapped) after the last stage to this .npz, and print "
-                             "the correlation with the tracked opening and the ratio of the standard deviations, and "
-                             "the means over each of --passages and over the other frames")
+                             "the correlation with the tracked opening and the ratio of the standard deviations, "
+                             "the means over each of --passages and over the other frames, and how far each set of "
+                             "vectors (the tracked test frames' too) lies from its nearest training frame, in units "
+                             "of the training frames' own spacing")
     parser.add_argument("--passages", type=lambda text: [tuple(map(int, part.split("-"))) for part in text.split(",")],
                         default=[], help="test frame ranges FIRST-LAST (inclusive, comma-separated), e.g. "
                                          "43-57,103-118")
@@ -110,17 +113,24 @@ def main() -> None:
                           **scores(model, train_clip, test_clip, frames)}), flush=True)
     if args.openings is not None:
         audio = audio_context(test_clip.audio_features, test_clip.indices)
+        lips = model.lips
         with torch.no_grad():
-            openings = {"tracked": shape_opening(test_clip.mouth_shapes).cpu().numpy(),
-                        "driving": shape_opening(model.lips.shapes(model.clip_lip_vectors(audio))).cpu().numpy()}
+            vectors = {"tracked": lips.coefficients(test_clip.mouth_shapes),
+                       "driving": model.clip_lip_vectors(audio)}
             with unsnapped(model):
-                vectors = model.clip_lip_vectors(audio)
-            openings["unsnapped"] = shape_opening(model.lips.shapes(vectors)).cpu().numpy()
+                vectors["unsnapped"] = model.clip_lip_vectors(audio)
+            frames = lips.coefficients(train_clip.mouth_shapes)
+            nearest = {name: nearest_frame(value.cpu(), frames.cpu(), lips.scale.cpu())
+                       for name, value in vectors.items()}
+            openings = {"tracked": shape_opening(test_clip.mouth_shapes).cpu().numpy(),
+                        **{name: shape_opening(lips.shapes(vectors[name])).cpu().numpy()
+                           for name in ("driving", "unsnapped")}}
         np.savez(args.openings, **openings)
         other = np.ones(len(test_clip), dtype=bool)
         row = {f"{name}/{measure}": value for name in ("driving", "unsnapped") for measure, value in (
             ("correlation", float(np.corrcoef(openings["tracked"], openings[name])[0, 1])),
             ("std_ratio", float(openings[name].std() / openings["tracked"].std())))}
+        row.update({f"{name}/nearest_frame": value for name, value in nearest.items()})
         for first, last in args.passages:
             other[first:last + 1] = False
             row.update({f"{first}-{last}/{name}": float(values[first:last + 1].mean())
