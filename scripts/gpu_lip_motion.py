@@ -81,7 +81,8 @@ def variant_configs(name: str, preset: str = "fast"):
     reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz (no mouth planes on the xz
     plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane; allplanes: on all three), confine
     (the mouth planes confined to their 3D box, `TriplaneTalkerConfig.mouth_confined`; noconfine: not confined),
-    nowarm (no deltaplane warm-up),
+    nowarm (no deltaplane warm-up), brows (the brows' heights in the landmark token,
+    `ConditionEncoderConfig.brows`),
     plate (head and torso over the background plate, docs/background.md), fill (the whole frame, over the plate
     where the field leaves a ray empty, docs/novel-views.md "Run 24"), alphaN (its opacity loss weight N),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
@@ -206,6 +207,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, teacher_snap=float(part[5:])))
         elif part.startswith("snap"):
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, snap=float(part[4:])))
+        elif part == "brows":
+            model = dataclasses.replace(model, conditions=dataclasses.replace(model.conditions, brows=True))
         elif part == "noangle":
             model = dataclasses.replace(model, conditions=dataclasses.replace(model.conditions, angles=False))
         elif part.startswith("chunk"):  # rays per chunk of the march
@@ -493,9 +496,9 @@ def main() -> None:
             return
     model, run_config, driving = load_run(run_dir, device)
     manifest, test = load_clip(args.dataset, "test", size=model.config.output_resolution,
-                               normalize_audio=model.config.audio.normalize)
+                               normalize_audio=model.config.audio.normalize, brows=model.config.conditions.brows)
     _, train_clip = load_clip(args.dataset, "train", size=model.config.output_resolution,
-                              normalize_audio=model.config.audio.normalize)
+                              normalize_audio=model.config.audio.normalize, brows=model.config.conditions.brows)
     test, train_clip = test.to(device), train_clip.to(device)
     spaced = lambda clip: torch.from_numpy(np.linspace(0, len(clip) - 1, 16).round().astype(np.int64)).to(device)
     report = {"variant": args.variant, "steps": result.step, **result.metrics,

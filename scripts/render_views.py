@@ -58,7 +58,7 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model, _, _ = load_run(args.run_dir, device)
     _, clip = load_clip(args.dataset, "test", size=model.config.output_resolution,
-                        normalize_audio=model.config.audio.normalize)
+                        normalize_audio=model.config.audio.normalize, brows=model.config.conditions.brows)
     clip = clip.to(device)
     rows = [view_rows(model, clip, int(p)) for p in args.positions.split(",")]
     cv2.imwrite(str(args.output), np.concatenate(rows, axis=0)[..., ::-1])

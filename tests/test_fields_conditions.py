@@ -95,3 +95,38 @@ def test_neutralized_replaces_only_the_masked_frames_non_audio_tokens() -> None:
         values, original = getattr(out, name), getattr(conditions, name)
         torch.testing.assert_close(values[~mask], original[~mask])
         torch.testing.assert_close(values[mask], getattr(neutral, name).expand_as(original[mask]))
+
+
+def test_the_brows_reach_the_landmark_token_and_a_run_replays_them(synthetic_dataset, tmp_path) -> None:
+    """`ConditionEncoderConfig.brows`: the landmark token reads 8 inputs, and its last two move it; a run trained
+    with them stores the 8-D tracks it replays, so `render` drives the brows as the training video moved them."""
+    import dataclasses
+
+    import numpy as np
+
+    from deltaplane import api
+    from deltaplane.audio.io import write_wav
+    from deltaplane.checkpoint import DRIVING_TRACKS
+    from deltaplane.inference import load_run
+    from deltaplane.presets import get_preset
+    from deltaplane.training.trainer import train
+
+    encoder = ConditionEncoder(ConditionEncoderConfig(brows=True))
+    assert encoder.config.landmark_inputs == 8
+    landmarks = torch.zeros(2, 8)
+    landmarks[1, 6:] = 0.3  # raised brows, nothing else changed
+    tokens = encoder(torch.zeros(2, 64), torch.full((2,), 0.3), torch.zeros(2, 3), landmarks)
+    assert not torch.allclose(tokens[0, 4], tokens[1, 4])
+    torch.testing.assert_close(tokens[0, :4], tokens[1, :4])
+
+    model_config, train_config = get_preset("tiny")
+    model_config = dataclasses.replace(model_config,
+                                       conditions=dataclasses.replace(model_config.conditions, brows=True))
+    train_config = dataclasses.replace(train_config, steps=2, eval_every=0, sample_every=1000)
+    run = tmp_path / "run"
+    train(synthetic_dataset, run, model_config, train_config, "tiny", torch.device("cpu"), progress=False)
+    model, _, driving = load_run(run, torch.device("cpu"))
+    assert model.config.conditions.brows and driving.landmarks.shape[1] == 8
+    assert np.load(run / DRIVING_TRACKS)["landmarks"].shape[1] == 8
+    write_wav(tmp_path / "speech.wav", (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32))
+    assert api.render(run, tmp_path / "speech.wav", tmp_path / "out.mp4", device="cpu", progress=False).is_file()

@@ -1,5 +1,6 @@
-"""The eye and mouth-opening regions of the 68 landmarks: the signed polygon distance, `near_features`, and that the
-pseudo multi-view colour term's vertices leave out the face mesh's eyelid and inner-lip vertices."""
+"""The eye and mouth-opening regions of the 68 landmarks: the signed polygon distance, `near_features`, that the
+pseudo multi-view colour term's vertices leave out the face mesh's eyelid and inner-lip vertices, and the brows'
+heights (`brow_heights`, `brow_feature`) in the landmark token's input."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import numpy as np
 import torch
 
 from deltaplane.data.dataset import load_clip, make_batch
-from deltaplane.geometry.face_regions import EYES, INNER_MOUTH, face_width, near_features, polygon_distance
+from deltaplane.geometry.face_regions import (BROWS, EYES, INNER_MOUTH, brow_feature, brow_heights, face_width,
+                                              near_features, polygon_distance)
 
 SQUARE = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]])
 # an L: the square without its upper-right quarter (concave corner at (5, 5))
@@ -32,7 +34,8 @@ def test_polygon_distance_handles_a_concave_polygon_and_batches() -> None:
 
 def _face() -> np.ndarray:
     """68 landmarks of a schematic face 100 px wide: jaw ends at x = 0 and 100, eyes as 6-gons around (30, 40) and
-    (70, 40), the inner lips as an 8-gon around (50, 80); the other points far from these."""
+    (70, 40), brows as lines at y = 30 over them, the inner lips as an 8-gon around (50, 80); the other points far
+    from these."""
     landmarks = np.full((68, 2), 50.0)
     landmarks[0], landmarks[16] = [0.0, 50.0], [100.0, 50.0]
     ring6 = np.stack([np.cos(np.arange(6) * np.pi / 3), np.sin(np.arange(6) * np.pi / 3)], -1)
@@ -40,6 +43,9 @@ def _face() -> np.ndarray:
     landmarks[list(EYES[1])] = [70.0, 40.0] + ring6 * [8.0, 3.0]
     ring8 = np.stack([np.cos(np.arange(8) * np.pi / 4), np.sin(np.arange(8) * np.pi / 4)], -1)
     landmarks[list(INNER_MOUTH)] = [50.0, 80.0] + ring8 * [10.0, 2.0]
+    # brows 10 px over the eyes; the outer eye corners 36 and 45 are (38, 40) and (62, 40), 24 px apart
+    landmarks[list(BROWS[0])] = np.stack([np.linspace(22.0, 38.0, 5), np.full(5, 30.0)], -1)
+    landmarks[list(BROWS[1])] = np.stack([np.linspace(62.0, 78.0, 5), np.full(5, 30.0)], -1)
     return landmarks
 
 
@@ -64,3 +70,26 @@ def test_colour_vertices_leave_out_the_eyelids_and_inner_lips(synthetic_dataset)
     assert colour[:, surface][valid[:, surface]].all()
     left_out = (valid & ~colour).sum() / valid.sum()
     assert 0.03 < left_out < 0.3  # the features' rims, not the face
+
+
+def test_brow_heights_follow_each_brow_whatever_the_face_size() -> None:
+    face = _face()
+    np.testing.assert_allclose(brow_heights(face), [10 / 24, 10 / 24], rtol=1e-6)
+    raised = face.copy()
+    raised[list(BROWS[1]), 1] -= 4.0  # the second brow 4 px up (image y points down)
+    np.testing.assert_allclose(brow_heights(raised), [10 / 24, 14 / 24], rtol=1e-6)
+    larger = raised * 2.5 + [100.0, -30.0]  # the same face bigger and elsewhere
+    np.testing.assert_allclose(brow_heights(np.stack([raised, larger])), brow_heights(raised)[None].repeat(2, 0),
+                               rtol=1e-9)
+    # the feature: centred on a typical face, about the landmark feature's scale
+    np.testing.assert_allclose(brow_feature(raised), 10.0 * (brow_heights(raised) - 0.2), rtol=1e-9)
+
+
+def test_clips_carry_the_brows_in_the_landmark_input_when_asked(synthetic_dataset) -> None:
+    _, plain = load_clip(synthetic_dataset, "train", size=64)
+    _, with_brows = load_clip(synthetic_dataset, "train", size=64, brows=True)
+    assert plain.landmarks.shape[1] == 6 and with_brows.landmarks.shape[1] == 8
+    torch.testing.assert_close(with_brows.landmarks[:, :6], plain.landmarks)
+    tracks = np.load(synthetic_dataset / "tracks.npz")
+    expected = brow_feature(tracks["landmarks_aligned"][plain.indices.numpy()])
+    np.testing.assert_allclose(with_brows.landmarks[:, 6:].numpy(), expected, rtol=1e-5, atol=1e-6)

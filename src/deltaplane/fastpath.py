@@ -283,7 +283,7 @@ class FastRenderer:
             self._warm_up()
 
     def _planes(self, audio_codes: Float[Tensor, "batch code"], eye: Float[Tensor, " batch"],
-                angles: Float[Tensor, "batch 3"], landmarks: Float[Tensor, "batch 6"]
+                angles: Float[Tensor, "batch 3"], landmarks: Float[Tensor, "batch landmark_inputs"]
                 ) -> Float[Tensor, "batch 3 height width channels"]:
         """Condition tokens → identity + deltaplane, channels-last, in the sampling dtype."""
         with autocast(self.config.precision, self.device):

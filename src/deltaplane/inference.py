@@ -35,7 +35,7 @@ class DrivingTracks:
 
     eye: Float[Tensor, " frames"]
     angles: Float[Tensor, "frames 3"]
-    landmarks: Float[Tensor, "frames 6"]
+    landmarks: Float[Tensor, "frames landmark_inputs"]
     cam2world: Float[Tensor, "frames 4 4"]
     plate_warps: Float[Tensor, "frames 2 3"] | None = None
     """Where each training frame shows the background plate (`data.dataset.ClipData.plate_warps`); None for runs

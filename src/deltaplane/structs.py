@@ -21,8 +21,8 @@ class Conditions:
     """Eye openness (eye aspect ratio)."""
     angles: Float[Tensor, "batch 3"]
     """Camera (yaw, pitch, roll) of the training frame in radians: the head-pose token."""
-    landmarks: Float[Tensor, "batch 6"]
-    """The 6-D landmark feature in [-1, 1]."""
+    landmarks: Float[Tensor, "batch landmark_inputs"]
+    """The 6-D landmark feature in [-1, 1], and the brows' feature with `ConditionEncoderConfig.brows`."""
 
     def to(self, device: torch.device | str) -> Conditions:
         return Conditions(*(getattr(self, f.name).to(device) for f in fields(self)))
@@ -44,10 +44,10 @@ class NeutralTokens:
 
     eye: Float[Tensor, ""]
     angles: Float[Tensor, "3"]
-    landmarks: Float[Tensor, "6"]
+    landmarks: Float[Tensor, " landmark_inputs"]
 
     @staticmethod
-    def of(eye: Float[Tensor, " frames"], landmarks: Float[Tensor, "frames 6"]) -> NeutralTokens:
+    def of(eye: Float[Tensor, " frames"], landmarks: Float[Tensor, "frames landmark_inputs"]) -> NeutralTokens:
         return NeutralTokens(eye.median(), torch.zeros(3, device=eye.device), landmarks.median(dim=0).values)
 
 

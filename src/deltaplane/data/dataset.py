@@ -24,7 +24,7 @@ from deltaplane.data.schema import (AUDIO_FEATURES, FRAMES_VIDEO, TRACK_ARRAYS, 
 from deltaplane.errors import InputError
 from deltaplane.geometry.cameras import Cameras
 from deltaplane.geometry.face_depth import aligned_face_points, interior_vertices
-from deltaplane.geometry.face_regions import near_features
+from deltaplane.geometry.face_regions import brow_feature, near_features
 from deltaplane.geometry.head_proxy import CHIN, head_points
 from deltaplane.geometry.lips import mouth_shape
 from deltaplane.preprocess.align import invert_affine
@@ -51,7 +51,7 @@ class ClipData:
     """Windows of the *whole* clip, so the audio context of a test frame can reach back into training frames."""
     eye: Float[Tensor, " frames"]
     angles: Float[Tensor, "frames 3"]
-    landmarks: Float[Tensor, "frames 6"]
+    landmarks: Float[Tensor, "frames landmark_inputs"]
     cam2world: Float[Tensor, "frames 4 4"]
     intrinsics: Float[Tensor, "frames 3 3"]
     """Pixel intrinsics for `size`² frames."""
@@ -118,11 +118,13 @@ def _read_frames(dataset_dir: Path, manifest: Manifest, indices: list[int], size
 
 
 def load_clip(dataset_dir: str | Path, split: str, size: int | None = None,
-              normalize_audio: bool = False, head_proxy: bool = False) -> tuple[Manifest, ClipData]:
+              normalize_audio: bool = False, head_proxy: bool = False, brows: bool = False
+              ) -> tuple[Manifest, ClipData]:
     """Load `split` ('train', 'test' or 'all') resized to `size`² (default: the dataset's image size);
     `normalize_audio` standardises the clip's audio features (`audio.features.normalize_utterance`); `head_proxy`
     appends the head proxy's points to the mesh's (`geometry.head_proxy`, about 7 ms a frame: only a model with
-    `TriplaneTalkerConfig.head_proxy` reads them)."""
+    `TriplaneTalkerConfig.head_proxy` reads them); `brows` appends the brows' feature to the landmark feature
+    (`geometry.face_regions.brow_feature`, for a model with `ConditionEncoderConfig.brows`)."""
     dataset_dir = Path(dataset_dir)
     manifest = read_manifest(dataset_dir)
     if split == "all":
@@ -150,7 +152,7 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None,
         audio_features=torch.from_numpy(features),
         eye=torch.from_numpy(tracks["eye_openness"][select].astype(np.float32)),
         angles=torch.from_numpy(tracks["angles"][select].astype(np.float32)),
-        landmarks=torch.from_numpy(tracks["landmark_feature"][select].astype(np.float32)),
+        landmarks=torch.from_numpy(_landmark_inputs(tracks, select, brows)),
         cam2world=torch.from_numpy(tracks["cam2world"][select].astype(np.float32)),
         intrinsics=torch.from_numpy(intrinsics.astype(np.float32)),
         mouth_boxes=torch.from_numpy(mouth_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
@@ -217,6 +219,15 @@ def _face_points(tracks: dict[str, np.ndarray], select: np.ndarray, scale: float
     return {"face_points": torch.from_numpy(np.concatenate([points, head_xyz], 1)),
             "face_point_valid": torch.from_numpy(np.concatenate([valid, head_valid], 1)),
             "face_point_colour": torch.from_numpy(np.concatenate([colour, head_valid], 1))}
+
+
+def _landmark_inputs(tracks: dict[str, np.ndarray], select: np.ndarray, brows: bool
+                     ) -> Float[np.ndarray, "frames landmark_inputs"]:
+    """The landmark token's input: the 6-D landmark feature, and with `brows` the brows' feature."""
+    feature = tracks["landmark_feature"][select]
+    if brows:
+        feature = np.concatenate([feature, brow_feature(tracks["landmarks_aligned"][select])], axis=1)
+    return feature.astype(np.float32)
 
 
 def square_boxes(landmarks: Float[np.ndarray, "frames 68 2"]) -> Float[np.ndarray, "frames 4"]:

@@ -200,7 +200,7 @@ def _score_split(model: TriplaneTalker, dataset: Path, split: str, config: Evalu
     split's mean alignment, as the plate is) and score it against its frames; also the far background of its frames
     (`pixels.far_background`)."""
     manifest, clip = load_clip(dataset, split, size=model.config.output_resolution,
-                               normalize_audio=model.config.audio.normalize)
+                               normalize_audio=model.config.audio.normalize, brows=model.config.conditions.brows)
     samples = _split_audio(dataset, clip.indices.tolist(), manifest.fps)
     conditions = Conditions(audio=audio_context(clip.audio_features, clip.indices), eye=clip.eye,
                             angles=clip.angles, landmarks=clip.landmarks)

@@ -15,6 +15,8 @@ from torch import Tensor, nn
 
 TOKEN_NAMES = ("audio", "eye", "null", "angles", "landmarks")
 """Order of the condition tokens (and of the last axis of the predictor's attention maps)."""
+BROW_FEATURES = 2
+"""Values `ConditionEncoderConfig.brows` appends to the landmark feature: one per brow."""
 
 
 def frequency_encoding(x: Float[Tensor, "*batch dim"], num_frequencies: int,
@@ -58,12 +60,22 @@ class ConditionEncoderConfig:
     """Frequencies 2^0 … 2^5 for the 6-D landmark feature in [−1, 1] (official; 6·13 = 78 inputs)."""
     landmark_dim: int = 6
     """Size of the landmark feature: points [30, 45, 36] as (x, y) (docs/conventions.md)."""
+    brows: bool = False
+    """Append each brow's height over its eye (`geometry.face_regions.brow_feature`, 2 values) to the landmark
+    feature. The other tokens say where the head is and how open the eyes are, not where the brows are: a speaker
+    who raises them (macron_fr_50s: std 4.3 px at 512², 2.5 px of it beyond a linear fit on the other tokens)
+    leaves the field to average brows and forehead over the frames (docs/sharpness.md "The brows")."""
     mlp_layers: int = 3
     """Linear layers per condition MLP."""
     angles: bool = True
     """False: every frame's angle token is the frontal one (angles 0), so the head's pose reaches the render only
     through the camera and the deltaplane cannot redraw the head for each pose (docs/novel-views.md "The angle
     token"). The torso (`TriplaneTalkerConfig.torso_follow`) still follows the tracked angles."""
+
+    @property
+    def landmark_inputs(self) -> int:
+        """Size of the landmark token's input: the landmark feature, and the brows with `brows`."""
+        return self.landmark_dim + BROW_FEATURES * self.brows
 
 
 class ConditionEncoder(nn.Module):
@@ -75,12 +87,12 @@ class ConditionEncoder(nn.Module):
         width = config.token_dim
         self.eye_mlp = _mlp(1 + 2 * config.eye_frequencies, width, config.mlp_layers)
         self.angle_mlp = _mlp(3 * (1 + 2 * config.angle_frequencies), width, config.mlp_layers)
-        self.landmark_mlp = _mlp(config.landmark_dim * (1 + 2 * config.landmark_frequencies), width,
+        self.landmark_mlp = _mlp(config.landmark_inputs * (1 + 2 * config.landmark_frequencies), width,
                                  config.mlp_layers)
         self.null_token = nn.Parameter(torch.randn(1, 1, width))
 
     def forward(self, audio_code: Float[Tensor, "batch token_dim"], eye: Float[Tensor, " batch"],
-                angles: Float[Tensor, "batch 3"], landmarks: Float[Tensor, "batch landmark_dim"]
+                angles: Float[Tensor, "batch 3"], landmarks: Float[Tensor, "batch landmark_inputs"]
                 ) -> Float[Tensor, "batch 5 token_dim"]:
         """`eye`: openness (eye aspect ratio); `angles`: camera (yaw, pitch, roll) in radians; `landmarks` in [−1, 1]."""
         config = self.config

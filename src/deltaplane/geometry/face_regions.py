@@ -1,4 +1,4 @@
-"""The eyes and the mouth opening of the 68 aligned landmarks as regions (pure numpy).
+"""The eyes, the brows and the mouth opening of the 68 aligned landmarks as regions and measures (pure numpy).
 
 The face mesh's vertices on the eyelid margins and the inner lips sit on the edge between skin and sclera, teeth
 or the dark mouth, and those edges move (blinks, speech): the frame's colour at such a vertex is sclera one frame
@@ -18,6 +18,13 @@ INNER_MOUTH = tuple(range(60, 68))
 """The inner lip outline: the mouth opening (a sliver when closed)."""
 OUTER_MOUTH = tuple(range(48, 60))
 """The outer lip outline."""
+BROWS = (tuple(range(17, 22)), tuple(range(22, 27)))
+"""The 68 landmarks' brows, in the order of `EYES` (each brow above its eye)."""
+BROW_HEIGHT_MEAN = 0.2
+"""A typical `brow_heights` (0.19–0.27 on the reference clips), subtracted by `brow_feature`."""
+BROW_FEATURE_SCALE = 10.0
+"""`brow_feature`'s factor: the reference clips' brows move by 0.016–0.032 of the inter-ocular distance (std), so
+the feature moves by about ±0.3, as the 6-D landmark feature's points do in [−1, 1]."""
 FRAME_CHUNK = 128
 """`near_features` works through this many frames at a time: a frame's points against an outline's edges take
 ~0.3 MB in each of several temporaries, so a 5-minute clip at once would take ~2 GB."""
@@ -59,3 +66,19 @@ def near_features(points: Float[ndarray, "frames points 2"], landmarks: Float[nd
         for outline in (*EYES, INNER_MOUTH):
             near[chunk] |= polygon_distance(points[chunk], landmarks[chunk, outline]) <= limit[chunk]
     return near
+
+
+def brow_heights(landmarks: Float[ndarray, "*frames 68 2"]) -> Float[ndarray, "*frames 2"]:
+    """Each brow's height over its eye (mean y of the eye outline minus mean y of the brow, image y pointing down),
+    over the inter-ocular distance (outer eye corners 36 and 45): raised brows give larger values, and the scale
+    of the face does not matter."""
+    landmarks = np.asarray(landmarks, np.float64)
+    distance = np.linalg.norm(landmarks[..., 45, :] - landmarks[..., 36, :], axis=-1)
+    heights = [landmarks[..., eye, 1].mean(-1) - landmarks[..., brow, 1].mean(-1) for eye, brow in zip(EYES, BROWS)]
+    return np.stack(heights, axis=-1) / np.maximum(distance, 1e-9)[..., None]
+
+
+def brow_feature(landmarks: Float[ndarray, "*frames 68 2"]) -> Float[ndarray, "*frames 2"]:
+    """`brow_heights` centred on a typical face and scaled to the landmark feature's range: the condition input
+    that lets the brows follow their own signal (`fields.conditions.ConditionEncoderConfig.brows`)."""
+    return BROW_FEATURE_SCALE * (brow_heights(landmarks) - BROW_HEIGHT_MEAN)

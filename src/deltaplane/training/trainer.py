@@ -217,11 +217,11 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
     saved = _saved_model_config(run_dir, resume)
     clips = saved or model_config  # a resumed run's clips hold what it trains with
-    normalize, head = clips.audio.normalize, clips.head_proxy
+    normalize, head, brows = clips.audio.normalize, clips.head_proxy, clips.conditions.brows
     manifest, train_clip = load_clip(dataset_dir, "train", size=clips.output_resolution, normalize_audio=normalize,
-                                     head_proxy=head)
-    test_clip = load_clip(dataset_dir, "test", size=clips.output_resolution,
-                          normalize_audio=normalize, head_proxy=head)[1] if manifest.splits["test"] else None
+                                     head_proxy=head, brows=brows)
+    test_clip = load_clip(dataset_dir, "test", size=clips.output_resolution, normalize_audio=normalize,
+                          head_proxy=head, brows=brows)[1] if manifest.splits["test"] else None
     if "sync" not in manifest.stages:  # a lag between sound and lips is learnt and replayed with every voice
         LOG.warning("%s: audio–video offset %s", dataset_dir, describe_offset(manifest))
     model_config = saved or _prepare_run(run_dir, dataset_dir, model_config, train_config, preset, resume,
