@@ -30,7 +30,8 @@ def main() -> None:
     device = torch.device(args.device)
     for name, changes in MODELS.items():
         model = random_weights_model("fast", device, **changes)
-        conditions, cam2world = bench_inputs(model, synthetic_driving(args.frames), args.frames)
+        driving = synthetic_driving(args.frames, model.config.conditions.landmark_inputs)
+        conditions, cam2world = bench_inputs(model, driving, args.frames)
         report = run_bench(model, conditions, cam2world, [1], {"fast": FastRenderConfig.for_device(device)},
                            f"fast preset, random weights, mouth planes {name}")
         print(format_report(report), flush=True)

@@ -43,7 +43,8 @@ def main() -> None:
     for variant in args.variants:
         changes = model_changes(variant)
         model = random_weights_model("fast", device, background=args.background, **changes)
-        conditions, cam2world = bench_inputs(model, synthetic_driving(args.frames), args.frames)
+        driving = synthetic_driving(args.frames, model.config.conditions.landmark_inputs)
+        conditions, cam2world = bench_inputs(model, driving, args.frames)
         report = run_bench(model, conditions, cam2world, batches, {"fast": FastRenderConfig.for_device(device)},
                            f"fast preset + {variant}, random weights, background {args.background}")
         print(format_report(report), flush=True)

@@ -223,7 +223,8 @@ def main() -> None:
 
 def variants(model, num_frames: int, batch: int, preset: str) -> list[dict]:
     """What each step buys, at one batch size: bf16 eager (torch field), + torch.compile, + Triton field, + graph."""
-    conditions, cam2world = bench_inputs(model, synthetic_driving(num_frames), num_frames)
+    driving = synthetic_driving(num_frames, model.config.conditions.landmark_inputs)
+    conditions, cam2world = bench_inputs(model, driving, num_frames)
     configs = {"bf16-eager": FastRenderConfig(compile_mode="none", field="torch", cuda_graph=False),
                "+compile": FastRenderConfig(field="torch", cuda_graph=False),
                "+triton": FastRenderConfig(cuda_graph=False),

@@ -36,7 +36,7 @@ def _needs_cuda() -> None:
 
 def _tiny_model(device: torch.device, jitter: bool = True, background: str = "field", lips: bool = False,
                 upsamplings: int = 2, confined: tuple[int, ...] = (), torso: bool = False,
-                input_blocks: int = 0, identity_scale: int = 1) -> TriplaneTalker:
+                input_blocks: int = 0, identity_scale: int = 1, brows: bool = False) -> TriplaneTalker:
     """The tiny preset with several ray chunks (32² rays, chunks of 300) and every weight perturbed, so the zero-
     initialised deltaplane and ToRGB layers take part; `jitter`: random ray samples at inference too
     (`VolumeRenderConfig.jitter_at_inference`), so that the fast path draws them as the reference does; in plate
@@ -46,7 +46,8 @@ def _tiny_model(device: torch.device, jitter: bool = True, background: str = "fi
     `mouth_planes_on`; none: unconfined mouth planes on all three); `torso`: a torso of its own
     (`TriplaneTalkerConfig.torso_follow` (0.1, 0.6)); `input_blocks`: the super-resolution's residual blocks at the
     rendering resolution (`SuperResolutionConfig.input_blocks`); `identity_scale` 2: identity planes at twice the
-    resolution (`TriplaneTalkerConfig.identity_scale`)."""
+    resolution (`TriplaneTalkerConfig.identity_scale`); `brows`: the brows in the landmark token
+    (`ConditionEncoderConfig.brows`)."""
     config, _ = get_preset("tiny")
     lip_mode = ({"audio_token": "lips", "mouth_planes": 2, "lips": LipConfig(snap=1.0),
                  "mouth_confined": bool(confined), "mouth_planes_on": confined or (0, 1, 2)} if lips else {})
@@ -55,6 +56,7 @@ def _tiny_model(device: torch.device, jitter: bool = True, background: str = "fi
     config = dataclasses.replace(config, ray_chunk=300, volume=volume,
                                  background=background, render_resolution=render, **lip_mode,
                                  identity_scale=identity_scale,
+                                 conditions=dataclasses.replace(config.conditions, brows=brows),
                                  torso_follow=(0.1, 0.6) if torso else None,
                                  superres=dataclasses.replace(config.superres, input_resolution=render,
                                                               upsamplings=upsamplings, input_blocks=input_blocks,
@@ -81,7 +83,8 @@ def _clip(model: TriplaneTalker, num_frames: int) -> tuple[Conditions, torch.Ten
     conditions = Conditions(audio=torch.randn(num_frames, 8, 16, model.config.audio.feature_dim, generator=generator),
                             eye=0.2 + 0.1 * torch.rand(num_frames, generator=generator),
                             angles=0.1 * torch.randn(num_frames, 3, generator=generator),
-                            landmarks=2 * torch.rand(num_frames, 6, generator=generator) - 1)
+                            landmarks=2 * torch.rand(num_frames, model.config.conditions.landmark_inputs,
+                                                     generator=generator) - 1)
     angles = talk3d_orbit_angles(num_frames)
     return conditions, orbit_cam2world(angles[:, 0], angles[:, 1])
 
@@ -184,6 +187,16 @@ def test_fast_path_renders_the_mouth_x_blur_as_the_reference_does() -> None:
     torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
     torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
     assert (rgb_ref - plain).abs().max() > 1e-3
+
+
+def test_fast_path_reads_the_brows_as_the_reference_does() -> None:
+    """`ConditionEncoderConfig.brows`: 8 landmark inputs reach the fast path's tokens as the reference's, from its
+    compilation inputs (`example_inputs`) to the frames."""
+    model = _tiny_model(CPU, brows=True)
+    (rgb_ref, depth_ref), (rgb, depth), renderer = _both(model, FastRenderConfig.for_device(CPU))
+    torch.testing.assert_close(rgb, rgb_ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(depth, depth_ref, rtol=0, atol=1e-4)
+    assert renderer.example_inputs()[3].shape[1] == 8
 
 
 def test_fast_path_super_resolves_through_the_input_stack_as_the_reference_does() -> None:

@@ -91,13 +91,14 @@ def random_weights_model(preset: str, device: torch.device, seed: int = 0,
     return model.to(device).eval()
 
 
-def synthetic_driving(num_frames: int) -> DrivingTracks:
-    """Smoothly varying eye / head-angle / landmark tokens and orbit cameras."""
+def synthetic_driving(num_frames: int, landmark_inputs: int = 6) -> DrivingTracks:
+    """Smoothly varying eye / head-angle / landmark tokens (`landmark_inputs` of them:
+    `ConditionEncoderConfig.landmark_inputs`) and orbit cameras."""
     phase = torch.linspace(0, 2 * math.pi, num_frames)
     angles = talk3d_orbit_angles(num_frames)
     return DrivingTracks(eye=0.25 + 0.05 * torch.sin(3 * phase),
                          angles=torch.stack((angles[:, 0], angles[:, 1], 0.05 * torch.sin(phase)), dim=-1),
-                         landmarks=0.3 * torch.sin(phase[:, None] + torch.arange(6)),
+                         landmarks=0.3 * torch.sin(phase[:, None] + torch.arange(landmark_inputs)),
                          cam2world=orbit_cam2world(angles[:, 0], angles[:, 1]))
 
 
@@ -211,7 +212,7 @@ def bench(run_dir: Path | None, device: torch.device, batch_sizes: Sequence[int]
     `torso`, a torso of its own (`TORSO_FOLLOW`)) and bench it."""
     if run_dir is None:
         model = random_weights_model(preset, device, seed, background, torso_follow=TORSO_FOLLOW if torso else None)
-        driving = synthetic_driving(max(num_frames, 2))
+        driving = synthetic_driving(max(num_frames, 2), model.config.conditions.landmark_inputs)
         description = f"preset {preset}, random weights, background {background}{', torso' if torso else ''}"
     else:
         model, _, driving = load_run(Path(run_dir), device)

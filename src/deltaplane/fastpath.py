@@ -385,7 +385,8 @@ class FastRenderer:
         conditions = (torch.randn(count, code_dim, device=self.device, generator=generator),
                       0.2 + 0.1 * torch.rand(count, device=self.device, generator=generator),
                       0.2 * torch.rand(count, 3, device=self.device, generator=generator) - 0.1,
-                      2 * torch.rand(count, 6, device=self.device, generator=generator) - 1)
+                      2 * torch.rand(count, self.model.config.conditions.landmark_inputs, device=self.device,
+                                     generator=generator) - 1)
         warps = torch.eye(2, 3, device=self.device) + 0.02 * torch.randn(count, 2, 3, device=self.device,
                                                                          generator=generator)
         warped = (torch.arange(count, device=self.device) % 2).float()
@@ -430,7 +431,7 @@ class FastRenderer:
 
     @torch.no_grad()
     def render_batch(self, audio_codes: Float[Tensor, "count code"], eye: Float[Tensor, " count"],
-                     angles: Float[Tensor, "count 3"], landmarks: Float[Tensor, "count 6"],
+                     angles: Float[Tensor, "count 3"], landmarks: Float[Tensor, "count landmark_inputs"],
                      cam2world: Float[Tensor, "count 4 4"], generator: torch.Generator,
                      plate_warp: Float[Tensor, "count 2 3"] | None = None
                      ) -> tuple[Float[Tensor, "count 3 out out"], Float[Tensor, "count 1 size size"]]:
