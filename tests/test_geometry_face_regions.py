@@ -8,8 +8,8 @@ import numpy as np
 import torch
 
 from deltaplane.data.dataset import load_clip, make_batch
-from deltaplane.geometry.face_regions import (BROWS, EYES, INNER_MOUTH, brow_feature, brow_heights, face_width,
-                                              near_features, polygon_distance)
+from deltaplane.geometry.face_regions import (BROW_FEATURE_SCALE, BROW_HEIGHT_MEAN, BROWS, EYES, INNER_MOUTH,
+                                              brow_feature, brow_heights, face_width, near_features, polygon_distance)
 
 SQUARE = np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0], [0.0, 10.0]])
 # an L: the square without its upper-right quarter (concave corner at (5, 5))
@@ -82,7 +82,8 @@ def test_brow_heights_follow_each_brow_whatever_the_face_size() -> None:
     np.testing.assert_allclose(brow_heights(np.stack([raised, larger])), brow_heights(raised)[None].repeat(2, 0),
                                rtol=1e-9)
     # the feature: centred on a typical face, about the landmark feature's scale
-    np.testing.assert_allclose(brow_feature(raised), 10.0 * (brow_heights(raised) - 0.2), rtol=1e-9)
+    np.testing.assert_allclose(brow_feature(raised), BROW_FEATURE_SCALE * (brow_heights(raised) - BROW_HEIGHT_MEAN),
+                               rtol=1e-9)
 
 
 def test_clips_carry_the_brows_in_the_landmark_input_when_asked(synthetic_dataset) -> None:

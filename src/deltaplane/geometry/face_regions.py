@@ -22,9 +22,10 @@ BROWS = (tuple(range(17, 22)), tuple(range(22, 27)))
 """The 68 landmarks' brows, in the order of `EYES` (each brow above its eye)."""
 BROW_HEIGHT_MEAN = 0.2
 """A typical `brow_heights` (0.19–0.27 on the reference clips), subtracted by `brow_feature`."""
-BROW_FEATURE_SCALE = 10.0
+BROW_FEATURE_SCALE = 3.0
 """`brow_feature`'s factor: the reference clips' brows move by 0.016–0.032 of the inter-ocular distance (std), so
-the feature moves by about ±0.3, as the 6-D landmark feature's points do in [−1, 1]."""
+the feature moves by 0.05–0.10, about as much as the 6-D landmark feature's points (0.03–0.09), and the landmark
+token's highest frequency (2^5) does not wrap round many times."""
 FRAME_CHUNK = 128
 """`near_features` works through this many frames at a time: a frame's points against an outline's edges take
 ~0.3 MB in each of several temporaries, so a 5-minute clip at once would take ~2 GB."""
@@ -79,6 +80,6 @@ def brow_heights(landmarks: Float[ndarray, "*frames 68 2"]) -> Float[ndarray, "*
 
 
 def brow_feature(landmarks: Float[ndarray, "*frames 68 2"]) -> Float[ndarray, "*frames 2"]:
-    """`brow_heights` centred on a typical face and scaled to the landmark feature's range: the condition input
-    that lets the brows follow their own signal (`fields.conditions.ConditionEncoderConfig.brows`)."""
+    """`brow_heights` centred on a typical face and scaled to move about as much as the landmark feature: the
+    condition input that lets the brows follow their own signal (`fields.conditions.ConditionEncoderConfig.brows`)."""
     return BROW_FEATURE_SCALE * (brow_heights(landmarks) - BROW_HEIGHT_MEAN)
