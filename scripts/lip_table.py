@@ -1,7 +1,8 @@
 """A compact table of scripts/score_lip_renders.py's JSON, one block per scored run: the test renders (PSNR / face,
 LMD, opening spread and mean ratios, open fraction against the ground truth's, sync and offset, sharpness, detail
 gain, eyes' and mouth's PSNR / brightness bias, opening in the pauses and in the speech, dark specks in the torso
-band), the random ray samples' own noise (`gpu_lip_motion.py --sampling`), each cross-driven prefix (spread range,
+band), the run's steps, regression fit and driving vectors' opening spread (gpu_lip_motion.py's diagnostics, since
+run 49), the random ray samples' own noise (`gpu_lip_motion.py --sampling`), each cross-driven prefix (spread range,
 files in issue 9's 0.7–1.4 band, sync floor and mean, offsets, then one line per file) and the novel views
 (identity distance, sharpness against the frontal render, frames without a face).
 
@@ -41,6 +42,11 @@ def block(row: dict) -> list[str]:
     if "test/gt/sync/correlation" in row:
         lines.append(f"ground truth sync {row['test/gt/sync/correlation']:.2f} ({row['test/gt/sync/offset_frames']}) "
                      f"torso specks {row.get('test/gt/torso_speckle', float('nan')):.5f}")
+    if "lips/audio/opening_std_ratio" in row:  # gpu_lip_motion's diagnostics since run 49: render over these
+        lines.append(f"{row['steps']} steps, regression corr {row['test/lip_correlation']:.2f}; the driving vectors' "
+                     f"opening std {row['lips/audio/opening_std_ratio']:.2f} (unsnapped "
+                     f"{row['lips/audio_unsnapped/opening_std_ratio']:.2f}, tracked snapped "
+                     f"{row['lips/tracked_snapped/opening_std_ratio']:.2f})")
     if "sampling/noise_mean" in row:
         lines.append(f"random samples: two seeds differ by {row['sampling/noise_mean']:.2f} grey levels on average, "
                      f"{row['sampling/speckle_share']:.5f} of the pixels by more than 32")

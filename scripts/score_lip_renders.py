@@ -163,10 +163,10 @@ def score(directory: Path, replay: Replay | None, background: np.ndarray | None,
     row.update({f"test/gt/{key}": value for key, value in
                 sync_metrics(result.target, samples, FPS, config, None)[0].items()})
     row["test/gt/torso_speckle"] = torso_speckle(directory / "test_gt.mp4")
-    diagnostics = directory / "diagnostics.json"  # gpu_lip_motion.py --sampling: the random samples' own noise
-    if diagnostics.is_file():
+    diagnostics = directory / "diagnostics.json"
+    if diagnostics.is_file():  # --sampling's noise; the steps, the regression's fit, what the lip vectors ask for
         row.update({key: value for key, value in json.loads(diagnostics.read_text()).items()
-                    if key.startswith("sampling/")})
+                    if key.startswith(("sampling/", "lips/")) or key in ("steps", "test/lip_correlation")})
     for prefix in cross_prefixes(path.name.split("_")[0] for path in directory.glob("*.mp4")):
         for path in sorted(directory.glob(f"{prefix}_*.mp4")):
             video, count = frames(path)
