@@ -41,7 +41,8 @@ from deltaplane.training.trainer import _audio_versions, calibrate_lips
 def scores(model: TriplaneTalker, train_clip: ClipData, test_clip: ClipData, eval_frames: int) -> dict[str, float]:
     """The trainer's `lip_fit` on the test split's `eval_frames` evenly spaced frames (what log.jsonl reported up to
     run 48), on the whole test split, on the training frames the regressions learn from and on the held-out
-    calibration blocks; and the correlation of the vectors that drive the test split's render."""
+    calibration blocks (where the clip holds any out); and the correlation of the vectors that drive the test
+    split's render."""
     held_out = model.lips.held_out(train_clip.indices)
     device = held_out.device
     spaced = torch.from_numpy(np.linspace(0, len(test_clip) - 1, eval_frames).round().astype(np.int64)).to(device)
@@ -49,8 +50,8 @@ def scores(model: TriplaneTalker, train_clip: ClipData, test_clip: ClipData, eva
              "test": (test_clip, torch.arange(len(test_clip), device=device)),
              "fitted": (train_clip, torch.nonzero(~held_out)[:, 0]),
              "held_out": (train_clip, torch.nonzero(held_out)[:, 0])}
-    row = {f"{name}/{key}": value for name, (clip, positions) in parts.items()
-           for key, value in lip_fit(model, clip, positions).items()}
+    row = {f"{name}/{key}": value for name, (clip, positions) in parts.items() if len(positions)  # a short clip
+           for key, value in lip_fit(model, clip, positions).items()}  # holds no calibration block out
     driving = model.clip_lip_vectors(audio_context(test_clip.audio_features, test_clip.indices))[:, 0]
     tracked = model.lips.coefficients(test_clip.mouth_shapes)[:, 0]
     row["test/driving_correlation"] = torch.corrcoef(torch.stack((driving, tracked)))[0, 1].item()
@@ -99,8 +100,9 @@ def main() -> None:
     stages = [("prefit", train_config.lip_prefit_steps, train_config.lip_prefit_lr, seed + 1),
               ("then", args.then, train_config.lr_audio, seed + 2)]
     calibrate_lips(model, train_clip)
-    frames = train_config.eval_frames
-    print(json.dumps({"stage": "start", "steps": 0, **scores(model, train_clip, test_clip, frames)}), flush=True)
+    eval_frames = train_config.eval_frames
+    print(json.dumps({"stage": "start", "steps": 0, **scores(model, train_clip, test_clip, eval_frames)}),
+          flush=True)
     for stage, steps, lr, stage_seed in stages:
         if steps == 0:
             continue
@@ -110,7 +112,7 @@ def main() -> None:
         calibrate_lips(model, train_clip)
         print(json.dumps({"stage": stage, "steps": steps, "lr": lr, "seconds": time.perf_counter() - started,
                           "loss_last": sum(losses[-100:]) / len(losses[-100:]),
-                          **scores(model, train_clip, test_clip, frames)}), flush=True)
+                          **scores(model, train_clip, test_clip, eval_frames)}), flush=True)
     if args.openings is not None:
         audio = audio_context(test_clip.audio_features, test_clip.indices)
         lips = model.lips
@@ -119,8 +121,8 @@ def main() -> None:
                        "driving": model.clip_lip_vectors(audio)}
             with unsnapped(model):
                 vectors["unsnapped"] = model.clip_lip_vectors(audio)
-            frames = lips.coefficients(train_clip.mouth_shapes)
-            nearest = {name: nearest_frame(value.cpu(), frames.cpu(), lips.scale.cpu())
+            taught = lips.coefficients(train_clip.mouth_shapes).cpu()  # the training frames' lip vectors
+            nearest = {name: nearest_frame(value.cpu(), taught, lips.scale.cpu())
                        for name, value in vectors.items()}
             openings = {"tracked": shape_opening(test_clip.mouth_shapes).cpu().numpy(),
                         **{name: shape_opening(lips.shapes(vectors[name])).cpu().numpy()

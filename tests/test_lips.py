@@ -531,7 +531,8 @@ def test_teacher_snap_teaches_the_renderer_the_snapped_vectors_it_is_driven_with
 def test_the_lip_regressions_run_in_full_precision_under_autocast() -> None:
     """The trainer's steps run under bf16 autocast on CUDA, its prefit, evaluation and inference in fp32: the lip
     regressions, their training error and the lip basis (targets, taught vectors) give the same numbers either way,
-    so what the steps fit is what the renders read (docs/lip-motion.md "Run 48": taught in bf16, a fitted regression came apart in fp32)."""
+    so what the steps fit is what the renders read (docs/lip-motion.md "Run 48": taught in bf16, a fitted
+    regression came apart in fp32)."""
     from deltaplane.models.triplane_talker import TriplaneTalker
     from deltaplane.structs import LipFrames
 

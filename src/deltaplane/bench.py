@@ -91,7 +91,7 @@ def random_weights_model(preset: str, device: torch.device, seed: int = 0,
     return model.to(device).eval()
 
 
-def synthetic_driving(num_frames: int, landmark_inputs: int = 6) -> DrivingTracks:
+def synthetic_driving(num_frames: int, landmark_inputs: int) -> DrivingTracks:
     """Smoothly varying eye / head-angle / landmark tokens (`landmark_inputs` of them:
     `ConditionEncoderConfig.landmark_inputs`) and orbit cameras."""
     phase = torch.linspace(0, 2 * math.pi, num_frames)
