@@ -8,9 +8,10 @@ on for `--then` steps of the same error at the preset's `lr_audio` (the regressi
 the renderer). After each stage it prints, as JSON lines, the trainer's `training.evaluation.lip_fit` (the
 calibrated mean regression against the tracked lip vectors) on the whole test split (what log.jsonl reports), on
 the 16 evenly spaced test frames the trainer renders at each evaluation (what log.jsonl reported up to run 48), on
-the training frames the regressions learn from and on the held-out calibration blocks, and the correlation of the
+the training frames the regressions learn from and on the held-out calibration blocks, the correlation of the
 vectors that drive the test split's render (`TriplaneTalker.clip_lip_vectors`: the
-utterance's gain, range and snap).
+utterance's gain, range and snap), and their mean opening in the test split's pauses and speech and its spread, each
+over the tracked mouths' (gpu_lip_motion's `pause_openings`, its diagnostics' `lips/*`).
 
     python scripts/lip_prefit_check.py DATA/CLIP_a05 [--variant base+prefit3000] [--then 1200]
 """
@@ -25,10 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from gpu_lip_motion import unsnapped, variant_configs
-from lip_regression_ablation import nearest_frame
+from gpu_lip_motion import pause_openings, unsnapped, variant_configs
+from lip_regression_ablation import nearest_frame, speech_activity
 
+from deltaplane.audio.io import load_audio
 from deltaplane.data.dataset import ClipData, audio_context, load_clip
+from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.geometry.lips import shape_opening
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.training.evaluation import lip_fit
@@ -38,11 +41,13 @@ from deltaplane.training.trainer import _audio_versions, calibrate_lips
 
 
 @torch.no_grad()
-def scores(model: TriplaneTalker, train_clip: ClipData, test_clip: ClipData, eval_frames: int) -> dict[str, float]:
+def scores(model: TriplaneTalker, train_clip: ClipData, test_clip: ClipData, eval_frames: int,
+           activity: np.ndarray) -> dict[str, float]:
     """The trainer's `lip_fit` on the test split's `eval_frames` evenly spaced frames (what log.jsonl reported up to
     run 48), on the whole test split, on the training frames the regressions learn from and on the held-out
-    calibration blocks (where the clip holds any out); and the correlation of the vectors that drive the test
-    split's render."""
+    calibration blocks (where the clip holds any out); the correlation of the vectors that drive the test
+    split's render, and their openings in the pauses (`activity` 0: the clip's per-frame speech activity) and the
+    speech."""
     held_out = model.lips.held_out(train_clip.indices)
     device = held_out.device
     spaced = torch.from_numpy(np.linspace(0, len(test_clip) - 1, eval_frames).round().astype(np.int64)).to(device)
@@ -55,7 +60,7 @@ def scores(model: TriplaneTalker, train_clip: ClipData, test_clip: ClipData, eva
     driving = model.clip_lip_vectors(audio_context(test_clip.audio_features, test_clip.indices))[:, 0]
     tracked = model.lips.coefficients(test_clip.mouth_shapes)[:, 0]
     row["test/driving_correlation"] = torch.corrcoef(torch.stack((driving, tracked)))[0, 1].item()
-    return row
+    return row | pause_openings(model, test_clip, activity)
 
 
 def main() -> None:
@@ -101,18 +106,21 @@ def main() -> None:
               ("then", args.then, train_config.lr_audio, seed + 2)]
     calibrate_lips(model, train_clip)
     eval_frames = train_config.eval_frames
-    print(json.dumps({"stage": "start", "steps": 0, **scores(model, train_clip, test_clip, eval_frames)}),
+    activity = speech_activity(load_audio(args.dataset / AUDIO_WAV), manifest.num_frames, manifest.fps)
+    print(json.dumps({"stage": "start", "steps": 0, **scores(model, train_clip, test_clip, eval_frames, activity)}),
           flush=True)
     for stage, steps, lr, stage_seed in stages:
         if steps == 0:
             continue
         started = time.perf_counter()
         with autocast(args.then_precision if stage == "then" else "32-true", device):
-            losses = prefit_lips(model, train_clip, steps, lr, batch, stage_seed, versions)
+            log = prefit_lips(model, train_clip, steps, lr, batch, stage_seed, versions,
+                              patience=train_config.lip_prefit_patience if stage == "prefit" else 0)
         calibrate_lips(model, train_clip)
-        print(json.dumps({"stage": stage, "steps": steps, "lr": lr, "seconds": time.perf_counter() - started,
-                          "loss_last": sum(losses[-100:]) / len(losses[-100:]),
-                          **scores(model, train_clip, test_clip, eval_frames)}), flush=True)
+        print(json.dumps({"stage": stage, "steps": len(log.losses), "kept_step": log.kept_step,
+                          "held_out_checks": log.held_out, "lr": lr, "seconds": time.perf_counter() - started,
+                          "loss_last": sum(log.losses[-100:]) / len(log.losses[-100:]),
+                          **scores(model, train_clip, test_clip, eval_frames, activity)}), flush=True)
     if args.openings is not None:
         audio = audio_context(test_clip.audio_features, test_clip.indices)
         lips = model.lips

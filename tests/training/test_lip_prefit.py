@@ -13,17 +13,17 @@ from deltaplane.data.dataset import audio_context, load_clip
 from deltaplane.errors import InputError
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.presets import PRESETS, get_preset
-from deltaplane.training.lip_prefit import prefit_lips
+from deltaplane.training.lip_prefit import CHECK_EVERY, held_out_error, prefit_lips
 from deltaplane.training.logging import read_log
 from deltaplane.training.trainer import train
 
 CPU = torch.device("cpu")
 
 
-def _lip_config():
-    """The tiny preset in lip mode with two regressions."""
+def _lip_config(**lips):
+    """The tiny preset in lip mode with two regressions (and `lips`' changes to its `LipConfig`)."""
     model_config, train_config = get_preset("tiny")
-    lips = dataclasses.replace(model_config.lips, regressions=2)
+    lips = dataclasses.replace(model_config.lips, regressions=2, **lips)
     return dataclasses.replace(model_config, audio_token="lips", lips=lips), train_config
 
 
@@ -38,9 +38,10 @@ def _fit(model: TriplaneTalker, clip, positions: torch.Tensor | None = None) -> 
     return (predicted - target).square().mean().item(), torch.corrcoef(torch.stack((predicted, target)))[0, 1].item()
 
 
-def _lip_model(dataset: Path):
-    """A tiny lip-mode model with its lip basis fitted on `dataset`'s training frames, and both splits' clips."""
-    model_config, _ = _lip_config()
+def _lip_model(dataset: Path, **lips):
+    """A tiny lip-mode model (`lips`: changes to its `LipConfig`) with its lip basis fitted on `dataset`'s training
+    frames, and both splits' clips."""
+    model_config, _ = _lip_config(**lips)
     manifest, train_clip = load_clip(dataset, "train", size=model_config.output_resolution, normalize_audio=True)
     _, test_clip = load_clip(dataset, "test", size=model_config.output_resolution, normalize_audio=True)
     audio = dataclasses.replace(model_config.audio, feature_dim=manifest.audio.dim, normalize=True)
@@ -57,7 +58,7 @@ def test_prefit_fits_the_regressions_and_nothing_else(synthetic_dataset: Path) -
     fitted = torch.nonzero(~model.lips.held_out(train_clip.indices))[:, 0]
     error_before, _ = _fit(model, train_clip, fitted)
 
-    losses = prefit_lips(model, train_clip, steps=200, lr=2e-3, batch=32, seed=1)
+    losses = prefit_lips(model, train_clip, steps=200, lr=2e-3, batch=32, seed=1).losses
 
     assert len(losses) == 200 and sum(losses[-20:]) < 0.5 * sum(losses[:20])
     assert _fit(model, train_clip, fitted)[0] < 0.5 * error_before
@@ -117,3 +118,41 @@ def test_api_train_refuses_a_prefit_it_cannot_run(synthetic_dataset: Path, tmp_p
         api.train(synthetic_dataset, tmp_path / "run", preset=preset, steps=1, device="cpu", progress=False,
                   lip_prefit=steps)
     assert not (tmp_path / "run").exists()
+
+
+def test_prefit_with_patience_keeps_the_calibration_blocks_best(synthetic_dataset: Path) -> None:
+    """With `patience` the prefit scores the calibration blocks every CHECK_EVERY steps, stops `patience` checks
+    after their best, and leaves the regressions at that best's weights. A learning rate far too high makes the
+    error rise after the start, so it must stop early. The synthetic clip is short: blocks of 5 frames, one in 4."""
+    model, train_clip, _ = _lip_model(synthetic_dataset, calibration_block=5, calibration_every=4)
+    held_out = torch.nonzero(model.lips.held_out(train_clip.indices))[:, 0]
+    assert len(held_out) > 0, "the synthetic clip holds no calibration block out"
+
+    log = prefit_lips(model, train_clip, steps=1000, lr=0.5, batch=32, seed=1, patience=2)
+
+    steps, errors = zip(*log.held_out)
+    assert steps == tuple(range(0, steps[-1] + 1, CHECK_EVERY)) and steps[0] == 0
+    best = min(range(len(errors)), key=errors.__getitem__)
+    assert log.kept_step == steps[best] and max(errors) > errors[best]
+    assert len(log.losses) == log.kept_step + 2 * CHECK_EVERY < 1000
+    assert held_out_error(model, train_clip, held_out) == pytest.approx(errors[best], rel=1e-6)
+
+
+def test_prefit_with_patience_runs_on_while_the_blocks_improve(synthetic_dataset: Path) -> None:
+    """At the usual learning rate the calibration blocks' error falls, and the prefit keeps the trained weights,
+    not the untrained ones."""
+    model, train_clip, _ = _lip_model(synthetic_dataset, calibration_block=5, calibration_every=4)
+    log = prefit_lips(model, train_clip, steps=300, lr=2e-3, batch=32, seed=1, patience=2)
+    assert log.kept_step > 0 and log.held_out[0][1] > min(error for _, error in log.held_out)
+
+
+def test_training_logs_where_a_patient_prefit_stopped(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """`TrainConfig.lip_prefit_patience` reaches the prefit; the log says how many steps ran, which it kept, and the
+    calibration blocks' error at the start and at the kept step."""
+    model_config, train_config = _lip_config(calibration_block=5, calibration_every=4)
+    config = dataclasses.replace(train_config, steps=1, eval_every=0, sample_every=1000, lip_prefit_steps=250,
+                                 lip_prefit_patience=1)
+    train(synthetic_dataset, tmp_path / "run", model_config, config, "tiny", CPU, progress=False)
+    row = next(r for r in read_log(tmp_path / "run") if "lip_prefit/loss_first" in r)
+    assert row["lip_prefit/kept_step"] in (0, 100, 200, 250) and row["lip_prefit/steps"] <= 250
+    assert row["lip_prefit/held_out_kept"] <= row["lip_prefit/held_out_first"]

@@ -40,6 +40,10 @@ class TrainConfig:
     their share of the steps leaves them short of fitted (docs/lip-motion.md "The regressions fitted first")."""
     lip_prefit_lr: float = 2e-3
     """Adam learning rate of `lip_prefit_steps`."""
+    lip_prefit_patience: int = 0
+    """Checks of the held-out calibration blocks' error (one every `training.lip_prefit.CHECK_EVERY` prefit steps)
+    without a new best after which the prefit stops and keeps its best weights, so that a short clip, whose
+    regressions over-fit, stops early (0: all `lip_prefit_steps`)."""
     speaker_augment: SpeakerAugmentConfig = field(default_factory=SpeakerAugmentConfig)
     """Perturbed copies of the training audio (other vocal-tract lengths, noise) that training steps draw from,
     so that the audio encoder learns what the mouth does rather than what this voice sounds like."""

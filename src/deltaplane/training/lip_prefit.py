@@ -5,36 +5,82 @@ only drive it at inference. Inside a run of minutes they get the renderer's step
 7-minute call, and on macron_fr_50s that leaves their test-split lip correlation at 0.56 where 3,000 steps more
 reach 0.66 (docs/lip-motion.md "The regressions fitted first"). Here they train alone (no rendering: four small
 audio encoders a step), with an Adam of their own, and the training then goes on from the fitted weights.
+
+How long to fit depends on the clip: on the 18-s obama_20s the regressions over-fit (their fitted frames' correlation
+0.98, the held-out calibration blocks' 0.51 → 0.25 after 1,000 steps on the CPU) and the rendered mouth swings
+less, on the 50-s macron_fr_50s they under-fit without it (docs/lip-motion.md "Run 50"). With `patience` the prefit
+watches the calibration blocks, which it never learns from, and stops where their error stopped falling, keeping
+the weights of the best check.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm import tqdm
 
-from deltaplane.data.dataset import ClipData, lip_frames
+from deltaplane.data.dataset import ClipData, audio_context, lip_frames
 from deltaplane.devices import host_to_device
 from deltaplane.models.triplane_talker import TriplaneTalker
+
+CHECK_EVERY = 100
+"""Prefit steps between two looks at the calibration blocks' error (`prefit_lips`' `patience`)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefitLog:
+    """What `prefit_lips` did: each step's loss, the calibration blocks' error at each check (step, error), and the
+    step whose weights it kept (the last, or the best check's with `patience`)."""
+    losses: list[float]
+    held_out: list[tuple[int, float]]
+    kept_step: int
+
+
+@torch.no_grad()
+def held_out_error(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, " frames"]) -> float:
+    """Mean squared error (whitened units) of the regressions' raw mean lip vector against the tracked one at
+    `positions` of `clip` (the calibration blocks: what `TriplaneTalker.lip_regression_error` leaves out)."""
+    audio = audio_context(clip.audio_features, clip.indices[positions])
+    predicted = model.predicted_lips(audio, calibrated=False)
+    return (predicted - model.lips.coefficients(clip.mouth_shapes[positions])).square().mean().item()
 
 
 def prefit_lips(model: TriplaneTalker, clip: ClipData, steps: int, lr: float, batch: int, seed: int,
                 audio_versions: Float[Tensor, "versions frames window features"] | None = None,
-                progress: bool = False) -> list[float]:
-    """Train `model`'s lip regressions alone for `steps` steps of `batch` frames each (each regression its own
+                progress: bool = False, patience: int = 0) -> PrefitLog:
+    """Train `model`'s lip regressions alone for up to `steps` steps of `batch` frames each (each regression its own
     frames, from one audio version a step: the clip's or one of `audio_versions`, its speaker-augmented copies),
     as `TriplaneTalker.lip_regression_error` scores them in training. Draws from a generator of its own (`seed`),
-    so the renderer's training draws what it would without the prefit. Returns each step's loss."""
+    so the renderer's training draws what it would without the prefit. With `patience` > 0 (and calibration blocks
+    in the clip), every CHECK_EVERY steps it scores the calibration blocks (`held_out_error`), stops once `patience`
+    checks in a row found no lower error than the best, and puts back the best check's weights (step 0's, the
+    untrained regressions', count as the first check)."""
     regressions = model.lip_regressions()
     parameters = [p for encoder, head in regressions for p in (*encoder.parameters(), *head.parameters())]
     device = clip.mouth_shapes.device
     optimizer = torch.optim.Adam(parameters, lr=lr, fused=device.type == "cuda")  # one kernel group a step
     generator = torch.Generator().manual_seed(seed)
+    held_out = torch.nonzero(model.lips.held_out(clip.indices))[:, 0]
+    watch = patience > 0 and len(held_out) > 0
+    checks: list[tuple[int, float]] = []
+    best, best_step, kept = math.inf, 0, None
+
+    def check(step: int) -> bool:
+        """Score the calibration blocks at `step`; whether to stop."""
+        nonlocal best, best_step, kept
+        checks.append((step, held_out_error(model, clip, held_out)))
+        if checks[-1][1] < best:
+            best, best_step, kept = checks[-1][1], step, [p.detach().clone() for p in parameters]
+        return step - best_step >= patience * CHECK_EVERY
+
+    if watch:
+        check(0)
     losses = []
-    for _ in tqdm(range(steps), disable=not progress, desc="lip prefit", unit="step"):
+    for step in tqdm(range(1, steps + 1), disable=not progress, desc="lip prefit", unit="step"):
         source = clip
         if audio_versions is not None:
             version = int(torch.randint(audio_versions.shape[0], (1,), generator=generator))
@@ -46,4 +92,12 @@ def prefit_lips(model: TriplaneTalker, clip: ClipData, steps: int, lr: float, ba
         loss.backward()
         optimizer.step()
         losses.append(loss.detach())
-    return torch.stack(losses).tolist() if losses else []
+        if watch and step % CHECK_EVERY == 0 and check(step):
+            break
+    if watch:
+        if len(losses) % CHECK_EVERY:  # the steps after the last check
+            check(len(losses))
+        with torch.no_grad():
+            for parameter, value in zip(parameters, kept):
+                parameter.copy_(value)
+    return PrefitLog(torch.stack(losses).tolist() if losses else [], checks, best_step if watch else len(losses))

@@ -274,12 +274,17 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     step = start_step
     started = time.perf_counter() - train_seconds
     if model.lips is not None and train_config.lip_prefit_steps > 0 and start_step == 0:
-        losses = prefit_lips(model, train_clip, train_config.lip_prefit_steps, train_config.lip_prefit_lr,
+        prefit = prefit_lips(model, train_clip, train_config.lip_prefit_steps, train_config.lip_prefit_lr,
                              train_config.lip_batch or train_config.batch_size, train_config.seed + 1,
-                             audio_versions, progress)
+                             audio_versions, progress, train_config.lip_prefit_patience)
         calibrate_lips(model, train_clip)
+        losses = prefit.losses
         tail = losses[-min(len(losses), 100):]  # the last steps' mean: one batch's loss is noisy
         logger.scalars(0, {"lip_prefit/loss_first": losses[0], "lip_prefit/loss_last": sum(tail) / len(tail),
+                           "lip_prefit/steps": len(losses), "lip_prefit/kept_step": prefit.kept_step,
+                           **({"lip_prefit/held_out_first": prefit.held_out[0][1],
+                               "lip_prefit/held_out_kept": min(error for _, error in prefit.held_out)}
+                              if prefit.held_out else {}),
                            "lip_prefit/seconds": time.perf_counter() - started})
     bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress, desc="train", unit="step")
     try:
