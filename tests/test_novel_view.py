@@ -81,6 +81,20 @@ def test_the_near_hemisphere_of_a_sphere_is_visible_and_the_far_one_is_not() -> 
     assert visible[facing > 0.5].float().mean() > 0.9 and visible[(facing > 0) & (facing < 0.3)].float().mean() < 0.2
 
 
+
+def test_each_row_of_a_batch_has_its_own_z_buffer() -> None:
+    """`visible_points` over two batches stacked equals each alone (the novel-view terms stack the novel cameras and
+    the frames' own into one call)."""
+    generator = torch.Generator().manual_seed(0)
+    points = 0.2 * torch.randn(2, 500, 3, generator=generator) + torch.tensor([0.0, 0.05, 0.2])
+    first = orbit_cameras(torch.tensor([0.4, -0.3]), torch.tensor([-0.2, 0.1]), 256, 256)
+    second = orbit_cameras(torch.tensor([0.0, 0.5]), torch.tensor([0.3, 0.0]), 256, 256)
+    stacked = Cameras(torch.cat((first.cam2world, second.cam2world)), torch.cat((first.intrinsics,
+                                                                                 second.intrinsics)), 256, 256)
+    together = visible_points(points.repeat(2, 1, 1), stacked)
+    assert torch.equal(together, torch.cat((visible_points(points, first), visible_points(points, second))))
+    assert together.any() and not together.all() and not torch.equal(together[:2], together[2:])
+
 def _model(**loss: float) -> TriplaneTalker:
     torch.manual_seed(0)
     config, _ = get_preset("tiny")

@@ -715,7 +715,14 @@ class TriplaneTalker(nn.Module):
             yaw, pitch = (angle.to(cameras.cam2world) for angle in random_offsets(len(cameras), config, generator))
             novel = Cameras(rotate_about_origin(cameras.cam2world, yaw, pitch), cameras.intrinsics,
                             cameras.height, cameras.width)
-            seen = valid & visible_points(points, novel, config.cell, config.margin)
+            # the colour term also needs what the frame's own camera sees: both z-buffers in one batch (~55
+            # operations fewer a step; each row's z-buffer is its own)
+            viewers = novel if weights.novel_color == 0 else Cameras(
+                torch.cat((novel.cam2world, cameras.cam2world)), cameras.intrinsics.repeat(2, 1, 1), cameras.height,
+                cameras.width)
+            visible = visible_points(points.repeat(len(viewers) // len(points), 1, 1), viewers, config.cell,
+                                     config.margin)
+            seen = valid & visible[:len(points)]
             origins, directions, expected = point_rays(points, novel.cam2world)
             isolated = self._isolated(batch.lower_face)  # a vertex on an isolated source ray stays isolated
             ray_mask = None if isolated is None else sample_pixels(isolated, pixels, cameras.width)[:, 0] > 0
@@ -742,8 +749,7 @@ class TriplaneTalker(nn.Module):
                 target = sample_pixels(batch.images_raw, pixels, cameras.width)  # [B, 3, P], colour in the frame
                 # the frame sees it too, and its colour there is the surface's (an eyelid's margin is lid one frame
                 # and sclera the next: averaged, it paints pale flecks over the eyes and the lips)
-                shown = seen & batch.face_point_colour[:, :count] & visible_points(points, cameras, config.cell,
-                                                                                    config.margin)
+                shown = seen & batch.face_point_colour[:, :count] & visible[len(points):]
             colour = features[..., :3].transpose(1, 2) * 2.0 - 1.0  # rgb_raw's convention, [B, 3, P]
             terms["novel_color"] = weights.novel_color * losses.masked_l1(colour[..., None], target[..., None],
                                                                           shown[:, None, :, None])
