@@ -66,6 +66,7 @@ def variant_configs(name: str, preset: str = "fast"):
     """The fast preset with the changes a variant names (joined by '+'): lips, audio (Talk3D's audio token),
     norm (per-utterance feature normalisation), concat (the audio's window codes mixed by an MLP over them side by
     side, `AudioEncoderConfig.mixing`), mouthN (mouth loss weight N), mouthboxN (mouth-box L1 weight N),
+    eyesboxN (L1 weight N in the box around the brows and eyes, `LossWeights.eyes_box`),
     audiolrX (learning rate X of the audio → lip regression), prefitN (N steps fitting the regressions alone
     before the renderer's first, `TrainConfig.lip_prefit_steps`), patienceN (the prefit stops after N checks of
     the calibration blocks without a new best, `TrainConfig.lip_prefit_patience`), lipbatchN (its
@@ -123,6 +124,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, audio=dataclasses.replace(model.audio, mixing="concat"))
         elif part.startswith("mouthbox"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, mouth_box=float(part[8:])))
+        elif part.startswith("eyesbox"):
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, eyes_box=float(part[7:])))
         elif part.startswith("mouth"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, mouth=float(part[5:])))
         elif part.startswith("regs"):

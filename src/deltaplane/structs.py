@@ -93,6 +93,8 @@ class FrameBatch:
     face_box: Bool[Tensor, "batch 1 height width"]
     """Square box around the aligned 68 landmarks (brows to chin) at the output resolution
     (`data.dataset.square_boxes`)."""
+    eyes_box: Bool[Tensor, "batch 1 height width"]
+    """Box around the brows and the eyes at the output resolution (`data.dataset.eyes_boxes`)."""
     mouth_shape: Float[Tensor, "batch 40"]
     """Tracked mouth shape (`geometry.lips.mouth_shape`): the lip vector's training target."""
     cameras: Cameras

@@ -410,6 +410,24 @@ def test_closed_mouth_box_is_the_mouth_box_l1_of_the_closed_frames(model: Tripla
         assert "closed_mouth_box" not in model.loss_terms(output, delta, batch)
 
 
+
+def test_eyes_box_term_is_the_l1_inside_the_brows_and_eyes_box(model: TriplaneTalker, synthetic_dataset: Path) -> None:
+    """`LossWeights.eyes_box`: its weight times the super-resolved L1 over the batch's eyes-box pixels alone (an
+    error outside the box does not change it); off at weight 0."""
+    _, clip = load_clip(synthetic_dataset, "train", size=model.config.output_resolution)
+    batch = make_batch(clip, torch.tensor([0, 5]), model.config.render_resolution)
+    talker = TriplaneTalker(dataclasses.replace(model.config, loss=dataclasses.replace(model.config.loss,
+                                                                                        eyes_box=3.0)))
+    with torch.no_grad():
+        output, delta = talker(batch.cameras, batch.conditions)
+        term = talker.loss_terms(output, delta, batch)["eyes_box"]
+        box = batch.eyes_box.expand_as(output.rgb)
+        assert batch.eyes_box.any() and not batch.eyes_box.all()
+        torch.testing.assert_close(term, 3.0 * (output.rgb - batch.images).abs()[box].mean())
+        elsewhere = dataclasses.replace(batch, images=torch.where(box, batch.images, batch.images + 0.5))
+        torch.testing.assert_close(talker.loss_terms(output, delta, elsewhere)["eyes_box"], term)
+        assert "eyes_box" not in model.loss_terms(output, delta, batch)
+
 def test_mouth_x_blur_blurs_the_rendered_xy_plane_in_the_mouth_footprint_outside_training(
         model: TriplaneTalker) -> None:
     """`TriplaneTalkerConfig.mouth_x_blur`: in eval mode the rendered planes are `blur_along_x` of the xy plane

@@ -34,6 +34,8 @@ BACKGROUND_LABEL = 0
 LOWER_FACE_LABEL = 5
 MOUTH_BOX_SPAN = 1.6
 """Mouth boxes are this many mouth widths wide (lips, teeth and the skin around them)."""
+EYES_BOX_MARGIN = 0.15
+"""Margin of `eyes_boxes` around the brow and eye points, in outer-eye-corner distances (~15 px at 512²)."""
 AUDIO_CONTEXT = 8
 """Audio windows per sample: frames t−4 … t+3 (Talk3D)."""
 DAMAGED = "the dataset is damaged; re-run `deltaplane preprocess`"
@@ -61,6 +63,8 @@ class ClipData:
     face_boxes: Float[Tensor, "frames 4"]
     """Square (x0, y0, x1, y1) box around the aligned 68 landmarks, in `size`² pixels (sync-expert and
     discriminator crops)."""
+    eyes_boxes: Float[Tensor, "frames 4"]
+    """(x0, y0, x1, y1) box around the brows and the eyes (`eyes_boxes`), in `size`² pixels (the eyes-box loss)."""
     face_points: Float[Tensor, "frames points 3"]
     """The 468 face-mesh vertices, then the head proxy's points if loaded (`load_clip`), in `size`² pixels +
     relative depth (`geometry.face_depth.aligned_face_points`, `geometry.head_proxy.head_points`)."""
@@ -157,6 +161,7 @@ def load_clip(dataset_dir: str | Path, split: str, size: int | None = None,
         intrinsics=torch.from_numpy(intrinsics.astype(np.float32)),
         mouth_boxes=torch.from_numpy(mouth_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
         face_boxes=torch.from_numpy(square_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
+        eyes_boxes=torch.from_numpy(eyes_boxes(tracks["landmarks_aligned"][select] * (size / manifest.image_size))),
         **_face_points(tracks, select, size / manifest.image_size, parsing if head_proxy else None,
                        intrinsics[:, 0, 0]),
         mouth_shapes=torch.from_numpy(mouth_shape(tracks["landmarks_aligned"][select])),
@@ -244,6 +249,14 @@ def mouth_boxes(landmarks: Float[np.ndarray, "frames 68 2"]) -> Float[np.ndarray
     return np.concatenate([centre - half, centre + half], axis=1).astype(np.float32)
 
 
+def eyes_boxes(landmarks: Float[np.ndarray, "frames 68 2"]) -> Float[np.ndarray, "frames 4"]:
+    """Boxes around the brows (points 17–26) and the eyes (36–47), grown by EYES_BOX_MARGIN outer-eye-corner
+    distances on every side: the brows' whole travel, the lids and the forehead's folds just above the brows."""
+    points = landmarks[:, list(range(17, 27)) + list(range(36, 48))]
+    margin = EYES_BOX_MARGIN * np.linalg.norm(landmarks[:, 45] - landmarks[:, 36], axis=1, keepdims=True)
+    return np.concatenate([points.min(axis=1) - margin, points.max(axis=1) + margin], axis=1).astype(np.float32)
+
+
 def plate_warps(affines: Float[np.ndarray, "frames 2 3"], reference: Float[np.ndarray, "train_frames 2 3"],
                 image_size: int) -> Float[np.ndarray, "frames 2 3"]:
     """A_i·Ā⁻¹ per frame, translation divided by `image_size`: the map from the plate's reference frame (the aligned
@@ -309,4 +322,5 @@ def make_batch(clip: ClipData, positions: Int[Tensor, " batch"], raw_size: int) 
                       face_point_colour=clip.face_point_colour[positions], mouth_shape=clip.mouth_shapes[positions],
                       mouth_box=box_mask(clip.mouth_boxes[positions], size),
                       face_box=box_mask(clip.face_boxes[positions], size),
+                      eyes_box=box_mask(clip.eyes_boxes[positions], size),
                       cameras=cameras, conditions=conditions)

@@ -71,6 +71,11 @@ class LossWeights:
     `geometry.lips.closed_share` of its tracked mouth's opening: the closed mouths, which obama's renders draw half
     open with white specks (docs/lip-motion.md "Run 41"), asked for once more. 0 = off; at 20 in one GPU pair (run
     42) obama's LMD 1.96 → 1.82 and its pauses' opening 1.35 → 1.16 of the truth's, sharpness 0.36 → 0.30."""
+    eyes_box: float = 0.0
+    """L1 of the super-resolved RGB inside the box around the brows and eyes at the output resolution
+    (`data.dataset.eyes_boxes`; about 7 % of the frame): the upper face's own term, as `mouth_box` is the mouth's.
+    macron_fr_50s's render draws lowered, smeared brows even on training frames where the truth raises them
+    (docs/sharpness.md "The brows"). 0 = off."""
     laplacian: float = 0.0
     """L1 of the Laplacian-pyramid bands (3 octaves) of the super-resolved RGB (`losses.laplacian_l1`): detail
     weighted like the coarse image, which a blurred render cannot satisfy (issue 10; off until measured)."""
@@ -657,6 +662,8 @@ class TriplaneTalker(nn.Module):
             terms["laplacian"] = weights.laplacian * losses.laplacian_l1(output.rgb, batch.images)
         if weights.mouth_box > 0:
             terms["mouth_box"] = weights.mouth_box * losses.masked_l1(output.rgb, batch.images, batch.mouth_box)
+        if weights.eyes_box > 0:
+            terms["eyes_box"] = weights.eyes_box * losses.masked_l1(output.rgb, batch.images, batch.eyes_box)
         if weights.closed_mouth_box > 0:
             closed = closed_share(shape_opening(batch.mouth_shape.float()))
             terms["closed_mouth_box"] = weights.closed_mouth_box * losses.masked_l1(output.rgb, batch.images,
