@@ -13,7 +13,8 @@ from deltaplane.data.dataset import audio_context, load_clip
 from deltaplane.errors import InputError
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.presets import PRESETS, get_preset
-from deltaplane.training.lip_prefit import CHECK_EVERY, held_out_error, prefit_lips
+from deltaplane.training.evaluation import lip_fit
+from deltaplane.training.lip_prefit import CHECK_EVERY, prefit_lips
 from deltaplane.training.logging import read_log
 from deltaplane.training.trainer import train
 
@@ -135,7 +136,7 @@ def test_prefit_with_patience_keeps_the_calibration_blocks_best(synthetic_datase
     best = min(range(len(errors)), key=errors.__getitem__)
     assert log.kept_step == steps[best] and max(errors) > errors[best]
     assert len(log.losses) == log.kept_step + 2 * CHECK_EVERY < 1000
-    assert held_out_error(model, train_clip, held_out) == pytest.approx(errors[best], rel=1e-6)
+    assert lip_fit(model, train_clip, held_out, calibrated=False)["lip_error"] == pytest.approx(errors[best], rel=1e-6)
 
 
 def test_prefit_with_patience_runs_on_while_the_blocks_improve(synthetic_dataset: Path) -> None:

@@ -24,7 +24,7 @@ from deltaplane.data.schema import (AUDIO_FEATURES, FRAMES_VIDEO, TRACK_ARRAYS, 
 from deltaplane.errors import InputError
 from deltaplane.geometry.cameras import Cameras
 from deltaplane.geometry.face_depth import aligned_face_points, interior_vertices
-from deltaplane.geometry.face_regions import brow_feature, near_features
+from deltaplane.geometry.face_regions import BROWS, EYES, brow_feature, near_features
 from deltaplane.geometry.head_proxy import CHIN, head_points
 from deltaplane.geometry.lips import mouth_shape
 from deltaplane.preprocess.align import invert_affine
@@ -252,7 +252,7 @@ def mouth_boxes(landmarks: Float[np.ndarray, "frames 68 2"]) -> Float[np.ndarray
 def eyes_boxes(landmarks: Float[np.ndarray, "frames 68 2"]) -> Float[np.ndarray, "frames 4"]:
     """Boxes around the brows (points 17–26) and the eyes (36–47), grown by EYES_BOX_MARGIN outer-eye-corner
     distances on every side: the brows' whole travel, the lids and the forehead's folds just above the brows."""
-    points = landmarks[:, list(range(17, 27)) + list(range(36, 48))]
+    points = landmarks[:, [*BROWS[0], *BROWS[1], *EYES[0], *EYES[1]]]
     margin = EYES_BOX_MARGIN * np.linalg.norm(landmarks[:, 45] - landmarks[:, 36], axis=1, keepdims=True)
     return np.concatenate([points.min(axis=1) - margin, points.max(axis=1) + margin], axis=1).astype(np.float32)
 

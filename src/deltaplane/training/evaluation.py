@@ -61,12 +61,14 @@ def evaluate_clip(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, 
 
 
 @torch.no_grad()
-def lip_fit(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, " frames"]) -> dict[str, float]:
+def lip_fit(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, " frames"], calibrated: bool = True
+            ) -> dict[str, float]:
     """Lip mode: how well the audio predicts the tracked lip vector at `positions` (`lip_error`: MSE of the
-    calibrated mean regression in whitened units, 1 = always the mean; `lip_correlation`: Pearson correlation of its
-    first component, 0 when the prediction is constant)."""
+    mean regression in whitened units, 1 = always the mean; `lip_correlation`: Pearson correlation of its first
+    component, 0 when the prediction is constant). `calibrated`: with the gain and range of inference, else the
+    regressions' raw output (what they are trained on)."""
     audio = audio_context(clip.audio_features, clip.indices[positions])
-    predicted = torch.cat([model.predicted_lips(part) for part in audio.split(LIP_CHUNK)]).float()
+    predicted = torch.cat([model.predicted_lips(part, calibrated) for part in audio.split(LIP_CHUNK)]).float()
     target = model.lips.coefficients(clip.mouth_shapes[positions])
     return {"lip_error": (predicted - target).square().mean().item(),
             "lip_correlation": pooled_spread(predicted[:, :1], target[:, :1], predicted.new_ones(1))[1]}

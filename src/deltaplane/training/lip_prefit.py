@@ -20,13 +20,14 @@ import dataclasses
 import math
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from tqdm import tqdm
 
-from deltaplane.data.dataset import ClipData, audio_context, lip_frames
+from deltaplane.data.dataset import ClipData, lip_frames
 from deltaplane.devices import host_to_device
 from deltaplane.models.triplane_talker import TriplaneTalker
+from deltaplane.training.evaluation import lip_fit
 
 CHECK_EVERY = 100
 """Prefit steps between two looks at the calibration blocks' error (`prefit_lips`' `patience`)."""
@@ -41,15 +42,6 @@ class PrefitLog:
     kept_step: int
 
 
-@torch.no_grad()
-def held_out_error(model: TriplaneTalker, clip: ClipData, positions: Int[Tensor, " frames"]) -> float:
-    """Mean squared error (whitened units) of the regressions' raw mean lip vector against the tracked one at
-    `positions` of `clip` (the calibration blocks: what `TriplaneTalker.lip_regression_error` leaves out)."""
-    audio = audio_context(clip.audio_features, clip.indices[positions])
-    predicted = model.predicted_lips(audio, calibrated=False)
-    return (predicted - model.lips.coefficients(clip.mouth_shapes[positions])).square().mean().item()
-
-
 def prefit_lips(model: TriplaneTalker, clip: ClipData, steps: int, lr: float, batch: int, seed: int,
                 audio_versions: Float[Tensor, "versions frames window features"] | None = None,
                 progress: bool = False, patience: int = 0) -> PrefitLog:
@@ -57,7 +49,8 @@ def prefit_lips(model: TriplaneTalker, clip: ClipData, steps: int, lr: float, ba
     frames, from one audio version a step: the clip's or one of `audio_versions`, its speaker-augmented copies),
     as `TriplaneTalker.lip_regression_error` scores them in training. Draws from a generator of its own (`seed`),
     so the renderer's training draws what it would without the prefit. With `patience` > 0 (and calibration blocks
-    in the clip), every CHECK_EVERY steps it scores the calibration blocks (`held_out_error`), stops once `patience`
+    in the clip), every CHECK_EVERY steps it scores the calibration blocks (the raw regressions' `lip_error` of
+    `training.evaluation.lip_fit`: what `TriplaneTalker.lip_regression_error` leaves out), stops once `patience`
     checks in a row found no lower error than the best, and puts back the best check's weights (step 0's, the
     untrained regressions', count as the first check)."""
     regressions = model.lip_regressions()
@@ -73,7 +66,7 @@ def prefit_lips(model: TriplaneTalker, clip: ClipData, steps: int, lr: float, ba
     def check(step: int) -> bool:
         """Score the calibration blocks at `step`; whether to stop."""
         nonlocal best, best_step, kept
-        checks.append((step, held_out_error(model, clip, held_out)))
+        checks.append((step, lip_fit(model, clip, held_out, calibrated=False)["lip_error"]))
         if checks[-1][1] < best:
             best, best_step, kept = checks[-1][1], step, [p.detach().clone() for p in parameters]
         return step - best_step >= patience * CHECK_EVERY
