@@ -69,7 +69,8 @@ def variant_configs(name: str, preset: str = "fast"):
     eyesboxN (L1 weight N in the box around the brows and eyes, `LossWeights.eyes_box`),
     audiolrX (learning rate X of the audio → lip regression), prefitN (N steps fitting the regressions alone
     before the renderer's first, `TrainConfig.lip_prefit_steps`), patienceN (the prefit stops after N checks of
-    the calibration blocks without a new best, `TrainConfig.lip_prefit_patience`), lipbatchN (its
+    the calibration blocks without a new best, `TrainConfig.lip_prefit_patience`), mingainX (undone unless its
+    best lowered their error by a share X, `TrainConfig.lip_prefit_min_gain`), lipbatchN (its
     frames per step, `TrainConfig.lip_batch`; 0: the rendered batch's), regsN (N averaged regressions,
     `LipConfig.regressions`), augN (N speaker-augmented audio copies), isolateN
     (lower-face rays dilated by N pixels give the identity planes no gradient), dropP (token dropout P), sampleP (scheduled sampling of
@@ -136,6 +137,8 @@ def variant_configs(name: str, preset: str = "fast"):
             train_config = dataclasses.replace(train_config, lip_prefit_steps=int(part[6:]))
         elif part.startswith("patience"):
             train_config = dataclasses.replace(train_config, lip_prefit_patience=int(part[8:]))
+        elif part.startswith("mingain"):
+            train_config = dataclasses.replace(train_config, lip_prefit_min_gain=float(part[7:]))
         elif part.startswith("audiolr"):
             train_config = dataclasses.replace(train_config, lr_audio=float(part[7:]))
         elif part.startswith("aug"):

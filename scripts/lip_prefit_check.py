@@ -115,7 +115,8 @@ def main() -> None:
         started = time.perf_counter()
         with autocast(args.then_precision if stage == "then" else "32-true", device):
             log = prefit_lips(model, train_clip, steps, lr, batch, stage_seed, versions,
-                              patience=train_config.lip_prefit_patience if stage == "prefit" else 0)
+                              **({"patience": train_config.lip_prefit_patience,
+                                  "min_gain": train_config.lip_prefit_min_gain} if stage == "prefit" else {}))
         calibrate_lips(model, train_clip)
         print(json.dumps({"stage": stage, "steps": len(log.losses), "kept_step": log.kept_step,
                           "held_out_checks": log.held_out, "lr": lr, "seconds": time.perf_counter() - started,

@@ -147,6 +147,21 @@ def test_prefit_with_patience_runs_on_while_the_blocks_improve(synthetic_dataset
     assert log.kept_step > 0 and log.held_out[0][1] > min(error for _, error in log.held_out)
 
 
+def test_prefit_without_enough_gain_is_undone(synthetic_dataset: Path) -> None:
+    """With `min_gain` above what the blocks' best check gained, the prefit puts back the untrained regressions
+    (every weight as before it) and says it kept step 0; a gain it reached keeps the best check's weights."""
+    model, train_clip, _ = _lip_model(synthetic_dataset, calibration_block=5, calibration_every=4)
+    before = [p.detach().clone() for p in model.parameters()]
+    log = prefit_lips(model, train_clip, steps=300, lr=2e-3, batch=32, seed=1, patience=2, min_gain=0.99)
+    assert log.kept_step == 0 and len(log.losses) > 0
+    assert all(torch.equal(p.detach(), b) for p, b in zip(model.parameters(), before))
+
+    model, train_clip, _ = _lip_model(synthetic_dataset, calibration_block=5, calibration_every=4)
+    log = prefit_lips(model, train_clip, steps=300, lr=2e-3, batch=32, seed=1, patience=2, min_gain=0.01)
+    (_, first), errors = log.held_out[0], dict(log.held_out)
+    assert log.kept_step > 0 and errors[log.kept_step] < 0.99 * first
+
+
 def test_training_logs_where_a_patient_prefit_stopped(synthetic_dataset: Path, tmp_path: Path) -> None:
     """`TrainConfig.lip_prefit_patience` reaches the prefit; the log says how many steps ran, which it kept, and the
     calibration blocks' error at the start and at the kept step."""

@@ -11,7 +11,8 @@ and the 1,200 of a GPU call leave the fitted frames' correlation at 0.99 and the
 0.25, against 0.91 and 0.51 without the prefit) and the rendered mouth swings less, on the 50-s macron_fr_50s they
 under-fit without it (docs/lip-motion.md "Run 50"). With `patience` the prefit
 watches the calibration blocks, which it never learns from, and stops where their error stopped falling, keeping
-the weights of the best check.
+the weights of the best check; with `min_gain` it undoes itself where that best is hardly better than the untrained
+regressions (obama_20s: 7 % lower on an H100, against macron_fr_50s's 28 %; docs/lip-motion.md "Run 51").
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class PrefitLog:
 
 def prefit_lips(model: TriplaneTalker, clip: ClipData, steps: int, lr: float, batch: int, seed: int,
                 audio_versions: Float[Tensor, "versions frames window features"] | None = None,
-                progress: bool = False, patience: int = 0) -> PrefitLog:
+                progress: bool = False, patience: int = 0, min_gain: float = 0.0) -> PrefitLog:
     """Train `model`'s lip regressions alone for up to `steps` steps of `batch` frames each (each regression its own
     frames, from one audio version a step: the clip's or one of `audio_versions`, its speaker-augmented copies),
     as `TriplaneTalker.lip_regression_error` scores them in training. Draws from a generator of its own (`seed`),
@@ -52,7 +53,8 @@ def prefit_lips(model: TriplaneTalker, clip: ClipData, steps: int, lr: float, ba
     in the clip), every CHECK_EVERY steps it scores the calibration blocks (the raw regressions' `lip_error` of
     `training.evaluation.lip_fit`: what `TriplaneTalker.lip_regression_error` leaves out), stops once `patience`
     checks in a row found no lower error than the best, and puts back the best check's weights (step 0's, the
-    untrained regressions', count as the first check)."""
+    untrained regressions', count as the first check). With `min_gain` (and `patience`), a best that lowered step 0's
+    error by less than that share does not count: step 0's weights return, and the prefit is undone."""
     regressions = model.lip_regressions()
     parameters = [p for encoder, head in regressions for p in (*encoder.parameters(), *head.parameters())]
     device = clip.mouth_shapes.device
@@ -73,6 +75,7 @@ def prefit_lips(model: TriplaneTalker, clip: ClipData, steps: int, lr: float, ba
 
     if watch:
         check(0)
+        untrained = kept
     losses = []
     for step in tqdm(range(1, steps + 1), disable=not progress, desc="lip prefit", unit="step"):
         source = clip
@@ -91,6 +94,8 @@ def prefit_lips(model: TriplaneTalker, clip: ClipData, steps: int, lr: float, ba
     if watch:
         if len(losses) % CHECK_EVERY:  # the steps after the last check
             check(len(losses))
+        if best > (1 - min_gain) * checks[0][1]:  # too little held-out gain to trust over the audio's mean mouth
+            best_step, kept = 0, untrained
         with torch.no_grad():
             for parameter, value in zip(parameters, kept):
                 parameter.copy_(value)

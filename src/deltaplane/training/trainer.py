@@ -276,14 +276,15 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     if model.lips is not None and train_config.lip_prefit_steps > 0 and start_step == 0:
         prefit = prefit_lips(model, train_clip, train_config.lip_prefit_steps, train_config.lip_prefit_lr,
                              train_config.lip_batch or train_config.batch_size, train_config.seed + 1,
-                             audio_versions, progress, train_config.lip_prefit_patience)
+                             audio_versions, progress, train_config.lip_prefit_patience,
+                             train_config.lip_prefit_min_gain)
         calibrate_lips(model, train_clip)
         losses = prefit.losses
         tail = losses[-min(len(losses), 100):]  # the last steps' mean: one batch's loss is noisy
         logger.scalars(0, {"lip_prefit/loss_first": losses[0], "lip_prefit/loss_last": sum(tail) / len(tail),
                            "lip_prefit/steps": len(losses), "lip_prefit/kept_step": prefit.kept_step,
                            **({"lip_prefit/held_out_first": prefit.held_out[0][1],
-                               "lip_prefit/held_out_kept": min(error for _, error in prefit.held_out)}
+                               "lip_prefit/held_out_kept": dict(prefit.held_out)[prefit.kept_step]}
                               if prefit.held_out else {}),
                            "lip_prefit/seconds": time.perf_counter() - started})
     bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress, desc="train", unit="step")
