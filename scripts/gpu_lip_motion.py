@@ -80,10 +80,11 @@ def variant_configs(name: str, preset: str = "fast"):
     L1 of the closed mouths at weight N, `LossWeights.closed_mouth_box`), mxblurS (the xy plane
     blurred along x in the mouth box at σ S texels when rendering, `TriplaneTalkerConfig.mouth_x_blur`), lapN
     (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the renderer gets it from
-    step K), nobox (mouth planes everywhere, as in run 5), boxaudio (the audio token
-    reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz (no mouth planes on the xz
-    plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane; allplanes: on all three), confine
-    (the mouth planes confined to their 3D box, `TriplaneTalkerConfig.mouth_confined`; noconfine: not confined),
+    step K), advshareS (or from a share S of the run, `AdversarialConfig.start_share`), nobox (mouth planes
+    everywhere, as in run 5), boxaudio (the audio token reaches only the mouth planes,
+    `TriplaneTalkerConfig.audio_in_mouth_box`), noxz (no mouth planes on the xz plane,
+    `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane; allplanes: on all three), confine (the
+    mouth planes confined to their 3D box, `TriplaneTalkerConfig.mouth_confined`; noconfine: not confined),
     nowarm (no deltaplane warm-up), brows (the brows' heights in the landmark token,
     `ConditionEncoderConfig.brows`),
     plate (head and torso over the background plate, docs/background.md), fill (the whole frame, over the plate
@@ -174,6 +175,9 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, laplacian=float(part[3:])))
         elif part.startswith("advstart"):
             adversarial = dataclasses.replace(train_config.adversarial, start=int(part[8:]))
+            train_config = dataclasses.replace(train_config, adversarial=adversarial)
+        elif part.startswith("advshare"):
+            adversarial = dataclasses.replace(train_config.adversarial, start_share=float(part[8:]))
             train_config = dataclasses.replace(train_config, adversarial=adversarial)
         elif part.startswith("adv"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, adversarial=float(part[3:])))

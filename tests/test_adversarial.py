@@ -15,8 +15,9 @@ from deltaplane.data.dataset import box_mask, load_clip, make_batch
 from deltaplane.fields.discriminator import PatchDiscriminatorConfig
 from deltaplane.presets import get_preset
 from deltaplane.training.adversarial import AdversarialConfig, PatchAdversary, box_bounds, crop, crop_corners
+from deltaplane.training.config import TrainConfig
 from deltaplane.training.logging import read_log
-from deltaplane.training.trainer import train
+from deltaplane.training.trainer import _progress, train
 
 CPU = torch.device("cpu")
 SMALL = PatchDiscriminatorConfig(channels=8, max_channels=16, downsamplings=1)
@@ -121,6 +122,30 @@ def test_training_with_the_adversarial_term_logs_saves_and_resumes(synthetic_dat
     assert any(name.endswith("weight.original") for name in critic) and any("exp_avg" in name for name in critic)
     for name in critic:
         assert torch.equal(resumed[name], straight[name]), name
+
+
+def test_the_term_starts_at_a_share_of_the_run(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """With `start_share` the renderer gets the term from that share of the run on even where `start` lies beyond
+    the run's end (4 steps, half of them: from the third); without it, at `start` alone (never, here)."""
+    for share, expected in ((0.5, [False, False, True, True]), (None, [False] * 4)):
+        model_config, train_config = _adversarial_run(0.1, steps=4)
+        adversarial = dataclasses.replace(train_config.adversarial, start=1000, start_share=share)
+        train(synthetic_dataset, tmp_path / str(share), model_config,
+              dataclasses.replace(train_config, adversarial=adversarial), "tiny", CPU, progress=False)
+        rows = [r for r in read_log(tmp_path / str(share)) if "loss" in r]
+        assert ["loss/adversarial" in r for r in rows] == expected, share
+
+
+def test_a_share_of_minutes_starts_the_term_on_the_clock() -> None:
+    """A run of minutes is as far along as its clock (`_progress`), so a share starts the term at a step that
+    `start` alone never reaches."""
+    config = TrainConfig(steps=6000, max_minutes=5.0)
+    adversarial = AdversarialConfig(start=1000, start_share=0.25)
+    assert not adversarial.started(300, _progress(config, 300, 60.0))  # a fifth of the minutes
+    assert adversarial.started(300, _progress(config, 300, 80.0))  # past a quarter
+    assert adversarial.started(1000, 0.0) and not AdversarialConfig(start=1000).started(999, 1.0)
+    with pytest.raises(ValueError, match="start_share"):
+        AdversarialConfig(start_share=1.5)
 
 
 def test_weight_zero_builds_no_discriminator(synthetic_dataset: Path, adversarial_run: Path, tmp_path: Path) -> None:

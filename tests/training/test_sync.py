@@ -22,13 +22,14 @@ def test_crop_faces_picks_the_box() -> None:
 
 
 def test_training_with_the_sync_expert(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """The sync term is on from `sync_start_fraction` of the run (here the last 2 of 4 steps), and scores in (0, 1)."""
     torch.manual_seed(0)
     state = {"module." + name: value for name, value in Wav2LipSyncNet().state_dict().items()}
     torch.save({"state_dict": state, "global_step": 0}, tmp_path / "lipsync_expert.pth")
     expert = load_wav2lip_syncnet(tmp_path / "lipsync_expert.pth")
     model_config, train_config = get_preset("tiny")
-    train_config = dataclasses.replace(train_config, steps=2, log_every=1, sync_start_fraction=0.0, eval_every=0)
+    train_config = dataclasses.replace(train_config, steps=4, log_every=1, sync_start_fraction=0.5, eval_every=0)
     train(synthetic_dataset, tmp_path / "run", model_config, train_config, "tiny", torch.device("cpu"),
           progress=False, sync_expert=expert)
     logged = [r for r in read_log(tmp_path / "run") if "loss/sync" in r]
-    assert len(logged) == 2 and all(0 < r["loss/sync"] < 1 for r in logged)
+    assert [r["step"] for r in logged] == [3, 4] and all(0 < r["loss/sync"] < 1 for r in logged)

@@ -47,6 +47,11 @@ class AdversarialConfig:
     start: int = 1000
     """The renderer gets the adversarial term from this step on, once L1 has drawn the image (the discriminator
     trains from step 0)."""
+    start_share: float | None = None
+    """Or from this share of the run on (of `TrainConfig.steps`, or of `max_minutes` when that runs out first),
+    whichever comes first (None: `start` alone). A run of minutes ends where its clock says, and at a fixed `start`
+    a short one never gets the term: the 5-minute arms of run 51 stopped at 885 steps, with half the sharpness of
+    the 7-minute ones (docs/sharpness.md "Run 51")."""
     lr: float = 2e-4
     """Adam learning rate of the discriminator (pix2pix / pix2pixHD), constant."""
     betas: tuple[float, float] = (0.5, 0.999)
@@ -59,6 +64,12 @@ class AdversarialConfig:
                              f"{self.discriminator.min_crop} (fewer downsamplings or larger crops)")
         if not 0 <= self.mouth_crops <= self.crops_per_frame:
             raise ValueError("mouth_crops must lie in [0, crops_per_frame]")
+        if self.start_share is not None and not 0 <= self.start_share <= 1:
+            raise ValueError(f"start_share must lie in [0, 1], got {self.start_share}")
+
+    def started(self, step: int, progress: float) -> bool:
+        """Whether the renderer gets the term at `step`, with `progress` of the run done (a share, as `start_share`)."""
+        return step >= self.start or (self.start_share is not None and progress >= self.start_share)
 
 
 def box_bounds(mask: Bool[Tensor, "B 1 H W"]) -> Int[Tensor, "B 4"]:

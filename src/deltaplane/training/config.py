@@ -85,7 +85,8 @@ class TrainConfig:
     sample_every: int = 1000
     """Write a GT | render | depth sample image every this many steps."""
     sync_start_fraction: float = 0.75
-    """With a sync expert: the sync loss is on for steps ≥ this fraction of `steps` (Talk3D: the last ~15 %)."""
+    """With a sync expert: the sync loss is on from this share of the run on (of `steps`, or of `max_minutes` when that
+    runs out first; Talk3D: the last ~15 %)."""
     adversarial: AdversarialConfig = field(default_factory=AdversarialConfig)
     """The patch discriminator, its crops, optimiser and start step, used while `LossWeights.adversarial` > 0 (here
     and not in the model config: it shapes training only, never the saved model or rendering)."""

@@ -292,13 +292,14 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         while step < min(train_config.steps, until_step or train_config.steps):
             if train_config.max_minutes is not None and time.perf_counter() - started > 60 * train_config.max_minutes:
                 break
-            if model.config.volume.jitter and _progress(train_config, step, time.perf_counter() - started) >= \
-                    train_config.fixed_samples_from:  # the run config keeps the jitter: it is the training's
+            done = _progress(train_config, step, time.perf_counter() - started)  # the share of the run behind
+            if model.config.volume.jitter and done >= train_config.fixed_samples_from:
+                # the run config keeps the jitter: it is the training's
                 model.config = replace(model.config, volume=replace(model.config.volume, jitter=False))
             if guard.due(step):
                 guard.snapshot(step, _snapshot_tensors(model, optimizer, names, companions))
             _set_learning_rates(optimizer, train_config, step, guard.lr_scale)
-            use_sync = sync is not None and step >= train_config.sync_start_fraction * train_config.steps
+            use_sync = sync is not None and done >= train_config.sync_start_fraction
             if use_sync:
                 positions, starts = sync.sample(train_config.batch_size, generator)
             else:
@@ -332,7 +333,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 output, delta, terms = forward(batch, audio_driven, regression, shifts)
                 if use_sync:
                     terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)
-                if adversary is not None and step >= train_config.adversarial.start:
+                if adversary is not None and train_config.adversarial.started(step, done):
                     terms["adversarial"] = model_config.loss.adversarial * adversary.generator_loss(output.rgb, corners)
             loss = sum(terms.values())
             # one device → host transfer a step for the guard (and the log): loss, PSNR, mean opacity, deltaplane size
