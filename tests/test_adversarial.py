@@ -4,6 +4,7 @@ training with it on (logged, saved, resumed exactly) or off (no discriminator, n
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,20 @@ def test_the_term_starts_at_a_share_of_the_run(synthetic_dataset: Path, tmp_path
               dataclasses.replace(train_config, adversarial=adversarial), "tiny", CPU, progress=False)
         rows = [r for r in read_log(tmp_path / str(share)) if "loss" in r]
         assert ["loss/adversarial" in r for r in rows] == expected, share
+
+
+def test_a_run_that_stops_before_the_term_says_so(synthetic_dataset: Path, tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A run that ends before the renderer ever got the term warns that its renders lack it; one that got it does
+    not."""
+    for start, warned in ((1000, True), (1, False)):
+        model_config, train_config = _adversarial_run(0.1, steps=2)
+        adversarial = dataclasses.replace(train_config.adversarial, start=start)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="deltaplane.training.trainer"):
+            train(synthetic_dataset, tmp_path / str(start), model_config,
+                  dataclasses.replace(train_config, adversarial=adversarial), "tiny", CPU, progress=False)
+        assert ("before the adversarial detail term" in caplog.text) == warned, start
 
 
 def test_a_share_of_minutes_starts_the_term_on_the_clock() -> None:

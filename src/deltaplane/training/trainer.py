@@ -272,6 +272,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         forward = _compiled(forward)
     metrics: dict[str, float] = {}
     step = start_step
+    detailed = False  # whether any step of this call gave the renderer the adversarial term
     started = time.perf_counter() - train_seconds
     if model.lips is not None and train_config.lip_prefit_steps > 0 and start_step == 0:
         prefit = prefit_lips(model, train_clip, train_config.lip_prefit_steps, train_config.lip_prefit_lr,
@@ -335,6 +336,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                     terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)
                 if adversary is not None and train_config.adversarial.started(step, done):
                     terms["adversarial"] = model_config.loss.adversarial * adversary.generator_loss(output.rgb, corners)
+                    detailed = True
             loss = sum(terms.values())
             # one device → host transfer a step for the guard (and the log): loss, PSNR, mean opacity, deltaplane size
             watched = torch.stack([
@@ -389,6 +391,9 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                             guard)
     finally:
         bar.close()
+    if adversary is not None and not detailed and step > start_step:
+        LOG.warning("the run stopped at step %d, before the adversarial detail term's start (step %d): its renders "
+                    "will be soft; train for longer (docs/sharpness.md)", step, train_config.adversarial.start)
     evaluated_now = train_config.eval_every and step % train_config.eval_every == 0 and step > start_step
     calibrate_lips(model, train_clip)
     if test_clip is not None and not evaluated_now:
