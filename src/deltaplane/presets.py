@@ -13,6 +13,7 @@ from deltaplane.fields.superres import TINY_SUPERRES, SuperResolutionConfig
 from deltaplane.fields.triplane import OSGDecoderConfig
 from deltaplane.models.triplane_talker import LossWeights, TriplaneTalkerConfig
 from deltaplane.render.volume import VolumeRenderConfig
+from deltaplane.training.adversarial import AdversarialConfig
 from deltaplane.training.config import TrainConfig
 
 TINY = (
@@ -37,7 +38,9 @@ FAST = (
                          loss=LossWeights(adversarial=0.1, solid=5.0, delta_tv=0.05, novel_color=4.0)),
     TrainConfig(steps=6000, batch_size=4, lr_identity=5e-3, eval_every=500, eval_frames=16,
                 checkpoint_every=1000, sample_every=1000, warmup_delta_steps=500,
-                speaker_augment=SpeakerAugmentConfig(copies=6, stratified=True)),
+                speaker_augment=SpeakerAugmentConfig(copies=6, stratified=True),
+                lip_prefit_steps=3000, lip_prefit_patience=3, lip_prefit_min_gain=0.2,
+                adversarial=AdversarialConfig(start_share=0.25)),
 )
 """Talk3D's architecture at half the ray samples, with per-plane GroupNorm in the deltaplane blocks (4-frame
 batches make BatchNorm statistics noisy and open a train/eval gap), trained in minutes on one GPU, with what made
@@ -66,7 +69,13 @@ band (BENCHMARKS.md run 22). The pseudo multi-view colour term (weight 4) shapes
 shows (docs/novel-views.md): at equal time, identity distance at yaw ±30° / pitch ±20° fell on both clips (obama_20s
 pitch −20° 0.449 → 0.419, macron_fr_50s yaw +30° 0.627 → 0.479) with face PSNR no lower (27.34 → 27.52, 24.95 →
 25.00) and obama's LMD 2.63 → 1.94, for 14 % fewer steps per minute (BENCHMARKS.md run 31). Talk3D's audio token
-(`full`) replays the training mouths from the camera and barely moves the lips for new audio."""
+(`full`) replays the training mouths from the camera and barely moves the lips for new audio. Before the renderer's
+first step the lip regressions are fitted alone, stopping after three checks without a new best, and undone unless
+the best lowered the held-out calibration blocks' error by a fifth (`TrainConfig.lip_prefit_min_gain`): kept on
+macron_fr_50s (28–31 % lower; LMD 1.97 → 1.89 in run 51), undone on obama_20s (7 %), where a kept prefit narrowed
+the mouth (BENCHMARKS.md runs 51–52). The adversarial term starts at step 1,000 or a quarter of the run, whichever
+comes first (`AdversarialConfig.start_share`), so that a run of minutes gets it too: LMD lower in all three calls
+of run 52 (obama_20s 1.98 → 1.83, macron_fr_50s 1.87 → 1.83 and, 5 minutes, 2.03 → 1.91)."""
 
 FULL = (TriplaneTalkerConfig(), TrainConfig(warmup_delta_steps=2000))
 """Talk3D's sizes: 48 + 48 samples per ray, 80 k steps."""

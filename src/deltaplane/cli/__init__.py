@@ -73,11 +73,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="compile the training step with torch.compile (fewer host operations a step; the first "
                         "step compiles for minutes; needs a C++ compiler on the CPU)")
     p.add_argument("--lip-prefit", type=int, metavar="STEPS",
-                   help="fit the audio -> lip regressions alone for STEPS steps before the renderer's first (fast "
-                        "preset, a new run; ~11 s for 1000 on an H100): on a clip whose mouth the audio predicts "
-                        "poorly (log.jsonl's test/lip_correlation about 0.5) the mouth then follows it better, on "
-                        "a short one it predicts well (0.8) it moves less (docs/lip-motion.md \"Run 50\"); "
-                        "default 0")
+                   help="fit the audio -> lip regressions alone for at most STEPS steps before the renderer's "
+                        "first (fast preset, a new run; 6-13 s on an H100), stopping once the held-out "
+                        "blocks stop improving and undone unless it lowered their error by a fifth (log.jsonl's "
+                        "lip_prefit/*); 0: none; default: the preset's (fast: 3000)")
     _add_scene(p)
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--lpips-weights", type=Path, help="LPIPS weights file (never downloaded)")
