@@ -155,20 +155,24 @@ def test_prefit_without_enough_gain_is_undone(synthetic_dataset: Path) -> None:
     log = prefit_lips(model, train_clip, steps=300, lr=2e-3, batch=32, seed=1, patience=2, min_gain=0.99)
     assert log.kept_step == 0 and len(log.losses) > 0
     assert all(torch.equal(p.detach(), b) for p, b in zip(model.parameters(), before))
+    assert log.describe().startswith(f"lip prefit: {len(log.losses)} steps, undone: held-out lip error")
 
     model, train_clip, _ = _lip_model(synthetic_dataset, calibration_block=5, calibration_every=4)
     log = prefit_lips(model, train_clip, steps=300, lr=2e-3, batch=32, seed=1, patience=2, min_gain=0.01)
     (_, first), errors = log.held_out[0], dict(log.held_out)
     assert log.kept_step > 0 and errors[log.kept_step] < 0.99 * first
+    assert f"kept step {log.kept_step}'s regressions (held-out lip error {first:.3f} -> " in log.describe()
 
 
-def test_training_logs_where_a_patient_prefit_stopped(synthetic_dataset: Path, tmp_path: Path) -> None:
+def test_training_logs_where_a_patient_prefit_stopped(synthetic_dataset: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """`TrainConfig.lip_prefit_patience` reaches the prefit; the log says how many steps ran, which it kept, and the
-    calibration blocks' error at the start and at the kept step."""
+    calibration blocks' error at the start and at the kept step, and the user reads it in one line."""
     model_config, train_config = _lip_config(calibration_block=5, calibration_every=4)
     config = dataclasses.replace(train_config, steps=1, eval_every=0, sample_every=1000, lip_prefit_steps=250,
                                  lip_prefit_patience=1)
-    train(synthetic_dataset, tmp_path / "run", model_config, config, "tiny", CPU, progress=False)
+    train(synthetic_dataset, tmp_path / "run", model_config, config, "tiny", CPU, progress=True)
     row = next(r for r in read_log(tmp_path / "run") if "lip_prefit/loss_first" in r)
     assert row["lip_prefit/kept_step"] in (0, 100, 200, 250) and row["lip_prefit/steps"] <= 250
     assert row["lip_prefit/held_out_kept"] <= row["lip_prefit/held_out_first"]
+    assert f"lip prefit: {row['lip_prefit/steps']:.0f} steps, " in capsys.readouterr().out

@@ -42,6 +42,17 @@ class PrefitLog:
     held_out: list[tuple[int, float]]
     kept_step: int
 
+    def describe(self) -> str:
+        """One line for the user: how long it ran, and what it kept or undid, with the calibration blocks' error."""
+        ran = f"lip prefit: {len(self.losses)} steps"
+        if not self.held_out:
+            return ran
+        first, best = self.held_out[0][1], min(error for _, error in self.held_out)
+        errors = f"held-out lip error {first:.3f} -> {best:.3f}" + (f", {best / first - 1:+.0%}" if first else "")
+        if self.kept_step == 0:
+            return f"{ran}, undone: {errors} at best, too little to trust; the renderer trains without it"
+        return f"{ran}, kept step {self.kept_step}'s regressions ({errors})"
+
 
 def prefit_lips(model: TriplaneTalker, clip: ClipData, steps: int, lr: float, batch: int, seed: int,
                 audio_versions: Float[Tensor, "versions frames window features"] | None = None,

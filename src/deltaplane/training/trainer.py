@@ -288,6 +288,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                                "lip_prefit/held_out_kept": dict(prefit.held_out)[prefit.kept_step]}
                               if prefit.held_out else {}),
                            "lip_prefit/seconds": time.perf_counter() - started})
+        if progress:
+            tqdm.write(prefit.describe())
     bar = tqdm(total=train_config.steps, initial=start_step, disable=not progress, desc="train", unit="step")
     try:
         while step < min(train_config.steps, until_step or train_config.steps):
