@@ -67,7 +67,8 @@ def variant_configs(name: str, preset: str = "fast"):
     norm (per-utterance feature normalisation), concat (the audio's window codes mixed by an MLP over them side by
     side, `AudioEncoderConfig.mixing`), mouthN (mouth loss weight N), mouthboxN (mouth-box L1 weight N),
     eyesboxN (L1 weight N in the box around the brows and eyes, `LossWeights.eyes_box`),
-    audiolrX (learning rate X of the audio → lip regression), prefitN (N steps fitting the regressions alone
+    audiolrX (learning rate X of the audio → lip regression), seedN (training seed N: arms of one call that differ
+    in it alone give one configuration's spread), prefitN (N steps fitting the regressions alone
     before the renderer's first, `TrainConfig.lip_prefit_steps`), patienceN (the prefit stops after N checks of
     the calibration blocks without a new best, `TrainConfig.lip_prefit_patience`), mingainX (undone unless its
     best lowered their error by a share X, `TrainConfig.lip_prefit_min_gain`), lipbatchN (its
@@ -137,6 +138,8 @@ def variant_configs(name: str, preset: str = "fast"):
             train_config = dataclasses.replace(train_config, lip_batch=int(part[8:]))
         elif part.startswith("prefit"):
             train_config = dataclasses.replace(train_config, lip_prefit_steps=int(part[6:]))
+        elif part.startswith("seed"):
+            train_config = dataclasses.replace(train_config, seed=int(part[4:]))
         elif part.startswith("patience"):
             train_config = dataclasses.replace(train_config, lip_prefit_patience=int(part[8:]))
         elif part.startswith("mingain"):
