@@ -76,7 +76,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="fit the audio -> lip regressions alone for at most STEPS steps before the renderer's "
                         "first (fast preset, a new run; 6-13 s on an H100), stopping once the held-out "
                         "blocks stop improving and undone unless it lowered their error by a fifth (log.jsonl's "
-                        "lip_prefit/*); 0: none; default: the preset's (fast: 3000)")
+                        "lip_prefit/*; not run on a clip under about 10 s, which has no such block); 0: none; "
+                        "default: the preset's (fast: 3000)")
     _add_scene(p)
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--lpips-weights", type=Path, help="LPIPS weights file (never downloaded)")

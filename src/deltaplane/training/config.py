@@ -50,7 +50,9 @@ class TrainConfig:
     whose held-out mouths it learns to predict and costs one where it barely does: on an H100 obama_20s's error
     fell 7 % and its rendered mouth then swung less (cross-driven spread 0.62–0.66 against 0.71–0.72), macron_fr_50s's
     fell 28 % and its mouth followed the audio better (LMD 1.89 against 1.97); on the CPU 13–15 % (seeds 0–2) and
-    26–28 % (seeds 1–2; docs/lip-motion.md "Run 51"). 0: keep the best however small its gain."""
+    26–28 % (seeds 1–2; docs/lip-motion.md "Run 51"). A clip without calibration blocks (under about 10 s of training
+    frames at `LipConfig`'s defaults) cannot show the gain: there the prefit does not run. 0: keep the best however
+    small its gain."""
     speaker_augment: SpeakerAugmentConfig = field(default_factory=SpeakerAugmentConfig)
     """Perturbed copies of the training audio (other vocal-tract lengths, noise) that training steps draw from,
     so that the audio encoder learns what the mouth does rather than what this voice sounds like."""

@@ -44,6 +44,8 @@ class PrefitLog:
 
     def describe(self) -> str:
         """One line for the user: how long it ran, and what it kept or undid, with the calibration blocks' error."""
+        if not self.losses:
+            return "lip prefit: skipped (no calibration block in the training frames to check it on)"
         ran = f"lip prefit: {len(self.losses)} steps"
         if not self.held_out:
             return ran
@@ -65,13 +67,17 @@ def prefit_lips(model: TriplaneTalker, clip: ClipData, steps: int, lr: float, ba
     `training.evaluation.lip_fit`: what `TriplaneTalker.lip_regression_error` leaves out), stops once `patience`
     checks in a row found no lower error than the best, and puts back the best check's weights (step 0's, the
     untrained regressions', count as the first check). With `min_gain` (and `patience`), a best that lowered step 0's
-    error by less than that share does not count: step 0's weights return, and the prefit is undone."""
+    error by less than that share does not count: step 0's weights return, and the prefit is undone; a clip without
+    calibration blocks (training frames before the first block's end: 10 s at the defaults) cannot show that gain,
+    so there it does not run."""
+    held_out = torch.nonzero(model.lips.held_out(clip.indices))[:, 0]
+    if min_gain > 0 and len(held_out) == 0:
+        return PrefitLog([], [], 0)
     regressions = model.lip_regressions()
     parameters = [p for encoder, head in regressions for p in (*encoder.parameters(), *head.parameters())]
     device = clip.mouth_shapes.device
     optimizer = torch.optim.Adam(parameters, lr=lr, fused=device.type == "cuda")  # one kernel group a step
     generator = torch.Generator().manual_seed(seed)
-    held_out = torch.nonzero(model.lips.held_out(clip.indices))[:, 0]
     watch = patience > 0 and len(held_out) > 0
     checks: list[tuple[int, float]] = []
     best, best_step, kept = math.inf, 0, None

@@ -281,9 +281,10 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                              train_config.lip_prefit_min_gain)
         calibrate_lips(model, train_clip)
         losses = prefit.losses
-        tail = losses[-min(len(losses), 100):]  # the last steps' mean: one batch's loss is noisy
-        logger.scalars(0, {"lip_prefit/loss_first": losses[0], "lip_prefit/loss_last": sum(tail) / len(tail),
-                           "lip_prefit/steps": len(losses), "lip_prefit/kept_step": prefit.kept_step,
+        tail = losses[-100:]  # the last steps' mean: one batch's loss is noisy
+        logger.scalars(0, {"lip_prefit/steps": len(losses), "lip_prefit/kept_step": prefit.kept_step,
+                           **({"lip_prefit/loss_first": losses[0], "lip_prefit/loss_last": sum(tail) / len(tail)}
+                              if losses else {}),
                            **({"lip_prefit/held_out_first": prefit.held_out[0][1],
                                "lip_prefit/held_out_kept": dict(prefit.held_out)[prefit.kept_step]}
                               if prefit.held_out else {}),
