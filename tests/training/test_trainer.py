@@ -194,12 +194,15 @@ def test_fast_preset_terms_train_under_bf16_autocast(synthetic_dataset: Path, tm
     model_config = dataclasses.replace(fast, plane_resolution=tiny.plane_resolution,
                                        render_resolution=tiny.render_resolution, volume=tiny.volume,
                                        superres=tiny.superres, deltaplane=tiny.deltaplane, torso_follow=(0.5, 0.5))
-    # the preset's lip prefit, shortened; its adversarial term starts a quarter into the run: at step 1 of 3
+    # the preset's lip prefit, shortened and without the minimum gain (the 4-s clip has no calibration block to
+    # show one), and its adversarial term from a quarter into the run: step 1 of 3
     train_config = dataclasses.replace(fast_train, steps=3, batch_size=2, eval_every=0, checkpoint_every=1000,
                                        sample_every=1000, log_every=1, precision="bf16-mixed", lip_prefit_steps=100,
+                                       lip_prefit_min_gain=0.0,
                                        speaker_augment=dataclasses.replace(fast_train.speaker_augment, copies=1))
     train(synthetic_dataset, tmp_path / "run", model_config, train_config, "fast", CPU, progress=False)
     records = [r for r in read_log(tmp_path / "run") if "loss" in r]
     losses = [r["loss"] for r in records]
     assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses), losses
     assert ["loss/adversarial" in r for r in records] == [False, True, True]
+    assert next(r for r in read_log(tmp_path / "run") if "lip_prefit/steps" in r)["lip_prefit/steps"] == 100
