@@ -194,5 +194,5 @@ def test_training_logs_where_a_patient_prefit_stopped(synthetic_dataset: Path, t
     train(synthetic_dataset, tmp_path / "run", model_config, config, "tiny", CPU, progress=True)
     row = next(r for r in read_log(tmp_path / "run") if "lip_prefit/loss_first" in r)
     assert row["lip_prefit/kept_step"] in (0, 100, 200, 250) and row["lip_prefit/steps"] <= 250
-    assert row["lip_prefit/held_out_kept"] <= row["lip_prefit/held_out_first"]
+    assert row["lip_prefit/held_out_best"] <= row["lip_prefit/held_out_kept"] <= row["lip_prefit/held_out_first"]
     assert f"lip prefit: {row['lip_prefit/steps']:.0f} steps, " in capsys.readouterr().out
