@@ -139,16 +139,18 @@ def test_the_term_starts_at_a_share_of_the_run(synthetic_dataset: Path, tmp_path
 
 def test_a_run_that_stops_before_the_term_says_so(synthetic_dataset: Path, tmp_path: Path,
                                                   caplog: pytest.LogCaptureFixture) -> None:
-    """A run that ends before the renderer ever got the term warns that its renders lack it; one that got it does
-    not."""
-    for start, warned in ((1000, True), (1, False)):
+    """A run that ends before the renderer ever got the term warns that its renders lack it, and says where the
+    term would have started; one that got it does not."""
+    for start, share, warning in ((1000, None, "start (step 1000)"),
+                                  (1000, 0.9, "start (step 1000 or 90 % of the run)"), (1, None, None)):
         model_config, train_config = _adversarial_run(0.1, steps=2)
-        adversarial = dataclasses.replace(train_config.adversarial, start=start)
+        adversarial = dataclasses.replace(train_config.adversarial, start=start, start_share=share)
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="deltaplane.training.trainer"):
-            train(synthetic_dataset, tmp_path / str(start), model_config,
+            train(synthetic_dataset, tmp_path / f"{start}_{share}", model_config,
                   dataclasses.replace(train_config, adversarial=adversarial), "tiny", CPU, progress=False)
-        assert ("before the adversarial detail term" in caplog.text) == warned, start
+        assert ("before the adversarial detail term" in caplog.text) == (warning is not None), start
+        assert warning is None or f"detail term's {warning}:" in caplog.text, caplog.text
 
 
 def test_a_share_of_minutes_starts_the_term_on_the_clock() -> None:

@@ -67,6 +67,11 @@ class AdversarialConfig:
         if self.start_share is not None and not 0 <= self.start_share <= 1:
             raise ValueError(f"start_share must lie in [0, 1], got {self.start_share}")
 
+    def describe_start(self) -> str:
+        """Where the renderer gets the term, in words: "step 1000", or "step 1000 or 25 % of the run"."""
+        share = "" if self.start_share is None else f" or {self.start_share:.0%} of the run".replace("%", " %")
+        return f"step {self.start}{share}"
+
     def started(self, step: int, progress: float) -> bool:
         """Whether the renderer gets the term at `step`, with `progress` of the run done (a share, as `start_share`)."""
         return step >= self.start or (self.start_share is not None and progress >= self.start_share)

@@ -396,8 +396,9 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     finally:
         bar.close()
     if adversary is not None and not detailed and step > start_step:
-        LOG.warning("the run stopped at step %d, before the adversarial detail term's start (step %d): its renders "
-                    "will be soft; train for longer (docs/sharpness.md)", step, train_config.adversarial.start)
+        LOG.warning("the run stopped at step %d, before the adversarial detail term's start (%s): its renders "
+                    "will be soft; train for longer (docs/sharpness.md)", step,
+                    train_config.adversarial.describe_start())
     evaluated_now = train_config.eval_every and step % train_config.eval_every == 0 and step > start_step
     calibrate_lips(model, train_clip)
     if test_clip is not None and not evaluated_now:
