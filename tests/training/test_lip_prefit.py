@@ -167,7 +167,7 @@ def test_prefit_without_enough_gain_is_undone(synthetic_dataset: Path) -> None:
 def test_prefit_that_cannot_be_checked_does_not_run(synthetic_dataset: Path, tmp_path: Path) -> None:
     """With `min_gain` and no calibration block among the training frames (a clip under 10 s at the defaults: here
     none is held out), nothing could show the gain, so the prefit leaves every weight as it was and says so, and
-    training logs it; without `min_gain` it runs as before."""
+    training logs it; without `min_gain`, or without the patience it belongs to, it runs as before."""
     model, train_clip, _ = _lip_model(synthetic_dataset, calibration_every=0)
     before = [p.detach().clone() for p in model.parameters()]
     log = prefit_lips(model, train_clip, steps=200, lr=2e-3, batch=32, seed=1, patience=2, min_gain=0.2)
@@ -175,6 +175,8 @@ def test_prefit_that_cannot_be_checked_does_not_run(synthetic_dataset: Path, tmp
     assert all(torch.equal(p.detach(), b) for p, b in zip(model.parameters(), before))
     assert log.describe().startswith("lip prefit: skipped")
     assert len(prefit_lips(model, train_clip, steps=200, lr=2e-3, batch=32, seed=1, patience=2).losses) == 200
+    # the gain is asked only of a patient prefit (`TrainConfig.lip_prefit_min_gain`): without patience it runs
+    assert len(prefit_lips(model, train_clip, steps=200, lr=2e-3, batch=32, seed=1, min_gain=0.2).losses) == 200
 
     model_config, train_config = _lip_config(calibration_every=0)
     config = dataclasses.replace(train_config, steps=1, eval_every=0, sample_every=1000, lip_prefit_steps=200,

@@ -42,6 +42,11 @@ class PrefitLog:
     held_out: list[tuple[int, float]]
     kept_step: int
 
+    @property
+    def best_held_out(self) -> float:
+        """The calibration blocks' lowest error over the checks (NaN without checks)."""
+        return min((error for _, error in self.held_out), default=math.nan)
+
     def describe(self) -> str:
         """One line for the user: how long it ran, and what it kept or undid, with the calibration blocks' error."""
         if not self.losses:
@@ -49,7 +54,7 @@ class PrefitLog:
         ran = f"lip prefit: {len(self.losses)} steps"
         if not self.held_out:
             return ran
-        first, best = self.held_out[0][1], min(error for _, error in self.held_out)
+        first, best = self.held_out[0][1], self.best_held_out
         errors = f"held-out lip error {first:.3f} -> {best:.3f}" + (f", {best / first - 1:+.0%}" if first else "")
         if self.kept_step == 0:
             return f"{ran}, undone: {errors} at best, too little to trust; the renderer trains without it"
@@ -71,7 +76,7 @@ def prefit_lips(model: TriplaneTalker, clip: ClipData, steps: int, lr: float, ba
     calibration blocks (training frames before the first block's end: 10 s at the defaults) cannot show that gain,
     so there it does not run."""
     held_out = torch.nonzero(model.lips.held_out(clip.indices))[:, 0]
-    if min_gain > 0 and len(held_out) == 0:
+    if patience > 0 and min_gain > 0 and len(held_out) == 0:
         return PrefitLog([], [], 0)
     regressions = model.lip_regressions()
     parameters = [p for encoder, head in regressions for p in (*encoder.parameters(), *head.parameters())]

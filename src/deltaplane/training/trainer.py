@@ -286,7 +286,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                            **({"lip_prefit/loss_first": losses[0], "lip_prefit/loss_last": sum(tail) / len(tail)}
                               if losses else {}),
                            **({"lip_prefit/held_out_first": prefit.held_out[0][1],
-                               "lip_prefit/held_out_best": min(error for _, error in prefit.held_out),
+                               "lip_prefit/held_out_best": prefit.best_held_out,
                                "lip_prefit/held_out_kept": dict(prefit.held_out)[prefit.kept_step]}
                               if prefit.held_out else {}),
                            "lip_prefit/seconds": time.perf_counter() - started})
