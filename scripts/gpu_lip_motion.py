@@ -80,14 +80,14 @@ def variant_configs(name: str, preset: str = "fast"):
     closed mouths' x-variation on the xy plane at weight N, `LossWeights.closed_mouth_x`), cmboxN (the mouth-box
     L1 of the closed mouths at weight N, `LossWeights.closed_mouth_box`), mxblurS (the xy plane
     blurred along x in the mouth box at σ S texels when rendering, `TriplaneTalkerConfig.mouth_x_blur`), lapN
-    (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the renderer gets it from
-    step K), advshareS (or from a share S of the run, `AdversarialConfig.start_share`; the preset's is 0.25 since
-    session 52: `prefit0+advshare1` is the preset of runs 1–51), nobox (mouth planes
-    everywhere, as in run 5), boxaudio (the audio token reaches only the mouth planes,
-    `TriplaneTalkerConfig.audio_in_mouth_box`), noxz (no mouth planes on the xz plane,
-    `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane; allplanes: on all three), confine (the
-    mouth planes confined to their 3D box, `TriplaneTalkerConfig.mouth_confined`; noconfine: not confined),
-    nowarm (no deltaplane warm-up), brows (the brows' heights in the landmark token,
+    (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), fmN (feature matching through its
+    discriminator at weight N, `LossWeights.feature_match`), advstartK (the renderer gets it from step K), advshareS
+    (or from a share S of the run, `AdversarialConfig.start_share`; the preset's is 0.25 since session 52:
+    `prefit0+advshare1` is the preset of runs 1–51), nobox (mouth planes everywhere, as in run 5), boxaudio (the
+    audio token reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz (no mouth planes
+    on the xz plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane; allplanes: on all
+    three), confine (the mouth planes confined to their 3D box, `TriplaneTalkerConfig.mouth_confined`;
+    noconfine: not confined), nowarm (no deltaplane warm-up), brows (the brows' heights in the landmark token,
     `ConditionEncoderConfig.brows`),
     plate (head and torso over the background plate, docs/background.md), fill (the whole frame, over the plate
     where the field leaves a ray empty, docs/novel-views.md "Run 24"), alphaN (its opacity loss weight N),
@@ -175,6 +175,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, closed_mouth_box=float(part[5:])))
         elif part.startswith("mxblur"):
             model = dataclasses.replace(model, mouth_x_blur=float(part[6:]))
+        elif part.startswith("fm"):  # pix2pixHD's feature matching through the patch discriminator
+            model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, feature_match=float(part[2:])))
         elif part.startswith("lap"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, laplacian=float(part[3:])))
         elif part.startswith("advstart"):

@@ -86,9 +86,42 @@ def test_discriminator_learns_blur_from_detail() -> None:
     assert real > fake + 0.5, (real, fake)
 
 
-def _adversarial_run(weight: float, steps: int, **overrides):
+def test_feature_matching_pulls_renders_towards_the_truth_at_their_places() -> None:
+    """The feature-matching term is 0 for the true crops themselves and, unlike the hinge term, asks for the truth at
+    each crop's place: descending it alone (a trained discriminator held fixed) brings blurred images nearer the
+    sharp ones they stand for, pixel by pixel, and their fine detail back (the Laplacian's energy)."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    config = AdversarialConfig(PatchDiscriminatorConfig(channels=16, max_channels=32, downsamplings=2), crop_size=24)
+    adversary = PatchAdversary(config, CPU, seed=0)
+    whole = torch.tensor([0, 0, 32, 32]).expand(8, 2, 4)
+    for _ in range(30):
+        sharp, blurred = _textures(8, generator)
+        adversary.step(rendered=blurred, images=sharp, corners=crop_corners(whole, 24, 32, adversary.generator))
+    sharp, blurred = _textures(8, generator)  # unseen textures
+    corners = crop_corners(whole, 24, 32, adversary.generator)
+    matched = adversary.generator_terms(sharp, sharp, corners, matching=True)[1]
+    assert matched == 0 and adversary.generator_terms(sharp, sharp, corners)[1] is None
+    rendered = blurred.clone().requires_grad_()
+    optimizer = torch.optim.Adam([rendered], lr=0.01)
+    for _ in range(60):
+        corners = crop_corners(whole, 24, 32, adversary.generator)
+        optimizer.zero_grad()
+        adversary.generator_terms(rendered, sharp, corners, matching=True)[1].backward()
+        optimizer.step()
+    laplacian = torch.tensor([[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]).expand(3, 1, 3, 3)
+
+    def detail(images: torch.Tensor) -> float:
+        return F.conv2d(images, laplacian, groups=3).square().mean().item()
+
+    assert (rendered.detach() - sharp).abs().mean() < 0.8 * (blurred - sharp).abs().mean()
+    assert detail(rendered.detach()) > 2 * detail(blurred)
+
+
+def _adversarial_run(weight: float, steps: int, feature_match: float = 0.0, **overrides):
     model_config, train_config = get_preset("tiny")
-    model_config = dataclasses.replace(model_config, loss=dataclasses.replace(model_config.loss, adversarial=weight))
+    model_config = dataclasses.replace(model_config, loss=dataclasses.replace(model_config.loss, adversarial=weight,
+                                                                              feature_match=feature_match))
     adversarial = AdversarialConfig(SMALL, crop_size=16, crops_per_frame=2, mouth_crops=1, start=2)
     return model_config, dataclasses.replace(train_config, steps=steps, log_every=1, checkpoint_every=2, eval_every=0,
                                               eval_frames=1, sample_every=1000, adversarial=adversarial, **overrides)
@@ -123,6 +156,18 @@ def test_training_with_the_adversarial_term_logs_saves_and_resumes(synthetic_dat
     assert any(name.endswith("weight.original") for name in critic) and any("exp_avg" in name for name in critic)
     for name in critic:
         assert torch.equal(resumed[name], straight[name]), name
+
+
+def test_feature_matching_alone_trains_the_discriminator_and_starts_with_the_term(synthetic_dataset: Path,
+                                                                                   tmp_path: Path) -> None:
+    """Feature matching without the hinge term still builds and trains the discriminator, and gives the renderer its
+    term from the adversarial start on (step 2 of 4), with no hinge term logged."""
+    train(synthetic_dataset, tmp_path / "fm", *_adversarial_run(0.0, steps=4, feature_match=1.0), "tiny", CPU,
+          progress=False)
+    rows = [r for r in read_log(tmp_path / "fm") if "loss" in r]
+    assert all(CRITIC_KEYS <= r.keys() and "loss/adversarial" not in r for r in rows)
+    assert ["loss/feature_match" in r for r in rows] == [False, False, True, True]
+    assert all(r["loss/feature_match"] > 0 for r in rows[2:])
 
 
 def test_the_term_starts_at_a_share_of_the_run(synthetic_dataset: Path, tmp_path: Path) -> None:

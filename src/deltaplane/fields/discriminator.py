@@ -53,3 +53,13 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, crops: Float[Tensor, "N 3 S S"]) -> Float[Tensor, "N 1 s s"]:
         return self.layers(crops)
+
+    def features(self, crops: Float[Tensor, "N 3 S S"]) -> list[Float[Tensor, "N c h w"]]:
+        """The activations after each LeakyReLU (the hidden layers'), then the scores: what pix2pixHD's feature
+        matching compares between rendered and true crops."""
+        outputs, hidden = [], crops
+        for layer in self.layers:
+            hidden = layer(hidden)
+            if isinstance(layer, nn.LeakyReLU):
+                outputs.append(hidden)
+        return [*outputs, hidden]

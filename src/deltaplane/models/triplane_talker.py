@@ -82,7 +82,13 @@ class LossWeights:
     adversarial: float = 0.0
     """Hinge generator term of a patch discriminator trained from scratch on crops inside the face and mouth boxes
     (`training.adversarial`, configured by `TrainConfig.adversarial`; the trainer adds it, as it adds `sync`):
-    realistic texture where L1 settles for the blurred mean (issue 10; 0 builds no discriminator)."""
+    realistic texture where L1 settles for the blurred mean (issue 10; 0 with `feature_match` 0 builds no
+    discriminator)."""
+    feature_match: float = 0.0
+    """L1 between the patch discriminator's hidden activations of the rendered crops and of the true crops at the
+    same places, mean over its layers (pix2pixHD's feature matching; `training.adversarial`, from the same start as
+    `adversarial`, which the trainer adds it beside): a perceptual distance learned from scratch, where the hinge
+    term rewards any plausible texture (issue 10; 0 = off)."""
     lips: float = 1.0
     """Mean squared error of the audio encoder's lip vector against the tracked one (whitened units; lip mode)."""
     lpips: float = 1.0

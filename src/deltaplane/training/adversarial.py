@@ -7,6 +7,9 @@ visual-quality discriminators of Wav2Lip, GeneFace++ and pix2pixHD do. Loss: hin
 discriminator (`fields.discriminator`), SNGAN/BigGAN's stable pair. Each training step the renderer gets
 `LossWeights.adversarial` × the generator's hinge term (after `AdversarialConfig.start`), then the discriminator takes
 one Adam step on the same crops (from step 0, so it is already informed when the renderer starts listening).
+`LossWeights.feature_match` adds pix2pixHD's feature matching from the same start: the renderer's crops are to
+excite the discriminator's hidden layers as the true crops at the same places do, a perceptual distance learned
+from scratch that asks for the truth's detail, where the hinge term asks only for plausible detail.
 
 Checkpoints keep its weights, Adam moments and crop RNG in training_state.safetensors (`discriminator.*`,
 `optim.discriminator.*`, `rng.crops`), so `--resume` continues it exactly; a checkpoint without them (an older run)
@@ -111,7 +114,7 @@ def crop(images: Float[Tensor, "B C H W"], corners: Int[Tensor, "B K 2"], size: 
 
 
 class PatchAdversary:
-    """The discriminator with its own Adam and crop RNG; `generator_loss` is the renderer's term, `step` the
+    """The discriminator with its own Adam and crop RNG; `generator_terms` are the renderer's terms, `step` the
     discriminator's update. It runs in float32 outside autocast: it is small (a few 64² crops per frame), so its own
     update needs no GradScaler and the spectral norm's power iteration keeps full precision."""
 
@@ -121,6 +124,7 @@ class PatchAdversary:
         with torch.random.fork_rng(devices=[]):  # the training's random stream stays that of a run without it
             self.discriminator = PatchDiscriminator(config.discriminator).to(device)
         self.score = torch.compile(self.discriminator) if compile else self.discriminator
+        self.features = torch.compile(self.discriminator.features) if compile else self.discriminator.features
         self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=config.lr, betas=config.betas,
                                           fused=device.type == "cuda")
         self.generator = torch.Generator().manual_seed(seed + 1)  # its own stream: the frame sampler's is untouched
@@ -133,11 +137,23 @@ class PatchAdversary:
                             box_bounds(batch.face_box)[:, None].expand(-1, count - mouth, 4)], dim=1)  # [B, K, 4]
         return crop_corners(bounds, self.config.crop_size, batch.images.shape[-1], self.generator)
 
-    def generator_loss(self, rendered: Float[Tensor, "B 3 H W"], corners: Int[Tensor, "B K 2"]) -> Float[Tensor, ""]:
-        """The hinge generator term of the rendered crops (unweighted; the discriminator's gradients this leaves
-        behind are dropped by its next `step`)."""
+    def generator_terms(self, rendered: Float[Tensor, "B 3 H W"], images: Float[Tensor, "B 3 H W"],
+                        corners: Int[Tensor, "B K 2"], matching: bool = False
+                        ) -> tuple[Float[Tensor, ""], Float[Tensor, ""] | None]:
+        """The hinge generator term of the rendered crops and, with `matching`, the feature-matching term: the mean
+        over the discriminator's hidden layers of the mean L1 between the rendered crops' activations and the true
+        crops' at the same places (pix2pixHD; the true ones without gradient). Unweighted; the discriminator's
+        gradients these leave behind are dropped by its next `step`."""
+        size = self.config.crop_size
         with torch.autocast(rendered.device.type, enabled=False):
-            return losses.hinge_generator(self.score(crop(rendered, corners, self.config.crop_size).float()))
+            fake = crop(rendered, corners, size).float()
+            if not matching:
+                return losses.hinge_generator(self.score(fake)), None
+            # one pass: in training mode each pass takes a power-iteration step of the spectral norm, and two passes
+            # would compare the crops through two slightly different discriminators
+            layers = [layer.chunk(2) for layer in self.features(torch.cat([fake, crop(images, corners, size).float()]))]
+            matched = torch.stack([(mine - true.detach()).abs().mean() for mine, true in layers[:-1]]).mean()
+            return losses.hinge_generator(layers[-1][0]), matched
 
     def step(self, rendered: Float[Tensor, "B 3 H W"], images: Float[Tensor, "B 3 H W"],
              corners: Int[Tensor, "B K 2"]) -> dict[str, Tensor]:

@@ -239,7 +239,7 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                                  fused=device.type == "cuda")
     generator = torch.Generator().manual_seed(train_config.seed)
     adversary = (PatchAdversary(train_config.adversarial, device, train_config.seed, train_config.compile)
-                 if model_config.loss.adversarial > 0 else None)
+                 if model_config.loss.adversarial > 0 or model_config.loss.feature_match > 0 else None)
     registration = (FrameRegistration(train_config.registration, len(train_clip), device)
                     if train_config.registration.max_shift > 0 else None)
     companions = [c for c in (adversary, registration) if c is not None]
@@ -339,7 +339,13 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 if use_sync:
                     terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)
                 if adversary is not None and train_config.adversarial.started(step, done):
-                    terms["adversarial"] = model_config.loss.adversarial * adversary.generator_loss(output.rgb, corners)
+                    weights = model_config.loss
+                    hinge, matched = adversary.generator_terms(output.rgb, batch.images, corners,
+                                                               weights.feature_match > 0)
+                    if weights.adversarial > 0:
+                        terms["adversarial"] = weights.adversarial * hinge
+                    if matched is not None:
+                        terms["feature_match"] = weights.feature_match * matched
                     detailed = True
             loss = sum(terms.values())
             # one device → host transfer a step for the guard (and the log): loss, PSNR, mean opacity, deltaplane size
