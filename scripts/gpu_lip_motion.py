@@ -81,13 +81,13 @@ def variant_configs(name: str, preset: str = "fast"):
     L1 of the closed mouths at weight N, `LossWeights.closed_mouth_box`), mxblurS (the xy plane
     blurred along x in the mouth box at σ S texels when rendering, `TriplaneTalkerConfig.mouth_x_blur`), lapN
     (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), fmN (feature matching through its
-    discriminator at weight N, `LossWeights.feature_match`), advstartK (the renderer gets it from step K), advshareS
-    (or from a share S of the run, `AdversarialConfig.start_share`; the preset's is 0.25 since session 52:
-    `prefit0+advshare1` is the preset of runs 1–51), nobox (mouth planes everywhere, as in run 5), boxaudio (the
-    audio token reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz (no mouth planes
-    on the xz plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane; allplanes: on all
-    three), confine (the mouth planes confined to their 3D box, `TriplaneTalkerConfig.mouth_confined`;
-    noconfine: not confined), nowarm (no deltaplane warm-up), brows (the brows' heights in the landmark token,
+    discriminator at weight N, `LossWeights.feature_match`), advstartK (the renderer gets it from step K), advshareS (or
+    from a share S of the run, `AdversarialConfig.start_share`; the preset's is 0.25 since session 52:
+    `prefit0+advshare1+fm0` is the preset of runs 1–51, `fm0` that of runs 52–53), nobox (mouth planes everywhere, as in
+    run 5), boxaudio (the audio token reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz
+    (no mouth planes on the xz plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane; allplanes:
+    on all three), confine (the mouth planes confined to their 3D box, `TriplaneTalkerConfig.mouth_confined`; noconfine:
+    not confined), nowarm (no deltaplane warm-up), brows (the brows' heights in the landmark token,
     `ConditionEncoderConfig.brows`),
     plate (head and torso over the background plate, docs/background.md), fill (the whole frame, over the plate
     where the field leaves a ray empty, docs/novel-views.md "Run 24"), alphaN (its opacity loss weight N),

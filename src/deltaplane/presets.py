@@ -35,7 +35,8 @@ FAST = (
                          audio=AudioEncoderConfig(normalize=True), mouth_planes=8, mouth_planes_on=(0,),
                          mouth_confined=True,
                          lips=LipConfig(snap=1.0, regressions=4, teacher_snap=1.0, per_utterance=True),
-                         loss=LossWeights(adversarial=0.1, solid=5.0, delta_tv=0.05, novel_color=4.0)),
+                         loss=LossWeights(adversarial=0.1, feature_match=2.0, solid=5.0, delta_tv=0.05,
+                                           novel_color=4.0)),
     TrainConfig(steps=6000, batch_size=4, lr_identity=5e-3, eval_every=500, eval_frames=16,
                 checkpoint_every=1000, sample_every=1000, warmup_delta_steps=500,
                 speaker_augment=SpeakerAugmentConfig(copies=6, stratified=True),
@@ -75,7 +76,13 @@ the best lowered the held-out calibration blocks' error by a fifth (`TrainConfig
 macron_fr_50s (28–31 % lower; LMD 1.97 → 1.89 in run 51), undone on obama_20s (7 %), where a kept prefit narrowed
 the mouth (BENCHMARKS.md runs 51–52). The adversarial term starts at step 1,000 or a quarter of the run, whichever
 comes first (`AdversarialConfig.start_share`), so that a run of minutes gets it too: LMD lower in all three calls
-of run 52 (obama_20s 1.98 → 1.83, macron_fr_50s 1.87 → 1.83 and, 5 minutes, 2.03 → 1.91)."""
+of run 52 (obama_20s 1.98 → 1.83, macron_fr_50s 1.87 → 1.83 and, 5 minutes, 2.03 → 1.91). From the same step
+the renderer's crops are also to excite the patch discriminator's hidden layers as the true crops at the same places
+do (`LossWeights.feature_match` 2, pix2pixHD's feature matching), which asks for the truth's detail where the hinge
+term asks for any plausible one: on obama_20s the face, eyes and mouth came 0.7–1.1, 0.6–0.7 and 0.9–1.3 dB nearer
+the truth and both detail gains rose from −0.93 / 0.39 to −0.04–−0.07 / 1.44–1.57 (two seeds), at the same steps per
+minute; on macron_fr_50s, whose detail gains stayed below zero, it changed little (mouth +0.6 dB; BENCHMARKS.md run
+53)."""
 
 FULL = (TriplaneTalkerConfig(), TrainConfig(warmup_delta_steps=2000))
 """Talk3D's sizes: 48 + 48 samples per ray, 80 k steps."""
