@@ -58,6 +58,7 @@ from deltaplane.training.guard import TrainingDiverged
 from deltaplane.training.precision import autocast
 from deltaplane.training.registration import SHIFTS
 from deltaplane.training.trainer import TrainResult, calibrate_lips, train
+from deltaplane.training.windows import WindowConfig
 from lip_regression_ablation import opening, opening_ratio, speech_activity
 from render_views import view_rows
 
@@ -91,6 +92,7 @@ def variant_configs(name: str, preset: str = "fast"):
     `ConditionEncoderConfig.brows`),
     plate (head and torso over the background plate, docs/background.md), fill (the whole frame, over the plate
     where the field leaves a ray empty, docs/novel-views.md "Run 24"), alphaN (its opacity loss weight N),
+    winN[xS] (training windows of N output pixels, a share S of them over the face, `TrainConfig.window`),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
     term at weight N, docs/novel-views.md "A solid head"; solidnomouth: not in the mouth box; thickD: solid to D
     behind the surface, `SolidConfig.thickness`, with `body_depth` at least D), behindN (the
@@ -247,6 +249,10 @@ def variant_configs(name: str, preset: str = "fast"):
         elif part.startswith("march"):
             model = dataclasses.replace(model, volume=dataclasses.replace(model.volume, num_coarse=int(part[5:]),
                                                                           num_importance=int(part[5:])))
+        elif part.startswith("win"):  # winN[xS]: windows of N output pixels, a share S of them over the face
+            size, _, share = part[3:].partition("x")
+            window = WindowConfig(int(size), **({"face_share": float(share)} if share else {}))
+            train_config = dataclasses.replace(train_config, window=window)
         elif part.startswith("reg"):
             registration = dataclasses.replace(train_config.registration, max_shift=float(part[3:]))
             train_config = dataclasses.replace(train_config, registration=registration)

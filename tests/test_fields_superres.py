@@ -36,16 +36,20 @@ def test_output_shape_and_init_is_upsampled_raw_rgb() -> None:
     torch.testing.assert_close(output[..., 4:-4, 4:-4], once[..., 4:-4, 4:-4], atol=0.02, rtol=0)  # ≈ one ×4 step
 
 
-def test_other_input_resolutions_are_resized() -> None:
+def test_any_input_size_is_upsampled_by_the_scale_and_a_crop_gives_the_crop() -> None:
+    """The net is convolutional (a training window's feature image is smaller than a whole frame's): a crop of the
+    input gives the same crop of the output, away from the border its convolutions see past."""
     torch.manual_seed(0)
     config = SuperResolutionConfig(input_resolution=32, block0_channels=8, block1_channels=4)
     model = SuperResolution(config)
-    rgb, features = _inputs(64, batch=1)
+    for block in (model.block0, model.block1):  # trained ToRGBs: not just the upsampled raw RGB
+        torch.nn.init.normal_(block.torgb.weight, std=0.1)
+    rgb, features = _inputs(32, batch=1)
     with torch.no_grad():
-        output = model(rgb, features)
-    assert output.shape == (1, 3, 128, 128)
-    resized = F.interpolate(rgb, size=(32, 32), mode="bilinear", antialias=True)
-    torch.testing.assert_close(output, _upsample2(_upsample2(resized)))
+        whole = model(rgb, features)
+        window = model(rgb[..., 8:24, 4:20], features[..., 8:24, 4:20])
+    assert whole.shape == (1, 3, 128, 128) and window.shape == (1, 3, 64, 64)
+    torch.testing.assert_close(window[..., 12:-12, 12:-12], whole[..., 32 + 12:96 - 12, 16 + 12:80 - 12])
 
 
 def test_gradients_reach_every_parameter_and_channels_last_matches() -> None:

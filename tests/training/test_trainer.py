@@ -205,4 +205,5 @@ def test_fast_preset_terms_train_under_bf16_autocast(synthetic_dataset: Path, tm
     losses = [r["loss"] for r in records]
     assert len(losses) == 3 and all(math.isfinite(loss) for loss in losses), losses
     assert ["loss/adversarial" in r for r in records] == [False, True, True]
+    assert ["loss/feature_match" in r for r in records] == [False, True, True]
     assert next(r for r in read_log(tmp_path / "run") if "lip_prefit/steps" in r)["lip_prefit/steps"] == 100

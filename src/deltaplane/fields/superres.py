@@ -28,8 +28,8 @@ class SuperResolutionConfig:
     """Sizes of the super-resolution net (defaults: EG3D's channel widths)."""
 
     input_resolution: int = 128
-    """Neural rendering resolution; other input sizes are resized to it (bilinear, antialiased). Output is
-    2**`upsamplings` ×."""
+    """Neural rendering resolution of a whole frame. The net is convolutional: any input gives 2**`upsamplings` ×
+    its size (a training window renders fewer rays at the same density, `training.windows`)."""
     upsamplings: int = 2
     """×2 blocks: 2 (EG3D, 128² → 512²) or 1 (only the block at the output resolution: a 256² rendering for a 512²
     output, twice the rendered resolution per side for four times the rays)."""
@@ -137,11 +137,6 @@ class SuperResolution(nn.Module):
     def forward(self, rgb: Float[Tensor, "batch 3 height width"], features: Float[Tensor, "batch channels height width"]
                 ) -> Float[Tensor, "batch 3 out_height out_width"]:
         """`rgb` is the raw RGB (in EG3D, the first 3 channels of `features`); both in the model's [-1, 1] scale."""
-        size = (self.config.input_resolution, self.config.input_resolution)
-        if tuple(features.shape[-2:]) != size:
-            features = F.interpolate(features, size=size, mode="bilinear", align_corners=False, antialias=True)
-        if tuple(rgb.shape[-2:]) != size:
-            rgb = F.interpolate(rgb, size=size, mode="bilinear", align_corners=False, antialias=True)
         hidden = features if self.stack is None else self.stack(features)
         if self.block0 is not None:
             hidden, rgb = self.block0(hidden, rgb)

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from deltaplane.geometry.precision import full_precision
@@ -48,6 +48,14 @@ class Cameras:
         rows = self.intrinsics.unbind(-2)  # scalars, not a tensor built on the host: no copy to the device
         intrinsics = torch.stack((rows[0] * (width / self.width), rows[1] * (height / self.height), rows[2]), -2)
         return Cameras(self.cam2world, intrinsics, height, width)
+
+    def window(self, corners: Int[Tensor, "batch 2"], height: int, width: int) -> Cameras:
+        """The same cameras seen through a height × width window of their images whose top-left pixel is at
+        `corners` (x, y), one per camera: the principal point moves by the corner, so each window pixel's ray is the
+        full image's ray through the same pixel."""
+        shift = torch.zeros_like(self.intrinsics)
+        shift[:, :2, 2] = corners.to(self.intrinsics.dtype)
+        return Cameras(self.cam2world, self.intrinsics - shift, height, width)
 
     def __getitem__(self, index: slice | Tensor | int) -> Cameras:
         if isinstance(index, int):

@@ -540,13 +540,17 @@ class TriplaneTalker(nn.Module):
 
     def render(self, planes: Float[Tensor, "B 3 C H W"], cameras: Cameras,
                generator: torch.Generator | None = None, isolated: Bool[Tensor, "B 1 r r"] | None = None,
-               plate_warp: Float[Tensor, "B 2 3"] | None = None, torso: Float[Tensor, "B 4 4"] | None = None
-               ) -> RenderOutput:
+               plate_warp: Float[Tensor, "B 2 3"] | None = None, torso: Float[Tensor, "B 4 4"] | None = None,
+               rays: int | None = None) -> RenderOutput:
         """Volume-render the feature image at the rendering resolution and super-resolve it. The identity planes
         get no gradient from the `isolated` rays (`TriplaneTalkerConfig.isolate_lower_face`). In plate mode both
         resolutions are composited over the plate (`plate_image`; `plate_warp` for dataset frames). `torso`: the
-        frames' `torso_transforms` (with `torso_follow`)."""
-        size = self.config.render_resolution
+        frames' `torso_transforms` (with `torso_follow`). `rays`: rays per side for `cameras` (None: the rendering
+        resolution; a training window's cameras, `Cameras.window`, take fewer at the same density)."""
+        size = rays or self.config.render_resolution
+        if size != self.config.render_resolution and self.config.uses_plate:
+            raise ValueError("a window of the frame renders the whole-frame field only (background='field'): the "
+                             "plate's image and warp are the whole frame's")
         origins, directions = pixel_rays(cameras.resized(size, size))  # [B, R, 3]
         batch = origins.shape[0]
         ray_mask = None if isolated is None else isolated.reshape(batch, -1)  # [B, R], row-major
@@ -624,15 +628,15 @@ class TriplaneTalker(nn.Module):
 
     def forward(self, cameras: Cameras, conditions: Conditions, generator: torch.Generator | None = None,
                 mouth_shape: Float[Tensor, "B 40"] | None = None, lower_face: Bool[Tensor, "B 1 r r"] | None = None,
-                plate_warp: Float[Tensor, "B 2 3"] | None = None, audio_driven: Bool[Tensor, " B"] | None = None
-                ) -> tuple[RenderOutput, Float[Tensor, "B 3 C H W"]]:
+                plate_warp: Float[Tensor, "B 2 3"] | None = None, audio_driven: Bool[Tensor, " B"] | None = None,
+                rays: int | None = None) -> tuple[RenderOutput, Float[Tensor, "B 3 C H W"]]:
         """Render; `mouth_shape` teaches the lip mode's renderer with tracked mouths, but on `audio_driven` frames
         (see `tokens`); `lower_face` (training) is the mask that `TriplaneTalkerConfig.isolate_lower_face` dilates
         and isolates; `plate_warp` (dataset frames, plate mode) places the plate where those frames show the
-        backdrop."""
+        backdrop; `rays` per side of a training window (`render`)."""
         planes, delta = self.planes(self.tokens(conditions, mouth_shape=mouth_shape, audio_driven=audio_driven))
         return self.render(planes, cameras, generator, self._isolated(lower_face), plate_warp,
-                           self.torso_transforms(conditions.angles)), delta
+                           self.torso_transforms(conditions.angles), rays), delta
 
     def loss_terms(self, output: RenderOutput, delta: Float[Tensor, "B 3 C H W"], batch: FrameBatch,
                    perceptual: nn.Module | None = None, generator: torch.Generator | None = None,
@@ -806,7 +810,7 @@ class TriplaneTalker(nn.Module):
         (segmentation `person` ≥ 0.99, rendered opacity > 0.5; `skip_mouth`: not under the mouth box): origins,
         unit directions, rendered depths [B, R], the chosen rays [B, K], whether each is such a pixel, and one
         U(0, 1) number per chosen ray for placing its point. `generator` (CPU) draws them."""
-        size = self.config.render_resolution
+        size = output.depth.shape[-1]  # the rendering resolution, or a training window's rays
         origins, directions = pixel_rays(batch.cameras.resized(size, size))
         opaque = (batch.person >= 0.99) & (output.accumulation > 0.5)
         if skip_mouth:  # the mouth box at the rendering resolution: any of its output pixels

@@ -8,6 +8,7 @@ from deltaplane.audio.augment import SpeakerAugmentConfig
 from deltaplane.training.adversarial import AdversarialConfig
 from deltaplane.training.guard import CollapseGuardConfig
 from deltaplane.training.registration import RegistrationConfig
+from deltaplane.training.windows import WindowConfig
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,10 @@ class TrainConfig:
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     """Per-frame sub-pixel shifts of the renders, learned with them, that take up the frames' alignment jitter
     (`training.registration`; off while `max_shift` is 0)."""
+    window: WindowConfig | None = None
+    """Render each training frame through a window of its image, mostly over the face, at the same ray density
+    (`training.windows`; None: whole frames). Whole-frame field only (no plate), and not with a sync expert,
+    whose mouth crops are the whole frame's."""
     collapse_guard: CollapseGuardConfig = field(default_factory=CollapseGuardConfig)
     """Roll back to an in-memory snapshot at a lower learning rate when the training PSNR collapses or the loss is
     not finite (`training.guard`)."""

@@ -35,6 +35,7 @@ from deltaplane.training.lip_prefit import prefit_lips
 from deltaplane.training.logging import RunLogger
 from deltaplane.training.precision import autocast, default_precision, grad_scaler
 from deltaplane.training.registration import FrameRegistration, shift_output
+from deltaplane.training.windows import draw_windows, window_batch
 
 METHOD = "triplane"
 LOG = logging.getLogger(__name__)
@@ -216,6 +217,9 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     that `resume=True` continues; `train_config.max_minutes` does the same by wall time."""
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
     saved = _saved_model_config(run_dir, resume)
+    if train_config.window is not None and ((saved or model_config).uses_plate or sync_expert is not None):
+        raise ValueError("TrainConfig.window renders the whole-frame field (background='field') without a sync "
+                         "expert: the plate's image and warp and the sync expert's mouth crops are whole frames")
     clips = saved or model_config  # a resumed run's clips hold what it trains with
     normalize, head, brows = clips.audio.normalize, clips.head_proxy, clips.conditions.brows
     manifest, train_clip = load_clip(dataset_dir, "train", size=clips.output_resolution, normalize_audio=normalize,
@@ -263,7 +267,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         """The step's render (moved by the frames' registration `shifts`) and loss terms (compiled with
         `TrainConfig.compile`)."""
         output, delta = model(batch.cameras, batch.conditions, mouth_shape=batch.mouth_shape,
-                              lower_face=batch.lower_face, plate_warp=batch.plate_warp, audio_driven=audio_driven)
+                              lower_face=batch.lower_face, plate_warp=batch.plate_warp, audio_driven=audio_driven,
+                              rays=batch.images_raw.shape[-1])
         if shifts is not None:
             output = shift_output(output, shifts)
         return output, delta, model.loss_terms(output, delta, batch, perceptual, lip_frames=regression)
@@ -315,6 +320,10 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 version = int(torch.randint(audio_versions.shape[0], (1,), generator=generator))
                 clip = replace(train_clip, audio_features=audio_versions[version])
             batch = make_batch(clip, positions, model_config.render_resolution)
+            if train_config.window is not None:
+                corners = draw_windows(clip.face_boxes[positions], train_config.window, batch.images.shape[-1],
+                                       model_config.superres.scale, generator)
+                batch = window_batch(batch, corners, train_config.window.size)
             if train_config.token_dropout > 0:
                 dropped = torch.rand(len(positions), generator=generator) < train_config.token_dropout
                 batch = replace(batch, conditions=batch.conditions.neutralized(host_to_device(dropped, device), neutral))

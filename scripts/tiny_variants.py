@@ -1,0 +1,44 @@
+"""Tiny-preset training of `scripts/gpu_lip_motion.py` variants on the CPU: the held-out PSNR of whole frames at
+each evaluation and the training's seconds, to weigh a training option at equal steps or equal time before the GPU.
+
+    python scripts/tiny_variants.py DATASET OUT base:160 base+win64:160 base+win64:270 [--evals 4]
+
+Each argument is VARIANT:STEPS (the variant's changes applied to the `tiny` preset, `variant_configs(...,
+preset="tiny")`); runs go to OUT/VARIANT_STEPS. Prints one line per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from deltaplane.training.logging import read_log
+from deltaplane.training.trainer import train
+from gpu_lip_motion import variant_configs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("runs", nargs="+", help="VARIANT:STEPS")
+    parser.add_argument("--evals", type=int, default=4, help="held-out evaluations per run, evenly spaced")
+    args = parser.parse_args()
+    for run in args.runs:
+        variant, _, steps = run.rpartition(":")
+        model_config, train_config = variant_configs(variant, preset="tiny")
+        train_config = dataclasses.replace(train_config, steps=int(steps), eval_every=int(steps) // args.evals,
+                                           checkpoint_every=10**6, sample_every=10**6)
+        run_dir = args.out / f"{variant.replace('+', '_')}_{steps}"
+        started = time.perf_counter()
+        train(args.dataset, run_dir, model_config, train_config, "tiny", torch.device("cpu"), progress=False)
+        evals = [round(r["test/psnr"], 2) for r in read_log(run_dir) if "test/psnr" in r]
+        print(f"{variant:24s} {steps:>5s} steps {time.perf_counter() - started:6.1f} s  test PSNR {evals}")
+
+
+if __name__ == "__main__":
+    main()
