@@ -81,10 +81,11 @@ def variant_configs(name: str, preset: str = "fast"):
     closed mouths' x-variation on the xy plane at weight N, `LossWeights.closed_mouth_x`), cmboxN (the mouth-box
     L1 of the closed mouths at weight N, `LossWeights.closed_mouth_box`), mxblurS (the xy plane
     blurred along x in the mouth box at σ S texels when rendering, `TriplaneTalkerConfig.mouth_x_blur`), lapN
-    (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), fmN (feature matching through its
-    discriminator at weight N, `LossWeights.feature_match`), advstartK (the renderer gets it from step K), advshareS (or
-    from a share S of the run, `AdversarialConfig.start_share`; the preset's is 0.25 since session 52:
-    `prefit0+advshare1+fm0` is the preset of runs 1–51, `fm0` that of runs 52–53), nobox (mouth planes everywhere, as in
+    (Laplacian-pyramid L1 weight N), advN (adversarial patch term weight N), advstartK (the renderer gets it from step
+    K), advshareS (or from a share S of the run, `AdversarialConfig.start_share`; the preset's is 0.25 since session
+    52), fmN (feature matching through its discriminator at weight N, `LossWeights.feature_match`, from the same start;
+    the preset's is 2 since session 53: `prefit0+advshare1+fm0` is the preset of runs 1–51, `fm0` that of runs 52–53),
+    fmstartK (feature matching from step K, `AdversarialConfig.matching_start`), nobox (mouth planes everywhere, as in
     run 5), boxaudio (the audio token reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz
     (no mouth planes on the xz plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane; allplanes:
     on all three), confine (the mouth planes confined to their 3D box, `TriplaneTalkerConfig.mouth_confined`; noconfine:
@@ -177,6 +178,9 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, closed_mouth_box=float(part[5:])))
         elif part.startswith("mxblur"):
             model = dataclasses.replace(model, mouth_x_blur=float(part[6:]))
+        elif part.startswith("fmstart"):  # the feature-matching term from step K
+            adversarial = dataclasses.replace(train_config.adversarial, matching_start=int(part[7:]))
+            train_config = dataclasses.replace(train_config, adversarial=adversarial)
         elif part.startswith("fm"):  # pix2pixHD's feature matching through the patch discriminator
             model = dataclasses.replace(model, loss=dataclasses.replace(model.loss, feature_match=float(part[2:])))
         elif part.startswith("lap"):

@@ -170,6 +170,18 @@ def test_feature_matching_alone_trains_the_discriminator_and_starts_with_the_ter
     assert all(r["loss/feature_match"] > 0 for r in rows[2:])
 
 
+def test_feature_matching_can_start_on_its_own(synthetic_dataset: Path, tmp_path: Path) -> None:
+    """`matching_start` gives the renderer the feature-matching term from that step (here the first) while the
+    hinge term keeps its own start (step 2 of 4)."""
+    model_config, train_config = _adversarial_run(0.1, steps=4, feature_match=1.0)
+    adversarial = dataclasses.replace(train_config.adversarial, matching_start=0)
+    train(synthetic_dataset, tmp_path / "fm0", model_config, dataclasses.replace(train_config, adversarial=adversarial),
+          "tiny", CPU, progress=False)
+    rows = [r for r in read_log(tmp_path / "fm0") if "loss" in r]
+    assert ["loss/feature_match" in r for r in rows] == [True] * 4
+    assert ["loss/adversarial" in r for r in rows] == [False, False, True, True]
+
+
 def test_the_term_starts_at_a_share_of_the_run(synthetic_dataset: Path, tmp_path: Path) -> None:
     """With `start_share` the renderer gets the term from that share of the run on even where `start` lies beyond
     the run's end (4 steps, half of them: from the third); without it, at `start` alone (never, here)."""

@@ -55,6 +55,10 @@ class AdversarialConfig:
     whichever comes first (None: `start` alone). A run of minutes ends where its clock says, and at a fixed `start`
     a short one never gets the term: the 5-minute arms of run 51 stopped at 885 steps, with half the sharpness of
     the 7-minute ones (docs/sharpness.md "Run 51")."""
+    matching_start: int | None = None
+    """The feature-matching term's (`LossWeights.feature_match`) own start step; None: the hinge term's (`start`,
+    `start_share`). At step 0 the discriminator's hidden layers are a random network's, which the LPIPS paper found a
+    usable perceptual distance already."""
     lr: float = 2e-4
     """Adam learning rate of the discriminator (pix2pix / pix2pixHD), constant."""
     betas: tuple[float, float] = (0.5, 0.999)
@@ -78,6 +82,10 @@ class AdversarialConfig:
     def started(self, step: int, progress: float) -> bool:
         """Whether the renderer gets the term at `step`, with `progress` of the run done (a share, as `start_share`)."""
         return step >= self.start or (self.start_share is not None and progress >= self.start_share)
+
+    def matching_started(self, step: int, progress: float) -> bool:
+        """Whether the renderer gets the feature-matching term at `step` (`matching_start`, or as `started`)."""
+        return self.started(step, progress) if self.matching_start is None else step >= self.matching_start
 
 
 def box_bounds(mask: Bool[Tensor, "B 1 H W"]) -> Int[Tensor, "B 4"]:

@@ -277,7 +277,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         forward = _compiled(forward)
     metrics: dict[str, float] = {}
     step = start_step
-    detailed = False  # whether any step of this call gave the renderer the adversarial term
+    detailed = False  # whether any step of this call gave the renderer the adversarial term (the hinge term, or
+    # feature matching where it is the only one)
     started = time.perf_counter() - train_seconds
     if model.lips is not None and train_config.lip_prefit_steps > 0 and start_step == 0:
         prefit = prefit_lips(model, train_clip, train_config.lip_prefit_steps, train_config.lip_prefit_lr,
@@ -347,15 +348,16 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 output, delta, terms = forward(batch, audio_driven, regression, shifts)
                 if use_sync:
                     terms["sync"] = model_config.loss.sync * sync.loss(output.rgb, starts)
-                if adversary is not None and train_config.adversarial.started(step, done):
-                    weights = model_config.loss
-                    hinge, matched = adversary.generator_terms(output.rgb, batch.images, corners,
-                                                               weights.feature_match > 0)
-                    if weights.adversarial > 0:
+                weights, critic_config = model_config.loss, train_config.adversarial
+                hinge_on = weights.adversarial > 0 and critic_config.started(step, done)
+                matching_on = weights.feature_match > 0 and critic_config.matching_started(step, done)
+                if hinge_on or matching_on:
+                    hinge, matched = adversary.generator_terms(output.rgb, batch.images, corners, matching_on)
+                    if hinge_on:
                         terms["adversarial"] = weights.adversarial * hinge
-                    if matched is not None:
+                    if matching_on:
                         terms["feature_match"] = weights.feature_match * matched
-                    detailed = True
+                detailed |= hinge_on if weights.adversarial > 0 else matching_on
             loss = sum(terms.values())
             # one device → host transfer a step for the guard (and the log): loss, PSNR, mean opacity, deltaplane size
             watched = torch.stack([
