@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import torch
+from gpu_lip_motion import variant_configs
 
 from deltaplane.training.logging import read_log
 from deltaplane.training.trainer import train
-from gpu_lip_motion import variant_configs
 
 
 def main() -> None:
