@@ -21,6 +21,7 @@ from deltaplane.training.evaluation import evaluate_clip
 from deltaplane.training.logging import read_log
 from deltaplane.training.registration import RegistrationConfig
 from deltaplane.training.trainer import _param_groups, train
+from deltaplane.training.windows import WindowConfig
 
 CPU = torch.device("cpu")
 
@@ -185,10 +186,12 @@ def test_a_dataset_older_than_the_sync_check_gets_a_warning(synthetic_dataset: P
     assert "preprocess" not in caplog.text
 
 
-def test_fast_preset_terms_train_under_bf16_autocast(synthetic_dataset: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("window", [None, WindowConfig(64)], ids=["whole", "windows"])
+def test_fast_preset_terms_train_under_bf16_autocast(synthetic_dataset: Path, tmp_path: Path,
+                                                     window: WindowConfig | None) -> None:
     """The trainer's CUDA default (bf16 autocast) run on the CPU with every term of the `fast` preset and a torso
-    at tiny sizes: a dtype that autocast changes and an op then refuses fails here
-    rather than only on a GPU."""
+    at tiny sizes, on whole frames and through training windows: a dtype that autocast changes and an op then
+    refuses, or a term that a window's shapes break, fails here rather than only on a GPU."""
     tiny, _ = get_preset("tiny")
     fast, fast_train = get_preset("fast")
     model_config = dataclasses.replace(fast, plane_resolution=tiny.plane_resolution,
@@ -198,7 +201,7 @@ def test_fast_preset_terms_train_under_bf16_autocast(synthetic_dataset: Path, tm
     # show one), and its adversarial term from a quarter into the run: step 1 of 3
     train_config = dataclasses.replace(fast_train, steps=3, batch_size=2, eval_every=0, checkpoint_every=1000,
                                        sample_every=1000, log_every=1, precision="bf16-mixed", lip_prefit_steps=100,
-                                       lip_prefit_min_gain=0.0,
+                                       lip_prefit_min_gain=0.0, window=window,
                                        speaker_augment=dataclasses.replace(fast_train.speaker_augment, copies=1))
     train(synthetic_dataset, tmp_path / "run", model_config, train_config, "fast", CPU, progress=False)
     records = [r for r in read_log(tmp_path / "run") if "loss" in r]
