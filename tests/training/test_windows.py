@@ -57,6 +57,18 @@ def test_windows_lie_in_the_frame_on_whole_rendering_pixels_and_mostly_over_the_
         draw_windows(boxes, WindowConfig(66), 128, 4, generator)
 
 
+def test_the_other_windows_teach_every_pixel_out_to_the_frames_edges() -> None:
+    """The windows off the face tile the frame: each pixel, the border's too, lies in about 1/n² of them or more."""
+    boxes = torch.tensor([[40.0, 50.0, 90.0, 110.0]]).expand(1000, 4)
+    pixels = torch.arange(128)
+    for size, tiles in ((80, 2), (48, 3), (32, 4), (28, 5)):
+        corners = draw_windows(boxes, WindowConfig(size, face_share=0.0), 128, 4, torch.Generator().manual_seed(0))
+        assert len(corners.unique(dim=0)) == tiles ** 2
+        inside = [(pixels >= start[:, None]) & (pixels < start[:, None] + size) for start in corners.unbind(-1)]
+        coverage = (inside[1][:, :, None] & inside[0][:, None, :]).float().mean(0)  # [y, x]
+        assert coverage.min() > 0.5 / tiles ** 2, f"{size}: a pixel lies in only {coverage.min():.3f} of them"
+
+
 def test_a_window_batch_is_the_batch_cut_to_the_window(synthetic_dataset: Path) -> None:
     _, clip = load_clip(synthetic_dataset, "train", size=128)
     batch = make_batch(clip, torch.arange(2), raw_size=32)
