@@ -46,6 +46,7 @@ from deltaplane.checkpoint import latest_checkpoint, load_checkpoint
 from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_batch
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.run import DEFAULT_VIEWS, _split_audio, parse_views
+from deltaplane.fields.conditions import TOKEN_NAMES, ConditionEncoder, frequency_encoding
 from deltaplane.fields.triplane import blur_along_x, box_weights
 from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, plate_warp_path,
                                   render_clip, to_uint8)
@@ -90,7 +91,8 @@ def variant_configs(name: str, preset: str = "fast"):
     (no mouth planes on the xz plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane; allplanes:
     on all three), confine (the mouth planes confined to their 3D box, `TriplaneTalkerConfig.mouth_confined`; noconfine:
     not confined), nowarm (no deltaplane warm-up), brows (the brows' heights in the landmark token,
-    `ConditionEncoderConfig.brows`),
+    `ConditionEncoderConfig.brows`), ranges (the conditions in their training ranges,
+    `ConditionEncoderConfig.fitted_ranges`),
     plate (head and torso over the background plate, docs/background.md), fill (the whole frame, over the plate
     where the field leaves a ray empty, docs/novel-views.md "Run 24"), alphaN (its opacity loss weight N),
     winN[xS] (training windows of N output pixels, a share S of them over the face, `TrainConfig.window`),
@@ -232,6 +234,8 @@ def variant_configs(name: str, preset: str = "fast"):
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, teacher_snap=float(part[5:])))
         elif part.startswith("snap"):
             model = dataclasses.replace(model, lips=dataclasses.replace(model.lips, snap=float(part[4:])))
+        elif part == "ranges":
+            model = dataclasses.replace(model, conditions=dataclasses.replace(model.conditions, fitted_ranges=True))
         elif part == "brows":
             model = dataclasses.replace(model, conditions=dataclasses.replace(model.conditions, brows=True))
         elif part == "noangle":
@@ -374,12 +378,22 @@ def snapped_at(model, clip: ClipData, width: float):
 def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, float]:
     """Deltaplane size next to the identity planes, the share of cross-attention on each token, the field's mean
     opacity behind the body (`TriplaneTalker.behind_term` at weight 1: matter where side views show it beside the
-    head) and, in lip mode, the lip vector's calibrated gain."""
+    head) and, in lip mode, the lip vector's calibrated gain. Per token, where a deltaplane that no longer changes
+    over the frames (`delta_temporal_std` near 0, seen in runs 51–54) lost its conditions: how much the token
+    itself changes over the frames (`token_std/NAME`), the share of its encoder's hidden ReLU units that are 0 on
+    every frame (`dead_units/NAME`: the encoder's output can no longer change) and the mean change of the
+    deltaplane when the token is held at its mean over the frames (`delta_response/NAME`)."""
     batch = make_batch(clip, positions, model.config.render_resolution)
     tokens = model.tokens(batch.conditions)
-    encoded = model.encode_identity()
-    delta, attention = model.predictor.decode(encoded.expand(tokens.shape[0]), model.heard(tokens),
-                                              return_attention=True)
+    encoded, heard = model.encode_identity().expand(tokens.shape[0]), model.heard(tokens)
+    delta, attention = model.predictor.decode(encoded, heard, return_attention=True)
+    response = {}
+    for index, name in enumerate(TOKEN_NAMES):
+        held = heard.clone()
+        held[:, index] = heard[:, index].mean(0)
+        change = model.predictor.decode(encoded, held) - delta
+        response[f"delta_response/{name}"] = change.float().abs().mean().item()
+        response[f"token_std/{name}"] = heard[:, index].float().std(0).mean().item()
     identity_rms = model.identity_planes.float().square().mean().sqrt().item()
     shares = attention.float().mean(dim=(0, 1, 2, 3))  # [tokens]
     planes = model.planes(tokens)[0]
@@ -391,7 +405,27 @@ def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, flo
             **{f"attention/{name}": value for name, value in zip(("audio", "eye", "null", "angles", "landmarks"),
                                                                  shares.tolist())},
             "attention/audio_max": attention[..., 0].float().mean(dim=(0, 1)).max().item(),
+            **response, **dead_units(model.condition_encoder, batch.conditions),
             **({} if model.lips is None else {"lips/gain": model.lips.gain[0].item()})}
+
+
+def dead_units(encoder: ConditionEncoder, conditions: Conditions) -> dict[str, float]:
+    """`dead_units/NAME`: per condition MLP, the share of its hidden ReLU units that are 0 on every frame."""
+    config = encoder.config
+    angles = conditions.angles if config.angles else torch.zeros_like(conditions.angles)
+    inputs = {"eye": frequency_encoding(encoder.ranged("eye", conditions.eye[:, None]), config.eye_frequencies),
+              "angles": frequency_encoding(encoder.ranged("angles", angles), config.angle_frequencies),
+              "landmarks": frequency_encoding(encoder.ranged("landmarks", conditions.landmarks),
+                                              config.landmark_frequencies)}
+    shares = {}
+    for name, mlp in (("eye", encoder.eye_mlp), ("angles", encoder.angle_mlp), ("landmarks", encoder.landmark_mlp)):
+        x, dead, units = inputs[name].to(next(mlp.parameters())), 0, 0
+        for layer in mlp:
+            x = layer(x)
+            if isinstance(layer, torch.nn.ReLU):
+                dead, units = dead + int((x == 0).all(0).sum()), units + x.shape[-1]
+        shares[f"dead_units/{name}"] = dead / max(units, 1)
+    return shares
 
 
 def precision_gap(model, clip: ClipData, positions: torch.Tensor) -> dict[str, float]:

@@ -130,3 +130,60 @@ def test_the_brows_reach_the_landmark_token_and_a_run_replays_them(synthetic_dat
     assert np.load(run / DRIVING_TRACKS)["landmarks"].shape[1] == 8
     write_wav(tmp_path / "speech.wav", (0.1 * np.random.default_rng(0).standard_normal(16000)).astype(np.float32))
     assert api.render(run, tmp_path / "speech.wav", tmp_path / "out.mp4", device="cpu", progress=False).is_file()
+
+
+def test_fitted_ranges_spread_a_clips_small_differences_and_a_run_keeps_them(synthetic_dataset, tmp_path) -> None:
+    """`ConditionEncoderConfig.fitted_ranges`: inputs that differ by a few hundredths over the frames (as a real
+    clip's do) move the tokens several times more once each is mapped from its training range to [−1, 1]; unfitted,
+    the encoder is the plain one; far outside the range the token stops changing; a trained run stores the ranges."""
+    import dataclasses
+
+    from deltaplane.data.dataset import load_clip
+    from deltaplane.fields.conditions import RANGE_CLAMP
+    from deltaplane.inference import load_run
+    from deltaplane.presets import get_preset
+    from deltaplane.training.trainer import train
+
+    generator = torch.Generator().manual_seed(0)
+    frames = 400
+    eye = 0.31 + 0.045 * torch.randn(frames, generator=generator)
+    angles = torch.tensor([-0.06, -0.05, 0.0]) + torch.tensor([0.035, 0.07, 0.014]) * torch.randn(frames, 3,
+                                                                                                generator=generator)
+    landmarks = torch.tensor([0.05, 0.03, 0.31, -0.14, -0.2, -0.15]) + 0.05 * torch.randn(frames, 6,
+                                                                                          generator=generator)
+    audio = torch.zeros(frames, 64)
+    torch.manual_seed(0)
+    plain = ConditionEncoder(ConditionEncoderConfig())
+    ranged = ConditionEncoder(ConditionEncoderConfig(fitted_ranges=True))
+    ranged.load_state_dict(plain.state_dict(), strict=False)
+    torch.testing.assert_close(ranged(audio, eye, angles, landmarks), plain(audio, eye, angles, landmarks))
+    ranged.fit(eye, angles, landmarks)
+    inside = ranged.ranged("landmarks", landmarks)
+    assert (inside.abs() <= 1).float().mean() > 0.97 and (inside.amax(0) > 0.9).all() and (inside.amin(0) < -0.9).all()
+
+    def spread(encoder: ConditionEncoder) -> torch.Tensor:  # per token: change over the frames / size
+        tokens = encoder(audio, eye, angles, landmarks)[:, [1, 3, 4]]
+        return tokens.std(0).mean(-1) / tokens.abs().mean((0, 2))
+
+    gain = spread(ranged) / spread(plain)  # eye, angles, landmarks (the last already spread by its 2^5 frequency)
+    assert (gain > torch.tensor([3.0, 3.0, 1.2])).all(), gain
+    far = ranged(audio[:2], torch.tensor([5.0, 50.0]), angles[:2], landmarks[:2])
+    torch.testing.assert_close(far[0, 1], far[1, 1])
+    assert ranged.ranged("eye", torch.tensor([[5.0]])).item() == RANGE_CLAMP
+    with pytest.raises(ValueError, match="fitted_ranges"):
+        plain.fit(eye, angles, landmarks)
+
+    model_config, train_config = get_preset("tiny")
+    model_config = dataclasses.replace(model_config, conditions=dataclasses.replace(model_config.conditions,
+                                                                                    fitted_ranges=True))
+    run = tmp_path / "run"
+    train(synthetic_dataset, run, model_config, dataclasses.replace(train_config, steps=2, eval_every=0,
+                                                                    sample_every=1000),
+          "tiny", torch.device("cpu"), progress=False)
+    model, _, _ = load_run(run, torch.device("cpu"))
+    clip = load_clip(synthetic_dataset, "train", size=model.config.output_resolution)[1]
+    expected = ConditionEncoder(model.config.conditions)
+    expected.fit(clip.eye, clip.angles, clip.landmarks)
+    for name in ("eye_range", "angles_range", "landmarks_range"):
+        torch.testing.assert_close(getattr(model.condition_encoder, name), getattr(expected, name))
+    assert (model.condition_encoder.eye_range[1] < 0.5).all()  # fitted: not the identity's half-width 1

@@ -17,6 +17,12 @@ TOKEN_NAMES = ("audio", "eye", "null", "angles", "landmarks")
 """Order of the condition tokens (and of the last axis of the predictor's attention maps)."""
 BROW_FEATURES = 2
 """Values `ConditionEncoderConfig.brows` appends to the landmark feature: one per brow."""
+RANGE_CLAMP = 2.0
+"""With `ConditionEncoderConfig.fitted_ranges`, how far outside the training frames' range (in half-ranges from its
+centre) a driving frame's input may reach: a tracking error or an unseen pose stays near the phases trained on."""
+RANGE_QUANTILES = (0.01, 0.99)
+"""The training frames' range of an input for `ConditionEncoderConfig.fitted_ranges`: a few mistracked frames do
+not squeeze the others."""
 
 
 def frequency_encoding(x: Float[Tensor, "*batch dim"], num_frequencies: int,
@@ -72,6 +78,15 @@ class ConditionEncoderConfig:
     through the camera and the deltaplane cannot redraw the head for each pose (docs/novel-views.md "The angle
     token"). The torso (`TriplaneTalkerConfig.torso_follow`) still follows the tracked angles."""
 
+    fitted_ranges: bool = False
+    """Map each input (eye openness, angles, landmark feature; per value) from its training frames' 1st–99th
+    percentile range to [−1, 1] before the frequency encoding (`ConditionEncoder.fit`), clamped to ±`RANGE_CLAMP`. In
+    their own units a clip's frames differ by a few hundredths (obama_20s: eye openness std 0.045, angles 0.014–0.072
+    rad, landmark feature about 0.05): at initialisation the eye and angle tokens change over the frames by 6–12 %
+    of their size (the landmark token, with frequencies to 2^5, by 32–37 %), about 1 % of the null token's size;
+    mapped to their ranges, by 41–57 %. In 5 of 26 arms of runs 51–54 the deltaplane never learnt to follow the
+    tokens (`delta_temporal_std` about 0, docs/lip-motion.md "Run 54")."""
+
     @property
     def landmark_inputs(self) -> int:
         """Size of the landmark token's input: the landmark feature, and the brows with `brows`."""
@@ -90,17 +105,39 @@ class ConditionEncoder(nn.Module):
         self.landmark_mlp = _mlp(config.landmark_inputs * (1 + 2 * config.landmark_frequencies), width,
                                  config.mlp_layers)
         self.null_token = nn.Parameter(torch.randn(1, 1, width))
+        if config.fitted_ranges:  # only then: older checkpoints keep their tensors
+            for name, size in (("eye", 1), ("angles", 3), ("landmarks", config.landmark_inputs)):
+                self.register_buffer(f"{name}_range", torch.stack((torch.zeros(size), torch.ones(size))))
+
+    @torch.no_grad()
+    def fit(self, eye: Float[Tensor, " frames"], angles: Float[Tensor, "frames 3"],
+            landmarks: Float[Tensor, "frames landmark_inputs"]) -> None:
+        """With `fitted_ranges`: each input's (centre, half-width) of its training frames' `RANGE_QUANTILES`."""
+        if not self.config.fitted_ranges:
+            raise ValueError("ConditionEncoder.fit needs ConditionEncoderConfig.fitted_ranges")
+        for name, values in (("eye", eye[:, None]), ("angles", angles), ("landmarks", landmarks)):
+            low, high = torch.quantile(values.double(), torch.tensor(RANGE_QUANTILES, dtype=torch.float64,
+                                                                     device=values.device), dim=0)
+            getattr(self, f"{name}_range").copy_(torch.stack(((high + low) / 2, ((high - low) / 2).clamp_min(1e-6))))
+
+    def ranged(self, name: str, values: Float[Tensor, "batch dim"]) -> Float[Tensor, "batch dim"]:
+        """`values` in their training range's half-widths from its centre (`fitted_ranges`), or as given."""
+        if not self.config.fitted_ranges:
+            return values
+        centre, half = getattr(self, f"{name}_range")
+        return ((values - centre) / half).clamp(-RANGE_CLAMP, RANGE_CLAMP)
 
     def forward(self, audio_code: Float[Tensor, "batch token_dim"], eye: Float[Tensor, " batch"],
                 angles: Float[Tensor, "batch 3"], landmarks: Float[Tensor, "batch landmark_inputs"]
                 ) -> Float[Tensor, "batch 5 token_dim"]:
         """`eye`: openness (eye aspect ratio); `angles`: camera (yaw, pitch, roll) in radians; `landmarks` in [−1, 1]."""
         config = self.config
-        eye_token = self.eye_mlp(frequency_encoding(eye[:, None], config.eye_frequencies))
+        eye_token = self.eye_mlp(frequency_encoding(self.ranged("eye", eye[:, None]), config.eye_frequencies))
         if not config.angles:
             angles = torch.zeros_like(angles)
-        angle_token = self.angle_mlp(frequency_encoding(angles, config.angle_frequencies))
-        landmark_token = self.landmark_mlp(frequency_encoding(landmarks, config.landmark_frequencies))
+        angle_token = self.angle_mlp(frequency_encoding(self.ranged("angles", angles), config.angle_frequencies))
+        landmark_token = self.landmark_mlp(frequency_encoding(self.ranged("landmarks", landmarks),
+                                                              config.landmark_frequencies))
         null_token = self.null_token.expand(audio_code.shape[0], 1, -1)
         return torch.cat((audio_code[:, None], eye_token[:, None], null_token, angle_token[:, None],
                           landmark_token[:, None]), dim=1)  # [B, 5, token_dim]

@@ -237,6 +237,9 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
         model.load_background_plate(*background_plate(dataset_dir, train_clip))
     if model.lips is not None:  # the basis is a function of the training frames; a resumed run reloads the same
         model.lips.fit(train_clip.mouth_shapes.to(device))
+    if model_config.conditions.fitted_ranges:  # as the lip basis: the same training frames give the same ranges
+        model.condition_encoder.fit(train_clip.eye.to(device), train_clip.angles.to(device),
+                                    train_clip.landmarks.to(device))
     names = {id(p): n for n, p in model.named_parameters()}
     # fused: one kernel group per step instead of a host loop (docs/performance.md)
     optimizer = torch.optim.Adam([{k: v for k, v in g.items()} for g in _param_groups(model, train_config)],
