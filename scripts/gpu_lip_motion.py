@@ -379,7 +379,7 @@ def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, flo
     """Deltaplane size next to the identity planes, the share of cross-attention on each token, the field's mean
     opacity behind the body (`TriplaneTalker.behind_term` at weight 1: matter where side views show it beside the
     head) and, in lip mode, the lip vector's calibrated gain. Per token, where a deltaplane that no longer changes
-    over the frames (`delta_temporal_std` near 0, seen in runs 51–54) lost its conditions: how much the token
+    over the frames (`delta_temporal_std` near 0 in 6 of 24 arms of runs 51–54) lost its conditions: how much the token
     itself changes over the frames (`token_std/NAME`), the share of its encoder's hidden ReLU units that are 0 on
     every frame (`dead_units/NAME`: the encoder's output can no longer change) and the mean change of the
     deltaplane when the token is held at its mean over the frames (`delta_response/NAME`)."""
