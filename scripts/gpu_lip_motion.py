@@ -46,7 +46,7 @@ from deltaplane.checkpoint import latest_checkpoint, load_checkpoint
 from deltaplane.data.dataset import ClipData, audio_context, load_clip, make_batch
 from deltaplane.data.schema import AUDIO_WAV
 from deltaplane.evaluation.run import DEFAULT_VIEWS, _split_audio, parse_views
-from deltaplane.fields.conditions import TOKEN_NAMES, ConditionEncoder, frequency_encoding
+from deltaplane.fields.conditions import TOKEN_NAMES, ConditionEncoder
 from deltaplane.fields.triplane import blur_along_x, box_weights
 from deltaplane.inference import (audio_windows, camera_path, driving_conditions, load_run, plate_warp_path,
                                   render_clip, to_uint8)
@@ -411,14 +411,9 @@ def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, flo
 
 def dead_units(encoder: ConditionEncoder, conditions: Conditions) -> dict[str, float]:
     """`dead_units/NAME`: per condition MLP, the share of its hidden ReLU units that are 0 on every frame."""
-    config = encoder.config
-    angles = conditions.angles if config.angles else torch.zeros_like(conditions.angles)
-    inputs = {"eye": frequency_encoding(encoder.ranged("eye", conditions.eye[:, None]), config.eye_frequencies),
-              "angles": frequency_encoding(encoder.ranged("angles", angles), config.angle_frequencies),
-              "landmarks": frequency_encoding(encoder.ranged("landmarks", conditions.landmarks),
-                                              config.landmark_frequencies)}
+    inputs = encoder.encoded_inputs(conditions.eye, conditions.angles, conditions.landmarks)
     shares = {}
-    for name, mlp in (("eye", encoder.eye_mlp), ("angles", encoder.angle_mlp), ("landmarks", encoder.landmark_mlp)):
+    for name, mlp in encoder.mlps().items():
         x, dead, units = inputs[name].to(next(mlp.parameters())), 0, 0
         for layer in mlp:
             x = layer(x)

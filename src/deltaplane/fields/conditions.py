@@ -127,17 +127,26 @@ class ConditionEncoder(nn.Module):
         centre, half = getattr(self, f"{name}_range")
         return ((values - centre) / half).clamp(-RANGE_CLAMP, RANGE_CLAMP)
 
+    def mlps(self) -> dict[str, nn.Sequential]:
+        """The eye, angle and landmark tokens' MLPs, by input name."""
+        return {"eye": self.eye_mlp, "angles": self.angle_mlp, "landmarks": self.landmark_mlp}
+
+    def encoded_inputs(self, eye: Float[Tensor, " batch"], angles: Float[Tensor, "batch 3"],
+                       landmarks: Float[Tensor, "batch landmark_inputs"]) -> dict[str, Float[Tensor, "batch _"]]:
+        """What each of `mlps` reads: its input (ranged with `fitted_ranges`), frequency-encoded."""
+        config = self.config
+        if not config.angles:
+            angles = torch.zeros_like(angles)
+        return {"eye": frequency_encoding(self.ranged("eye", eye[:, None]), config.eye_frequencies),
+                "angles": frequency_encoding(self.ranged("angles", angles), config.angle_frequencies),
+                "landmarks": frequency_encoding(self.ranged("landmarks", landmarks), config.landmark_frequencies)}
+
     def forward(self, audio_code: Float[Tensor, "batch token_dim"], eye: Float[Tensor, " batch"],
                 angles: Float[Tensor, "batch 3"], landmarks: Float[Tensor, "batch landmark_inputs"]
                 ) -> Float[Tensor, "batch 5 token_dim"]:
         """`eye`: openness (eye aspect ratio); `angles`: camera (yaw, pitch, roll) in radians; `landmarks` in [−1, 1]."""
-        config = self.config
-        eye_token = self.eye_mlp(frequency_encoding(self.ranged("eye", eye[:, None]), config.eye_frequencies))
-        if not config.angles:
-            angles = torch.zeros_like(angles)
-        angle_token = self.angle_mlp(frequency_encoding(self.ranged("angles", angles), config.angle_frequencies))
-        landmark_token = self.landmark_mlp(frequency_encoding(self.ranged("landmarks", landmarks),
-                                                              config.landmark_frequencies))
+        inputs = self.encoded_inputs(eye, angles, landmarks)
+        eye_token, angle_token, landmark_token = (mlp(inputs[name]) for name, mlp in self.mlps().items())
         null_token = self.null_token.expand(audio_code.shape[0], 1, -1)
         return torch.cat((audio_code[:, None], eye_token[:, None], null_token, angle_token[:, None],
                           landmark_token[:, None]), dim=1)  # [B, 5, token_dim]

@@ -28,9 +28,9 @@ class WindowConfig:
     whole pixels of the rendering resolution). The face box (brows to chin) of the shared clips spans 205–270 of
     512 pixels; 320 leaves 25–55 pixels of context around it for 39 % of a whole frame's rays."""
     face_share: float = 0.75
-    """Share of the windows centred on their frame's face box (moved by up to `jitter`); the others lie at one of
-    the frame's four corners, so that the backdrop, the torso and the hair keep being taught, out to the frame's
-    edges (`draw_windows`)."""
+    """Share of the windows centred on their frame's face box (moved by up to `jitter`); the others are one of the
+    windows that tile the frame (at 320 of 512 its four corners), so that the backdrop, the torso and the hair keep
+    being taught, out to the frame's edges (`draw_windows`)."""
     jitter: int = 32
     """Largest shift, in output pixels, of a face window's centre from the face box's along each axis."""
 
