@@ -1,10 +1,11 @@
 """A compact table of scripts/score_lip_renders.py's JSON, one block per scored run: the test renders (PSNR / face,
 LMD, opening spread and mean ratios, open fraction against the ground truth's, sync and offset, sharpness, detail
-gain, eyes' and mouth's PSNR / brightness bias, opening in the pauses and in the speech, dark specks in the torso
-band), the run's steps, regression fit and driving vectors' opening spread (gpu_lip_motion.py's diagnostics, since
-run 49), the random ray samples' own noise (`gpu_lip_motion.py --sampling`), each cross-driven prefix (spread range,
-files in issue 9's 0.7–1.4 band, sync floor and mean, offsets, then one line per file) and the novel views
-(identity distance, sharpness against the frontal render, frames without a face).
+gain, eyes' PSNR / brightness bias, blinks (eye openness spread ratio / correlation), mouth's PSNR / brightness
+bias, opening in the pauses and in the speech, dark specks in the torso band), the run's steps, regression fit and
+driving vectors' opening spread (gpu_lip_motion.py's diagnostics, since run 49), the random ray samples' own noise
+(`gpu_lip_motion.py --sampling`), each cross-driven prefix (spread range, files in issue 9's 0.7–1.4 band, sync
+floor and mean, offsets, then one line per file) and the novel views (identity distance, sharpness against the
+frontal render, frames without a face).
 
     python scripts/lip_table.py score.json
 """
@@ -30,7 +31,8 @@ def test_line(name: str, row: dict) -> str:
             f"mean {get('mouth/opening_mean_ratio')} open {get('mouth/open_fraction')}/"
             f"{get('mouth/open_fraction_reference')} sync {get('sync/correlation')} ({get('sync/offset_frames', 'd')}) "
             f"sharp {get('sharpness_ratio')} gain {get('detail_gain_1')}/{get('detail_gain_2')} "
-            f"eyes {get('psnr_eyes')}/{get('bias_eyes', '+.1f')} mouth {get('psnr_mouth')}/{get('bias_mouth', '+.1f')} "
+            f"eyes {get('psnr_eyes')}/{get('bias_eyes', '+.1f')} blinks {get('eyes/openness_std_ratio')}/"
+            f"{get('eyes/openness_correlation')} mouth {get('psnr_mouth')}/{get('bias_mouth', '+.1f')} "
             f"pause/speech {get('mouth/pause_opening_ratio')}/{get('mouth/speech_opening_ratio')} "
             f"torso {get('psnr_torso')}/{get('bias_torso', '+.1f')} specks {get('torso_speckle', '.5f')}")
 

@@ -66,7 +66,8 @@ KEEP = ("psnr", "psnr_face", "psnr_eyes", "bias_eyes", "psnr_mouth", "bias_mouth
         "lmd_offset", "lmd_motion", "mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction",
         "mouth/open_fraction_reference",
         "sync/correlation", "sync/offset_frames", "sharpness_ratio", "detail_gain_1", "detail_gain_2",
-        "mouth/pause_opening_ratio", "mouth/speech_opening_ratio")
+        "mouth/pause_opening_ratio", "mouth/speech_opening_ratio", "eyes/openness_std_ratio",
+        "eyes/openness_correlation")
 
 
 class Replay:

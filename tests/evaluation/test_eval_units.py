@@ -24,7 +24,7 @@ from deltaplane.evaluation.pixels import (detail_gain, detail_scores, frame_scor
                                          ssim_map)
 from deltaplane.evaluation.report import ReportData, contact_sheet, render_html
 from deltaplane.evaluation.run import parse_views
-from deltaplane.evaluation.scoring import VideoTrack, identity_metrics, sharpness_metrics
+from deltaplane.evaluation.scoring import VideoTrack, eye_metrics, identity_metrics, sharpness_metrics
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope, syncnet_crop
 from deltaplane.metrics.fid import FIDInceptionV3, inception_features
 from deltaplane.metrics.image import psnr, ssim
@@ -164,6 +164,24 @@ def test_lmd_splits_into_a_constant_mouth_offset_and_the_motion() -> None:
     assert mouth_shape_offset(missing, targets, 1024)[0] == pytest.approx(0.5 * opened_offset, abs=1e-6)
     assert mouth_shape_offset(np.full_like(targets, np.nan), targets, 512) is None
     assert mouth_shape_offset(targets[:0], targets[:0], 0) is None  # no frame at all
+
+
+def test_eyes_that_never_blink_score_a_small_error_and_a_small_spread() -> None:
+    """A render whose eyes stay open through the truth's blinks: blink_error barely notices (blinks are a few frames),
+    eyes/openness_std_ratio does; a render that blinks with the truth correlates with it; missing faces are left out."""
+    frames = np.arange(100)
+    truth = np.where(np.isin(frames % 25, (11, 12, 13)), 0.12, 0.3) + 0.005 * np.sin(frames)  # a blink a second
+    open_eyes, metrics_of = np.full(100, 0.3), lambda ours: eye_metrics(ours, truth)[0]
+    still = metrics_of(open_eyes)
+    assert still["blink_error"] < 0.03 and still["eyes/openness_std_ratio"] == 0.0
+    assert "eyes/openness_correlation" in eye_metrics(open_eyes, truth)[1]
+    blinking = truth * 0.9 + 0.03
+    blinking[::10] = np.nan  # no face in those frames
+    moving = metrics_of(blinking)
+    assert moving["eyes/openness_std_ratio"] == pytest.approx(0.9, abs=0.02)
+    assert moving["eyes/openness_correlation"] == pytest.approx(1.0)
+    assert eye_metrics(np.full(100, np.nan), truth) == ({}, dict.fromkeys(
+        ("blink_error", "eyes/openness_std_ratio", "eyes/openness_correlation"), "no frame with a face in both videos"))
 
 
 def test_mouth_opening_and_face_mask() -> None:

@@ -74,6 +74,7 @@ def test_identical_videos_score_perfectly(clip_excerpt, lpips_file: Path, tmp_pa
     assert metrics["id_distance"] == 0.0 and metrics["id_frames"] == 3  # frames 0, 10, 20
     assert metrics["lpips"] == pytest.approx(0.0, abs=1e-6) and metrics["lpips_every"] == 12
     assert metrics["mouth/opening_std_ratio"] == metrics["mouth/opening_mean_ratio"] == 1.0
+    assert metrics["eyes/openness_std_ratio"] == 1.0 and metrics["eyes/openness_correlation"] == pytest.approx(1.0)
     assert metrics["mouth/open_fraction"] == metrics["mouth/open_fraction_reference"]
     written = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert math.isinf(written["psnr"]) and "lpips" not in written["skipped"]

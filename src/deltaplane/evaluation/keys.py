@@ -36,6 +36,9 @@ KEYS: dict[str, tuple[str, str]] = {
                          "length")),
     "lmd_motion": ("↓", "lmd with that constant offset taken from every frame: what the mouth's motion gets wrong"),
     "blink_error": ("↓", "mean |eye aspect ratio (prediction) − eye aspect ratio (ground truth)|"),
+    "eyes/openness_std_ratio": ("→1", ("std over frames of the eye aspect ratio, prediction over ground truth: far "
+                                       "under 1, eyes that do not blink (blink_error stays small all the same)")),
+    "eyes/openness_correlation": ("↑", "correlation over frames of the eye aspect ratio with the ground truth's"),
     "id_distance": ("↓", "dlib 128-D face descriptor distance (same person below 0.6), sampled frames"),
     "id_same_person": ("↑", "fraction of sampled frames with a descriptor distance below 0.6"),
     "id_frames": ("", "sampled frames with a face in both videos"),

@@ -339,12 +339,9 @@ def pair_metrics(result: PairResult, config: EvaluationConfig) -> tuple[dict, di
             metrics[name] = value
     if "lpips" in metrics:
         metrics["lpips_every"] = config.lpips_every
-    blinks = np.abs(result.prediction.per_frame(eye_openness) - result.target.per_frame(eye_openness))
-    blink_error = _mean(blinks)
-    if blink_error is None:
-        skipped["blink_error"] = "no frame with a face in both videos"
-    else:
-        metrics["blink_error"] = blink_error
+    found, reasons = eye_metrics(result.prediction.per_frame(eye_openness), result.target.per_frame(eye_openness))
+    metrics.update(found)
+    skipped.update(reasons)
     for found, reasons in (identity_metrics(result.prediction, result.target.embeddings, result.target.arcface,
                                             config.identity_every),
                            fid_metrics(result.prediction.inception, result.target.inception, config.fid_every)):
@@ -360,6 +357,28 @@ def pair_metrics(result: PairResult, config: EvaluationConfig) -> tuple[dict, di
         metrics["lmd_offset"], metrics["lmd_motion"] = split
     metrics["faces/missing_pred"] = int((~result.prediction.found).sum())
     metrics["faces/missing_gt"] = int((~result.target.found).sum())
+    return metrics, skipped
+
+
+def eye_metrics(predicted: Float[ndarray, " frames"], truth: Float[ndarray, " frames"]) -> tuple[dict, dict]:
+    """blink_error, and whether the eyes move as the truth's do (NaN: no face in that frame): eyes/openness_std_ratio,
+    the render's std over frames of the eye aspect ratio over the truth's (a render that never blinks scores far
+    under 1 with a small blink_error), and eyes/openness_correlation, over the frames with a face in both."""
+    both = np.isfinite(predicted) & np.isfinite(truth)
+    if not both.any():
+        reason = "no frame with a face in both videos"
+        return {}, dict.fromkeys(("blink_error", "eyes/openness_std_ratio", "eyes/openness_correlation"), reason)
+    ours, theirs = predicted[both], truth[both]
+    metrics = {"blink_error": float(np.abs(ours - theirs).mean())}
+    skipped = {}
+    if both.sum() < 3 or theirs.std() == 0:
+        skipped["eyes/openness_std_ratio"] = skipped["eyes/openness_correlation"] = "the truth's eyes do not move"
+        return metrics, skipped
+    metrics["eyes/openness_std_ratio"] = float(ours.std() / theirs.std())
+    if ours.std() == 0:
+        skipped["eyes/openness_correlation"] = "the prediction's eyes do not move"
+    else:
+        metrics["eyes/openness_correlation"] = float(np.corrcoef(ours, theirs)[0, 1])
     return metrics, skipped
 
 
