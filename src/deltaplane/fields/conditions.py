@@ -82,10 +82,8 @@ class ConditionEncoderConfig:
     """Map each input (eye openness, angles, landmark feature; per value) from its training frames' 1st–99th
     percentile range to [−1, 1] before the frequency encoding (`ConditionEncoder.fit`), clamped to ±`RANGE_CLAMP`. In
     their own units a clip's frames differ by a few hundredths (obama_20s: eye openness std 0.045, angles 0.014–0.072
-    rad, landmark feature about 0.05): at initialisation the eye and angle tokens change over the frames by 6–12 %
-    of their size (the landmark token, with frequencies to 2^5, by 32–37 %), about 1 % of the null token's size;
-    mapped to their ranges, by 41–57 %. In 6 of 24 arms of runs 51–54 the deltaplane had not learnt to follow the
-    tokens (`delta_temporal_std` about 0, docs/lip-motion.md "Run 54")."""
+    rad, landmark feature about 0.05), so the eye and angle tokens barely change from frame to frame; in tiny CPU
+    runs the deltaplane then ignored both, and the GPU's renders do not blink (docs/lip-motion.md "Run 54")."""
 
     @property
     def landmark_inputs(self) -> int:
