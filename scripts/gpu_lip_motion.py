@@ -402,8 +402,7 @@ def diagnostics(model, clip: ClipData, positions: torch.Tensor) -> dict[str, flo
     behind = model.behind_term(planes, output, batch, torch.Generator().manual_seed(0)).item()
     return {"delta_rms": delta.float().square().mean().sqrt().item(), "identity_rms": identity_rms,
             "delta_temporal_std": delta.float().std(dim=0).mean().item(), "behind_opacity": behind,
-            **{f"attention/{name}": value for name, value in zip(("audio", "eye", "null", "angles", "landmarks"),
-                                                                 shares.tolist())},
+            **{f"attention/{name}": value for name, value in zip(TOKEN_NAMES, shares.tolist())},
             "attention/audio_max": attention[..., 0].float().mean(dim=(0, 1)).max().item(),
             **response, **dead_units(model.condition_encoder, batch.conditions),
             **({} if model.lips is None else {"lips/gain": model.lips.gain[0].item()})}

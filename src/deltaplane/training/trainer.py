@@ -325,9 +325,9 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
                 clip = replace(train_clip, audio_features=audio_versions[version])
             batch = make_batch(clip, positions, model_config.render_resolution)
             if train_config.window is not None:
-                corners = draw_windows(clip.face_boxes[positions], train_config.window, batch.images.shape[-1],
-                                       model_config.superres.scale, generator)
-                batch = window_batch(batch, corners, train_config.window.size)
+                window = draw_windows(clip.face_boxes[positions], train_config.window, batch.images.shape[-1],
+                                      model_config.superres.scale, generator)
+                batch = window_batch(batch, window, train_config.window.size)
             if train_config.token_dropout > 0:
                 dropped = torch.rand(len(positions), generator=generator) < train_config.token_dropout
                 batch = replace(batch, conditions=batch.conditions.neutralized(host_to_device(dropped, device), neutral))
