@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from deltaplane.data.background import background_plate
 from deltaplane.data.dataset import load_clip, make_batch
 from deltaplane.geometry.cameras import DEFAULT_FOCAL, Cameras, intrinsics_from_focal, orbit_cam2world
 from deltaplane.geometry.face_depth import sample_pixels
@@ -93,20 +94,27 @@ def test_a_window_batch_is_the_batch_cut_to_the_window(synthetic_dataset: Path) 
     torch.testing.assert_close(same.cameras.intrinsics, batch.cameras.intrinsics)
 
 
-def test_a_window_renders_what_the_whole_frame_renders_there(synthetic_dataset: Path) -> None:
+@pytest.mark.parametrize("background", ["field", "fill"])
+def test_a_window_renders_what_the_whole_frame_renders_there(synthetic_dataset: Path, background: str) -> None:
     """Fixed ray samples (eval): the window's volume rendering is the whole frame's at the same pixels, and its
-    super-resolved image too, away from the border that the super-resolution's convolutions see past."""
+    super-resolved image too, away from the border that the super-resolution's convolutions see past. Over the
+    plate too: the window sees the plate where the frame does, through the frame's warp (turned and moved here)."""
     torch.manual_seed(0)
     manifest, clip = load_clip(synthetic_dataset, "train", size=128)
     config = get_preset("tiny")[0]
-    model = TriplaneTalker(dataclasses.replace(config, audio=dataclasses.replace(
+    model = TriplaneTalker(dataclasses.replace(config, background=background, audio=dataclasses.replace(
         config.audio, feature_dim=manifest.audio.dim))).eval()
     batch = make_batch(clip, torch.arange(2), raw_size=32)
+    if model.config.uses_plate:
+        model.load_background_plate(*background_plate(synthetic_dataset, clip))
+        model.plate.copy_(torch.rand_like(model.plate) * 2 - 1)  # texture at every scale, seen in every pixel
+        batch = dataclasses.replace(batch, plate_warp=torch.tensor([[[0.9, 0.1, 0.08], [-0.05, 1.1, -0.04]],
+                                                                    [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]]))
     corners = torch.tensor([[32, 16], [40, 64]])
     cut = window_batch(batch, corners, 64)
     with torch.no_grad():
-        whole, _ = model(batch.cameras, batch.conditions)
-        seen, _ = model(cut.cameras, cut.conditions, rays=16)
+        whole, _ = model(batch.cameras, batch.conditions, plate_warp=batch.plate_warp)
+        seen, _ = model(cut.cameras, cut.conditions, plate_warp=cut.plate_warp, rays=16)
     assert seen.rgb.shape == (2, 3, 64, 64) and seen.depth.shape == (2, 1, 16, 16)
     for frame, (x, y) in enumerate(corners.tolist()):
         rows, columns = slice(y // 4, y // 4 + 16), slice(x // 4, x // 4 + 16)
@@ -127,7 +135,3 @@ def test_training_through_windows_raises_the_whole_frames_held_out_psnr(syntheti
     train(synthetic_dataset, tmp_path / "run", model_config, train_config, "tiny", CPU, progress=False)
     evals = [r["test/psnr"] for r in read_log(tmp_path / "run") if "test/psnr" in r]
     assert evals[-1] > 16.0 and evals[-1] > evals[0] + 2.0, evals  # evaluated on whole frames (17.7 at 160 steps)
-    plate, _ = get_preset("tiny")
-    with pytest.raises(ValueError, match="whole-frame field"):
-        train(synthetic_dataset, tmp_path / "plate", dataclasses.replace(plate, background="plate"), train_config,
-              "tiny", CPU, progress=False)

@@ -374,10 +374,11 @@ class TriplaneTalker(nn.Module):
         self.plate_cam2world.copy_(camera.cam2world[0])
         self.plate_intrinsics.copy_(camera.resized(size, size).intrinsics[0])
 
-    def plate_image(self, cameras: Cameras, size: int, plate_warp: Float[Tensor, "B 2 3"] | None = None
-                    ) -> Float[Tensor, "B 3 size size"]:
-        """The plate as `cameras` see it at size² (`plate_coordinates`)."""
-        return self.plate_samples(self.plate_coordinates(cameras.resized(size, size), plate_warp), size)
+    def plate_image(self, cameras: Cameras, size: int, plate_warp: Float[Tensor, "B 2 3"] | None = None,
+                    texture: int | None = None) -> Float[Tensor, "B 3 size size"]:
+        """The plate as `cameras` see it at size² (`plate_coordinates`), from the texture area-averaged to
+        `texture`² (None: size², a whole frame; a training window's is the whole frame's at its density)."""
+        return self.plate_samples(self.plate_coordinates(cameras.resized(size, size), plate_warp), size, texture)
 
     def plate_coordinates(self, cameras: Cameras, plate_warp: Float[Tensor, "B 2 3"] | None = None
                           ) -> Float[Tensor, "B R 2"]:
@@ -391,11 +392,13 @@ class TriplaneTalker(nn.Module):
         # the frame's own camera is the anchor: its pixels, moved as the aligned crop moved the backdrop
         return unwarp_coordinates(pixel_coordinates(cameras), plate_warp)
 
-    def plate_samples(self, coordinates: Float[Tensor, "B R 2"], size: int) -> Float[Tensor, "B 3 size size"]:
-        """The plate at `coordinates` (rays row-major over size²), from the texture area-averaged to size²."""
-        texture = self.plate[None]
-        if size != texture.shape[-1]:  # area: each pixel the mean of the texels it covers
-            texture = F.interpolate(texture, size=(size, size), mode="area")
+    def plate_samples(self, coordinates: Float[Tensor, "B R 2"], size: int, texture_size: int | None = None
+                      ) -> Float[Tensor, "B 3 size size"]:
+        """The plate at `coordinates` (rays row-major over size²), from the texture area-averaged to
+        `texture_size`² (None: size²)."""
+        texture, texture_size = self.plate[None], texture_size or size
+        if texture_size != texture.shape[-1]:  # area: each pixel the mean of the texels it covers
+            texture = F.interpolate(texture, size=(texture_size, texture_size), mode="area")
         return sample_plate(texture, coordinates, size, size)
 
     @torch.no_grad()
@@ -548,9 +551,6 @@ class TriplaneTalker(nn.Module):
         frames' `torso_transforms` (with `torso_follow`). `rays`: rays per side for `cameras` (None: the rendering
         resolution; a training window's cameras, `Cameras.window`, take fewer at the same density)."""
         size = rays or self.config.render_resolution
-        if size != self.config.render_resolution and self.config.uses_plate:
-            raise ValueError("a window of the frame renders the whole-frame field only (background='field'): the "
-                             "plate's image and warp are the whole frame's")
         origins, directions = pixel_rays(cameras.resized(size, size))  # [B, R, 3]
         batch = origins.shape[0]
         ray_mask = None if isolated is None else isolated.reshape(batch, -1)  # [B, R], row-major
@@ -562,12 +562,13 @@ class TriplaneTalker(nn.Module):
 
         alpha = image(accumulation)
         if self.config.uses_plate:  # the SR sees the plate in its input RGB: its features for the backdrop
-            feature_image = over_plate(feature_image, alpha, self.plate_image(cameras, size, plate_warp))
+            plate = self.plate_image(cameras, size, plate_warp, self.config.render_resolution)
+            feature_image = over_plate(feature_image, alpha, plate)
         rgb_raw = feature_image[:, :3]
         rgb = self.superres(rgb_raw, feature_image)
         if self.config.uses_plate:
-            output_size = self.config.output_resolution
-            rgb = blend_plate(rgb, alpha, self.plate_image(cameras, output_size, plate_warp))
+            plate = self.plate_image(cameras, rgb.shape[-1], plate_warp, self.config.output_resolution)
+            rgb = blend_plate(rgb, alpha, plate)
         return RenderOutput(rgb=rgb, rgb_raw=rgb_raw, depth=image(depth), accumulation=alpha,
                             depth_spread=image(spread))
 

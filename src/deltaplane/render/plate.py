@@ -58,6 +58,16 @@ def unwarp_coordinates(coordinates: Float[Tensor, "batch rays 2"], warp: Float[T
     return rows_times(coordinates - warp[:, None, :, 2].to(coordinates.dtype), inverse.transpose(-1, -2))
 
 
+def window_warp(warp: Float[Tensor, "batch 2 3"], corners: Float[Tensor, "batch 2"], size: int, frame: int
+                ) -> Float[Tensor, "batch 2 3"]:
+    """The plate-to-frame map `warp` (units of the frame's side) as seen through a size² window of the frame whose
+    top-left pixel is at `corners` (x, y): a window coordinate w is the frame's c + s·w (c = corner / frame,
+    s = size / frame), so the frame's A⁻¹(c + s·w − t) is the window's (A / s)⁻¹(w − (t − c) / s)."""
+    scale = size / frame
+    shift = corners.to(warp.dtype) / frame
+    return torch.cat((warp[:, :, :2] / scale, (warp[:, :, 2:] - shift[..., None]) / scale), dim=-1)
+
+
 def sample_plate(texture: Float[Tensor, "batch 3 tex_height tex_width"], coordinates: Float[Tensor, "batch rays 2"],
                  height: int, width: int) -> Float[Tensor, "batch 3 height width"]:
     """Bilinear samples of the texture at (u, v) (rays row-major over height × width). Outside the plate the

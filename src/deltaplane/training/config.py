@@ -98,8 +98,8 @@ class TrainConfig:
     (`training.registration`; off while `max_shift` is 0)."""
     window: WindowConfig | None = None
     """Render each training frame through a window of its image, mostly over the face, at the same ray density
-    (`training.windows`; None: whole frames). Whole-frame field only (no plate), and not with a sync expert,
-    whose mouth crops are the whole frame's."""
+    (`training.windows`; None: whole frames). Any background (the plate is seen through the window too); not
+    with a sync expert, whose mouth crops are the whole frame's."""
     collapse_guard: CollapseGuardConfig = field(default_factory=CollapseGuardConfig)
     """Roll back to an in-memory snapshot at a lower learning rate when the training PSNR collapses or the loss is
     not finite (`training.guard`)."""

@@ -217,9 +217,8 @@ def train(dataset_dir: Path, run_dir: Path, model_config: TriplaneTalkerConfig, 
     that `resume=True` continues; `train_config.max_minutes` does the same by wall time."""
     dataset_dir, run_dir = Path(dataset_dir), Path(run_dir)
     saved = _saved_model_config(run_dir, resume)
-    if train_config.window is not None and ((saved or model_config).uses_plate or sync_expert is not None):
-        raise ValueError("TrainConfig.window renders the whole-frame field (background='field') without a sync "
-                         "expert: the plate's image and warp and the sync expert's mouth crops are whole frames")
+    if train_config.window is not None and sync_expert is not None:
+        raise ValueError("TrainConfig.window trains without a sync expert: its mouth crops are whole frames")
     clips = saved or model_config  # a resumed run's clips hold what it trains with
     normalize, head, brows = clips.audio.normalize, clips.head_proxy, clips.conditions.brows
     manifest, train_clip = load_clip(dataset_dir, "train", size=clips.output_resolution, normalize_audio=normalize,

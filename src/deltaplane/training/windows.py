@@ -15,6 +15,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from deltaplane.devices import host_to_device
+from deltaplane.render.plate import window_warp
 from deltaplane.structs import FrameBatch
 from deltaplane.training.adversarial import crop
 
@@ -67,7 +68,8 @@ def draw_windows(face_boxes: Float[Tensor, "B 4"], config: WindowConfig, image_s
 def window_batch(batch: FrameBatch, corners: Int[Tensor, "B 2"], size: int) -> FrameBatch:
     """`batch` seen through a size² window of each frame at its `corners` (output pixels, multiples of the output
     over the rendering resolution, as `draw_windows` gives): the images, masks and boxes cut to it, the depth-prior
-    points moved into it (those outside it no longer valid), the cameras through it (`Cameras.window`)."""
+    points moved into it (those outside it no longer valid), the cameras through it (`Cameras.window`) and the
+    plate's warp to it (`render.plate.window_warp`)."""
     scale = batch.images.shape[-1] // batch.images_raw.shape[-1]
     corners = corners.to(batch.images.device)
 
@@ -80,4 +82,5 @@ def window_batch(batch: FrameBatch, corners: Int[Tensor, "B 2"], size: int) -> F
     inside = ((xy >= 0) & (xy < size)).all(-1)
     return replace(batch, **raw, **full, face_points=torch.cat((xy, batch.face_points[..., 2:]), dim=-1),
                    face_point_valid=batch.face_point_valid & inside, face_point_colour=batch.face_point_colour & inside,
-                   cameras=batch.cameras.window(corners, size, size))
+                   cameras=batch.cameras.window(corners, size, size),
+                   plate_warp=window_warp(batch.plate_warp, corners, size, batch.images.shape[-1]))
