@@ -46,7 +46,7 @@ def main() -> None:
         if args.diagnostics:
             found = held_out_diagnostics(run_dir, args.dataset)
             print(json.dumps({key: round(value, 5) for key, value in found.items()
-                              if key.startswith(("delta", "token_std/", "dead_units/", "attention/"))}))
+                              if key.startswith(("delta", "identity", "token_std/", "dead_units/", "attention/"))}))
 
 
 def held_out_diagnostics(run_dir: Path, dataset: Path) -> dict[str, float]:
