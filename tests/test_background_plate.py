@@ -27,7 +27,8 @@ from deltaplane.inference import camera_path, load_run, plate_warp_path, render_
 from deltaplane.media.video import iter_frames
 from deltaplane.models.triplane_talker import TriplaneTalker, TriplaneTalkerConfig
 from deltaplane.presets import get_preset
-from deltaplane.render.plate import pixel_coordinates, plane_coordinates, sample_plate, unwarp_coordinates
+from deltaplane.render.plate import (pixel_coordinates, plane_coordinates, sample_plate, unwarp_coordinates,
+                                     window_warp)
 from deltaplane.structs import Conditions
 from deltaplane.training.logging import read_log
 from deltaplane.training.trainer import train
@@ -79,6 +80,20 @@ def test_registered_recovery_undoes_each_frames_shift() -> None:
 
 def _anchor(size: int) -> Cameras:
     return orbit_cameras(torch.tensor([0.05]), torch.tensor([-0.04]), size, size, roll=torch.tensor([0.02]))
+
+
+def test_a_windows_warp_finds_the_plate_where_its_frame_does() -> None:
+    """`window_warp`: each pixel of a window, unwarped with the moved warp, lands on the plate point that the same
+    pixel of the whole frame lands on with the frame's warp (turned, scaled and moved warps)."""
+    frame, size = 64, 24
+    corners = torch.tensor([[8, 16], [40, 0]])
+    warps = torch.tensor([[[0.9, 0.1, 0.08], [-0.05, 1.1, -0.04]], [[1.2, -0.2, -0.1], [0.15, 0.8, 0.05]]])
+    whole = unwarp_coordinates(pixel_coordinates(orbit_cameras(torch.zeros(2), torch.zeros(2), frame, frame)), warps)
+    seen = unwarp_coordinates(pixel_coordinates(orbit_cameras(torch.zeros(2), torch.zeros(2), size, size)),
+                              window_warp(warps, corners, size, frame))
+    for index, (x, y) in enumerate(corners.tolist()):
+        torch.testing.assert_close(seen[index].reshape(size, size, 2),
+                                   whole[index].reshape(frame, frame, 2)[y:y + size, x:x + size], atol=1e-6, rtol=0)
 
 
 def test_plane_coordinates_return_the_plate_under_its_camera_and_parallax_under_others() -> None:

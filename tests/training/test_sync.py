@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import pytest
 import torch
 
 from deltaplane.metrics.syncnet import Wav2LipSyncNet, load_wav2lip_syncnet
@@ -12,6 +13,7 @@ from deltaplane.presets import get_preset
 from deltaplane.training.logging import read_log
 from deltaplane.training.sync import crop_faces
 from deltaplane.training.trainer import train
+from deltaplane.training.windows import WindowConfig
 
 
 def test_crop_faces_picks_the_box() -> None:
@@ -33,3 +35,7 @@ def test_training_with_the_sync_expert(synthetic_dataset: Path, tmp_path: Path) 
           progress=False, sync_expert=expert)
     logged = [r for r in read_log(tmp_path / "run") if "loss/sync" in r]
     assert [r["step"] for r in logged] == [3, 4] and all(0 < r["loss/sync"] < 1 for r in logged)
+    with pytest.raises(ValueError, match="sync expert"):  # its mouth crops are whole frames: no training windows
+        train(synthetic_dataset, tmp_path / "windowed", model_config,
+              dataclasses.replace(train_config, window=WindowConfig(64)), "tiny", torch.device("cpu"),
+              progress=False, sync_expert=expert)

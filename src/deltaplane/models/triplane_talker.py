@@ -375,10 +375,11 @@ class TriplaneTalker(nn.Module):
         self.plate_intrinsics.copy_(camera.resized(size, size).intrinsics[0])
 
     def plate_image(self, cameras: Cameras, size: int, plate_warp: Float[Tensor, "B 2 3"] | None = None,
-                    texture: int | None = None) -> Float[Tensor, "B 3 size size"]:
+                    texture_size: int | None = None) -> Float[Tensor, "B 3 size size"]:
         """The plate as `cameras` see it at size² (`plate_coordinates`), from the texture area-averaged to
-        `texture`² (None: size², a whole frame; a training window's is the whole frame's at its density)."""
-        return self.plate_samples(self.plate_coordinates(cameras.resized(size, size), plate_warp), size, texture)
+        `texture_size`² (None: size², a whole frame; a training window's is the whole frame's at its density)."""
+        return self.plate_samples(self.plate_coordinates(cameras.resized(size, size), plate_warp), size,
+                                  texture_size)
 
     def plate_coordinates(self, cameras: Cameras, plate_warp: Float[Tensor, "B 2 3"] | None = None
                           ) -> Float[Tensor, "B R 2"]:
