@@ -90,12 +90,13 @@ def variant_configs(name: str, preset: str = "fast"):
     run 5), boxaudio (the audio token reaches only the mouth planes, `TriplaneTalkerConfig.audio_in_mouth_box`), noxz
     (no mouth planes on the xz plane, `TriplaneTalkerConfig.mouth_planes_on`; xyonly: only on the xy plane; allplanes:
     on all three), confine (the mouth planes confined to their 3D box, `TriplaneTalkerConfig.mouth_confined`; noconfine:
-    not confined), nowarm (no deltaplane warm-up), brows (the brows' heights in the landmark token,
+    not confined), nowarm (no deltaplane warm-up; warmN: N steps), brows (the brows' heights in the landmark token,
     `ConditionEncoderConfig.brows`), ranges (the conditions in their training ranges,
     `ConditionEncoderConfig.fitted_ranges`),
     plate (head and torso over the background plate, docs/background.md), fill (the whole frame, over the plate
     where the field leaves a ray empty, docs/novel-views.md "Run 24"), alphaN (its opacity loss weight N),
-    winN[xS] (training windows of N output pixels, a share S of them over the face, `TrainConfig.window`),
+    winN[xS] (training windows of N output pixels, a share S of them over the face, `TrainConfig.window`; the
+    `fast` preset's is win320 since session 56; nowin: whole frames),
     novdepthN / novcolorN (pseudo multi-view depth / colour weight N, docs/novel-views.md), solidN (the solid-body
     term at weight N, docs/novel-views.md "A solid head"; solidnomouth: not in the mouth box; thickD: solid to D
     behind the surface, `SolidConfig.thickness`, with `body_depth` at least D), behindN (the
@@ -257,6 +258,8 @@ def variant_configs(name: str, preset: str = "fast"):
         elif part.startswith("march"):
             model = dataclasses.replace(model, volume=dataclasses.replace(model.volume, num_coarse=int(part[5:]),
                                                                           num_importance=int(part[5:])))
+        elif part == "nowin":  # whole training frames
+            train_config = dataclasses.replace(train_config, window=None)
         elif part.startswith("win"):  # winN[xS]: windows of N output pixels, a share S of them over the face
             size, _, share = part[3:].partition("x")
             window = WindowConfig(int(size), **({"face_share": float(share)} if share else {}))
@@ -273,6 +276,8 @@ def variant_configs(name: str, preset: str = "fast"):
             train_config = dataclasses.replace(train_config, compile=True)
         elif part == "nowarm":
             train_config = dataclasses.replace(train_config, warmup_delta_steps=0)
+        elif part.startswith("warm"):  # warmN: the deltaplane warm-up of N steps
+            train_config = dataclasses.replace(train_config, warmup_delta_steps=int(part[4:]))
         elif part != "base":
             raise SystemExit(f"unknown variant part {part!r}")
     return model, train_config

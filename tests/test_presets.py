@@ -30,3 +30,5 @@ def test_every_preset_super_resolves_its_own_rendering(name: str) -> None:
         assert model_config.output_resolution == 512
     if name == "fast":
         assert (model_config.render_resolution, model_config.superres.upsamplings) == (256, 1)
+        window = get_preset(name)[1].window  # its training windows are whole pixels of the rendering, inside 512²
+        assert window is not None and window.size < 512 and window.size % model_config.superres.scale == 0

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from deltaplane.api import whole_frames_for_sync
 from deltaplane.metrics.syncnet import Wav2LipSyncNet, load_wav2lip_syncnet
 from deltaplane.presets import get_preset
 from deltaplane.training.logging import read_log
@@ -39,3 +40,15 @@ def test_training_with_the_sync_expert(synthetic_dataset: Path, tmp_path: Path) 
         train(synthetic_dataset, tmp_path / "windowed", model_config,
               dataclasses.replace(train_config, window=WindowConfig(64)), "tiny", torch.device("cpu"),
               progress=False, sync_expert=expert)
+
+
+def test_the_fast_preset_trains_with_a_sync_expert_on_whole_frames() -> None:
+    """The `fast` preset trains through windows, which the sync expert cannot use: `deltaplane train --syncnet`
+    turns them off with a warning instead of failing."""
+    _, fast = get_preset("fast")
+    assert fast.window is not None
+    with pytest.warns(UserWarning, match="windows are off"):
+        whole = whole_frames_for_sync(fast, "fast")
+    assert whole == dataclasses.replace(fast, window=None)
+    _, tiny = get_preset("tiny")
+    assert whole_frames_for_sync(tiny, "tiny") is tiny
