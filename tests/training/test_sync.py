@@ -42,7 +42,7 @@ def test_training_with_the_sync_expert(synthetic_dataset: Path, tmp_path: Path) 
               progress=False, sync_expert=expert)
 
 
-def test_the_fast_preset_trains_with_a_sync_expert_on_whole_frames() -> None:
+def test_a_sync_expert_turns_the_fast_presets_windows_off() -> None:
     """The `fast` preset trains through windows, which the sync expert cannot use: `deltaplane train --syncnet`
     turns them off with a warning instead of failing."""
     _, fast = get_preset("fast")
