@@ -9,8 +9,9 @@ rays with its mean depth at the orbit pivot's (the look-at point every orbit cam
 view's orbit camera, and compared point by point with the mesh that the face tracker finds on the render. Prints,
 per view, the frames with a face, the mean offset (x, y) in pixels of 512², the mean point distance, and that
 distance for the nose and eye points alone. A lifting depth that is off by d moves the projected mesh sideways by
-about d·sin(yaw) at yaw views, so only the differences between points are free of that choice: the far eye drawn
-farther out than the nose says the face is drawn flatter than the mesh.
+about d·sin(yaw) at yaw views, so only the differences between points are free of that choice. Where the frontal view
+matches, a point drawn farther towards the frame's edge than the nose at a yaw view is drawn at another depth: the
+near eye (the one on the camera's side) too deep, the far eye too shallow.
 """
 
 from __future__ import annotations
