@@ -71,7 +71,9 @@ def block(row: dict) -> list[str]:
                                for key in ("id_distance", "sharpness_ratio"))
         lines.append(f"view {name:9s} identity {identity:.3f} sharpness {sharpness:.2f} "
                      f"without a face {row[f'view/{name}/faces/missing']} "
-                     f"detected {row.get(f'view/{name}/faces/detected', float('nan')):.2f}")
+                     f"detected {row.get(f'view/{name}/faces/detected', float('nan')):.2f} "
+                     f"mesh offset / shape {row.get(f'view/{name}/mesh/offset', float('nan')):.3f} / "
+                     f"{row.get(f'view/{name}/mesh/shape', float('nan')):.3f}")
     return lines
 
 

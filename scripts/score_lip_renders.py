@@ -31,11 +31,12 @@ from deltaplane.data.schema import AUDIO_WAV, TRACKS, read_manifest
 from deltaplane.data.dataset import load_clip
 from deltaplane.evaluation.face import IdentityEmbedder, mouth_opening
 from deltaplane.evaluation.pixels import background_change, background_flicker, small_grey
-from deltaplane.evaluation.run import split_far_background
+from deltaplane.evaluation.run import DEFAULT_VIEWS, SplitMesh, parse_views, split_far_background
 from deltaplane.evaluation.scoring import (EvaluationConfig, face_counts, identity_metrics, load_experts,
                                            motion_metrics, observe_video, pair_metrics, score_pair, sharpness_metrics,
                                            sync_metrics)
 from deltaplane.evaluation.sync import landmark_sync, speech_envelope
+from deltaplane.inference import camera_path
 from deltaplane.media.video import iter_frames, probe_video
 from lip_regression_ablation import opening_ratio, speech_activity
 
@@ -141,7 +142,7 @@ def phase_openings(result, pauses: np.ndarray) -> dict[str, float | None]:
 
 
 def score(directory: Path, replay: Replay | None, background: np.ndarray | None,
-          pauses: np.ndarray | None = None) -> dict:
+          pauses: np.ndarray | None = None, mesh: SplitMesh | None = None) -> dict:
     config = EvaluationConfig(identity_every=1000)
     experts = load_experts(config, torch.device("cpu"))
     embedder = IdentityEmbedder()
@@ -177,7 +178,7 @@ def score(directory: Path, replay: Replay | None, background: np.ndarray | None,
             if replay is not None:
                 found.update(replay.metrics(track.per_frame(mouth_opening)))
             row.update({f"{prefix}/{path.stem[len(prefix) + 1:]}/{key}": value for key, value in found.items()})
-    row.update(score_views(directory, experts, embedder, background))
+    row.update(score_views(directory, experts, embedder, background, mesh))
     return row
 
 
@@ -185,11 +186,12 @@ def grey_frames(path: Path) -> np.ndarray:
     return np.stack([small_grey(frame) for frame in frames(path)[0]])
 
 
-def score_views(directory: Path, experts, embedder: IdentityEmbedder, background: np.ndarray | None) -> dict:
+def score_views(directory: Path, experts, embedder: IdentityEmbedder, background: np.ndarray | None,
+                mesh: SplitMesh | None) -> dict:
     """view_NAME.mp4 (`gpu_lip_motion.py --views`) as `deltaplane evaluate RUN` scores views: identity against the
     split's frames, frames without a face, sharpness against the frontal render of the split (test.mp4), and with
-    the split's far background (`background`: --dataset) how much it changes from the frontal render and between
-    frames."""
+    the split's far background and tracked meshes (`background`, `mesh`: --dataset) how much the background changes
+    from the frontal render and between frames, and where the face is drawn (`mesh/offset`, `mesh/shape`)."""
     paths = sorted(directory.glob("view_*.mp4"))
     if not paths:
         return {}
@@ -197,7 +199,7 @@ def score_views(directory: Path, experts, embedder: IdentityEmbedder, background
     truth, frontal = (observe_video(*frames(directory / f"{name}.mp4"), config, experts, embedder)
                       for name in ("test_gt", "test"))
     frontal_grey = grey_frames(directory / "test.mp4") if background is not None else None
-    row = {}
+    row, cameras = {}, parse_views(DEFAULT_VIEWS)
     for path in paths:
         track = observe_video(*frames(path), config, experts, embedder)
         found = {**identity_metrics(track, truth.embeddings, None, config.identity_every)[0],
@@ -206,6 +208,9 @@ def score_views(directory: Path, experts, embedder: IdentityEmbedder, background
         if background is not None:
             grey = grey_frames(path)
             found.update({**background_change(grey, frontal_grey, background), **background_flicker(grey, background)})
+        spec = cameras.get(path.stem[len("view_"):])
+        if mesh is not None and spec is not None:  # not the --sampling variants' extra renders
+            found.update(mesh.metrics(track, camera_path(spec, len(track.landmarks), None))[0])
         row.update({f"view/{path.stem[len('view_'):]}/{key}": value for key, value in found.items()})
     return row
 
@@ -215,14 +220,16 @@ def main() -> None:
     parser.add_argument("directories", type=Path, nargs="+")
     parser.add_argument("--dataset", type=Path,
                         help="the training dataset: adds the replay check, the pause and speech openings and the "
-                             "views' background measures")
+                             "views' background and mesh measures")
     args = parser.parse_args()
     replay = Replay(args.dataset) if args.dataset else None
-    background = split_far_background(load_clip(args.dataset, "test")[1]) if args.dataset else None
+    clip = load_clip(args.dataset, "test")[1] if args.dataset else None
+    background = None if clip is None else split_far_background(clip)
+    mesh = None if clip is None else SplitMesh.of(clip, clip.frames.shape[-1])
     pauses = test_pauses(args.dataset) if args.dataset else None
     names = [directory.name for directory in args.directories]  # the variant's name, or the path where two share it
     keys = names if len(set(names)) == len(names) else [str(directory) for directory in args.directories]
-    print(json.dumps({key: score(directory, replay, background, pauses)
+    print(json.dumps({key: score(directory, replay, background, pauses, mesh)
                       for key, directory in zip(keys, args.directories)}, indent=1))
 
 

@@ -12,7 +12,13 @@ import torch
 
 from deltaplane.data.dataset import load_clip, make_batch
 from deltaplane.geometry.cameras import Cameras, orbit_cam2world, orbit_cameras, orbit_position, project
-from deltaplane.geometry.novel_view import lift_face_points, point_rays, rotate_about_origin, visible_points
+from deltaplane.geometry.novel_view import (
+    lift_face_points,
+    point_rays,
+    rigid_mesh_in_view,
+    rotate_about_origin,
+    visible_points,
+)
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.presets import get_preset
 from deltaplane.training.logging import read_log
@@ -45,6 +51,21 @@ def test_zero_rotation_rays_hit_the_source_pixels_at_the_lifted_depth() -> None:
     mean = (relative * valid).sum(-1, keepdim=True) / valid.sum(-1, keepdim=True)
     forward = novel[:, None, :3, 2]  # the camera's +z axis in world coordinates
     torch.testing.assert_close(distances * (directions * forward).sum(-1), distance * (1 + relative - mean))
+
+
+def test_rigid_mesh_in_view_lifts_the_mean_to_the_pivot_and_keeps_the_own_view() -> None:
+    cameras = orbit_cameras(torch.tensor([0.1, -0.2]), torch.tensor([0.05, 0.0]), 128, 128)
+    face_points, valid = _face(cameras)
+    # seen from its own camera the mesh stays where it was tracked, whatever the lifting depth
+    own = rigid_mesh_in_view(face_points, valid, cameras, cameras.cam2world)
+    torch.testing.assert_close(own, face_points[..., :2], rtol=0, atol=1e-3)
+    # a vertex at the image centre with the mean relative depth is lifted onto the pivot, at which every orbit camera
+    # looks: it stays at the centre of any turned view, while a vertex nearer the camera moves off it
+    centre = torch.tensor([[[64.0, 64.0, 0.02], [64.0, 64.0, 0.02], [64.0, 64.0, -0.03]]]).repeat(2, 1, 1)
+    turned = orbit_cam2world(torch.tensor([0.5, -0.5]), torch.tensor([0.0, 0.3]))
+    seen = rigid_mesh_in_view(centre, torch.tensor([[True, True, False]]).repeat(2, 1), cameras, turned)
+    torch.testing.assert_close(seen[:, 0], torch.full((2, 2), 64.0), rtol=0, atol=1e-3)
+    assert ((seen[:, 2] - 64).norm(dim=-1) > 5).all()
 
 
 def test_rotation_about_the_origin_moves_the_camera_along_its_orbit() -> None:

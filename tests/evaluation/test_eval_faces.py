@@ -36,4 +36,7 @@ def test_observe_video_runs_the_detector_on_every_frame() -> None:
                           IdentityEmbedder())
     assert track.found.tolist() == [True, True, False, True]
     assert track.detected is not None and track.detected.tolist() == [True, True, False, True]
+    assert track.mesh is not None and np.isnan(track.mesh[2]).all() and np.isfinite(track.mesh[[0, 1, 3]]).all()
+    # the same picture, the same mesh to within the tracker's crop (it follows the last frame's box)
+    assert np.linalg.norm(track.mesh[0] - track.mesh[1], axis=-1).mean() < 1.0
     assert face_counts(track) == {"faces/missing": 1, "faces/detected": pytest.approx(0.75)}

@@ -39,6 +39,7 @@ def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, inception_
         assert isinstance(metrics[key], (int, float)), key
     assert metrics["test/faces/missing_gt"] == 0  # the tracker sees the synthetic subject
     assert all(0 <= metrics[f"{name}/faces/detected"] <= 1 for name in ("view/yaw+30", "cross/speech"))
+    assert not any(key.startswith("view/dataset/mesh/") for key in (*metrics, *metrics["skipped"]))  # views only
     # The split is rendered as training evaluates it (same cameras and tokens): the same PSNR / SSIM.
     model, _, _ = load_run(tiny_run, torch.device("cpu"))
     _, clip = load_clip(synthetic_dataset, "test", size=model.config.output_resolution)
@@ -51,7 +52,7 @@ def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, inception_
                 "sync/lse_c", "test/id_arcface", "view/yaw+30/id_arcface", "cross/speech/id_arcface",
                 "test/mouth/opening_std_ratio", "test/mouth/opening_mean_ratio", "test/mouth/open_fraction",
                 "test/mouth/open_fraction_reference", "view/yaw+30/mouth/opening_std_ratio",
-                "cross/speech/mouth/opening_std_ratio"):
+                "cross/speech/mouth/opening_std_ratio", "view/yaw+30/mesh/offset", "view/yaw+30/mesh/shape"):
         assert _number_or_skipped(metrics, key), key
     # FID of frames 0 and 10 of each render against the same frames of the split; the 4-frame cross render has one.
     assert metrics["test/fid_frames"] == metrics["view/yaw+30/fid_frames"] == 2 and metrics["test/fid_every"] == 10
@@ -59,6 +60,7 @@ def test_evaluate_a_tiny_run(tiny_run: Path, synthetic_dataset: Path, inception_
     assert metrics["view/yaw+30/fid"] > 0 and "needs at least 2" in metrics["skipped"]["cross/speech/fid"]
     page = (tmp_path / "eval" / "report.html").read_text()
     assert "<td>yaw+30</td>" in page and "<td>speech</td>" in page  # the view and cross tables
+    assert all(f"<th>{column} " in page for column in ("mesh/shape", "background/view_change"))
     assert "<th>audio–video offset</th><td>in step (no shift)</td>" in page  # the synthetic subject speaks in step
     assert page.count("data:image/") >= 5 and "mouth contact sheet" in page  # plots, strip rows, mouths, views
     for name, num_frames in (("dataset", 20), ("yaw+30", 20), ("cross_speech", 4)):

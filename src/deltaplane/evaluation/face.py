@@ -112,6 +112,33 @@ def mouth_motion(openings: Float[ndarray, " frames"], reference: Float[ndarray, 
             "mouth/open_fraction_reference": float((known > threshold).mean())}, {}
 
 
+MESH_EYE_CORNERS = (33, 263)
+"""mediapipe face-mesh indices of the outer eye corners (the person's right, left): the mesh measures' unit."""
+MESH_VIEW_KEYS = ("mesh/offset", "mesh/shape")
+
+
+def mesh_view_metrics(observed: Float[ndarray, "frames points 2"], expected: Float[ndarray, "frames points 2"],
+                      valid: Bool[ndarray, "frames points"]) -> tuple[dict[str, float], dict[str, str]]:
+    """How far a view draws the face from where a rigid head would show it: `observed` is the face mesh tracked on
+    the render (NaN rows without a face), `expected` the tracked mesh of the same frames projected into the view
+    (`geometry.novel_view.rigid_mesh_in_view`), over the points `valid` in the latter. mesh/offset = mean point
+    distance; mesh/shape = the same once each frame's mean offset is taken out (what the lifting depth does not
+    decide: a part of the face drawn at another depth than the rest). Both in outer-eye-corner distances of the
+    expected mesh, mean over the frames with a face."""
+    found = np.isfinite(observed).all((1, 2)) & valid.any(1)
+    if not found.any():
+        reason = "no face found in any frame of this view"
+        return {}, {key: reason for key in MESH_VIEW_KEYS}
+    observed, expected, weights = (array[found].astype(np.float64) for array in (observed, expected, valid))
+    eyes = np.linalg.norm(expected[:, MESH_EYE_CORNERS[0]] - expected[:, MESH_EYE_CORNERS[1]], axis=-1)
+    difference = (observed - expected) / np.maximum(eyes, 1e-6)[:, None, None]
+    count = weights.sum(1)
+    mean = (difference * weights[..., None]).sum(1) / count[:, None]
+    offset = (np.linalg.norm(difference, axis=-1) * weights).sum(1) / count
+    shape = (np.linalg.norm(difference - mean[:, None], axis=-1) * weights).sum(1) / count
+    return {"mesh/offset": float(offset.mean()), "mesh/shape": float(shape.mean())}, {}
+
+
 def square_crop(rgb: UInt8[ndarray, "height width 3"], centre: Float[ndarray, "2"], side: float,
                 size: int) -> UInt8[ndarray, "size size 3"]:
     """The `side`-pixel square around `centre`, resampled to `size`² (black outside the frame)."""

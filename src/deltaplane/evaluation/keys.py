@@ -83,6 +83,13 @@ KEYS: dict[str, tuple[str, str]] = {
                                      "the ground truth's background at least 10 % of the side from the person "
                                      "(128² grey): a static backdrop scores ~0, a background smeared by the view high"),
     "background/flicker": ("↓", "mean |frame t − frame t−1| in grey levels over that background"),
+    "mesh/offset": ("↓", ("views: mean distance between the face mesh tracked on the render and the split's tracked "
+                          "mesh as a rigid head shows it from this camera (lifted with its mean depth at the orbit "
+                          "pivot's), in outer-eye-corner distances; mediapipe's depth is a model's estimate, so this "
+                          "is agreement with the tracked shape, not with the true head")),
+    "mesh/shape": ("↓", ("the same once each frame's mean offset is taken out: free of the lifting depth, it shows a "
+                         "part of the face drawn at another depth than the rest (a widened near cheek at a turned "
+                         "view)")),
     "fid": ("↓", "Fréchet Inception distance (clean-fid's Inception-v3 features, user-given weights) of the sampled "
                  "frames vs the ground truth's; biased upwards below ~2048 frames: compare only runs scored alike"),
     "fid_frames": ("", "sampled frames per video in the FID (the smaller of the two sets)"),

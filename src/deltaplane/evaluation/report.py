@@ -21,8 +21,9 @@ from deltaplane.evaluation.keys import describe
 
 STRIP_HEIGHT = 256
 """Images in the strips are shown at this height."""
-VIEW_COLUMNS = ("id_distance", "id_same_person", "id_arcface", "fid", "sharpness_ratio", "mouth/opening_std_ratio",
-                "sync/correlation", "sync/offset_frames", "faces/missing", "faces/detected", "sync/lse_c", "sync/lse_d")
+VIEW_COLUMNS = ("id_distance", "id_same_person", "id_arcface", "fid", "sharpness_ratio", "mesh/offset", "mesh/shape",
+                "background/view_change", "mouth/opening_std_ratio", "sync/correlation", "sync/offset_frames",
+                "faces/missing", "faces/detected", "sync/lse_c", "sync/lse_d")
 CROSS_COLUMNS = ("mouth/opening_std_ratio", "mouth/opening_mean_ratio", "mouth/open_fraction", "sync/correlation",
                  "sync/offset_frames", "sharpness_ratio", "id_distance", "faces/missing", "faces/detected",
                  "sync/lse_c", "sync/lse_d")

@@ -27,7 +27,7 @@ from deltaplane.audio.io import audio_files, load_audio
 from deltaplane.data.dataset import BACKGROUND_LABEL, ClipData, audio_context, load_clip
 from deltaplane.data.schema import AUDIO_WAV, read_manifest
 from deltaplane.errors import InputError
-from deltaplane.evaluation.face import IdentityEmbedder
+from deltaplane.evaluation.face import IdentityEmbedder, mesh_view_metrics
 from deltaplane.evaluation.fid import fid_metrics
 from deltaplane.evaluation.pixels import background_change, background_flicker, far_background, small_grey
 from deltaplane.evaluation.report import ReportData
@@ -35,6 +35,9 @@ from deltaplane.evaluation.scoring import (EvaluationConfig, Experts, PairResult
                                            identity_metrics, load_experts, motion_metrics, observe_video, pair_metrics,
                                            prefixed, score_pair, sharpness_metrics, sync_metrics)
 from deltaplane.evaluation.videos import notes, write_outputs
+from deltaplane.geometry.cameras import Cameras
+from deltaplane.geometry.face_depth import FACE_VERTICES
+from deltaplane.geometry.novel_view import rigid_mesh_in_view
 from deltaplane.inference import (RenderOverrides, audio_windows, camera_path, check_camera, depth_to_uint8,
                                   describe_rendering, driving_conditions, load_run, plate_warp_path, render_clip,
                                   to_uint8)
@@ -193,12 +196,32 @@ def _cross_metrics(model: TriplaneTalker, run_config: dict, driving, name: str, 
     return (*_unpaired_metrics(track, target, frontal, samples, fps, config, experts, mean_identity=True), track)
 
 
+@dataclass(frozen=True)
+class SplitMesh:
+    """A split's tracked face meshes and cameras at the renders' size, for `view/NAME/mesh/…`."""
+
+    points: Float[torch.Tensor, "frames 468 3"]
+    valid: Bool[torch.Tensor, "frames 468"]
+    cameras: Cameras
+
+    @classmethod
+    def of(cls, clip: ClipData, size: int) -> SplitMesh:
+        """`clip` loaded at `size`² (`data.dataset.load_clip`)."""
+        return cls(clip.face_points[:, :FACE_VERTICES], clip.face_point_valid[:, :FACE_VERTICES],
+                   Cameras(clip.cam2world, clip.intrinsics, size, size))
+
+    def metrics(self, track: VideoTrack, cam2world: Float[torch.Tensor, "frames 4 4"]) -> tuple[dict, dict]:
+        """`face.mesh_view_metrics` of a view rendered from `cam2world`, frame i driven by the split's frame i."""
+        expected = rigid_mesh_in_view(self.points, self.valid, self.cameras, cam2world.to(self.points))
+        return mesh_view_metrics(track.mesh, expected.numpy(), self.valid.numpy())
+
+
 def _score_split(model: TriplaneTalker, dataset: Path, split: str, config: EvaluationConfig, experts: Experts,
                  embedder: IdentityEmbedder, kept: _Kept, videos: SavedVideos | None, progress: bool
-                 ) -> tuple[PairResult, Conditions, ndarray, float, Bool[ndarray, "frames s s"]]:
+                 ) -> tuple[PairResult, Conditions, ndarray, float, Bool[ndarray, "frames s s"], SplitMesh]:
     """Render the split with its own audio windows, tokens, cameras and plate warps (computed against the training
     split's mean alignment, as the plate is) and score it against its frames; also the far background of its frames
-    (`pixels.far_background`)."""
+    (`pixels.far_background`) and its tracked meshes."""
     manifest, clip = load_clip(dataset, split, size=model.config.output_resolution,
                                normalize_audio=model.config.audio.normalize, brows=model.config.conditions.brows)
     samples = _split_audio(dataset, clip.indices.tolist(), manifest.fps)
@@ -208,7 +231,8 @@ def _score_split(model: TriplaneTalker, dataset: Path, split: str, config: Evalu
         rendered = _rendered(model, conditions, clip.cam2world, kept, "dataset", writer, plate_warp=clip.plate_warps)
         targets = (frame.permute(1, 2, 0).numpy() for frame in clip.frames)
         result = score_pair(rendered, targets, len(clip), config, experts, embedder, progress, desc=f"{split} split")
-    return result, conditions, samples, manifest.fps, split_far_background(clip)
+    return (result, conditions, samples, manifest.fps, split_far_background(clip),
+            SplitMesh.of(clip, model.config.output_resolution))
 
 
 def split_far_background(clip: ClipData) -> Bool[ndarray, "frames s s"]:
@@ -234,8 +258,8 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
     with created_dir(output_dir), staging as staged:
         videos = SavedVideos(staged, dict(video_tags or {})) if staged else None
         kept = _Kept()
-        result, conditions, samples, fps, background = _score_split(model, dataset, split, config, experts, embedder,
-                                                                    kept, videos, progress)
+        result, conditions, samples, fps, background, split_mesh = _score_split(model, dataset, split, config, experts,
+                                                                                embedder, kept, videos, progress)
         found, skipped = pair_metrics(result, config)
         frontal_grey = np.stack(kept.grey["dataset"])
         found.update(background_flicker(frontal_grey, background))
@@ -255,6 +279,10 @@ def evaluate_run(run_dir: Path, output_dir: Path, config: EvaluationConfig, devi
                     track = observe_video(_rendered(model, conditions, cam2world, kept, name, writer),
                                           cam2world.shape[0], config, experts, embedder, progress, desc=f"view {name}")
             found, reasons = _unpaired_metrics(track, result.target, result.prediction, samples, fps, config, experts)
+            if camera != "dataset":  # where a rigid head would show the split's tracked meshes
+                shape, why = split_mesh.metrics(track, cam2world)
+                found.update(shape)
+                reasons.update(why)
             frames = np.stack(kept.grey[name])
             found.update({**background_change(frames, frontal_grey, background),
                           **background_flicker(frames, background)})

@@ -24,6 +24,7 @@ from deltaplane.evaluation.pixels import (SsimWorkspace, detail_scores, error_ma
                                          lpips_distance, region_scores)
 from deltaplane.evaluation.sync import MIN_SYNC_FRAMES, landmark_sync, speech_envelope, syncnet_crop
 from deltaplane.errors import InputError
+from deltaplane.geometry.face_depth import FACE_VERTICES
 from deltaplane.metrics.arcface import EMBEDDING_DIM, IResNet, align_face, arcface_embeddings, load_arcface
 from deltaplane.metrics.fid import FIDInceptionV3, load_inception
 from deltaplane.metrics.lpips import LPIPS
@@ -121,6 +122,8 @@ class VideoTrack:
     """`pixels.laplacian_variance` inside the frame's own face hull (NaN without a face)."""
     detected: Bool[ndarray, " frames"] | None = None
     """Whether the face detector, run on the frame alone, finds the tracked face (`observe_video` only)."""
+    mesh: Float[ndarray, "frames 468 2"] | None = None
+    """The tracked face mesh's points (x, y) in pixels (NaN without a face)."""
 
     @property
     def found(self) -> np.ndarray:
@@ -150,6 +153,7 @@ class VideoObserver:
         self._crops: list[ndarray] = []
         self._last_box: ndarray | None = None
         self._sharpness: list[float] = []
+        self._mesh: list[ndarray] = []
 
     def observe(self, rgb: UInt8[ndarray, "height width 3"]) -> Float[ndarray, "68 2"] | None:
         """Track one frame; returns its 68 landmarks (None without a face)."""
@@ -157,6 +161,8 @@ class VideoObserver:
         observation = self._tracker.track(rgb)
         nan = np.full((68, 2), np.nan, np.float32)
         self._landmarks.append(nan if observation is None else observation.landmarks68)
+        self._mesh.append(np.full((FACE_VERTICES, 2), np.nan, np.float32) if observation is None
+                          else observation.mesh[:FACE_VERTICES, :2])
         embedding = np.full(128, np.nan, np.float32)
         arcface = np.full(EMBEDDING_DIM, np.nan, np.float32)
         if observation is not None and index % self._identity_every == 0:
@@ -188,7 +194,8 @@ class VideoObserver:
                           np.stack(self._arcface) if self._arcface_model is not None else None,
                           np.stack(self._crops) if self._keep_crops else None,
                           None if self._inception is None else self._inception.finish(), tuple(self._mouth_crops),
-                          np.array(self._sharpness), None if self._detected is None else np.array(self._detected, bool))
+                          np.array(self._sharpness), None if self._detected is None else np.array(self._detected, bool),
+                          np.stack(self._mesh))
 
     def __enter__(self) -> VideoObserver:
         return self

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from deltaplane.geometry.cameras import Cameras, project, unproject
+from deltaplane.geometry.cameras import DEFAULT_PIVOT, Cameras, project, unproject
 from deltaplane.geometry.precision import full_precision
 
 
@@ -44,6 +44,20 @@ def lift_face_points(face_points: Float[Tensor, "batch points 3"], valid: Bool[T
     relative, weights = face_points[..., 2], valid.to(face_points.dtype)
     mean = (relative * weights).sum(-1, keepdim=True) / weights.sum(-1, keepdim=True).clamp_min(1)
     return unproject(face_points[..., :2], distance * (1 + relative - mean), cameras.cam2world, cameras.intrinsics)
+
+
+@full_precision
+def rigid_mesh_in_view(face_points: Float[Tensor, "batch points 3"], valid: Bool[Tensor, "batch points"],
+                       cameras: Cameras, view_cam2world: Float[Tensor, "batch 4 4"]) -> Float[Tensor, "batch points 2"]:
+    """Where a rigid head would show each frame's tracked mesh from `view_cam2world`, in pixels of `cameras`'
+    intrinsics: the mesh lifted along the frame's own rays (`lift_face_points`) with its mean depth at the orbit
+    pivot's, the point every orbit camera looks at (at the depth of the face template's mouth corners,
+    docs/conventions.md), then projected. A lifting depth off by d moves the whole projection sideways by about
+    d·sin(yaw) at a turned view; the differences between points hardly depend on it."""
+    pivot = face_points.new_tensor(DEFAULT_PIVOT)
+    offset = pivot - cameras.cam2world[:, :3, 3]
+    depth = torch.einsum("bk,bk->b", offset, cameras.cam2world[:, :3, 2])[:, None]  # the pivot's camera z
+    return project(lift_face_points(face_points, valid, depth, cameras), view_cam2world, cameras.intrinsics)
 
 
 def orbit_rotation(yaw: Float[Tensor, "*batch"], pitch: Float[Tensor, "*batch"]) -> Float[Tensor, "*batch 3 3"]:
