@@ -87,9 +87,9 @@ KEYS: dict[str, tuple[str, str]] = {
                           "mesh as a rigid head shows it from this camera (lifted with its mean depth at the orbit "
                           "pivot's), in outer-eye-corner distances; mediapipe's depth is a model's estimate, so this "
                           "is agreement with the tracked shape, not with the true head")),
-    "mesh/shape": ("↓", ("the same once each frame's mean offset is taken out: free of the lifting depth, it shows a "
-                         "part of the face drawn at another depth than the rest (a widened near cheek at a turned "
-                         "view)")),
+    "mesh/shape": ("↓", ("the same once each frame's mean offset is taken out: nearly free of the lifting depth, it "
+                         "shows a part of the face drawn at another depth than the rest (a widened near cheek at a "
+                         "turned view)")),
     "fid": ("↓", "Fréchet Inception distance (clean-fid's Inception-v3 features, user-given weights) of the sampled "
                  "frames vs the ground truth's; biased upwards below ~2048 frames: compare only runs scored alike"),
     "fid_frames": ("", "sampled frames per video in the FID (the smaller of the two sets)"),
