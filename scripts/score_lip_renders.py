@@ -210,7 +210,7 @@ def score_views(directory: Path, experts, embedder: IdentityEmbedder, background
             found.update({**background_change(grey, frontal_grey, background), **background_flicker(grey, background)})
         spec = cameras.get(path.stem[len("view_"):])
         if mesh is not None and spec is not None:  # not the --sampling variants' extra renders
-            found.update(mesh.metrics(track, camera_path(spec, len(track.landmarks), None))[0])
+            found.update(mesh.metrics(track, camera_path(spec, len(track.landmarks)))[0])
         row.update({f"view/{path.stem[len('view_'):]}/{key}": value for key, value in found.items()})
     return row
 

@@ -19,6 +19,7 @@ from deltaplane.geometry.novel_view import (
     rotate_about_origin,
     visible_points,
 )
+from deltaplane.inference import camera_path
 from deltaplane.models.triplane_talker import TriplaneTalker
 from deltaplane.presets import get_preset
 from deltaplane.training.logging import read_log
@@ -66,6 +67,13 @@ def test_rigid_mesh_in_view_lifts_the_mean_to_the_pivot_and_keeps_the_own_view()
     seen = rigid_mesh_in_view(centre, torch.tensor([[True, True, False]]).repeat(2, 1), cameras, turned)
     torch.testing.assert_close(seen[:, 0], torch.full((2, 2), 64.0), rtol=0, atol=1e-3)
     assert ((seen[:, 2] - 64).norm(dim=-1) > 5).all()
+
+
+def test_orbit_camera_paths_need_no_tracks_and_the_dataset_camera_asks_for_them() -> None:
+    torch.testing.assert_close(camera_path("yaw=30,pitch=0", 3),
+                               orbit_cam2world(torch.full((3,), math.radians(30)), torch.zeros(3)))
+    with pytest.raises(ValueError, match="driving tracks"):
+        camera_path("dataset", 3)
 
 
 def test_rotation_about_the_origin_moves_the_camera_along_its_orbit() -> None:

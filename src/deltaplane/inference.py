@@ -135,10 +135,13 @@ def check_camera(spec: str) -> None:
                          f"±{MAX_PITCH_DEGREES:g}° pitch (the video shows the head near frontal only)")
 
 
-def camera_path(spec: str, num_frames: int, driving: DrivingTracks) -> Float[Tensor, "frames 4 4"]:
-    """cam2world per frame for a --camera spec: dataset | front | yaw=DEG,pitch=DEG | orbit | spiral."""
+def camera_path(spec: str, num_frames: int, driving: DrivingTracks | None = None) -> Float[Tensor, "frames 4 4"]:
+    """cam2world per frame for a --camera spec: dataset | front | yaw=DEG,pitch=DEG | orbit | spiral. Only
+    "dataset" reads `driving` (the training frames' cameras it replays)."""
     check_camera(spec)
     if spec == "dataset":
+        if driving is None:
+            raise ValueError("the dataset camera replays the driving tracks' cameras: pass them")
         return driving.cam2world[driving.replay(num_frames)]
     if spec == "front":
         angles = torch.zeros(num_frames, 2)
